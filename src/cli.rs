@@ -1,0 +1,46 @@
+//! The `vagonfs` command line (clap). Each subcommand's options live with the module that owns
+//! the subcommand; this file only composes them and sets up logging.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vagonfs",
+    version,
+    about = "Mount the file storage of Vagon Teams machines as a local folder",
+    long_about = "vagonfs mounts the file storage of Vagon Teams cloud computers (\"machines\") as an \
+ordinary local folder, over the Vagon Files API. With no credentials configured it runs against a \
+local emulator of the API, so a first `vagonfs mount DIR` works at once."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local emulator of the Vagon Files API (for development, tests and demos).
+    Emulator(crate::emulator::EmulatorArgs),
+    /// Mount a machine's storage (or the shared storage, or everything) at MOUNTPOINT.
+    Mount(crate::mount::MountArgs),
+}
+
+/// Log to stderr at `level` unless `RUST_LOG` says otherwise.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Emulator(args) => crate::emulator::run_cli(args),
+        Command::Mount(args) => crate::mount::run_cli(args),
+    }
+}
