@@ -182,14 +182,17 @@ pub fn socket_dirs() -> Vec<PathBuf> {
 
 /// Where this process creates its control sockets.
 pub fn primary_socket_dir() -> PathBuf {
-    let xdg = xdg_socket_dir(std::env::var_os("XDG_RUNTIME_DIR"));
-    xdg.unwrap_or_else(|| fallback_socket_dir(nix::unistd::geteuid().as_raw()))
+    let uid = nix::unistd::geteuid().as_raw();
+    let xdg = xdg_socket_dir(uid, std::env::var_os("XDG_RUNTIME_DIR"));
+    xdg.unwrap_or_else(|| fallback_socket_dir(uid))
 }
 
-/// `$XDG_RUNTIME_DIR/vagonfs`, when the variable holds an absolute path.
-fn xdg_socket_dir(xdg_runtime_dir: Option<std::ffi::OsString>) -> Option<PathBuf> {
+/// `$XDG_RUNTIME_DIR/vagonfs`, when the variable holds an absolute path to a directory of
+/// `uid` (`sudo` may pass on the invoking user's variable: root must not use that one).
+fn xdg_socket_dir(uid: u32, xdg_runtime_dir: Option<std::ffi::OsString>) -> Option<PathBuf> {
     let xdg = PathBuf::from(xdg_runtime_dir?);
-    xdg.is_absolute().then(|| xdg.join(SOCKET_DIR_NAME))
+    let ours = std::fs::metadata(&xdg).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+    (xdg.is_absolute() && ours).then(|| xdg.join(SOCKET_DIR_NAME))
 }
 
 fn fallback_socket_dir(uid: u32) -> PathBuf {
@@ -202,7 +205,7 @@ fn fallback_socket_dir(uid: u32) -> PathBuf {
 
 fn socket_dirs_for(uid: u32, xdg_runtime_dir: Option<std::ffi::OsString>) -> Vec<PathBuf> {
     let fallback = fallback_socket_dir(uid);
-    match xdg_socket_dir(xdg_runtime_dir) {
+    match xdg_socket_dir(uid, xdg_runtime_dir) {
         Some(xdg) => vec![xdg, fallback],
         None => vec![fallback],
     }
@@ -769,18 +772,10 @@ pub struct FoundMount {
     pub status: Result<StatusSnapshot, ControlError>,
 }
 
-/// Every vagonfs mount this user can see: live sockets in the socket directories, and vagonfs
-/// FUSE mounts in `/proc/self/mountinfo` (reported with an error when no daemon answers).
-pub async fn list_mounts() -> Vec<FoundMount> {
-    let table = super::mounts::vagonfs_mounts().unwrap_or_else(|e| {
-        tracing::debug!(error = %e, "cannot read the mount table");
-        Vec::new()
-    });
-    list_mounts_in(&socket_dirs(), &table).await
-}
-
-/// [`list_mounts`] over given socket directories and mount table entries.
-pub async fn list_mounts_in(dirs: &[PathBuf], table: &[MountEntry]) -> Vec<FoundMount> {
+/// Every vagonfs mount this user can see: live sockets in `dirs` (see [`socket_dirs`]), and
+/// the vagonfs FUSE mounts of `table` (see [`super::mounts::vagonfs_mounts`]), reported with
+/// an error when no daemon answers.
+pub async fn list_mounts(dirs: &[PathBuf], table: &[MountEntry]) -> Vec<FoundMount> {
     let mut found: Vec<FoundMount> = Vec::new();
     // Sockets that exist but did not answer with a status, by file name.
     let mut unanswered: Vec<(String, PathBuf, ControlError)> = Vec::new();
@@ -854,8 +849,9 @@ pub async fn list_mounts_in(dirs: &[PathBuf], table: &[MountEntry]) -> Vec<Found
     found
 }
 
+/// A fake mount for the tests of the control socket and of the commands.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -866,17 +862,17 @@ mod tests {
     use crate::daemon::snapshot::{CacheStats, MountIdentity, UploadProgress, UploadState};
 
     /// A handler whose uploads finish when the test says so.
-    struct FakeMount {
-        mountpoint: String,
-        sent: Mutex<u64>,
-        release: Notify,
-        unmount_calls: AtomicU32,
-        forced_calls: AtomicU32,
-        fail: bool,
+    pub(crate) struct FakeMount {
+        pub mountpoint: String,
+        pub sent: Mutex<u64>,
+        pub release: Notify,
+        pub unmount_calls: AtomicU32,
+        pub forced_calls: AtomicU32,
+        pub fail: bool,
     }
 
     impl FakeMount {
-        fn new(mountpoint: &str) -> Arc<Self> {
+        pub fn new(mountpoint: &str) -> Arc<Self> {
             Arc::new(FakeMount {
                 mountpoint: mountpoint.into(),
                 sent: Mutex::new(0),
@@ -932,6 +928,14 @@ mod tests {
             Ok(())
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::testing::FakeMount;
+    use super::*;
 
     fn socket_in(dir: &tempfile::TempDir) -> PathBuf {
         dir.path().join("t.sock")
@@ -1114,7 +1118,7 @@ mod tests {
                 source: "vagonfs".into(),
             },
         ];
-        let found = list_mounts_in(&dirs, &table).await;
+        let found = list_mounts(&dirs, &table).await;
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[0].mountpoint, live_point);
         assert!(found[0].in_mount_table);
@@ -1136,12 +1140,17 @@ mod tests {
 
     #[test]
     fn socket_dirs_and_names() {
+        let xdg = tempfile::tempdir().unwrap();
+        let owner = std::fs::metadata(xdg.path()).unwrap().uid();
+        let other = owner + 1;
         assert_eq!(
-            socket_dirs_for(1000, Some("/run/user/1000".into())),
-            vec![
-                PathBuf::from("/run/user/1000/vagonfs"),
-                PathBuf::from("/tmp/vagonfs-1000")
-            ]
+            socket_dirs_for(owner, Some(xdg.path().into())),
+            vec![xdg.path().join(SOCKET_DIR_NAME), fallback_socket_dir(owner)]
+        );
+        // Another user's runtime directory (sudo keeping the variable) is not used.
+        assert_eq!(
+            socket_dirs_for(other, Some(xdg.path().into())),
+            vec![PathBuf::from(format!("/tmp/vagonfs-{other}"))]
         );
         assert_eq!(
             socket_dirs_for(0, None),

@@ -105,10 +105,10 @@ pub fn run_status(args: StatusArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    rt.block_on(status_main(args))
+    rt.block_on(status_main(args, &control::socket_dirs()))
 }
 
-async fn status_main(args: StatusArgs) -> ExitCode {
+async fn status_main(args: StatusArgs, dirs: &[PathBuf]) -> ExitCode {
     let target = match &args.mountpoint {
         None => None,
         Some(p) => match mounts::canonical_mountpoint(p) {
@@ -120,7 +120,7 @@ async fn status_main(args: StatusArgs) -> ExitCode {
         },
     };
     if !args.watch {
-        let reports = collect_reports(target.as_deref()).await;
+        let reports = collect_reports(target.as_deref(), dirs).await;
         let failed = reports.iter().any(|r| r.error.is_some());
         print_reports(&reports, args.json, false);
         return if failed {
@@ -132,7 +132,7 @@ async fn status_main(args: StatusArgs) -> ExitCode {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        let reports = collect_reports(target.as_deref()).await;
+        let reports = collect_reports(target.as_deref(), dirs).await;
         if !args.json {
             print!("{CLEAR_SCREEN}");
         }
@@ -145,10 +145,13 @@ async fn status_main(args: StatusArgs) -> ExitCode {
 }
 
 /// The reports of one mount point, or of every mount found.
-async fn collect_reports(target: Option<&Path>) -> Vec<MountReport> {
+async fn collect_reports(target: Option<&Path>, dirs: &[PathBuf]) -> Vec<MountReport> {
     match target {
-        Some(mountpoint) => vec![MountReport::new(mountpoint, status_of(mountpoint).await)],
-        None => control::list_mounts()
+        Some(mountpoint) => vec![MountReport::new(
+            mountpoint,
+            status_of(mountpoint, dirs).await,
+        )],
+        None => control::list_mounts(dirs, &mount_table())
             .await
             .into_iter()
             .map(|m| {
@@ -161,8 +164,8 @@ async fn collect_reports(target: Option<&Path>) -> Vec<MountReport> {
     }
 }
 
-async fn status_of(mountpoint: &Path) -> Result<StatusSnapshot, String> {
-    let answer = match control::connect_to_mount(&control::socket_dirs(), mountpoint).await {
+async fn status_of(mountpoint: &Path, dirs: &[PathBuf]) -> Result<StatusSnapshot, String> {
+    let answer = match control::connect_to_mount(dirs, mountpoint).await {
         Ok(mut client) => client.status().await,
         Err(e) => Err(e),
     };
@@ -183,8 +186,16 @@ fn explain_unreachable(mountpoint: &Path, error: &ControlError, mounted: bool) -
     }
 }
 
+/// The vagonfs mounts of the mount table (none when it cannot be read).
+fn mount_table() -> Vec<mounts::MountEntry> {
+    mounts::vagonfs_mounts().unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "cannot read the mount table");
+        Vec::new()
+    })
+}
+
 fn is_vagonfs_mount(mountpoint: &Path) -> bool {
-    mounts::vagonfs_mounts().is_ok_and(|all| all.iter().any(|m| m.mountpoint == mountpoint))
+    mount_table().iter().any(|m| m.mountpoint == mountpoint)
 }
 
 fn print_reports(reports: &[MountReport], json: bool, watching: bool) {
@@ -233,7 +244,7 @@ pub fn run_unmount(args: UnmountArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match rt.block_on(unmount_main(&args)) {
+    match rt.block_on(unmount_main(&args, &control::socket_dirs())) {
         Ok(code) => code,
         Err(message) => {
             eprintln!("vagonfs unmount: {message}");
@@ -242,11 +253,11 @@ pub fn run_unmount(args: UnmountArgs) -> ExitCode {
     }
 }
 
-async fn unmount_main(args: &UnmountArgs) -> Result<ExitCode, String> {
+async fn unmount_main(args: &UnmountArgs, dirs: &[PathBuf]) -> Result<ExitCode, String> {
     let mountpoint = mounts::canonical_mountpoint(&args.mountpoint)
         .map_err(|e| format!("no such mount point: {}: {e}", args.mountpoint.display()))?;
     let shown = mountpoint.display();
-    let client = match control::connect_to_mount(&control::socket_dirs(), &mountpoint).await {
+    let client = match control::connect_to_mount(dirs, &mountpoint).await {
         Ok(client) => client,
         Err(e) if e.is_no_daemon() || (args.force && matches!(e, ControlError::Timeout(_))) => {
             if !is_vagonfs_mount(&mountpoint) {
@@ -726,5 +737,162 @@ mod tests {
         );
         let denied = ControlError::PermissionDenied("/s".into());
         assert!(explain_unreachable(mp, &denied, true).starts_with("permission denied"));
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    //! The commands end to end against a control server with a fake mount (no FUSE).
+
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::daemon::control::ControlServer;
+    use crate::daemon::control::testing::FakeMount;
+
+    /// A socket directory, a mount point directory, and a fake daemon serving it.
+    struct Setup {
+        _base: tempfile::TempDir,
+        dirs: Vec<PathBuf>,
+        mountpoint: PathBuf,
+    }
+
+    fn setup() -> Setup {
+        let base = tempfile::tempdir().unwrap();
+        let sockets = base.path().join("sockets");
+        control::prepare_socket_dir(&sockets).unwrap();
+        let mountpoint = std::fs::canonicalize(base.path()).unwrap().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+        Setup {
+            _base: base,
+            dirs: vec![sockets],
+            mountpoint,
+        }
+    }
+
+    fn serve(s: &Setup, fake: Arc<FakeMount>) -> ControlServer {
+        let path = s.dirs[0].join(control::socket_file_name(&s.mountpoint));
+        ControlServer::bind(&path, fake).unwrap()
+    }
+
+    #[tokio::test]
+    async fn unmount_asks_the_daemon() {
+        let s = setup();
+        let fake = FakeMount::new(&s.mountpoint.display().to_string());
+        let server = serve(&s, fake.clone());
+        fake.release.notify_one();
+        let args = UnmountArgs {
+            mountpoint: s.mountpoint.clone(),
+            force: false,
+        };
+        assert_eq!(unmount_main(&args, &s.dirs).await, Ok(ExitCode::SUCCESS));
+        assert_eq!(fake.unmount_calls.load(Ordering::SeqCst), 1);
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn unmount_reports_a_daemon_failure() {
+        let s = setup();
+        let mut fake = FakeMount::new("x");
+        Arc::get_mut(&mut fake).unwrap().fail = true;
+        let server = serve(&s, fake);
+        let args = UnmountArgs {
+            mountpoint: s.mountpoint.clone(),
+            force: false,
+        };
+        let err = unmount_main(&args, &s.dirs).await.unwrap_err();
+        assert!(
+            err.contains("could not unmount") && err.contains("uploads failed"),
+            "{err}"
+        );
+        assert!(err.contains("--force"), "{err}");
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn unmount_without_daemon_or_mount_is_a_clear_error() {
+        let s = setup();
+        let args = UnmountArgs {
+            mountpoint: s.mountpoint.clone(),
+            force: false,
+        };
+        let err = unmount_main(&args, &s.dirs).await.unwrap_err();
+        assert_eq!(
+            err,
+            format!("no vagonfs mount at {}", s.mountpoint.display())
+        );
+        let args = UnmountArgs {
+            mountpoint: s.mountpoint.join("absent"),
+            force: true,
+        };
+        let err = unmount_main(&args, &s.dirs).await.unwrap_err();
+        assert!(err.starts_with("no such mount point"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn status_finds_the_daemon() {
+        let s = setup();
+        let fake = FakeMount::new(&s.mountpoint.display().to_string());
+        let server = serve(&s, fake);
+        let one = collect_reports(Some(&s.mountpoint), &s.dirs).await;
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            one[0].status.as_ref().unwrap().identity.target,
+            "machine 42"
+        );
+        let all = collect_reports(None, &s.dirs).await;
+        let ours = all
+            .iter()
+            .find(|r| r.mountpoint == s.mountpoint.display().to_string());
+        assert!(ours.is_some_and(|r| r.status.is_some()), "{all:?}");
+        server.shutdown().await;
+
+        let gone = collect_reports(Some(&s.mountpoint), &s.dirs).await;
+        let error = gone[0].error.as_deref().unwrap();
+        assert_eq!(
+            error,
+            format!("no vagonfs mount at {}", s.mountpoint.display())
+        );
+    }
+
+    /// A FUSE filesystem that answers nothing (every op ENOSYS): enough to be mounted.
+    struct NullFs;
+    impl fuser::Filesystem for NullFs {}
+
+    /// Lazily unmounts `path` if a test left it mounted.
+    struct MountGuard(PathBuf);
+    impl Drop for MountGuard {
+        fn drop(&mut self) {
+            if is_vagonfs_mount(&self.0) {
+                let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unmount_falls_back_to_umount_when_no_daemon_answers() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts, it needs root"
+        );
+        let s = setup();
+        let options = [fuser::MountOption::FSName("vagonfs:test".into())];
+        let session = fuser::spawn_mount2(NullFs, &s.mountpoint, &options).unwrap();
+        let _guard = MountGuard(s.mountpoint.clone());
+        assert!(is_vagonfs_mount(&s.mountpoint), "{:?}", mount_table());
+
+        // Mounted, but no control socket: status says so.
+        let report = collect_reports(Some(&s.mountpoint), &s.dirs).await;
+        let error = report[0].error.as_deref().unwrap();
+        assert!(error.contains("no daemon answers"), "{error}");
+
+        let args = UnmountArgs {
+            mountpoint: s.mountpoint.clone(),
+            force: false,
+        };
+        assert_eq!(unmount_main(&args, &s.dirs).await, Ok(ExitCode::SUCCESS));
+        assert!(!is_vagonfs_mount(&s.mountpoint), "still mounted");
+        drop(session);
     }
 }
