@@ -208,8 +208,10 @@ pub struct HelperInvocation {
     pub sloppy: bool,
     /// The `vagonfs mount` flags for the options, in first-seen order.
     pub flags: Vec<String>,
-    /// Options dropped (generic ones, and unknown ones under `-s`).
-    pub dropped: Vec<String>,
+    /// Generic options dropped.
+    pub ignored: Vec<String>,
+    /// Unknown options dropped under `-s`.
+    pub unknown: Vec<String>,
 }
 
 impl HelperInvocation {
@@ -285,7 +287,11 @@ pub fn parse_helper_args(args: &[OsString]) -> Result<HelperInvocation, HelperEr
         .to_str()
         .ok_or_else(|| HelperError::BadSource(source.to_string_lossy().into_owned()))?;
     let source = Source::parse(source)?;
-    let (flags, dropped) = map_options(&options.join(","), sloppy)?;
+    let MappedOptions {
+        flags,
+        ignored,
+        unknown,
+    } = map_options(&options.join(","), sloppy)?;
     Ok(HelperInvocation {
         source,
         mountpoint: PathBuf::from(mountpoint),
@@ -293,7 +299,8 @@ pub fn parse_helper_args(args: &[OsString]) -> Result<HelperInvocation, HelperEr
         verbose,
         sloppy,
         flags,
-        dropped,
+        ignored,
+        unknown,
     })
 }
 
@@ -306,13 +313,23 @@ fn check_type(fstype: &str) -> Result<(), HelperError> {
     }
 }
 
-/// Maps a comma-separated option string to `vagonfs mount` flags; returns the flags and the
-/// options dropped.
-pub fn map_options(options: &str, sloppy: bool) -> Result<(Vec<String>, Vec<String>), HelperError> {
+/// The result of [`map_options`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappedOptions {
+    /// `vagonfs mount` flags, in first-seen order.
+    pub flags: Vec<String>,
+    /// Generic options dropped.
+    pub ignored: Vec<String>,
+    /// Unknown options dropped because of `-s`.
+    pub unknown: Vec<String>,
+}
+
+/// Maps a comma-separated option string to `vagonfs mount` flags.
+pub fn map_options(options: &str, sloppy: bool) -> Result<MappedOptions, HelperError> {
     // (option name, value), last value wins, first-seen order kept.
     let mut chosen: Vec<(&'static str, Option<String>)> = Vec::new();
     let mut read_only = false;
-    let mut dropped = Vec::new();
+    let (mut ignored, mut unknown) = (Vec::new(), Vec::new());
     for option in options.split(',').filter(|o| !o.is_empty()) {
         let (name, value) = match option.split_once('=') {
             Some((n, v)) => (n, Some(v)),
@@ -325,19 +342,18 @@ pub fn map_options(options: &str, sloppy: bool) -> Result<(Vec<String>, Vec<Stri
         }
         if option == "rw" {
             read_only = false;
-            dropped.push(option.to_string());
+            ignored.push(option.to_string());
             continue;
         }
         if GENERIC_OPTIONS.contains(&option)
             || GENERIC_PREFIXES.iter().any(|p| option.starts_with(p))
         {
-            dropped.push(option.to_string());
+            ignored.push(option.to_string());
             continue;
         }
         let Some(&(known, kind)) = OPTIONS.iter().find(|(n, _)| *n == normalized) else {
             if sloppy {
-                tracing::warn!(option, "mount.vagonfs: dropping unknown option (-s)");
-                dropped.push(option.to_string());
+                unknown.push(option.to_string());
                 continue;
             }
             return Err(HelperError::UnknownOption(option.to_string()));
@@ -356,7 +372,11 @@ pub fn map_options(options: &str, sloppy: bool) -> Result<(Vec<String>, Vec<Stri
     if read_only {
         flags.push("--read-only".into());
     }
-    Ok((flags, dropped))
+    Ok(MappedOptions {
+        flags,
+        ignored,
+        unknown,
+    })
 }
 
 fn check_value(
@@ -423,13 +443,15 @@ pub fn run_mount_helper(argv: Vec<OsString>) -> ExitCode {
         println!("{}", shown());
         return ExitCode::SUCCESS;
     }
+    if !invocation.unknown.is_empty() {
+        let unknown = invocation.unknown.join(",");
+        eprintln!("{HELPER_NAME}: warning: dropping unknown options (-s): {unknown}");
+    }
     if invocation.verbose {
         eprintln!("{HELPER_NAME}: running {}", shown());
-        if !invocation.dropped.is_empty() {
-            eprintln!(
-                "{HELPER_NAME}: ignoring options: {}",
-                invocation.dropped.join(",")
-            );
+        if !invocation.ignored.is_empty() {
+            let ignored = invocation.ignored.join(",");
+            eprintln!("{HELPER_NAME}: ignoring generic options: {ignored}");
         }
     }
     use std::os::unix::process::CommandExt;
@@ -528,7 +550,7 @@ mod tests {
 
     fn mapped(options: &str) -> Result<Vec<String>, String> {
         map_options(options, false)
-            .map(|(flags, _)| flags)
+            .map(|m| m.flags)
             .map_err(|e| e.to_string())
     }
 
@@ -624,9 +646,10 @@ mod tests {
 
     #[test]
     fn sloppy_drops_unknown_options() {
-        let (flags, dropped) = map_options("frobnicate,uid=1,rw,x-foo", true).unwrap();
-        assert_eq!(flags, vec!["--uid", "1"]);
-        assert_eq!(dropped, vec!["frobnicate", "rw", "x-foo"]);
+        let mapped = map_options("frobnicate,uid=1,rw,x-foo", true).unwrap();
+        assert_eq!(mapped.flags, vec!["--uid", "1"]);
+        assert_eq!(mapped.ignored, vec!["rw", "x-foo"]);
+        assert_eq!(mapped.unknown, vec!["frobnicate"]);
         // Bad values are still errors under -s.
         assert!(map_options("uid=x", true).is_err());
     }
@@ -695,7 +718,8 @@ mod tests {
         .unwrap();
         assert!(inv.fake && inv.verbose && inv.sloppy);
         assert_eq!(inv.flags, vec!["--uid", "1", "--gid", "2"]);
-        assert_eq!(inv.dropped, vec!["bogus"]);
+        assert_eq!(inv.unknown, vec!["bogus"]);
+        assert!(inv.ignored.is_empty());
         assert_eq!(inv.source, Source::Shared);
 
         let inv = parse_helper_args(&args(&["all", "/m"])).unwrap();

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use crate::api::ApiErrorKind;
 
@@ -625,17 +625,13 @@ impl Metrics {
     /// Keeps an error for `vagonfs status` (URLs redacted, message shortened). `source` says
     /// where it happened, e.g. an endpoint name or "upload /docs/a.txt".
     pub fn push_error(&self, source: &str, message: &str) {
-        self.push_error_at(Utc::now(), source, message);
-    }
-
-    pub fn push_error_at(&self, at: DateTime<Utc>, source: &str, message: &str) {
         let mut message = redact_urls(message);
         if let Some((cut, _)) = message.char_indices().nth(MAX_ERROR_MESSAGE_CHARS) {
             message.truncate(cut);
             message.push('…');
         }
         let entry = RecentError {
-            at,
+            at: Utc::now(),
             source: redact_urls(source),
             message,
         };

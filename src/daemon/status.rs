@@ -8,8 +8,8 @@
 //! - `unmount` when no daemon answers (socket missing or stale) falls back to a direct unmount
 //!   (`umount2` as root, `fusermount3 -u` otherwise), but only for a vagonfs mount in the mount
 //!   table; a daemon that is alive but silent is not bypassed unless `--force` is given;
-//! - a daemon may exit right after unmounting, before its last line reaches us: a closed
-//!   connection then counts as success when the mount is gone from the mount table;
+//! - a daemon may exit right after unmounting, before its last line reaches us: a closed or
+//!   reset connection then counts as success when the mount is gone from the mount table;
 //! - Ctrl-C while `unmount` waits stops the waiting only: the daemon keeps flushing and
 //!   unmounts once the uploads are done (the request outlives the connection).
 
@@ -291,7 +291,9 @@ async fn unmount_main(args: &UnmountArgs, dirs: &[PathBuf]) -> Result<ExitCode, 
     };
     match outcome {
         Ok(()) => {}
-        Err(ControlError::Protocol { .. }) if !is_vagonfs_mount(&mountpoint) => {
+        Err(ControlError::Protocol { .. } | ControlError::Io { .. })
+            if !is_vagonfs_mount(&mountpoint) =>
+        {
             // The daemon exited as it unmounted, before its last line reached us.
         }
         Err(ControlError::UnmountFailed(message)) => {
