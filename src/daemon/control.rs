@@ -265,7 +265,6 @@ enum UnmountPhase {
     Running {
         forced: bool,
         tasks: u32,
-        last_error: Option<String>,
     },
     Done(Result<(), String>),
 }
@@ -290,7 +289,6 @@ impl Shared {
                     *phase = UnmountPhase::Running {
                         forced: force,
                         tasks: 1,
-                        last_error: None,
                     };
                 }
                 UnmountPhase::Running { forced, tasks, .. } if force && !*forced => {
@@ -312,17 +310,12 @@ impl Shared {
                 tracing::warn!(force, error = %e, "unmount requested over the control socket failed");
             }
             shared.unmount.send_modify(|phase| {
-                if let UnmountPhase::Running {
-                    tasks, last_error, ..
-                } = phase
-                {
+                // The first success ends it; a failure only once no other call is running.
+                if let UnmountPhase::Running { tasks, .. } = phase {
                     match result {
                         Ok(()) => *phase = UnmountPhase::Done(Ok(())),
                         Err(e) if *tasks <= 1 => *phase = UnmountPhase::Done(Err(e)),
-                        Err(e) => {
-                            *tasks -= 1;
-                            *last_error = Some(e);
-                        }
+                        Err(_) => *tasks -= 1,
                     }
                 }
             });
