@@ -20,6 +20,7 @@ pub mod auth;
 pub mod error;
 pub mod faulty;
 pub mod http;
+pub mod metered;
 pub mod model;
 pub mod retry;
 
