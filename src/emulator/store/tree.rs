@@ -226,7 +226,12 @@ impl Store {
                 "{what} named {name:?} already exists"
             )));
         }
-        let entry = insert_entry(&tx, storage.id, parent.id, name, true, 0, None, None, None)?;
+        let folder = NewEntry {
+            name: name.to_string(),
+            is_dir: true,
+            ..NewEntry::default()
+        };
+        let entry = insert_entry(&tx, storage.id, &parent, &folder, None)?;
         tx.commit()?;
         Ok(entry)
     }
@@ -289,19 +294,8 @@ impl Store {
         let mut db = self.db();
         let inserted = (|| {
             let (storage, parent) = self.resolve_target_in(&db, new.target, new.recordings)?;
-            let owner = new.owner_machine.or(parent.owner_machine);
             let tx = db.transaction()?;
-            let entry = insert_entry(
-                &tx,
-                storage.id,
-                parent.id,
-                &new.name,
-                new.is_dir,
-                new.size.unwrap_or(new.content.len() as u64),
-                new.content_type.as_deref(),
-                blob.as_deref(),
-                owner,
-            )?;
+            let entry = insert_entry(&tx, storage.id, &parent, &new, blob.as_deref())?;
             tx.commit()?;
             Ok(entry)
         })();
@@ -403,29 +397,27 @@ pub(super) fn same_name(conn: &Connection, parent: u64, name: &str) -> StoreResu
         .collect::<Result<_, _>>()?)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Insert `new` under `parent`; a recording inherits its parent's owner.
 fn insert_entry(
     conn: &Connection,
     storage_id: i64,
-    parent: u64,
-    name: &str,
-    is_dir: bool,
-    size: u64,
-    content_type: Option<&str>,
+    parent: &Entry,
+    new: &NewEntry,
     blob: Option<&str>,
-    owner: Option<u64>,
 ) -> StoreResult<Entry> {
+    let size = new.size.unwrap_or(new.content.len() as u64);
+    let owner = new.owner_machine.or(parent.owner_machine);
     conn.execute(
         "INSERT INTO entries (storage_id, parent_id, name, is_dir, size, content_type,
                               modified_ms, uid, blob, owner_machine)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             storage_id,
-            parent,
-            name,
-            is_dir,
+            parent.id,
+            new.name,
+            new.is_dir,
             size,
-            content_type,
+            new.content_type,
             now_ms(),
             new_uid(),
             blob,
