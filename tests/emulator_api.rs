@@ -888,6 +888,15 @@ async fn raw_entries_bypass_validation() {
         .fetch(&c.link(b64.body["id"].as_u64().unwrap()).await, None)
         .await;
     assert_eq!(bytes, [0, 1, 2, 255]);
+    // Absurd declared sizes do not break quota arithmetic: the storage is simply full.
+    for name in ["huge-1", "huge-2"] {
+        let a =
+            raw(json!({"name": name, "object_type": "file", "size": 9_000_000_000_000_000_000u64}))
+                .await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+    }
+    assert_eq!(c.begin(0, "more", 1, 1, false).await.status, 507);
+    assert_eq!(c.get("/files/capacity").await.status, 200);
     assert_eq!(
         raw(json!({"name": "x", "object_type": "file", "parent_id": 987654}))
             .await

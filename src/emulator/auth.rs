@@ -37,7 +37,6 @@ pub const MAX_NONCES: usize = 200_000;
 pub const MAX_API_BODY: usize = 1024 * 1024;
 
 /// The accepted credentials and the nonces already used.
-#[derive(Debug)]
 pub struct Authenticator {
     api_key: String,
     api_secret: String,
@@ -72,6 +71,14 @@ impl NonceMemory {
     }
 }
 
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("api_key", &self.api_key)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Authenticator {
     pub fn new(api_key: &str, api_secret: &str) -> Self {
         Authenticator {
@@ -96,7 +103,7 @@ impl Authenticator {
             return Err("unknown API key".into());
         }
         let now = now_ms();
-        if (header.timestamp_ms.saturating_sub(now)).abs() > MAX_SKEW_MS {
+        if header.timestamp_ms.abs_diff(now) > MAX_SKEW_MS.unsigned_abs() {
             return Err("timestamp is more than 5 minutes away from the server clock (milliseconds expected)".into());
         }
         let valid = verify(
@@ -192,6 +199,14 @@ mod tests {
                 .unwrap_err()
                 .starts_with("timestamp")
         );
+        for extreme in [i64::MIN, i64::MAX, 0] {
+            let h = format!("HMAC k:00:n-extreme:{extreme}");
+            assert!(
+                a.check(Some(&h), "POST", PATH, b"{}")
+                    .unwrap_err()
+                    .starts_with("timestamp")
+            );
+        }
         let wrong = header("k", "bad", now, "n4", b"{}");
         assert_eq!(
             a.check(Some(&wrong), "POST", PATH, b"{}").unwrap_err(),

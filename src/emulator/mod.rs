@@ -64,11 +64,13 @@ pub const DEFAULT_MACHINES: u32 = 2;
 pub const MAX_MACHINES: u32 = 1000;
 /// Longest wait for open connections when shutting down.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Log filter of `vagonfs emulator` unless `RUST_LOG` says otherwise: one line per request.
+const CLI_LOG_FILTER: &str = "info,vagonfs::emulator::routes=debug";
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// `vagonfs emulator` options.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct EmulatorArgs {
     /// Address to listen on (port 0 picks any free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -113,6 +115,29 @@ pub struct EmulatorArgs {
     pub reset_rate: f64,
 }
 
+impl std::fmt::Debug for EmulatorArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&EmulatorConfig::from_args(self), f)
+    }
+}
+
+impl std::fmt::Debug for EmulatorConfig {
+    /// Everything but the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("api_key", &self.api_key)
+            .field("api_secret", &"<hidden>")
+            .field("machines", &self.machines)
+            .field("quota_bytes", &self.quota_bytes)
+            .field("link_ttl", &self.link_ttl)
+            .field("upload_link_ttl", &self.upload_link_ttl)
+            .field("faults", &self.faults)
+            .finish()
+    }
+}
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     let rate: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if (0.0..=1.0).contains(&rate) {
@@ -123,7 +148,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 /// How to run an emulator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EmulatorConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -382,7 +407,7 @@ async fn serve_connection(stream: TcpStream, app: Router, stop: CancellationToke
 /// `vagonfs emulator`: run until SIGINT/SIGTERM. Exit 2 on bad arguments, 1 when it cannot
 /// start.
 pub fn run_cli(args: EmulatorArgs) -> ExitCode {
-    crate::cli::init_logging("info");
+    crate::cli::init_logging(CLI_LOG_FILTER);
     let cfg = EmulatorConfig::from_args(&args);
     if let Err(e) = cfg.validate() {
         eprintln!("vagonfs emulator: {e}");

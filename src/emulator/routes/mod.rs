@@ -178,16 +178,17 @@ async fn method_not_allowed() -> Failure {
     Failure::new(405, "method not allowed on this endpoint")
 }
 
-/// One span and one log line per request; the query (presigned signatures) is left out.
+/// One span and one log line (debug level; `vagonfs emulator` shows them by default) per
+/// request; the query (presigned signatures) is left out.
 async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = Instant::now();
-    let span = tracing::info_span!("request", %method, %path);
+    let span = tracing::debug_span!("request", %method, %path);
     let response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| tracing::info!(status, elapsed_ms, "handled"));
+    span.in_scope(|| tracing::debug!(status, elapsed_ms, "handled"));
     response
 }
 

@@ -509,13 +509,16 @@ fn get_entry(conn: &Connection, id: u64) -> StoreResult<Option<Entry>> {
         .optional()?)
 }
 
+/// Declared bytes of a storage's visible files. `TOTAL` (a float) rather than `SUM`: raw entries
+/// may declare absurd sizes, and `SUM` fails on 64-bit overflow; a float is exact up to 2^53
+/// bytes and the cast saturates.
 fn usage(conn: &Connection, storage_id: i64) -> StoreResult<u64> {
-    Ok(conn.query_row(
-        "SELECT COALESCE(SUM(size), 0) FROM entries
-         WHERE storage_id = ?1 AND pending = 0 AND is_dir = 0",
+    let total: f64 = conn.query_row(
+        "SELECT TOTAL(size) FROM entries WHERE storage_id = ?1 AND pending = 0 AND is_dir = 0",
         [storage_id],
         |r| r.get(0),
-    )?)
+    )?;
+    Ok(total as u64)
 }
 
 fn collect_strings(conn: &Connection, sql: &str) -> StoreResult<HashSet<String>> {
