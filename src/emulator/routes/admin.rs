@@ -25,7 +25,7 @@ use crate::api::ObjectType;
 use crate::emulator::AppState;
 use crate::emulator::faults::FaultPatch;
 use crate::emulator::reply::{Failure, Reply, ok, ok_empty};
-use crate::emulator::store::{NewEntry, Target};
+use crate::emulator::store::{DEFAULT_CONTENT_TYPE, NewEntry, Target};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -124,7 +124,7 @@ async fn raw_entry(State(state): State<AppState>, body: Bytes) -> Reply {
             None
         } else {
             raw.content_type
-                .or_else(|| Some("application/octet-stream".into()))
+                .or_else(|| Some(DEFAULT_CONTENT_TYPE.into()))
         },
     };
     let entry = blocking(&state, move |s| s.insert_raw(new)).await?;

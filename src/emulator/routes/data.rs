@@ -110,8 +110,7 @@ pub async fn put_part(
     let (Some(id), Some(n)) = (parse_id(&id), parse_id(&part)) else {
         return Err(Failure::not_found("no such upload part"));
     };
-    let slot = blocking(&state, move |s| s.part_slot(id, n)).await?;
-    let expected = slot.expected_size;
+    let expected = blocking(&state, move |s| s.part_size(id, n)).await?;
     // With a reset, stop after about half of the part (at once for an empty part).
     let cut_at = state.faults.roll_reset().then_some(expected / 2);
     let kill = req.extensions().get::<ConnectionKill>().cloned();
@@ -173,21 +172,23 @@ pub async fn get_file(
 ) -> Reply {
     check_link(&state, "GET", &req)?;
     let id = parse_id(&id).ok_or_else(|| Failure::not_found("no such file"))?;
-    let entry = blocking(&state, move |s| {
-        s.entry(id)?
-            .filter(|e| !e.pending && !e.is_dir)
-            .ok_or_else(|| StoreError::NotFound(format!("file {id} not found")))
-    })
-    .await?;
+    let entry = blocking(&state, move |s| s.visible(id)).await?;
+    if entry.is_dir {
+        return Err(Failure::not_found(format!("{id} is a folder, not a file")));
+    }
     let blob = entry
         .blob
         .as_deref()
         .map(|b| state.store.blob_path(b))
         .unwrap_or_default();
-    let content_type = entry
-        .content_type
-        .unwrap_or_else(|| "application/octet-stream".into());
-    serve(&state, req, blob, &content_type, &entry.name).await
+    serve(
+        &state,
+        req,
+        blob,
+        entry.content_type_or_default(),
+        &entry.name,
+    )
+    .await
 }
 
 /// `GET /_data/downloads/{id}`

@@ -196,12 +196,7 @@ pub async fn file_link(
     headers: HeaderMap,
 ) -> Reply {
     let id = path_id(&id, "file id")?;
-    let entry = blocking(&state, move |s| {
-        s.entry(id)?
-            .filter(|e| !e.pending && s.storage_by_id(e.storage_id).is_some())
-            .ok_or_else(|| StoreError::NotFound(format!("file {id} not found")))
-    })
-    .await?;
+    let entry = blocking(&state, move |s| s.visible(id)).await?;
     if entry.is_dir {
         return Err(Failure::bad_request(format!(
             "{id} is a folder: request a zip with POST /files/download"
@@ -210,9 +205,7 @@ pub async fn file_link(
     Ok(ok(Link {
         url: file_url(&state, &headers, entry.id),
         size: entry.size,
+        content_type: entry.content_type_or_default().to_string(),
         name: entry.name,
-        content_type: entry
-            .content_type
-            .unwrap_or_else(|| "application/octet-stream".into()),
     }))
 }

@@ -95,10 +95,7 @@ impl Store {
             let download = self.insert_download(
                 DownloadStatus::Ready,
                 &single.name,
-                single
-                    .content_type
-                    .as_deref()
-                    .unwrap_or("application/octet-stream"),
+                single.content_type_or_default(),
                 Some(single.size),
                 Some(single.id),
             )?;
@@ -124,7 +121,7 @@ impl Store {
     }
 
     /// A visible (not pending) entry of an exposed storage, else 404.
-    fn visible(&self, id: u64) -> StoreResult<Entry> {
+    pub fn visible(&self, id: u64) -> StoreResult<Entry> {
         match self.entry(id)? {
             Some(e) if !e.pending && self.storage_by_id(e.storage_id).is_some() => Ok(e),
             _ => Err(StoreError::NotFound(format!(

@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub use downloads::{Download, DownloadStatus, Planned, ZIP_CONTENT_TYPE, ZipItem};
+pub use downloads::{Download, DownloadStatus, Planned, ZipItem};
 pub use tree::{Folder, Listing, NewEntry, Target};
-pub use upload::{PartOutcome, UploadSpec, expected_part_size};
+pub use upload::UploadSpec;
 
 /// How long [`Store::open`] waits for another emulator (or a previous one in the same process,
 /// still shutting down) to release the data folder.
@@ -48,6 +48,8 @@ const LOCK_RETRY: Duration = Duration::from_millis(50);
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deepest folder chain walked when building a path (guards against a corrupted parent loop).
 const MAX_DEPTH: usize = 4096;
+/// MIME type of bytes whose type nobody stated.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Longest accepted name, in bytes (what common filesystems allow).
 pub const MAX_NAME_BYTES: usize = 255;
 
@@ -214,6 +216,11 @@ impl Entry {
 
     pub fn is_root(&self) -> bool {
         self.parent_id.is_none()
+    }
+
+    /// The MIME type to serve the entry's bytes with.
+    pub fn content_type_or_default(&self) -> &str {
+        self.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE)
     }
 }
 

@@ -67,12 +67,22 @@ const SEED_RECORDINGS: &[(&str, &str, usize)] = &[
 ];
 
 impl Store {
-    /// Resolve where a create (or raw insert) lands: the storage and the parent folder.
-    pub fn resolve_target(&self, target: Target) -> StoreResult<(StorageInfo, Entry)> {
-        let db = self.db();
-        self.resolve_target_in(&db, target, false)
+    /// Where an API create lands; the recordings tree is read-only (403).
+    pub(super) fn writable_target(
+        &self,
+        conn: &Connection,
+        target: Target,
+    ) -> StoreResult<(StorageInfo, Entry)> {
+        let (storage, parent) = self.resolve_target_in(conn, target, false)?;
+        if storage.kind == StorageKind::Recordings {
+            return Err(StoreError::ReadOnly(
+                "session recordings are read-only".into(),
+            ));
+        }
+        Ok((storage, parent))
     }
 
+    /// Where a create (or raw insert) lands: the storage and the parent folder.
     pub(super) fn resolve_target_in(
         &self,
         conn: &Connection,
@@ -209,12 +219,7 @@ impl Store {
     /// Create a folder (name already checked by the caller).
     pub fn create_dir(&self, target: Target, name: &str) -> StoreResult<Entry> {
         let mut db = self.db();
-        let (storage, parent) = self.resolve_target_in(&db, target, false)?;
-        if storage.kind == StorageKind::Recordings {
-            return Err(StoreError::ReadOnly(
-                "session recordings are read-only".into(),
-            ));
-        }
+        let (storage, parent) = self.writable_target(&db, target)?;
         let tx = db.transaction()?;
         if let Some(existing) = same_name(&tx, parent.id, name)?.first() {
             let what = if existing.is_dir {

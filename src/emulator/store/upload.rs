@@ -24,8 +24,8 @@ use rusqlite::params;
 
 use super::tree::{live_folder, same_name};
 use super::{
-    Entry, StorageKind, Store, StoreError, StoreResult, Target, get_entry, new_uid, publish,
-    remove_quietly, usage,
+    Entry, Store, StoreError, StoreResult, Target, get_entry, new_uid, publish, remove_quietly,
+    usage,
 };
 use crate::emulator::reply::now_ms;
 
@@ -56,22 +56,11 @@ pub fn expected_part_size(size: u64, chunk_bytes: u64, n: u64) -> u64 {
     size.saturating_sub(start).min(chunk_bytes)
 }
 
-/// What a part PUT may write: its expected size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartOutcome {
-    pub expected_size: u64,
-}
-
 impl Store {
     /// Start a file upload: checks the name, conflicts and quota, and records a pending row.
     pub fn begin_upload(&self, spec: &UploadSpec) -> StoreResult<(Entry, u64)> {
         let mut db = self.db();
-        let (storage, parent) = self.resolve_target_in(&db, spec.target, false)?;
-        if storage.kind == StorageKind::Recordings {
-            return Err(StoreError::ReadOnly(
-                "session recordings are read-only".into(),
-            ));
-        }
+        let (storage, parent) = self.writable_target(&db, spec.target)?;
         let existing = same_name(&db, parent.id, &spec.name)?;
         let replaced = replaced_size(&existing, &spec.name, spec.overwrite)?;
         let in_use = usage(&db, storage.id)?;
@@ -102,9 +91,9 @@ impl Store {
         Ok((entry, parts))
     }
 
-    /// The size part `n` of pending upload `file_id` must have; 404 when there is no such
+    /// The bytes part `n` of pending upload `file_id` must hold; 404 when there is no such
     /// upload or part.
-    pub fn part_slot(&self, file_id: u64, n: u64) -> StoreResult<PartOutcome> {
+    pub fn part_size(&self, file_id: u64, n: u64) -> StoreResult<u64> {
         let entry = self.pending_upload(file_id)?;
         let (size, chunk, count) = upload_shape(&entry);
         if n == 0 || n > count {
@@ -112,9 +101,7 @@ impl Store {
                 "upload {file_id} has no part {n} (it has {count})"
             )));
         }
-        Ok(PartOutcome {
-            expected_size: expected_part_size(size, chunk, n),
-        })
+        Ok(expected_part_size(size, chunk, n))
     }
 
     fn pending_upload(&self, file_id: u64) -> StoreResult<Entry> {
