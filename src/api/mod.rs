@@ -21,6 +21,7 @@ pub mod error;
 pub mod faulty;
 pub mod http;
 pub mod model;
+pub mod paging;
 pub mod retry;
 
 use std::ops::Range;
