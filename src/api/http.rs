@@ -49,7 +49,7 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 
-use super::model::{self, WireError};
+use super::model::{self, JsonObject, WireError};
 use super::retry::{self, Attempt, RetryPolicy};
 use super::{
     API_PREFIX, ApiError, ApiErrorKind, ApiResult, ByteStream, Capacity, Completed, CompletedPart,
@@ -148,6 +148,8 @@ struct ApiCall {
     body: Option<Bytes>,
     /// `METHOD /path`, for logs and errors.
     label: String,
+    /// The answer's body is not used (delete): anything that is not a JSON object reads as `{}`.
+    ignore_body: bool,
 }
 
 impl ApiCall {
@@ -159,6 +161,7 @@ impl ApiCall {
             query: Vec::new(),
             body: None,
             label,
+            ignore_body: false,
         }
     }
 
@@ -242,8 +245,8 @@ impl HttpFilesApi {
         url
     }
 
-    /// One signed attempt; the success body.
-    async fn send_once(&self, call: &ApiCall, attempt: &Attempt) -> ApiResult<Bytes> {
+    /// One signed attempt; the success body, parsed.
+    async fn send_once(&self, call: &ApiCall, attempt: &Attempt) -> ApiResult<JsonObject> {
         let url = self.url(call);
         let body = call.body.clone().unwrap_or_default();
         let auth = super::auth::authorization(
@@ -282,7 +285,12 @@ impl HttpFilesApi {
             return Err(status_error(&call.label, status, &headers, &body));
         }
         let bytes = read_bounded(resp, model::MAX_JSON_BODY, &call.label, timeout).await?;
-        if let Some(err) = model::envelope_error(&bytes) {
+        let obj = match model::parse_object(&bytes) {
+            Ok(obj) => obj,
+            Err(_) if call.ignore_body => JsonObject::new(),
+            Err(e) => return Err(Self::malformed(&call.label, e)),
+        };
+        if let Some(err) = model::envelope_error(&obj) {
             let code = err.client_code.unwrap_or(i64::from(status.as_u16()));
             // A 3-digit error code is the status the server meant; a 4-digit one rides on 400.
             let meant = u16::try_from(code)
@@ -297,11 +305,11 @@ impl HttpFilesApi {
                 retry_after: retry_after(&headers),
             });
         }
-        Ok(bytes)
+        Ok(obj)
     }
 
-    /// A call with retries; the success body.
-    async fn call(&self, call: &ApiCall) -> ApiResult<Bytes> {
+    /// A call with retries; the success body, parsed.
+    async fn call(&self, call: &ApiCall) -> ApiResult<JsonObject> {
         retry::run(&self.opts.retry, &call.label, |a| async move {
             self.send_once(call, &a).await
         })
@@ -309,7 +317,7 @@ impl HttpFilesApi {
     }
 
     /// A call with retries, and whether an attempt's outcome went unknown on the way.
-    async fn call_tracking(&self, call: &ApiCall) -> (ApiResult<Bytes>, bool) {
+    async fn call_tracking(&self, call: &ApiCall) -> (ApiResult<JsonObject>, bool) {
         let unknown = AtomicBool::new(false);
         let result = retry::run(&self.opts.retry, &call.label, |a| {
             unknown.store(a.outcome_unknown, Ordering::Relaxed);
@@ -319,11 +327,15 @@ impl HttpFilesApi {
         (result, unknown.load(Ordering::Relaxed))
     }
 
-    fn decode<T>(label: &str, r: Result<T, WireError>) -> ApiResult<T> {
-        r.map_err(|e| ApiError::Malformed {
+    fn malformed(label: &str, e: WireError) -> ApiError {
+        ApiError::Malformed {
             endpoint: label.to_string(),
             detail: e.0,
-        })
+        }
+    }
+
+    fn decode<T>(label: &str, r: Result<T, WireError>) -> ApiResult<T> {
+        r.map_err(|e| Self::malformed(label, e))
     }
 
     fn list_call(&self, space: Space, query: &ListQuery) -> ApiCall {
@@ -552,7 +564,8 @@ impl FilesApi for HttpFilesApi {
     }
 
     async fn delete(&self, file_id: u64) -> ApiResult<()> {
-        let call = ApiCall::new(Method::DELETE, format!("/files/{file_id}"));
+        let mut call = ApiCall::new(Method::DELETE, format!("/files/{file_id}"));
+        call.ignore_body = true;
         match self.call_tracking(&call).await {
             (Ok(_), _) => Ok(()),
             (Err(e), true) if e.kind() == ApiErrorKind::NotFound => {

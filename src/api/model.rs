@@ -2,8 +2,10 @@
 //! [`crate::api`].
 //!
 //! Requests are plain serde structs ([`CreateBody`], [`CompleteBody`], ...), serialized once to
-//! bytes by the client (the bytes signed are the bytes sent). Responses are decoded from a
-//! [`serde_json::Value`] through a small accessor ([`Resource`]) rather than derived structs,
+//! bytes by the client (the bytes signed are the bytes sent). A response body is parsed once
+//! ([`parse_object`], which the client also uses to spot an error envelope under HTTP 200) and
+//! decoded from that [`JsonObject`] through a small accessor ([`Resource`]) rather than derived
+//! structs,
 //! because the API leaves many gaps (contract §3) and every field needs its own leniency:
 //!
 //! - ids arrive as numbers or as strings of digits; sizes and capacity values likewise; an
@@ -72,6 +74,9 @@ impl WireError {
 }
 
 pub type WireResult<T> = Result<T, WireError>;
+
+/// A response body parsed once ([`parse_object`]) and handed to the decoders below.
+pub type JsonObject = Map<String, Value>;
 
 // ---------------------------------------------------------------------------------------------
 // Requests
@@ -530,10 +535,9 @@ fn current_folder(v: &Value) -> Option<CurrentFolder> {
 }
 
 /// A page of `GET /files`, `GET /machines/{id}/files` or the session recordings.
-pub fn file_page(body: &[u8], requested_page: u32) -> WireResult<FilePage> {
-    let obj = parse_object(body)?;
-    let items = list_under(&obj, FILE_LIST_KEYS)?;
-    let p = paging(&obj, requested_page)?;
+pub fn file_page(obj: &JsonObject, requested_page: u32) -> WireResult<FilePage> {
+    let items = list_under(obj, FILE_LIST_KEYS)?;
+    let p = paging(obj, requested_page)?;
     Ok(FilePage {
         entries: decode_items(items, "list item", file_entry),
         current: obj.get("current").and_then(current_folder),
@@ -554,10 +558,9 @@ fn machine(v: &Value) -> WireResult<Machine> {
 }
 
 /// A page of `GET /machines`.
-pub fn machine_page(body: &[u8], requested_page: u32) -> WireResult<MachinePage> {
-    let obj = parse_object(body)?;
-    let items = list_under(&obj, MACHINE_LIST_KEYS)?;
-    let p = paging(&obj, requested_page)?;
+pub fn machine_page(obj: &JsonObject, requested_page: u32) -> WireResult<MachinePage> {
+    let items = list_under(obj, MACHINE_LIST_KEYS)?;
+    let p = paging(obj, requested_page)?;
     Ok(MachinePage {
         machines: decode_items(items, "machine", machine),
         count: p.count,
@@ -576,16 +579,15 @@ fn check_url(s: &str, what: &str) -> WireResult<String> {
 
 /// `POST /files` answer. For a file, `upload_urls` must hold `ceil(size / chunk)` URLs.
 pub fn created(
-    body: &[u8],
+    obj: &JsonObject,
     object_type: ObjectType,
     size: Option<u64>,
     requested_chunk_mb: Option<u64>,
 ) -> WireResult<Created> {
-    let obj = parse_object(body)?;
     // A created object may come back flat or wrapped under `file` / `data`.
     let r = match obj.get("file").or_else(|| obj.get("data")) {
         Some(v @ Value::Object(_)) => Resource::from_value(v, "file")?,
-        _ => Resource::new(&obj),
+        _ => Resource::new(obj),
     };
     let id = r.required_id("id")?;
     let uid = r.lenient_str("uid").map(str::to_string);
@@ -647,9 +649,8 @@ pub fn expected_parts(size: u64, chunk_mb: u64) -> Option<u64> {
 }
 
 /// `POST /files/{id}/complete` answer.
-pub fn completed(body: &[u8]) -> WireResult<Completed> {
-    let obj = parse_object(body)?;
-    let r = Resource::new(&obj);
+pub fn completed(obj: &JsonObject) -> WireResult<Completed> {
+    let r = Resource::new(obj);
     Ok(Completed {
         uid: r.lenient_str("uid").map(str::to_string),
         download_url: r.lenient_str("download_url").map(str::to_string),
@@ -657,11 +658,10 @@ pub fn completed(body: &[u8]) -> WireResult<Completed> {
 }
 
 /// `POST /files/download` answer: a link now, or a job id to poll; one of the two.
-pub fn download_requested(body: &[u8]) -> WireResult<DownloadRequested> {
-    let obj = parse_object(body)?;
+pub fn download_requested(obj: &JsonObject) -> WireResult<DownloadRequested> {
     let r = match obj.get("download") {
         Some(v @ Value::Object(_)) => Resource::from_value(v, "download")?,
-        _ => Resource::new(&obj),
+        _ => Resource::new(obj),
     };
     let url = r
         .optional_str("url")?
@@ -686,11 +686,10 @@ pub fn download_requested(body: &[u8]) -> WireResult<DownloadRequested> {
 }
 
 /// `GET /files/download/{id}` answer. `ready` without a URL is malformed.
-pub fn download_status(body: &[u8]) -> WireResult<DownloadStatus> {
-    let obj = parse_object(body)?;
+pub fn download_status(obj: &JsonObject) -> WireResult<DownloadStatus> {
     let r = match obj.get("download") {
         Some(v @ Value::Object(_)) => Resource::from_value(v, "download")?,
-        _ => Resource::new(&obj),
+        _ => Resource::new(obj),
     };
     let status = r.required_str("status")?;
     let state = match status.trim().to_ascii_lowercase().as_str() {
@@ -723,9 +722,8 @@ pub fn download_status(body: &[u8]) -> WireResult<DownloadStatus> {
 }
 
 /// `GET /files/{id}/download` answer.
-pub fn download_link(body: &[u8]) -> WireResult<DownloadLink> {
-    let obj = parse_object(body)?;
-    let r = Resource::new(&obj);
+pub fn download_link(obj: &JsonObject) -> WireResult<DownloadLink> {
+    let r = Resource::new(obj);
     Ok(DownloadLink {
         url: check_url(r.required_str("url")?, "url")?,
         size: r.optional_u64("size")?,
@@ -735,9 +733,8 @@ pub fn download_link(body: &[u8]) -> WireResult<DownloadLink> {
 }
 
 /// `GET /files/capacity` answer.
-pub fn capacity(body: &[u8]) -> WireResult<Capacity> {
-    let obj = parse_object(body)?;
-    let r = Resource::new(&obj);
+pub fn capacity(obj: &JsonObject) -> WireResult<Capacity> {
+    let r = Resource::new(obj);
     let total = r.required_u64("total")?;
     let in_use = r.required_u64("in_use")?;
     let (team_total, team_in_use) = match r.get("team") {
@@ -786,8 +783,7 @@ fn live_entry(v: &Value, forced_dir: Option<bool>) -> WireResult<LiveEntry> {
 
 /// `POST /machines/{id}/list-content` answer: `content` as an array of entries, or (as the older
 /// seat endpoint answers) an object with `directories` and `files` arrays.
-pub fn live_entries(body: &[u8]) -> WireResult<Vec<LiveEntry>> {
-    let obj = parse_object(body)?;
+pub fn live_entries(obj: &JsonObject) -> WireResult<Vec<LiveEntry>> {
     match obj.get("content") {
         Some(Value::Array(items)) => Ok(decode_items(items, "live entry", |v| live_entry(v, None))),
         Some(Value::Object(parts)) => {
@@ -828,29 +824,7 @@ pub struct ErrorBody {
 
 pub fn error_body(body: &[u8], max_chars: usize) -> ErrorBody {
     if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) {
-        let client_code = obj.get("client_code").and_then(value_to_code);
-        let message = ["message", "error", "detail"]
-            .iter()
-            .find_map(|k| match obj.get(*k) {
-                Some(Value::String(s)) => Some(s.clone()),
-                _ => None,
-            })
-            .or_else(|| match obj.get("errors") {
-                Some(Value::Array(errs)) => errs.first().and_then(|e| {
-                    ["detail", "title", "message"]
-                        .iter()
-                        .find_map(|k| match e.get(*k) {
-                            Some(Value::String(s)) => Some(s.clone()),
-                            _ => None,
-                        })
-                }),
-                _ => None,
-            })
-            .unwrap_or_default();
-        return ErrorBody {
-            client_code,
-            message: snippet(&message, max_chars),
-        };
+        return error_object(&obj, max_chars);
     }
     let text = String::from_utf8_lossy(body);
     ErrorBody {
@@ -859,18 +833,37 @@ pub fn error_body(body: &[u8], max_chars: usize) -> ErrorBody {
     }
 }
 
-/// The `client_code` of a success body, when it carries one that signals an error (≥ 400): some
-/// servers answer HTTP 200 with an error envelope.
-pub fn envelope_error(body: &[u8]) -> Option<ErrorBody> {
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
-        return None;
-    };
-    let code = obj.get("client_code").and_then(value_to_code)?;
-    if code >= 400 {
-        Some(error_body(body, ERROR_MESSAGE_MAX_CHARS))
-    } else {
-        None
+fn error_object(obj: &JsonObject, max_chars: usize) -> ErrorBody {
+    let client_code = obj.get("client_code").and_then(value_to_code);
+    let message = ["message", "error", "detail"]
+        .iter()
+        .find_map(|k| match obj.get(*k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .or_else(|| match obj.get("errors") {
+            Some(Value::Array(errs)) => errs.first().and_then(|e| {
+                ["detail", "title", "message"]
+                    .iter()
+                    .find_map(|k| match e.get(*k) {
+                        Some(Value::String(s)) => Some(s.clone()),
+                        _ => None,
+                    })
+            }),
+            _ => None,
+        })
+        .unwrap_or_default();
+    ErrorBody {
+        client_code,
+        message: snippet(&message, max_chars),
     }
+}
+
+/// The error a success body signals, when its `client_code` is one (≥ 400): some servers answer
+/// HTTP 200 with an error envelope.
+pub fn envelope_error(obj: &JsonObject) -> Option<ErrorBody> {
+    let code = obj.get("client_code").and_then(value_to_code)?;
+    (code >= 400).then(|| error_object(obj, ERROR_MESSAGE_MAX_CHARS))
 }
 
 /// Longest server message kept in an error (characters).
@@ -881,8 +874,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn bytes(v: Value) -> Vec<u8> {
-        serde_json::to_vec(&v).unwrap()
+    fn obj(v: Value) -> JsonObject {
+        match v {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn from(b: &[u8]) -> JsonObject {
+        parse_object(b).unwrap()
+    }
+
+    fn page_of(b: &[u8], p: u32) -> WireResult<FilePage> {
+        file_page(&parse_object(b)?, p)
     }
 
     #[test]
@@ -930,7 +934,7 @@ mod tests {
 
     #[test]
     fn list_items_wrapped_or_flat() {
-        let body = bytes(json!({
+        let body = obj(json!({
             "files": [
                 {"id": "42", "type": "file", "attributes": {"name": "report.pdf", "object_type": "file",
                   "size": "1601", "content_type": "application/pdf",
@@ -969,7 +973,7 @@ mod tests {
 
     #[test]
     fn bad_items_are_skipped_not_fatal() {
-        let body = bytes(json!({
+        let body = obj(json!({
             "files": [
                 {"id": "x1", "name": "a", "object_type": "file", "size": 1},
                 {"id": 2, "object_type": "file", "size": 1},
@@ -994,18 +998,18 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_errors() {
-        assert!(file_page(b"{\"files\": [{\"id\": 1", 1).is_err());
-        assert!(file_page(b"[]", 1).is_err());
-        assert!(file_page(b"", 1).is_err());
-        assert!(file_page(b"{\"files\": {}}", 1).is_err());
-        assert!(file_page(b"{\"count\": 3}", 1).is_err());
-        assert!(file_page(b"{\"files\": [], \"next_page\": \"soon\"}", 1).is_err());
-        assert!(file_page(b"{\"files\": [], \"next_page\": -1}", 1).is_err());
-        assert!(file_page(b"{\"files\": [], \"page\": 99999999999}", 1).is_err());
+        assert!(page_of(b"{\"files\": [{\"id\": 1", 1).is_err());
+        assert!(page_of(b"[]", 1).is_err());
+        assert!(page_of(b"", 1).is_err());
+        assert!(page_of(b"{\"files\": {}}", 1).is_err());
+        assert!(page_of(b"{\"count\": 3}", 1).is_err());
+        assert!(page_of(b"{\"files\": [], \"next_page\": \"soon\"}", 1).is_err());
+        assert!(page_of(b"{\"files\": [], \"next_page\": -1}", 1).is_err());
+        assert!(page_of(b"{\"files\": [], \"page\": 99999999999}", 1).is_err());
         let deep = "[".repeat(10_000);
-        assert!(file_page(deep.as_bytes(), 1).is_err());
+        assert!(page_of(deep.as_bytes(), 1).is_err());
         assert_eq!(
-            file_page(b"{\"files\": [], \"next_page\": false}", 3)
+            page_of(b"{\"files\": [], \"next_page\": false}", 3)
                 .unwrap()
                 .page,
             3
@@ -1015,7 +1019,7 @@ mod tests {
     #[test]
     fn created_checks_part_count() {
         let mib = 1024 * 1024;
-        let ok = bytes(json!({"id": 6731, "uid": "u", "chunk_size": 1,
+        let ok = obj(json!({"id": 6731, "uid": "u", "chunk_size": 1,
             "upload_urls": ["http://h/p1", "http://h/p2", "http://h/p3", "http://h/p4"]}));
         let c = created(&ok, ObjectType::File, Some(3 * mib + 1), Some(1)).unwrap();
         assert_eq!(
@@ -1023,11 +1027,11 @@ mod tests {
             (6731, Some(1), 4)
         );
         assert!(created(&ok, ObjectType::File, Some(3 * mib), Some(1)).is_err());
-        let empty = bytes(json!({"id": 1, "upload_urls": []}));
+        let empty = obj(json!({"id": 1, "upload_urls": []}));
         assert!(created(&empty, ObjectType::File, Some(0), None).is_err());
-        let bad_url = bytes(json!({"id": 1, "upload_urls": ["not a url"]}));
+        let bad_url = obj(json!({"id": 1, "upload_urls": ["not a url"]}));
         assert!(created(&bad_url, ObjectType::File, Some(1), None).is_err());
-        let zero_file = bytes(json!({"id": 1, "chunk_size": 250, "upload_urls": ["https://h/p"]}));
+        let zero_file = obj(json!({"id": 1, "chunk_size": 250, "upload_urls": ["https://h/p"]}));
         assert_eq!(
             created(&zero_file, ObjectType::File, Some(0), None)
                 .unwrap()
@@ -1035,12 +1039,20 @@ mod tests {
                 .len(),
             1
         );
-        let dir = bytes(json!({"id": "6731", "uid": "u"}));
+        let dir = obj(json!({"id": "6731", "uid": "u"}));
         assert_eq!(
             created(&dir, ObjectType::Directory, None, None).unwrap().id,
             6731
         );
-        assert!(created(b"{\"uid\": \"u\"}", ObjectType::Directory, None, None).is_err());
+        assert!(
+            created(
+                &from(b"{\"uid\": \"u\"}"),
+                ObjectType::Directory,
+                None,
+                None
+            )
+            .is_err()
+        );
         assert_eq!(expected_parts(0, 250), Some(1));
         assert_eq!(expected_parts(mib, 1), Some(1));
         assert_eq!(expected_parts(mib + 1, 1), Some(2));
@@ -1050,7 +1062,7 @@ mod tests {
 
     #[test]
     fn downloads_and_capacity() {
-        let now = bytes(
+        let now = obj(
             json!({"url": "https://s3/x?sig=1", "size": 1601, "name": "r.pdf",
             "content_type": "application/pdf", "download_id": 5085}),
         );
@@ -1059,29 +1071,31 @@ mod tests {
             (d.url.as_deref(), d.download_id),
             (Some("https://s3/x?sig=1"), Some(5085))
         );
-        let later = bytes(json!({"url": null, "download_id": "5085", "name": "p.zip"}));
+        let later = obj(json!({"url": null, "download_id": "5085", "name": "p.zip"}));
         assert_eq!(download_requested(&later).unwrap().url, None);
-        assert!(download_requested(b"{\"url\": null}").is_err());
+        assert!(download_requested(&from(b"{\"url\": null}")).is_err());
 
-        let st = bytes(
+        let st = obj(
             json!({"download": {"id": "5085", "type": "download", "attributes":
             {"status": "ready", "url": "https://s3/z", "size": "10", "name": "p.zip"}}}),
         );
         let s = download_status(&st).unwrap();
         assert_eq!((s.state, s.size), (DownloadState::Ready, Some(10)));
-        let proc_ =
-            bytes(json!({"download": {"attributes": {"status": "processing", "url": null}}}));
+        let proc_ = obj(json!({"download": {"attributes": {"status": "processing", "url": null}}}));
         assert_eq!(
             download_status(&proc_).unwrap().state,
             DownloadState::Processing
         );
-        let bad = bytes(json!({"download": {"attributes": {"status": "ready", "url": null}}}));
+        let bad = obj(json!({"download": {"attributes": {"status": "ready", "url": null}}}));
         assert!(download_status(&bad).is_err());
         assert!(
-            download_status(b"{\"download\": {\"attributes\": {\"status\": \"weird\"}}}").is_err()
+            download_status(&from(
+                b"{\"download\": {\"attributes\": {\"status\": \"weird\"}}}"
+            ))
+            .is_err()
         );
 
-        let cap = bytes(json!({"total": "26843545600", "in_use": 1073741824,
+        let cap = obj(json!({"total": "26843545600", "in_use": 1073741824,
             "team": {"total": 5, "in_use": "4"}}));
         assert_eq!(
             capacity(&cap).unwrap(),
@@ -1092,13 +1106,13 @@ mod tests {
                 team_in_use: Some(4)
             }
         );
-        assert!(capacity(b"{\"total\": -1, \"in_use\": 0}").is_err());
-        assert!(capacity(b"{\"in_use\": 0}").is_err());
+        assert!(capacity(&from(b"{\"total\": -1, \"in_use\": 0}")).is_err());
+        assert!(capacity(&from(b"{\"in_use\": 0}")).is_err());
     }
 
     #[test]
     fn live_content_both_shapes() {
-        let arr = bytes(json!({"content": [
+        let arr = obj(json!({"content": [
             {"path": "C:\\Users\\Administrator", "name": "Administrator", "is_directory": true},
             {"path": "C:\\Users\\a.txt", "name": "a.txt", "is_directory": "false"},
             {"path": "C:\\x", "is_directory": true}
@@ -1107,11 +1121,11 @@ mod tests {
         assert_eq!(e.len(), 2);
         assert!(e[0].is_directory && !e[1].is_directory);
         let obj =
-            bytes(json!({"content": {"files": [{"name": "f"}], "directories": [{"name": "d"}]}}));
+            obj(json!({"content": {"files": [{"name": "f"}], "directories": [{"name": "d"}]}}));
         let e = live_entries(&obj).unwrap();
         assert_eq!((e[0].name.as_str(), e[0].is_directory), ("d", true));
         assert_eq!((e[1].name.as_str(), e[1].is_directory), ("f", false));
-        assert!(live_entries(b"{\"content\": 3}").is_err());
+        assert!(live_entries(&from(b"{\"content\": 3}")).is_err());
     }
 
     #[test]
@@ -1132,8 +1146,8 @@ mod tests {
         assert!(e.message.starts_with("<html>") && e.message.chars().count() == 51);
         let e = error_body(b"\xff\xfe bad\nbytes", 50);
         assert!(!e.message.contains('\n'));
-        assert!(envelope_error(br#"{"client_code": 4710, "message": "no"}"#).is_some());
-        assert!(envelope_error(br#"{"client_code": 200, "message": "OK"}"#).is_none());
+        assert!(envelope_error(&from(br#"{"client_code": 4710, "message": "no"}"#)).is_some());
+        assert!(envelope_error(&from(br#"{"client_code": 200, "message": "OK"}"#)).is_none());
     }
 
     #[test]
