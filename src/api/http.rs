@@ -47,10 +47,9 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
-use tokio::time::Instant;
 
 use super::model::{self, JsonObject, WireError};
-use super::retry::{self, Attempt, RetryPolicy};
+use super::retry::{self, Attempt, Budget, RetryPolicy};
 use super::{
     API_PREFIX, ApiError, ApiErrorKind, ApiResult, ByteStream, Capacity, Completed, CompletedPart,
     CreateRequest, Created, DownloadLink, DownloadRequested, DownloadStatus, DownloadTarget,
@@ -344,10 +343,7 @@ impl HttpFilesApi {
             Space::Machine(id) => (format!("/machines/{id}/files"), None),
             Space::Recordings { machine } => (self.opts.recordings_path.clone(), machine),
         };
-        let per_page = match query.per_page {
-            0 => MAX_PER_PAGE,
-            n => n.min(MAX_PER_PAGE),
-        };
+        let per_page = clamp_per_page(query.per_page);
         let mut call = ApiCall::new(Method::GET, path);
         if let Some(m) = machine_filter {
             call = call.query("machine_id", m);
@@ -416,22 +412,17 @@ impl HttpFilesApi {
 impl FilesApi for HttpFilesApi {
     async fn list_machines(&self, page: u32, per_page: u32) -> ApiResult<MachinePage> {
         let page = page.max(1);
-        let per_page = if per_page == 0 {
-            MAX_PER_PAGE
-        } else {
-            per_page.min(MAX_PER_PAGE)
-        };
         let call = ApiCall::new(Method::GET, "/machines".into())
             .query("page", page)
-            .query("per_page", per_page);
-        let body = self.call(&call).await?;
-        Self::decode(&call.label, model::machine_page(&body, page))
+            .query("per_page", clamp_per_page(per_page));
+        let answer = self.call(&call).await?;
+        Self::decode(&call.label, model::machine_page(&answer, page))
     }
 
     async fn list_files(&self, space: Space, query: &ListQuery) -> ApiResult<FilePage> {
         let call = self.list_call(space, query);
-        let body = self.call(&call).await?;
-        Self::decode(&call.label, model::file_page(&body, query.page.max(1)))
+        let answer = self.call(&call).await?;
+        Self::decode(&call.label, model::file_page(&answer, query.page.max(1)))
     }
 
     async fn create(&self, req: &CreateRequest) -> ApiResult<Created> {
@@ -474,8 +465,8 @@ impl FilesApi for HttpFilesApi {
         };
         let call = ApiCall::new(Method::POST, "/files".into()).json(&body)?;
         let (result, unknown) = self.call_tracking(&call).await;
-        let bytes = match result {
-            Ok(b) => b,
+        let answer = match result {
+            Ok(obj) => obj,
             Err(e)
                 if unknown
                     && req.object_type == ObjectType::Directory
@@ -505,7 +496,7 @@ impl FilesApi for HttpFilesApi {
         };
         let created = Self::decode(
             &call.label,
-            model::created(&bytes, req.object_type, size, req.chunk_size_mb),
+            model::created(&answer, req.object_type, size, req.chunk_size_mb),
         )?;
         if let (ObjectType::File, Some(size)) = (req.object_type, size) {
             self.remember_upload(
@@ -540,7 +531,7 @@ impl FilesApi for HttpFilesApi {
         let (result, unknown) = self.call_tracking(&call).await;
         let upload = self.take_upload(file_id);
         let err = match result {
-            Ok(bytes) => return Self::decode(&call.label, model::completed(&bytes)),
+            Ok(obj) => return Self::decode(&call.label, model::completed(&obj)),
             Err(e) => e,
         };
         if unknown
@@ -585,8 +576,8 @@ impl FilesApi for HttpFilesApi {
             DownloadTarget::Directory(id) => model::DownloadBody::Directory { directory_id: *id },
         };
         let call = ApiCall::new(Method::POST, "/files/download".into()).json(&body)?;
-        let bytes = self.call(&call).await?;
-        Self::decode(&call.label, model::download_requested(&bytes))
+        let answer = self.call(&call).await?;
+        Self::decode(&call.label, model::download_requested(&answer))
     }
 
     async fn download_status(&self, download_id: u64) -> ApiResult<DownloadStatus> {
@@ -595,14 +586,14 @@ impl FilesApi for HttpFilesApi {
             .download_status_path
             .replace("{id}", &download_id.to_string());
         let call = ApiCall::new(Method::GET, path);
-        let bytes = self.call(&call).await?;
-        Self::decode(&call.label, model::download_status(&bytes))
+        let answer = self.call(&call).await?;
+        Self::decode(&call.label, model::download_status(&answer))
     }
 
     async fn file_link(&self, file_id: u64) -> ApiResult<DownloadLink> {
         let call = ApiCall::new(Method::GET, format!("/files/{file_id}/download"));
-        let bytes = self.call(&call).await?;
-        Self::decode(&call.label, model::download_link(&bytes))
+        let answer = self.call(&call).await?;
+        Self::decode(&call.label, model::download_link(&answer))
     }
 
     async fn capacity(&self, machine_id: Option<u64>) -> ApiResult<Capacity> {
@@ -610,15 +601,15 @@ impl FilesApi for HttpFilesApi {
         if let Some(m) = machine_id {
             call = call.query("machine_id", m);
         }
-        let bytes = self.call(&call).await?;
-        Self::decode(&call.label, model::capacity(&bytes))
+        let answer = self.call(&call).await?;
+        Self::decode(&call.label, model::capacity(&answer))
     }
 
     async fn list_content(&self, machine_id: u64, path: &str) -> ApiResult<Vec<LiveEntry>> {
         let call = ApiCall::new(Method::POST, format!("/machines/{machine_id}/list-content"))
             .json(&model::ListContentBody { path })?;
-        let bytes = self.call(&call).await?;
-        Self::decode(&call.label, model::live_entries(&bytes))
+        let answer = self.call(&call).await?;
+        Self::decode(&call.label, model::live_entries(&answer))
     }
 
     async fn get_range(&self, url: &str, range: Range<u64>) -> ApiResult<Bytes> {
@@ -642,6 +633,14 @@ struct DataPlane {
     request_timeout: Duration,
     min_transfer_rate: u64,
     retry: RetryPolicy,
+}
+
+/// `per_page` as the API takes it: 1 to [`MAX_PER_PAGE`]; 0 means "as many as allowed".
+fn clamp_per_page(per_page: u32) -> u32 {
+    match per_page {
+        0 => MAX_PER_PAGE,
+        n => n.min(MAX_PER_PAGE),
+    }
 }
 
 /// `METHOD presigned URL on HOST`: never the URL itself (its query is the signature).
@@ -821,8 +820,7 @@ impl DataPlane {
         let url = parse_link(raw_url)?;
         let label = link_label("GET", &url);
         let mut buf = BytesMut::with_capacity(len as usize);
-        let start = Instant::now();
-        let mut failures = 0u32;
+        let mut budget = Budget::new(&self.retry);
         loop {
             let from = range.start + buf.len() as u64;
             let before = buf.len();
@@ -833,30 +831,11 @@ impl DataPlane {
                 Ok(()) => return Ok(buf.freeze()),
                 Err(e) => e,
             };
-            if !retry::should_retry(&err) {
-                return Err(err);
-            }
             if buf.len() > before {
-                // Progress: a cut-short body; resume at the first missing byte.
-                failures = 0;
+                // A cut-short body: resume at the first missing byte.
+                budget.made_progress();
             }
-            failures += 1;
-            let wait = match &err {
-                ApiError::Status {
-                    retry_after: Some(s),
-                    ..
-                } => Duration::from_secs(*s),
-                _ => self.retry.backoff(failures, &mut rand::thread_rng()),
-            };
-            if failures >= self.retry.max_attempts.max(1)
-                || start.elapsed() + wait >= self.retry.max_elapsed
-            {
-                return Err(ApiError::RetriesExhausted {
-                    attempts: failures,
-                    last: Box::new(err),
-                });
-            }
-            tracing::debug!(call = %label, got = buf.len(), of = len, error = %err, "resuming ranged read");
+            let wait = budget.after_failure(&label, err)?;
             tokio::time::sleep(wait).await;
         }
     }
@@ -932,8 +911,7 @@ impl DataPlane {
             next: offset,
             opened: Some(opened),
             object_end: None,
-            failures: 0,
-            started: Instant::now(),
+            budget: Budget::new(&self.retry),
             done: false,
         };
         Ok(futures::stream::unfold(state, StreamState::step).boxed())
@@ -949,8 +927,7 @@ struct StreamState {
     next: u64,
     opened: Option<Opened>,
     object_end: Option<u64>,
-    failures: u32,
-    started: Instant,
+    budget: Budget,
     done: bool,
 }
 
@@ -1003,7 +980,7 @@ impl StreamState {
                             continue;
                         }
                         self.next += chunk.len() as u64;
-                        self.failures = 0;
+                        self.budget.made_progress();
                         self.opened = Some(Opened::Body {
                             resp,
                             skip,
@@ -1039,19 +1016,16 @@ impl StreamState {
     /// Count a failure; wait before resuming, or give the final error (and end the stream).
     async fn failed(&mut self, err: ApiError) -> Option<ApiError> {
         self.opened = None;
-        self.failures += 1;
-        let policy = &self.plane.retry;
-        let wait = policy.backoff(self.failures, &mut rand::thread_rng());
-        if !retry::should_retry(&err)
-            || self.failures >= policy.max_attempts.max(1)
-            || self.started.elapsed() + wait >= policy.max_elapsed
-        {
-            self.done = true;
-            return Some(err);
+        match self.budget.after_failure(&self.label, err) {
+            Ok(wait) => {
+                tokio::time::sleep(wait).await;
+                None
+            }
+            Err(fatal) => {
+                self.done = true;
+                Some(fatal)
+            }
         }
-        tracing::debug!(call = %self.label, at = self.next, error = %err, "resuming download stream");
-        tokio::time::sleep(wait).await;
-        None
     }
 }
 

@@ -133,6 +133,63 @@ fn may_have_acted(err: &ApiError) -> bool {
     !matches!(err, ApiError::Status { status: 429, .. })
 }
 
+/// The retry state of one call: failures so far and the time spent, against a policy. Shared by
+/// [`run`] and by the resumable transfers of the client (which also call
+/// [`Budget::made_progress`] when a cut-short body brought bytes, so that a slow but moving
+/// transfer is bounded by time rather than by attempts).
+#[derive(Debug, Clone)]
+pub struct Budget {
+    policy: RetryPolicy,
+    start: Instant,
+    failures: u32,
+}
+
+impl Budget {
+    pub fn new(policy: &RetryPolicy) -> Self {
+        Budget {
+            policy: policy.clone(),
+            start: Instant::now(),
+            failures: 0,
+        }
+    }
+
+    /// Time left before no attempt may start.
+    pub fn remaining(&self) -> Duration {
+        self.policy.max_elapsed.saturating_sub(self.start.elapsed())
+    }
+
+    /// The last attempt moved forward: it does not count against the attempt bound.
+    pub fn made_progress(&mut self) {
+        self.failures = 0;
+    }
+
+    /// After a failed attempt: how long to wait before the next one, or the error to give up
+    /// with (the error itself when it is not retryable, else [`ApiError::RetriesExhausted`]).
+    pub fn after_failure(&mut self, what: &str, err: ApiError) -> Result<Duration, ApiError> {
+        if !should_retry(&err) {
+            return Err(err);
+        }
+        self.failures += 1;
+        if self.failures >= self.policy.max_attempts.max(1) {
+            tracing::warn!(what, attempts = self.failures, error = %err, "giving up: attempts used up");
+            return Err(exhausted(self.failures, err));
+        }
+        let wait = match &err {
+            ApiError::Status {
+                retry_after: Some(secs),
+                ..
+            } => Duration::from_secs(*secs),
+            _ => self.policy.backoff(self.failures, &mut rand::thread_rng()),
+        };
+        if self.start.elapsed() + wait >= self.policy.max_elapsed {
+            tracing::warn!(what, attempts = self.failures, error = %err, "giving up: time budget used up");
+            return Err(exhausted(self.failures, err));
+        }
+        tracing::debug!(what, failures = self.failures, wait_ms = wait.as_millis() as u64, error = %err, "retrying");
+        Ok(wait)
+    }
+}
+
 /// Run `op` until it succeeds, fails with a non-retryable error, or the policy's bounds are
 /// reached (then [`ApiError::RetriesExhausted`] with the last error). `what` names the call in
 /// logs.
@@ -141,42 +198,21 @@ where
     F: FnMut(Attempt) -> Fut,
     Fut: Future<Output = ApiResult<T>>,
 {
-    let start = Instant::now();
-    let max_attempts = policy.max_attempts.max(1);
+    let mut budget = Budget::new(policy);
     let mut outcome_unknown = false;
     let mut number = 1;
     loop {
-        let remaining = policy.max_elapsed.saturating_sub(start.elapsed());
-        let err = match op(Attempt {
+        let attempt = Attempt {
             number,
             outcome_unknown,
-            remaining,
-        })
-        .await
-        {
+            remaining: budget.remaining(),
+        };
+        let err = match op(attempt).await {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
-        if !should_retry(&err) {
-            return Err(err);
-        }
-        if number >= max_attempts {
-            tracing::warn!(what, attempts = number, error = %err, "giving up: attempts used up");
-            return Err(exhausted(number, err));
-        }
-        let wait = match &err {
-            ApiError::Status {
-                retry_after: Some(secs),
-                ..
-            } => Duration::from_secs(*secs),
-            _ => policy.backoff(number, &mut rand::thread_rng()),
-        };
-        if start.elapsed() + wait >= policy.max_elapsed {
-            tracing::warn!(what, attempts = number, error = %err, "giving up: time budget used up");
-            return Err(exhausted(number, err));
-        }
-        tracing::debug!(what, attempt = number, wait_ms = wait.as_millis() as u64, error = %err, "retrying");
         outcome_unknown |= may_have_acted(&err);
+        let wait = budget.after_failure(what, err)?;
         tokio::time::sleep(wait).await;
         number += 1;
     }
