@@ -384,6 +384,13 @@ impl<'a> Resource<'a> {
         }
     }
 
+    /// Absent → `None`; present but not an absolute http(s) URL → error.
+    pub fn optional_url(&self, key: &str) -> WireResult<Option<String>> {
+        self.optional_str(key)?
+            .map(|u| check_url(u, key))
+            .transpose()
+    }
+
     /// Absent or not a string → `None`.
     pub fn lenient_str(&self, key: &str) -> Option<&'a str> {
         match self.get(key) {
@@ -391,6 +398,17 @@ impl<'a> Resource<'a> {
             _ => None,
         }
     }
+}
+
+/// The object under the first of `keys` that holds one, else `obj` itself: an answer may wrap
+/// its payload (`{"download": {...}}`) or not.
+fn payload<'a>(obj: &'a JsonObject, keys: &[&str]) -> Resource<'a> {
+    keys.iter()
+        .find_map(|k| match obj.get(*k) {
+            Some(Value::Object(inner)) => Some(Resource::new(inner)),
+            _ => None,
+        })
+        .unwrap_or_else(|| Resource::new(obj))
 }
 
 /// The array under the first of `keys` present in `obj`. Missing → error; not an array → error.
@@ -585,10 +603,7 @@ pub fn created(
     requested_chunk_mb: Option<u64>,
 ) -> WireResult<Created> {
     // A created object may come back flat or wrapped under `file` / `data`.
-    let r = match obj.get("file").or_else(|| obj.get("data")) {
-        Some(v @ Value::Object(_)) => Resource::from_value(v, "file")?,
-        _ => Resource::new(obj),
-    };
+    let r = payload(obj, &["file", "data"]);
     let id = r.required_id("id")?;
     let uid = r.lenient_str("uid").map(str::to_string);
     if object_type == ObjectType::Directory {
@@ -659,14 +674,8 @@ pub fn completed(obj: &JsonObject) -> WireResult<Completed> {
 
 /// `POST /files/download` answer: a link now, or a job id to poll; one of the two.
 pub fn download_requested(obj: &JsonObject) -> WireResult<DownloadRequested> {
-    let r = match obj.get("download") {
-        Some(v @ Value::Object(_)) => Resource::from_value(v, "download")?,
-        _ => Resource::new(obj),
-    };
-    let url = r
-        .optional_str("url")?
-        .map(|u| check_url(u, "url"))
-        .transpose()?;
+    let r = payload(obj, &["download"]);
+    let url = r.optional_url("url")?;
     let download_id = match r.get("download_id") {
         Some(v) => Some(value_to_id(v, "download_id")?),
         None => r.get("id").map(|v| value_to_id(v, "id")).transpose()?,
@@ -687,10 +696,7 @@ pub fn download_requested(obj: &JsonObject) -> WireResult<DownloadRequested> {
 
 /// `GET /files/download/{id}` answer. `ready` without a URL is malformed.
 pub fn download_status(obj: &JsonObject) -> WireResult<DownloadStatus> {
-    let r = match obj.get("download") {
-        Some(v @ Value::Object(_)) => Resource::from_value(v, "download")?,
-        _ => Resource::new(obj),
-    };
+    let r = payload(obj, &["download"]);
     let status = r.required_str("status")?;
     let state = match status.trim().to_ascii_lowercase().as_str() {
         "processing" | "pending" | "queued" | "in_progress" | "running" => {
@@ -705,10 +711,7 @@ pub fn download_status(obj: &JsonObject) -> WireResult<DownloadStatus> {
             )));
         }
     };
-    let url = r
-        .optional_str("url")?
-        .map(|u| check_url(u, "url"))
-        .transpose()?;
+    let url = r.optional_url("url")?;
     if state == DownloadState::Ready && url.is_none() {
         return Err(WireError::new("download is ready but has no url"));
     }
