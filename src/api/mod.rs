@@ -22,6 +22,7 @@ pub mod faulty;
 pub mod http;
 pub mod metered;
 pub mod model;
+pub mod paging;
 pub mod retry;
 
 use std::ops::Range;
