@@ -269,20 +269,25 @@ impl SpooledFile {
     /// Upload if dirty (close/fsync). `Ok(None)`: nothing to send. On error the record and spool
     /// are kept and the file stays dirty.
     pub async fn upload(&self, uploader: &Uploader) -> WriteResult<Option<Uploaded>> {
+        if !self.is_dirty() {
+            return Ok(None);
+        }
         let ticket = uploader
             .registry()
             .register(self.target().display_path, self.len());
         let _gate = self.upload_gate.lock().await;
-        let (op, target, generation, source) = {
+        let (target, generation, source) = {
             let mut m = self.meta();
             if !m.dirty || m.discarded {
+                // Another handle's flush uploaded it while this one waited.
                 return Ok(None);
             }
             let generation = self.spool.generation();
             let source = self.spool.part_source();
+            // Journaled together with the id once `POST /files` answers (see `FileHooks`):
+            // until then the record's `dirty` already makes recovery upload it.
             m.record = Some(JournalState::Uploading);
             m.pending_upload_id = None;
-            let rec = self.record_of(&m);
             let target = UploadTarget {
                 space: m.target.space,
                 parent_id: m.target.parent_id,
@@ -290,14 +295,8 @@ impl SpooledFile {
                 content_type: None,
                 overwrite: m.base.is_some(),
             };
-            (
-                self.next_op(&mut m, RecordOp::Write(Box::new(rec))),
-                target,
-                generation,
-                source,
-            )
+            (target, generation, source)
         };
-        self.apply(op).await?;
         let size = source.len();
         let hooks = FileHooks { file: self };
         let done = uploader

@@ -302,8 +302,10 @@ async fn find_entry(
 
 /// Read every journal record in `dir`, look at the server, and return the spools still to
 /// upload with what to do for each. Records whose upload had in fact completed are cleaned up
-/// here. Unreadable records are logged and left in place. A server error aborts the scan (call
-/// again later); nothing is changed for the records not yet decided.
+/// here. Unreadable records, and records whose target the server refuses to show (machine gone,
+/// access denied), are logged and left in place. A transient server error (unreachable, 5xx,
+/// throttled) aborts the scan: call again later; nothing is changed for the records not yet
+/// decided.
 pub async fn recover(dir: &Arc<SpoolDir>, api: &dyn FilesApi) -> WriteResult<Vec<PendingUpload>> {
     let mut pending = Vec::new();
     for id in dir.journaled_ids()? {
@@ -326,7 +328,18 @@ pub async fn recover(dir: &Arc<SpoolDir>, api: &dyn FilesApi) -> WriteResult<Vec
                 Err(e) if e.kind() == ApiErrorKind::NotFound && record.parent_id.is_some() => {
                     (None, true)
                 }
-                Err(e) => return Err(e.into()),
+                // The service is unreachable or struggling: the same for every record, so stop
+                // and let the caller try the whole recovery again later.
+                Err(e) if e.is_retryable() => return Err(e.into()),
+                // Specific to this record (its machine is gone, access was revoked, ...): keep
+                // it for a later mount and go on with the others.
+                Err(e) => {
+                    tracing::error!(
+                        file = %record.display_path, error = %e,
+                        "cannot check the target of unsaved changes; kept for a later mount"
+                    );
+                    continue;
+                }
             };
         let action = decide(&record, remote.as_ref(), parent_gone, Utc::now());
         match &action {

@@ -4,7 +4,8 @@
 //! [`UploadProgress`] of atomics the uploader bumps as parts land, so reading it never blocks
 //! an upload. [`UploadTicket`] is the registration: dropping it takes the upload off the list
 //! and keeps its last [`ProgressSnapshot`] among the [`RECENT_KEPT`] most recent finished ones,
-//! marked `Cancelled` when it was dropped before finishing (a cancelled future).
+//! marked `Cancelled` when it was dropped before finishing (a cancelled future); a ticket dropped
+//! before its upload began (nothing to send after all) leaves no trace.
 //!
 //! Rate and ETA are derived from bytes acknowledged by the server (a part counts once its PUT
 //! answered), over the time since the parts started; a restarted upload starts counting again.
@@ -276,6 +277,11 @@ impl UploadRegistry {
         let mut inner = lock(&self.inner);
         if let Some(pos) = inner.active.iter().position(|(i, _)| *i == id) {
             let (_, p) = inner.active.remove(pos);
+            if p.attempt.load(Ordering::Relaxed) == 0 {
+                // Never started (e.g. the file was already clean when its turn came): not an
+                // upload worth showing.
+                return;
+            }
             if !p.state().is_finished() {
                 p.set_state(UploadState::Cancelled);
             }
@@ -314,8 +320,16 @@ mod tests {
         let reg = UploadRegistry::new();
         let a = reg.register("a.txt", 10);
         let b = reg.register("b.txt", 20);
+        let never = reg.register("c.txt", 30);
+        assert_eq!(reg.active().len(), 3);
+        drop(never);
         assert_eq!(reg.active().len(), 2);
+        assert!(
+            reg.recent().is_empty(),
+            "a ticket that never started leaves no trace"
+        );
         a.progress().begin_attempt(10);
+        b.progress().begin_attempt(20);
         a.progress().add_sent(4);
         let snap = reg
             .active()
@@ -347,7 +361,8 @@ mod tests {
     fn recent_is_bounded() {
         let reg = UploadRegistry::new();
         for i in 0..(RECENT_KEPT + 5) {
-            drop(reg.register(format!("f{i}"), 1));
+            let t = reg.register(format!("f{i}"), 1);
+            t.progress().begin_attempt(1);
         }
         assert_eq!(reg.recent().len(), RECENT_KEPT);
         assert_eq!(reg.recent()[0].display, format!("f{}", RECENT_KEPT + 4));

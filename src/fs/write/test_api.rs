@@ -84,6 +84,13 @@ pub struct MemApi {
     refuse_parts: AtomicU32,
     part_calls: AtomicU32,
     bytes_fetched: AtomicU64,
+    /// Spaces answered with 404 (a machine that no longer exists).
+    gone_spaces: Mutex<Vec<Space>>,
+    /// Listings fail as if the service were down (retries used up).
+    lists_down: AtomicBool,
+    /// Download links carry this; older ones are refused (expired).
+    link_epoch: AtomicU32,
+    file_links: AtomicU32,
 }
 
 fn status(endpoint: &str, status: u16, message: &str) -> ApiError {
@@ -127,6 +134,10 @@ impl MemApi {
             refuse_parts: AtomicU32::new(0),
             part_calls: AtomicU32::new(0),
             bytes_fetched: AtomicU64::new(0),
+            gone_spaces: Mutex::new(Vec::new()),
+            lists_down: AtomicBool::new(false),
+            link_epoch: AtomicU32::new(0),
+            file_links: AtomicU32::new(0),
         })
     }
 
@@ -159,6 +170,29 @@ impl MemApi {
     pub fn open_gate(&self) {
         self.gated.store(false, Ordering::Release);
         self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+
+    /// Answer 404 for everything in `space` from now on.
+    pub fn remove_space(&self, space: Space) {
+        self.gone_spaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(space);
+    }
+
+    /// Listings fail with a 503 (retries used up) while `down`.
+    pub fn set_lists_down(&self, down: bool) {
+        self.lists_down.store(down, Ordering::Release);
+    }
+
+    /// Every download link handed out so far expires.
+    pub fn expire_links(&self) {
+        self.link_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `GET /files/{id}/download` calls so far.
+    pub fn file_links(&self) -> u32 {
+        self.file_links.load(Ordering::Acquire)
     }
 
     /// Bytes served by `get_range` so far.
@@ -291,6 +325,20 @@ impl MemApi {
     }
 }
 
+impl MemApi {
+    /// The file id of a download link that is still valid.
+    fn download_id(&self, url: &str) -> ApiResult<u64> {
+        let refused = ApiError::LinkRefused { status: 403 };
+        let rest = url.strip_prefix("mem://file/").ok_or(refused.clone())?;
+        let (id, epoch) = rest.split_once("?epoch=").ok_or(refused.clone())?;
+        let epoch: u32 = epoch.parse().map_err(|_| refused.clone())?;
+        if epoch != self.link_epoch.load(Ordering::Acquire) {
+            return Err(refused);
+        }
+        id.parse().map_err(|_| refused)
+    }
+}
+
 fn find(st: &State, space: Space, parent: Option<u64>, name: &str) -> Option<u64> {
     st.nodes
         .values()
@@ -331,6 +379,20 @@ impl FilesApi for MemApi {
     }
 
     async fn list_files(&self, space: Space, query: &ListQuery) -> ApiResult<FilePage> {
+        if self.lists_down.load(Ordering::Acquire) {
+            return Err(ApiError::RetriesExhausted {
+                attempts: 4,
+                last: Box::new(status("GET /files", 503, "service unavailable")),
+            });
+        }
+        if self
+            .gone_spaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&space)
+        {
+            return Err(status("GET /machines/{id}/files", 404, "machine not found"));
+        }
         let st = self.st();
         let parent = query.parent_id.filter(|p| *p != 0);
         if let Some(p) = parent
@@ -575,8 +637,10 @@ impl FilesApi for MemApi {
             .get(&file_id)
             .filter(|n| !n.dir)
             .ok_or_else(|| status("GET /files/{id}/download", 404, "file not found"))?;
+        self.file_links.fetch_add(1, Ordering::AcqRel);
+        let epoch = self.link_epoch.load(Ordering::Acquire);
         Ok(DownloadLink {
-            url: format!("mem://file/{file_id}"),
+            url: format!("mem://file/{file_id}?epoch={epoch}"),
             size: Some(n.content.len() as u64),
             name: Some(n.name.clone()),
             content_type: n.content_type.clone(),
@@ -598,10 +662,7 @@ impl FilesApi for MemApi {
     }
 
     async fn get_range(&self, url: &str, range: Range<u64>) -> ApiResult<Bytes> {
-        let id: u64 = url
-            .strip_prefix("mem://file/")
-            .and_then(|s| s.parse().ok())
-            .ok_or(ApiError::LinkRefused { status: 403 })?;
+        let id = self.download_id(url)?;
         let st = self.st();
         let n = st
             .nodes
@@ -620,10 +681,7 @@ impl FilesApi for MemApi {
 
     async fn get_stream(&self, url: &str, offset: u64) -> ApiResult<ByteStream> {
         let len = {
-            let id: u64 = url
-                .strip_prefix("mem://file/")
-                .and_then(|s| s.parse().ok())
-                .ok_or(ApiError::LinkRefused { status: 403 })?;
+            let id = self.download_id(url)?;
             let st = self.st();
             st.nodes
                 .get(&id)

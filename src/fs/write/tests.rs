@@ -249,9 +249,14 @@ async fn quota_full_is_enospc_and_keeps_the_spool() {
     assert!(f.is_dirty());
     let recs = records(&e.dir);
     assert_eq!(recs.len(), 1);
+    // Refused at create: the record still says dirty (no attempt id to remember).
     assert_eq!(
-        (recs[0].name.as_str(), recs[0].size),
-        ("big.dat", data.len() as u64)
+        (
+            recs[0].name.as_str(),
+            recs[0].state,
+            recs[0].pending_upload_id
+        ),
+        ("big.dat", JournalState::Dirty, None)
     );
     assert_eq!(spool_files(&e.dir), 1);
     let failed = e.uploader.registry().recent();
@@ -430,6 +435,72 @@ async fn lazy_fill_only_when_a_mutation_needs_the_old_bytes() {
     assert!(
         e.api.creates()[0].overwrite,
         "replacing the file it was opened from"
+    );
+}
+
+#[tokio::test]
+async fn the_fill_survives_an_expired_download_link() {
+    let e = env(1, 2);
+    let original = random_bytes(5 * MIB as usize, 16);
+    let entry = e.api.put_file(SPACE, None, "long.bin", &original);
+    let dyn_api: Arc<dyn FilesApi> = e.api.clone();
+    let f = SpooledFile::open_existing(
+        &e.dir,
+        target("long.bin"),
+        RemoteBase::from_entry(&entry),
+        ApiRemote::new(dyn_api, entry.id),
+    )
+    .expect("open");
+    assert_eq!(&f.read(0, 4).await.expect("read")[..], &original[..4]);
+    assert_eq!(e.api.file_links(), 1);
+    e.api.expire_links();
+    f.write(original.len() as u64, b"tail")
+        .await
+        .expect("append after a fill");
+    assert_eq!(e.api.file_links(), 2, "one fresh link after the refusal");
+    f.upload(&e.uploader).await.expect("upload");
+    let mut expected = original;
+    expected.extend_from_slice(b"tail");
+    assert_eq!(
+        e.api.content(SPACE, None, "long.bin").expect("listed"),
+        expected
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_flushes_at_once_upload_once() {
+    let e = env(1, 2);
+    let f = SpooledFile::create_new(&e.dir, target("twice.txt"))
+        .await
+        .expect("create");
+    f.write(0, b"once").await.expect("write");
+    e.api.hold_parts();
+    let (f1, u1) = (Arc::clone(&f), e.uploader.clone());
+    let first = tokio::spawn(async move { f1.upload(&u1).await });
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(1))
+        .await
+        .expect("first sending");
+    let (f2, u2) = (Arc::clone(&f), e.uploader.clone());
+    let second = tokio::spawn(async move { f2.upload(&u2).await });
+    // The second flush is queued behind the first (registered, waiting at the file's gate).
+    let registry = Arc::clone(e.uploader.registry());
+    tokio::time::timeout(HANG_GUARD, async {
+        while registry.active().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("second flush queued");
+    assert_eq!(registry.active()[1].state, UploadState::Queued);
+    e.api.open_gate();
+    let a = first.await.expect("joined").expect("first");
+    let b = second.await.expect("joined").expect("second");
+    assert!(a.is_some());
+    assert_eq!(b, None, "the second found the file clean");
+    assert_eq!(e.api.creates().len(), 1);
+    assert_eq!(
+        e.api.content(SPACE, None, "twice.txt").expect("listed"),
+        b"once"
     );
 }
 
@@ -720,6 +791,54 @@ async fn recover_recognises_an_upload_that_completed_before_the_crash() {
     assert_eq!(spool_files(&dir), 0);
     assert_eq!(api.names(SPACE, None), vec!["done.txt".to_string()]);
     assert_eq!(api.entry(SPACE, None, "done.txt").expect("listed").id, id);
+}
+
+#[tokio::test]
+async fn recover_skips_what_it_cannot_check_and_stops_when_the_service_is_down() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let api = MemApi::new();
+    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    {
+        let dir = SpoolDir::open(tmp.path()).expect("dir");
+        let gone = FileTarget {
+            space: Space::Machine(99),
+            parent_id: None,
+            name: "lost.txt".into(),
+            display_path: "lost.txt".into(),
+        };
+        let f = SpooledFile::create_new(&dir, gone).await.expect("create");
+        f.write(0, b"on a deleted machine").await.expect("write");
+        let g = SpooledFile::create_new(&dir, target("fine.txt"))
+            .await
+            .expect("create");
+        g.write(0, b"fine").await.expect("write");
+    }
+    let dir = SpoolDir::open(tmp.path()).expect("dir");
+    // Down: nothing decided, nothing changed.
+    api.set_lists_down(true);
+    let err = recover(&dir, dyn_api.as_ref())
+        .await
+        .expect_err("service down");
+    assert_eq!(errno_of(err), libc::EIO);
+    assert_eq!(records(&dir).len(), 2);
+    // Up again, but machine 99 is gone: that record is kept, the other one goes ahead.
+    api.set_lists_down(false);
+    api.remove_space(Space::Machine(99));
+    let pending = recover(&dir, dyn_api.as_ref()).await.expect("recover");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].record.name, "fine.txt");
+    let uploader = Uploader::new(Arc::clone(&dyn_api), UploadRegistry::new());
+    pending
+        .into_iter()
+        .next()
+        .expect("one")
+        .run(&uploader)
+        .await
+        .expect("upload");
+    let left = records(&dir);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].name, "lost.txt");
+    assert_eq!(spool_files(&dir), 1);
 }
 
 #[tokio::test]
