@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{ApiErrorKind, FileEntry, FilesApi, ListQuery, MAX_PER_PAGE, ObjectType, Space};
 
 use super::progress::UploadState;
-use super::spool::{SpoolDir, TEMP_EXT, join_error, remove_if_exists};
+use super::spool::{SpoolClaim, SpoolDir, TEMP_EXT, join_error, remove_if_exists};
 use super::uploader::{PartSource, UploadHooks, UploadTarget, Uploaded, Uploader};
 use super::{WriteError, WriteResult};
 
@@ -269,6 +269,8 @@ pub fn decide(
 #[derive(Debug)]
 pub struct PendingUpload {
     dir: Arc<SpoolDir>,
+    /// No second recovery (or open file) touches this spool while the upload is pending.
+    _claim: SpoolClaim,
     pub record: JournalRecord,
     pub action: RecoveryAction,
 }
@@ -301,7 +303,10 @@ async fn find_entry(
 }
 
 /// Read every journal record in `dir`, look at the server, and return the spools still to
-/// upload with what to do for each. Records whose upload had in fact completed are cleaned up
+/// upload with what to do for each. Spools in use in this process (open files, uploads returned
+/// by an earlier call and not finished) are skipped, so this may run again while the mount is
+/// live, e.g. to retry after the service came back or to pick up the kept spool of a file whose
+/// upload failed before it was closed. Records whose upload had in fact completed are cleaned up
 /// here. Unreadable records, and records whose target the server refuses to show (machine gone,
 /// access denied), are logged and left in place. A transient server error (unreachable, 5xx,
 /// throttled) aborts the scan: call again later; nothing is changed for the records not yet
@@ -309,6 +314,10 @@ async fn find_entry(
 pub async fn recover(dir: &Arc<SpoolDir>, api: &dyn FilesApi) -> WriteResult<Vec<PendingUpload>> {
     let mut pending = Vec::new();
     for id in dir.journaled_ids()? {
+        let Some(claim) = dir.claim(&id) else {
+            // An open file's spool, or an upload a previous call returned: not ours to decide.
+            continue;
+        };
         let path = dir.journal_path(&id);
         let record = match JournalRecord::read(&path) {
             Ok(r) => r,
@@ -367,6 +376,7 @@ pub async fn recover(dir: &Arc<SpoolDir>, api: &dyn FilesApi) -> WriteResult<Vec
         }
         pending.push(PendingUpload {
             dir: Arc::clone(dir),
+            _claim: claim,
             record,
             action,
         });

@@ -24,6 +24,12 @@
 //!    journal record are removed here);
 //! 2. `for p in recover(&dir, api).await? { spawn(p.run(&uploader)) }` — each
 //!    [`PendingUpload`] already knows whether it goes back under its name or as a conflict copy.
+//!    `recover` skips spools in use in this process (open files, pending uploads), so it may be
+//!    called again later (service back, or to pick up the kept spool of a closed file whose
+//!    upload failed).
+//!
+//! One [`Uploader`] per mount (clones share its part budget and [`UploadRegistry`]);
+//! `vagonfs status` reads [`UploadRegistry::active`] / [`UploadRegistry::recent`].
 //!
 //! Per file (one [`SpooledFile`] per inode, shared by all its open handles):
 //! - `create` (new name) → [`SpooledFile::create_new`]: empty and already dirty, so a
@@ -92,8 +98,8 @@ pub use progress::{ProgressSnapshot, UploadProgress, UploadRegistry, UploadState
 pub use remote::{ApiRemote, RemoteBytes};
 pub use spool::{Spool, SpoolDir};
 pub use uploader::{
-    DEFAULT_CHUNK_SIZE_MB, DEFAULT_CONCURRENCY, LINK_RESTARTS, MIB, PartSource, UploadHooks,
-    UploadTarget, Uploaded, Uploader,
+    DEFAULT_CHUNK_SIZE_MB, DEFAULT_CONCURRENCY, DEFAULT_TOTAL_PARTS, LINK_RESTARTS, MIB,
+    PartSource, UploadHooks, UploadTarget, Uploaded, Uploader,
 };
 
 /// Errors of the write path (the "UploadError" of the design notes: upload, spool and journal

@@ -23,6 +23,7 @@
 //! - Growth is sparse: a write past the end or a growing `set_len` leaves a hole that reads as
 //!   zeros, like any POSIX file.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -53,6 +54,22 @@ pub struct SpoolDir {
     path: PathBuf,
     /// Holds the exclusive flock; released when the folder is dropped.
     _lock: File,
+    /// Spool ids in use in this process (open files, uploads being recovered): recovery skips
+    /// them, so it is safe to run again while the mount is live.
+    in_use: Mutex<HashSet<String>>,
+}
+
+/// Marks a spool id in use until dropped.
+#[derive(Debug)]
+pub(crate) struct SpoolClaim {
+    dir: Arc<SpoolDir>,
+    id: String,
+}
+
+impl Drop for SpoolClaim {
+    fn drop(&mut self) {
+        lock(&self.dir.in_use).remove(&self.id);
+    }
 }
 
 impl SpoolDir {
@@ -79,6 +96,7 @@ impl SpoolDir {
         let dir = SpoolDir {
             path: path.to_path_buf(),
             _lock: lock,
+            in_use: Mutex::new(HashSet::new()),
         };
         dir.clean_leftovers()?;
         Ok(Arc::new(dir))
@@ -86,6 +104,16 @@ impl SpoolDir {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Claim `id` for this process; `None` when it is claimed already.
+    pub(crate) fn claim(self: &Arc<Self>, id: &str) -> Option<SpoolClaim> {
+        lock(&self.in_use)
+            .insert(id.to_string())
+            .then(|| SpoolClaim {
+                dir: Arc::clone(self),
+                id: id.to_string(),
+            })
     }
 
     pub(crate) fn spool_path(&self, id: &str) -> PathBuf {
@@ -176,6 +204,8 @@ impl SpoolState {
 /// One file's bytes on local disk.
 pub struct Spool {
     id: String,
+    /// Keeps recovery away from this spool while it exists.
+    _claim: SpoolClaim,
     path: PathBuf,
     file: Arc<File>,
     state: Arc<Mutex<SpoolState>>,
@@ -195,14 +225,14 @@ impl std::fmt::Debug for Spool {
 
 impl Spool {
     /// A new empty spool (a new file, or an existing one opened with `O_TRUNC`).
-    pub fn create(dir: &SpoolDir) -> WriteResult<Spool> {
+    pub fn create(dir: &Arc<SpoolDir>) -> WriteResult<Spool> {
         Self::create_with(dir, 0, None)
     }
 
     /// A spool standing for a remote file of `remote_len` bytes, filled from `source` only when
     /// a mutation first needs the old bytes.
     pub fn create_lazy(
-        dir: &SpoolDir,
+        dir: &Arc<SpoolDir>,
         remote_len: u64,
         source: Arc<dyn RemoteBytes>,
     ) -> WriteResult<Spool> {
@@ -210,11 +240,14 @@ impl Spool {
     }
 
     fn create_with(
-        dir: &SpoolDir,
+        dir: &Arc<SpoolDir>,
         remote_len: u64,
         source: Option<Arc<dyn RemoteBytes>>,
     ) -> WriteResult<Spool> {
         let id = uuid::Uuid::new_v4().simple().to_string();
+        let claim = dir
+            .claim(&id)
+            .ok_or_else(|| std::io::Error::other("spool id collision"))?;
         let path = dir.spool_path(&id);
         let file = OpenOptions::new()
             .read(true)
@@ -228,6 +261,7 @@ impl Spool {
         let remote_limit = if source.is_some() { remote_len } else { 0 };
         Ok(Spool {
             id,
+            _claim: claim,
             path,
             file: Arc::new(file),
             state: Arc::new(Mutex::new(SpoolState {

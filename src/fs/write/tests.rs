@@ -235,6 +235,40 @@ async fn parts_in_memory_stay_within_concurrency() {
     assert_eq!(e.api.content(SPACE, None, "mem.bin").expect("listed"), data);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_part_budget_is_shared_by_all_uploads() {
+    let e = env(1, 2);
+    let uploader = e.uploader.clone().with_total_parts(3);
+    let mut files = Vec::new();
+    for (i, name) in ["one.bin", "two.bin"].iter().enumerate() {
+        let f = SpooledFile::create_new(&e.dir, target(name))
+            .await
+            .expect("create");
+        f.write(0, &random_bytes(4 * MIB as usize, 20 + i as u64))
+            .await
+            .expect("write");
+        files.push(f);
+    }
+    e.api.hold_parts();
+    let tasks: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let (f, u) = (Arc::clone(f), uploader.clone());
+            tokio::spawn(async move { f.upload(&u).await })
+        })
+        .collect();
+    // Each upload alone may have 2 parts out; together they may have 3, not 4.
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(3))
+        .await
+        .expect("3 parts out");
+    assert_eq!(e.api.in_flight(), 3);
+    e.api.open_gate();
+    for t in tasks {
+        t.await.expect("joined").expect("upload").expect("dirty");
+    }
+    assert_eq!(e.api.max_in_flight(), 3);
+}
+
 #[tokio::test]
 async fn quota_full_is_enospc_and_keeps_the_spool() {
     let e = env(1, 2);
@@ -839,6 +873,48 @@ async fn recover_skips_what_it_cannot_check_and_stops_when_the_service_is_down()
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].name, "lost.txt");
     assert_eq!(spool_files(&dir), 1);
+}
+
+#[tokio::test]
+async fn recover_leaves_open_files_and_claimed_spools_alone() {
+    let e = env(1, 2);
+    let dyn_api: Arc<dyn FilesApi> = e.api.clone();
+    let open = SpooledFile::create_new(&e.dir, target("open.txt"))
+        .await
+        .expect("create");
+    open.write(0, b"still being written").await.expect("write");
+    assert!(
+        recover(&e.dir, dyn_api.as_ref())
+            .await
+            .expect("recover")
+            .is_empty(),
+        "in use"
+    );
+    // Closed with its upload failed: the kept spool is picked up by a later call.
+    e.api.set_quota(1);
+    assert!(open.upload(&e.uploader).await.is_err());
+    drop(open);
+    e.api.set_quota(1 << 30);
+    let first = recover(&e.dir, dyn_api.as_ref()).await.expect("recover");
+    assert_eq!(first.len(), 1);
+    // While that one is pending, a second call does not hand it out again.
+    assert!(
+        recover(&e.dir, dyn_api.as_ref())
+            .await
+            .expect("recover")
+            .is_empty()
+    );
+    first
+        .into_iter()
+        .next()
+        .expect("one")
+        .run(&e.uploader)
+        .await
+        .expect("upload");
+    assert_eq!(
+        e.api.content(SPACE, None, "open.txt").expect("listed"),
+        b"still being written"
+    );
 }
 
 #[tokio::test]

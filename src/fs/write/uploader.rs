@@ -3,7 +3,8 @@
 //! [`Uploader::upload`] sends the bytes of a [`PartSource`] (a spool file and the length to
 //! send) as one remote file. Parts are read from disk only when their turn comes and at most
 //! `concurrency` part futures exist at once, so at most `concurrency` parts are ever in memory
-//! (`concurrency × chunk` bytes; 64 MiB with the defaults).
+//! per upload (`concurrency × chunk` bytes; 64 MiB with the defaults), and at most
+//! `total_parts` across all uploads of one uploader (a semaphore shared by its clones).
 //!
 //! Subtle cases:
 //! - The part count comes from the *server's* answer: `chunk_size` may be changed by the server,
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
 
 use crate::api::{ApiErrorKind, CompletedPart, CreateRequest, FilesApi, ObjectType, Space};
 
@@ -41,6 +43,10 @@ pub const MIB: u64 = 1024 * 1024;
 pub const DEFAULT_CHUNK_SIZE_MB: u64 = 16;
 /// Default number of parts in flight (and in memory) per upload.
 pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Default cap on part buffers across all the uploads of one [`Uploader`] (and its clones), so
+/// many files closed at once cannot pile up `files × concurrency` parts: memory stays below
+/// this × chunk size (256 MiB with the defaults).
+pub const DEFAULT_TOTAL_PARTS: usize = 4 * DEFAULT_CONCURRENCY;
 /// How many times an upload starts again from create after a part link was refused.
 pub const LINK_RESTARTS: u32 = 1;
 
@@ -122,6 +128,9 @@ pub struct Uploader {
     api: Arc<dyn FilesApi>,
     chunk_size_mb: u64,
     concurrency: usize,
+    total_parts: usize,
+    /// Shared by clones: one permit per part buffer alive.
+    parts_budget: Arc<Semaphore>,
     registry: Arc<UploadRegistry>,
 }
 
@@ -130,6 +139,7 @@ impl std::fmt::Debug for Uploader {
         f.debug_struct("Uploader")
             .field("chunk_size_mb", &self.chunk_size_mb)
             .field("concurrency", &self.concurrency)
+            .field("total_parts", &self.total_parts)
             .finish()
     }
 }
@@ -159,8 +169,18 @@ impl Uploader {
             api,
             chunk_size_mb: DEFAULT_CHUNK_SIZE_MB,
             concurrency: DEFAULT_CONCURRENCY,
+            total_parts: DEFAULT_TOTAL_PARTS,
+            parts_budget: Arc::new(Semaphore::new(DEFAULT_TOTAL_PARTS)),
             registry,
         }
+    }
+
+    /// Part buffers allowed across all uploads at once (at least 1). Clones made after this
+    /// share the budget.
+    pub fn with_total_parts(mut self, n: usize) -> Uploader {
+        self.total_parts = n.max(1);
+        self.parts_budget = Arc::new(Semaphore::new(self.total_parts));
+        self
     }
 
     /// Part size to ask for, MiB (at least 1).
@@ -181,6 +201,10 @@ impl Uploader {
 
     pub fn concurrency(&self) -> usize {
         self.concurrency
+    }
+
+    pub fn total_parts(&self) -> usize {
+        self.total_parts
     }
 
     pub fn registry(&self) -> &Arc<UploadRegistry> {
@@ -294,9 +318,15 @@ impl Uploader {
                     let api = Arc::clone(&self.api);
                     let source = source.clone();
                     let progress = Arc::clone(progress);
+                    let budget = Arc::clone(&self.parts_budget);
                     async move {
                         let offset = i as u64 * chunk;
                         let len = chunk.min(size - offset);
+                        // Never closed; an error here would be a bug, reported, not a panic.
+                        let _permit = budget
+                            .acquire_owned()
+                            .await
+                            .map_err(|e| WriteError::Protocol(format!("part budget: {e}")))?;
                         let guard = progress.part_buffer();
                         let data = source.read(offset, len as usize).await?;
                         let etag = api.upload_part(&url, Bytes::from(data)).await?;
