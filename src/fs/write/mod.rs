@@ -96,7 +96,7 @@ pub use journal::{
 };
 pub use progress::{ProgressSnapshot, UploadProgress, UploadRegistry, UploadState, UploadTicket};
 pub use remote::{ApiRemote, RemoteBytes};
-pub use spool::{Spool, SpoolDir};
+pub use spool::{FILL_BLOCK, Spool, SpoolDir};
 pub use uploader::{
     DEFAULT_CHUNK_SIZE_MB, DEFAULT_CONCURRENCY, DEFAULT_TOTAL_PARTS, LINK_RESTARTS, MIB,
     PartSource, UploadHooks, UploadTarget, Uploaded, Uploader,
