@@ -91,6 +91,10 @@ pub struct MemApi {
     /// Download links carry this; older ones are refused (expired).
     link_epoch: AtomicU32,
     file_links: AtomicU32,
+    /// Answer no part URL for an empty file (a tolerated variant of the contract).
+    no_url_for_empty: AtomicBool,
+    /// Answer one part URL too many (a broken server).
+    extra_url: AtomicBool,
 }
 
 fn status(endpoint: &str, status: u16, message: &str) -> ApiError {
@@ -138,6 +142,8 @@ impl MemApi {
             lists_down: AtomicBool::new(false),
             link_epoch: AtomicU32::new(0),
             file_links: AtomicU32::new(0),
+            no_url_for_empty: AtomicBool::new(false),
+            extra_url: AtomicBool::new(false),
         })
     }
 
@@ -183,6 +189,16 @@ impl MemApi {
     /// Listings fail with a 503 (retries used up) while `down`.
     pub fn set_lists_down(&self, down: bool) {
         self.lists_down.store(down, Ordering::Release);
+    }
+
+    /// Empty files get no part URL (complete then takes no parts).
+    pub fn set_no_url_for_empty(&self, on: bool) {
+        self.no_url_for_empty.store(on, Ordering::Release);
+    }
+
+    /// Answer one part URL more than the size needs.
+    pub fn set_extra_url(&self, on: bool) {
+        self.extra_url.store(on, Ordering::Release);
     }
 
     /// Every download link handed out so far expires.
@@ -457,7 +473,13 @@ impl FilesApi for MemApi {
             return Err(status("POST /files", 507, "storage full"));
         }
         let chunk_mb = req.chunk_size_mb.unwrap_or(DEFAULT_CHUNK_MB).max(1);
-        let count = size.div_ceil(chunk_mb * MIB).max(1) as u32;
+        let mut count = size.div_ceil(chunk_mb * MIB).max(1) as u32;
+        if size == 0 && self.no_url_for_empty.load(Ordering::Acquire) {
+            count = 0;
+        }
+        if self.extra_url.load(Ordering::Acquire) {
+            count += 1;
+        }
         st.next_id += 1;
         let id = st.next_id;
         st.uploads.insert(

@@ -142,6 +142,30 @@ async fn sizes_around_the_chunk_arrive_byte_identical() {
 }
 
 #[tokio::test]
+async fn the_part_url_count_is_checked_and_none_is_tolerated_for_empty_files() {
+    let e = env(1, 2);
+    e.api.set_no_url_for_empty(true);
+    let f = SpooledFile::create_new(&e.dir, target("empty"))
+        .await
+        .expect("create");
+    f.upload(&e.uploader).await.expect("upload").expect("dirty");
+    assert_eq!(e.api.content(SPACE, None, "empty").expect("listed"), b"");
+    assert_eq!(e.api.part_calls(), 0);
+    // A part count that does not fit the size stops before any byte is sent.
+    e.api.set_no_url_for_empty(false);
+    e.api.set_extra_url(true);
+    let g = SpooledFile::create_new(&e.dir, target("one"))
+        .await
+        .expect("create");
+    g.write(0, b"x").await.expect("write");
+    let err = g.upload(&e.uploader).await.expect_err("wrong URL count");
+    assert!(matches!(err, WriteError::Protocol(_)), "{err:?}");
+    assert_eq!(errno_of(err), libc::EIO);
+    assert_eq!((e.api.part_calls(), e.api.completes()), (0, 1));
+    assert!(g.is_dirty());
+}
+
+#[tokio::test]
 async fn content_type_follows_the_extension() {
     let e = env(1, 2);
     let f = SpooledFile::create_new(&e.dir, target("notes.TXT"))
