@@ -17,6 +17,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -55,6 +56,8 @@ struct Meta {
     seq: u64,
     /// Unlinked: never journal or upload again.
     discarded: bool,
+    /// Last local change of the bytes (what getattr shows while the file is open).
+    modified: SystemTime,
 }
 
 /// The sequence of the last record change applied on disk.
@@ -99,8 +102,8 @@ impl SpooledFile {
         dir: &Arc<SpoolDir>,
         target: FileTarget,
     ) -> WriteResult<Arc<SpooledFile>> {
-        let f = Self::build(dir, target, None, Spool::create(dir)?)?;
-        f.note_mutation().await?;
+        let f = Self::build(dir, target, None, Spool::create(dir)?, SystemTime::now())?;
+        f.note_mutation(true).await?;
         Ok(f)
     }
 
@@ -110,8 +113,14 @@ impl SpooledFile {
         target: FileTarget,
         base: RemoteBase,
     ) -> WriteResult<Arc<SpooledFile>> {
-        let f = Self::build(dir, target, Some(base), Spool::create(dir)?)?;
-        f.note_mutation().await?;
+        let f = Self::build(
+            dir,
+            target,
+            Some(base),
+            Spool::create(dir)?,
+            SystemTime::now(),
+        )?;
+        f.note_mutation(true).await?;
         Ok(f)
     }
 
@@ -124,7 +133,9 @@ impl SpooledFile {
         source: Arc<dyn RemoteBytes>,
     ) -> WriteResult<Arc<SpooledFile>> {
         let spool = Spool::create_lazy(dir, base.size, source)?;
-        Self::build(dir, target, Some(base), spool)
+        // Unchanged so far: the server's time until the first write.
+        let modified = base.mtime().unwrap_or_else(SystemTime::now);
+        Self::build(dir, target, Some(base), spool, modified)
     }
 
     fn build(
@@ -132,6 +143,7 @@ impl SpooledFile {
         target: FileTarget,
         base: Option<RemoteBase>,
         spool: Spool,
+        modified: SystemTime,
     ) -> WriteResult<Arc<SpooledFile>> {
         let space = match JournalSpace::from_space(target.space) {
             Ok(s) => s,
@@ -153,6 +165,7 @@ impl SpooledFile {
                 pending_upload_id: None,
                 seq: 0,
                 discarded: false,
+                modified,
             }),
             journal_io: Arc::new(Mutex::new(JournalIo::default())),
             upload_gate: tokio::sync::Mutex::new(()),
@@ -182,6 +195,17 @@ impl SpooledFile {
     }
 
     /// The remote file the next upload replaces (after an upload: the uploaded file).
+    /// When the bytes last changed locally (or the server's time for an opened, unchanged file).
+    pub fn modified(&self) -> SystemTime {
+        self.meta().modified
+    }
+
+    /// utimensat(2): the local modification time until the next change. The server sets its
+    /// own time at upload; this only shapes what getattr shows meanwhile.
+    pub fn set_modified(&self, t: SystemTime) {
+        self.meta().modified = t;
+    }
+
     pub fn base(&self) -> Option<RemoteBase> {
         self.meta().base
     }
@@ -201,7 +225,7 @@ impl SpooledFile {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "write larger than 4 GiB")
         })?;
         self.spool.write(offset, data).await?;
-        self.note_mutation().await?;
+        self.note_mutation(true).await?;
         Ok(n)
     }
 
@@ -213,14 +237,14 @@ impl SpooledFile {
     /// `truncate(2)` / `ftruncate(2)`.
     pub async fn set_len(&self, len: u64) -> WriteResult<()> {
         self.spool.set_len(len).await?;
-        self.note_mutation().await
+        self.note_mutation(true).await
     }
 
     /// Make the file need an upload without changing its bytes (copies the remote bytes in
     /// first when needed): used for a rename of a file that has no local changes.
     pub async fn mark_dirty(&self) -> WriteResult<()> {
         self.spool.ensure_filled().await?;
-        self.note_mutation().await
+        self.note_mutation(false).await
     }
 
     /// fsync(2) of the spool file (local durability; the upload is [`SpooledFile::upload`]).
@@ -245,7 +269,7 @@ impl SpooledFile {
             // Force a record write even if it already said dirty.
             m.record = None;
         }
-        self.note_mutation().await
+        self.note_mutation(false).await
     }
 
     /// The file was unlinked: drop its record and spool file; the handle keeps working on the
@@ -337,9 +361,13 @@ impl SpooledFile {
     }
 
     /// After a change: dirty, and the record says so (written only when it did not already).
-    async fn note_mutation(&self) -> WriteResult<()> {
+    /// `touch`: the bytes changed (not just where they go).
+    async fn note_mutation(&self, touch: bool) -> WriteResult<()> {
         let op = {
             let mut m = self.meta();
+            if touch {
+                m.modified = SystemTime::now();
+            }
             if m.discarded {
                 return Ok(());
             }

@@ -39,7 +39,8 @@
 //!   [`RemoteBytes`] source (e.g. [`ApiRemote`]): nothing is fetched until the first mutation,
 //!   which first copies the remote bytes in (only `[0, n)` for a `truncate(n)`);
 //! - `write` → [`SpooledFile::write`]; `setattr(size)` → [`SpooledFile::set_len`];
-//! - `read`/`getattr` of a file with a spool → [`SpooledFile::read`] / [`SpooledFile::len`]
+//! - `read`/`getattr` of a file with a spool → [`SpooledFile::read`] / [`SpooledFile::len`],
+//!   [`SpooledFile::modified`] (`setattr(mtime)` → [`SpooledFile::set_modified`])
 //!   (read-after-write comes from the spool; reads of a not-yet-filled spool pass through to the
 //!   remote source without filling it);
 //! - `flush` (close) and `fsync` → [`SpooledFile::upload`]: if dirty, journal `uploading` →

@@ -456,6 +456,11 @@ async fn lazy_fill_only_when_a_mutation_needs_the_old_bytes() {
     assert_eq!(f.len(), original.len() as u64);
     assert!(!f.is_dirty());
     assert!(!f.spool().is_filled());
+    assert_eq!(
+        Some(f.modified()),
+        entry.modified,
+        "the server's time until written"
+    );
     assert_eq!(e.api.bytes_fetched(), 0, "opening fetches nothing");
     // A read before any write passes through, fetching only what was asked.
     let got = f.read(MIB + 3, 100).await.expect("read");
@@ -465,6 +470,10 @@ async fn lazy_fill_only_when_a_mutation_needs_the_old_bytes() {
     assert!(records(&e.dir).is_empty(), "no record while clean");
     // A partial overwrite without O_TRUNC needs the old bytes around it.
     f.write(MIB + 5, b"PATCH").await.expect("write");
+    assert!(
+        Some(f.modified()) > entry.modified,
+        "a write moves the local time"
+    );
     assert!(f.spool().is_filled());
     assert_eq!(e.api.bytes_fetched(), 100 + original.len() as u64);
     let recs = records(&e.dir);
