@@ -5,8 +5,9 @@
 //! - a mutation first completes the spool's lazy fill, then changes the bytes, then makes sure
 //!   the record says `dirty` (one atomic journal write on the first change, none after);
 //! - an upload journals `uploading` together with the id `POST /files` answered (before any
-//!   part is sent; until then `dirty` already says "upload me"), and removes the record only after `complete` succeeded *and* no write happened meanwhile (generation check);
-//!   otherwise the record goes back to `dirty` and the next flush sends the newer bytes;
+//!   part is sent; until then `dirty` already says "upload me"), and removes the record only
+//!   after `complete` succeeded *and* no write happened meanwhile (generation check); otherwise
+//!   the record goes back to `dirty` and the next flush sends the newer bytes;
 //! - uploads of one file are serialized (an async gate, the only lock held across `.await`), so
 //!   two handles closing at once produce one upload, and the second finds the file clean;
 //! - record writes can be issued from several tasks; each carries a sequence number and an
