@@ -80,6 +80,8 @@ mod spool;
 mod uploader;
 
 #[cfg(test)]
+mod emulator_tests;
+#[cfg(test)]
 mod test_api;
 #[cfg(test)]
 mod tests;
