@@ -11,8 +11,8 @@
 //! Subtle cases handled here:
 //! - links: fetched with `file_link`, falling back to `POST /files/download` when that endpoint
 //!   answers not-found/bad-request; cached per file id for [`LINK_TTL`], or less when the URL
-//!   carries an `expires` query parameter (unix seconds or milliseconds, or RFC 3339) minus
-//!   [`LINK_EXPIRY_MARGIN`]; a link the storage refuses (`ApiError::LinkRefused`) is replaced
+//!   says when it expires (`expires`/`exp` in unix seconds or milliseconds or RFC 3339, or AWS
+//!   `X-Amz-Date` + `X-Amz-Expires`) minus [`LINK_EXPIRY_MARGIN`]; a link the storage refuses (`ApiError::LinkRefused`) is replaced
 //!   once and the range retried; links are fetched single-flight, and never logged;
 //! - sizes: the listed size is the truth the kernel was given. A link that reports another size,
 //!   a block of another length, a Range the server cannot satisfy (416) or a short body all give
@@ -24,6 +24,7 @@
 //!   the reads in progress. The prefetch window is also capped at half the cache, so prefetched
 //!   blocks do not evict each other before they are read;
 //! - a cache smaller than one block means no cache: each read fetches exactly its range;
+//! - locks: the block flight map may be locked before the cache, never the other way round;
 //! - in-flight fetches are shared: a read needing a block being prefetched waits for that fetch;
 //!   fetches run in their own tasks, so an interrupted read does not waste a half-done fetch.
 
@@ -352,13 +353,15 @@ impl Reader {
 
     /// Numbers of the block cache.
     pub(crate) fn stats(&self) -> CacheStats {
+        // Lock order is flight map, then cache (see `demand`): never the cache first.
+        let fetches_running = self.blocks.len();
         let c = lock(&self.cache);
         CacheStats {
             cached_bytes: c.cached,
             inflight_bytes: c.inflight,
             peak_bytes: c.peak,
             cached_blocks: c.lru.len(),
-            fetches_running: self.blocks.len(),
+            fetches_running,
         }
     }
 
@@ -562,24 +565,34 @@ fn link_deadline(url: &str, now_sys: SystemTime, now: Instant) -> Instant {
     now + ttl
 }
 
-/// The `expires` query parameter of a URL, if it has one we understand.
+/// When a presigned URL says it expires, if it says so in a way we understand: an `expires` or
+/// `exp` query parameter (unix seconds or milliseconds, or RFC 3339), or AWS SigV4's
+/// `X-Amz-Date` + `X-Amz-Expires` (seconds after the signing time).
 fn url_expiry(url: &str) -> Option<SystemTime> {
     let parsed = url::Url::parse(url).ok()?;
-    let value = parsed
-        .query_pairs()
-        .find(|(k, _)| k.eq_ignore_ascii_case("expires"))
-        .map(|(_, v)| v.into_owned())?;
-    if let Ok(n) = value.trim().parse::<u64>() {
-        let since_epoch = if n > EXPIRES_MS_THRESHOLD {
-            Duration::from_millis(n)
-        } else {
-            Duration::from_secs(n)
-        };
-        return SystemTime::UNIX_EPOCH.checked_add(since_epoch);
+    let param = |name: &str| {
+        parsed
+            .query_pairs()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if let Some(value) = param("expires").or_else(|| param("exp")) {
+        if let Ok(n) = value.parse::<u64>() {
+            let since_epoch = if n > EXPIRES_MS_THRESHOLD {
+                Duration::from_millis(n)
+            } else {
+                Duration::from_secs(n)
+            };
+            return SystemTime::UNIX_EPOCH.checked_add(since_epoch);
+        }
+        return chrono::DateTime::parse_from_rfc3339(&value)
+            .ok()
+            .map(SystemTime::from);
     }
-    chrono::DateTime::parse_from_rfc3339(value.trim())
-        .ok()
-        .map(SystemTime::from)
+    let signed = param("x-amz-date")?;
+    let lifetime: u64 = param("x-amz-expires")?.parse().ok()?;
+    let signed = chrono::NaiveDateTime::parse_from_str(&signed, "%Y%m%dT%H%M%SZ").ok()?;
+    SystemTime::from(signed.and_utc()).checked_add(Duration::from_secs(lifetime))
 }
 
 /// An error of a ranged GET, as the core reports it.
@@ -680,6 +693,13 @@ mod tests {
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
         );
         assert_eq!(link_deadline("http://h/x?a=1", now, at), at + LINK_TTL);
+        let emulator = format!("http://h/x?exp={}&sig=ab", (1_800_000_000u64 + 60) * 1000);
+        assert_eq!(
+            link_deadline(&emulator, now, at),
+            at + Duration::from_secs(30)
+        );
+        let aws = "https://b.s3.amazonaws.com/k?X-Amz-Date=20270115T080000Z&X-Amz-Expires=300";
+        assert_eq!(link_deadline(aws, now, at), at + Duration::from_secs(270));
         let past = "http://h/x?expires=5";
         assert_eq!(link_deadline(past, now, at), at);
     }
