@@ -54,8 +54,10 @@ use inode::{Inode, InodeTable, Loc};
 use read::{FileVersion, Reader, Stream};
 use statfs::StatfsCache;
 
-/// Most entries one `readdir` call answers (the kernel asks again from the last offset).
-pub const READDIR_BATCH: usize = 64;
+/// Most entries one `readdir` call answers (the kernel asks again from the last offset). About
+/// what a 32-64 KiB readdirplus buffer holds; entries beyond what the buffer takes are given back
+/// through [`VagonFs::unsent`].
+pub const READDIR_BATCH: usize = 256;
 
 /// The root inode number (FUSE's convention).
 pub const ROOT_INO: u64 = 1;
