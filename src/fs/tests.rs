@@ -289,26 +289,32 @@ async fn big_folders_cost_one_request_per_hundred_cold_and_none_warm() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[tokio::test]
 async fn concurrent_lookups_share_one_listing() {
     let api = Arc::new(MemApi::new());
     for i in 0..10_000u64 {
         api.add_file(Space::Shared, None, &format!("n{i}"), pattern(1, i));
     }
     let fs = shared(&api);
-    let lookups = (0..32u64).map(|i| {
-        let fs = Arc::clone(&fs);
-        tokio::spawn(async move {
-            fs.lookup(ROOT_INO, OsStr::new(&format!("n{}", i * 311)))
-                .await
+    // The server holds the first page until every lookup has asked.
+    let gate = api.hold_listings_of(0);
+    let lookups: Vec<_> = (0..32u64)
+        .map(|i| {
+            let fs = Arc::clone(&fs);
+            let name = format!("n{}", i * 311);
+            tokio::spawn(async move { fs.lookup(ROOT_INO, OsStr::new(&name)).await })
         })
-    });
+        .collect();
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    assert!(lookups.iter().all(|l| !l.is_finished()));
+    assert_eq!(api.calls("list_files"), 1, "one request in flight for 32 lookups");
+    gate.add_permits(1);
     for r in futures::future::join_all(lookups).await {
         assert!(matches!(r, Ok(Ok(_))));
     }
-    // Waiters that came after the listing landed were served from the cache; either way the
-    // folder was listed once.
-    assert_eq!(api.calls("list_files"), 100);
+    assert_eq!(api.calls("list_files"), 100, "the folder was listed once");
 }
 
 #[tokio::test]
