@@ -9,7 +9,8 @@
 //! Layout: [`inode`] (the inode table, lookup counts, forget), [`dir`] (listings through every
 //! page, the listing cache, name sanitising, negative lookups), [`read`] (download links, block
 //! cache, prefetch), [`attr`] (attributes from listings and options), [`statfs`] (quota),
-//! [`flight`] (single-flight fetches shared by all of them), [`errno`] (the one errno map).
+//! [`flight`] (single-flight fetches shared by all of them), [`errno`] (the one errno map),
+//! [`write`] (the write-path engine: spools, journal, uploader; wired in by a later piece).
 //!
 //! Subtle cases owned here:
 //! - every method takes `&self`; state sits behind `std::sync::Mutex`es held for a few map
@@ -27,6 +28,8 @@
 
 pub mod attr;
 pub mod dir;
+#[cfg(test)]
+mod emu_tests;
 pub mod errno;
 mod flight;
 mod inode;
@@ -36,6 +39,7 @@ pub mod statfs;
 mod test_api;
 #[cfg(test)]
 mod tests;
+pub mod write;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

@@ -309,7 +309,11 @@ async fn concurrent_lookups_share_one_listing() {
         tokio::task::yield_now().await;
     }
     assert!(lookups.iter().all(|l| !l.is_finished()));
-    assert_eq!(api.calls("list_files"), 1, "one request in flight for 32 lookups");
+    assert_eq!(
+        api.calls("list_files"),
+        1,
+        "one request in flight for 32 lookups"
+    );
     gate.add_permits(1);
     for r in futures::future::join_all(lookups).await {
         assert!(matches!(r, Ok(Ok(_))));
