@@ -1,0 +1,1 @@
+//! Write-path tests of the core against the in-memory double.
