@@ -91,8 +91,11 @@ pub(crate) struct Inode {
     pub(crate) name: Option<OsString>,
     /// Has a local spool: kept even when the kernel forgot it.
     spooled: bool,
-    /// `mtime` is a local time (set by a write, an upload or utimens), not the server's.
+    /// `mtime` is a local time (set by a write or an upload), not the server's.
     pub(crate) local_mtime: bool,
+    /// Set by utimens: shown instead of any other time while the mount lives (the API cannot
+    /// store it), until the next upload of the file.
+    pub(crate) mtime_override: Option<SystemTime>,
     /// `(size, mtime)` at the previous open, to tell the kernel whether its page cache is still
     /// good.
     last_open: Option<(u64, Option<SystemTime>)>,
@@ -113,6 +116,7 @@ impl Inode {
             name: None,
             spooled: false,
             local_mtime: false,
+            mtime_override: None,
             last_open: None,
         }
     }
@@ -289,6 +293,13 @@ impl InodeTable {
                 node.mtime = Some(mtime);
                 node.local_mtime = true;
             }
+        }
+    }
+
+    /// utimens: the time to show (`None` clears it).
+    pub(crate) fn set_mtime_override(&self, ino: u64, t: Option<SystemTime>) {
+        if let Some(node) = lock(&self.inner).by_ino.get_mut(&ino) {
+            node.mtime_override = t;
         }
     }
 

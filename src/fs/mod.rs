@@ -660,6 +660,9 @@ impl VagonFs {
             node.size = file.len();
             node.mtime = Some(file.modified());
         }
+        if let Some(t) = node.mtime_override {
+            node.mtime = Some(t);
+        }
         node
     }
 

@@ -452,6 +452,7 @@ impl VagonFs {
         }
         self.inodes
             .set_local_attrs(ino, Some(done.size), Some(file.modified()));
+        self.inodes.set_mtime_override(ino, None);
         if let Some((_, dir_loc)) = node.parent {
             if let Some(name) = &node.name {
                 self.overlay.settle(dir_loc, name, ino);
@@ -488,10 +489,10 @@ impl VagonFs {
             }
         }
         if let Some(t) = set.mtime {
-            match self.spooled_file(ino) {
-                Some(file) => file.set_modified(t),
-                None => self.inodes.set_local_attrs(ino, None, Some(t)),
+            if let Some(file) = self.spooled_file(ino) {
+                file.set_modified(t);
             }
+            self.inodes.set_mtime_override(ino, Some(t));
         }
         // mode, uid, gid, atime: the API keeps none of them; accepted without effect.
         self.getattr(ino).await
