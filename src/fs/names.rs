@@ -13,6 +13,7 @@
 //! - listed objects this mount deleted, replaced or moved are hidden until the listing is
 //!   fetched again (see `overlay.rs`).
 
+use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -115,10 +116,10 @@ impl VagonFs {
     pub(crate) async fn view(&self, dir: &Inode) -> FsResult<Arc<Vec<ViewEntry>>> {
         let listing = self.dirs.listing(dir.loc).await?;
         let local = self.overlay.names(dir.loc);
+        let shadowed: HashSet<&OsString> = local.iter().map(|(n, _)| n).collect();
         let mut out = Vec::with_capacity(listing.entries.len() + local.len());
         for e in &listing.entries {
-            let shadowed = local.iter().any(|(n, _)| *n == e.name);
-            if !shadowed && !self.overlay.is_gone(&e.seen.loc) {
+            if !shadowed.contains(&e.name) && !self.overlay.is_gone(&e.seen.loc) {
                 out.push(ViewEntry::Listed(e.clone()));
             }
         }
@@ -134,10 +135,10 @@ impl VagonFs {
     pub(crate) async fn children_of(&self, loc: Loc) -> FsResult<Vec<(OsString, Child)>> {
         let listing = self.dirs.listing(loc).await?;
         let local = self.overlay.names(loc);
+        let shadowed: HashSet<&OsString> = local.iter().map(|(n, _)| n).collect();
         let mut out = Vec::with_capacity(listing.entries.len() + local.len());
         for e in &listing.entries {
-            let shadowed = local.iter().any(|(n, _)| *n == e.name);
-            if !shadowed && !self.overlay.is_gone(&e.seen.loc) {
+            if !shadowed.contains(&e.name) && !self.overlay.is_gone(&e.seen.loc) {
                 out.push((e.name.clone(), self.child_of(&Resolved::Listed(e.clone()))));
             }
         }
@@ -167,7 +168,8 @@ impl VagonFs {
     /// Whether folder `loc` shows nothing, judged on a fresh listing (the server deletes a
     /// folder with everything in it, so a stale "empty" must never be trusted).
     pub(crate) async fn is_empty_dir(&self, loc: Loc) -> FsResult<bool> {
-        if !self.overlay.names(loc).is_empty() {
+        let local = self.overlay.names(loc);
+        if local.iter().any(|(_, ino)| self.inodes.get(*ino).is_some()) {
             return Ok(false);
         }
         self.dirs.invalidate(loc);
