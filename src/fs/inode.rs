@@ -94,7 +94,7 @@ pub(crate) struct Inode {
     /// `mtime` is a local time (set by a write or an upload), not the server's.
     pub(crate) local_mtime: bool,
     /// Set by utimens: shown instead of any other time while the mount lives (the API cannot
-    /// store it), until the next upload of the file.
+    /// store it), until the next write or truncation of the file.
     pub(crate) mtime_override: Option<SystemTime>,
     /// `(size, mtime)` at the previous open, to tell the kernel whether its page cache is still
     /// good.

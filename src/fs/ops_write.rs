@@ -345,7 +345,10 @@ impl VagonFs {
         }
         let file = self.spooled_file(ino).ok_or(FsError::BadHandle(fh))?;
         let at = if handle.append { file.len() } else { offset };
-        Ok(file.write(at, data).await?)
+        let n = file.write(at, data).await?;
+        // New bytes: a time set by utimens no longer holds (the write's time does).
+        self.inodes.set_mtime_override(ino, None);
+        Ok(n)
     }
 
     /// close(2) of one descriptor: uploads a changed file; the result is what close returns.
@@ -452,7 +455,6 @@ impl VagonFs {
         }
         self.inodes
             .set_local_attrs(ino, Some(done.size), Some(file.modified()));
-        self.inodes.set_mtime_override(ino, None);
         if let Some((_, dir_loc)) = node.parent {
             if let Some(name) = &node.name {
                 self.overlay.settle(dir_loc, name, ino);
@@ -480,6 +482,7 @@ impl VagonFs {
             let node = self.fresh_node(ino).await?;
             let file = self.spool_of(&node).await?;
             file.set_len(size).await?;
+            self.inodes.set_mtime_override(ino, None);
             let open = self.inodes.get(ino).is_some_and(|n| n.open_handles > 0);
             if !open {
                 // truncate(2) by path: no close will upload it.

@@ -880,3 +880,32 @@ async fn read_only_mount_writes_nothing_locally() {
     assert!(!s.cache.path().join("spools").exists());
     assert_eq!(s.fs.flush_all().await, FlushReport::default());
 }
+
+#[tokio::test]
+async fn a_time_set_before_close_survives_the_upload_until_the_next_write() {
+    let s = setup();
+    let (attr, open) =
+        s.fs.create(ROOT_INO, OsStr::new("t.txt"), 0o644, libc::O_WRONLY)
+            .await
+            .expect("create");
+    let ino = attr.attr.ino;
+    s.fs.write(ino, open.fh, 0, b"abc").await.expect("write");
+    // tar x: futimens on the open file, then close.
+    let when = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_234_567);
+    let set = SetAttr {
+        mtime: Some(when),
+        fh: Some(open.fh),
+        ..SetAttr::default()
+    };
+    s.fs.setattr(ino, set).await.expect("futimens");
+    s.fs.flush(ino, open.fh).await.expect("close");
+    s.fs.release(ino, open.fh).await.expect("release");
+    assert_eq!(s.fs.getattr(ino).await.expect("attr").attr.mtime, when);
+    assert_eq!(walk(&s.fs, "t.txt").await.expect("lookup").attr.mtime, when);
+    // A later write shows the write's time again.
+    let open = s.fs.open(ino, libc::O_WRONLY).await.expect("open");
+    s.fs.write(ino, open.fh, 3, b"d").await.expect("write");
+    assert_ne!(s.fs.getattr(ino).await.expect("attr").attr.mtime, when);
+    s.fs.flush(ino, open.fh).await.expect("close");
+    s.fs.release(ino, open.fh).await.expect("release");
+}
