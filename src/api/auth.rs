@@ -81,7 +81,15 @@ pub fn authorization(
 ) -> String {
     let timestamp_ms = chrono::Utc::now().timestamp_millis();
     let nonce = uuid::Uuid::new_v4().to_string();
-    let signature = sign(api_key, api_secret, method, path, timestamp_ms, &nonce, body);
+    let signature = sign(
+        api_key,
+        api_secret,
+        method,
+        path,
+        timestamp_ms,
+        &nonce,
+        body,
+    );
     format!("HMAC {api_key}:{signature}:{nonce}:{timestamp_ms}")
 }
 
@@ -96,7 +104,12 @@ pub fn parse_authorization(value: &str) -> Option<HmacHeader> {
     if api_key.is_empty() || signature.is_empty() || nonce.is_empty() {
         return None;
     }
-    Some(HmacHeader { api_key, signature, nonce, timestamp_ms })
+    Some(HmacHeader {
+        api_key,
+        signature,
+        nonce,
+        timestamp_ms,
+    })
 }
 
 #[cfg(test)]
@@ -136,10 +149,46 @@ mod tests {
     #[test]
     fn verify_accepts_right_and_refuses_wrong() {
         let path = "/organization-management/v1/machines/1/files";
-        assert!(verify("demo-key", "demo-secret", "GET", path, 1_767_225_600_000, "n-1", b"", GET_SIG));
-        assert!(!verify("demo-key", "wrong", "GET", path, 1_767_225_600_000, "n-1", b"", GET_SIG));
-        assert!(!verify("demo-key", "demo-secret", "GET", path, 1_767_225_600_001, "n-1", b"", GET_SIG));
-        assert!(!verify("demo-key", "demo-secret", "GET", path, 1_767_225_600_000, "n-1", b"", "zz"));
+        assert!(verify(
+            "demo-key",
+            "demo-secret",
+            "GET",
+            path,
+            1_767_225_600_000,
+            "n-1",
+            b"",
+            GET_SIG
+        ));
+        assert!(!verify(
+            "demo-key",
+            "wrong",
+            "GET",
+            path,
+            1_767_225_600_000,
+            "n-1",
+            b"",
+            GET_SIG
+        ));
+        assert!(!verify(
+            "demo-key",
+            "demo-secret",
+            "GET",
+            path,
+            1_767_225_600_001,
+            "n-1",
+            b"",
+            GET_SIG
+        ));
+        assert!(!verify(
+            "demo-key",
+            "demo-secret",
+            "GET",
+            path,
+            1_767_225_600_000,
+            "n-1",
+            b"",
+            "zz"
+        ));
     }
 
     #[test]
@@ -147,7 +196,16 @@ mod tests {
         let value = authorization("k", "s", "GET", "/organization-management/v1/files", b"");
         let h = parse_authorization(&value).unwrap();
         assert_eq!(h.api_key, "k");
-        assert!(verify("k", "s", "GET", "/organization-management/v1/files", h.timestamp_ms, &h.nonce, b"", &h.signature));
+        assert!(verify(
+            "k",
+            "s",
+            "GET",
+            "/organization-management/v1/files",
+            h.timestamp_ms,
+            &h.nonce,
+            b"",
+            &h.signature
+        ));
         assert!(parse_authorization("HMAC a:b").is_none());
         assert!(parse_authorization("Bearer x").is_none());
         assert!(parse_authorization("HMAC a:b:c:notanumber").is_none());

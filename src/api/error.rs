@@ -75,21 +75,23 @@ impl ApiError {
     pub fn kind(&self) -> ApiErrorKind {
         use ApiErrorKind as K;
         match self {
-            ApiError::Status { status, client_code, .. } => {
-                match (*status, *client_code) {
-                    (_, Some(CLIENT_CODE_PERMISSION)) => K::PermissionDenied,
-                    (401, _) => K::Unauthorized,
-                    (403, _) => K::PermissionDenied,
-                    (404, _) => K::NotFound,
-                    (409, _) => K::AlreadyExists,
-                    (422, _) => K::SizeMismatch,
-                    (429, _) => K::Throttled,
-                    (450, _) | (_, Some(CLIENT_CODE_ROOT_FOLDER)) => K::RootFolder,
-                    (507, _) => K::NoSpace,
-                    (s, _) if s >= 500 => K::Unavailable,
-                    _ => K::BadRequest,
-                }
-            }
+            ApiError::Status {
+                status,
+                client_code,
+                ..
+            } => match (*status, *client_code) {
+                (_, Some(CLIENT_CODE_PERMISSION)) => K::PermissionDenied,
+                (401, _) => K::Unauthorized,
+                (403, _) => K::PermissionDenied,
+                (404, _) => K::NotFound,
+                (409, _) => K::AlreadyExists,
+                (422, _) => K::SizeMismatch,
+                (429, _) => K::Throttled,
+                (450, _) | (_, Some(CLIENT_CODE_ROOT_FOLDER)) => K::RootFolder,
+                (507, _) => K::NoSpace,
+                (s, _) if s >= 500 => K::Unavailable,
+                _ => K::BadRequest,
+            },
             ApiError::LinkRefused { .. } => K::LinkRefused,
             ApiError::Transport { .. } => K::Transport,
             ApiError::Timeout { .. } => K::Timeout,
@@ -133,15 +135,24 @@ mod tests {
         assert_eq!(status(404, Some(404)).kind(), ApiErrorKind::NotFound);
         assert_eq!(status(409, None).kind(), ApiErrorKind::AlreadyExists);
         assert_eq!(status(507, None).kind(), ApiErrorKind::NoSpace);
-        assert_eq!(status(403, Some(4710)).kind(), ApiErrorKind::PermissionDenied);
-        assert_eq!(status(400, Some(4710)).kind(), ApiErrorKind::PermissionDenied);
+        assert_eq!(
+            status(403, Some(4710)).kind(),
+            ApiErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            status(400, Some(4710)).kind(),
+            ApiErrorKind::PermissionDenied
+        );
         assert_eq!(status(401, None).kind(), ApiErrorKind::Unauthorized);
         assert_eq!(status(503, None).kind(), ApiErrorKind::Unavailable);
         assert_eq!(status(429, None).kind(), ApiErrorKind::Throttled);
         assert_eq!(status(450, None).kind(), ApiErrorKind::RootFolder);
         assert!(status(503, None).is_retryable());
         assert!(!status(404, None).is_retryable());
-        let wrapped = ApiError::RetriesExhausted { attempts: 3, last: Box::new(status(507, None)) };
+        let wrapped = ApiError::RetriesExhausted {
+            attempts: 3,
+            last: Box::new(status(507, None)),
+        };
         assert_eq!(wrapped.kind(), ApiErrorKind::NoSpace);
     }
 }
