@@ -5,7 +5,8 @@
 //! failed. The parent prints the message and exits with that status. A child that dies without
 //! a report (killed, panicked) makes the parent exit 1 with a message saying so.
 //!
-//! Subtle cases: fork happens before any thread exists (the caller's duty: no tokio runtime, no
+//! Subtle cases: the child leaves the caller's working directory (all paths were made absolute
+//! before); fork happens before any thread exists (the caller's duty: no tokio runtime, no
 //! logging thread); the pipe is close-on-exec so helpers spawned later (fusermount) do not keep
 //! it open; once ready, the child points stdin/stdout/stderr at /dev/null *before* reporting, so
 //! a parent whose output is captured by a pipe sees EOF as soon as the parent exits.
@@ -69,6 +70,8 @@ pub fn fork() -> Result<Forked, MountError> {
             drop(read_end);
             // A new session: no controlling terminal, so no SIGHUP when the terminal closes.
             nix::unistd::setsid().map_err(io("setsid"))?;
+            // Do not keep the caller's working directory busy (paths are absolute by now).
+            nix::unistd::chdir("/").map_err(io("chdir /"))?;
             Ok(Forked::Child(Readiness {
                 pipe: File::from(write_end),
             }))

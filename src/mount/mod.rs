@@ -25,6 +25,8 @@ pub mod demo;
 mod detach;
 mod session;
 
+pub use session::{MountInfo, parse_mountinfo};
+
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
