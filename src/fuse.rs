@@ -21,6 +21,8 @@
 //!   symlink/link → EPERM, mknod of anything but a regular file → EPERM, readlink → EINVAL
 //!   (there are no links), xattrs and fallocate → ENOTSUP.
 //! - mknod(S_IFREG) is served as create + flush + release, so `mknod name` makes an empty file.
+//! - A name the kernel would refuse in a listing (too long, `/`, NUL) fails the whole listing
+//!   with EIO in the kernel; such an entry is skipped with a warning instead.
 //! - A panic inside the core drops the reply, which fuser answers with EIO: the caller never
 //!   hangs.
 
@@ -65,6 +67,8 @@ const STAT_BLOCK_SIZE: u64 = 512;
 const SLOW_OP: Duration = Duration::from_secs(1);
 /// The lookup generation: inode numbers are never reused within a mount.
 const GENERATION: u64 = 0;
+/// The longest name the kernel takes in a FUSE directory listing (`FUSE_NAME_MAX`).
+const FUSE_NAME_MAX: usize = 1024;
 
 /// What the adapter needs to know beyond the core.
 #[derive(Debug, Clone)]
@@ -281,6 +285,14 @@ fn system_time(t: TimeOrNow) -> SystemTime {
 
 fn is_dot_or_dotdot(name: &OsStr) -> bool {
     name == "." || name == ".."
+}
+
+/// Whether the kernel accepts `name` in a directory listing. One bad name (too long, or with
+/// `/` or NUL) makes the kernel fail the *whole* listing with EIO, so such an entry is skipped
+/// (and logged) rather than sent. The core is expected to have filtered these already.
+fn kernel_accepts(name: &OsStr) -> bool {
+    let bytes = name.as_encoded_bytes();
+    !bytes.is_empty() && bytes.len() <= FUSE_NAME_MAX && !bytes.iter().any(|&b| b == b'/' || b == 0)
 }
 
 /// An offset from the kernel; negative offsets are refused.
@@ -682,9 +694,11 @@ impl Filesystem for FuseAdapter {
             move |mut reply, entries| {
                 let mut full = false;
                 for entry in entries {
-                    if !full {
+                    if !full && kernel_accepts(&entry.name) {
                         let kind = file_type(entry.attr.kind);
                         full = reply.add(entry.attr.ino, entry.offset, kind, &entry.name);
+                    } else if !full {
+                        warn!(name = ?entry.name, "entry skipped: a name the kernel refuses");
                     }
                     // Plain readdir takes no lookup reference, delivered or not.
                     if !is_dot_or_dotdot(&entry.name) {
@@ -715,11 +729,21 @@ impl Filesystem for FuseAdapter {
                 let mut full = false;
                 for entry in entries {
                     if !full {
-                        let attr = file_attr(&entry.attr);
-                        full =
-                            reply.add(attr.ino, entry.offset, &entry.name, &ttl, &attr, GENERATION);
-                        if !full {
-                            continue;
+                        if kernel_accepts(&entry.name) {
+                            let attr = file_attr(&entry.attr);
+                            full = reply.add(
+                                attr.ino,
+                                entry.offset,
+                                &entry.name,
+                                &ttl,
+                                &attr,
+                                GENERATION,
+                            );
+                            if !full {
+                                continue;
+                            }
+                        } else {
+                            warn!(name = ?entry.name, "entry skipped: a name the kernel refuses");
                         }
                     }
                     // Not delivered: the kernel takes no reference for it.
@@ -880,5 +904,63 @@ impl Filesystem for FuseAdapter {
             libc::ENOTSUP,
             "no preallocation",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_kernel_refuses() {
+        assert!(kernel_accepts(OsStr::new("report.pdf")));
+        assert!(kernel_accepts(OsStr::new("r\u{e9}sum\u{e9} 2025.txt")));
+        assert!(!kernel_accepts(OsStr::new("")));
+        assert!(!kernel_accepts(OsStr::new("a/b")));
+        assert!(!kernel_accepts(OsStr::new("a\0b")));
+        assert!(kernel_accepts(OsStr::new(&"x".repeat(FUSE_NAME_MAX))));
+        assert!(!kernel_accepts(OsStr::new(&"x".repeat(FUSE_NAME_MAX + 1))));
+    }
+
+    #[test]
+    fn attributes_translate() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let attr = Attr {
+            ino: 42,
+            kind: NodeKind::File,
+            size: 1025,
+            mtime: t,
+            ctime: t,
+            atime: t,
+            perm: 0o640,
+            nlink: 1,
+            uid: 7,
+            gid: 8,
+        };
+        let fa = file_attr(&attr);
+        assert_eq!((fa.ino, fa.size, fa.blocks), (42, 1025, 3));
+        assert_eq!(fa.kind, FileType::RegularFile);
+        assert_eq!((fa.perm, fa.uid, fa.gid, fa.nlink), (0o640, 7, 8, 1));
+        assert_eq!(fa.mtime, t);
+        let dir = file_attr(&Attr {
+            kind: NodeKind::Directory,
+            size: 0,
+            ..attr
+        });
+        assert_eq!((dir.kind, dir.blocks), (FileType::Directory, 0));
+        let open = OpenReply {
+            fh: 1,
+            keep_cache: true,
+            direct_io: false,
+        };
+        assert_eq!(open_flags(&open), FOPEN_KEEP_CACHE);
+        let open = OpenReply {
+            fh: 1,
+            keep_cache: false,
+            direct_io: true,
+        };
+        assert_eq!(open_flags(&open), FOPEN_DIRECT_IO);
+        assert_eq!(offset(-1), None);
+        assert_eq!(offset(5), Some(5));
     }
 }
