@@ -1,6 +1,7 @@
 //! The life of one mount: runtime, backend, FUSE session, signals, unmount.
 //!
-//! The fuser session loop runs on its own thread (`fuse-session`) and only decodes requests;
+//! Mounting is a direct mount(2) when privileged (root here), with `fusermount3` through
+//! fuser as the fallback without privilege. The fuser session loop runs on its own thread (`fuse-session`) and only decodes requests;
 //! the core's futures run on the tokio runtime built here. The main thread waits for the first
 //! of: a signal (SIGINT, SIGTERM, SIGHUP) or the session ending by itself (someone ran
 //! `umount`).
@@ -25,9 +26,12 @@ use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fuser::MountOption;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use fuser::{MountOption, SessionACL};
 use nix::errno::Errno;
-use nix::mount::MntFlags;
+use nix::mount::{MntFlags, MsFlags};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
@@ -50,6 +54,10 @@ const MIN_WORKER_THREADS: usize = 4;
 pub const READ_AHEAD_KB: u32 = 1024;
 /// The file system name shown in /proc/mounts and `df`.
 pub const FS_NAME: &str = "vagonfs";
+/// The file system type given to mount(2): FUSE with subtype vagonfs.
+pub const FS_TYPE: &str = "fuse.vagonfs";
+/// The FUSE device.
+const FUSE_DEVICE: &str = "/dev/fuse";
 
 /// Mount per `plan` and serve until a signal or an external unmount. `readiness` (daemon mode)
 /// is taken and fired once the mount is ready.
@@ -118,7 +126,7 @@ fn serve_mounted(
         },
         Some(ready_tx),
     );
-    let mut session = MountedSession::start(adapter, &plan.mountpoint, &mount_options(plan))?;
+    let mut session = MountedSession::start(adapter, plan)?;
 
     let started = rt.block_on(async {
         tokio::select! {
@@ -176,8 +184,8 @@ fn serve_mounted(
     Ok(())
 }
 
-/// The kernel mount options for `plan`.
-fn mount_options(plan: &MountPlan) -> Vec<MountOption> {
+/// The fuser mount options for `plan` (the fusermount path, without privilege).
+fn fuser_options(plan: &MountPlan) -> Vec<MountOption> {
     let mut options = vec![
         MountOption::FSName(FS_NAME.to_string()),
         MountOption::Subtype(FS_NAME.to_string()),
@@ -195,6 +203,43 @@ fn mount_options(plan: &MountPlan) -> Vec<MountOption> {
         options.push(MountOption::AllowOther);
     }
     options
+}
+
+/// mount(2) a FUSE filesystem at `plan.mountpoint`, served through a new /dev/fuse descriptor.
+/// Needs privilege (root or CAP_SYS_ADMIN); fails with EPERM otherwise.
+///
+/// Done here rather than through `fuser::Session::new` because fuser's `Mount` guard, when
+/// the session ends, unmounts again a filesystem that is already gone and logs a spurious
+/// error; with our own mount, the unmount path is ours alone ([`unmount`]).
+fn mount_direct(plan: &MountPlan) -> io::Result<OwnedFd> {
+    let device: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(FUSE_DEVICE)?
+        .into();
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={},default_permissions",
+        device.as_raw_fd(),
+        libc::S_IFDIR,
+        nix::unistd::getuid(),
+        nix::unistd::getgid(),
+    );
+    if plan.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME;
+    if plan.fs.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(
+        Some(FS_NAME),
+        &plan.mountpoint,
+        Some(FS_TYPE),
+        flags,
+        Some(data.as_str()),
+    )?;
+    Ok(device)
 }
 
 /// SIGINT, SIGTERM and SIGHUP, as one stream.
@@ -232,17 +277,29 @@ struct MountedSession {
 }
 
 impl MountedSession {
-    /// mount(2) and start serving.
-    fn start(
-        adapter: FuseAdapter,
-        path: &Path,
-        options: &[MountOption],
-    ) -> Result<Self, MountError> {
+    /// Mount (directly, else through fusermount) and start serving.
+    fn start(adapter: FuseAdapter, plan: &MountPlan) -> Result<Self, MountError> {
+        let path = &plan.mountpoint;
         let mount_error = |source| MountError::Mount {
             path: path.to_path_buf(),
             source,
         };
-        let mut session = fuser::Session::new(adapter, path, options).map_err(mount_error)?;
+        let mut session = match mount_direct(plan) {
+            Ok(device) => {
+                debug!("mounted {} with mount(2)", path.display());
+                let acl = if plan.allow_other {
+                    SessionACL::All
+                } else {
+                    SessionACL::Owner
+                };
+                fuser::Session::from_fd(adapter, device, acl)
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EPERM) => {
+                debug!("no privilege for mount(2): mounting through fusermount");
+                fuser::Session::new(adapter, path, &fuser_options(plan)).map_err(mount_error)?
+            }
+            Err(err) => return Err(mount_error(err)),
+        };
         let (ended_tx, ended_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("fuse-session".into())
