@@ -10,7 +10,9 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod emulator;
 pub mod fs;
 pub mod fuse;
+pub mod helper;
 pub mod mount;

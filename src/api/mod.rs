@@ -20,7 +20,9 @@ pub mod auth;
 pub mod error;
 pub mod faulty;
 pub mod http;
+pub mod metered;
 pub mod model;
+pub mod paging;
 pub mod retry;
 
 use std::ops::Range;

@@ -7,6 +7,7 @@
 //! The method set below is the contract between the adapter and the core; keep it stable.
 
 pub mod errno;
+pub mod write;
 
 use std::ffi::OsStr;
 use std::ffi::OsString;

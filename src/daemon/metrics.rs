@@ -1,0 +1,1363 @@
+//! The daemon's counters, and their Prometheus text rendering.
+//!
+//! [`Metrics`] is one shared value (`Arc<Metrics>`) that every layer updates with plain atomic
+//! adds, from any thread, without locks: API calls per endpoint (count, errors by
+//! [`ApiErrorKind`], latency histogram, payload bytes), retries, block/dir cache hits and misses,
+//! the upload queue (gauges set by the write engine) and FUSE operations by op. The only lock
+//! guards the bounded ring of recent errors, touched on errors only.
+//!
+//! Subtle cases owned here:
+//! - histogram buckets are stored non-cumulative and summed at render time, and `_count` is the
+//!   sum of the buckets read in the same pass, so a scrape racing an update never shows a
+//!   `+Inf` bucket different from `_count`;
+//! - error messages kept for `vagonfs status` go through [`redact_urls`]: transport errors from
+//!   the HTTP stack quote the request URL, and presigned URLs carry their signature in the
+//!   query string, which must never be shown or logged;
+//! - label values are escaped as the exposition format asks (`\\`, `\"`, `\n`) even though the
+//!   labels used today are fixed words, so a future free-form label cannot break a scrape;
+//! - error and retry series are rendered only once non-zero (16 kinds x 13 endpoints of zeros
+//!   would drown the page); requests and latency are rendered for every endpoint from the start.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::api::ApiErrorKind;
+
+use super::snapshot::{CacheStats, EndpointStats, RecentError};
+
+/// Upper bounds of the latency buckets, microseconds (Prometheus renders them in seconds).
+/// From 1 ms (a loopback listing) to 60 s (a large part on a slow link); slower is `+Inf`.
+pub const LATENCY_BUCKETS_MICROS: [u64; 15] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+/// Finite buckets plus `+Inf`.
+const N_BUCKETS: usize = LATENCY_BUCKETS_MICROS.len() + 1;
+
+/// How many recent errors `vagonfs status` can show; older ones are dropped.
+pub const RECENT_ERRORS_CAPACITY: usize = 32;
+/// Longest error message kept in the ring, characters (a server may send a whole HTML page).
+const MAX_ERROR_MESSAGE_CHARS: usize = 300;
+
+const MICROS_PER_SECOND: f64 = 1_000_000.0;
+
+/// The API calls that are metered, one per [`crate::api::FilesApi`] method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ListMachines,
+    ListFiles,
+    Create,
+    UploadPart,
+    Complete,
+    Delete,
+    RequestDownload,
+    DownloadStatus,
+    FileLink,
+    Capacity,
+    ListContent,
+    GetRange,
+    GetStream,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 13] = [
+        Endpoint::ListMachines,
+        Endpoint::ListFiles,
+        Endpoint::Create,
+        Endpoint::UploadPart,
+        Endpoint::Complete,
+        Endpoint::Delete,
+        Endpoint::RequestDownload,
+        Endpoint::DownloadStatus,
+        Endpoint::FileLink,
+        Endpoint::Capacity,
+        Endpoint::ListContent,
+        Endpoint::GetRange,
+        Endpoint::GetStream,
+    ];
+
+    /// The label value (the trait method's name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ListMachines => "list_machines",
+            Endpoint::ListFiles => "list_files",
+            Endpoint::Create => "create",
+            Endpoint::UploadPart => "upload_part",
+            Endpoint::Complete => "complete",
+            Endpoint::Delete => "delete",
+            Endpoint::RequestDownload => "request_download",
+            Endpoint::DownloadStatus => "download_status",
+            Endpoint::FileLink => "file_link",
+            Endpoint::Capacity => "capacity",
+            Endpoint::ListContent => "list_content",
+            Endpoint::GetRange => "get_range",
+            Endpoint::GetStream => "get_stream",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Every [`ApiErrorKind`], in label order.
+pub const ERROR_KINDS: [ApiErrorKind; 16] = [
+    ApiErrorKind::NotFound,
+    ApiErrorKind::AlreadyExists,
+    ApiErrorKind::NoSpace,
+    ApiErrorKind::PermissionDenied,
+    ApiErrorKind::Unauthorized,
+    ApiErrorKind::BadRequest,
+    ApiErrorKind::SizeMismatch,
+    ApiErrorKind::RootFolder,
+    ApiErrorKind::LinkRefused,
+    ApiErrorKind::Throttled,
+    ApiErrorKind::Unavailable,
+    ApiErrorKind::Transport,
+    ApiErrorKind::Timeout,
+    ApiErrorKind::Malformed,
+    ApiErrorKind::InvalidRequest,
+    ApiErrorKind::DownloadFailed,
+];
+const N_KINDS: usize = ERROR_KINDS.len();
+
+/// Index into [`ERROR_KINDS`] and the label value. Exhaustive: a new kind does not compile
+/// until it has a slot here (and in `ERROR_KINDS`, checked by a test).
+fn kind_slot(kind: ApiErrorKind) -> (usize, &'static str) {
+    use ApiErrorKind as K;
+    match kind {
+        K::NotFound => (0, "not_found"),
+        K::AlreadyExists => (1, "already_exists"),
+        K::NoSpace => (2, "no_space"),
+        K::PermissionDenied => (3, "permission_denied"),
+        K::Unauthorized => (4, "unauthorized"),
+        K::BadRequest => (5, "bad_request"),
+        K::SizeMismatch => (6, "size_mismatch"),
+        K::RootFolder => (7, "root_folder"),
+        K::LinkRefused => (8, "link_refused"),
+        K::Throttled => (9, "throttled"),
+        K::Unavailable => (10, "unavailable"),
+        K::Transport => (11, "transport"),
+        K::Timeout => (12, "timeout"),
+        K::Malformed => (13, "malformed"),
+        K::InvalidRequest => (14, "invalid_request"),
+        K::DownloadFailed => (15, "download_failed"),
+    }
+}
+
+/// The label value of an error kind.
+pub fn kind_label(kind: ApiErrorKind) -> &'static str {
+    kind_slot(kind).1
+}
+
+/// Which cache a hit or miss is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    /// The memory block cache of file contents.
+    Block,
+    /// The folder-listing cache.
+    Dir,
+}
+
+impl CacheKind {
+    pub const ALL: [CacheKind; 2] = [CacheKind::Block, CacheKind::Dir];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheKind::Block => "block",
+            CacheKind::Dir => "dir",
+        }
+    }
+}
+
+/// FUSE operations, for the per-op counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FuseOp {
+    Lookup,
+    Forget,
+    Getattr,
+    Setattr,
+    Readlink,
+    Mknod,
+    Mkdir,
+    Unlink,
+    Rmdir,
+    Symlink,
+    Rename,
+    Link,
+    Open,
+    Read,
+    Write,
+    Flush,
+    Release,
+    Fsync,
+    Opendir,
+    Readdir,
+    Readdirplus,
+    Releasedir,
+    Fsyncdir,
+    Statfs,
+    Setxattr,
+    Getxattr,
+    Listxattr,
+    Removexattr,
+    Access,
+    Create,
+    Fallocate,
+    Lseek,
+    CopyFileRange,
+    /// Anything else the kernel sends.
+    Other,
+}
+
+impl FuseOp {
+    pub const ALL: [FuseOp; 34] = [
+        FuseOp::Lookup,
+        FuseOp::Forget,
+        FuseOp::Getattr,
+        FuseOp::Setattr,
+        FuseOp::Readlink,
+        FuseOp::Mknod,
+        FuseOp::Mkdir,
+        FuseOp::Unlink,
+        FuseOp::Rmdir,
+        FuseOp::Symlink,
+        FuseOp::Rename,
+        FuseOp::Link,
+        FuseOp::Open,
+        FuseOp::Read,
+        FuseOp::Write,
+        FuseOp::Flush,
+        FuseOp::Release,
+        FuseOp::Fsync,
+        FuseOp::Opendir,
+        FuseOp::Readdir,
+        FuseOp::Readdirplus,
+        FuseOp::Releasedir,
+        FuseOp::Fsyncdir,
+        FuseOp::Statfs,
+        FuseOp::Setxattr,
+        FuseOp::Getxattr,
+        FuseOp::Listxattr,
+        FuseOp::Removexattr,
+        FuseOp::Access,
+        FuseOp::Create,
+        FuseOp::Fallocate,
+        FuseOp::Lseek,
+        FuseOp::CopyFileRange,
+        FuseOp::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FuseOp::Lookup => "lookup",
+            FuseOp::Forget => "forget",
+            FuseOp::Getattr => "getattr",
+            FuseOp::Setattr => "setattr",
+            FuseOp::Readlink => "readlink",
+            FuseOp::Mknod => "mknod",
+            FuseOp::Mkdir => "mkdir",
+            FuseOp::Unlink => "unlink",
+            FuseOp::Rmdir => "rmdir",
+            FuseOp::Symlink => "symlink",
+            FuseOp::Rename => "rename",
+            FuseOp::Link => "link",
+            FuseOp::Open => "open",
+            FuseOp::Read => "read",
+            FuseOp::Write => "write",
+            FuseOp::Flush => "flush",
+            FuseOp::Release => "release",
+            FuseOp::Fsync => "fsync",
+            FuseOp::Opendir => "opendir",
+            FuseOp::Readdir => "readdir",
+            FuseOp::Readdirplus => "readdirplus",
+            FuseOp::Releasedir => "releasedir",
+            FuseOp::Fsyncdir => "fsyncdir",
+            FuseOp::Statfs => "statfs",
+            FuseOp::Setxattr => "setxattr",
+            FuseOp::Getxattr => "getxattr",
+            FuseOp::Listxattr => "listxattr",
+            FuseOp::Removexattr => "removexattr",
+            FuseOp::Access => "access",
+            FuseOp::Create => "create",
+            FuseOp::Fallocate => "fallocate",
+            FuseOp::Lseek => "lseek",
+            FuseOp::CopyFileRange => "copy_file_range",
+            FuseOp::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+const N_ENDPOINTS: usize = Endpoint::ALL.len();
+const N_FUSE_OPS: usize = FuseOp::ALL.len();
+const N_CACHES: usize = CacheKind::ALL.len();
+
+/// A latency histogram: non-cumulative bucket counts plus the sum, microseconds.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; N_BUCKETS],
+    sum_micros: AtomicU64,
+}
+
+/// A consistent-enough read of a [`Histogram`]: `count` is the sum of `buckets`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Non-cumulative counts, one per [`LATENCY_BUCKETS_MICROS`] bound then `+Inf`.
+    pub buckets: [u64; N_BUCKETS],
+    pub sum_micros: u64,
+    pub count: u64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let slot = LATENCY_BUCKETS_MICROS
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(LATENCY_BUCKETS_MICROS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot {
+        let buckets: [u64; N_BUCKETS] =
+            std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
+        HistogramSnapshot {
+            count: buckets.iter().sum(),
+            buckets,
+            sum_micros: self.sum_micros.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl HistogramSnapshot {
+    /// Mean latency, `None` before the first observation.
+    pub fn mean(&self) -> Option<Duration> {
+        (self.count > 0).then(|| Duration::from_micros(self.sum_micros / self.count))
+    }
+
+    /// An estimate of quantile `q` (0..=1) from the buckets, interpolating linearly inside the
+    /// bucket that holds it (what Prometheus' `histogram_quantile` does). Observations above the
+    /// last finite bound are reported as that bound. `None` before the first observation.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let mut below = 0u64;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            if n > 0 && (below + n) as f64 >= rank {
+                let Some(&upper) = LATENCY_BUCKETS_MICROS.get(i) else {
+                    return LATENCY_BUCKETS_MICROS
+                        .last()
+                        .map(|&b| Duration::from_micros(b));
+                };
+                let lower = if i == 0 {
+                    0
+                } else {
+                    LATENCY_BUCKETS_MICROS[i - 1]
+                };
+                let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
+                let micros = lower as f64 + within * (upper - lower) as f64;
+                return Some(Duration::from_micros(micros as u64));
+            }
+            below += n;
+        }
+        LATENCY_BUCKETS_MICROS
+            .last()
+            .map(|&b| Duration::from_micros(b))
+    }
+}
+
+/// Counters of one endpoint.
+#[derive(Debug, Default)]
+struct EndpointCounters {
+    requests: AtomicU64,
+    errors: [AtomicU64; N_KINDS],
+    retries: [AtomicU64; N_KINDS],
+    latency: Histogram,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+}
+
+/// The upload queue as the write engine last reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadQueueStats {
+    /// Files waiting for their upload to start.
+    pub queued: u64,
+    /// Files being uploaded now.
+    pub in_flight: u64,
+    /// Bytes of queued and in-flight files not yet acknowledged by the storage.
+    pub pending_bytes: u64,
+}
+
+/// Everything the daemon counts. Share as `Arc<Metrics>`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Metrics {
+    endpoints: [EndpointCounters; N_ENDPOINTS],
+    cache_hits: [AtomicU64; N_CACHES],
+    cache_misses: [AtomicU64; N_CACHES],
+    upload_queued: AtomicI64,
+    upload_in_flight: AtomicI64,
+    upload_pending_bytes: AtomicI64,
+    uploads_completed: AtomicU64,
+    uploads_failed: AtomicU64,
+    fuse_ops: [AtomicU64; N_FUSE_OPS],
+    fuse_errors: [AtomicU64; N_FUSE_OPS],
+    recent_errors: Mutex<VecDeque<RecentError>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            endpoints: std::array::from_fn(|_| EndpointCounters::default()),
+            cache_hits: Default::default(),
+            cache_misses: Default::default(),
+            upload_queued: AtomicI64::new(0),
+            upload_in_flight: AtomicI64::new(0),
+            upload_pending_bytes: AtomicI64::new(0),
+            uploads_completed: AtomicU64::new(0),
+            uploads_failed: AtomicU64::new(0),
+            fuse_ops: std::array::from_fn(|_| AtomicU64::new(0)),
+            fuse_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            recent_errors: Mutex::new(VecDeque::with_capacity(RECENT_ERRORS_CAPACITY)),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // ---- API -------------------------------------------------------------------------------
+
+    /// One finished API call: counts it, its latency, and its error kind if it failed.
+    pub fn record_request(
+        &self,
+        endpoint: Endpoint,
+        elapsed: Duration,
+        error: Option<ApiErrorKind>,
+    ) {
+        let c = &self.endpoints[endpoint.index()];
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        c.latency.observe(elapsed);
+        if let Some(kind) = error {
+            self.record_error_kind(endpoint, kind);
+        }
+    }
+
+    /// An error that surfaced after the call was counted (e.g. mid-way through a download
+    /// stream).
+    pub fn record_error_kind(&self, endpoint: Endpoint, kind: ApiErrorKind) {
+        let c = &self.endpoints[endpoint.index()];
+        c.errors[kind_slot(kind).0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Payload bytes sent to the storage (part bodies).
+    pub fn add_bytes_up(&self, endpoint: Endpoint, bytes: u64) {
+        self.endpoints[endpoint.index()]
+            .bytes_up
+            .fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Payload bytes received from the storage (download bodies).
+    pub fn add_bytes_down(&self, endpoint: Endpoint, bytes: u64) {
+        self.endpoints[endpoint.index()]
+            .bytes_down
+            .fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The HTTP client is about to retry a call to `endpoint` after an error of kind `cause`.
+    /// (Each attempt is *not* a separate request in these counters: the metering wrapper sits
+    /// above the retries and sees one call.)
+    pub fn on_retry(&self, endpoint: Endpoint, cause: ApiErrorKind) {
+        let c = &self.endpoints[endpoint.index()];
+        c.retries[kind_slot(cause).0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Latency histogram of one endpoint.
+    pub fn latency(&self, endpoint: Endpoint) -> HistogramSnapshot {
+        self.endpoints[endpoint.index()].latency.snapshot()
+    }
+
+    /// Calls made to one endpoint.
+    pub fn requests(&self, endpoint: Endpoint) -> u64 {
+        self.endpoints[endpoint.index()]
+            .requests
+            .load(Ordering::Relaxed)
+    }
+
+    /// Failed calls to one endpoint, of one kind.
+    pub fn errors(&self, endpoint: Endpoint, kind: ApiErrorKind) -> u64 {
+        self.endpoints[endpoint.index()].errors[kind_slot(kind).0].load(Ordering::Relaxed)
+    }
+
+    /// Failed calls to one endpoint, all kinds.
+    pub fn errors_total(&self, endpoint: Endpoint) -> u64 {
+        let c = &self.endpoints[endpoint.index()];
+        c.errors.iter().map(|e| e.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Retries of all endpoints, all causes.
+    pub fn retries_total(&self) -> u64 {
+        self.endpoints
+            .iter()
+            .flat_map(|c| c.retries.iter())
+            .map(|r| r.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn bytes_up(&self, endpoint: Endpoint) -> u64 {
+        self.endpoints[endpoint.index()]
+            .bytes_up
+            .load(Ordering::Relaxed)
+    }
+
+    pub fn bytes_down(&self, endpoint: Endpoint) -> u64 {
+        self.endpoints[endpoint.index()]
+            .bytes_down
+            .load(Ordering::Relaxed)
+    }
+
+    /// Per-endpoint figures for `vagonfs status`, endpoints never called left out.
+    pub fn endpoint_stats(&self) -> Vec<EndpointStats> {
+        /// The quantile shown as "p95".
+        const P95: f64 = 0.95;
+        Endpoint::ALL
+            .iter()
+            .filter(|&&e| self.requests(e) > 0)
+            .map(|&e| {
+                let latency = self.latency(e);
+                EndpointStats {
+                    endpoint: e.as_str().to_string(),
+                    requests: self.requests(e),
+                    errors: self.errors_total(e),
+                    mean_ms: latency.mean().map(duration_ms),
+                    p95_ms: latency.quantile(P95).map(duration_ms),
+                    bytes_up: self.bytes_up(e),
+                    bytes_down: self.bytes_down(e),
+                }
+            })
+            .collect()
+    }
+
+    // ---- caches ----------------------------------------------------------------------------
+
+    pub fn cache_hit(&self, cache: CacheKind) {
+        self.cache_hits[cache as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn cache_miss(&self, cache: CacheKind) {
+        self.cache_misses[cache as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        let hits = |c: CacheKind| self.cache_hits[c as usize].load(Ordering::Relaxed);
+        let misses = |c: CacheKind| self.cache_misses[c as usize].load(Ordering::Relaxed);
+        CacheStats {
+            block_hits: hits(CacheKind::Block),
+            block_misses: misses(CacheKind::Block),
+            dir_hits: hits(CacheKind::Dir),
+            dir_misses: misses(CacheKind::Dir),
+        }
+    }
+
+    // ---- uploads ---------------------------------------------------------------------------
+
+    /// The write engine reports its queue (call on every change; the last report wins, so
+    /// the gauges cannot drift the way paired increments and decrements can).
+    pub fn set_upload_queue(&self, stats: UploadQueueStats) {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.upload_queued
+            .store(clamp(stats.queued), Ordering::Relaxed);
+        self.upload_in_flight
+            .store(clamp(stats.in_flight), Ordering::Relaxed);
+        self.upload_pending_bytes
+            .store(clamp(stats.pending_bytes), Ordering::Relaxed);
+    }
+
+    pub fn upload_queue(&self) -> UploadQueueStats {
+        let load = |a: &AtomicI64| u64::try_from(a.load(Ordering::Relaxed)).unwrap_or(0);
+        UploadQueueStats {
+            queued: load(&self.upload_queued),
+            in_flight: load(&self.upload_in_flight),
+            pending_bytes: load(&self.upload_pending_bytes),
+        }
+    }
+
+    /// A file's upload finished (`ok`) or was given up.
+    pub fn upload_finished(&self, ok: bool) {
+        let counter = if ok {
+            &self.uploads_completed
+        } else {
+            &self.uploads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // ---- FUSE ------------------------------------------------------------------------------
+
+    pub fn fuse_op(&self, op: FuseOp) {
+        self.fuse_ops[op.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An op answered with an error (counted in addition to [`Metrics::fuse_op`]).
+    pub fn fuse_error(&self, op: FuseOp) {
+        self.fuse_errors[op.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn fuse_ops(&self, op: FuseOp) -> u64 {
+        self.fuse_ops[op.index()].load(Ordering::Relaxed)
+    }
+
+    // ---- recent errors ---------------------------------------------------------------------
+
+    /// Keeps an error for `vagonfs status` (URLs redacted, message shortened). `source` says
+    /// where it happened, e.g. an endpoint name or "upload /docs/a.txt".
+    pub fn push_error(&self, source: &str, message: &str) {
+        let mut message = redact_urls(message);
+        if let Some((cut, _)) = message.char_indices().nth(MAX_ERROR_MESSAGE_CHARS) {
+            message.truncate(cut);
+            message.push('…');
+        }
+        let entry = RecentError {
+            at: Utc::now(),
+            source: redact_urls(source),
+            message,
+        };
+        let mut ring = self.recent_errors.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.len() == RECENT_ERRORS_CAPACITY {
+            ring.pop_front();
+        }
+        ring.push_back(entry);
+    }
+
+    /// The kept errors, oldest first.
+    pub fn recent_errors(&self) -> Vec<RecentError> {
+        let ring = self.recent_errors.lock().unwrap_or_else(|p| p.into_inner());
+        ring.iter().cloned().collect()
+    }
+
+    // ---- exposition ------------------------------------------------------------------------
+
+    /// The Prometheus text exposition (format 0.0.4) of every metric.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let w = &mut out;
+
+        header(
+            w,
+            "vagonfs_build_info",
+            "gauge",
+            "Version of the running vagonfs.",
+        );
+        sample(
+            w,
+            "vagonfs_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
+        );
+
+        header(
+            w,
+            "vagonfs_api_requests_total",
+            "counter",
+            "Vagon Files API calls, by endpoint.",
+        );
+        for e in Endpoint::ALL {
+            sample(
+                w,
+                "vagonfs_api_requests_total",
+                &[("endpoint", e.as_str())],
+                self.requests(e),
+            );
+        }
+
+        header(
+            w,
+            "vagonfs_api_errors_total",
+            "counter",
+            "Failed Vagon Files API calls, by endpoint and error kind.",
+        );
+        for e in Endpoint::ALL {
+            for kind in ERROR_KINDS {
+                let n = self.errors(e, kind);
+                if n > 0 {
+                    let labels = [("endpoint", e.as_str()), ("kind", kind_label(kind))];
+                    sample(w, "vagonfs_api_errors_total", &labels, n);
+                }
+            }
+        }
+
+        header(
+            w,
+            "vagonfs_api_retries_total",
+            "counter",
+            "Retried Vagon Files API attempts, by endpoint and the error that caused the retry.",
+        );
+        for e in Endpoint::ALL {
+            let c = &self.endpoints[e.index()];
+            for kind in ERROR_KINDS {
+                let n = c.retries[kind_slot(kind).0].load(Ordering::Relaxed);
+                if n > 0 {
+                    let labels = [("endpoint", e.as_str()), ("kind", kind_label(kind))];
+                    sample(w, "vagonfs_api_retries_total", &labels, n);
+                }
+            }
+        }
+
+        let hist = "vagonfs_api_request_duration_seconds";
+        header(
+            w,
+            hist,
+            "histogram",
+            "Latency of Vagon Files API calls, retries included.",
+        );
+        for e in Endpoint::ALL {
+            let snap = self.latency(e);
+            let mut cumulative = 0u64;
+            for (i, n) in snap.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = LATENCY_BUCKETS_MICROS
+                    .get(i)
+                    .map(|&b| format_float(b as f64 / MICROS_PER_SECOND))
+                    .unwrap_or_else(|| "+Inf".to_string());
+                let labels = [("endpoint", e.as_str()), ("le", le.as_str())];
+                sample(w, &format!("{hist}_bucket"), &labels, cumulative);
+            }
+            let labels = [("endpoint", e.as_str())];
+            let sum = format_float(snap.sum_micros as f64 / MICROS_PER_SECOND);
+            sample(w, &format!("{hist}_sum"), &labels, sum);
+            sample(w, &format!("{hist}_count"), &labels, snap.count);
+        }
+
+        header(
+            w,
+            "vagonfs_api_sent_bytes_total",
+            "counter",
+            "Payload bytes sent to the storage (upload part bodies).",
+        );
+        for e in Endpoint::ALL {
+            let labels = [("endpoint", e.as_str())];
+            sample(w, "vagonfs_api_sent_bytes_total", &labels, self.bytes_up(e));
+        }
+        header(
+            w,
+            "vagonfs_api_received_bytes_total",
+            "counter",
+            "Payload bytes received from the storage (download bodies).",
+        );
+        for e in Endpoint::ALL {
+            let labels = [("endpoint", e.as_str())];
+            sample(
+                w,
+                "vagonfs_api_received_bytes_total",
+                &labels,
+                self.bytes_down(e),
+            );
+        }
+
+        header(
+            w,
+            "vagonfs_cache_hits_total",
+            "counter",
+            "Cache hits, by cache.",
+        );
+        for c in CacheKind::ALL {
+            let n = self.cache_hits[c as usize].load(Ordering::Relaxed);
+            sample(w, "vagonfs_cache_hits_total", &[("cache", c.as_str())], n);
+        }
+        header(
+            w,
+            "vagonfs_cache_misses_total",
+            "counter",
+            "Cache misses, by cache.",
+        );
+        for c in CacheKind::ALL {
+            let n = self.cache_misses[c as usize].load(Ordering::Relaxed);
+            sample(w, "vagonfs_cache_misses_total", &[("cache", c.as_str())], n);
+        }
+
+        let queue = self.upload_queue();
+        header(
+            w,
+            "vagonfs_upload_queued_files",
+            "gauge",
+            "Files waiting for their upload.",
+        );
+        sample(w, "vagonfs_upload_queued_files", &[], queue.queued);
+        header(
+            w,
+            "vagonfs_upload_in_flight_files",
+            "gauge",
+            "Files being uploaded now.",
+        );
+        sample(w, "vagonfs_upload_in_flight_files", &[], queue.in_flight);
+        header(
+            w,
+            "vagonfs_upload_pending_bytes",
+            "gauge",
+            "Bytes written locally and not yet stored remotely.",
+        );
+        sample(w, "vagonfs_upload_pending_bytes", &[], queue.pending_bytes);
+        header(
+            w,
+            "vagonfs_uploads_completed_total",
+            "counter",
+            "File uploads completed.",
+        );
+        let completed = self.uploads_completed.load(Ordering::Relaxed);
+        sample(w, "vagonfs_uploads_completed_total", &[], completed);
+        header(
+            w,
+            "vagonfs_uploads_failed_total",
+            "counter",
+            "File uploads given up.",
+        );
+        let failed = self.uploads_failed.load(Ordering::Relaxed);
+        sample(w, "vagonfs_uploads_failed_total", &[], failed);
+
+        header(
+            w,
+            "vagonfs_fuse_ops_total",
+            "counter",
+            "FUSE requests served, by operation.",
+        );
+        for op in FuseOp::ALL {
+            sample(
+                w,
+                "vagonfs_fuse_ops_total",
+                &[("op", op.as_str())],
+                self.fuse_ops(op),
+            );
+        }
+        header(
+            w,
+            "vagonfs_fuse_op_errors_total",
+            "counter",
+            "FUSE requests answered with an error, by operation.",
+        );
+        for op in FuseOp::ALL {
+            let n = self.fuse_errors[op.index()].load(Ordering::Relaxed);
+            if n > 0 {
+                sample(w, "vagonfs_fuse_op_errors_total", &[("op", op.as_str())], n);
+            }
+        }
+        out
+    }
+}
+
+fn duration_ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `# HELP` and `# TYPE` lines of one metric family.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// One sample line.
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape_label_value(v));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+/// Label values escape backslash, double quote and line feed.
+pub fn escape_label_value(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// HELP text escapes backslash and line feed.
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// A float as Prometheus reads it (`1`, `0.005`, `2.5`; never exponent-less garbage).
+fn format_float(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "+Inf".to_string()
+    }
+}
+
+/// Drops the query string (and fragment) of every `http://` / `https://` URL in `text`:
+/// presigned URLs carry their signature there. The path stays, it helps diagnosis.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = find_url_start(rest) {
+        out.push_str(&rest[..start]);
+        let url_and_after = &rest[start..];
+        let end = url_and_after
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ','))
+            .unwrap_or(url_and_after.len());
+        let url = &url_and_after[..end];
+        match url.find(['?', '#']) {
+            Some(q) => {
+                out.push_str(&url[..q]);
+                out.push_str("?[redacted]");
+            }
+            None => out.push_str(url),
+        }
+        rest = &url_and_after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn find_url_start(s: &str) -> Option<usize> {
+    let lower = s.to_ascii_lowercase();
+    match (lower.find("http://"), lower.find("https://")) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use super::*;
+
+    /// A parsed sample line.
+    #[derive(Debug)]
+    struct Sample {
+        name: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+    }
+
+    fn valid_metric_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+
+    fn valid_label_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+
+    /// A strict parser of one sample line: `name{k="v",...} value`.
+    fn parse_sample(line: &str) -> Result<Sample, String> {
+        let name_end = line.find(['{', ' ']).ok_or("no value")?;
+        let name = &line[..name_end];
+        if !valid_metric_name(name) {
+            return Err(format!("bad metric name {name:?}"));
+        }
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(after) = rest.strip_prefix('{') {
+            let mut s = after;
+            loop {
+                if let Some(r) = s.strip_prefix('}') {
+                    s = r;
+                    break;
+                }
+                let eq = s.find('=').ok_or("label without =")?;
+                let key = &s[..eq];
+                if !valid_label_name(key) {
+                    return Err(format!("bad label name {key:?}"));
+                }
+                s = s[eq + 1..]
+                    .strip_prefix('"')
+                    .ok_or("label value not quoted")?;
+                let mut value = String::new();
+                let mut chars = s.char_indices();
+                let close = loop {
+                    match chars.next() {
+                        Some((i, '"')) => break i,
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, 'n')) => value.push('\n'),
+                            Some((_, '\\')) => value.push('\\'),
+                            Some((_, '"')) => value.push('"'),
+                            other => return Err(format!("bad escape {other:?}")),
+                        },
+                        Some((_, c)) => value.push(c),
+                        None => return Err("unterminated label value".into()),
+                    }
+                };
+                labels.push((key.to_string(), value));
+                s = &s[close + 1..];
+                if let Some(r) = s.strip_prefix(',') {
+                    s = r;
+                }
+            }
+            rest = s;
+        }
+        let value_text = rest.strip_prefix(' ').ok_or("no space before value")?;
+        let value = match value_text {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v
+                .parse::<f64>()
+                .map_err(|e| format!("bad value {v:?}: {e}"))?,
+        };
+        Ok(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        })
+    }
+
+    /// Parses a whole exposition: every sample valid, every family typed before its samples,
+    /// HELP/TYPE at most once per family.
+    fn parse_exposition(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
+        let mut types: HashMap<String, String> = HashMap::new();
+        let mut helps: HashSet<String> = HashSet::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default().to_string();
+                assert!(valid_metric_name(&name), "HELP of bad name: {line}");
+                assert!(helps.insert(name), "second HELP: {line}");
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split(' ');
+                let name = parts.next().unwrap_or_default().to_string();
+                let kind = parts.next().unwrap_or_default().to_string();
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&&*kind),
+                    "bad TYPE: {line}"
+                );
+                assert!(parts.next().is_none(), "junk after TYPE: {line}");
+                assert!(types.insert(name, kind).is_none(), "second TYPE: {line}");
+            } else {
+                assert!(
+                    !line.is_empty() && !line.starts_with('#'),
+                    "stray line {line:?}"
+                );
+                let s = parse_sample(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| {
+                        let base = s.name.strip_suffix(suffix)?;
+                        (types.get(base).map(String::as_str) == Some("histogram"))
+                            .then(|| base.to_string())
+                    })
+                    .unwrap_or_else(|| s.name.clone());
+                let kind = types
+                    .get(&family)
+                    .unwrap_or_else(|| panic!("no TYPE before {line}"));
+                if kind == "counter" {
+                    assert!(s.name.ends_with("_total"), "counter without _total: {line}");
+                }
+                samples.push(s);
+            }
+        }
+        (types, samples)
+    }
+
+    fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
+        samples.iter().find(|s| {
+            s.name == name
+                && labels.len() == s.labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(k2, v2)| k2 == k && v2 == v))
+        })
+    }
+
+    #[test]
+    fn error_kinds_table_matches_slots() {
+        for (i, kind) in ERROR_KINDS.iter().enumerate() {
+            assert_eq!(kind_slot(*kind).0, i, "{kind:?}");
+        }
+        let labels: HashSet<_> = ERROR_KINDS.iter().map(|k| kind_label(*k)).collect();
+        assert_eq!(labels.len(), ERROR_KINDS.len());
+    }
+
+    #[test]
+    fn enum_tables_are_in_index_order() {
+        for (i, e) in Endpoint::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+        }
+        for (i, op) in FuseOp::ALL.iter().enumerate() {
+            assert_eq!(op.index(), i);
+        }
+        for (i, c) in CacheKind::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+    }
+
+    #[test]
+    fn prometheus_exposition_parses_and_has_the_counts() {
+        let m = Metrics::new();
+        m.record_request(Endpoint::ListFiles, Duration::from_micros(800), None);
+        m.record_request(Endpoint::ListFiles, Duration::from_millis(30), None);
+        m.record_request(
+            Endpoint::ListFiles,
+            Duration::from_secs(120),
+            Some(ApiErrorKind::Timeout),
+        );
+        m.record_request(Endpoint::UploadPart, Duration::from_millis(3), None);
+        m.add_bytes_up(Endpoint::UploadPart, 4096);
+        m.add_bytes_down(Endpoint::GetRange, 77);
+        m.on_retry(Endpoint::UploadPart, ApiErrorKind::Unavailable);
+        m.cache_hit(CacheKind::Block);
+        m.cache_hit(CacheKind::Block);
+        m.cache_miss(CacheKind::Dir);
+        m.set_upload_queue(UploadQueueStats {
+            queued: 3,
+            in_flight: 2,
+            pending_bytes: 999,
+        });
+        m.upload_finished(true);
+        m.fuse_op(FuseOp::Read);
+        m.fuse_op(FuseOp::Read);
+        m.fuse_error(FuseOp::Read);
+
+        let text = m.render_prometheus();
+        let (types, samples) = parse_exposition(&text);
+        assert_eq!(types["vagonfs_api_request_duration_seconds"], "histogram");
+        assert_eq!(types["vagonfs_upload_queued_files"], "gauge");
+
+        let v = |name: &str, labels: &[(&str, &str)]| {
+            find(&samples, name, labels)
+                .unwrap_or_else(|| panic!("{name} {labels:?}"))
+                .value
+        };
+        assert_eq!(
+            v("vagonfs_api_requests_total", &[("endpoint", "list_files")]),
+            3.0
+        );
+        assert_eq!(
+            v("vagonfs_api_requests_total", &[("endpoint", "delete")]),
+            0.0
+        );
+        assert_eq!(
+            v(
+                "vagonfs_api_errors_total",
+                &[("endpoint", "list_files"), ("kind", "timeout")]
+            ),
+            1.0
+        );
+        assert!(
+            find(
+                &samples,
+                "vagonfs_api_errors_total",
+                &[("endpoint", "delete"), ("kind", "timeout")]
+            )
+            .is_none()
+        );
+        assert_eq!(
+            v(
+                "vagonfs_api_retries_total",
+                &[("endpoint", "upload_part"), ("kind", "unavailable")]
+            ),
+            1.0
+        );
+        let bucket = "vagonfs_api_request_duration_seconds_bucket";
+        assert_eq!(
+            v(bucket, &[("endpoint", "list_files"), ("le", "0.001")]),
+            1.0
+        );
+        assert_eq!(
+            v(bucket, &[("endpoint", "list_files"), ("le", "0.025")]),
+            1.0
+        );
+        assert_eq!(
+            v(bucket, &[("endpoint", "list_files"), ("le", "0.05")]),
+            2.0
+        );
+        assert_eq!(v(bucket, &[("endpoint", "list_files"), ("le", "60")]), 2.0);
+        assert_eq!(
+            v(bucket, &[("endpoint", "list_files"), ("le", "+Inf")]),
+            3.0
+        );
+        let count = "vagonfs_api_request_duration_seconds_count";
+        assert_eq!(v(count, &[("endpoint", "list_files")]), 3.0);
+        let sum = v(
+            "vagonfs_api_request_duration_seconds_sum",
+            &[("endpoint", "list_files")],
+        );
+        assert!((sum - 120.0308).abs() < 1e-9, "{sum}");
+        assert_eq!(
+            v(
+                "vagonfs_api_sent_bytes_total",
+                &[("endpoint", "upload_part")]
+            ),
+            4096.0
+        );
+        assert_eq!(
+            v(
+                "vagonfs_api_received_bytes_total",
+                &[("endpoint", "get_range")]
+            ),
+            77.0
+        );
+        assert_eq!(v("vagonfs_cache_hits_total", &[("cache", "block")]), 2.0);
+        assert_eq!(v("vagonfs_cache_misses_total", &[("cache", "dir")]), 1.0);
+        assert_eq!(v("vagonfs_upload_queued_files", &[]), 3.0);
+        assert_eq!(v("vagonfs_upload_in_flight_files", &[]), 2.0);
+        assert_eq!(v("vagonfs_upload_pending_bytes", &[]), 999.0);
+        assert_eq!(v("vagonfs_uploads_completed_total", &[]), 1.0);
+        assert_eq!(v("vagonfs_fuse_ops_total", &[("op", "read")]), 2.0);
+        assert_eq!(v("vagonfs_fuse_op_errors_total", &[("op", "read")]), 1.0);
+
+        // Buckets are cumulative and end at _count, for every endpoint.
+        for e in Endpoint::ALL {
+            let mut last = 0.0;
+            for s in samples.iter().filter(|s| {
+                s.name == bucket
+                    && s.labels
+                        .iter()
+                        .any(|(k, v)| k == "endpoint" && v == e.as_str())
+            }) {
+                assert!(s.value >= last, "{e:?} buckets not cumulative");
+                last = s.value;
+            }
+            assert_eq!(last, v(count, &[("endpoint", e.as_str())]));
+        }
+    }
+
+    #[test]
+    fn exposition_parser_rejects_bad_lines() {
+        // The checker itself must be able to fail.
+        assert!(parse_sample("1bad 3").is_err());
+        assert!(parse_sample("ok{a=b} 3").is_err());
+        assert!(parse_sample("ok{a=\"b} 3").is_err());
+        assert!(parse_sample("ok{a=\"b\"} x").is_err());
+        assert!(parse_sample("ok{a=\"b\\q\"} 1").is_err());
+        assert!(parse_sample("ok{a=\"b\\\"c\"} 1").is_ok());
+        let untyped = std::panic::catch_unwind(|| parse_exposition("vagonfs_x_total 1\n"));
+        assert!(untyped.is_err());
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        sample(&mut out, "m", &[("path", "a\"b\\c\nd")], 1);
+        assert_eq!(out, "m{path=\"a\\\"b\\\\c\\nd\"} 1\n");
+        let parsed = parse_sample(out.trim_end()).unwrap();
+        assert_eq!(parsed.labels[0].1, "a\"b\\c\nd");
+    }
+
+    #[test]
+    fn quantile_and_mean_from_buckets() {
+        let m = Metrics::new();
+        assert_eq!(m.latency(Endpoint::Delete).quantile(0.95), None);
+        for _ in 0..90 {
+            m.record_request(Endpoint::Delete, Duration::from_micros(2_000), None);
+        }
+        for _ in 0..10 {
+            m.record_request(Endpoint::Delete, Duration::from_millis(200), None);
+        }
+        let h = m.latency(Endpoint::Delete);
+        assert_eq!(h.count, 100);
+        assert_eq!(
+            h.mean(),
+            Some(Duration::from_micros((90 * 2_000 + 10 * 200_000) / 100))
+        );
+        // The 95th observation lies in the (100 ms, 250 ms] bucket, half-way through its 10.
+        assert_eq!(h.quantile(0.95), Some(Duration::from_micros(175_000)));
+        // The median lies in (1 ms, 2.5 ms].
+        let p50 = h.quantile(0.5).unwrap();
+        assert!(
+            p50 > Duration::from_millis(1) && p50 <= Duration::from_micros(2_500),
+            "{p50:?}"
+        );
+        // Beyond the last bound: reported as the last bound.
+        m.record_request(Endpoint::Capacity, Duration::from_secs(100), None);
+        assert_eq!(
+            m.latency(Endpoint::Capacity).quantile(0.95),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn recent_errors_are_bounded_and_redacted() {
+        let m = Metrics::new();
+        for i in 0..RECENT_ERRORS_CAPACITY + 5 {
+            m.push_error("list_files", &format!("error {i}"));
+        }
+        let errs = m.recent_errors();
+        assert_eq!(errs.len(), RECENT_ERRORS_CAPACITY);
+        assert_eq!(errs[0].message, "error 5");
+        assert_eq!(
+            errs.last().unwrap().message,
+            format!("error {}", RECENT_ERRORS_CAPACITY + 4)
+        );
+
+        m.push_error(
+            "upload_part",
+            "connection error: error sending request for url \
+             (http://127.0.0.1:8080/blob/7?expires=1&sig=deadbeef): reset",
+        );
+        let last = m.recent_errors().pop().unwrap();
+        assert!(!last.message.contains("deadbeef"), "{}", last.message);
+        assert!(
+            last.message
+                .contains("http://127.0.0.1:8080/blob/7?[redacted]): reset")
+        );
+
+        m.push_error("x", &"é".repeat(MAX_ERROR_MESSAGE_CHARS * 2));
+        let long = m.recent_errors().pop().unwrap();
+        assert_eq!(long.message.chars().count(), MAX_ERROR_MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn redact_urls_cases() {
+        assert_eq!(redact_urls("no url here"), "no url here");
+        assert_eq!(
+            redact_urls("HTTPS://h/p?X-Sig=1 and more"),
+            "HTTPS://h/p?[redacted] and more"
+        );
+        assert_eq!(
+            redact_urls("a http://x/y#frag, b https://z/w?s=2"),
+            "a http://x/y?[redacted], b https://z/w?[redacted]"
+        );
+        assert_eq!(
+            redact_urls("plain https://host/path"),
+            "plain https://host/path"
+        );
+    }
+
+    #[test]
+    fn endpoint_stats_skip_unused_endpoints() {
+        let m = Metrics::new();
+        m.record_request(
+            Endpoint::Create,
+            Duration::from_millis(4),
+            Some(ApiErrorKind::NoSpace),
+        );
+        let stats = m.endpoint_stats();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].endpoint, "create");
+        assert_eq!(stats[0].requests, 1);
+        assert_eq!(stats[0].errors, 1);
+        assert_eq!(stats[0].mean_ms, Some(4.0));
+    }
+}

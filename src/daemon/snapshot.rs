@@ -1,0 +1,218 @@
+//! What `vagonfs status` shows of a running mount: [`StatusSnapshot`], the payload of the
+//! control socket (serde, line-delimited JSON) and of `vagonfs status --json`.
+//!
+//! The snapshot carries its own `taken_at`, so rates and ETAs are computed against the daemon's
+//! clock (the same clock that stamped `started_at`), not the client's, and rendering a known
+//! snapshot is deterministic. The mount builds one with [`StatusSnapshot::collect`] from its
+//! [`MountIdentity`], the shared [`Metrics`] and the write engine's list of uploads.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::metrics::Metrics;
+
+/// What does not change over a mount's life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MountIdentity {
+    /// Canonical mount point.
+    pub mountpoint: String,
+    /// What is mounted, for people: e.g. `machine 42`, `shared storage`, `all storages`.
+    pub target: String,
+    /// Base URL of the API (no credentials, ever).
+    pub api_url: String,
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub read_only: bool,
+}
+
+/// Where one file's upload stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadState {
+    /// Waiting for a free upload slot.
+    Queued,
+    /// Parts being sent.
+    Uploading,
+    /// All parts sent, `complete` being called.
+    Completing,
+    /// Waiting before trying again after an error.
+    Retrying,
+    /// Given up; the local copy is kept.
+    Failed,
+}
+
+impl UploadState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadState::Queued => "queued",
+            UploadState::Uploading => "uploading",
+            UploadState::Completing => "completing",
+            UploadState::Retrying => "retrying",
+            UploadState::Failed => "failed",
+        }
+    }
+}
+
+/// One file's upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadProgress {
+    /// Path inside the mount, `/`-separated.
+    pub path: String,
+    pub bytes_sent: u64,
+    pub size: u64,
+    pub state: UploadState,
+    /// When the upload started sending (`None` while queued).
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// One kept error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentError {
+    pub at: DateTime<Utc>,
+    /// Where it happened: an endpoint, or e.g. `upload /docs/a.txt`.
+    pub source: String,
+    pub message: String,
+}
+
+/// Cache hit and miss counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStats {
+    pub block_hits: u64,
+    pub block_misses: u64,
+    pub dir_hits: u64,
+    pub dir_misses: u64,
+}
+
+impl CacheStats {
+    /// Block cache hit rate, 0..=1, `None` before the first lookup.
+    pub fn block_hit_rate(&self) -> Option<f64> {
+        rate(self.block_hits, self.block_misses)
+    }
+
+    /// Folder-listing cache hit rate, 0..=1, `None` before the first lookup.
+    pub fn dir_hit_rate(&self) -> Option<f64> {
+        rate(self.dir_hits, self.dir_misses)
+    }
+}
+
+fn rate(hits: u64, misses: u64) -> Option<f64> {
+    let total = hits.saturating_add(misses);
+    (total > 0).then(|| hits as f64 / total as f64)
+}
+
+/// One endpoint's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointStats {
+    pub endpoint: String,
+    pub requests: u64,
+    pub errors: u64,
+    /// Mean latency, milliseconds.
+    pub mean_ms: Option<f64>,
+    /// 95th percentile estimated from the histogram buckets, milliseconds.
+    pub p95_ms: Option<f64>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+/// Everything `vagonfs status` shows of one mount.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    #[serde(flatten)]
+    pub identity: MountIdentity,
+    /// When the daemon made this snapshot.
+    pub taken_at: DateTime<Utc>,
+    /// Uploads in flight first, then (some of) the queued ones.
+    pub uploads: Vec<UploadProgress>,
+    /// Files waiting for an upload slot.
+    pub queued: u64,
+    /// Files being uploaded.
+    pub in_flight: u64,
+    /// Bytes not yet stored remotely.
+    pub pending_bytes: u64,
+    /// Oldest first.
+    pub recent_errors: Vec<RecentError>,
+    pub cache: CacheStats,
+    pub retries: u64,
+    /// Endpoints called at least once.
+    pub endpoints: Vec<EndpointStats>,
+}
+
+impl StatusSnapshot {
+    /// A snapshot now, from the mount's identity, its metrics and the write engine's uploads.
+    pub fn collect(
+        identity: &MountIdentity,
+        metrics: &Metrics,
+        uploads: Vec<UploadProgress>,
+    ) -> Self {
+        let queue = metrics.upload_queue();
+        StatusSnapshot {
+            identity: identity.clone(),
+            taken_at: Utc::now(),
+            uploads,
+            queued: queue.queued,
+            in_flight: queue.in_flight,
+            pending_bytes: queue.pending_bytes,
+            recent_errors: metrics.recent_errors(),
+            cache: metrics.cache_stats(),
+            retries: metrics.retries_total(),
+            endpoints: metrics.endpoint_stats(),
+        }
+    }
+
+    /// Nothing left to upload.
+    pub fn uploads_done(&self) -> bool {
+        self.queued == 0 && self.in_flight == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::daemon::metrics::{CacheKind, Endpoint, UploadQueueStats};
+
+    #[test]
+    fn collect_takes_the_metrics_and_round_trips_through_json() {
+        let metrics = Metrics::new();
+        metrics.cache_hit(CacheKind::Block);
+        metrics.cache_miss(CacheKind::Block);
+        metrics.cache_miss(CacheKind::Block);
+        metrics.cache_miss(CacheKind::Block);
+        metrics.set_upload_queue(UploadQueueStats {
+            queued: 4,
+            in_flight: 1,
+            pending_bytes: 10,
+        });
+        metrics.record_request(Endpoint::ListFiles, Duration::from_millis(2), None);
+        metrics.push_error("list_files", "boom");
+        let identity = MountIdentity {
+            mountpoint: "/mnt/v".into(),
+            target: "machine 42".into(),
+            api_url: "http://127.0.0.1:1".into(),
+            pid: 7,
+            started_at: Utc::now(),
+            read_only: false,
+        };
+        let snap = StatusSnapshot::collect(&identity, &metrics, Vec::new());
+        assert_eq!(snap.queued, 4);
+        assert_eq!(snap.in_flight, 1);
+        assert!(!snap.uploads_done());
+        assert_eq!(snap.cache.block_hit_rate(), Some(0.25));
+        assert_eq!(snap.cache.dir_hit_rate(), None);
+        assert_eq!(snap.endpoints.len(), 1);
+        assert_eq!(snap.recent_errors[0].message, "boom");
+
+        let json = serde_json::to_string(&snap).unwrap();
+        assert!(json.contains("\"mountpoint\":\"/mnt/v\""), "{json}");
+        let mut back: StatusSnapshot = serde_json::from_str(&json).unwrap();
+        // Floats may come back one ulp off without serde_json's float_roundtrip: compare
+        // the latency figures within a tolerance, everything else exactly.
+        let (got, want) = (&back.endpoints[0], &snap.endpoints[0]);
+        assert_eq!((got.requests, got.errors), (want.requests, want.errors));
+        let close = |a: Option<f64>, b: Option<f64>| (a.unwrap() - b.unwrap()).abs() < 1e-9;
+        assert!(close(got.mean_ms, want.mean_ms) && close(got.p95_ms, want.p95_ms));
+        back.endpoints = snap.endpoints.clone();
+        assert_eq!(back, snap);
+    }
+}

@@ -1,0 +1,682 @@
+//! The crash journal: one small JSON record beside each dirty spool, and recovery at mount start.
+//!
+//! Why a JSON sidecar and not SQLite: a record lives and dies with exactly one spool file, there
+//! is never a transaction across records, and the folder listing already is the index. A sidecar
+//! written atomically (temp file, fsync, rename, fsync of the folder) is enough for
+//! crash-consistency, needs no shared connection (no lock shared by all open files), and a
+//! damaged record harms only its own spool; it is also readable by a person who wants their
+//! bytes back.
+//!
+//! Record lifecycle: none (a clean spool) → `dirty` (written when the spool first changes, after
+//! its remote bytes are all local) → `uploading` (with `pending_upload_id` once `POST /files`
+//! answered) → removed when `complete` succeeded. "Done" is the absence of a record: removing
+//! the file is the atomic step. A write during an upload turns the record back to `dirty`.
+//!
+//! Recovery ([`recover`]) reads every record and asks the server what is at the target now;
+//! [`decide`] then chooses:
+//! - the file listed there has the id our last attempt created and the record says
+//!   `uploading`: that attempt completed before the crash → nothing to send ([`RecoveryAction::AlreadyDone`]);
+//! - nothing there, or the file we started from unchanged (same id, size and, when both are
+//!   known, modification time), or our own earlier upload → upload under the name;
+//! - anything else (changed, replaced, created meanwhile, a folder now): upload as a conflict
+//!   copy beside it, `name (conflict 2026-11-27T02-30-00).ext`, never overwriting what is there;
+//! - the parent folder is gone: a conflict copy at the root of the space.
+//!
+//! A record that cannot be parsed is left in place with its spool (logged), never deleted: the
+//! bytes are the user's.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiErrorKind, FileEntry, FilesApi, ListQuery, MAX_PER_PAGE, ObjectType, Space};
+
+use super::progress::UploadState;
+use super::spool::{SpoolClaim, SpoolDir, TEMP_EXT, join_error, remove_if_exists};
+use super::uploader::{PartSource, UploadHooks, UploadTarget, Uploaded, Uploader};
+use super::{WriteError, WriteResult};
+
+/// Format version of a record; a newer version is left alone by an older vagonfs.
+pub const JOURNAL_VERSION: u32 = 1;
+
+/// Record and temp file permissions (they name the user's files).
+const FILE_MODE: u32 = 0o600;
+
+/// Upper bound on listing pages read to find one name (a folder of 100 × this many entries).
+const MAX_LIST_PAGES: u32 = 10_000;
+
+/// How many numbered conflict names to try when the first is taken.
+const CONFLICT_NAME_TRIES: u32 = 20;
+
+/// The storage a spool is written to (recordings are read-only, so not here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JournalSpace {
+    Shared,
+    Machine { id: u64 },
+}
+
+impl JournalSpace {
+    pub fn from_space(space: Space) -> WriteResult<JournalSpace> {
+        match space {
+            Space::Shared => Ok(JournalSpace::Shared),
+            Space::Machine(id) => Ok(JournalSpace::Machine { id }),
+            Space::Recordings { .. } => Err(WriteError::NotWritable(
+                "session recordings are read-only".into(),
+            )),
+        }
+    }
+
+    pub fn space(self) -> Space {
+        match self {
+            JournalSpace::Shared => Space::Shared,
+            JournalSpace::Machine { id } => Space::Machine(id),
+        }
+    }
+}
+
+/// The remote file a spool started from, for conflict detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteBase {
+    pub id: u64,
+    pub size: u64,
+    /// `last_modified_date` in ms since the epoch; `None` when unknown (e.g. right after our
+    /// own upload, whose answer carries no date).
+    pub mtime_ms: Option<i64>,
+}
+
+impl RemoteBase {
+    pub fn from_entry(e: &FileEntry) -> RemoteBase {
+        RemoteBase {
+            id: e.id,
+            size: e.size,
+            mtime_ms: e.modified.map(system_time_ms),
+        }
+    }
+
+    /// The modification time, when known.
+    pub fn mtime(&self) -> Option<SystemTime> {
+        self.mtime_ms.map(ms_to_system_time)
+    }
+
+    /// The same file, unchanged? Times are compared only when both are known.
+    pub fn matches(&self, e: &FileEntry) -> bool {
+        let mtime_ok = match (self.mtime_ms, e.modified) {
+            (Some(a), Some(b)) => a == system_time_ms(b),
+            _ => true,
+        };
+        e.object_type == ObjectType::File && e.id == self.id && e.size == self.size && mtime_ok
+    }
+}
+
+fn system_time_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Where a dirty spool stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalState {
+    /// Changed locally, not (fully) uploaded.
+    Dirty,
+    /// An upload of the current bytes was started.
+    Uploading,
+}
+
+/// One spool's journal record (`<spool id>.journal.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    pub version: u32,
+    pub spool_id: String,
+    pub space: JournalSpace,
+    /// `None`: the root of the space.
+    pub parent_id: Option<u64>,
+    pub name: String,
+    /// For logs and `status` (e.g. `Projects/report.txt`).
+    pub display_path: String,
+    /// The remote file the bytes started from; `None` for a new file.
+    pub base: Option<RemoteBase>,
+    pub state: JournalState,
+    /// The spool's generation when the record was written.
+    pub generation: u64,
+    /// The spool's length when the record was written.
+    pub size: u64,
+    /// Id answered by `POST /files` for the current upload attempt.
+    pub pending_upload_id: Option<u64>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl JournalRecord {
+    pub fn path(dir: &SpoolDir, spool_id: &str) -> PathBuf {
+        dir.journal_path(spool_id)
+    }
+
+    /// Write atomically: temp file, fsync, rename over the record, fsync the folder.
+    pub fn write_atomic(&self, dir: &SpoolDir) -> std::io::Result<()> {
+        let path = dir.journal_path(&self.spool_id);
+        let tmp = path.with_extension(format!("json.{TEMP_EXT}"));
+        let body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(FILE_MODE)
+                .open(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        File::open(dir.path())?.sync_all()
+    }
+
+    pub fn read(path: &Path) -> WriteResult<JournalRecord> {
+        let bytes = std::fs::read(path)?;
+        let rec: JournalRecord =
+            serde_json::from_slice(&bytes).map_err(|e| WriteError::Journal {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+        if rec.version > JOURNAL_VERSION {
+            return Err(WriteError::Journal {
+                path: path.to_path_buf(),
+                detail: format!("written by a newer vagonfs (version {})", rec.version),
+            });
+        }
+        Ok(rec)
+    }
+
+    /// Remove the record (the "done" step), then fsync the folder.
+    pub fn remove(dir: &SpoolDir, spool_id: &str) -> std::io::Result<()> {
+        remove_if_exists(&dir.journal_path(spool_id))?;
+        File::open(dir.path())?.sync_all()
+    }
+}
+
+/// What recovery does with one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryAction {
+    /// Upload under the recorded name; `overwrite` when a file of ours (or our base) is there.
+    Upload { overwrite: bool },
+    /// The remote changed meanwhile: upload as `name` in `parent_id`, next to it.
+    ConflictCopy {
+        parent_id: Option<u64>,
+        name: String,
+    },
+    /// The upload finished before the crash; `id` is the listed file.
+    AlreadyDone { id: u64 },
+}
+
+/// `report.txt` → `report (conflict 2026-11-27T02-30-00).txt`; `n > 1` adds a number inside
+/// the parentheses. Hidden names without an extension (`.bashrc`) keep the suffix at the end.
+pub fn conflict_name(name: &str, at: DateTime<Utc>, n: u32) -> String {
+    let stamp = at.format("%Y-%m-%dT%H-%M-%S");
+    let tag = if n > 1 {
+        format!("(conflict {stamp} {n})")
+    } else {
+        format!("(conflict {stamp})")
+    };
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() && !ext.is_empty() => format!("{stem} {tag}.{ext}"),
+        _ => format!("{name} {tag}"),
+    }
+}
+
+/// Decide what to do with `record`, given what the server lists at its target now (`None`:
+/// nothing of that name). `parent_gone`: the parent folder itself no longer exists.
+pub fn decide(
+    record: &JournalRecord,
+    remote: Option<&FileEntry>,
+    parent_gone: bool,
+    now: DateTime<Utc>,
+) -> RecoveryAction {
+    if parent_gone {
+        return RecoveryAction::ConflictCopy {
+            parent_id: None,
+            name: conflict_name(&record.name, now, 1),
+        };
+    }
+    let Some(e) = remote else {
+        return RecoveryAction::Upload { overwrite: false };
+    };
+    if e.object_type == ObjectType::File && Some(e.id) == record.pending_upload_id {
+        if record.state == JournalState::Uploading && e.size == record.size {
+            return RecoveryAction::AlreadyDone { id: e.id };
+        }
+        // Ours, but there were newer writes after it.
+        return RecoveryAction::Upload { overwrite: true };
+    }
+    if record.base.is_some_and(|b| b.matches(e)) {
+        return RecoveryAction::Upload { overwrite: true };
+    }
+    RecoveryAction::ConflictCopy {
+        parent_id: record.parent_id,
+        name: conflict_name(&record.name, now, 1),
+    }
+}
+
+/// A recovered spool waiting to be uploaded.
+#[derive(Debug)]
+pub struct PendingUpload {
+    dir: Arc<SpoolDir>,
+    /// No second recovery (or open file) touches this spool while the upload is pending.
+    _claim: SpoolClaim,
+    pub record: JournalRecord,
+    pub action: RecoveryAction,
+}
+
+/// The file of that exact name in a folder, if any; `Err(NotFound)` when the folder is gone.
+async fn find_entry(
+    api: &dyn FilesApi,
+    space: Space,
+    parent_id: Option<u64>,
+    name: &str,
+) -> Result<Option<FileEntry>, crate::api::ApiError> {
+    let mut page = 1;
+    for _ in 0..MAX_LIST_PAGES {
+        let query = ListQuery {
+            parent_id,
+            page,
+            per_page: MAX_PER_PAGE,
+            search: Some(name.to_string()),
+        };
+        let listed = api.list_files(space, &query).await?;
+        if let Some(e) = listed.entries.into_iter().find(|e| e.name == name) {
+            return Ok(Some(e));
+        }
+        match listed.next_page {
+            Some(next) if next > page => page = next,
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// Read every journal record in `dir`, look at the server, and return the spools still to
+/// upload with what to do for each. Spools in use in this process (open files, uploads returned
+/// by an earlier call and not finished) are skipped, so this may run again while the mount is
+/// live, e.g. to retry after the service came back or to pick up the kept spool of a file whose
+/// upload failed before it was closed. Records whose upload had in fact completed are cleaned up
+/// here. Unreadable records, and records whose target the server refuses to show (machine gone,
+/// access denied), are logged and left in place. A transient server error (unreachable, 5xx,
+/// throttled) aborts the scan: call again later; nothing is changed for the records not yet
+/// decided.
+pub async fn recover(dir: &Arc<SpoolDir>, api: &dyn FilesApi) -> WriteResult<Vec<PendingUpload>> {
+    let mut pending = Vec::new();
+    for id in dir.journaled_ids()? {
+        let Some(claim) = dir.claim(&id) else {
+            // An open file's spool, or an upload a previous call returned: not ours to decide.
+            continue;
+        };
+        let path = dir.journal_path(&id);
+        let record = match JournalRecord::read(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(record = %path.display(), error = %e, "cannot read a journal record; its spool is kept as is");
+                continue;
+            }
+        };
+        if record.spool_id != id || !dir.spool_path(&id).exists() {
+            tracing::error!(record = %path.display(), "journal record does not match its spool; left in place");
+            continue;
+        }
+        let space = record.space.space();
+        let (remote, parent_gone) =
+            match find_entry(api, space, record.parent_id, &record.name).await {
+                Ok(e) => (e, false),
+                Err(e) if e.kind() == ApiErrorKind::NotFound && record.parent_id.is_some() => {
+                    (None, true)
+                }
+                // The service is unreachable or struggling: the same for every record, so stop
+                // and let the caller try the whole recovery again later.
+                Err(e) if e.is_retryable() => return Err(e.into()),
+                // Specific to this record (its machine is gone, access was revoked, ...): keep
+                // it for a later mount and go on with the others.
+                Err(e) => {
+                    tracing::error!(
+                        file = %record.display_path, error = %e,
+                        "cannot check the target of unsaved changes; kept for a later mount"
+                    );
+                    continue;
+                }
+            };
+        let action = decide(&record, remote.as_ref(), parent_gone, Utc::now());
+        match &action {
+            RecoveryAction::AlreadyDone { id: remote_id } => {
+                tracing::info!(file = %record.display_path, id = remote_id, "upload had completed before the restart; cleaning up");
+                let dir2 = Arc::clone(dir);
+                let sid = record.spool_id.clone();
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    JournalRecord::remove(&dir2, &sid)?;
+                    remove_if_exists(&dir2.spool_path(&sid))
+                })
+                .await
+                .map_err(join_error)??;
+                continue;
+            }
+            RecoveryAction::Upload { overwrite } => {
+                tracing::info!(file = %record.display_path, overwrite, "unsaved changes found; will upload");
+            }
+            RecoveryAction::ConflictCopy { name, .. } => {
+                tracing::warn!(
+                    file = %record.display_path, conflict_copy = %name, parent_gone,
+                    "the remote file changed while these changes were unsaved; uploading them as a conflict copy"
+                );
+            }
+        }
+        pending.push(PendingUpload {
+            dir: Arc::clone(dir),
+            _claim: claim,
+            record,
+            action,
+        });
+    }
+    Ok(pending)
+}
+
+/// Journals the id of each create during a recovered upload.
+struct RecordHooks {
+    dir: Arc<SpoolDir>,
+    record: Mutex<JournalRecord>,
+}
+
+#[async_trait]
+impl UploadHooks for RecordHooks {
+    async fn created(&self, file_id: u64) -> WriteResult<()> {
+        let rec = {
+            let mut r = self.record.lock().unwrap_or_else(|p| p.into_inner());
+            r.pending_upload_id = Some(file_id);
+            r.updated_at = Utc::now();
+            r.clone()
+        };
+        write_record(&self.dir, rec).await
+    }
+}
+
+/// [`JournalRecord::write_atomic`] on the blocking pool.
+pub(crate) async fn write_record(dir: &Arc<SpoolDir>, rec: JournalRecord) -> WriteResult<()> {
+    let dir = Arc::clone(dir);
+    tokio::task::spawn_blocking(move || rec.write_atomic(&dir))
+        .await
+        .map_err(join_error)??;
+    Ok(())
+}
+
+impl PendingUpload {
+    pub fn spool_path(&self) -> PathBuf {
+        self.dir.spool_path(&self.record.spool_id)
+    }
+
+    /// Where the upload goes.
+    pub fn target(&self) -> Option<UploadTarget> {
+        let space = self.record.space.space();
+        match &self.action {
+            RecoveryAction::Upload { overwrite } => Some(UploadTarget {
+                space,
+                parent_id: self.record.parent_id,
+                name: self.record.name.clone(),
+                content_type: None,
+                overwrite: *overwrite,
+            }),
+            RecoveryAction::ConflictCopy { parent_id, name } => Some(UploadTarget {
+                space,
+                parent_id: *parent_id,
+                name: name.clone(),
+                content_type: None,
+                overwrite: false,
+            }),
+            RecoveryAction::AlreadyDone { .. } => None,
+        }
+    }
+
+    /// Upload the spool; on success remove its record and spool. On failure both are kept (the
+    /// next mount tries again). A conflict copy whose name got taken meanwhile tries the next
+    /// numbered name.
+    pub async fn run(self, uploader: &Uploader) -> WriteResult<Uploaded> {
+        let Some(mut target) = self.target() else {
+            return Err(WriteError::Protocol(
+                "nothing to upload for a completed record".into(),
+            ));
+        };
+        let source = PartSource::open(&self.spool_path())?;
+        let ticket = uploader
+            .registry()
+            .register(self.record.display_path.clone(), source.len());
+        let conflict = matches!(self.action, RecoveryAction::ConflictCopy { .. });
+        let mut n = 1;
+        loop {
+            // The record now describes this upload: a crash during it is recognised next time
+            // (a conflict copy has no base: it is a new file of its own name).
+            let mut rec = self.record.clone();
+            rec.state = JournalState::Uploading;
+            rec.pending_upload_id = None;
+            rec.size = source.len();
+            rec.updated_at = Utc::now();
+            if conflict {
+                rec.parent_id = target.parent_id;
+                rec.name = target.name.clone();
+                rec.base = None;
+            }
+            write_record(&self.dir, rec.clone()).await?;
+            let hooks = RecordHooks {
+                dir: Arc::clone(&self.dir),
+                record: Mutex::new(rec),
+            };
+            ticket
+                .progress()
+                .set_display(format!("{} → {}", self.record.display_path, target.name));
+            match uploader
+                .upload_tracked(source.clone(), &target, &ticket, Some(&hooks))
+                .await
+            {
+                Ok(done) => {
+                    tracing::info!(
+                        file = %self.record.display_path, uploaded_as = %target.name, id = done.id,
+                        "recovered unsaved changes uploaded"
+                    );
+                    let dir = Arc::clone(&self.dir);
+                    let sid = self.record.spool_id.clone();
+                    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                        JournalRecord::remove(&dir, &sid)?;
+                        remove_if_exists(&dir.spool_path(&sid))
+                    })
+                    .await
+                    .map_err(join_error)??;
+                    return Ok(done);
+                }
+                Err(WriteError::Api(e))
+                    if conflict
+                        && e.kind() == ApiErrorKind::AlreadyExists
+                        && n < CONFLICT_NAME_TRIES =>
+                {
+                    n += 1;
+                    target.name = conflict_name(&self.record.name, Utc::now(), n);
+                    ticket.progress().set_state(UploadState::Queued);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// ms since the epoch → `SystemTime` (for tests and callers building bases).
+pub fn ms_to_system_time(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-27T02:30:00Z")
+            .expect("valid")
+            .with_timezone(&Utc)
+    }
+
+    fn record(
+        base: Option<RemoteBase>,
+        state: JournalState,
+        pending: Option<u64>,
+    ) -> JournalRecord {
+        JournalRecord {
+            version: JOURNAL_VERSION,
+            spool_id: "s".into(),
+            space: JournalSpace::Machine { id: 3 },
+            parent_id: Some(7),
+            name: "report.txt".into(),
+            display_path: "report.txt".into(),
+            base,
+            state,
+            generation: 4,
+            size: 10,
+            pending_upload_id: pending,
+            updated_at: at(),
+        }
+    }
+
+    fn entry(id: u64, size: u64, mtime_ms: Option<i64>) -> FileEntry {
+        FileEntry {
+            id,
+            name: "report.txt".into(),
+            object_type: ObjectType::File,
+            size,
+            content_type: None,
+            modified: mtime_ms.map(ms_to_system_time),
+            parent_id: Some(7),
+        }
+    }
+
+    #[test]
+    fn conflict_names_keep_the_extension() {
+        assert_eq!(
+            conflict_name("report.txt", at(), 1),
+            "report (conflict 2026-11-27T02-30-00).txt"
+        );
+        assert_eq!(
+            conflict_name("a.tar.gz", at(), 1),
+            "a.tar (conflict 2026-11-27T02-30-00).gz"
+        );
+        assert_eq!(
+            conflict_name(".bashrc", at(), 1),
+            ".bashrc (conflict 2026-11-27T02-30-00)"
+        );
+        assert_eq!(
+            conflict_name("Makefile", at(), 2),
+            "Makefile (conflict 2026-11-27T02-30-00 2)"
+        );
+    }
+
+    #[test]
+    fn decisions() {
+        let base = RemoteBase {
+            id: 5,
+            size: 8,
+            mtime_ms: Some(1_000),
+        };
+        let dirty = record(Some(base), JournalState::Dirty, None);
+        // Unchanged remote: overwrite it.
+        assert_eq!(
+            decide(&dirty, Some(&entry(5, 8, Some(1_000))), false, at()),
+            RecoveryAction::Upload { overwrite: true }
+        );
+        // Unknown time on one side: id and size decide.
+        assert_eq!(
+            decide(&dirty, Some(&entry(5, 8, None)), false, at()),
+            RecoveryAction::Upload { overwrite: true }
+        );
+        let copy = RecoveryAction::ConflictCopy {
+            parent_id: Some(7),
+            name: "report (conflict 2026-11-27T02-30-00).txt".into(),
+        };
+        // Size, time or id changed: conflict copy.
+        assert_eq!(
+            decide(&dirty, Some(&entry(5, 9, Some(1_000))), false, at()),
+            copy
+        );
+        assert_eq!(
+            decide(&dirty, Some(&entry(5, 8, Some(2_000))), false, at()),
+            copy
+        );
+        assert_eq!(
+            decide(&dirty, Some(&entry(6, 8, Some(1_000))), false, at()),
+            copy
+        );
+        // Deleted remotely meanwhile: put it back.
+        assert_eq!(
+            decide(&dirty, None, false, at()),
+            RecoveryAction::Upload { overwrite: false }
+        );
+        // New file, and someone created one of that name meanwhile: conflict copy.
+        let new = record(None, JournalState::Dirty, None);
+        assert_eq!(decide(&new, Some(&entry(9, 1, None)), false, at()), copy);
+        assert_eq!(
+            decide(&new, None, false, at()),
+            RecoveryAction::Upload { overwrite: false }
+        );
+        // Our own attempt is listed: done, unless newer writes came after it.
+        let up = record(Some(base), JournalState::Uploading, Some(11));
+        assert_eq!(
+            decide(&up, Some(&entry(11, 10, None)), false, at()),
+            RecoveryAction::AlreadyDone { id: 11 }
+        );
+        let redirtied = record(Some(base), JournalState::Dirty, Some(11));
+        assert_eq!(
+            decide(&redirtied, Some(&entry(11, 10, None)), false, at()),
+            RecoveryAction::Upload { overwrite: true }
+        );
+        // A folder of that name now: conflict copy.
+        let mut folder = entry(5, 8, Some(1_000));
+        folder.object_type = ObjectType::Directory;
+        assert_eq!(decide(&dirty, Some(&folder), false, at()), copy);
+        // Parent folder gone: conflict copy at the root.
+        assert_eq!(
+            decide(&dirty, None, true, at()),
+            RecoveryAction::ConflictCopy {
+                parent_id: None,
+                name: "report (conflict 2026-11-27T02-30-00).txt".into()
+            }
+        );
+    }
+
+    #[test]
+    fn record_round_trips_and_rejects_newer_versions() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = SpoolDir::open(tmp.path()).expect("open");
+        let rec = record(
+            Some(RemoteBase {
+                id: 1,
+                size: 2,
+                mtime_ms: None,
+            }),
+            JournalState::Uploading,
+            Some(4),
+        );
+        rec.write_atomic(&dir).expect("write");
+        let path = JournalRecord::path(&dir, "s");
+        assert_eq!(JournalRecord::read(&path).expect("read"), rec);
+        let mut newer = rec.clone();
+        newer.version = JOURNAL_VERSION + 1;
+        newer.write_atomic(&dir).expect("write");
+        assert!(matches!(
+            JournalRecord::read(&path),
+            Err(WriteError::Journal { .. })
+        ));
+        JournalRecord::remove(&dir, "s").expect("remove");
+        assert!(!path.exists());
+    }
+}

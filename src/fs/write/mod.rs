@@ -1,0 +1,197 @@
+//! The write path's engine: local spools, the crash journal, and the multipart uploader.
+//!
+//! The Vagon Files API needs a file's total size before its first byte is sent (`POST /files`
+//! with `size` and `chunk_size` answers one presigned URL per part), so written files are
+//! spooled to local disk and uploaded whole on flush/fsync. This module owns everything below
+//! the core's file handles; it knows no inodes and no fuser types.
+//!
+//! # Pieces
+//! - [`SpoolDir`] (`spool.rs`): the per-mount folder under `--cache-dir` holding spools and
+//!   journal records, locked (flock) so two mounts never share one;
+//! - [`Spool`] (`spool.rs`): one local file holding a file's current bytes (positional I/O,
+//!   sparse growth, lazy fill from the remote bytes for a partial overwrite);
+//! - [`JournalRecord`] (`journal.rs`): the JSON sidecar that makes a dirty spool survive a crash,
+//!   and [`recover`], which finds them at mount start and decides upload vs conflict copy;
+//! - [`Uploader`] (`uploader.rs`): create → parallel part PUTs (bounded) → complete;
+//! - [`UploadRegistry`] / [`UploadProgress`] (`progress.rs`): what `vagonfs status` shows;
+//! - [`SpooledFile`] (`file.rs`): spool + journal + upload sequencing for one open file: **the
+//!   object the core keeps per written inode**.
+//!
+//! # Contract with the core (how `VagonFs` uses this)
+//! At mount start:
+//! 1. `let dir = SpoolDir::open(&mount_cache_dir(&cache_base, &mount_key(..)))?` (fails with
+//!    [`WriteError::CacheBusy`] when another mount holds it; orphan spools of a crash without a
+//!    journal record are removed here);
+//! 2. `for p in recover(&dir, api).await? { spawn(p.run(&uploader)) }` — each
+//!    [`PendingUpload`] already knows whether it goes back under its name or as a conflict copy.
+//!    `recover` skips spools in use in this process (open files, pending uploads), so it may be
+//!    called again later (service back, or to pick up the kept spool of a closed file whose
+//!    upload failed).
+//!
+//! One [`Uploader`] per mount (clones share its part budget and [`UploadRegistry`]);
+//! `vagonfs status` reads [`UploadRegistry::active`] / [`UploadRegistry::recent`].
+//!
+//! Per file (one [`SpooledFile`] per inode, shared by all its open handles):
+//! - `create` (new name) → [`SpooledFile::create_new`]: empty and already dirty, so a
+//!   create+close with no write still makes the (empty) remote file;
+//! - `open(O_TRUNC)` of an existing file → [`SpooledFile::create_truncated`] (dirty, empty);
+//! - `open` for writing without `O_TRUNC` → [`SpooledFile::open_existing`] with a
+//!   [`RemoteBytes`] source (e.g. [`ApiRemote`]): nothing is fetched until the first mutation,
+//!   which first copies the remote bytes in (only `[0, n)` for a `truncate(n)`);
+//! - `write` → [`SpooledFile::write`]; `setattr(size)` → [`SpooledFile::set_len`];
+//! - `read`/`getattr` of a file with a spool → [`SpooledFile::read`] / [`SpooledFile::len`],
+//!   [`SpooledFile::modified`] (`setattr(mtime)` → [`SpooledFile::set_modified`])
+//!   (read-after-write comes from the spool; reads of a not-yet-filled spool pass through to the
+//!   remote source without filling it);
+//! - `flush` (close) and `fsync` → [`SpooledFile::upload`]: if dirty, journal `uploading` →
+//!   [`Uploader::upload`] (overwrite when the file existed) → record removed, spool clean; its
+//!   `Err` is what close(2)/fsync(2) return ([`FsError`] via `From<WriteError>`, errno in
+//!   `fs/errno.rs`: 507 → ENOSPC, 409 → EEXIST, a failed part → EIO). A failed upload keeps
+//!   the spool and its record: the next flush retries, and so does [`recover`] at the next
+//!   mount;
+//! - `rename` of a spooled file → [`SpooledFile::retarget`] then `upload` (under the new name)
+//!   then `FilesApi::delete` of the old id ([`SpooledFile::base`]). The API has no move, so
+//!   renaming a file *without* a spool is [`SpooledFile::open_existing`] at the new target with
+//!   the old file as source, [`SpooledFile::mark_dirty`], `upload`, delete the old id;
+//! - `unlink` of a file with a spool → [`SpooledFile::discard`]; `release` of the last handle →
+//!   drop the `Arc<SpooledFile>`: a clean spool's file is removed, a dirty one is kept for
+//!   recovery.
+//!
+//! After a successful upload the journal record is removed and the spool stays as the open
+//! file's content (clean) until the last handle goes; it is not kept as a cache after that,
+//! so the cache folder holds only what is open or not yet uploaded.
+//!
+//! # Subtle cases handled here
+//! - Writes racing an upload: each mutation bumps a generation; an upload that finishes while
+//!   the generation moved leaves the file dirty (and rewrites the record `dirty`), so the next
+//!   flush sends the newer bytes.
+//! - A crash between `complete` and the journal update: the record carries the id `POST /files`
+//!   gave the attempt, so [`recover`] recognises the listed file as our own upload and does not
+//!   make a conflict copy of it.
+//! - Cancellation: dropping any future here leaves the record saying not done; nothing is
+//!   marked clean before `complete` succeeded.
+
+mod content_type;
+mod file;
+mod journal;
+mod progress;
+mod remote;
+mod spool;
+mod uploader;
+
+#[cfg(test)]
+mod emulator_tests;
+#[cfg(test)]
+mod test_api;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use crate::api::ApiError;
+use crate::fs::{FsError, RootSpec};
+
+pub use content_type::guess_content_type;
+pub use file::{FileTarget, SpooledFile};
+pub use journal::{
+    JournalRecord, JournalSpace, JournalState, PendingUpload, RecoveryAction, RemoteBase,
+    conflict_name, decide, recover,
+};
+pub use progress::{ProgressSnapshot, UploadProgress, UploadRegistry, UploadState, UploadTicket};
+pub use remote::{ApiRemote, RemoteBytes};
+pub use spool::{FILL_BLOCK, Spool, SpoolDir};
+pub use uploader::{
+    DEFAULT_CHUNK_SIZE_MB, DEFAULT_CONCURRENCY, DEFAULT_TOTAL_PARTS, LINK_RESTARTS, MIB,
+    PartSource, UploadHooks, UploadTarget, Uploaded, Uploader,
+};
+
+/// Errors of the write path (the "UploadError" of the design notes: upload, spool and journal
+/// failures alike). Mapped to [`FsError`] by `From`, and from there to errno in `fs/errno.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The server (or a presigned URL) said no; its kind decides the errno.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// Local I/O on the spool or the journal.
+    #[error("local spool I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server's answer does not fit the upload (e.g. the wrong number of part URLs).
+    #[error("upload protocol: {0}")]
+    Protocol(String),
+    /// A journal record could not be read back.
+    #[error("journal record {path}: {detail}")]
+    Journal { path: PathBuf, detail: String },
+    /// Another process holds this spool folder (a second mount of the same target).
+    #[error("spool folder {0} is in use by another vagonfs mount")]
+    CacheBusy(PathBuf),
+    /// The target cannot be written (e.g. session recordings).
+    #[error("not writable: {0}")]
+    NotWritable(String),
+}
+
+pub type WriteResult<T> = Result<T, WriteError>;
+
+impl From<WriteError> for FsError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Api(e) => FsError::Api(e),
+            WriteError::Io(e) => FsError::Io(e),
+            WriteError::Protocol(s) => FsError::Inconsistent(s),
+            WriteError::Journal { path, detail } => {
+                FsError::Inconsistent(format!("journal {}: {detail}", path.display()))
+            }
+            WriteError::CacheBusy(_) => {
+                FsError::NotPermitted("spool folder in use by another mount")
+            }
+            WriteError::NotWritable(_) => FsError::ReadOnly,
+        }
+    }
+}
+
+/// The application folder name under the cache base.
+const APP_DIR: &str = "vagonfs";
+
+/// `--cache-dir`'s default: `$XDG_CACHE_HOME/vagonfs`, else `~/.cache/vagonfs`, else a folder
+/// under the system temp dir (no home, e.g. a bare service).
+pub fn default_cache_base() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(x);
+        // The XDG spec says relative values are invalid and must be ignored.
+        if p.is_absolute() {
+            return p.join(APP_DIR);
+        }
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".cache").join(APP_DIR);
+    }
+    std::env::temp_dir().join(APP_DIR)
+}
+
+/// Hex digits of the endpoint hash kept in a mount key (enough to tell endpoints apart).
+const KEY_HASH_HEX: usize = 12;
+
+/// A stable folder name for one mount target: what the root shows, plus a short hash of
+/// `endpoint_identity` so the same machine id on two API endpoints never shares spools.
+/// `endpoint_identity` must be stable across runs (the API base URL for the real service; the
+/// emulator's data folder for an embedded emulator, whose port changes) or recovery will not
+/// find the previous run's spools.
+pub fn mount_key(root: &RootSpec, endpoint_identity: &str) -> String {
+    use sha2::Digest;
+    let target = match root {
+        RootSpec::All => "all".to_string(),
+        RootSpec::Space(crate::api::Space::Shared) => "shared".to_string(),
+        RootSpec::Space(crate::api::Space::Machine(id)) => format!("machine-{id}"),
+        RootSpec::Space(crate::api::Space::Recordings { machine: None }) => "recordings".into(),
+        RootSpec::Space(crate::api::Space::Recordings { machine: Some(id) }) => {
+            format!("recordings-{id}")
+        }
+    };
+    let digest = sha2::Sha256::digest(endpoint_identity.as_bytes());
+    let hash = hex::encode(digest);
+    format!("{target}-{}", &hash[..KEY_HASH_HEX])
+}
+
+/// `<cache_base>/<mount_key>`: the folder [`SpoolDir::open`] takes.
+pub fn mount_cache_dir(cache_base: &Path, mount_key: &str) -> PathBuf {
+    cache_base.join(mount_key)
+}

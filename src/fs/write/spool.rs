@@ -1,0 +1,472 @@
+//! Spools: one local file per written file, in a per-mount folder under `--cache-dir`.
+//!
+//! [`SpoolDir`] is the folder (`<cache>/<mount key>/`), created `0700` and held under an
+//! exclusive `flock` for the life of the mount, so two mounts of the same target cannot recover
+//! or clean up each other's spools. Opening it removes what a crash left without meaning: spool
+//! files with no journal record (they were never dirty, or their upload completed), records
+//! whose spool is gone, and half-written temp files.
+//!
+//! [`Spool`] holds one file's current bytes, never in memory: positional I/O (`FileExt`) on one
+//! `std::fs::File`, so one writer and many readers share it without a seek position. A spool
+//! *based on a remote file* starts empty and is filled lazily: nothing is fetched until the first
+//! mutation needs the old bytes (a write without `O_TRUNC`, or `truncate(n)` which needs only
+//! `[0, n)`). Reads before that pass through to the remote source for the part not yet copied.
+//!
+//! Subtle cases:
+//! - The fill fetches in [`FILL_BLOCK`] pieces (bounded memory) and writes each piece under the
+//!   state lock, clipped to the current `remote_limit`, so a `truncate` racing the fill is never
+//!   undone by a late piece.
+//! - Mutations wait for the fill to finish: a dirty spool is always complete on disk, which is
+//!   what makes the crash journal sound (a record never points at a half-filled spool).
+//! - The std `Mutex` guarding the state is only held for short positional calls, never across
+//!   an `.await`; the fill's own async gate serializes fills (one fetch of each byte).
+//! - Growth is sparse: a write past the end or a growing `set_len` leaves a hole that reads as
+//!   zeros, like any POSIX file.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use super::remote::RemoteBytes;
+use super::uploader::PartSource;
+use super::{WriteError, WriteResult};
+
+/// Bytes fetched from the remote per fill step (bounds the fill's memory).
+pub const FILL_BLOCK: u64 = 4 * 1024 * 1024;
+
+/// Spool folder and spool file permissions: the user's data, the user's eyes only.
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+
+/// File name parts inside a spool folder.
+pub(crate) const SPOOL_EXT: &str = "spool";
+pub(crate) const JOURNAL_EXT: &str = "journal.json";
+pub(crate) const TEMP_EXT: &str = "tmp";
+const LOCK_FILE: &str = ".lock";
+
+/// The per-mount spool folder, locked while open.
+#[derive(Debug)]
+pub struct SpoolDir {
+    path: PathBuf,
+    /// Holds the exclusive flock; released when the folder is dropped.
+    _lock: File,
+    /// Spool ids in use in this process (open files, uploads being recovered): recovery skips
+    /// them, so it is safe to run again while the mount is live.
+    in_use: Mutex<HashSet<String>>,
+}
+
+/// Marks a spool id in use until dropped.
+#[derive(Debug)]
+pub(crate) struct SpoolClaim {
+    dir: Arc<SpoolDir>,
+    id: String,
+}
+
+impl Drop for SpoolClaim {
+    fn drop(&mut self) {
+        lock(&self.dir.in_use).remove(&self.id);
+    }
+}
+
+impl SpoolDir {
+    /// Create (if needed) and lock `path`, then remove crash leftovers that carry no data to
+    /// upload. Fails with [`WriteError::CacheBusy`] when another process holds the lock.
+    pub fn open(path: &Path) -> WriteResult<Arc<SpoolDir>> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(path)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(path.join(LOCK_FILE))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(WriteError::CacheBusy(path.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let dir = SpoolDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+            in_use: Mutex::new(HashSet::new()),
+        };
+        dir.clean_leftovers()?;
+        Ok(Arc::new(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Claim `id` for this process; `None` when it is claimed already.
+    pub(crate) fn claim(self: &Arc<Self>, id: &str) -> Option<SpoolClaim> {
+        lock(&self.in_use)
+            .insert(id.to_string())
+            .then(|| SpoolClaim {
+                dir: Arc::clone(self),
+                id: id.to_string(),
+            })
+    }
+
+    pub(crate) fn spool_path(&self, id: &str) -> PathBuf {
+        self.path.join(format!("{id}.{SPOOL_EXT}"))
+    }
+
+    pub(crate) fn journal_path(&self, id: &str) -> PathBuf {
+        self.path.join(format!("{id}.{JOURNAL_EXT}"))
+    }
+
+    /// Ids of every spool that has a journal record, sorted (stable recovery order).
+    pub(crate) fn journaled_ids(&self) -> WriteResult<Vec<String>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.path)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_suffix(&format!(".{JOURNAL_EXT}")) {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Remove spools without a record, records without a spool, and temp files. Only called
+    /// while holding the lock and before any spool of this run exists.
+    fn clean_leftovers(&self) -> WriteResult<()> {
+        let mut spools = Vec::new();
+        let mut journals = Vec::new();
+        for entry in std::fs::read_dir(&self.path)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(&format!(".{TEMP_EXT}")) {
+                tracing::debug!(file = %name, "removing a half-written journal temp file");
+                remove_if_exists(&entry.path())?;
+            } else if let Some(id) = name.strip_suffix(&format!(".{SPOOL_EXT}")) {
+                spools.push(id.to_string());
+            } else if let Some(id) = name.strip_suffix(&format!(".{JOURNAL_EXT}")) {
+                journals.push(id.to_string());
+            }
+        }
+        for id in &spools {
+            if !journals.contains(id) {
+                tracing::debug!(spool = %id, "removing a clean spool left by an earlier run");
+                remove_if_exists(&self.spool_path(id))?;
+            }
+        }
+        for id in &journals {
+            if !spools.contains(id) {
+                tracing::warn!(
+                    spool = %id,
+                    "journal record without its spool file: the unsaved bytes are lost; removing the record"
+                );
+                remove_if_exists(&self.journal_path(id))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Remove a file, treating "already gone" as success.
+pub(crate) fn remove_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+#[derive(Debug)]
+struct SpoolState {
+    /// Logical length (the local file is kept at this length too).
+    len: u64,
+    /// `[0, remote_limit)` must come from the remote source; only ever shrinks.
+    remote_limit: u64,
+    /// `[0, filled_to)` has been copied from the remote.
+    filled_to: u64,
+    /// Bumped by every mutation.
+    generation: u64,
+}
+
+impl SpoolState {
+    fn filled(&self) -> bool {
+        self.filled_to >= self.remote_limit
+    }
+}
+
+/// One file's bytes on local disk.
+pub struct Spool {
+    id: String,
+    /// Keeps recovery away from this spool while it exists.
+    _claim: SpoolClaim,
+    path: PathBuf,
+    file: Arc<File>,
+    state: Arc<Mutex<SpoolState>>,
+    source: Option<Arc<dyn RemoteBytes>>,
+    /// Serializes fills; the only lock here held across an `.await`.
+    fill_gate: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Spool {
+    /// A new empty spool (a new file, or an existing one opened with `O_TRUNC`).
+    pub fn create(dir: &Arc<SpoolDir>) -> WriteResult<Spool> {
+        Self::create_with(dir, 0, None)
+    }
+
+    /// A spool standing for a remote file of `remote_len` bytes, filled from `source` only when
+    /// a mutation first needs the old bytes.
+    pub fn create_lazy(
+        dir: &Arc<SpoolDir>,
+        remote_len: u64,
+        source: Arc<dyn RemoteBytes>,
+    ) -> WriteResult<Spool> {
+        Self::create_with(dir, remote_len, Some(source))
+    }
+
+    fn create_with(
+        dir: &Arc<SpoolDir>,
+        remote_len: u64,
+        source: Option<Arc<dyn RemoteBytes>>,
+    ) -> WriteResult<Spool> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let claim = dir
+            .claim(&id)
+            .ok_or_else(|| std::io::Error::other("spool id collision"))?;
+        let path = dir.spool_path(&id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&path)?;
+        // Sparse: reserves nothing on disk, and keeps pread within the file for the parts the
+        // fill has not reached (those are never served from here before they are filled).
+        file.set_len(remote_len)?;
+        let remote_limit = if source.is_some() { remote_len } else { 0 };
+        Ok(Spool {
+            id,
+            _claim: claim,
+            path,
+            file: Arc::new(file),
+            state: Arc::new(Mutex::new(SpoolState {
+                len: remote_len,
+                remote_limit,
+                filled_to: 0,
+                generation: 0,
+            })),
+            source,
+            fill_gate: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn state(&self) -> MutexGuard<'_, SpoolState> {
+        lock(&self.state)
+    }
+
+    /// Current logical length.
+    pub fn len(&self) -> u64 {
+        self.state().len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bumped by every write and `set_len`.
+    pub fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// Whether every byte is on local disk (no remote bytes still to copy).
+    pub fn is_filled(&self) -> bool {
+        self.state().filled()
+    }
+
+    /// Copy the remote bytes still missing, in [`FILL_BLOCK`] pieces. Idempotent; a failed fill
+    /// keeps what was copied and resumes there next time.
+    pub async fn ensure_filled(&self) -> WriteResult<()> {
+        if self.state().filled() {
+            return Ok(());
+        }
+        let Some(source) = &self.source else {
+            return Ok(());
+        };
+        let _gate = self.fill_gate.lock().await;
+        loop {
+            let (from, to) = {
+                let st = self.state();
+                if st.filled() {
+                    return Ok(());
+                }
+                (
+                    st.filled_to,
+                    (st.filled_to + FILL_BLOCK).min(st.remote_limit),
+                )
+            };
+            let bytes = source.fetch(from..to).await?;
+            if bytes.len() as u64 != to - from {
+                return Err(WriteError::Protocol(format!(
+                    "remote source returned {} bytes for range {from}..{to}",
+                    bytes.len()
+                )));
+            }
+            let file = Arc::clone(&self.file);
+            let state = Arc::clone(&self.state);
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let mut st = lock(&state);
+                // A truncate may have lowered the limit while this piece was in flight.
+                let end = to.min(st.remote_limit);
+                if end > from {
+                    // `end - from <= bytes.len()`, checked above.
+                    file.write_all_at(&bytes[..(end - from) as usize], from)?;
+                }
+                // `[0, min(to, limit))` is now local; when the limit fell below `from`, all that
+                // is still needed was already there.
+                st.filled_to = st.filled_to.max(to.min(st.remote_limit.max(from)));
+                Ok(())
+            })
+            .await
+            .map_err(join_error)??;
+        }
+    }
+
+    /// Write `data` at `offset`, growing the file (sparsely) if needed. Fills first when the
+    /// spool is based on a remote file. Returns the new generation.
+    pub async fn write(&self, offset: u64, data: &[u8]) -> WriteResult<u64> {
+        let end = offset.checked_add(data.len() as u64).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "write past the largest offset",
+            )
+        })?;
+        self.ensure_filled().await?;
+        // A small direct call: `data` is one kernel write (at most FUSE's max_write), going to
+        // the page cache.
+        let mut st = self.state();
+        self.file.write_all_at(data, offset)?;
+        st.len = st.len.max(end);
+        st.generation += 1;
+        Ok(st.generation)
+    }
+
+    /// Read up to `size` bytes at `offset` (short at the end of the file).
+    pub async fn read(&self, offset: u64, size: u32) -> WriteResult<Bytes> {
+        let (len, filled_to, remote_limit) = {
+            let st = self.state();
+            (st.len, st.filled_to, st.remote_limit)
+        };
+        if offset >= len || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = offset.saturating_add(u64::from(size)).min(len);
+        let local_end = if filled_to >= remote_limit {
+            end
+        } else {
+            end.min(filled_to)
+        };
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        if local_end > offset {
+            out.resize((local_end - offset) as usize, 0);
+            // Small direct call: at most one kernel read.
+            self.file.read_exact_at(&mut out, offset)?;
+        }
+        if local_end < end {
+            // Not filled yet, so nothing was written: the rest is the remote's bytes.
+            let from = offset.max(local_end);
+            let remote_end = end.min(remote_limit);
+            if remote_end > from {
+                let source = self.source.as_ref().ok_or_else(|| {
+                    WriteError::Protocol("unfilled spool without a remote source".into())
+                })?;
+                let bytes = source.fetch(from..remote_end).await?;
+                if bytes.len() as u64 != remote_end - from {
+                    return Err(WriteError::Protocol(format!(
+                        "remote source returned {} bytes for range {from}..{remote_end}",
+                        bytes.len()
+                    )));
+                }
+                out.extend_from_slice(&bytes);
+            }
+            // Past the remote's end (cannot happen before a mutation, kept for safety): zeros.
+            out.resize((end - offset) as usize, 0);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Truncate or extend to `new_len`. Fills only `[0, new_len)` of the remote bytes first.
+    /// Returns the new generation.
+    pub async fn set_len(&self, new_len: u64) -> WriteResult<u64> {
+        {
+            let mut st = self.state();
+            st.remote_limit = st.remote_limit.min(new_len);
+        }
+        self.ensure_filled().await?;
+        let file = Arc::clone(&self.file);
+        let state = Arc::clone(&self.state);
+        let generation = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let mut st = lock(&state);
+            file.set_len(new_len)?;
+            st.len = new_len;
+            st.generation += 1;
+            Ok(st.generation)
+        })
+        .await
+        .map_err(join_error)??;
+        Ok(generation)
+    }
+
+    /// fsync(2) the spool file (local durability of what was written so far).
+    pub async fn sync(&self) -> WriteResult<()> {
+        let file = Arc::clone(&self.file);
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(join_error)??;
+        Ok(())
+    }
+
+    /// What the uploader reads from: the file and its length now.
+    pub fn part_source(&self) -> PartSource {
+        PartSource::new(Arc::clone(&self.file), self.len())
+    }
+
+    /// Delete the spool file (the open descriptor stays valid until dropped).
+    pub fn remove(&self) -> WriteResult<()> {
+        remove_if_exists(&self.path)?;
+        Ok(())
+    }
+}
+
+/// Lock a std mutex, recovering from poisoning (the state stays consistent: every critical
+/// section updates it only after its I/O succeeded).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A blocking task that panicked or was cancelled, as an I/O error.
+pub(crate) fn join_error(e: tokio::task::JoinError) -> std::io::Error {
+    std::io::Error::other(format!("blocking spool task failed: {e}"))
+}

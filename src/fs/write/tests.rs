@@ -1,0 +1,1147 @@
+//! Tests of the write path against the in-memory [`MemApi`] double: no kernel, no network.
+//!
+//! Parallelism and memory bounds are checked by counting (parts held at a gate in the double,
+//! part buffers alive in the uploader), never by timing. The only timeouts turn a would-be hang
+//! (e.g. an uploader that never sends parts in parallel) into a failure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use crate::api::{FilesApi, Space};
+use crate::fs::FsError;
+use crate::fs::errno::to_errno;
+
+use super::test_api::MemApi;
+use super::*;
+
+/// Turns a hang into a failure; generous because the machine is shared.
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
+const SPACE: Space = Space::Machine(3);
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    dir: Arc<SpoolDir>,
+    api: Arc<MemApi>,
+    uploader: Uploader,
+}
+
+fn env(chunk_mb: u64, concurrency: usize) -> Env {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = SpoolDir::open(&tmp.path().join("mount-key")).expect("spool dir");
+    let api = MemApi::new();
+    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    let uploader = Uploader::new(dyn_api, UploadRegistry::new())
+        .with_chunk_size_mb(chunk_mb)
+        .with_concurrency(concurrency);
+    Env {
+        _tmp: tmp,
+        dir,
+        api,
+        uploader,
+    }
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v[..]);
+    v
+}
+
+fn target(name: &str) -> FileTarget {
+    FileTarget {
+        space: SPACE,
+        parent_id: None,
+        name: name.into(),
+        display_path: name.into(),
+    }
+}
+
+/// Every journal record in the folder.
+fn records(dir: &SpoolDir) -> Vec<JournalRecord> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir.path()).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.to_string_lossy().ends_with(".journal.json") {
+            out.push(JournalRecord::read(&p).expect("record"));
+        }
+    }
+    out
+}
+
+/// Spool files in the folder.
+fn spool_files(dir: &SpoolDir) -> usize {
+    std::fs::read_dir(dir.path())
+        .expect("read_dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "spool"))
+        })
+        .count()
+}
+
+fn errno_of(e: WriteError) -> i32 {
+    to_errno(&FsError::from(e))
+}
+
+#[tokio::test]
+async fn sizes_around_the_chunk_arrive_byte_identical() {
+    let e = env(1, 3);
+    let mib = MIB as usize;
+    let sizes = [0, 1, mib - 1, mib, mib + 1, 3 * mib + mib / 2];
+    for (i, &size) in sizes.iter().enumerate() {
+        let name = format!("file-{i}.bin");
+        let data = random_bytes(size, i as u64);
+        let f = SpooledFile::create_new(&e.dir, target(&name))
+            .await
+            .expect("create");
+        // Written in uneven pieces, like a program would.
+        let mut off = 0;
+        while off < size {
+            let n = (size - off).min(200_000 + i * 7);
+            assert_eq!(
+                f.write(off as u64, &data[off..off + n])
+                    .await
+                    .expect("write"),
+                n as u32
+            );
+            off += n;
+        }
+        let up = f
+            .upload(&e.uploader)
+            .await
+            .expect("upload")
+            .expect("was dirty");
+        assert_eq!(up.size, size as u64);
+        assert_eq!(
+            e.api.content(SPACE, None, &name).expect("listed"),
+            data,
+            "size {size}"
+        );
+        let req = e.api.creates().pop().expect("a create");
+        assert_eq!(
+            (req.size, req.chunk_size_mb, req.overwrite),
+            (Some(size as u64), Some(1), false)
+        );
+        assert_eq!(
+            req.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
+        assert!(!f.is_dirty());
+        assert!(records(&e.dir).is_empty(), "record removed after upload");
+        // A second flush has nothing to send.
+        assert_eq!(f.upload(&e.uploader).await.expect("noop"), None);
+    }
+    // One part per started MiB, and one (empty) part for the empty file.
+    let expected_parts: u32 = [1, 1, 1, 1, 2, 4].iter().sum();
+    assert_eq!(e.api.parts_ok(), expected_parts);
+    assert_eq!(e.api.completes(), sizes.len() as u32);
+}
+
+#[tokio::test]
+async fn the_part_url_count_is_checked_and_none_is_tolerated_for_empty_files() {
+    let e = env(1, 2);
+    e.api.set_no_url_for_empty(true);
+    let f = SpooledFile::create_new(&e.dir, target("empty"))
+        .await
+        .expect("create");
+    f.upload(&e.uploader).await.expect("upload").expect("dirty");
+    assert_eq!(e.api.content(SPACE, None, "empty").expect("listed"), b"");
+    assert_eq!(e.api.part_calls(), 0);
+    // A part count that does not fit the size stops before any byte is sent.
+    e.api.set_no_url_for_empty(false);
+    e.api.set_extra_url(true);
+    let g = SpooledFile::create_new(&e.dir, target("one"))
+        .await
+        .expect("create");
+    g.write(0, b"x").await.expect("write");
+    let err = g.upload(&e.uploader).await.expect_err("wrong URL count");
+    assert!(matches!(err, WriteError::Protocol(_)), "{err:?}");
+    assert_eq!(errno_of(err), libc::EIO);
+    assert_eq!((e.api.part_calls(), e.api.completes()), (0, 1));
+    assert!(g.is_dirty());
+}
+
+#[tokio::test]
+async fn content_type_follows_the_extension() {
+    let e = env(1, 2);
+    let f = SpooledFile::create_new(&e.dir, target("notes.TXT"))
+        .await
+        .expect("create");
+    f.write(0, b"hello").await.expect("write");
+    f.upload(&e.uploader).await.expect("upload");
+    assert_eq!(
+        e.api.content_type_of(SPACE, None, "notes.TXT").as_deref(),
+        Some("text/plain")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_go_in_parallel_but_never_more_than_concurrency() {
+    let e = env(1, 4);
+    let data = random_bytes(10 * MIB as usize, 7);
+    let path = e.dir.path().join("plain-source");
+    std::fs::write(&path, &data).expect("source");
+    let source = PartSource::open(&path).expect("open");
+    e.api.hold_parts();
+    let ticket = e.uploader.registry().register("big.bin", source.len());
+    let progress = Arc::clone(ticket.progress());
+    let uploader = e.uploader.clone();
+    let tgt = UploadTarget {
+        space: SPACE,
+        parent_id: None,
+        name: "big.bin".into(),
+        content_type: None,
+        overwrite: false,
+    };
+    let task =
+        tokio::spawn(async move { uploader.upload_tracked(source, &tgt, &ticket, None).await });
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(4))
+        .await
+        .expect("4 parts in flight at once");
+    assert_eq!(e.api.in_flight(), 4);
+    assert_eq!(
+        e.uploader.registry().active()[0].state,
+        UploadState::Sending
+    );
+    // Let them through one at a time: each release makes room for exactly one more.
+    for done in 1..=10 {
+        e.api.release(1);
+        if done <= 6 {
+            tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(4 + done))
+                .await
+                .expect("next part");
+        }
+        assert!(e.api.in_flight() <= 4);
+    }
+    let up = tokio::time::timeout(HANG_GUARD, task)
+        .await
+        .expect("finishes")
+        .expect("joined")
+        .expect("upload");
+    assert_eq!(up.size, data.len() as u64);
+    assert_eq!(e.api.max_in_flight(), 4);
+    assert!(
+        progress.max_parts_in_memory() <= 4,
+        "{}",
+        progress.max_parts_in_memory()
+    );
+    assert_eq!(progress.bytes_sent(), data.len() as u64);
+    assert_eq!(e.api.content(SPACE, None, "big.bin").expect("listed"), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_in_memory_stay_within_concurrency() {
+    let e = env(1, 2);
+    let data = random_bytes(9 * MIB as usize + 3, 8);
+    let f = SpooledFile::create_new(&e.dir, target("mem.bin"))
+        .await
+        .expect("create");
+    f.write(0, &data).await.expect("write");
+    let ticket = e.uploader.registry().register("mem.bin", f.len());
+    let tgt = UploadTarget {
+        space: SPACE,
+        parent_id: None,
+        name: "mem.bin".into(),
+        content_type: None,
+        overwrite: false,
+    };
+    e.uploader
+        .upload_tracked(f.spool().part_source(), &tgt, &ticket, None)
+        .await
+        .expect("upload");
+    let max = ticket.progress().max_parts_in_memory();
+    assert!((1..=2).contains(&max), "parts in memory at once: {max}");
+    assert!(e.api.max_in_flight() <= 2);
+    assert_eq!(e.api.content(SPACE, None, "mem.bin").expect("listed"), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_part_budget_is_shared_by_all_uploads() {
+    let e = env(1, 2);
+    let uploader = e.uploader.clone().with_total_parts(3);
+    let mut files = Vec::new();
+    for (i, name) in ["one.bin", "two.bin"].iter().enumerate() {
+        let f = SpooledFile::create_new(&e.dir, target(name))
+            .await
+            .expect("create");
+        f.write(0, &random_bytes(4 * MIB as usize, 20 + i as u64))
+            .await
+            .expect("write");
+        files.push(f);
+    }
+    e.api.hold_parts();
+    let tasks: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let (f, u) = (Arc::clone(f), uploader.clone());
+            tokio::spawn(async move { f.upload(&u).await })
+        })
+        .collect();
+    // Each upload alone may have 2 parts out; together they may have 3, not 4.
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(3))
+        .await
+        .expect("3 parts out");
+    assert_eq!(e.api.in_flight(), 3);
+    e.api.open_gate();
+    for t in tasks {
+        t.await.expect("joined").expect("upload").expect("dirty");
+    }
+    assert_eq!(e.api.max_in_flight(), 3);
+}
+
+#[tokio::test]
+async fn quota_full_is_enospc_and_keeps_the_spool() {
+    let e = env(1, 2);
+    e.api.set_quota(MIB);
+    let data = random_bytes(2 * MIB as usize, 9);
+    let f = SpooledFile::create_new(&e.dir, target("big.dat"))
+        .await
+        .expect("create");
+    f.write(0, &data).await.expect("write");
+    let err = f.upload(&e.uploader).await.expect_err("quota");
+    assert_eq!(errno_of(err), libc::ENOSPC);
+    assert!(f.is_dirty());
+    let recs = records(&e.dir);
+    assert_eq!(recs.len(), 1);
+    // Refused at create: the record still says dirty (no attempt id to remember).
+    assert_eq!(
+        (
+            recs[0].name.as_str(),
+            recs[0].state,
+            recs[0].pending_upload_id
+        ),
+        ("big.dat", JournalState::Dirty, None)
+    );
+    assert_eq!(spool_files(&e.dir), 1);
+    let failed = e.uploader.registry().recent();
+    assert_eq!(failed[0].state, UploadState::Failed);
+    // Room again: the next flush succeeds from the kept spool.
+    e.api.set_quota(1 << 30);
+    f.upload(&e.uploader).await.expect("upload").expect("dirty");
+    assert_eq!(e.api.content(SPACE, None, "big.dat").expect("listed"), data);
+    assert!(records(&e.dir).is_empty());
+}
+
+#[tokio::test]
+async fn quota_exceeded_at_complete_is_enospc_too() {
+    let e = env(1, 2);
+    let f = SpooledFile::create_new(&e.dir, target("x.bin"))
+        .await
+        .expect("create");
+    f.write(0, &random_bytes(MIB as usize, 1))
+        .await
+        .expect("write");
+    // Fits at create, but someone else fills the storage before complete.
+    e.api.set_quota(MIB + 10);
+    e.api.hold_parts();
+    let api = Arc::clone(&e.api);
+    let filler = tokio::spawn(async move {
+        api.wait_arrivals(1).await;
+        api.put_file(Space::Shared, None, "other", &[0u8; 20]);
+        api.open_gate();
+    });
+    let err = f.upload(&e.uploader).await.expect_err("quota at complete");
+    filler.await.expect("filler");
+    assert_eq!(errno_of(err), libc::ENOSPC);
+    assert_eq!(records(&e.dir).len(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_part_is_eio_and_keeps_the_journal() {
+    let e = env(1, 2);
+    e.api.fail_part(Some(2));
+    let data = random_bytes(3 * MIB as usize, 10);
+    let f = SpooledFile::create_new(&e.dir, target("fail.bin"))
+        .await
+        .expect("create");
+    f.write(0, &data).await.expect("write");
+    let err = f.upload(&e.uploader).await.expect_err("part 2 fails");
+    assert_eq!(errno_of(err), libc::EIO);
+    assert_eq!(e.api.completes(), 0);
+    assert!(
+        e.api.entry(SPACE, None, "fail.bin").is_none(),
+        "never listed"
+    );
+    let recs = records(&e.dir);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].state, JournalState::Uploading);
+    let created = e.api.creates().len();
+    assert_eq!(created, 1);
+    assert!(recs[0].pending_upload_id.is_some());
+    // The fault goes away: the next flush uploads.
+    e.api.fail_part(None);
+    f.upload(&e.uploader).await.expect("retry").expect("dirty");
+    assert_eq!(
+        e.api.content(SPACE, None, "fail.bin").expect("listed"),
+        data
+    );
+}
+
+#[tokio::test]
+async fn a_refused_part_link_restarts_from_create_once() {
+    let e = env(1, 1);
+    let data = random_bytes(2 * MIB as usize, 11);
+    let f = SpooledFile::create_new(&e.dir, target("r.bin"))
+        .await
+        .expect("create");
+    f.write(0, &data).await.expect("write");
+    e.api.refuse_next_parts(1);
+    f.upload(&e.uploader)
+        .await
+        .expect("restart works")
+        .expect("dirty");
+    assert_eq!(e.api.creates().len(), 2);
+    // One refused PUT, then both parts of the fresh upload.
+    assert_eq!(e.api.part_calls(), 3);
+    assert_eq!(e.api.content(SPACE, None, "r.bin").expect("listed"), data);
+    // Refused again after the restart: give up, EIO.
+    f.write(0, b"x").await.expect("write");
+    e.api.refuse_next_parts(10);
+    let err = f.upload(&e.uploader).await.expect_err("refused twice");
+    assert_eq!(errno_of(err), libc::EIO);
+    assert_eq!(e.api.creates().len(), 4);
+    assert_eq!(
+        e.api.part_calls(),
+        5,
+        "the first part of each attempt, then it stops"
+    );
+}
+
+#[tokio::test]
+async fn an_existing_name_without_base_is_eexist() {
+    let e = env(1, 2);
+    e.api.put_file(SPACE, None, "taken.txt", b"theirs");
+    let f = SpooledFile::create_new(&e.dir, target("taken.txt"))
+        .await
+        .expect("create");
+    f.write(0, b"mine").await.expect("write");
+    let err = f.upload(&e.uploader).await.expect_err("exists");
+    assert_eq!(errno_of(err), libc::EEXIST);
+    assert_eq!(
+        e.api.content(SPACE, None, "taken.txt").expect("listed"),
+        b"theirs"
+    );
+}
+
+#[tokio::test]
+async fn truncating_open_replaces_the_remote_file() {
+    let e = env(1, 2);
+    let old = e.api.put_file(SPACE, None, "t.txt", b"old content");
+    let f = SpooledFile::create_truncated(&e.dir, target("t.txt"), RemoteBase::from_entry(&old))
+        .await
+        .expect("create");
+    // Opened with O_TRUNC and closed without a write: the file becomes empty.
+    f.upload(&e.uploader).await.expect("upload").expect("dirty");
+    assert_eq!(e.api.content(SPACE, None, "t.txt").expect("listed"), b"");
+    assert!(e.api.creates()[0].overwrite);
+}
+
+#[tokio::test]
+async fn lazy_fill_only_when_a_mutation_needs_the_old_bytes() {
+    let e = env(1, 2);
+    let original = random_bytes(3 * MIB as usize + 17, 12);
+    let entry = e.api.put_file(SPACE, None, "doc.bin", &original);
+    let dyn_api: Arc<dyn FilesApi> = e.api.clone();
+    let f = SpooledFile::open_existing(
+        &e.dir,
+        target("doc.bin"),
+        RemoteBase::from_entry(&entry),
+        ApiRemote::new(dyn_api, entry.id),
+    )
+    .expect("open");
+    assert_eq!(f.len(), original.len() as u64);
+    assert!(!f.is_dirty());
+    assert!(!f.spool().is_filled());
+    assert_eq!(
+        Some(f.modified()),
+        entry.modified,
+        "the server's time until written"
+    );
+    assert_eq!(e.api.bytes_fetched(), 0, "opening fetches nothing");
+    // A read before any write passes through, fetching only what was asked.
+    let got = f.read(MIB + 3, 100).await.expect("read");
+    assert_eq!(&got[..], &original[MIB as usize + 3..MIB as usize + 103]);
+    assert_eq!(e.api.bytes_fetched(), 100);
+    assert!(!f.spool().is_filled());
+    assert!(records(&e.dir).is_empty(), "no record while clean");
+    // A partial overwrite without O_TRUNC needs the old bytes around it.
+    f.write(MIB + 5, b"PATCH").await.expect("write");
+    assert!(
+        Some(f.modified()) > entry.modified,
+        "a write moves the local time"
+    );
+    assert!(f.spool().is_filled());
+    assert_eq!(e.api.bytes_fetched(), 100 + original.len() as u64);
+    let recs = records(&e.dir);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].base, Some(RemoteBase::from_entry(&entry)));
+    // Read-after-write comes from the spool.
+    assert_eq!(
+        &f.read(MIB + 4, 7).await.expect("read")[..],
+        &[
+            original[MIB as usize + 4],
+            b'P',
+            b'A',
+            b'T',
+            b'C',
+            b'H',
+            original[MIB as usize + 10]
+        ]
+    );
+    f.upload(&e.uploader).await.expect("upload").expect("dirty");
+    let mut expected = original.clone();
+    expected[MIB as usize + 5..MIB as usize + 10].copy_from_slice(b"PATCH");
+    assert_eq!(
+        e.api.content(SPACE, None, "doc.bin").expect("listed"),
+        expected
+    );
+    assert!(
+        e.api.creates()[0].overwrite,
+        "replacing the file it was opened from"
+    );
+}
+
+#[tokio::test]
+async fn the_fill_survives_an_expired_download_link() {
+    let e = env(1, 2);
+    let original = random_bytes(5 * MIB as usize, 16);
+    let entry = e.api.put_file(SPACE, None, "long.bin", &original);
+    let dyn_api: Arc<dyn FilesApi> = e.api.clone();
+    let f = SpooledFile::open_existing(
+        &e.dir,
+        target("long.bin"),
+        RemoteBase::from_entry(&entry),
+        ApiRemote::new(dyn_api, entry.id),
+    )
+    .expect("open");
+    assert_eq!(&f.read(0, 4).await.expect("read")[..], &original[..4]);
+    assert_eq!(e.api.file_links(), 1);
+    e.api.expire_links();
+    f.write(original.len() as u64, b"tail")
+        .await
+        .expect("append after a fill");
+    assert_eq!(e.api.file_links(), 2, "one fresh link after the refusal");
+    f.upload(&e.uploader).await.expect("upload");
+    let mut expected = original;
+    expected.extend_from_slice(b"tail");
+    assert_eq!(
+        e.api.content(SPACE, None, "long.bin").expect("listed"),
+        expected
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_flushes_at_once_upload_once() {
+    let e = env(1, 2);
+    let f = SpooledFile::create_new(&e.dir, target("twice.txt"))
+        .await
+        .expect("create");
+    f.write(0, b"once").await.expect("write");
+    e.api.hold_parts();
+    let (f1, u1) = (Arc::clone(&f), e.uploader.clone());
+    let first = tokio::spawn(async move { f1.upload(&u1).await });
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(1))
+        .await
+        .expect("first sending");
+    let (f2, u2) = (Arc::clone(&f), e.uploader.clone());
+    let second = tokio::spawn(async move { f2.upload(&u2).await });
+    // The second flush is queued behind the first (registered, waiting at the file's gate).
+    let registry = Arc::clone(e.uploader.registry());
+    tokio::time::timeout(HANG_GUARD, async {
+        while registry.active().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("second flush queued");
+    assert_eq!(registry.active()[1].state, UploadState::Queued);
+    e.api.open_gate();
+    let a = first.await.expect("joined").expect("first");
+    let b = second.await.expect("joined").expect("second");
+    assert!(a.is_some());
+    assert_eq!(b, None, "the second found the file clean");
+    assert_eq!(e.api.creates().len(), 1);
+    assert_eq!(
+        e.api.content(SPACE, None, "twice.txt").expect("listed"),
+        b"once"
+    );
+}
+
+#[tokio::test]
+async fn truncate_fills_only_the_kept_prefix() {
+    let e = env(1, 2);
+    let original = random_bytes(2 * MIB as usize, 13);
+    let entry = e.api.put_file(SPACE, None, "cut.bin", &original);
+    let dyn_api: Arc<dyn FilesApi> = e.api.clone();
+    let f = SpooledFile::open_existing(
+        &e.dir,
+        target("cut.bin"),
+        RemoteBase::from_entry(&entry),
+        ApiRemote::new(dyn_api, entry.id),
+    )
+    .expect("open");
+    f.set_len(1000).await.expect("truncate");
+    assert_eq!(e.api.bytes_fetched(), 1000);
+    // Growing again reads as zeros, not as the old remote bytes.
+    f.set_len(3000).await.expect("extend");
+    let got = f.read(0, 4000).await.expect("read");
+    assert_eq!(got.len(), 3000);
+    assert_eq!(&got[..1000], &original[..1000]);
+    assert!(got[1000..].iter().all(|b| *b == 0));
+    f.upload(&e.uploader).await.expect("upload");
+    assert_eq!(
+        e.api.content(SPACE, None, "cut.bin").expect("listed"),
+        got.to_vec()
+    );
+}
+
+#[tokio::test]
+async fn sparse_writes_read_back_zeros_in_the_hole() {
+    let e = env(1, 2);
+    let f = SpooledFile::create_new(&e.dir, target("sparse"))
+        .await
+        .expect("create");
+    f.write(5000, b"end").await.expect("write");
+    assert_eq!(f.len(), 5003);
+    let got = f.read(0, 10_000).await.expect("read");
+    assert_eq!(got.len(), 5003);
+    assert!(got[..5000].iter().all(|b| *b == 0));
+    assert_eq!(&got[5000..], b"end");
+    assert!(f.read(5003, 10).await.expect("eof").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_an_upload_keep_the_file_dirty() {
+    let e = env(1, 2);
+    let f = SpooledFile::create_new(&e.dir, target("live.txt"))
+        .await
+        .expect("create");
+    f.write(0, b"version one").await.expect("write");
+    e.api.hold_parts();
+    let (f2, up) = (Arc::clone(&f), e.uploader.clone());
+    let task = tokio::spawn(async move { f2.upload(&up).await });
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(1))
+        .await
+        .expect("part sent");
+    f.write(8, b"two").await.expect("write during upload");
+    e.api.open_gate();
+    task.await.expect("joined").expect("upload").expect("dirty");
+    assert!(f.is_dirty(), "the newer bytes are not uploaded yet");
+    let recs = records(&e.dir);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].state, JournalState::Dirty);
+    f.upload(&e.uploader).await.expect("upload").expect("dirty");
+    assert_eq!(
+        e.api.content(SPACE, None, "live.txt").expect("listed"),
+        b"version two"
+    );
+    assert!(!f.is_dirty());
+    assert!(records(&e.dir).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_upload_then_recover_uploads() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spool_dir = tmp.path().join("m");
+    let api = MemApi::new();
+    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    let data = random_bytes(3 * MIB as usize + 5, 14);
+    {
+        let dir = SpoolDir::open(&spool_dir).expect("dir");
+        let uploader =
+            Uploader::new(Arc::clone(&dyn_api), UploadRegistry::new()).with_chunk_size_mb(1);
+        let f = SpooledFile::create_new(&dir, target("crash.bin"))
+            .await
+            .expect("create");
+        f.write(0, &data).await.expect("write");
+        api.hold_parts();
+        let (f2, up) = (Arc::clone(&f), uploader.clone());
+        let task = tokio::spawn(async move { f2.upload(&up).await });
+        tokio::time::timeout(HANG_GUARD, api.wait_arrivals(2))
+            .await
+            .expect("parts sent");
+        // The "crash": the upload future is dropped mid-flight and the mount goes away.
+        task.abort();
+        assert!(task.await.expect_err("aborted").is_cancelled());
+        assert_eq!(
+            uploader.registry().recent()[0].state,
+            UploadState::Cancelled
+        );
+        let recs = records(&dir);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(
+            recs[0].state,
+            JournalState::Uploading,
+            "the journal says not done"
+        );
+        drop(f);
+        drop(dir);
+    }
+    assert!(api.entry(SPACE, None, "crash.bin").is_none());
+    api.open_gate();
+    // The next mount.
+    let dir = SpoolDir::open(&spool_dir).expect("dir again");
+    let uploader = Uploader::new(Arc::clone(&dyn_api), UploadRegistry::new()).with_chunk_size_mb(1);
+    let pending = recover(&dir, dyn_api.as_ref()).await.expect("recover");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].action,
+        RecoveryAction::Upload { overwrite: false }
+    );
+    assert_eq!(pending[0].record.name, "crash.bin");
+    let done = pending
+        .into_iter()
+        .next()
+        .expect("one")
+        .run(&uploader)
+        .await
+        .expect("recovered upload");
+    assert_eq!(done.size, data.len() as u64);
+    assert_eq!(api.content(SPACE, None, "crash.bin").expect("listed"), data);
+    assert!(records(&dir).is_empty());
+    assert_eq!(spool_files(&dir), 0);
+    // Nothing left for a third mount.
+    assert!(
+        recover(&dir, dyn_api.as_ref())
+            .await
+            .expect("recover")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn recover_makes_a_conflict_copy_when_the_remote_changed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spool_dir = tmp.path().join("m");
+    let api = MemApi::new();
+    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    let folder = api.mkdir(SPACE, None, "Projects");
+    let entry = api.put_file(SPACE, Some(folder), "report.txt", b"the original text");
+    let tgt = FileTarget {
+        space: SPACE,
+        parent_id: Some(folder),
+        name: "report.txt".into(),
+        display_path: "Projects/report.txt".into(),
+    };
+    {
+        let dir = SpoolDir::open(&spool_dir).expect("dir");
+        let f = SpooledFile::open_existing(
+            &dir,
+            tgt,
+            RemoteBase::from_entry(&entry),
+            ApiRemote::new(Arc::clone(&dyn_api), entry.id),
+        )
+        .expect("open");
+        f.write(4, b"EDITED").await.expect("write");
+        // Crash before any flush: the dirty spool and its record stay.
+        drop(f);
+        drop(dir);
+    }
+    // Meanwhile someone else changes the file.
+    api.put_file(SPACE, Some(folder), "report.txt", b"their newer text");
+    let dir = SpoolDir::open(&spool_dir).expect("dir again");
+    let pending = recover(&dir, dyn_api.as_ref()).await.expect("recover");
+    assert_eq!(pending.len(), 1);
+    let RecoveryAction::ConflictCopy { parent_id, name } = &pending[0].action else {
+        panic!("expected a conflict copy, got {:?}", pending[0].action);
+    };
+    assert_eq!(*parent_id, Some(folder));
+    assert!(
+        name.starts_with("report (conflict ") && name.ends_with(").txt"),
+        "{name}"
+    );
+    let name = name.clone();
+    let uploader = Uploader::new(Arc::clone(&dyn_api), UploadRegistry::new());
+    pending
+        .into_iter()
+        .next()
+        .expect("one")
+        .run(&uploader)
+        .await
+        .expect("upload");
+    assert_eq!(
+        api.content(SPACE, Some(folder), "report.txt")
+            .expect("theirs"),
+        b"their newer text"
+    );
+    assert_eq!(
+        api.content(SPACE, Some(folder), &name).expect("ours"),
+        b"the EDITEDal text"
+    );
+    assert!(records(&dir).is_empty());
+}
+
+#[tokio::test]
+async fn recover_overwrites_when_the_remote_is_unchanged() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let api = MemApi::new();
+    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    let entry = api.put_file(SPACE, None, "same.txt", b"abcdef");
+    {
+        let dir = SpoolDir::open(tmp.path()).expect("dir");
+        let f = SpooledFile::open_existing(
+            &dir,
+            target("same.txt"),
+            RemoteBase::from_entry(&entry),
+            ApiRemote::new(Arc::clone(&dyn_api), entry.id),
+        )
+        .expect("open");
+        f.set_len(3).await.expect("truncate");
+        drop(f);
+    }
+    let dir = SpoolDir::open(tmp.path()).expect("dir");
+    let pending = recover(&dir, dyn_api.as_ref()).await.expect("recover");
+    assert_eq!(
+        pending[0].action,
+        RecoveryAction::Upload { overwrite: true }
+    );
+    let uploader = Uploader::new(Arc::clone(&dyn_api), UploadRegistry::new());
+    pending
+        .into_iter()
+        .next()
+        .expect("one")
+        .run(&uploader)
+        .await
+        .expect("upload");
+    assert_eq!(
+        api.content(SPACE, None, "same.txt").expect("listed"),
+        b"abc"
+    );
+    assert_eq!(api.names(SPACE, None), vec!["same.txt".to_string()]);
+}
+
+#[tokio::test]
+async fn recover_recognises_an_upload_that_completed_before_the_crash() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let api = MemApi::new();
+    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    let id;
+    {
+        let dir = SpoolDir::open(tmp.path()).expect("dir");
+        let f = SpooledFile::create_new(&dir, target("done.txt"))
+            .await
+            .expect("create");
+        f.write(0, b"complete").await.expect("write");
+        // Upload directly, as if the crash came between complete and the journal update:
+        // the record is left saying `uploading` with this attempt's id.
+        let ticket = UploadRegistry::new().register("done.txt", f.len());
+        let uploader = Uploader::new(Arc::clone(&dyn_api), UploadRegistry::new());
+        let tgt = UploadTarget {
+            space: SPACE,
+            parent_id: None,
+            name: "done.txt".into(),
+            content_type: None,
+            overwrite: false,
+        };
+        id = uploader
+            .upload_tracked(f.spool().part_source(), &tgt, &ticket, None)
+            .await
+            .expect("upload")
+            .id;
+        let mut rec = records(&dir).pop().expect("record");
+        rec.state = JournalState::Uploading;
+        rec.pending_upload_id = Some(id);
+        // What `SpooledFile::upload` journals when it starts.
+        rec.size = f.len();
+        rec.generation = f.generation();
+        rec.write_atomic(&dir).expect("write record");
+        drop(f);
+    }
+    let dir = SpoolDir::open(tmp.path()).expect("dir");
+    let pending = recover(&dir, dyn_api.as_ref()).await.expect("recover");
+    assert!(pending.is_empty(), "nothing to upload: {pending:?}");
+    assert!(records(&dir).is_empty());
+    assert_eq!(spool_files(&dir), 0);
+    assert_eq!(api.names(SPACE, None), vec!["done.txt".to_string()]);
+    assert_eq!(api.entry(SPACE, None, "done.txt").expect("listed").id, id);
+}
+
+#[tokio::test]
+async fn recover_skips_what_it_cannot_check_and_stops_when_the_service_is_down() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let api = MemApi::new();
+    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    {
+        let dir = SpoolDir::open(tmp.path()).expect("dir");
+        let gone = FileTarget {
+            space: Space::Machine(99),
+            parent_id: None,
+            name: "lost.txt".into(),
+            display_path: "lost.txt".into(),
+        };
+        let f = SpooledFile::create_new(&dir, gone).await.expect("create");
+        f.write(0, b"on a deleted machine").await.expect("write");
+        let g = SpooledFile::create_new(&dir, target("fine.txt"))
+            .await
+            .expect("create");
+        g.write(0, b"fine").await.expect("write");
+    }
+    let dir = SpoolDir::open(tmp.path()).expect("dir");
+    // Down: nothing decided, nothing changed.
+    api.set_lists_down(true);
+    let err = recover(&dir, dyn_api.as_ref())
+        .await
+        .expect_err("service down");
+    assert_eq!(errno_of(err), libc::EIO);
+    assert_eq!(records(&dir).len(), 2);
+    // Up again, but machine 99 is gone: that record is kept, the other one goes ahead.
+    api.set_lists_down(false);
+    api.remove_space(Space::Machine(99));
+    let pending = recover(&dir, dyn_api.as_ref()).await.expect("recover");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].record.name, "fine.txt");
+    let uploader = Uploader::new(Arc::clone(&dyn_api), UploadRegistry::new());
+    pending
+        .into_iter()
+        .next()
+        .expect("one")
+        .run(&uploader)
+        .await
+        .expect("upload");
+    let left = records(&dir);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].name, "lost.txt");
+    assert_eq!(spool_files(&dir), 1);
+}
+
+#[tokio::test]
+async fn recover_leaves_open_files_and_claimed_spools_alone() {
+    let e = env(1, 2);
+    let dyn_api: Arc<dyn FilesApi> = e.api.clone();
+    let open = SpooledFile::create_new(&e.dir, target("open.txt"))
+        .await
+        .expect("create");
+    open.write(0, b"still being written").await.expect("write");
+    assert!(
+        recover(&e.dir, dyn_api.as_ref())
+            .await
+            .expect("recover")
+            .is_empty(),
+        "in use"
+    );
+    // Closed with its upload failed: the kept spool is picked up by a later call.
+    e.api.set_quota(1);
+    assert!(open.upload(&e.uploader).await.is_err());
+    drop(open);
+    e.api.set_quota(1 << 30);
+    let first = recover(&e.dir, dyn_api.as_ref()).await.expect("recover");
+    assert_eq!(first.len(), 1);
+    // While that one is pending, a second call does not hand it out again.
+    assert!(
+        recover(&e.dir, dyn_api.as_ref())
+            .await
+            .expect("recover")
+            .is_empty()
+    );
+    first
+        .into_iter()
+        .next()
+        .expect("one")
+        .run(&e.uploader)
+        .await
+        .expect("upload");
+    assert_eq!(
+        e.api.content(SPACE, None, "open.txt").expect("listed"),
+        b"still being written"
+    );
+}
+
+#[tokio::test]
+async fn recover_puts_a_copy_at_the_root_when_the_folder_is_gone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let api = MemApi::new();
+    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    let folder = api.mkdir(SPACE, None, "Gone");
+    {
+        let dir = SpoolDir::open(tmp.path()).expect("dir");
+        let tgt = FileTarget {
+            space: SPACE,
+            parent_id: Some(folder),
+            name: "a.md".into(),
+            display_path: "Gone/a.md".into(),
+        };
+        let f = SpooledFile::create_new(&dir, tgt).await.expect("create");
+        f.write(0, b"# keep me").await.expect("write");
+        drop(f);
+    }
+    api.delete(folder).await.expect("delete folder");
+    let dir = SpoolDir::open(tmp.path()).expect("dir");
+    let pending = recover(&dir, dyn_api.as_ref()).await.expect("recover");
+    assert!(matches!(
+        &pending[0].action,
+        RecoveryAction::ConflictCopy {
+            parent_id: None,
+            ..
+        }
+    ));
+    let uploader = Uploader::new(Arc::clone(&dyn_api), UploadRegistry::new());
+    pending
+        .into_iter()
+        .next()
+        .expect("one")
+        .run(&uploader)
+        .await
+        .expect("upload");
+    let names = api.names(SPACE, None);
+    assert_eq!(names.len(), 1);
+    assert!(names[0].starts_with("a (conflict "), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_second_mount_of_the_same_folder_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let first = SpoolDir::open(tmp.path()).expect("first");
+    let err = SpoolDir::open(tmp.path()).expect_err("busy");
+    assert!(matches!(err, WriteError::CacheBusy(_)));
+    drop(first);
+    SpoolDir::open(tmp.path()).expect("free again");
+}
+
+#[tokio::test]
+async fn open_cleans_leftovers_without_data_to_upload() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        let dir = SpoolDir::open(tmp.path()).expect("dir");
+        std::fs::write(dir.path().join("aaaa.spool"), b"clean leftover").expect("spool");
+        std::fs::write(dir.path().join("bbbb.journal.json.tmp"), b"{").expect("tmp");
+        std::fs::write(dir.path().join("cccc.spool"), b"dirty").expect("spool");
+        std::fs::write(dir.path().join("cccc.journal.json"), b"not json").expect("bad record");
+    }
+    let dir = SpoolDir::open(tmp.path()).expect("dir");
+    assert!(!dir.path().join("aaaa.spool").exists());
+    assert!(!dir.path().join("bbbb.journal.json.tmp").exists());
+    // A damaged record is never deleted with its bytes: left for a person to look at.
+    assert!(dir.path().join("cccc.spool").exists());
+    let api = MemApi::new();
+    assert!(
+        recover(&dir, api.as_ref())
+            .await
+            .expect("recover")
+            .is_empty()
+    );
+    assert!(dir.path().join("cccc.journal.json").exists());
+}
+
+#[tokio::test]
+async fn clean_spools_are_removed_on_close_and_dirty_ones_kept() {
+    let e = env(1, 2);
+    let f = SpooledFile::create_new(&e.dir, target("a"))
+        .await
+        .expect("create");
+    f.write(0, b"1").await.expect("write");
+    f.upload(&e.uploader).await.expect("upload");
+    drop(f);
+    assert_eq!(spool_files(&e.dir), 0);
+    let g = SpooledFile::create_new(&e.dir, target("b"))
+        .await
+        .expect("create");
+    g.write(0, b"2").await.expect("write");
+    drop(g);
+    assert_eq!(spool_files(&e.dir), 1);
+    assert_eq!(records(&e.dir).len(), 1);
+}
+
+#[tokio::test]
+async fn discard_forgets_the_file() {
+    let e = env(1, 2);
+    let f = SpooledFile::create_new(&e.dir, target("gone.txt"))
+        .await
+        .expect("create");
+    f.write(0, b"bytes").await.expect("write");
+    f.discard().await.expect("discard");
+    assert!(records(&e.dir).is_empty());
+    assert_eq!(spool_files(&e.dir), 0);
+    // Still usable through the open descriptor (POSIX unlink semantics), never uploaded.
+    f.write(5, b"!").await.expect("write after unlink");
+    assert_eq!(&f.read(0, 10).await.expect("read")[..], b"bytes!");
+    assert_eq!(f.upload(&e.uploader).await.expect("noop"), None);
+    assert!(records(&e.dir).is_empty());
+    assert!(e.api.creates().is_empty());
+}
+
+#[tokio::test]
+async fn rename_uploads_under_the_new_name() {
+    let e = env(1, 2);
+    let f = SpooledFile::create_new(&e.dir, target("draft.txt"))
+        .await
+        .expect("create");
+    f.write(0, b"text").await.expect("write");
+    f.upload(&e.uploader).await.expect("upload");
+    let old = f.base().expect("uploaded");
+    f.retarget(target("final.txt"), None)
+        .await
+        .expect("retarget");
+    assert!(f.is_dirty());
+    assert_eq!(records(&e.dir)[0].name, "final.txt");
+    f.upload(&e.uploader).await.expect("upload").expect("dirty");
+    e.api.delete(old.id).await.expect("delete old");
+    assert_eq!(e.api.names(SPACE, None), vec!["final.txt".to_string()]);
+    assert_eq!(
+        e.api.content(SPACE, None, "final.txt").expect("listed"),
+        b"text"
+    );
+}
+
+#[tokio::test]
+async fn rename_of_a_clean_remote_file_copies_it() {
+    let e = env(1, 2);
+    let data = random_bytes(MIB as usize + 9, 15);
+    let entry = e.api.put_file(SPACE, None, "src.bin", &data);
+    let dyn_api: Arc<dyn FilesApi> = e.api.clone();
+    // No move in the API: a copy from the old file under the new name, then delete.
+    let f = SpooledFile::open_existing(
+        &e.dir,
+        target("dst.bin"),
+        RemoteBase::from_entry(&entry),
+        ApiRemote::new(dyn_api, entry.id),
+    )
+    .expect("open");
+    f.retarget(target("dst.bin"), None).await.expect("retarget");
+    f.upload(&e.uploader).await.expect("upload").expect("dirty");
+    e.api.delete(entry.id).await.expect("delete");
+    assert_eq!(e.api.names(SPACE, None), vec!["dst.bin".to_string()]);
+    assert_eq!(e.api.content(SPACE, None, "dst.bin").expect("listed"), data);
+}
+
+#[tokio::test]
+async fn recordings_are_not_writable() {
+    let e = env(1, 2);
+    let tgt = FileTarget {
+        space: Space::Recordings { machine: None },
+        parent_id: None,
+        name: "x.mp4".into(),
+        display_path: "x.mp4".into(),
+    };
+    let err = SpooledFile::create_new(&e.dir, tgt)
+        .await
+        .expect_err("read-only");
+    assert_eq!(errno_of(err), libc::EROFS);
+    assert_eq!(spool_files(&e.dir), 0);
+}
+
+#[test]
+fn mount_keys_differ_by_target_and_endpoint() {
+    use crate::fs::RootSpec;
+    let a = mount_key(&RootSpec::Space(Space::Machine(3)), "https://api.vagon.io");
+    assert!(a.starts_with("machine-3-"));
+    assert_eq!(
+        a,
+        mount_key(&RootSpec::Space(Space::Machine(3)), "https://api.vagon.io")
+    );
+    assert_ne!(
+        a,
+        mount_key(&RootSpec::Space(Space::Machine(3)), "http://127.0.0.1:8080")
+    );
+    assert_ne!(
+        a,
+        mount_key(&RootSpec::Space(Space::Machine(4)), "https://api.vagon.io")
+    );
+    assert!(mount_key(&RootSpec::All, "x").starts_with("all-"));
+    assert!(mount_key(&RootSpec::Space(Space::Shared), "x").starts_with("shared-"));
+    let base = std::path::Path::new("/c/vagonfs");
+    assert_eq!(mount_cache_dir(base, &a), base.join(&a));
+}

@@ -1,0 +1,800 @@
+//! `mount.vagonfs`: the helper `mount -t vagonfs SOURCE DIR -o OPTS` (and fstab, and systemd
+//! `.mount` units) run, and `vagonfs install-helper`, which installs it as a symlink to the
+//! `vagonfs` binary.
+//!
+//! mount(8) calls `/sbin/mount.vagonfs SOURCE DIR [-sfnv] [-o OPTS] [-t TYPE]`. The binary
+//! sees `mount.vagonfs` as its argv[0] ([`is_helper_invocation`]), and
+//! [`run_mount_helper`] turns the call into `vagonfs mount --daemon DIR <flags>` and execs it,
+//! so the daemon detaches once the mount is ready and mount(8) sees its success or failure.
+//!
+//! Subtle cases owned here:
+//! - mount passes generic options that mean nothing to a FUSE filesystem or belong to other
+//!   programs (`rw`, `defaults`, `_netdev`, `nofail`, `user=alice`, `x-systemd.*`, atime and
+//!   suid/dev/exec flags, ...): they are dropped; any other unknown option is refused (exit 1)
+//!   unless `-s` (sloppy) is given, in which case it is dropped with a warning;
+//! - options repeat in fstab merges: the last value wins (`ro,rw` is read-write), and a flag is
+//!   passed once, since the mount command refuses a repeated one;
+//! - option names are accepted with `_` or `-` and mapped to `--name-with-dashes`;
+//! - values are checked where a typo would otherwise surface far from the fstab line (uid,
+//!   gid, umask, upload_concurrency) and a flag given a value (`allow_other=1`) is refused;
+//! - `install_helper` never overwrites a file that is not a symlink, and replaces a symlink
+//!   atomically (a new link renamed over the old one).
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The helper's file name, as mount(8) looks for it.
+pub const HELPER_NAME: &str = "mount.vagonfs";
+/// Where `vagonfs install-helper` puts it by default.
+pub const DEFAULT_HELPER_PATH: &str = "/sbin/mount.vagonfs";
+
+/// mount(8)'s exit codes: incorrect invocation or permissions.
+pub const EXIT_USAGE: u8 = 1;
+/// mount(8)'s exit codes: mount failure.
+pub const EXIT_MOUNT_FAILURE: u8 = 32;
+
+const USAGE: &str = "usage: mount.vagonfs SOURCE DIR [-sfnv] [-o OPTIONS]\n\
+    SOURCE is machine:ID (one machine's storage), shared (the organization's shared storage) \
+    or all (everything);\n\
+    see `vagonfs mount --help` for the options (`-o uid=1000,allow_other,cache_size=1G`).";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("{0}\n{USAGE}")]
+    Usage(String),
+    #[error(
+        "unknown mount option {0:?} (vagonfs options: {known}; `-s` drops unknown options)",
+        known = known_options()
+    )]
+    UnknownOption(String),
+    #[error("mount option {option}: {reason}")]
+    BadValue { option: String, reason: String },
+    #[error("bad source {0:?}: expected machine:ID, shared or all")]
+    BadSource(String),
+    #[error("cannot start {exe}: {source}")]
+    Exec { exe: PathBuf, source: io::Error },
+    #[error("{0} exists and is not a symbolic link; refusing to replace it")]
+    NotASymlink(PathBuf),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl HelperError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        HelperError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// mount(8)'s exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            HelperError::Exec { .. } => EXIT_MOUNT_FAILURE,
+            _ => EXIT_USAGE,
+        }
+    }
+}
+
+/// What to mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Machine(u64),
+    Shared,
+    All,
+}
+
+impl Source {
+    pub fn parse(text: &str) -> Result<Self, HelperError> {
+        let bad = || HelperError::BadSource(text.to_string());
+        match text {
+            "shared" => Ok(Source::Shared),
+            "all" => Ok(Source::All),
+            _ => {
+                let id = text.strip_prefix("machine:").ok_or_else(bad)?;
+                match id.parse::<u64>() {
+                    Ok(id) if id > 0 => Ok(Source::Machine(id)),
+                    _ => Err(bad()),
+                }
+            }
+        }
+    }
+
+    /// The `vagonfs mount` flags that select this source.
+    pub fn flags(&self) -> Vec<String> {
+        match self {
+            Source::Machine(id) => vec!["--machine".into(), id.to_string()],
+            Source::Shared => vec!["--shared".into()],
+            Source::All => vec!["--all".into()],
+        }
+    }
+}
+
+/// How an option's value is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Value {
+    /// No value allowed: `allow_other`.
+    None,
+    /// Any non-empty text (sizes, durations, paths, addresses: `vagonfs mount` parses them).
+    Text,
+    /// A decimal `u32` (ids, counts).
+    U32,
+    /// Octal permission bits, at most 0777.
+    Octal,
+}
+
+/// The vagonfs options mount may pass, each mapped to `--name-with-dashes`. `ro` is handled
+/// apart (it maps to `--read-only` and `rw` undoes it).
+const OPTIONS: &[(&str, Value)] = &[
+    ("uid", Value::U32),
+    ("gid", Value::U32),
+    ("umask", Value::Octal),
+    ("allow_other", Value::None),
+    ("credentials", Value::Text),
+    ("api_url", Value::Text),
+    ("cache_dir", Value::Text),
+    ("cache_size", Value::Text),
+    ("dir_cache_ttl", Value::Text),
+    ("chunk_size", Value::Text),
+    ("upload_concurrency", Value::U32),
+    ("log_level", Value::Text),
+    ("log_file", Value::Text),
+    ("metrics_addr", Value::Text),
+    ("metrics_allow_remote", Value::None),
+];
+
+/// Generic options dropped as they are (they mean nothing here, or belong to mount itself).
+const GENERIC_OPTIONS: &[&str] = &[
+    "rw",
+    "defaults",
+    "_netdev",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "owner",
+    "group",
+    "nofail",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "diratime",
+    "nodiratime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "lazytime",
+    "nolazytime",
+    "sync",
+    "async",
+    "dirsync",
+    "silent",
+    "loud",
+    "mand",
+    "nomand",
+    "iversion",
+    "noiversion",
+];
+/// Generic options with a value, dropped by prefix: userspace options of other programs
+/// (`x-systemd.automount`, `x-gvfs-show`), fstab comments, and the `user=NAME` mount adds
+/// for a user mount.
+const GENERIC_PREFIXES: &[&str] = &["x-", "comment=", "user="];
+
+fn known_options() -> String {
+    let mut names: Vec<&str> = OPTIONS.iter().map(|(n, _)| *n).collect();
+    names.push("ro");
+    names.join(", ")
+}
+
+/// A parsed `mount.vagonfs` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperInvocation {
+    pub source: Source,
+    pub mountpoint: PathBuf,
+    /// `-f`: do everything but the mount (print the command).
+    pub fake: bool,
+    /// `-v`: say what is run.
+    pub verbose: bool,
+    /// `-s`: drop unknown options instead of failing.
+    pub sloppy: bool,
+    /// The `vagonfs mount` flags for the options, in first-seen order.
+    pub flags: Vec<String>,
+    /// Generic options dropped.
+    pub ignored: Vec<String>,
+    /// Unknown options dropped under `-s`.
+    pub unknown: Vec<String>,
+}
+
+impl HelperInvocation {
+    /// The arguments of the `vagonfs` command to run.
+    pub fn mount_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "mount".into(),
+            "--daemon".into(),
+            self.mountpoint.clone().into_os_string(),
+        ];
+        args.extend(self.source.flags().into_iter().map(OsString::from));
+        args.extend(self.flags.iter().map(OsString::from));
+        args
+    }
+}
+
+/// Parses the arguments after argv[0].
+pub fn parse_helper_args(args: &[OsString]) -> Result<HelperInvocation, HelperError> {
+    let mut positional: Vec<&OsString> = Vec::new();
+    let mut options: Vec<String> = Vec::new();
+    let (mut fake, mut verbose, mut sloppy) = (false, false, false);
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let Some(text) = arg.to_str() else {
+            // Paths may be any bytes; flags are ASCII.
+            positional.push(arg);
+            continue;
+        };
+        let Some(letters) = text.strip_prefix('-').filter(|l| !l.is_empty()) else {
+            positional.push(arg);
+            continue;
+        };
+        for (i, c) in letters.char_indices() {
+            match c {
+                's' => sloppy = true,
+                'f' => fake = true,
+                'n' => {} // no mtab to write: nothing to do
+                'v' => verbose = true,
+                'o' | 't' | 'N' => {
+                    let rest = &letters[i + c.len_utf8()..];
+                    let value = if rest.is_empty() {
+                        let next = iter
+                            .next()
+                            .ok_or_else(|| HelperError::Usage(format!("-{c} needs a value")))?;
+                        next.to_str()
+                            .ok_or_else(|| HelperError::Usage(format!("-{c}: not UTF-8")))?
+                            .to_string()
+                    } else {
+                        rest.to_string()
+                    };
+                    match c {
+                        'o' => options.push(value),
+                        't' => check_type(&value)?,
+                        _ => {
+                            return Err(HelperError::Usage(
+                                "mounting in another namespace (-N) is not supported".into(),
+                            ));
+                        }
+                    }
+                    break;
+                }
+                other => return Err(HelperError::Usage(format!("unknown flag -{other}"))),
+            }
+        }
+    }
+    let [source, mountpoint] = positional.as_slice() else {
+        return Err(HelperError::Usage(format!(
+            "expected SOURCE and DIR, got {} argument(s)",
+            positional.len()
+        )));
+    };
+    let source = source
+        .to_str()
+        .ok_or_else(|| HelperError::BadSource(source.to_string_lossy().into_owned()))?;
+    let source = Source::parse(source)?;
+    let MappedOptions {
+        flags,
+        ignored,
+        unknown,
+    } = map_options(&options.join(","), sloppy)?;
+    Ok(HelperInvocation {
+        source,
+        mountpoint: PathBuf::from(mountpoint),
+        fake,
+        verbose,
+        sloppy,
+        flags,
+        ignored,
+        unknown,
+    })
+}
+
+fn check_type(fstype: &str) -> Result<(), HelperError> {
+    match fstype {
+        "vagonfs" | "fuse.vagonfs" => Ok(()),
+        other => Err(HelperError::Usage(format!(
+            "mount.vagonfs cannot mount type {other:?}"
+        ))),
+    }
+}
+
+/// The result of [`map_options`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappedOptions {
+    /// `vagonfs mount` flags, in first-seen order.
+    pub flags: Vec<String>,
+    /// Generic options dropped.
+    pub ignored: Vec<String>,
+    /// Unknown options dropped because of `-s`.
+    pub unknown: Vec<String>,
+}
+
+/// Maps a comma-separated option string to `vagonfs mount` flags.
+pub fn map_options(options: &str, sloppy: bool) -> Result<MappedOptions, HelperError> {
+    // (option name, value), last value wins, first-seen order kept.
+    let mut chosen: Vec<(&'static str, Option<String>)> = Vec::new();
+    let mut read_only = false;
+    let (mut ignored, mut unknown) = (Vec::new(), Vec::new());
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        let (name, value) = match option.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (option, None),
+        };
+        let normalized = name.replace('-', "_");
+        if option == "ro" {
+            read_only = true;
+            continue;
+        }
+        if option == "rw" {
+            read_only = false;
+            ignored.push(option.to_string());
+            continue;
+        }
+        if GENERIC_OPTIONS.contains(&option)
+            || GENERIC_PREFIXES.iter().any(|p| option.starts_with(p))
+        {
+            ignored.push(option.to_string());
+            continue;
+        }
+        let Some(&(known, kind)) = OPTIONS.iter().find(|(n, _)| *n == normalized) else {
+            if sloppy {
+                unknown.push(option.to_string());
+                continue;
+            }
+            return Err(HelperError::UnknownOption(option.to_string()));
+        };
+        let value = check_value(known, kind, value)?;
+        match chosen.iter_mut().find(|(n, _)| *n == known) {
+            Some(slot) => slot.1 = value,
+            None => chosen.push((known, value)),
+        }
+    }
+    let mut flags = Vec::new();
+    for (name, value) in chosen {
+        flags.push(format!("--{}", name.replace('_', "-")));
+        flags.extend(value);
+    }
+    if read_only {
+        flags.push("--read-only".into());
+    }
+    Ok(MappedOptions {
+        flags,
+        ignored,
+        unknown,
+    })
+}
+
+fn check_value(
+    name: &str,
+    kind: Value,
+    value: Option<&str>,
+) -> Result<Option<String>, HelperError> {
+    let bad = |reason: &str| HelperError::BadValue {
+        option: name.to_string(),
+        reason: reason.into(),
+    };
+    match (kind, value) {
+        (Value::None, None) => Ok(None),
+        (Value::None, Some(_)) => Err(bad("takes no value")),
+        (_, None) | (_, Some("")) => Err(bad("needs a value (name=value)")),
+        (Value::Text, Some(v)) => Ok(Some(v.to_string())),
+        (Value::U32, Some(v)) => {
+            v.parse::<u32>()
+                .map_err(|_| bad("expects a whole number"))?;
+            Ok(Some(v.to_string()))
+        }
+        (Value::Octal, Some(v)) => match u32::from_str_radix(v, 8) {
+            Ok(bits) if bits <= 0o777 => Ok(Some(v.to_string())),
+            _ => Err(bad("expects octal permission bits, e.g. 022")),
+        },
+    }
+}
+
+/// Whether the binary was started as the mount helper (argv[0] ends in `mount.vagonfs`).
+pub fn is_helper_invocation(argv0: &OsStr) -> bool {
+    Path::new(argv0).file_name() == Some(OsStr::new(HELPER_NAME))
+}
+
+/// The helper's main: parses `argv` (argv[0] included) and execs
+/// `vagonfs mount --daemon DIR <flags>`. Returns only on error, or with `-f`.
+pub fn run_mount_helper(argv: Vec<OsString>) -> ExitCode {
+    let invocation = match parse_helper_args(argv.get(1..).unwrap_or_default()) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("{HELPER_NAME}: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(source) => {
+            let e = HelperError::Exec {
+                exe: PathBuf::from("/proc/self/exe"),
+                source,
+            };
+            eprintln!("{HELPER_NAME}: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let args = invocation.mount_args();
+    let shown = || {
+        let words: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        format!("{} {}", exe.display(), words.join(" "))
+    };
+    if invocation.fake {
+        println!("{}", shown());
+        return ExitCode::SUCCESS;
+    }
+    if !invocation.unknown.is_empty() {
+        let unknown = invocation.unknown.join(",");
+        eprintln!("{HELPER_NAME}: warning: dropping unknown options (-s): {unknown}");
+    }
+    if invocation.verbose {
+        eprintln!("{HELPER_NAME}: running {}", shown());
+        if !invocation.ignored.is_empty() {
+            let ignored = invocation.ignored.join(",");
+            eprintln!("{HELPER_NAME}: ignoring generic options: {ignored}");
+        }
+    }
+    use std::os::unix::process::CommandExt;
+    let source = std::process::Command::new(&exe)
+        .arg0("vagonfs")
+        .args(&args)
+        .exec();
+    let e = HelperError::Exec { exe, source };
+    eprintln!("{HELPER_NAME}: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+// ---- install-helper --------------------------------------------------------------------------
+
+/// `vagonfs install-helper` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InstallHelperArgs {
+    /// Where to create the `mount.vagonfs` symlink.
+    #[arg(long, default_value = DEFAULT_HELPER_PATH)]
+    pub dest: PathBuf,
+}
+
+/// What [`install_helper`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallOutcome {
+    Created,
+    /// An older symlink pointed elsewhere.
+    Replaced {
+        previous: PathBuf,
+    },
+    AlreadyInstalled,
+}
+
+/// Makes `dest` a symlink to the running `vagonfs` binary.
+pub fn install_helper(dest: &Path) -> Result<InstallOutcome, HelperError> {
+    let exe =
+        std::env::current_exe().map_err(|e| HelperError::io(Path::new("/proc/self/exe"), e))?;
+    install_helper_to(dest, &exe)
+}
+
+/// Makes `dest` a symlink to `target`; refuses to replace anything but a symlink.
+pub fn install_helper_to(dest: &Path, target: &Path) -> Result<InstallOutcome, HelperError> {
+    match std::fs::symlink_metadata(dest) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let previous = std::fs::read_link(dest).map_err(|e| HelperError::io(dest, e))?;
+            if previous == target {
+                return Ok(InstallOutcome::AlreadyInstalled);
+            }
+            let name = format!(".{HELPER_NAME}.new-{}", std::process::id());
+            let temp = dest.with_file_name(name);
+            let _ = std::fs::remove_file(&temp);
+            std::os::unix::fs::symlink(target, &temp).map_err(|e| HelperError::io(&temp, e))?;
+            if let Err(e) = std::fs::rename(&temp, dest) {
+                let _ = std::fs::remove_file(&temp);
+                return Err(HelperError::io(dest, e));
+            }
+            Ok(InstallOutcome::Replaced { previous })
+        }
+        Ok(_) => Err(HelperError::NotASymlink(dest.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::os::unix::fs::symlink(target, dest).map_err(|e| HelperError::io(dest, e))?;
+            Ok(InstallOutcome::Created)
+        }
+        Err(e) => Err(HelperError::io(dest, e)),
+    }
+}
+
+/// `vagonfs install-helper [--dest PATH]`.
+pub fn run_install_helper(args: InstallHelperArgs) -> ExitCode {
+    match install_helper(&args.dest) {
+        Ok(outcome) => {
+            let dest = args.dest.display();
+            match outcome {
+                InstallOutcome::Created => println!("installed {dest}"),
+                InstallOutcome::Replaced { previous } => {
+                    println!("installed {dest} (it pointed to {})", previous.display())
+                }
+                InstallOutcome::AlreadyInstalled => println!("{dest} is already installed"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vagonfs install-helper: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<OsString> {
+        words.iter().map(OsString::from).collect()
+    }
+
+    fn mapped(options: &str) -> Result<Vec<String>, String> {
+        map_options(options, false)
+            .map(|m| m.flags)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn option_mapping_table() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            ("defaults", &[]),
+            (
+                "rw,_netdev,nofail,auto,noauto,user,users,nosuid,nodev,noexec,noatime",
+                &[],
+            ),
+            (
+                "x-systemd.automount,x-systemd.idle-timeout=60,x-gvfs-show,comment=hi",
+                &[],
+            ),
+            ("user=alice", &[]),
+            ("uid=1000,gid=100", &["--uid", "1000", "--gid", "100"]),
+            ("umask=022", &["--umask", "022"]),
+            ("allow_other", &["--allow-other"]),
+            ("allow-other", &["--allow-other"]),
+            ("ro", &["--read-only"]),
+            ("ro,rw", &[]),
+            ("rw,ro", &["--read-only"]),
+            (
+                "credentials=/etc/vagonfs/creds.toml",
+                &["--credentials", "/etc/vagonfs/creds.toml"],
+            ),
+            (
+                "cache_dir=/var/cache/vagonfs",
+                &["--cache-dir", "/var/cache/vagonfs"],
+            ),
+            (
+                "cache_size=2G,dir_cache_ttl=30s",
+                &["--cache-size", "2G", "--dir-cache-ttl", "30s"],
+            ),
+            (
+                "chunk_size=64,upload_concurrency=4",
+                &["--chunk-size", "64", "--upload-concurrency", "4"],
+            ),
+            (
+                "log_level=debug,log_file=/var/log/v.log",
+                &["--log-level", "debug", "--log-file", "/var/log/v.log"],
+            ),
+            (
+                "metrics_addr=127.0.0.1:9464",
+                &["--metrics-addr", "127.0.0.1:9464"],
+            ),
+            (
+                "metrics_addr=10.0.0.2:9464,metrics_allow_remote",
+                &["--metrics-addr", "10.0.0.2:9464", "--metrics-allow-remote"],
+            ),
+            (
+                "api_url=http://127.0.0.1:8080",
+                &["--api-url", "http://127.0.0.1:8080"],
+            ),
+            ("uid=1,gid=2,uid=3", &["--uid", "3", "--gid", "2"]),
+            ("allow_other,allow_other", &["--allow-other"]),
+            (",,uid=5,,", &["--uid", "5"]),
+            ("credentials=/a=b", &["--credentials", "/a=b"]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                mapped(input).as_deref(),
+                Ok(&want.iter().map(|s| s.to_string()).collect::<Vec<_>>()[..]),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn option_errors_table() {
+        let cases: &[(&str, &str)] = &[
+            ("frobnicate", "unknown mount option \"frobnicate\""),
+            ("default_permissions", "unknown mount option"),
+            ("uid=alice", "uid: expects a whole number"),
+            ("uid=", "uid: needs a value"),
+            ("gid", "gid: needs a value"),
+            ("umask=999", "umask: expects octal"),
+            ("umask=01777", "umask: expects octal"),
+            ("allow_other=1", "allow_other: takes no value"),
+            (
+                "upload_concurrency=-1",
+                "upload_concurrency: expects a whole number",
+            ),
+            ("cache_size=", "cache_size: needs a value"),
+        ];
+        for (input, want) in cases {
+            let err = mapped(input).unwrap_err();
+            assert!(err.contains(want), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn sloppy_drops_unknown_options() {
+        let mapped = map_options("frobnicate,uid=1,rw,x-foo", true).unwrap();
+        assert_eq!(mapped.flags, vec!["--uid", "1"]);
+        assert_eq!(mapped.ignored, vec!["rw", "x-foo"]);
+        assert_eq!(mapped.unknown, vec!["frobnicate"]);
+        // Bad values are still errors under -s.
+        assert!(map_options("uid=x", true).is_err());
+    }
+
+    #[test]
+    fn sources() {
+        assert_eq!(Source::parse("machine:42").unwrap(), Source::Machine(42));
+        assert_eq!(Source::parse("shared").unwrap(), Source::Shared);
+        assert_eq!(Source::parse("all").unwrap(), Source::All);
+        for bad in [
+            "machine:",
+            "machine:0",
+            "machine:x",
+            "machine:-1",
+            "Machine:4",
+            "42",
+            "",
+            "shared:1",
+        ] {
+            assert!(
+                matches!(Source::parse(bad), Err(HelperError::BadSource(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(Source::Machine(7).flags(), vec!["--machine", "7"]);
+    }
+
+    #[test]
+    fn full_invocations() {
+        let inv = parse_helper_args(&args(&[
+            "machine:42",
+            "/mnt/vagon",
+            "-n",
+            "-o",
+            "rw,_netdev,uid=1000,allow_other",
+        ]))
+        .unwrap();
+        assert_eq!(inv.source, Source::Machine(42));
+        assert_eq!(inv.mountpoint, PathBuf::from("/mnt/vagon"));
+        assert!(!inv.fake && !inv.verbose && !inv.sloppy);
+        assert_eq!(
+            inv.mount_args(),
+            args(&[
+                "mount",
+                "--daemon",
+                "/mnt/vagon",
+                "--machine",
+                "42",
+                "--uid",
+                "1000",
+                "--allow-other"
+            ])
+        );
+
+        // Flags combined, -o glued to its value, repeated -o, -t accepted.
+        let inv = parse_helper_args(&args(&[
+            "-sfv",
+            "shared",
+            "-ouid=1",
+            "/m",
+            "-o",
+            "gid=2,bogus",
+            "-t",
+            "fuse.vagonfs",
+        ]))
+        .unwrap();
+        assert!(inv.fake && inv.verbose && inv.sloppy);
+        assert_eq!(inv.flags, vec!["--uid", "1", "--gid", "2"]);
+        assert_eq!(inv.unknown, vec!["bogus"]);
+        assert!(inv.ignored.is_empty());
+        assert_eq!(inv.source, Source::Shared);
+
+        let inv = parse_helper_args(&args(&["all", "/m"])).unwrap();
+        assert_eq!(
+            inv.mount_args(),
+            args(&["mount", "--daemon", "/m", "--all"])
+        );
+    }
+
+    #[test]
+    fn invocation_errors() {
+        let usage = |words: &[&str]| match parse_helper_args(&args(words)) {
+            Err(e @ HelperError::Usage(_)) => e.exit_code(),
+            other => panic!("{words:?}: {other:?}"),
+        };
+        assert_eq!(usage(&["machine:1"]), EXIT_USAGE);
+        assert_eq!(usage(&["machine:1", "/m", "/extra"]), EXIT_USAGE);
+        assert_eq!(usage(&["machine:1", "/m", "-o"]), EXIT_USAGE);
+        assert_eq!(usage(&["machine:1", "/m", "-x"]), EXIT_USAGE);
+        assert_eq!(usage(&["machine:1", "/m", "-t", "ext4"]), EXIT_USAGE);
+        assert_eq!(
+            usage(&["machine:1", "/m", "-N", "/proc/1/ns/mnt"]),
+            EXIT_USAGE
+        );
+        let unknown = parse_helper_args(&args(&["shared", "/m", "-o", "nope"])).unwrap_err();
+        assert!(matches!(unknown, HelperError::UnknownOption(_)));
+        assert_eq!(unknown.exit_code(), EXIT_USAGE);
+        assert!(matches!(
+            parse_helper_args(&args(&["disk:1", "/m"])),
+            Err(HelperError::BadSource(_))
+        ));
+    }
+
+    #[test]
+    fn helper_name_detection() {
+        assert!(is_helper_invocation(OsStr::new("/sbin/mount.vagonfs")));
+        assert!(is_helper_invocation(OsStr::new("mount.vagonfs")));
+        assert!(!is_helper_invocation(OsStr::new("/usr/bin/vagonfs")));
+        assert!(!is_helper_invocation(OsStr::new("mount.vagonfs.bak")));
+    }
+
+    #[test]
+    fn install_creates_replaces_and_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join(HELPER_NAME);
+        let exe = dir.path().join("vagonfs");
+        std::fs::write(&exe, "binary").unwrap();
+
+        assert_eq!(
+            install_helper_to(&dest, &exe).unwrap(),
+            InstallOutcome::Created
+        );
+        assert_eq!(std::fs::read_link(&dest).unwrap(), exe);
+        assert_eq!(
+            install_helper_to(&dest, &exe).unwrap(),
+            InstallOutcome::AlreadyInstalled
+        );
+
+        let newer = dir.path().join("vagonfs-2");
+        assert_eq!(
+            install_helper_to(&dest, &newer).unwrap(),
+            InstallOutcome::Replaced {
+                previous: exe.clone()
+            }
+        );
+        assert_eq!(std::fs::read_link(&dest).unwrap(), newer);
+        // No temporary link left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+
+        let file = dir.path().join("regular");
+        std::fs::write(&file, "not a link").unwrap();
+        assert!(matches!(
+            install_helper_to(&file, &exe),
+            Err(HelperError::NotASymlink(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a link");
+    }
+}
