@@ -10,7 +10,9 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::{MountError, MountPlan, demo};
+use crate::api::http::{ClientOptions, HttpFilesApi};
 use crate::api::{ApiErrorKind, FilesApi, ListQuery, Space};
+use crate::config::Credentials;
 use crate::emulator::RunningEmulator;
 use crate::fs::RootSpec;
 
@@ -26,14 +28,32 @@ pub struct Backend {
 impl Backend {
     /// Stop what was started for this mount (the demo emulator).
     pub async fn shutdown(self) {
-        // `RunningEmulator::shutdown` is being written; until then the process exit stops it.
-        drop(self.emulator);
+        if let Some(emulator) = self.emulator {
+            emulator.shutdown().await;
+        }
     }
 }
 
 /// Find the credentials (or start the demo), build the client, probe it.
 pub async fn open(plan: &MountPlan) -> Result<Backend, MountError> {
-    let backend = match load_credentials(plan.credentials.as_deref())? {
+    let creds = match (
+        load_credentials(plan.credentials.as_deref())?,
+        &plan.api_url,
+    ) {
+        (Some(creds), Some(url)) => Some(
+            Credentials::new(url.clone(), creds.api_key, creds.api_secret)
+                .map_err(|err| MountError::InvalidOption(format!("--api-url: {err}")))?,
+        ),
+        (None, Some(_)) => {
+            return Err(MountError::Credentials(
+                "--api-url needs an API key and secret (VAGON_API_KEY and VAGON_API_SECRET, or \
+                 --credentials FILE)"
+                    .into(),
+            ));
+        }
+        (creds, None) => creds,
+    };
+    let backend = match creds {
         Some(creds) => {
             let url = creds.api_url.clone();
             Backend {
@@ -87,39 +107,14 @@ async fn probe(api: &dyn FilesApi, root: &RootSpec, url: &str) -> Result<(), Mou
     }
 }
 
-// Until `crate::config::Credentials::load` and `crate::api::http::HttpFilesApi` are on main
-// (being written in parallel): the names the mount codes against.
-
-/// API location and key pair.
-pub struct Credentials {
-    pub api_url: String,
-    pub api_key: String,
-    pub api_secret: String,
-}
-
 fn load_credentials(explicit: Option<&Path>) -> Result<Option<Credentials>, MountError> {
-    if let Some(path) = explicit {
-        return Err(MountError::Credentials(format!(
-            "{}: credentials files are not supported by this build yet",
-            path.display()
-        )));
-    }
-    match (
-        std::env::var("VAGON_API_KEY"),
-        std::env::var("VAGON_API_SECRET"),
-    ) {
-        (Ok(api_key), Ok(api_secret)) => Ok(Some(Credentials {
-            api_url: std::env::var("VAGON_API_URL")
-                .unwrap_or_else(|_| "https://api.vagon.io".into()),
-            api_key,
-            api_secret,
-        })),
-        _ => Ok(None),
-    }
+    crate::config::load_credentials(explicit)
+        .map_err(|err| MountError::Credentials(err.to_string()))
 }
 
-pub(super) fn connect(_creds: Credentials) -> Result<Arc<dyn FilesApi>, MountError> {
-    Err(MountError::Credentials(
-        "the HTTP client is not in this build yet".into(),
-    ))
+/// The HTTP client for `creds`.
+pub(super) fn connect(creds: Credentials) -> Result<Arc<dyn FilesApi>, MountError> {
+    let client = HttpFilesApi::new(creds, ClientOptions::default())
+        .map_err(|err| MountError::Credentials(err.to_string()))?;
+    Ok(Arc::new(client))
 }

@@ -24,16 +24,17 @@ use bytes::Bytes;
 use tracing::info;
 
 use super::MountError;
-use super::backend::{Credentials, connect};
+use super::backend::connect;
 use crate::api::{
     ApiError, ApiResult, CompletedPart, CreateRequest, FileEntry, FilesApi, ListQuery,
     MAX_PER_PAGE, ObjectType, Space,
 };
+use crate::config::Credentials;
 use crate::emulator::{EmulatorConfig, RunningEmulator};
 
 /// Machines the demo organization has.
 pub const DEMO_MACHINES: u32 = 2;
-/// Storage quota of the demo organization, bytes (10 GiB).
+/// Storage quota of each demo storage, bytes (10 GiB).
 pub const DEMO_QUOTA_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 /// Validity of the demo's download links (the service's 15 minutes).
 pub const DEMO_LINK_TTL: Duration = Duration::from_secs(15 * 60);
@@ -96,21 +97,19 @@ pub async fn start() -> Result<Demo, MountError> {
     let api_secret = uuid::Uuid::new_v4().simple().to_string();
     let emulator = crate::emulator::start(EmulatorConfig {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        data_dir: data_dir.clone(),
         api_key: api_key.clone(),
         api_secret: api_secret.clone(),
         machines: DEMO_MACHINES,
         quota_bytes: DEMO_QUOTA_BYTES,
         link_ttl: DEMO_LINK_TTL,
+        ..EmulatorConfig::new(data_dir.clone())
     })
     .await
     .map_err(|err| MountError::Demo(format!("{err:#}")))?;
     let url = emulator.base_url();
-    let api = connect(Credentials {
-        api_url: url.clone(),
-        api_key,
-        api_secret,
-    })?;
+    let creds = Credentials::new(url.clone(), api_key, api_secret)
+        .map_err(|err| MountError::Demo(err.to_string()))?;
+    let api = connect(creds)?;
 
     let marker = data_dir.join(SEED_MARKER);
     if !marker.exists() {

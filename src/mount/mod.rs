@@ -25,8 +25,6 @@ pub mod demo;
 mod detach;
 mod session;
 
-pub use session::{MountInfo, parse_mountinfo};
-
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -43,8 +41,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_FAILURE: u8 = 1;
 /// Bytes in a MiB (`--cache-size` unit).
 const MIB: u64 = 1024 * 1024;
-/// Largest `--cache-size`, MiB (1 TiB: anything above is a typo).
-const MAX_CACHE_MIB: u64 = 1024 * 1024;
+/// Largest `--cache-size`, bytes (1 TiB: anything above is a typo).
+const MAX_CACHE_BYTES: u64 = 1024 * 1024 * MIB;
 /// Largest `--dir-cache-ttl`, seconds (one day).
 const MAX_DIR_CACHE_TTL_SECS: u64 = 24 * 60 * 60;
 /// Log levels accepted as a bare word by `--log-level`.
@@ -57,13 +55,17 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
 
     /// Show this machine's storage at the root of the mount (its numeric id).
-    #[arg(long, value_name = "ID", conflicts_with = "shared")]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["shared", "all"])]
     pub machine: Option<u64>,
 
     /// Show the organization's shared storage at the root of the mount.
-    /// Without --machine or --shared the root holds machines/, shared/ and recordings/.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all")]
     pub shared: bool,
+
+    /// Show everything: machines/<name>/, shared/ and recordings/ (the default without
+    /// --machine or --shared).
+    #[arg(long)]
+    pub all: bool,
 
     /// Owner of every file and folder [default: the calling user].
     #[arg(long, value_name = "UID")]
@@ -86,14 +88,13 @@ pub struct MountArgs {
     #[arg(long)]
     pub read_only: bool,
 
-    /// How long a folder listing is trusted before it is fetched again, seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(0..=MAX_DIR_CACHE_TTL_SECS))]
-    pub dir_cache_ttl: u64,
+    /// How long a folder listing is trusted before it is fetched again: seconds, or a number
+    /// with a unit (90s, 5m, 1h); at most a day.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_duration)]
+    pub dir_cache_ttl: Duration,
 
-    /// Memory for cached file data, MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 256,
-          value_parser = clap::value_parser!(u64).range(1..=MAX_CACHE_MIB))]
+    /// Memory for cached file data: MiB, or a size with a unit (512M, 2G); 1 MiB to 1 TiB.
+    #[arg(long, value_name = "MiB", default_value = "256", value_parser = parse_cache_size)]
     pub cache_size: u64,
 
     /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG wins.
@@ -105,10 +106,12 @@ pub struct MountArgs {
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 
-    /// Credentials file (API key and secret). Default: the usual places (see the README);
-    /// with none anywhere, a local demo emulator is mounted.
-    #[arg(long, value_name = "FILE")]
-    pub credentials: Option<PathBuf>,
+    #[command(flatten)]
+    pub credentials: crate::config::CredentialsArgs,
+
+    /// API base URL, replacing the one the credentials name (e.g. a test server).
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
 
     /// Run in the background once the mount is ready; the exit status says whether it mounted.
     #[arg(long)]
@@ -174,6 +177,8 @@ pub struct MountPlan {
     pub allow_other: bool,
     /// Absolute (the daemon changes its working directory).
     pub credentials: Option<PathBuf>,
+    /// `--api-url`: replaces the credentials' URL.
+    pub api_url: Option<String>,
 }
 
 /// `vagonfs mount`.
@@ -233,15 +238,12 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
         (None, true) => RootSpec::Space(crate::api::Space::Shared),
         (None, false) => RootSpec::All,
     };
-    let credentials = match &args.credentials {
+    let credentials = match &args.credentials.credentials {
         None => None,
         Some(path) => Some(std::path::absolute(path).map_err(|err| {
             MountError::InvalidOption(format!("--credentials {}: {err}", path.display()))
         })?),
     };
-    let cache_size = args.cache_size.checked_mul(MIB).ok_or_else(|| {
-        MountError::InvalidOption(format!("--cache-size {} is too large", args.cache_size))
-    })?;
     Ok(MountPlan {
         mountpoint,
         root,
@@ -250,11 +252,12 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
             gid: args.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
             umask: args.umask,
             read_only: args.read_only,
-            dir_cache_ttl: Duration::from_secs(args.dir_cache_ttl),
-            cache_size,
+            dir_cache_ttl: args.dir_cache_ttl,
+            cache_size: args.cache_size,
         },
         allow_other: args.allow_other,
         credentials,
+        api_url: args.api_url.clone(),
     })
 }
 
@@ -296,6 +299,51 @@ pub fn parse_umask(s: &str) -> Result<u16, String> {
     match u16::from_str_radix(digits, 8) {
         Ok(v) if v <= 0o777 => Ok(v),
         _ => Err(format!("{s:?} is larger than 0777")),
+    }
+}
+
+/// `--cache-size`: a plain number is MiB; `K`, `M`, `G`, `T` (optionally `iB` or `B`, always
+/// binary) give the unit. Between 1 MiB and 1 TiB. Returns bytes.
+pub fn parse_cache_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 256 or 1G)"))?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let scale: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "" if unit.is_empty() => MIB,
+        "K" => 1024,
+        "M" => MIB,
+        "G" => 1024 * MIB,
+        "T" => 1024 * 1024 * MIB,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    let bytes = number.checked_mul(scale).filter(|b| *b <= MAX_CACHE_BYTES);
+    match bytes {
+        Some(b) if b >= MIB => Ok(b),
+        _ => Err(format!("{s:?} is not between 1 MiB and 1 TiB")),
+    }
+}
+
+/// `--dir-cache-ttl`: a plain number is seconds; `s`, `m`, `h` give the unit. At most a day.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 60 or 5m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        _ => return Err(format!("{s:?}: unknown unit (use s, m or h)")),
+    };
+    match number.checked_mul(scale) {
+        Some(secs) if secs <= MAX_DIR_CACHE_TTL_SECS => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{s:?} is longer than a day")),
     }
 }
 
@@ -350,6 +398,35 @@ mod tests {
         assert!(parse_umask("").is_err());
         assert!(parse_umask("-1").is_err());
         assert!(parse_umask("abc").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_cache_size("256"), Ok(256 * MIB));
+        assert_eq!(parse_cache_size("1G"), Ok(1024 * MIB));
+        assert_eq!(parse_cache_size("512MiB"), Ok(512 * MIB));
+        assert_eq!(parse_cache_size("2048k"), Ok(2 * MIB));
+        assert_eq!(parse_cache_size("1T"), Ok(MAX_CACHE_BYTES));
+        for bad in [
+            "0",
+            "512K",
+            "2T",
+            "1X",
+            "G",
+            "",
+            "-1",
+            "1.5G",
+            "99999999999999999999",
+        ] {
+            assert!(parse_cache_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        for bad in ["25h", "1d", "s", "", "-1", "soon"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -394,106 +394,27 @@ fn fusermount_unmount(path: &Path) {
     );
 }
 
-/// One line of /proc/self/mountinfo that matters here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountInfo {
-    /// `major:minor` of the mounted filesystem.
-    pub device: String,
-    pub mount_point: PathBuf,
-    pub fs_type: String,
-    pub source: String,
-}
-
-/// Parse /proc/self/mountinfo text (octal escapes such as `\040` decoded).
-pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let left: Vec<&str> = left.split(' ').collect();
-            let mut right = right.split(' ');
-            Some(MountInfo {
-                device: left.get(2)?.to_string(),
-                mount_point: PathBuf::from(unescape_mountinfo(left.get(4)?)),
-                fs_type: right.next()?.to_string(),
-                source: unescape_mountinfo(right.next()?),
-            })
-        })
-        .collect()
-}
-
-/// Decode the `\NNN` octal escapes of /proc mount tables.
-pub fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-            if let Ok(byte) = u8::try_from(value) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Raise the kernel readahead of the FUSE mount at `path` to [`READ_AHEAD_KB`].
+/// Raise the kernel readahead of the FUSE mount at `path` to [`READ_AHEAD_KB`], through the
+/// sysfs knob of its device (`st_dev` of the mounted root).
 fn raise_readahead(path: &Path) {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
+    use std::os::unix::fs::MetadataExt;
+    let dev = match std::fs::metadata(path) {
+        Ok(meta) => meta.dev(),
+        Err(err) => {
+            debug!(
+                "cannot stat {}: {err}; readahead left as is",
+                path.display()
+            );
+            return;
+        }
     };
-    let Some(mount) = parse_mountinfo(&text)
-        .into_iter()
-        .rev()
-        .find(|m| m.mount_point == path && m.fs_type.starts_with("fuse"))
-    else {
-        debug!(
-            "{} not found in mountinfo; readahead left as is",
-            path.display()
-        );
-        return;
-    };
-    let knob = format!("/sys/class/bdi/{}/read_ahead_kb", mount.device);
+    let knob = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
     match std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
         Ok(()) => debug!("readahead raised to {READ_AHEAD_KB} KiB ({knob})"),
         Err(err) => debug!("cannot raise readahead through {knob}: {err}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_parsing() {
-        let text = concat!(
-            "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n",
-            "50 22 0:52 / /tmp/x rw,nosuid,nodev,relatime shared:30 - fuse vagonfs rw,user_id=0\n",
-        );
-        let mounts = parse_mountinfo(text);
-        assert_eq!(mounts.len(), 2);
-        assert_eq!(mounts[0].mount_point, PathBuf::from("/mnt/a b"));
-        assert_eq!(mounts[0].fs_type, "ext3");
-        assert_eq!(mounts[1].device, "0:52");
-        assert_eq!(mounts[1].fs_type, "fuse");
-        assert_eq!(mounts[1].source, "vagonfs");
-    }
-
-    #[test]
-    fn unescape_leaves_plain_text_and_short_escapes() {
-        assert_eq!(unescape_mountinfo("a\\134b"), "a\\b");
-        assert_eq!(unescape_mountinfo("tail\\04"), "tail\\04");
-        assert_eq!(unescape_mountinfo("plain"), "plain");
     }
 }
