@@ -25,6 +25,12 @@ pub enum Command {
     Emulator(crate::emulator::EmulatorArgs),
     /// Mount a machine's storage (or the shared storage, or everything) at MOUNTPOINT.
     Mount(crate::mount::MountArgs),
+    /// Show each vagonfs mount: target, uploads with progress, errors, cache and request stats.
+    Status(crate::daemon::status::StatusArgs),
+    /// Flush open files, wait for uploads, then unmount (`--force`: at once).
+    Unmount(crate::daemon::status::UnmountArgs),
+    /// Install the `mount.vagonfs` helper so `mount -t vagonfs` and fstab lines work.
+    InstallHelper(crate::helper::InstallHelperArgs),
 }
 
 /// Log to stderr at `level` unless `RUST_LOG` says otherwise.
@@ -38,9 +44,20 @@ pub fn init_logging(level: &str) {
 }
 
 pub fn main() -> ExitCode {
+    // Invoked as `mount.vagonfs` (through the /sbin symlink): behave as mount(8)'s helper.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .first()
+        .is_some_and(|a0| crate::helper::is_helper_invocation(a0))
+    {
+        return crate::helper::run_mount_helper(argv);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Emulator(args) => crate::emulator::run_cli(args),
         Command::Mount(args) => crate::mount::run_cli(args),
+        Command::Status(args) => crate::daemon::status::run_status(args),
+        Command::Unmount(args) => crate::daemon::status::run_unmount(args),
+        Command::InstallHelper(args) => crate::helper::run_install_helper(args),
     }
 }

@@ -83,17 +83,7 @@ fn signed_ok(method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> b
     else {
         return false;
     };
-    h.api_key == KEY
-        && auth::verify(
-            KEY,
-            SECRET,
-            method.as_str(),
-            path,
-            h.timestamp_ms,
-            &h.nonce,
-            body,
-            &h.signature,
-        )
+    h.api_key == KEY && auth::verify(SECRET, method.as_str(), path, body, &h)
 }
 
 fn list_of(items: Value) -> Value {

@@ -46,29 +46,36 @@ pub fn sign(
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Constant-time check of a signature (hex) against the expected one.
+/// Constant-time check of a parsed `Authorization` header's signature against the request it
+/// came with (`method`, full `path` without query, raw `body`).
 pub fn verify(
-    api_key: &str,
     api_secret: &str,
     method: &str,
     path: &str,
-    timestamp_ms: i64,
-    nonce: &str,
     body: &[u8],
-    signature_hex: &str,
+    header: &HmacHeader,
 ) -> bool {
-    let Ok(given) = hex::decode(signature_hex) else {
+    let Ok(given) = hex::decode(&header.signature) else {
         return false;
     };
-    let mut mac = HmacSha256::new_from_slice(api_secret.as_bytes())
-        .expect("HMAC-SHA256 takes keys of any length");
-    mac.update(api_key.as_bytes());
-    mac.update(method.to_ascii_uppercase().as_bytes());
-    mac.update(path.as_bytes());
-    mac.update(timestamp_ms.to_string().as_bytes());
-    mac.update(nonce.as_bytes());
-    mac.update(body);
-    mac.verify_slice(&given).is_ok()
+    let Ok(expected) = hex::decode(sign(
+        &header.api_key,
+        api_secret,
+        method,
+        path,
+        header.timestamp_ms,
+        &header.nonce,
+        body,
+    )) else {
+        return false;
+    };
+    // Constant-time comparison of equal-length digests.
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(&expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// The full header value for a request signed now with a fresh nonce.
@@ -149,45 +156,29 @@ mod tests {
     #[test]
     fn verify_accepts_right_and_refuses_wrong() {
         let path = "/organization-management/v1/machines/1/files";
-        assert!(verify(
-            "demo-key",
+        let header = |ts: i64, sig: &str| HmacHeader {
+            api_key: "demo-key".into(),
+            signature: sig.into(),
+            nonce: "n-1".into(),
+            timestamp_ms: ts,
+        };
+        let good = header(1_767_225_600_000, GET_SIG);
+        assert!(verify("demo-secret", "GET", path, b"", &good));
+        assert!(!verify("wrong", "GET", path, b"", &good));
+        assert!(!verify("demo-secret", "GET", path, b"x", &good));
+        assert!(!verify(
             "demo-secret",
             "GET",
             path,
-            1_767_225_600_000,
-            "n-1",
             b"",
-            GET_SIG
+            &header(1_767_225_600_001, GET_SIG)
         ));
         assert!(!verify(
-            "demo-key",
-            "wrong",
-            "GET",
-            path,
-            1_767_225_600_000,
-            "n-1",
-            b"",
-            GET_SIG
-        ));
-        assert!(!verify(
-            "demo-key",
             "demo-secret",
             "GET",
             path,
-            1_767_225_600_001,
-            "n-1",
             b"",
-            GET_SIG
-        ));
-        assert!(!verify(
-            "demo-key",
-            "demo-secret",
-            "GET",
-            path,
-            1_767_225_600_000,
-            "n-1",
-            b"",
-            "zz"
+            &header(1_767_225_600_000, "zz")
         ));
     }
 
@@ -197,14 +188,11 @@ mod tests {
         let h = parse_authorization(&value).unwrap();
         assert_eq!(h.api_key, "k");
         assert!(verify(
-            "k",
             "s",
             "GET",
             "/organization-management/v1/files",
-            h.timestamp_ms,
-            &h.nonce,
             b"",
-            &h.signature
+            &h
         ));
         assert!(parse_authorization("HMAC a:b").is_none());
         assert!(parse_authorization("Bearer x").is_none());

@@ -106,16 +106,7 @@ impl Authenticator {
         if header.timestamp_ms.abs_diff(now) > MAX_SKEW_MS.unsigned_abs() {
             return Err("timestamp is more than 5 minutes away from the server clock (milliseconds expected)".into());
         }
-        let valid = verify(
-            &header.api_key,
-            &self.api_secret,
-            method,
-            path,
-            header.timestamp_ms,
-            &header.nonce,
-            body,
-            &header.signature,
-        );
+        let valid = verify(&self.api_secret, method, path, body, &header);
         if !valid {
             return Err("invalid signature".into());
         }

@@ -1,22 +1,67 @@
-//! The filesystem core: async, no fuser types in its API (skeleton; being written).
+//! The filesystem core: async, no fuser types in its API.
 //!
 //! `crate::fuse` decodes kernel requests and calls the methods of [`VagonFs`]; each returns a
 //! plain `Result<_, FsError>` that the adapter turns into a reply (errno via
 //! [`errno::to_errno`]). The core talks to the storage only through `Arc<dyn FilesApi>`.
 //!
 //! The method set below is the contract between the adapter and the core; keep it stable.
+//!
+//! Layout: [`inode`] (the inode table, lookup counts, forget), [`dir`] (listings through every
+//! page, the listing cache, name sanitising, negative lookups), [`read`] (download links, block
+//! cache, prefetch), [`attr`] (attributes from listings and options), [`statfs`] (quota),
+//! [`flight`] (single-flight fetches shared by all of them), [`errno`] (the one errno map),
+//! [`write`] (the write-path engine: spools, journal, uploader; wired in by a later piece).
+//!
+//! Subtle cases owned here:
+//! - every method takes `&self`; state sits behind `std::sync::Mutex`es held for a few map
+//!   operations and never across an `.await`, so one slow request never blocks another
+//!   operation, and any number of files can be read at once;
+//! - readdir answers at most [`READDIR_BATCH`] entries per call from a snapshot of the listing
+//!   taken at `opendir` (re-taken on a rewind to offset 0), so offsets stay valid while the
+//!   folder changes; each returned entry counts as a kernel lookup (readdirplus), and entries the
+//!   adapter could not send back must be handed to [`VagonFs::unsent`];
+//! - writes (`open` for writing, create, mkdir, unlink, rmdir, rename, setattr, write) answer
+//!   EROFS for now: the write path is a later piece. The inode table and the handle table are
+//!   built so that a file can later carry a local spool and exist before the server lists it;
+//! - a read that finds the server's bytes disagreeing with the listed size fails with EIO and
+//!   drops the cached listing of the file's folder, so that the next open sees fresh data.
 
+pub mod attr;
+pub mod dir;
+#[cfg(test)]
+mod emu_tests;
 pub mod errno;
+mod flight;
+mod inode;
+pub mod read;
+pub mod statfs;
+#[cfg(test)]
+mod test_api;
+#[cfg(test)]
+mod tests;
 pub mod write;
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::ffi::OsString;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
 use crate::api::{ApiError, FilesApi, Space};
+
+use attr::AttrPolicy;
+use dir::{DirCache, Listing, NAME_MAX};
+use inode::{Inode, InodeTable, Loc};
+use read::{FileVersion, Reader, Stream};
+use statfs::StatfsCache;
+
+/// Most entries one `readdir` call answers (the kernel asks again from the last offset). About
+/// what a 32-64 KiB readdirplus buffer holds; entries beyond what the buffer takes are given back
+/// through [`VagonFs::unsent`].
+pub const READDIR_BATCH: usize = 256;
 
 /// The root inode number (FUSE's convention).
 pub const ROOT_INO: u64 = 1;
@@ -63,6 +108,41 @@ pub enum FsError {
 }
 
 pub type FsResult<T> = Result<T, FsError>;
+
+/// Cloning keeps the variant; a local I/O error is rebuilt from its kind and message (fetches
+/// shared between several waiters hand each of them the same error).
+impl Clone for FsError {
+    fn clone(&self) -> Self {
+        match self {
+            FsError::Api(e) => FsError::Api(e.clone()),
+            FsError::NotFound => FsError::NotFound,
+            FsError::StaleInode(i) => FsError::StaleInode(*i),
+            FsError::BadHandle(h) => FsError::BadHandle(*h),
+            FsError::NotADirectory => FsError::NotADirectory,
+            FsError::IsADirectory => FsError::IsADirectory,
+            FsError::NotEmpty => FsError::NotEmpty,
+            FsError::Exists => FsError::Exists,
+            FsError::ReadOnly => FsError::ReadOnly,
+            FsError::InvalidName(n) => FsError::InvalidName(n.clone()),
+            FsError::NameTooLong => FsError::NameTooLong,
+            FsError::Unsupported(w) => FsError::Unsupported(w),
+            FsError::NotPermitted(w) => FsError::NotPermitted(w),
+            FsError::CrossDevice(w) => FsError::CrossDevice(w.clone()),
+            FsError::Inconsistent(w) => FsError::Inconsistent(w.clone()),
+            FsError::Io(e) => FsError::Io(match e.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(e.kind(), e.to_string()),
+            }),
+            FsError::TooLarge => FsError::TooLarge,
+            FsError::InvalidArgument(w) => FsError::InvalidArgument(w.clone()),
+        }
+    }
+}
+
+/// Lock a mutex, recovering from poisoning (a panicked holder must not take the mount down).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Kind of an inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,109 +237,418 @@ pub struct FsConfig {
     pub cache_size: u64,
 }
 
+/// Numbers of the block cache (for `vagonfs status` and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Bytes of cached blocks.
+    pub cached_bytes: u64,
+    /// Bytes reserved by block fetches in flight.
+    pub inflight_bytes: u64,
+    /// Highest `cached_bytes + inflight_bytes` seen.
+    pub peak_bytes: u64,
+    pub cached_blocks: usize,
+    /// Block fetches running (reads and prefetches).
+    pub fetches_running: usize,
+}
+
+/// An open folder: the listing it reads from.
+struct DirHandle {
+    ino: u64,
+    snapshot: Mutex<DirSnapshot>,
+}
+
+struct DirSnapshot {
+    listing: Arc<Listing>,
+    /// Whether a readdir was answered from it (a later offset 0 is a rewind).
+    served: bool,
+}
+
+/// An open file.
+struct FileHandle {
+    ino: u64,
+    /// The folder the file was listed in, to drop its listing when the server's data is found
+    /// inconsistent.
+    parent: Option<Loc>,
+    stream: Stream,
+}
+
+enum Handle {
+    Dir(Arc<DirHandle>),
+    File(Arc<FileHandle>),
+}
+
 /// The filesystem core.
 pub struct VagonFs {
-    #[allow(dead_code)]
-    api: Arc<dyn FilesApi>,
-    #[allow(dead_code)]
-    root: RootSpec,
-    #[allow(dead_code)]
     config: FsConfig,
+    attrs: AttrPolicy,
+    inodes: InodeTable,
+    dirs: DirCache,
+    reader: Arc<Reader>,
+    statfs: StatfsCache,
+    handles: Mutex<HashMap<u64, Handle>>,
+    /// Next file handle number; never reused within a mount.
+    next_fh: AtomicU64,
 }
 
 impl VagonFs {
     pub fn new(api: Arc<dyn FilesApi>, root: RootSpec, config: FsConfig) -> Arc<Self> {
-        Arc::new(VagonFs { api, root, config })
+        let root_loc = match root {
+            RootSpec::Space(space) => Loc::SpaceRoot(space),
+            RootSpec::All => Loc::AllRoot,
+        };
+        Arc::new(VagonFs {
+            attrs: AttrPolicy::new(&config, SystemTime::now()),
+            inodes: InodeTable::new(root_loc),
+            dirs: DirCache::new(Arc::clone(&api), config.dir_cache_ttl),
+            reader: Reader::new(Arc::clone(&api), config.cache_size),
+            statfs: StatfsCache::new(api),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            config,
+        })
     }
 
-    pub async fn lookup(&self, _parent: u64, _name: &OsStr) -> FsResult<AttrReply> {
-        Err(FsError::Unsupported("lookup"))
+    pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<AttrReply> {
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let dir = self.dir_node(parent)?;
+        if name == "." || name == ".." {
+            let target = match (name == "..", dir.parent) {
+                (true, Some((up, _))) => up,
+                _ => parent,
+            };
+            let node = self
+                .inodes
+                .add_lookup(target)
+                .ok_or(FsError::StaleInode(target))?;
+            return Ok(self.attrs.reply(&node));
+        }
+        if self.dirs.is_known_missing(dir.loc, name) {
+            return Err(FsError::NotFound);
+        }
+        let listing = self.dirs.listing(dir.loc).await?;
+        match listing.find(name) {
+            Some(entry) => {
+                let node = self.inodes.upsert(&entry.seen, (parent, dir.loc), true);
+                Ok(self.attrs.reply(&node))
+            }
+            None => {
+                self.dirs.note_missing(dir.loc, name);
+                Err(FsError::NotFound)
+            }
+        }
     }
 
     /// The kernel dropped `nlookup` references to `ino`.
-    pub fn forget(&self, _ino: u64, _nlookup: u64) {}
-
-    pub async fn getattr(&self, _ino: u64) -> FsResult<AttrReply> {
-        Err(FsError::Unsupported("getattr"))
+    pub fn forget(&self, ino: u64, nlookup: u64) {
+        self.inodes.forget(ino, nlookup);
     }
 
-    pub async fn setattr(&self, _ino: u64, _set: SetAttr) -> FsResult<AttrReply> {
-        Err(FsError::ReadOnly)
+    /// Give back the lookups of readdir entries the adapter could not send to the kernel (the
+    /// reply buffer was full): each entry `readdir` returns counts as a lookup, so the ones the
+    /// kernel never saw must be forgotten here. `.` and `..` are skipped.
+    pub fn unsent(&self, entries: &[DirEntry]) {
+        for e in entries {
+            if e.name != "." && e.name != ".." {
+                self.inodes.forget(e.attr.ino, 1);
+            }
+        }
     }
 
-    pub async fn opendir(&self, _ino: u64) -> FsResult<u64> {
-        Err(FsError::Unsupported("opendir"))
+    pub async fn getattr(&self, ino: u64) -> FsResult<AttrReply> {
+        let node = self.fresh_node(ino).await?;
+        Ok(self.attrs.reply(&node))
+    }
+
+    pub async fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<AttrReply> {
+        let changes = set.size.is_some()
+            || set.mode.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some();
+        if changes {
+            // Nothing can be changed yet (the write path is a later piece).
+            self.node(ino)?;
+            return Err(FsError::ReadOnly);
+        }
+        self.getattr(ino).await
+    }
+
+    pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let dir = self.dir_node(ino)?;
+        let listing = self.dirs.listing(dir.loc).await?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let handle = DirHandle {
+            ino,
+            snapshot: Mutex::new(DirSnapshot {
+                listing,
+                served: false,
+            }),
+        };
+        lock(&self.handles).insert(fh, Handle::Dir(Arc::new(handle)));
+        Ok(fh)
     }
 
     /// Entries from cookie `offset` on (0 = start), including `.` and `..`. Every returned entry
     /// counts as a lookup of its inode (readdirplus), except `.` and `..`.
-    pub async fn readdir(&self, _ino: u64, _fh: u64, _offset: i64) -> FsResult<Vec<DirEntry>> {
-        Err(FsError::Unsupported("readdir"))
+    ///
+    /// At most [`READDIR_BATCH`] entries per call; an empty answer is the end of the folder.
+    pub async fn readdir(&self, ino: u64, fh: u64, offset: i64) -> FsResult<Vec<DirEntry>> {
+        let handle = match lock(&self.handles).get(&fh) {
+            Some(Handle::Dir(h)) if h.ino == ino => Arc::clone(h),
+            _ => return Err(FsError::BadHandle(fh)),
+        };
+        let start = usize::try_from(offset)
+            .map_err(|_| FsError::InvalidArgument(format!("readdir offset {offset}")))?;
+        let dir = self.dir_node(ino)?;
+        let snapshot = {
+            let mut snap = lock(&handle.snapshot);
+            let rewind = start == 0 && snap.served;
+            snap.served = true;
+            (!rewind).then(|| Arc::clone(&snap.listing))
+        };
+        let listing = match snapshot {
+            Some(listing) => listing,
+            None => {
+                // rewinddir: show the folder as it is now.
+                let fresh = self.dirs.listing(dir.loc).await?;
+                lock(&handle.snapshot).listing = Arc::clone(&fresh);
+                fresh
+            }
+        };
+        let total = listing.entries.len() + 2;
+        let mut out = Vec::new();
+        for index in start..total.min(start.saturating_add(READDIR_BATCH)) {
+            let next = i64::try_from(index + 1).unwrap_or(i64::MAX);
+            let entry = match index {
+                0 => DirEntry {
+                    name: ".".into(),
+                    attr: self.attrs.attr(&dir),
+                    offset: next,
+                },
+                1 => {
+                    let up = dir.parent.and_then(|(p, _)| self.inodes.get(p));
+                    let attr = self.attrs.attr(up.as_ref().unwrap_or(&dir));
+                    DirEntry {
+                        name: "..".into(),
+                        attr,
+                        offset: next,
+                    }
+                }
+                _ => {
+                    let Some(listed) = listing.entries.get(index - 2) else {
+                        break;
+                    };
+                    let node = self.inodes.upsert(&listed.seen, (ino, dir.loc), true);
+                    DirEntry {
+                        name: listed.name.clone(),
+                        attr: self.attrs.attr(&node),
+                        offset: next,
+                    }
+                }
+            };
+            out.push(entry);
+        }
+        Ok(out)
     }
 
-    pub fn releasedir(&self, _ino: u64, _fh: u64) {}
+    pub fn releasedir(&self, _ino: u64, fh: u64) {
+        let mut handles = lock(&self.handles);
+        if matches!(handles.get(&fh), Some(Handle::Dir(_))) {
+            handles.remove(&fh);
+        }
+    }
 
     /// `flags` are the open(2) flags.
-    pub async fn open(&self, _ino: u64, _flags: i32) -> FsResult<OpenReply> {
-        Err(FsError::Unsupported("open"))
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
+        let node = self.node(ino)?;
+        let Loc::Remote { id, .. } = node.loc else {
+            // Every other location is a folder.
+            return Err(FsError::IsADirectory);
+        };
+        if node.kind == NodeKind::Directory {
+            return Err(FsError::IsADirectory);
+        }
+        let writes = (flags & libc::O_ACCMODE) != libc::O_RDONLY || (flags & libc::O_TRUNC) != 0;
+        if writes {
+            // Read-only mount, recordings, or the write path not there yet: EROFS in every case.
+            return Err(FsError::ReadOnly);
+        }
+        let node = self.fresh_node(ino).await?;
+        let keep_cache = self
+            .inodes
+            .opened(ino, node.size, node.mtime)
+            .ok_or(FsError::StaleInode(ino))?;
+        let file = FileVersion {
+            id,
+            size: node.size,
+            mtime: node.mtime,
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let handle = FileHandle {
+            ino,
+            parent: node.parent.map(|(_, l)| l),
+            stream: Stream::new(file),
+        };
+        lock(&self.handles).insert(fh, Handle::File(Arc::new(handle)));
+        Ok(OpenReply {
+            fh,
+            keep_cache,
+            direct_io: false,
+        })
     }
 
-    pub async fn read(&self, _ino: u64, _fh: u64, _offset: u64, _size: u32) -> FsResult<Bytes> {
-        Err(FsError::Unsupported("read"))
+    pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let handle = self.file_handle(ino, fh)?;
+        match self.reader.read(&handle.stream, offset, size).await {
+            Err(FsError::Inconsistent(why)) => {
+                tracing::warn!(ino, file = handle.stream.file.id, "read refused: {why}");
+                if let Some(parent) = handle.parent {
+                    self.dirs.invalidate(parent);
+                }
+                Err(FsError::Inconsistent(why))
+            }
+            other => other,
+        }
     }
 
-    pub async fn write(&self, _ino: u64, _fh: u64, _offset: u64, _data: &[u8]) -> FsResult<u32> {
+    pub async fn write(&self, ino: u64, fh: u64, _offset: u64, _data: &[u8]) -> FsResult<u32> {
+        self.file_handle(ino, fh)?;
         Err(FsError::ReadOnly)
     }
 
     /// close(2) of one descriptor: uploads a changed file; the result is what close returns.
-    pub async fn flush(&self, _ino: u64, _fh: u64) -> FsResult<()> {
-        Ok(())
+    pub async fn flush(&self, ino: u64, fh: u64) -> FsResult<()> {
+        self.file_handle(ino, fh).map(|_| ())
     }
 
-    pub async fn fsync(&self, _ino: u64, _fh: u64) -> FsResult<()> {
-        Ok(())
+    pub async fn fsync(&self, ino: u64, fh: u64) -> FsResult<()> {
+        self.file_handle(ino, fh).map(|_| ())
     }
 
-    pub async fn release(&self, _ino: u64, _fh: u64) -> FsResult<()> {
-        Ok(())
+    pub async fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
+        let removed = {
+            let mut handles = lock(&self.handles);
+            match handles.get(&fh) {
+                Some(Handle::File(h)) if h.ino == ino => handles.remove(&fh),
+                _ => None,
+            }
+        };
+        match removed {
+            Some(_) => {
+                self.inodes.closed(ino);
+                Ok(())
+            }
+            None => Err(FsError::BadHandle(fh)),
+        }
     }
 
     pub async fn create(
         &self,
-        _parent: u64,
+        parent: u64,
         _name: &OsStr,
         _mode: u32,
         _flags: i32,
     ) -> FsResult<(AttrReply, OpenReply)> {
+        self.dir_node(parent)?;
         Err(FsError::ReadOnly)
     }
 
-    pub async fn mkdir(&self, _parent: u64, _name: &OsStr, _mode: u32) -> FsResult<AttrReply> {
+    pub async fn mkdir(&self, parent: u64, _name: &OsStr, _mode: u32) -> FsResult<AttrReply> {
+        self.dir_node(parent)?;
         Err(FsError::ReadOnly)
     }
 
-    pub async fn unlink(&self, _parent: u64, _name: &OsStr) -> FsResult<()> {
+    pub async fn unlink(&self, parent: u64, _name: &OsStr) -> FsResult<()> {
+        self.dir_node(parent)?;
         Err(FsError::ReadOnly)
     }
 
-    pub async fn rmdir(&self, _parent: u64, _name: &OsStr) -> FsResult<()> {
+    pub async fn rmdir(&self, parent: u64, _name: &OsStr) -> FsResult<()> {
+        self.dir_node(parent)?;
         Err(FsError::ReadOnly)
     }
 
     /// `flags` are renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
     pub async fn rename(
         &self,
-        _parent: u64,
+        parent: u64,
         _name: &OsStr,
-        _newparent: u64,
+        newparent: u64,
         _newname: &OsStr,
         _flags: u32,
     ) -> FsResult<()> {
+        self.dir_node(parent)?;
+        self.dir_node(newparent)?;
         Err(FsError::ReadOnly)
     }
 
-    pub async fn statfs(&self, _ino: u64) -> FsResult<StatFs> {
-        Err(FsError::Unsupported("statfs"))
+    pub async fn statfs(&self, ino: u64) -> FsResult<StatFs> {
+        let loc = self.node(ino).or_else(|_| self.node(ROOT_INO))?.loc;
+        self.statfs.statfs(loc, self.inodes.len() as u64).await
+    }
+
+    /// How long the kernel may cache a name found missing (an adapter may answer a failed lookup
+    /// with a negative entry of this TTL).
+    pub fn negative_lookup_ttl(&self) -> Duration {
+        self.dirs.negative_ttl()
+    }
+
+    /// Numbers of the block cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.reader.stats()
+    }
+
+    /// Wait until no background fetch (prefetch, link) is running: for a clean unmount, and for
+    /// tests that count requests.
+    pub async fn wait_background(&self) {
+        self.reader.idle().await;
+    }
+
+    /// Whether this mount refuses writes everywhere.
+    pub fn read_only(&self) -> bool {
+        self.config.read_only
+    }
+
+    fn node(&self, ino: u64) -> FsResult<Inode> {
+        self.inodes.get(ino).ok_or(FsError::StaleInode(ino))
+    }
+
+    fn dir_node(&self, ino: u64) -> FsResult<Inode> {
+        let node = self.node(ino)?;
+        match node.kind {
+            NodeKind::Directory => Ok(node),
+            NodeKind::File => Err(FsError::NotADirectory),
+        }
+    }
+
+    /// The node with its attributes refreshed from its folder's listing (cached, so usually no
+    /// request). A failed refresh, or an object no longer listed, keeps the last attributes:
+    /// getattr on an open file must not fail on a network blip, and the next lookup notices a
+    /// deletion.
+    async fn fresh_node(&self, ino: u64) -> FsResult<Inode> {
+        let node = self.node(ino)?;
+        let (Loc::Remote { .. }, Some((_, parent_loc))) = (node.loc, node.parent) else {
+            return Ok(node);
+        };
+        match self.dirs.listing(parent_loc).await {
+            Ok(listing) => match listing.find_loc(&node.loc) {
+                Some(entry) => Ok(self.inodes.refresh(ino, &entry.seen).unwrap_or(node)),
+                None => Ok(node),
+            },
+            Err(e) => {
+                tracing::debug!(ino, "attributes not refreshed: {e}");
+                Ok(node)
+            }
+        }
+    }
+
+    fn file_handle(&self, ino: u64, fh: u64) -> FsResult<Arc<FileHandle>> {
+        match lock(&self.handles).get(&fh) {
+            Some(Handle::File(h)) if h.ino == ino => Ok(Arc::clone(h)),
+            _ => Err(FsError::BadHandle(fh)),
+        }
     }
 }

@@ -1,0 +1,90 @@
+//! Attributes as the kernel sees them, from what listings say and the mount options.
+//!
+//! The API knows sizes and modification times only; everything else comes from the options:
+//! uid/gid, and permissions `0o666 & !umask` for files, `0o777 & !umask` for folders.
+//!
+//! Subtle cases handled here:
+//! - write bits are dropped where nothing can be written: read-only mounts, the session
+//!   recordings, and the virtual folders of the `RootSpec::All` layout;
+//! - a missing `modified` (the API may leave it out) shows the mount time, for every object the
+//!   same, so `make`-like tools see a stable time rather than "now";
+//! - the attribute TTL is [`ATTR_TTL`], never longer than the folder cache TTL: attributes come
+//!   from listings and must not outlive what the listing cache would answer.
+
+use std::time::{Duration, SystemTime};
+
+use super::inode::{Inode, Loc};
+use super::{Attr, AttrReply, FsConfig, NodeKind};
+
+/// How long the kernel may cache attributes and entries (bounded by `dir_cache_ttl`).
+pub const ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// Permission bits of a writable file before the umask.
+const FILE_PERM: u16 = 0o666;
+/// Permission bits of a writable folder before the umask.
+const DIR_PERM: u16 = 0o777;
+/// Every write bit.
+const WRITE_BITS: u16 = 0o222;
+
+/// Builds [`Attr`]s for one mount.
+#[derive(Debug, Clone)]
+pub(crate) struct AttrPolicy {
+    uid: u32,
+    gid: u32,
+    umask: u16,
+    read_only: bool,
+    mount_time: SystemTime,
+    ttl: Duration,
+}
+
+impl AttrPolicy {
+    pub(crate) fn new(config: &FsConfig, mount_time: SystemTime) -> Self {
+        AttrPolicy {
+            uid: config.uid,
+            gid: config.gid,
+            umask: config.umask,
+            read_only: config.read_only,
+            mount_time,
+            ttl: ATTR_TTL.min(config.dir_cache_ttl),
+        }
+    }
+
+    /// Whether writes are refused at `loc` whatever the write path can do.
+    pub(crate) fn refuses_writes(&self, loc: &Loc) -> bool {
+        self.read_only || loc.is_read_only()
+    }
+
+    pub(crate) fn attr(&self, node: &Inode) -> Attr {
+        let base = match node.kind {
+            NodeKind::File => FILE_PERM,
+            NodeKind::Directory => DIR_PERM,
+        };
+        let mut perm = base & !self.umask;
+        if self.refuses_writes(&node.loc) {
+            perm &= !WRITE_BITS;
+        }
+        let mtime = node.mtime.unwrap_or(self.mount_time);
+        Attr {
+            ino: node.ino,
+            kind: node.kind,
+            size: node.size,
+            mtime,
+            ctime: mtime,
+            atime: mtime,
+            perm,
+            nlink: match node.kind {
+                NodeKind::File => 1,
+                NodeKind::Directory => 2,
+            },
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
+    pub(crate) fn reply(&self, node: &Inode) -> AttrReply {
+        AttrReply {
+            attr: self.attr(node),
+            ttl: self.ttl,
+        }
+    }
+}

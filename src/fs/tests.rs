@@ -1,0 +1,1098 @@
+//! Tests of the core against the in-memory test double: no kernel, no network.
+//!
+//! Requests are counted, never timed: every assertion is about what was asked of the API and
+//! what came back.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::errno::to_errno;
+use super::read::BLOCK_SIZE;
+use super::test_api::{MemApi, Paging, mtime_of, pattern, status};
+use super::*;
+use crate::api::{Capacity, ObjectType};
+
+const MIB: usize = 1 << 20;
+
+fn config() -> FsConfig {
+    FsConfig {
+        uid: 1234,
+        gid: 5678,
+        umask: 0o022,
+        read_only: false,
+        dir_cache_ttl: Duration::from_secs(3600),
+        cache_size: 256 << 20,
+    }
+}
+
+fn mount(api: &Arc<MemApi>, root: RootSpec, config: FsConfig) -> Arc<VagonFs> {
+    let api: Arc<dyn FilesApi> = Arc::clone(api) as Arc<dyn FilesApi>;
+    VagonFs::new(api, root, config)
+}
+
+fn shared(api: &Arc<MemApi>) -> Arc<VagonFs> {
+    mount(api, RootSpec::Space(Space::Shared), config())
+}
+
+async fn walk(fs: &VagonFs, path: &str) -> FsResult<AttrReply> {
+    let mut last = fs.getattr(ROOT_INO).await?;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        last = fs.lookup(last.attr.ino, OsStr::new(part)).await?;
+    }
+    Ok(last)
+}
+
+async fn list(fs: &VagonFs, ino: u64) -> Vec<DirEntry> {
+    let fh = fs.opendir(ino).await.expect("opendir");
+    let mut all: Vec<DirEntry> = Vec::new();
+    let mut offset = 0;
+    loop {
+        let batch = fs.readdir(ino, fh, offset).await.expect("readdir");
+        let Some(last) = batch.last() else { break };
+        assert!(batch.len() <= READDIR_BATCH);
+        offset = last.offset;
+        all.extend(batch);
+    }
+    fs.releasedir(ino, fh);
+    all
+}
+
+fn names(entries: &[DirEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect()
+}
+
+async fn read_all(fs: &VagonFs, ino: u64, chunk: u32) -> FsResult<Vec<u8>> {
+    let open = fs.open(ino, libc::O_RDONLY).await?;
+    let mut out = Vec::new();
+    loop {
+        let bytes = fs.read(ino, open.fh, out.len() as u64, chunk).await?;
+        if bytes.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&bytes);
+    }
+    fs.release(ino, open.fh).await?;
+    Ok(out)
+}
+
+async fn read_path(fs: &VagonFs, path: &str) -> Vec<u8> {
+    let ino = walk(fs, path).await.expect("walk").attr.ino;
+    read_all(fs, ino, 128 * 1024).await.expect("read")
+}
+
+#[tokio::test]
+async fn browse_a_tree() {
+    let api = Arc::new(MemApi::new());
+    let docs = api.add_dir(Space::Shared, None, "docs");
+    let report = api.add_file(Space::Shared, Some(docs), "report.pdf", pattern(1601, 1));
+    let notes = api.add_file(Space::Shared, Some(docs), "notes.txt", pattern(10, 2));
+    api.clear_modified(notes);
+    let top = api.add_file(Space::Shared, None, "top.bin", pattern(5, 3));
+    let before = SystemTime::now();
+    let fs = shared(&api);
+    let after = SystemTime::now();
+
+    let root = list(&fs, ROOT_INO).await;
+    assert_eq!(names(&root), vec![".", "..", "docs", "top.bin"]);
+    assert_eq!(root[0].attr.ino, ROOT_INO);
+    let docs_attr = root[2].attr;
+    assert_eq!(docs_attr.kind, NodeKind::Directory);
+    assert_eq!(docs_attr.perm, 0o755);
+    assert_eq!(docs_attr.mtime, mtime_of(docs));
+    let top_attr = root[3].attr;
+    assert_eq!(
+        (top_attr.kind, top_attr.size, top_attr.perm),
+        (NodeKind::File, 5, 0o644)
+    );
+    assert_eq!(
+        (top_attr.uid, top_attr.gid, top_attr.nlink),
+        (1234, 5678, 1)
+    );
+    assert_eq!(top_attr.mtime, mtime_of(top));
+
+    let inside = list(&fs, docs_attr.ino).await;
+    assert_eq!(names(&inside), vec![".", "..", "report.pdf", "notes.txt"]);
+    assert_eq!(inside[1].attr.ino, ROOT_INO, "`..` of docs is the root");
+    assert_eq!(inside[2].attr.size, 1601);
+    assert_eq!(inside[2].attr.mtime, mtime_of(report));
+    let notes_mtime = inside[3].attr.mtime;
+    assert!(
+        notes_mtime >= before && notes_mtime <= after,
+        "no mtime: the mount time"
+    );
+
+    // lookup agrees with readdir (same inode, same attributes) and costs no request.
+    api.reset_calls();
+    let looked = walk(&fs, "docs/report.pdf").await.expect("lookup");
+    assert_eq!(looked.attr, inside[2].attr);
+    assert_eq!(api.total_calls(), 0);
+    let got = fs.getattr(looked.attr.ino).await.expect("getattr");
+    assert_eq!(got.attr, looked.attr);
+    assert!(got.ttl <= attr::ATTR_TTL);
+
+    assert_eq!(
+        read_path(&fs, "docs/report.pdf").await,
+        pattern(1601, 1).to_vec()
+    );
+    assert_eq!(read_path(&fs, "top.bin").await, pattern(5, 3).to_vec());
+
+    let missing = fs.lookup(ROOT_INO, OsStr::new("nope")).await;
+    assert!(matches!(missing, Err(FsError::NotFound)));
+    let not_dir = fs.lookup(top_attr.ino, OsStr::new("x")).await;
+    assert_eq!(not_dir.map_err(|e| to_errno(&e)).err(), Some(libc::ENOTDIR));
+    let long = "n".repeat(256);
+    let too_long = fs.lookup(ROOT_INO, OsStr::new(&long)).await;
+    assert_eq!(
+        too_long.map_err(|e| to_errno(&e)).err(),
+        Some(libc::ENAMETOOLONG)
+    );
+    let open_dir = fs.open(docs_attr.ino, libc::O_RDONLY).await;
+    assert_eq!(open_dir.map_err(|e| to_errno(&e)).err(), Some(libc::EISDIR));
+}
+
+#[tokio::test]
+async fn all_layout_with_machine_name_collisions() {
+    let api = Arc::new(MemApi::new());
+    for (id, name) in [
+        (1, "dev"),
+        (2, "dev"),
+        (3, "a/b"),
+        (4, ""),
+        (5, ".."),
+        (6, "x\0y"),
+        (7, "dev~2"),
+    ] {
+        api.add_machine(id, name);
+    }
+    for id in 100..250 {
+        api.add_machine(id, &format!("m{id}"));
+    }
+    api.add_file(Space::Machine(2), None, "two.txt", pattern(20, 22));
+    api.add_file(Space::Machine(7), None, "seven.txt", pattern(7, 77));
+    api.add_file(Space::Shared, None, "s.txt", pattern(3, 33));
+    let rec_dir = api.add_dir(Space::Recordings { machine: None }, None, "session-1");
+    api.add_file(
+        Space::Recordings { machine: None },
+        Some(rec_dir),
+        "take.mp4",
+        pattern(1000, 9),
+    );
+    let fs = mount(&api, RootSpec::All, config());
+
+    let root = list(&fs, ROOT_INO).await;
+    assert_eq!(
+        names(&root),
+        vec![".", "..", "machines", "recordings", "shared"]
+    );
+    assert_eq!(root[2].attr.perm, 0o555, "machines cannot be created");
+    assert_eq!(root[3].attr.perm, 0o555, "recordings are read-only");
+    assert_eq!(root[4].attr.perm, 0o755);
+
+    let machines = list(&fs, root[2].attr.ino).await;
+    assert_eq!(api.calls("list_machines"), 2, "157 machines: two pages");
+    let shown = names(&machines);
+    assert_eq!(
+        &shown[..9],
+        &[
+            ".",
+            "..",
+            "dev",
+            "dev~2~1",
+            "a_b",
+            "machine-4",
+            "machine-5",
+            "x_y",
+            "dev~2"
+        ]
+    );
+    assert_eq!(shown.len(), 2 + 157);
+    assert!(
+        machines[2..]
+            .iter()
+            .all(|e| e.attr.kind == NodeKind::Directory && e.attr.perm == 0o755)
+    );
+
+    assert_eq!(
+        read_path(&fs, "machines/dev~2~1/two.txt").await,
+        pattern(20, 22).to_vec()
+    );
+    assert_eq!(
+        read_path(&fs, "machines/dev~2/seven.txt").await,
+        pattern(7, 77).to_vec()
+    );
+    assert_eq!(
+        read_path(&fs, "shared/s.txt").await,
+        pattern(3, 33).to_vec()
+    );
+    assert_eq!(
+        read_path(&fs, "recordings/session-1/take.mp4").await,
+        pattern(1000, 9).to_vec()
+    );
+
+    let take = walk(&fs, "recordings/session-1/take.mp4")
+        .await
+        .expect("recording");
+    assert_eq!(take.attr.perm, 0o444);
+    let session = walk(&fs, "recordings/session-1").await.expect("session");
+    assert_eq!(session.attr.perm, 0o555);
+    let write = fs.open(take.attr.ino, libc::O_RDWR).await;
+    assert_eq!(write.map_err(|e| to_errno(&e)).err(), Some(libc::EROFS));
+    let mk = fs.mkdir(session.attr.ino, OsStr::new("new"), 0o755).await;
+    assert_eq!(mk.map_err(|e| to_errno(&e)).err(), Some(libc::EROFS));
+}
+
+#[tokio::test]
+async fn big_folders_cost_one_request_per_hundred_cold_and_none_warm() {
+    for (count, pages) in [(2_500u64, 25u64), (10_000, 100)] {
+        let api = Arc::new(MemApi::new());
+        let dir = api.add_dir(Space::Shared, None, "big");
+        for i in 0..count {
+            api.add_file(
+                Space::Shared,
+                Some(dir),
+                &format!("f{i:05}"),
+                pattern(i as usize % 7, i),
+            );
+        }
+        let fs = shared(&api);
+        let big = walk(&fs, "big").await.expect("big");
+        api.reset_calls();
+        let entries = list(&fs, big.attr.ino).await;
+        assert_eq!(entries.len() as u64, count + 2);
+        assert_eq!(api.calls("list_files"), pages, "{count} entries cold");
+        assert!(
+            entries[2..]
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.attr.size == i as u64 % 7)
+        );
+
+        // Warm: a second listing and a lookup of every name cost nothing.
+        api.reset_calls();
+        let again = list(&fs, big.attr.ino).await;
+        assert_eq!(names(&again), names(&entries));
+        for i in 0..count {
+            let e = fs
+                .lookup(big.attr.ino, OsStr::new(&format!("f{i:05}")))
+                .await
+                .expect("lookup");
+            assert_eq!(e.attr.ino, entries[i as usize + 2].attr.ino);
+        }
+        assert_eq!(api.total_calls(), 0, "{count} entries warm");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_lookups_share_one_listing() {
+    let api = Arc::new(MemApi::new());
+    for i in 0..10_000u64 {
+        api.add_file(Space::Shared, None, &format!("n{i}"), pattern(1, i));
+    }
+    let fs = shared(&api);
+    // The server holds the first page until every lookup has asked.
+    let gate = api.hold_listings_of(0);
+    let lookups: Vec<_> = (0..32u64)
+        .map(|i| {
+            let fs = Arc::clone(&fs);
+            let name = format!("n{}", i * 311);
+            tokio::spawn(async move { fs.lookup(ROOT_INO, OsStr::new(&name)).await })
+        })
+        .collect();
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    assert!(lookups.iter().all(|l| !l.is_finished()));
+    assert_eq!(
+        api.calls("list_files"),
+        1,
+        "one request in flight for 32 lookups"
+    );
+    gate.add_permits(1);
+    for r in futures::future::join_all(lookups).await {
+        assert!(matches!(r, Ok(Ok(_))));
+    }
+    assert_eq!(api.calls("list_files"), 100, "the folder was listed once");
+}
+
+#[tokio::test]
+async fn a_slow_listing_blocks_nothing_else() {
+    let api = Arc::new(MemApi::new());
+    let slow = api.add_dir(Space::Shared, None, "slow");
+    api.add_file(Space::Shared, Some(slow), "inside", pattern(1, 1));
+    api.add_file(Space::Shared, None, "quick.bin", pattern(3 * MIB, 4));
+    let fs = shared(&api);
+    let slow_ino = walk(&fs, "slow").await.expect("slow").attr.ino;
+    let gate = api.hold_listings_of(slow);
+    let waiting = {
+        let fs = Arc::clone(&fs);
+        tokio::spawn(async move { fs.lookup(slow_ino, OsStr::new("inside")).await })
+    };
+    while api.calls("list_files") < 2 {
+        tokio::task::yield_now().await;
+    }
+    // The listing of `slow` is stuck in the server; everything else goes on.
+    assert_eq!(
+        read_path(&fs, "quick.bin").await,
+        pattern(3 * MIB, 4).to_vec()
+    );
+    assert!(list(&fs, ROOT_INO).await.len() == 4);
+    assert!(!waiting.is_finished());
+    gate.add_permits(1);
+    assert!(matches!(waiting.await, Ok(Ok(_))));
+}
+
+#[tokio::test]
+async fn paging_stops_when_the_server_repeats() {
+    for paging in [Paging::RepeatSamePage, Paging::RepeatContent] {
+        let api = Arc::new(MemApi::new());
+        for i in 0..150u64 {
+            api.add_file(Space::Shared, None, &format!("p{i:03}"), pattern(1, i));
+        }
+        api.set_paging(paging);
+        let fs = shared(&api);
+        let entries = list(&fs, ROOT_INO).await;
+        assert_eq!(entries.len(), 2 + 100, "{paging:?}: the first page, once");
+        let expected_calls = if paging == Paging::RepeatSamePage {
+            1
+        } else {
+            2
+        };
+        assert_eq!(api.calls("list_files"), expected_calls, "{paging:?}");
+    }
+}
+
+#[tokio::test]
+async fn reads_of_every_size_return_the_bytes() {
+    let api = Arc::new(MemApi::new());
+    let sizes = [0usize, 1, 4095, 4096, MIB + 1, 50 * MIB];
+    for (i, size) in sizes.iter().enumerate() {
+        api.add_file(
+            Space::Shared,
+            None,
+            &format!("s{i}"),
+            pattern(*size, i as u64 + 10),
+        );
+    }
+    let fs = shared(&api);
+    for (i, size) in sizes.iter().enumerate() {
+        let want = pattern(*size, i as u64 + 10);
+        let attr = walk(&fs, &format!("s{i}")).await.expect("lookup").attr;
+        assert_eq!(attr.size, *size as u64);
+        for chunk in [4096u32, 128 * 1024, 3 * MIB as u32] {
+            let got = read_all(&fs, attr.ino, chunk).await.expect("read");
+            assert!(got == want[..], "size {size}, chunk {chunk}");
+        }
+    }
+    // Random offsets and lengths in the 50 MiB file, crossing block boundaries.
+    let big = pattern(50 * MIB, 15);
+    let ino = walk(&fs, "s5").await.expect("s5").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let mut rng = StdRng::seed_from_u64(7);
+    for _ in 0..300 {
+        let offset = rng.gen_range(0..big.len() as u64 + 10);
+        let len = rng.gen_range(0..3 * MIB as u32);
+        let got = fs.read(ino, open.fh, offset, len).await.expect("read");
+        let from = (offset as usize).min(big.len());
+        let to = (offset as usize)
+            .saturating_add(len as usize)
+            .min(big.len());
+        assert!(got == big[from..to], "offset {offset} len {len}");
+    }
+    fs.release(ino, open.fh).await.expect("release");
+}
+
+#[tokio::test]
+async fn refused_links_are_replaced_once() {
+    let api = Arc::new(MemApi::new());
+    let data = pattern(5 * MIB, 5);
+    api.add_file(Space::Shared, None, "f", data.clone());
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            cache_size: 0,
+            ..config()
+        },
+    );
+    let ino = walk(&fs, "f").await.expect("f").attr.ino;
+    api.refuse_links_after_gets(2);
+    assert!(read_all(&fs, ino, 1 << 20).await.expect("read") == data[..]);
+    assert_eq!(api.calls("file_link"), 2, "one link, then one replacement");
+    assert_eq!(
+        api.calls("get_range"),
+        6,
+        "five blocks plus the refused one"
+    );
+
+    // A link refused again right after its replacement: EIO, after exactly one retry.
+    api.reset_calls();
+    api.refuse_issued_links();
+    api.fail_next(
+        "get_range",
+        crate::api::ApiError::LinkRefused { status: 403 },
+    );
+    api.fail_next(
+        "get_range",
+        crate::api::ApiError::LinkRefused { status: 403 },
+    );
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let err = fs
+        .read(ino, open.fh, 0, 10)
+        .await
+        .map_err(|e| to_errno(&e))
+        .err();
+    assert_eq!(err, Some(libc::EIO));
+    assert_eq!(api.calls("get_range"), 2);
+    // The next read gets a fresh link and works.
+    let got = fs.read(ino, open.fh, 0, 10).await.expect("read");
+    assert!(got == data[..10]);
+    fs.release(ino, open.fh).await.expect("release");
+}
+
+#[tokio::test]
+async fn links_fall_back_to_request_download_and_are_cached() {
+    let api = Arc::new(MemApi::new());
+    let data = pattern(3 * MIB, 8);
+    api.add_file(Space::Shared, None, "f", data.clone());
+    api.remove_file_link_endpoint();
+    let fs = shared(&api);
+    assert!(read_path(&fs, "f").await == data[..]);
+    assert_eq!(api.calls("file_link"), 1);
+    assert_eq!(
+        api.calls("request_download"),
+        1,
+        "the link is cached for the other blocks"
+    );
+}
+
+#[tokio::test]
+async fn sizes_that_disagree_with_the_bytes_give_eio() {
+    let space = Space::Shared;
+    let api = Arc::new(MemApi::new());
+    // Listed 3 MiB, 2.5 MiB of bytes, the link repeating the listed size.
+    let short = api.add_raw(
+        space,
+        None,
+        500,
+        "short",
+        ObjectType::File,
+        pattern(5 * MIB / 2, 1),
+    );
+    api.set_listed_size(short, 3 * MIB as u64);
+    // Listed 1000 bytes, 1200 bytes, the link repeating the listed size.
+    let long = api.add_raw(space, None, 501, "long", ObjectType::File, pattern(1200, 2));
+    api.set_listed_size(long, 1000);
+    api.links_report_listed_size();
+    let fs = shared(&api);
+
+    let ino = walk(&fs, "short").await.expect("short").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let head = fs
+        .read(ino, open.fh, 0, 4096)
+        .await
+        .expect("the head is there");
+    assert!(head == pattern(5 * MIB / 2, 1)[..4096]);
+    let tail = fs.read(ino, open.fh, 2 * MIB as u64 + 10, 4096).await;
+    assert!(matches!(tail, Err(FsError::Inconsistent(_))), "{tail:?}");
+    assert_eq!(tail.map_err(|e| to_errno(&e)).err(), Some(libc::EIO));
+    // Past the bytes altogether (HTTP 416): EIO too.
+    let beyond = fs.read(ino, open.fh, 3 * MIB as u64 - 10, 10).await;
+    assert!(
+        matches!(beyond, Err(FsError::Inconsistent(_))),
+        "{beyond:?}"
+    );
+    fs.release(ino, open.fh).await.expect("release");
+    // The folder's listing was dropped: the next lookup asks the server again.
+    api.reset_calls();
+    let long_ino = walk(&fs, "long").await.expect("long").attr.ino;
+    assert_eq!(api.calls("list_files"), 1);
+    // Longer than listed and the link does not say: the listed bytes, exactly.
+    let got = read_all(&fs, long_ino, 4096).await.expect("read");
+    assert!(got == pattern(1200, 2)[..1000]);
+
+    // A link that reports another size than listed: EIO at once, nothing fetched.
+    let truthful = Arc::new(MemApi::new());
+    let long = truthful.add_raw(space, None, 501, "long", ObjectType::File, pattern(1200, 2));
+    truthful.set_listed_size(long, 1000);
+    let fs = shared(&truthful);
+    let ino = walk(&fs, "long").await.expect("long").attr.ino;
+    let err = read_all(&fs, ino, 4096).await;
+    assert!(matches!(err, Err(FsError::Inconsistent(_))), "{err:?}");
+    assert_eq!(truthful.calls("get_range"), 0);
+}
+
+/// Blocks fetched so far, in order of request.
+fn fetched_blocks(api: &MemApi) -> Vec<u64> {
+    api.ranges()
+        .iter()
+        .map(|(_, r)| r.start / BLOCK_SIZE)
+        .collect()
+}
+
+#[tokio::test]
+async fn sequential_reads_prefetch_with_a_growing_window() {
+    let api = Arc::new(MemApi::new());
+    let data = pattern(200 * MIB, 3);
+    api.add_file(Space::Shared, None, "movie", data.clone());
+    let fs = shared(&api);
+    let ino = walk(&fs, "movie").await.expect("movie").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let step = 128 * 1024u32;
+    let mut offset = 0u64;
+    let mut bursts = Vec::new();
+    let mut seen = 0;
+    while offset < data.len() as u64 {
+        let got = fs.read(ino, open.fh, offset, step).await.expect("read");
+        assert!(got == data[offset as usize..offset as usize + got.len()]);
+        offset += got.len() as u64;
+        fs.wait_background().await;
+        let now = api.ranges().len();
+        if now > seen {
+            bursts.push(now - seen);
+            seen = now;
+        }
+    }
+    fs.release(ino, open.fh).await.expect("release");
+    let ranges = api.ranges();
+    // Every block fetched exactly once, aligned, one block long.
+    let mut blocks = fetched_blocks(&api);
+    blocks.sort_unstable();
+    assert_eq!(blocks, (0..200).collect::<Vec<u64>>());
+    assert!(
+        ranges
+            .iter()
+            .all(|(_, r)| r.start % BLOCK_SIZE == 0 && r.end - r.start == BLOCK_SIZE)
+    );
+    // The first read fetches its block, then bursts of prefetch that grow to the maximum.
+    assert_eq!(&bursts[..5], &[1, 1, 2, 3, 6], "{bursts:?}");
+    let largest = bursts.iter().copied().max().unwrap_or(0);
+    assert!(largest as u64 >= read::MAX_WINDOW_BLOCKS / 2, "{bursts:?}");
+    assert!(
+        bursts.iter().all(|&b| b as u64 <= read::MAX_WINDOW_BLOCKS),
+        "{bursts:?}"
+    );
+}
+
+#[tokio::test]
+async fn random_reads_fetch_only_the_blocks_they_need() {
+    let api = Arc::new(MemApi::new());
+    let data = pattern(50 * MIB, 4);
+    api.add_file(Space::Shared, None, "db", data.clone());
+    let fs = shared(&api);
+    let ino = walk(&fs, "db").await.expect("db").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let picks = [3u64, 17, 9, 40, 25, 33, 48];
+    for k in picks {
+        let offset = k * BLOCK_SIZE + 1000;
+        let got = fs.read(ino, open.fh, offset, 4096).await.expect("read");
+        assert!(got == data[offset as usize..offset as usize + 4096]);
+    }
+    // A read across a boundary needs two blocks.
+    let edge = 20 * BLOCK_SIZE - 100;
+    let got = fs.read(ino, open.fh, edge, 200).await.expect("read");
+    assert!(got == data[edge as usize..edge as usize + 200]);
+    fs.wait_background().await;
+    fs.release(ino, open.fh).await.expect("release");
+    let mut want: Vec<u64> = picks.to_vec();
+    want.extend([19, 20]);
+    assert_eq!(fetched_blocks(&api), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_bound_holds_with_readers_in_parallel() {
+    let api = Arc::new(MemApi::new());
+    let files: Vec<_> = (0..3u64).map(|i| pattern(30 * MIB, 100 + i)).collect();
+    for (i, data) in files.iter().enumerate() {
+        api.add_file(Space::Shared, None, &format!("r{i}"), data.clone());
+    }
+    let cache = 8 * MIB as u64;
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            cache_size: cache,
+            ..config()
+        },
+    );
+    let mut readers = Vec::new();
+    for (i, data) in files.iter().enumerate() {
+        let fs = Arc::clone(&fs);
+        let data = data.clone();
+        readers.push(tokio::spawn(async move {
+            let ino = walk(&fs, &format!("r{i}")).await.expect("walk").attr.ino;
+            read_all(&fs, ino, 128 * 1024)
+                .await
+                .map(|got| got == data[..])
+        }));
+    }
+    for r in futures::future::join_all(readers).await {
+        assert!(matches!(r, Ok(Ok(true))));
+    }
+    fs.wait_background().await;
+    let stats = fs.cache_stats();
+    // Each reader's own read needs at most two blocks beyond the bound.
+    assert!(stats.peak_bytes <= cache + 3 * 2 * BLOCK_SIZE, "{stats:?}");
+    assert!(stats.cached_bytes <= cache, "{stats:?}");
+    assert_eq!(stats.inflight_bytes, 0);
+    // Prefetch happened (the window is capped at half the cache, 4 blocks)...
+    assert!(api.calls("get_range") >= 90, "every block at least once");
+    // ...and a block read twice is fetched once.
+    api.reset_calls();
+    let ino = walk(&fs, "r2").await.expect("r2").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    for _ in 0..2 {
+        let tail = fs
+            .read(ino, open.fh, 30 * MIB as u64 - 4096, 4096)
+            .await
+            .expect("tail");
+        assert!(tail == files[2][30 * MIB - 4096..]);
+    }
+    fs.release(ino, open.fh).await.expect("release");
+    assert!(api.calls("get_range") <= 1);
+}
+
+#[tokio::test]
+async fn no_cache_fetches_exactly_what_is_read() {
+    let api = Arc::new(MemApi::new());
+    let data = pattern(3 * MIB + 5, 6);
+    api.add_file(Space::Shared, None, "f", data.clone());
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            cache_size: 0,
+            ..config()
+        },
+    );
+    assert!(read_path(&fs, "f").await == data[..]);
+    fs.wait_background().await;
+    let stats = fs.cache_stats();
+    assert_eq!((stats.cached_bytes, stats.cached_blocks), (0, 0));
+    let fetched: u64 = api.ranges().iter().map(|(_, r)| r.end - r.start).sum();
+    assert_eq!(fetched, data.len() as u64, "no block rounding, no prefetch");
+}
+
+#[tokio::test]
+async fn forget_drops_inodes_at_zero_and_numbers_are_not_reused() {
+    let api = Arc::new(MemApi::new());
+    api.add_file(Space::Shared, None, "a", pattern(10, 1));
+    api.add_file(Space::Shared, None, "b", pattern(10, 2));
+    let fs = shared(&api);
+    let a1 = fs
+        .lookup(ROOT_INO, OsStr::new("a"))
+        .await
+        .expect("a")
+        .attr
+        .ino;
+    let a2 = fs
+        .lookup(ROOT_INO, OsStr::new("a"))
+        .await
+        .expect("a")
+        .attr
+        .ino;
+    assert_eq!(a1, a2);
+    fs.forget(a1, 1);
+    assert!(fs.getattr(a1).await.is_ok(), "one reference left");
+    fs.forget(a1, 1);
+    let gone = fs.getattr(a1).await.map_err(|e| to_errno(&e)).err();
+    assert_eq!(gone, Some(libc::ESTALE));
+    let a3 = fs
+        .lookup(ROOT_INO, OsStr::new("a"))
+        .await
+        .expect("a")
+        .attr
+        .ino;
+    assert!(a3 > a1, "a new number");
+
+    // An open handle keeps the inode after the last forget.
+    let open = fs.open(a3, libc::O_RDONLY).await.expect("open");
+    fs.forget(a3, 1);
+    assert_eq!(
+        &fs.read(a3, open.fh, 0, 100).await.expect("read")[..],
+        &pattern(10, 1)[..]
+    );
+    fs.release(a3, open.fh).await.expect("release");
+    assert!(fs.getattr(a3).await.is_err());
+
+    // readdir entries count as lookups; entries the adapter could not send are given back.
+    let fh = fs.opendir(ROOT_INO).await.expect("opendir");
+    let entries = fs.readdir(ROOT_INO, fh, 0).await.expect("readdir");
+    fs.releasedir(ROOT_INO, fh);
+    let b = entries
+        .iter()
+        .find(|e| e.name == "b")
+        .map(|e| e.attr.ino)
+        .expect("b");
+    assert!(fs.getattr(b).await.is_ok());
+    fs.unsent(&entries);
+    assert!(
+        fs.getattr(b).await.is_err(),
+        "the only reference was the unsent entry"
+    );
+    assert!(fs.getattr(ROOT_INO).await.is_ok(), "the root stays");
+}
+
+#[tokio::test]
+async fn hostile_names_are_skipped_and_warned_once() {
+    let api = Arc::new(MemApi::new());
+    let long = "y".repeat(256);
+    let bad = ["", ".", "..", "a/b", "nul\0x", long.as_str()];
+    for (i, name) in bad.iter().enumerate() {
+        let id = 100 + i as u64;
+        api.add_raw(
+            Space::Shared,
+            None,
+            id,
+            name,
+            ObjectType::File,
+            pattern(1, 1),
+        );
+    }
+    let no_bytes = bytes::Bytes::new();
+    api.add_raw(
+        Space::Shared,
+        None,
+        0,
+        "zero-id",
+        ObjectType::Directory,
+        no_bytes,
+    );
+    api.add_file(Space::Shared, None, "ok.txt", pattern(4, 4));
+    let fs = shared(&api);
+    assert_eq!(names(&list(&fs, ROOT_INO).await), vec![".", "..", "ok.txt"]);
+    assert_eq!(fs.dirs.warned_count(), 7);
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    assert_eq!(names(&list(&fs, ROOT_INO).await), vec![".", "..", "ok.txt"]);
+    assert_eq!(api.calls("list_files"), 2);
+    assert_eq!(
+        fs.dirs.warned_count(),
+        7,
+        "no second warning for the same objects"
+    );
+    assert_eq!(read_path(&fs, "ok.txt").await, pattern(4, 4).to_vec());
+}
+
+#[tokio::test]
+async fn duplicate_names_stay_reachable() {
+    let api = Arc::new(MemApi::new());
+    let s = Space::Shared;
+    api.add_raw(s, None, 50, "a.txt", ObjectType::File, pattern(5, 50));
+    api.add_raw(s, None, 20, "a.txt", ObjectType::File, pattern(2, 20));
+    api.add_raw(s, None, 60, "a~50.txt", ObjectType::File, pattern(6, 60));
+    api.add_raw(s, None, 70, "d", ObjectType::Directory, bytes::Bytes::new());
+    api.add_raw(s, None, 71, "d", ObjectType::File, pattern(7, 71));
+    let fs = shared(&api);
+    let shown = names(&list(&fs, ROOT_INO).await);
+    assert_eq!(
+        shown,
+        vec![".", "..", "a~50~1.txt", "a.txt", "a~50.txt", "d", "d~71"]
+    );
+    assert_eq!(read_path(&fs, "a.txt").await, pattern(2, 20).to_vec());
+    assert_eq!(read_path(&fs, "a~50~1.txt").await, pattern(5, 50).to_vec());
+    assert_eq!(read_path(&fs, "a~50.txt").await, pattern(6, 60).to_vec());
+    assert_eq!(read_path(&fs, "d~71").await, pattern(7, 71).to_vec());
+    assert_eq!(
+        walk(&fs, "d").await.expect("d").attr.kind,
+        NodeKind::Directory
+    );
+}
+
+#[tokio::test]
+async fn keep_cache_only_while_the_file_is_unchanged() {
+    let api = Arc::new(MemApi::new());
+    let id = api.add_file(Space::Shared, None, "f", pattern(100, 1));
+    let fs = shared(&api);
+    let ino = walk(&fs, "f").await.expect("f").attr.ino;
+    let first = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(!first.keep_cache);
+    fs.release(ino, first.fh).await.expect("release");
+    let second = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(second.keep_cache);
+    fs.release(ino, second.fh).await.expect("release");
+
+    api.replace_data(id, pattern(120, 2), mtime_of(9999));
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    let third = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(!third.keep_cache, "changed on the server");
+    let got = fs.read(ino, third.fh, 0, 4096).await.expect("read");
+    assert_eq!(
+        &got[..],
+        &pattern(120, 2)[..],
+        "new content, not cached old blocks"
+    );
+    fs.release(ino, third.fh).await.expect("release");
+    assert_eq!(fs.getattr(ino).await.expect("getattr").attr.size, 120);
+}
+
+#[tokio::test]
+async fn statfs_shows_the_quota() {
+    let api = Arc::new(MemApi::new());
+    let gib = 1u64 << 30;
+    api.set_capacity(
+        Some(5),
+        Capacity {
+            total: 10 * gib,
+            in_use: gib,
+            team_total: None,
+            team_in_use: None,
+        },
+    );
+    api.set_capacity(
+        None,
+        Capacity {
+            total: 4 * gib,
+            in_use: gib,
+            team_total: Some(100 * gib),
+            team_in_use: Some(30 * gib),
+        },
+    );
+    let fs = mount(&api, RootSpec::Space(Space::Machine(5)), config());
+    let s = fs.statfs(ROOT_INO).await.expect("statfs");
+    assert_eq!(
+        (s.block_size, s.blocks, s.blocks_free),
+        (4096, 10 * gib / 4096, 9 * gib / 4096)
+    );
+    assert_eq!(s.blocks_avail, s.blocks_free);
+    assert_eq!(s.name_max, 255);
+    fs.statfs(ROOT_INO).await.expect("statfs");
+    assert_eq!(api.calls("capacity"), 1, "cached");
+
+    let all = mount(&api, RootSpec::All, config());
+    let root = all.statfs(ROOT_INO).await.expect("statfs");
+    assert_eq!(
+        (root.blocks, root.blocks_free),
+        (100 * gib / 4096, 70 * gib / 4096),
+        "team numbers"
+    );
+    let shared_ino = walk(&all, "shared").await.expect("shared").attr.ino;
+    let sh = all.statfs(shared_ino).await.expect("statfs");
+    assert_eq!(
+        (sh.blocks, sh.blocks_free),
+        (4 * gib / 4096, 3 * gib / 4096),
+        "shared storage"
+    );
+}
+
+#[tokio::test]
+async fn missing_names_are_remembered_briefly() {
+    let api = Arc::new(MemApi::new());
+    api.add_file(Space::Shared, None, "present", pattern(1, 1));
+    let fs = shared(&api);
+    assert_eq!(fs.negative_lookup_ttl(), dir::NEGATIVE_TTL);
+    assert!(matches!(
+        fs.lookup(ROOT_INO, OsStr::new("missing")).await,
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(api.calls("list_files"), 1);
+    // The listing expired, the negative entry did not: no request.
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    assert!(matches!(
+        fs.lookup(ROOT_INO, OsStr::new("missing")).await,
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(api.calls("list_files"), 1);
+    // A name not known missing lists the folder again.
+    assert!(fs.lookup(ROOT_INO, OsStr::new("present")).await.is_ok());
+    assert_eq!(api.calls("list_files"), 2);
+
+    // No folder cache, no negative cache.
+    let uncached = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            dir_cache_ttl: Duration::ZERO,
+            ..config()
+        },
+    );
+    assert_eq!(uncached.negative_lookup_ttl(), Duration::ZERO);
+    api.reset_calls();
+    for _ in 0..3 {
+        assert!(
+            uncached
+                .lookup(ROOT_INO, OsStr::new("missing"))
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(api.calls("list_files"), 3);
+}
+
+#[tokio::test]
+async fn api_errors_surface_with_their_errno_and_are_not_cached() {
+    let api = Arc::new(MemApi::new());
+    api.add_file(Space::Shared, None, "f", pattern(1, 1));
+    let fs = shared(&api);
+    api.fail_next("list_files", status("GET /files", 503));
+    let e = fs
+        .lookup(ROOT_INO, OsStr::new("f"))
+        .await
+        .map_err(|e| to_errno(&e))
+        .err();
+    assert_eq!(e, Some(libc::EIO));
+    api.fail_next("list_files", status("GET /files", 4710));
+    let e = fs.opendir(ROOT_INO).await.map_err(|e| to_errno(&e)).err();
+    assert_eq!(e, Some(libc::EACCES));
+    assert!(fs.lookup(ROOT_INO, OsStr::new("f")).await.is_ok());
+    assert!(fs.lookup(ROOT_INO, OsStr::new("other")).await.is_err());
+    assert_eq!(api.calls("list_files"), 3);
+
+    // statfs with nothing known yet fails; getattr keeps working when a refresh fails.
+    let e = fs.statfs(ROOT_INO).await.map_err(|e| to_errno(&e)).err();
+    assert_eq!(e, Some(libc::ENOENT));
+    let ino = walk(&fs, "f").await.expect("f").attr.ino;
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    api.fail_next("list_files", status("GET /files", 503));
+    assert_eq!(fs.getattr(ino).await.expect("getattr").attr.size, 1);
+}
+
+#[tokio::test]
+async fn readdir_offsets_are_stable_within_one_opendir() {
+    let api = Arc::new(MemApi::new());
+    for i in 0..600u64 {
+        api.add_file(Space::Shared, None, &format!("e{i:04}"), pattern(1, i));
+    }
+    let fs = shared(&api);
+    let fh = fs.opendir(ROOT_INO).await.expect("opendir");
+    let first = fs.readdir(ROOT_INO, fh, 0).await.expect("readdir");
+    assert_eq!(first.len(), READDIR_BATCH);
+    // The folder changes on the server and the cache expires mid-listing.
+    api.add_file(Space::Shared, None, "a-new-one", pattern(1, 1));
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    let mut all = first.clone();
+    let mut offset = first.last().map(|e| e.offset).unwrap_or(0);
+    loop {
+        let batch = fs.readdir(ROOT_INO, fh, offset).await.expect("readdir");
+        let Some(last) = batch.last() else { break };
+        offset = last.offset;
+        all.extend(batch);
+    }
+    assert_eq!(all.len(), 602, "the snapshot: no entry lost or repeated");
+    let seen: std::collections::HashSet<String> = names(&all).into_iter().collect();
+    assert_eq!(seen.len(), 602);
+    assert!(!seen.contains("a-new-one"));
+    // Re-reading from an offset answers the same entries.
+    let again = fs.readdir(ROOT_INO, fh, 300).await.expect("readdir");
+    assert_eq!(names(&again), names(&all[300..300 + READDIR_BATCH]));
+    // A rewind shows the folder as it is now.
+    let rewound = fs.readdir(ROOT_INO, fh, 0).await.expect("readdir");
+    assert_eq!(rewound.len(), READDIR_BATCH);
+    fs.releasedir(ROOT_INO, fh);
+    assert!(
+        names(&list(&fs, ROOT_INO).await)
+            .iter()
+            .any(|n| n == "a-new-one")
+    );
+    assert!(fs.readdir(ROOT_INO, fh, 0).await.is_err(), "released");
+}
+
+#[tokio::test]
+async fn writes_answer_erofs() {
+    let api = Arc::new(MemApi::new());
+    api.add_file(Space::Shared, None, "f", pattern(10, 1));
+    api.add_dir(Space::Shared, None, "d");
+    let fs = shared(&api);
+    let f = walk(&fs, "f").await.expect("f").attr.ino;
+    let d = walk(&fs, "d").await.expect("d").attr.ino;
+    let erofs = |r: FsError| to_errno(&r);
+    for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+        assert_eq!(
+            fs.open(f, flags).await.map_err(erofs).err(),
+            Some(libc::EROFS)
+        );
+    }
+    let name = OsStr::new("x");
+    assert_eq!(
+        fs.create(ROOT_INO, name, 0o644, libc::O_WRONLY)
+            .await
+            .map_err(erofs)
+            .err(),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        fs.mkdir(ROOT_INO, name, 0o755).await.map_err(erofs).err(),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        fs.unlink(ROOT_INO, OsStr::new("f"))
+            .await
+            .map_err(erofs)
+            .err(),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        fs.rmdir(ROOT_INO, OsStr::new("d"))
+            .await
+            .map_err(erofs)
+            .err(),
+        Some(libc::EROFS)
+    );
+    let renamed = fs.rename(ROOT_INO, OsStr::new("f"), d, name, 0).await;
+    assert_eq!(renamed.map_err(erofs).err(), Some(libc::EROFS));
+    let truncate = SetAttr {
+        size: Some(0),
+        ..SetAttr::default()
+    };
+    assert_eq!(
+        fs.setattr(f, truncate).await.map_err(erofs).err(),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        fs.setattr(f, SetAttr::default())
+            .await
+            .expect("no-op")
+            .attr
+            .size,
+        10
+    );
+    let open = fs.open(f, libc::O_RDONLY).await.expect("open");
+    assert_eq!(
+        fs.write(f, open.fh, 0, b"x").await.map_err(erofs).err(),
+        Some(libc::EROFS)
+    );
+    fs.flush(f, open.fh).await.expect("flush of a read handle");
+    fs.release(f, open.fh).await.expect("release");
+    for method in ["create", "upload_part", "complete", "delete"] {
+        assert_eq!(api.calls(method), 0, "{method}");
+    }
+
+    // A read-only mount shows no write bits.
+    let ro = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            read_only: true,
+            ..config()
+        },
+    );
+    assert!(ro.read_only());
+    let attrs = list(&ro, ROOT_INO).await;
+    assert!(attrs.iter().all(|e| e.attr.perm & 0o222 == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_files_read_at_once() {
+    let api = Arc::new(MemApi::new());
+    let files: Vec<_> = (0..12u64)
+        .map(|i| pattern(3 * MIB + i as usize * 1000, i))
+        .collect();
+    for (i, data) in files.iter().enumerate() {
+        api.add_file(Space::Shared, None, &format!("c{i}"), data.clone());
+    }
+    let fs = shared(&api);
+    let tasks = files.iter().enumerate().map(|(i, data)| {
+        let fs = Arc::clone(&fs);
+        let data = data.clone();
+        tokio::spawn(async move { read_path(&fs, &format!("c{i}")).await == data[..] })
+    });
+    for ok in futures::future::join_all(tasks).await {
+        assert!(matches!(ok, Ok(true)));
+    }
+    assert_eq!(api.calls("file_link"), 12, "one link per file");
+}
