@@ -13,10 +13,12 @@
 //! Subtle cases handled here:
 //! - readdir(plus): the core counts *every* entry it returns as a lookup (except `.`/`..`), but
 //!   the kernel only takes a reference for the entries that fit in its buffer (readdirplus) or
-//!   none at all (plain readdir). The adapter gives back the difference with `forget`, so the
-//!   core's lookup counts stay exact.
-//! - readdirplus entries carry no TTL in the core's reply; they use the mount's entry TTL
-//!   ([`AdapterConfig::entry_ttl`], the directory cache TTL).
+//!   none at all (plain readdir). The adapter hands the rest back with `VagonFs::unsent`, so
+//!   the core's lookup counts stay exact.
+//! - A lookup of a missing name answers a negative entry (node id 0) with the core's negative
+//!   TTL, so `stat` storms on absent names (shells, editors) stay in the kernel.
+//! - readdirplus entries carry no TTL in the core's reply; they use [`AdapterConfig::entry_ttl`]
+//!   (the mount sets it to the TTL the core gives lookups).
 //! - Operations the API cannot express answer explicitly instead of fuser's ENOSYS defaults:
 //!   symlink/link → EPERM, mknod of anything but a regular file → EPERM, readlink → EINVAL
 //!   (there are no links), xattrs and fallocate → ENOTSUP.
@@ -265,6 +267,35 @@ pub fn file_attr(attr: &Attr) -> FileAttr {
     }
 }
 
+/// What a lookup found.
+enum Found {
+    Entry(AttrReply),
+    /// Nothing by that name; the kernel may remember so for this long.
+    Missing(Duration),
+}
+
+/// The attributes of a negative entry: node id 0 tells the kernel "no such name" and lets it
+/// cache that answer for the entry TTL.
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: 0,
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: PREFERRED_IO_SIZE,
+        flags: 0,
+    }
+}
+
 fn open_flags(open: &OpenReply) -> u32 {
     let mut flags = 0;
     if open.keep_cache {
@@ -281,10 +312,6 @@ fn system_time(t: TimeOrNow) -> SystemTime {
         TimeOrNow::SpecificTime(t) => t,
         TimeOrNow::Now => SystemTime::now(),
     }
-}
-
-fn is_dot_or_dotdot(name: &OsStr) -> bool {
-    name == "." || name == ".."
 }
 
 /// Whether the kernel accepts `name` in a directory listing. One bad name (too long, or with
@@ -354,8 +381,20 @@ impl Filesystem for FuseAdapter {
         self.dispatch(
             OpCtx::new("lookup", parent),
             reply,
-            async move { fs.lookup(parent, &name).await },
-            |reply, a: AttrReply| reply.entry(&a.ttl, &file_attr(&a.attr), GENERATION),
+            async move {
+                match fs.lookup(parent, &name).await {
+                    Ok(found) => Ok(Found::Entry(found)),
+                    // A name known missing: a negative entry lets the kernel remember it.
+                    Err(FsError::NotFound) if !fs.negative_lookup_ttl().is_zero() => {
+                        Ok(Found::Missing(fs.negative_lookup_ttl()))
+                    }
+                    Err(err) => Err(err),
+                }
+            },
+            |reply, found| match found {
+                Found::Entry(a) => reply.entry(&a.ttl, &file_attr(&a.attr), GENERATION),
+                Found::Missing(ttl) => reply.entry(&ttl, &negative_attr(), GENERATION),
+            },
         );
     }
 
@@ -686,25 +725,24 @@ impl Filesystem for FuseAdapter {
         reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
-        let forget_fs = self.fs.clone();
+        let core = self.fs.clone();
         self.dispatch(
             OpCtx::fh("readdir", ino, fh),
             reply,
             async move { fs.readdir(ino, fh, offset).await },
             move |mut reply, entries| {
-                let mut full = false;
-                for entry in entries {
-                    if !full && kernel_accepts(&entry.name) {
-                        let kind = file_type(entry.attr.kind);
-                        full = reply.add(entry.attr.ino, entry.offset, kind, &entry.name);
-                    } else if !full {
+                for entry in &entries {
+                    if !kernel_accepts(&entry.name) {
                         warn!(name = ?entry.name, "entry skipped: a name the kernel refuses");
+                        continue;
                     }
-                    // Plain readdir takes no lookup reference, delivered or not.
-                    if !is_dot_or_dotdot(&entry.name) {
-                        forget_fs.forget(entry.attr.ino, 1);
+                    let kind = file_type(entry.attr.kind);
+                    if reply.add(entry.attr.ino, entry.offset, kind, &entry.name) {
+                        break;
                     }
                 }
+                // Plain readdir takes no lookup reference, delivered or not.
+                core.unsent(&entries);
                 reply.ok();
             },
         );
@@ -719,38 +757,29 @@ impl Filesystem for FuseAdapter {
         reply: ReplyDirectoryPlus,
     ) {
         let fs = self.fs.clone();
-        let forget_fs = self.fs.clone();
+        let core = self.fs.clone();
         let ttl = self.config.entry_ttl;
         self.dispatch(
             OpCtx::fh("readdirplus", ino, fh),
             reply,
             async move { fs.readdir(ino, fh, offset).await },
             move |mut reply, entries| {
-                let mut full = false;
-                for entry in entries {
-                    if !full {
-                        if kernel_accepts(&entry.name) {
-                            let attr = file_attr(&entry.attr);
-                            full = reply.add(
-                                attr.ino,
-                                entry.offset,
-                                &entry.name,
-                                &ttl,
-                                &attr,
-                                GENERATION,
-                            );
-                            if !full {
-                                continue;
-                            }
-                        } else {
-                            warn!(name = ?entry.name, "entry skipped: a name the kernel refuses");
-                        }
+                let mut sent = 0;
+                for entry in &entries {
+                    if !kernel_accepts(&entry.name) {
+                        warn!(name = ?entry.name, "entry skipped: a name the kernel refuses");
+                        core.unsent(std::slice::from_ref(entry));
+                        sent += 1;
+                        continue;
                     }
-                    // Not delivered: the kernel takes no reference for it.
-                    if !is_dot_or_dotdot(&entry.name) {
-                        forget_fs.forget(entry.attr.ino, 1);
+                    let attr = file_attr(&entry.attr);
+                    if reply.add(attr.ino, entry.offset, &entry.name, &ttl, &attr, GENERATION) {
+                        break;
                     }
+                    sent += 1;
                 }
+                // The kernel takes a reference only for the entries that fit its buffer.
+                core.unsent(&entries[sent..]);
                 reply.ok();
             },
         );

@@ -46,6 +46,8 @@ use crate::fuse::{AdapterConfig, FuseAdapter};
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the session thread after unmounting.
 pub const SESSION_END_WAIT: Duration = Duration::from_secs(10);
+/// How long background fetches of the core get to finish after the unmount.
+const BACKGROUND_WAIT: Duration = Duration::from_secs(5);
 /// How long in-flight core tasks get to finish when the runtime shuts down.
 const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Worker threads at least: the core's tasks and, in demo mode, the emulator share them.
@@ -119,10 +121,11 @@ fn serve_mounted(
     let fs = VagonFs::new(backend.api.clone(), plan.root.clone(), plan.fs.clone());
     let (ready_tx, ready_rx) = oneshot::channel();
     let adapter = FuseAdapter::new(
-        fs,
+        fs.clone(),
         rt.handle().clone(),
         AdapterConfig {
-            entry_ttl: plan.fs.dir_cache_ttl,
+            // The TTL the core gives lookups, so readdirplus entries are cached no longer.
+            entry_ttl: crate::fs::attr::ATTR_TTL.min(plan.fs.dir_cache_ttl),
         },
         Some(ready_tx),
     );
@@ -180,6 +183,16 @@ fn serve_mounted(
                 warn!("the FUSE session did not end after unmount; exiting anyway");
             }
         }
+    }
+    // Let background fetches (prefetch, links) finish, within bounds.
+    // (The timer must be made inside the runtime.)
+    let settled = rt.block_on(async {
+        tokio::time::timeout(BACKGROUND_WAIT, fs.wait_background())
+            .await
+            .is_ok()
+    });
+    if !settled {
+        debug!("background fetches still running after {BACKGROUND_WAIT:?}; leaving them");
     }
     Ok(())
 }
