@@ -1,0 +1,466 @@
+//! `vagonfs mount MOUNTPOINT [options]`: from the command line to a running FUSE session.
+//!
+//! Owns the mount options ([`MountArgs`]), their validation, the choice of backend (the real
+//! API with credentials, or an embedded demo emulator without), detaching (`--daemon`), and the
+//! life of the session until a signal or an external `umount` ends it.
+//!
+//! Subtle cases handled here:
+//! - Everything that can be checked locally (mount point exists, is a directory, is empty;
+//!   option values) is checked *before* forking, and fails with exit status 2 and a message.
+//! - `--daemon` forks before any tokio runtime or thread exists; the child reports readiness (or
+//!   the error text and exit status) through a pipe, so the parent's exit status says whether
+//!   the filesystem is mounted ([`detach`]).
+//! - Signal handlers are installed *before* mounting: a SIGTERM that arrives during start-up
+//!   still unmounts instead of killing the process and leaving a dead mount behind.
+//! - The mount counts as ready only once the kernel's INIT handshake has been answered.
+//! - On SIGINT/SIGTERM/SIGHUP the mount is unmounted (lazily when busy), the session thread is
+//!   awaited for a bounded time, and the process exits; a second signal exits at once
+//!   ([`session`]).
+//!
+//! Exit status: 0 after a clean unmount, 2 for bad options or a bad mount point, 1 for
+//! everything else (API unreachable, credentials refused, mount(2) failed).
+
+mod backend;
+pub mod demo;
+mod detach;
+mod session;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::api::ApiError;
+use crate::fs::{FsConfig, RootSpec};
+
+/// Exit status for bad options or a bad mount point (like clap's usage errors).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status for any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Bytes in a MiB (`--cache-size` unit).
+const MIB: u64 = 1024 * 1024;
+/// Largest `--cache-size`, bytes (1 TiB: anything above is a typo).
+const MAX_CACHE_BYTES: u64 = 1024 * 1024 * MIB;
+/// Largest `--dir-cache-ttl`, seconds (one day).
+const MAX_DIR_CACHE_TTL_SECS: u64 = 24 * 60 * 60;
+/// Log levels accepted as a bare word by `--log-level`.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// `vagonfs mount` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MountArgs {
+    /// Empty directory to mount on.
+    pub mountpoint: PathBuf,
+
+    /// Show this machine's storage at the root of the mount (its numeric id).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["shared", "all"])]
+    pub machine: Option<u64>,
+
+    /// Show the organization's shared storage at the root of the mount.
+    #[arg(long, conflicts_with = "all")]
+    pub shared: bool,
+
+    /// Show everything: machines/<name>/, shared/ and recordings/ (the default without
+    /// --machine or --shared).
+    #[arg(long)]
+    pub all: bool,
+
+    /// Owner of every file and folder [default: the calling user].
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+
+    /// Group of every file and folder [default: the calling user's group].
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+
+    /// Permission bits to clear, in octal (files are 0666 & !umask, folders 0777 & !umask).
+    #[arg(long, value_name = "OCTAL", default_value = "022", value_parser = parse_umask)]
+    pub umask: u16,
+
+    /// Let other users (not only the one who mounted) use the mount; permissions are then
+    /// checked against --uid/--gid/--umask.
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// Refuse every change (EROFS).
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// How long a folder listing is trusted before it is fetched again: seconds, or a number
+    /// with a unit (90s, 5m, 1h); at most a day.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_duration)]
+    pub dir_cache_ttl: Duration,
+
+    /// Memory for cached file data: MiB, or a size with a unit (512M, 2G); 1 MiB to 1 TiB.
+    #[arg(long, value_name = "MiB", default_value = "256", value_parser = parse_cache_size)]
+    pub cache_size: u64,
+
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG wins.
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_log_level)]
+    pub log_level: String,
+
+    /// Write logs to FILE (appending) instead of stderr. With --daemon and no --log-file,
+    /// logs are discarded once the mount is ready.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub credentials: crate::config::CredentialsArgs,
+
+    /// API base URL, replacing the one the credentials name (e.g. a test server).
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
+
+    /// Run in the background once the mount is ready; the exit status says whether it mounted.
+    #[arg(long)]
+    pub daemon: bool,
+}
+
+/// Why `vagonfs mount` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mount point {}: {reason}", path.display())]
+    MountPoint { path: PathBuf, reason: String },
+    #[error("{0}")]
+    InvalidOption(String),
+    #[error("credentials: {0}")]
+    Credentials(String),
+    #[error("cannot start the demo emulator: {0}")]
+    Demo(String),
+    #[error("the Vagon API at {url} did not answer as expected: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: ApiError,
+    },
+    #[error("machine {0} was not found in this organization")]
+    NoSuchMachine(u64),
+    #[error("cannot mount on {}: {source}", path.display())]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the kernel did not start the FUSE session within {0:?}")]
+    NotReady(Duration),
+    #[error("interrupted by a signal before the mount was ready")]
+    Interrupted,
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl MountError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            MountError::MountPoint { .. }
+            | MountError::InvalidOption(_)
+            | MountError::Credentials(_) => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+/// The validated options, ready to run.
+#[derive(Debug, Clone)]
+pub struct MountPlan {
+    /// Absolute, symlinks resolved.
+    pub mountpoint: PathBuf,
+    pub root: RootSpec,
+    pub fs: FsConfig,
+    pub allow_other: bool,
+    /// Absolute (the daemon changes its working directory).
+    pub credentials: Option<PathBuf>,
+    /// `--api-url`: replaces the credentials' URL.
+    pub api_url: Option<String>,
+}
+
+/// `vagonfs mount`.
+pub fn run_cli(args: MountArgs) -> ExitCode {
+    let plan = match plan(&args) {
+        Ok(plan) => plan,
+        Err(err) => return fail(&err),
+    };
+    let log_file = match &args.log_file {
+        None => None,
+        Some(path) => match File::options().create(true).append(true).open(path) {
+            Ok(file) => Some(file),
+            Err(err) => {
+                return fail(&MountError::InvalidOption(format!(
+                    "--log-file {}: {err}",
+                    path.display()
+                )));
+            }
+        },
+    };
+    init_logging(&args.log_level, log_file);
+
+    // No thread and no runtime exist yet: this is the one place where forking is safe.
+    let mut readiness = if args.daemon {
+        match detach::fork() {
+            Ok(detach::Forked::Parent(code)) => return code,
+            Ok(detach::Forked::Child(readiness)) => Some(readiness),
+            Err(err) => return fail(&err),
+        }
+    } else {
+        None
+    };
+
+    match session::run(plan, &mut readiness) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => match readiness.take() {
+            // Still attached to the parent: it prints the message and exits with the code.
+            Some(readiness) => {
+                readiness.failed(err.exit_code(), &err.to_string());
+                ExitCode::from(err.exit_code())
+            }
+            None => fail(&err),
+        },
+    }
+}
+
+fn fail(err: &MountError) -> ExitCode {
+    eprintln!("vagonfs mount: {err}");
+    ExitCode::from(err.exit_code())
+}
+
+/// Validate the options and the mount point (no network, no threads).
+pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    let root = match (args.machine, args.shared) {
+        (Some(id), _) => RootSpec::Space(crate::api::Space::Machine(id)),
+        (None, true) => RootSpec::Space(crate::api::Space::Shared),
+        (None, false) => RootSpec::All,
+    };
+    let credentials = match &args.credentials.credentials {
+        None => None,
+        Some(path) => Some(std::path::absolute(path).map_err(|err| {
+            MountError::InvalidOption(format!("--credentials {}: {err}", path.display()))
+        })?),
+    };
+    Ok(MountPlan {
+        mountpoint,
+        root,
+        fs: FsConfig {
+            uid: args.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
+            gid: args.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
+            umask: args.umask,
+            read_only: args.read_only,
+            dir_cache_ttl: args.dir_cache_ttl,
+            cache_size: args.cache_size,
+        },
+        allow_other: args.allow_other,
+        credentials,
+        api_url: args.api_url.clone(),
+    })
+}
+
+/// The mount point must exist, be a directory and be empty. Returns its canonical path.
+pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
+    let bad = |reason: String| MountError::MountPoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Err(bad("does not exist (create an empty folder first)".into()));
+        }
+        Err(err) if err.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(bad(format!(
+                "{err}: a dead mount is still there; remove it with `umount -l {}`",
+                path.display()
+            )));
+        }
+        Err(err) => return Err(bad(err.to_string())),
+    };
+    if !meta.is_dir() {
+        return Err(bad("is not a directory".into()));
+    }
+    let mut entries = std::fs::read_dir(path).map_err(|err| bad(err.to_string()))?;
+    if entries.next().is_some() {
+        return Err(bad("is not empty (mount on an empty folder)".into()));
+    }
+    path.canonicalize().map_err(|err| bad(err.to_string()))
+}
+
+/// `--umask`: octal digits (an optional `0o` prefix), at most 0777.
+pub fn parse_umask(s: &str) -> Result<u16, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(format!("{s:?} is not an octal number (e.g. 022)"));
+    }
+    match u16::from_str_radix(digits, 8) {
+        Ok(v) if v <= 0o777 => Ok(v),
+        _ => Err(format!("{s:?} is larger than 0777")),
+    }
+}
+
+/// `--cache-size`: a plain number is MiB; `K`, `M`, `G`, `T` (optionally `iB` or `B`, always
+/// binary) give the unit. Between 1 MiB and 1 TiB. Returns bytes.
+pub fn parse_cache_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 256 or 1G)"))?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let scale: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "" if unit.is_empty() => MIB,
+        "K" => 1024,
+        "M" => MIB,
+        "G" => 1024 * MIB,
+        "T" => 1024 * 1024 * MIB,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    let bytes = number.checked_mul(scale).filter(|b| *b <= MAX_CACHE_BYTES);
+    match bytes {
+        Some(b) if b >= MIB => Ok(b),
+        _ => Err(format!("{s:?} is not between 1 MiB and 1 TiB")),
+    }
+}
+
+/// `--dir-cache-ttl`: a plain number is seconds; `s`, `m`, `h` give the unit. At most a day.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 60 or 5m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        _ => return Err(format!("{s:?}: unknown unit (use s, m or h)")),
+    };
+    match number.checked_mul(scale) {
+        Some(secs) if secs <= MAX_DIR_CACHE_TTL_SECS => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{s:?} is longer than a day")),
+    }
+}
+
+/// `--log-level`: a level name, or a tracing filter with `=` or `,` in it.
+pub fn parse_log_level(s: &str) -> Result<String, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    if LOG_LEVELS.contains(&lower.as_str()) {
+        return Ok(lower);
+    }
+    if s.contains('=') || s.contains(',') {
+        return tracing_subscriber::EnvFilter::try_new(s)
+            .map(|_| s.to_string())
+            .map_err(|err| format!("{s:?} is not a valid filter: {err}"));
+    }
+    Err(format!(
+        "{s:?} is not a log level (one of {})",
+        LOG_LEVELS.join(", ")
+    ))
+}
+
+/// Log at `level` (RUST_LOG wins), to `file` when given, else stderr.
+fn init_logging(level: &str, file: Option<File>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match file {
+        Some(file) => builder
+            .with_ansi(false)
+            .with_writer(Mutex::new(file))
+            .try_init(),
+        None => builder.with_writer(io::stderr).try_init(),
+    };
+    tracing::debug!(
+        version = env!("CARGO_PKG_VERSION"),
+        "vagonfs mount starting"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn umask_parses_octal_only() {
+        assert_eq!(parse_umask("022"), Ok(0o22));
+        assert_eq!(parse_umask("0o077"), Ok(0o77));
+        assert_eq!(parse_umask("0"), Ok(0));
+        assert_eq!(parse_umask("777"), Ok(0o777));
+        assert!(parse_umask("0777").is_ok());
+        assert!(parse_umask("1000").is_err());
+        assert!(parse_umask("08").is_err());
+        assert!(parse_umask("").is_err());
+        assert!(parse_umask("-1").is_err());
+        assert!(parse_umask("abc").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_cache_size("256"), Ok(256 * MIB));
+        assert_eq!(parse_cache_size("1G"), Ok(1024 * MIB));
+        assert_eq!(parse_cache_size("512MiB"), Ok(512 * MIB));
+        assert_eq!(parse_cache_size("2048k"), Ok(2 * MIB));
+        assert_eq!(parse_cache_size("1T"), Ok(MAX_CACHE_BYTES));
+        for bad in [
+            "0",
+            "512K",
+            "2T",
+            "1X",
+            "G",
+            "",
+            "-1",
+            "1.5G",
+            "99999999999999999999",
+        ] {
+            assert!(parse_cache_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        for bad in ["25h", "1d", "s", "", "-1", "soon"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_level_accepts_levels_and_filters() {
+        assert_eq!(parse_log_level("DEBUG").as_deref(), Ok("debug"));
+        assert!(parse_log_level("vagonfs=trace,info").is_ok());
+        assert!(parse_log_level("verbose").is_err());
+        assert!(parse_log_level("x=notalevel").is_err());
+    }
+
+    #[test]
+    fn mountpoint_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = check_mountpoint(&missing).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert_eq!(err.exit_code(), EXIT_USAGE);
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = check_mountpoint(&file).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+
+        let full = dir.path().join("full");
+        std::fs::create_dir(&full).unwrap();
+        std::fs::write(full.join("a"), b"x").unwrap();
+        let err = check_mountpoint(&full).unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert_eq!(
+            check_mountpoint(&empty).unwrap(),
+            empty.canonicalize().unwrap()
+        );
+    }
+}

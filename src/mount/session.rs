@@ -1,0 +1,433 @@
+//! The life of one mount: runtime, backend, FUSE session, signals, unmount.
+//!
+//! Mounting is a direct mount(2) when privileged (root here), with `fusermount3` through
+//! fuser as the fallback without privilege. The fuser session loop runs on its own thread (`fuse-session`) and only decodes requests;
+//! the core's futures run on the tokio runtime built here. The main thread waits for the first
+//! of: a signal (SIGINT, SIGTERM, SIGHUP) or the session ending by itself (someone ran
+//! `umount`).
+//!
+//! Subtle cases handled here:
+//! - Unmount is `umount2(path, 0)` first; if the mount is busy (an open file, a shell inside)
+//!   it is detached lazily (`MNT_DETACH`), which removes it from the namespace at once. Without
+//!   root, `fusermount3 -u -z` does the same.
+//! - After unmounting, the session thread is awaited for [`SESSION_END_WAIT`]; a lazily
+//!   detached mount may never end while something holds it open, so the process then exits
+//!   anyway (closing /dev/fuse aborts the connection: holders get ENOTCONN, nothing hangs).
+//! - A second signal during shutdown exits at once, after a lazy detach.
+//! - Readiness is the kernel's INIT being answered, bounded by [`INIT_TIMEOUT`].
+//! - After the mount is up, the kernel's readahead for it is raised through
+//!   `/sys/class/bdi/<dev>/read_ahead_kb` (the INIT handshake cannot go above what the kernel
+//!   offered, usually 128 KiB); failure there is only logged.
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use fuser::{MountOption, SessionACL};
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::oneshot;
+use tracing::{debug, error, info, warn};
+
+use super::backend::{self, Backend};
+use super::detach::Readiness;
+use super::{MountError, MountPlan};
+use crate::fs::VagonFs;
+use crate::fuse::{AdapterConfig, FuseAdapter};
+
+/// How long the kernel may take to send INIT after mount(2).
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for the session thread after unmounting.
+pub const SESSION_END_WAIT: Duration = Duration::from_secs(10);
+/// How long background fetches of the core get to finish after the unmount.
+const BACKGROUND_WAIT: Duration = Duration::from_secs(5);
+/// How long in-flight core tasks get to finish when the runtime shuts down.
+const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Worker threads at least: the core's tasks and, in demo mode, the emulator share them.
+const MIN_WORKER_THREADS: usize = 4;
+/// Kernel readahead for the mount, KiB (the device default is 128).
+pub const READ_AHEAD_KB: u32 = 1024;
+/// The file system name shown in /proc/mounts and `df`.
+pub const FS_NAME: &str = "vagonfs";
+/// The file system type given to mount(2): FUSE with subtype vagonfs.
+pub const FS_TYPE: &str = "fuse.vagonfs";
+/// The FUSE device.
+const FUSE_DEVICE: &str = "/dev/fuse";
+
+/// Mount per `plan` and serve until a signal or an external unmount. `readiness` (daemon mode)
+/// is taken and fired once the mount is ready.
+pub fn run(plan: MountPlan, readiness: &mut Option<Readiness>) -> Result<(), MountError> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(MIN_WORKER_THREADS);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("vagonfs-worker")
+        .enable_all()
+        .build()
+        .map_err(|source| MountError::Io {
+            what: "cannot start the async runtime",
+            source,
+        })?;
+
+    let result = serve(&rt, plan, readiness);
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    result
+}
+
+fn serve(
+    rt: &tokio::runtime::Runtime,
+    plan: MountPlan,
+    readiness: &mut Option<Readiness>,
+) -> Result<(), MountError> {
+    // Before anything is mounted: a signal from here on unmounts instead of killing us.
+    let mut signals = {
+        let _guard = rt.enter();
+        Signals::new().map_err(|source| MountError::Io {
+            what: "cannot install signal handlers",
+            source,
+        })?
+    };
+
+    let backend = rt.block_on(async {
+        tokio::select! {
+            backend = backend::open(&plan) => backend.map(Some),
+            _ = signals.recv() => Ok(None),
+        }
+    })?;
+    let Some(backend) = backend else {
+        return Err(MountError::Interrupted);
+    };
+    let result = serve_mounted(rt, &plan, &backend, &mut signals, readiness);
+    rt.block_on(backend.shutdown());
+    result
+}
+
+fn serve_mounted(
+    rt: &tokio::runtime::Runtime,
+    plan: &MountPlan,
+    backend: &Backend,
+    signals: &mut Signals,
+    readiness: &mut Option<Readiness>,
+) -> Result<(), MountError> {
+    let fs = VagonFs::new(backend.api.clone(), plan.root.clone(), plan.fs.clone());
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let adapter = FuseAdapter::new(
+        fs.clone(),
+        rt.handle().clone(),
+        AdapterConfig {
+            // The TTL the core gives lookups, so readdirplus entries are cached no longer.
+            entry_ttl: crate::fs::attr::ATTR_TTL.min(plan.fs.dir_cache_ttl),
+        },
+        Some(ready_tx),
+    );
+    let mut session = MountedSession::start(adapter, plan)?;
+
+    let started = rt.block_on(async {
+        tokio::select! {
+            // The sender is dropped only if the session died before INIT.
+            ready = ready_rx => ready.map_err(|_| MountError::NotReady(INIT_TIMEOUT)),
+            _ = tokio::time::sleep(INIT_TIMEOUT) => Err(MountError::NotReady(INIT_TIMEOUT)),
+            _ = signals.recv() => Err(MountError::Interrupted),
+        }
+    });
+    if let Err(err) = started {
+        session.unmount();
+        rt.block_on(session.wait_end(SESSION_END_WAIT));
+        return Err(err);
+    }
+
+    raise_readahead(&plan.mountpoint);
+    info!(
+        mountpoint = %plan.mountpoint.display(),
+        backend = %backend.description,
+        read_only = plan.fs.read_only,
+        "mounted"
+    );
+    if let Some(readiness) = readiness.take() {
+        readiness.ready();
+    }
+
+    let signal = rt.block_on(async {
+        tokio::select! {
+            signal = signals.recv() => Some(signal),
+            () = session.ended() => None,
+        }
+    });
+    match signal {
+        None => info!("unmounted from outside; exiting"),
+        Some(name) => {
+            info!("{name} received: unmounting {}", plan.mountpoint.display());
+            session.unmount();
+            let ended = rt.block_on(async {
+                tokio::select! {
+                    ended = session.wait_end(SESSION_END_WAIT) => ended,
+                    signal = signals.recv() => {
+                        warn!("{signal} received again: exiting at once");
+                        false
+                    }
+                }
+            });
+            if !ended {
+                // Detached but still held open somewhere: exiting closes /dev/fuse, which aborts
+                // the connection (holders get ENOTCONN).
+                lazy_unmount(&plan.mountpoint);
+                warn!("the FUSE session did not end after unmount; exiting anyway");
+            }
+        }
+    }
+    // Let background fetches (prefetch, links) finish, within bounds.
+    // (The timer must be made inside the runtime.)
+    let settled = rt.block_on(async {
+        tokio::time::timeout(BACKGROUND_WAIT, fs.wait_background())
+            .await
+            .is_ok()
+    });
+    if !settled {
+        debug!("background fetches still running after {BACKGROUND_WAIT:?}; leaving them");
+    }
+    Ok(())
+}
+
+/// The fuser mount options for `plan` (the fusermount path, without privilege).
+fn fuser_options(plan: &MountPlan) -> Vec<MountOption> {
+    let mut options = vec![
+        MountOption::FSName(FS_NAME.to_string()),
+        MountOption::Subtype(FS_NAME.to_string()),
+        // The kernel checks permissions against the attributes (--uid/--gid/--umask).
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        // Access times are not stored by the API: do not send setattr for them.
+        MountOption::NoAtime,
+    ];
+    if plan.fs.read_only {
+        options.push(MountOption::RO);
+    }
+    if plan.allow_other {
+        options.push(MountOption::AllowOther);
+    }
+    options
+}
+
+/// mount(2) a FUSE filesystem at `plan.mountpoint`, served through a new /dev/fuse descriptor.
+/// Needs privilege (root or CAP_SYS_ADMIN); fails with EPERM otherwise.
+///
+/// Done here rather than through `fuser::Session::new` because fuser's `Mount` guard, when
+/// the session ends, unmounts again a filesystem that is already gone and logs a spurious
+/// error; with our own mount, the unmount path is ours alone ([`unmount`]).
+fn mount_direct(plan: &MountPlan) -> io::Result<OwnedFd> {
+    let device: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(FUSE_DEVICE)?
+        .into();
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={},default_permissions",
+        device.as_raw_fd(),
+        libc::S_IFDIR,
+        nix::unistd::getuid(),
+        nix::unistd::getgid(),
+    );
+    if plan.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME;
+    if plan.fs.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(
+        Some(FS_NAME),
+        &plan.mountpoint,
+        Some(FS_TYPE),
+        flags,
+        Some(data.as_str()),
+    )?;
+    Ok(device)
+}
+
+/// SIGINT, SIGTERM and SIGHUP, as one stream.
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    /// Must be called inside the runtime.
+    fn new() -> io::Result<Self> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+/// A mounted fuser session running on its own thread.
+struct MountedSession {
+    path: PathBuf,
+    thread: Option<JoinHandle<()>>,
+    ended: Option<oneshot::Receiver<()>>,
+}
+
+impl MountedSession {
+    /// Mount (directly, else through fusermount) and start serving.
+    fn start(adapter: FuseAdapter, plan: &MountPlan) -> Result<Self, MountError> {
+        let path = &plan.mountpoint;
+        let mount_error = |source| MountError::Mount {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut session = match mount_direct(plan) {
+            Ok(device) => {
+                debug!("mounted {} with mount(2)", path.display());
+                let acl = if plan.allow_other {
+                    SessionACL::All
+                } else {
+                    SessionACL::Owner
+                };
+                fuser::Session::from_fd(adapter, device, acl)
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EPERM) => {
+                debug!("no privilege for mount(2): mounting through fusermount");
+                fuser::Session::new(adapter, path, &fuser_options(plan)).map_err(mount_error)?
+            }
+            Err(err) => return Err(mount_error(err)),
+        };
+        let (ended_tx, ended_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("fuse-session".into())
+            .spawn(move || {
+                if let Err(err) = session.run() {
+                    error!("FUSE session failed: {err}");
+                }
+                // Dropping the session after the kernel let go; its own unmount is a no-op then.
+                drop(session);
+                let _ = ended_tx.send(());
+            })
+            .map_err(mount_error)?;
+        Ok(MountedSession {
+            path: path.to_path_buf(),
+            thread: Some(thread),
+            ended: Some(ended_rx),
+        })
+    }
+
+    /// Resolves when the session loop has ended (on unmount).
+    async fn ended(&mut self) {
+        match self.ended.as_mut() {
+            Some(rx) => {
+                let _ = rx.await;
+                self.ended = None;
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Wait for the end at most `limit`; whether it ended.
+    async fn wait_end(&mut self, limit: Duration) -> bool {
+        if self.ended.is_none() && self.thread.is_none() {
+            return true;
+        }
+        tokio::time::timeout(limit, self.ended()).await.is_ok()
+    }
+
+    fn unmount(&self) {
+        unmount(&self.path);
+    }
+}
+
+/// Unmount `path`: normally, else lazily if busy, else through fusermount without privilege.
+pub fn unmount(path: &Path) {
+    match nix::mount::umount2(path, MntFlags::empty()) {
+        Ok(()) => debug!("unmounted {}", path.display()),
+        Err(Errno::EBUSY) => {
+            info!("{} is busy: detaching it lazily", path.display());
+            lazy_unmount(path);
+        }
+        // Not (or no longer) a mount point: someone else unmounted it.
+        Err(Errno::EINVAL) | Err(Errno::ENOENT) => debug!("{} was not mounted", path.display()),
+        Err(Errno::EPERM) => fusermount_unmount(path),
+        Err(err) => warn!("cannot unmount {}: {err}", path.display()),
+    }
+}
+
+fn lazy_unmount(path: &Path) {
+    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+        Err(Errno::EPERM) => fusermount_unmount(path),
+        Err(err) => warn!("cannot detach {}: {err}", path.display()),
+    }
+}
+
+/// The unprivileged way out: `fusermount3 -u -z` (or `fusermount`).
+fn fusermount_unmount(path: &Path) {
+    for tool in ["fusermount3", "fusermount"] {
+        let status = Command::new(tool)
+            .args([
+                OsStr::new("-u"),
+                OsStr::new("-z"),
+                OsStr::new("--"),
+                path.as_os_str(),
+            ])
+            .status();
+        match status {
+            Ok(status) if status.success() => return,
+            Ok(status) => warn!("{tool} -u {} failed: {status}", path.display()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => warn!("cannot run {tool}: {err}"),
+        }
+        return;
+    }
+    warn!(
+        "cannot unmount {}: no permission and no fusermount",
+        path.display()
+    );
+}
+
+/// Raise the kernel readahead of the FUSE mount at `path` to [`READ_AHEAD_KB`], through the
+/// sysfs knob of its device (`st_dev` of the mounted root).
+fn raise_readahead(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = match std::fs::metadata(path) {
+        Ok(meta) => meta.dev(),
+        Err(err) => {
+            debug!(
+                "cannot stat {}: {err}; readahead left as is",
+                path.display()
+            );
+            return;
+        }
+    };
+    let knob = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    match std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
+        Ok(()) => debug!("readahead raised to {READ_AHEAD_KB} KiB ({knob})"),
+        Err(err) => debug!("cannot raise readahead through {knob}: {err}"),
+    }
+}
