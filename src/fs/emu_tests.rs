@@ -15,9 +15,8 @@ use bytes::Bytes;
 use super::errno::to_errno;
 use super::test_api::pattern;
 use super::*;
-use crate::api::http::{ClientOptions, HttpFilesApi};
+use crate::api::http::HttpFilesApi;
 use crate::api::{CompletedPart, CreateRequest, ObjectType};
-use crate::config::Credentials;
 use crate::emulator::{EmulatorConfig, RunningEmulator};
 
 const MIB: usize = 1 << 20;
@@ -35,15 +34,7 @@ impl Emu {
         let mut cfg = EmulatorConfig::new(dir.path());
         cfg.machines = machines;
         cfg.link_ttl = link_ttl;
-        let running = crate::emulator::start(cfg.clone())
-            .await
-            .expect("emulator starts");
-        let creds = Credentials {
-            api_url: running.base_url(),
-            api_key: cfg.api_key.clone(),
-            api_secret: cfg.api_secret.clone(),
-        };
-        let api = Arc::new(HttpFilesApi::new(creds, ClientOptions::default()).expect("client"));
+        let (running, api) = super::emu_support::start_with_client(cfg).await;
         Emu {
             running: Some(running),
             api,

@@ -33,6 +33,8 @@
 pub mod attr;
 pub mod dir;
 #[cfg(test)]
+mod emu_support;
+#[cfg(test)]
 mod emu_tests;
 pub mod errno;
 mod flight;

@@ -11,10 +11,8 @@ use std::sync::Arc;
 use md5::{Digest, Md5};
 use rand::{Rng, SeedableRng};
 
-use crate::api::http::{ClientOptions, HttpFilesApi};
 use crate::api::{FilesApi, ListQuery, Space};
-use crate::config::Credentials;
-use crate::emulator::{EmulatorConfig, RunningEmulator, start};
+use crate::emulator::{EmulatorConfig, RunningEmulator};
 use crate::fs::FsError;
 use crate::fs::errno::to_errno;
 
@@ -37,15 +35,8 @@ impl Emu {
         if let Some(q) = quota_bytes {
             cfg.quota_bytes = q;
         }
-        let (key, secret) = (cfg.api_key.clone(), cfg.api_secret.clone());
-        let emu = start(cfg).await.expect("emulator starts");
-        let creds = Credentials {
-            api_url: emu.base_url(),
-            api_key: key,
-            api_secret: secret,
-        };
-        let api: Arc<dyn FilesApi> =
-            Arc::new(HttpFilesApi::new(creds, ClientOptions::default()).expect("client"));
+        let (emu, api) = crate::fs::emu_support::start_with_client(cfg).await;
+        let api: Arc<dyn FilesApi> = api;
         let dir = SpoolDir::open(&tmp.path().join("cache").join("shared")).expect("spool dir");
         Emu {
             _tmp: tmp,
