@@ -40,6 +40,12 @@ pub fn target_description(root: &RootSpec) -> String {
     match root {
         RootSpec::Space(crate::api::Space::Machine(id)) => format!("machine {id}"),
         RootSpec::Space(crate::api::Space::Shared) => "shared storage".to_string(),
+        RootSpec::Space(crate::api::Space::Recordings { machine: None }) => {
+            "session recordings".to_string()
+        }
+        RootSpec::Space(crate::api::Space::Recordings { machine: Some(id) }) => {
+            format!("session recordings of machine {id}")
+        }
         RootSpec::All => "all storages (machines, shared, recordings)".to_string(),
     }
 }
@@ -50,6 +56,10 @@ pub fn mount_source(root: &RootSpec) -> String {
     let what = match root {
         RootSpec::Space(crate::api::Space::Machine(id)) => format!("machine:{id}"),
         RootSpec::Space(crate::api::Space::Shared) => "shared".to_string(),
+        RootSpec::Space(crate::api::Space::Recordings { machine: None }) => "recordings".into(),
+        RootSpec::Space(crate::api::Space::Recordings { machine: Some(id) }) => {
+            format!("recordings:{id}")
+        }
         RootSpec::All => "all".to_string(),
     };
     format!("{}:{what}", super::session::FS_NAME)
