@@ -21,6 +21,9 @@
 //!   second mount of the same target is refused at start); what a crashed run left there is
 //!   uploaded in the background after mounting.
 //!
+//! - The mount's metrics, control socket (`vagonfs status`, `vagonfs unmount`) and optional
+//!   Prometheus endpoint (`--metrics-addr`) are started before mounting ([`control`]).
+//!
 //! Exit status: 0 after a clean unmount, 2 for bad options or a bad mount point, 1 for
 //! everything else (API unreachable, credentials refused, mount(2) failed).
 

@@ -21,6 +21,10 @@
 //!   outside, every file with changes not yet uploaded is uploaded before exiting, with the
 //!   progress logged every [`UPLOAD_PROGRESS_EVERY`]; a second signal stops that at once and
 //!   leaves the rest in the spool folder for the next mount.
+//! - `vagonfs unmount` (the control socket, [`super::control`]) ends the session like a signal:
+//!   a graceful request has already waited for the uploads and is answered once the late writes
+//!   are uploaded too; a forced one uploads nothing (the spool folder keeps the changes for the
+//!   next mount) and waits for the session only [`FORCED_END_WAIT`].
 //! - After the mount is up, the kernel's readahead for it is raised through
 //!   `/sys/class/bdi/<dev>/read_ahead_kb` (the INIT handshake cannot go above what the kernel
 //!   offered, usually 128 KiB); failure there is only logged.
@@ -53,6 +57,8 @@ use crate::fuse::{AdapterConfig, FuseAdapter};
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the session thread after unmounting.
 pub const SESSION_END_WAIT: Duration = Duration::from_secs(10);
+/// How long to wait for the session thread after a forced unmount.
+const FORCED_END_WAIT: Duration = Duration::from_secs(1);
 /// How long background fetches of the core get to finish after the unmount.
 const BACKGROUND_WAIT: Duration = Duration::from_secs(5);
 /// How long in-flight core tasks get to finish when the runtime shuts down.
@@ -237,8 +243,11 @@ fn serve_mounted(
             info!("unmounting {}", plan.mountpoint.display());
             session.unmount();
             let ended = rt.block_on(async {
+                // Forced: a writer blocked in close(2) on an upload would hold the mount busy;
+                // exiting soon closes /dev/fuse, which fails it with ENOTCONN.
+                let limit = if force { FORCED_END_WAIT } else { SESSION_END_WAIT };
                 tokio::select! {
-                    ended = session.wait_end(SESSION_END_WAIT) => ended,
+                    ended = session.wait_end(limit) => ended,
                     signal = signals.recv() => {
                         warn!("{signal} received again: exiting at once");
                         false
