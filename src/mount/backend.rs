@@ -15,9 +15,9 @@ use tracing::info;
 use super::{MountError, MountPlan, demo};
 use crate::api::http::{ClientOptions, HttpFilesApi};
 use crate::api::metered::{MeteredFilesApi, retry_observer};
-use crate::daemon::metrics::Metrics;
 use crate::api::{ApiErrorKind, FilesApi, ListQuery, Space};
 use crate::config::Credentials;
+use crate::daemon::metrics::Metrics;
 use crate::emulator::RunningEmulator;
 use crate::fs::RootSpec;
 

@@ -245,7 +245,11 @@ fn serve_mounted(
             let ended = rt.block_on(async {
                 // Forced: a writer blocked in close(2) on an upload would hold the mount busy;
                 // exiting soon closes /dev/fuse, which fails it with ENOTCONN.
-                let limit = if force { FORCED_END_WAIT } else { SESSION_END_WAIT };
+                let limit = if force {
+                    FORCED_END_WAIT
+                } else {
+                    SESSION_END_WAIT
+                };
                 tokio::select! {
                     ended = session.wait_end(limit) => ended,
                     signal = signals.recv() => {
@@ -262,18 +266,21 @@ fn serve_mounted(
             }
             // Writes that came in while the first uploads ran (a cheap no-op otherwise).
             let late = if force {
-                info!("forced unmount: changes not uploaded stay in {}", cache_dir.display());
+                info!(
+                    "forced unmount: changes not uploaded stay in {}",
+                    cache_dir.display()
+                );
                 None
             } else {
                 rt.block_on(async {
-                tokio::select! {
-                    report = fs.flush_all() => Some(report),
-                    signal = signals.recv() => {
-                        warn!("{signal} received again: exiting at once");
-                        None
+                    tokio::select! {
+                        report = fs.flush_all() => Some(report),
+                        signal = signals.recv() => {
+                            warn!("{signal} received again: exiting at once");
+                            None
+                        }
                     }
-                }
-            })
+                })
             };
             if let Some(report) = late {
                 log_flush(&report);
