@@ -119,9 +119,16 @@ fn local_file(dir: &Path, name: &str, seed: u64, len: usize) -> (PathBuf, String
     (path, sha256(&data))
 }
 
-/// Copy `from` into the mount on a thread (the copy's close waits for the upload).
-fn copy_in_background(from: PathBuf, to: PathBuf) -> std::thread::JoinHandle<std::io::Result<u64>> {
-    std::thread::spawn(move || std::fs::copy(&from, &to))
+/// `cp FROM TO` into the mount, as its own process (its close waits for the upload). Not a
+/// thread of this test: the status commands the test forks would inherit the open file, and
+/// every close of an inherited descriptor is a FUSE flush that uploads what is there so far.
+fn copy_in_background(from: PathBuf, to: PathBuf) -> std::process::Child {
+    Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn cp")
 }
 
 /// Polls `status` until the upload of `name` shows progress that grew at least once; returns
@@ -129,12 +136,12 @@ fn copy_in_background(from: PathBuf, to: PathBuf) -> std::thread::JoinHandle<std
 fn watch_upload_grow(
     mountpoint: &Path,
     name: &str,
-    copy: &std::thread::JoinHandle<std::io::Result<u64>>,
+    copy: &mut std::process::Child,
 ) -> Vec<(u64, u64)> {
     let mut seen: Vec<(u64, u64)> = Vec::new();
     let grew = wait_until(UPLOAD_WAIT, || {
         assert!(
-            !copy.is_finished(),
+            matches!(copy.try_wait(), Ok(None)),
             "the copy finished before its upload was seen growing: {seen:?}"
         );
         if let Some(progress) = upload_of(&status(mountpoint), name) {
@@ -278,8 +285,8 @@ fn status_shows_upload_progress_and_unmount_waits_and_loses_nothing() {
     );
     let len = 12 * MIB + 123;
     let (src, sum) = local_file(dir.path(), "big.bin", 11, len);
-    let copy = copy_in_background(src, mount.join("big.bin"));
-    let seen = watch_upload_grow(&mount.path, "big.bin", &copy);
+    let mut copy = copy_in_background(src, mount.join("big.bin"));
+    let seen = watch_upload_grow(&mount.path, "big.bin", &mut copy);
     // Progress only grows, and is of the whole file.
     for pair in seen.windows(2) {
         assert!(pair[1].0 >= pair[0].0, "progress went back: {seen:?}");
@@ -297,8 +304,8 @@ fn status_shows_upload_progress_and_unmount_waits_and_loses_nothing() {
         text(&out)
     );
     assert!(!is_mounted(&mount.path));
-    let copied = copy.join().expect("copy thread");
-    assert_eq!(copied.expect("the copy succeeded"), len as u64);
+    let copied = copy.wait().expect("wait for cp");
+    assert!(copied.success(), "cp failed: {copied}");
     assert_eq!(
         server_sha(&emu, Space::Shared, "big.bin"),
         Some((sum, len as u64))
@@ -325,8 +332,8 @@ fn forced_unmount_leaves_a_spool_that_the_next_mount_uploads() {
     let mut mount = TestMount::start(&emu, &args);
     let len = 8 * MIB + 7;
     let (src, sum) = local_file(dir.path(), "cut.bin", 12, len);
-    let copy = copy_in_background(src, mount.join("cut.bin"));
-    watch_upload_grow(&mount.path, "cut.bin", &copy);
+    let mut copy = copy_in_background(src, mount.join("cut.bin"));
+    watch_upload_grow(&mount.path, "cut.bin", &mut copy);
 
     // From now on every request fails: the upload cannot finish, the client retries (and the
     // retries are counted).
@@ -346,7 +353,7 @@ fn forced_unmount_leaves_a_spool_that_the_next_mount_uploads() {
     let status = mount.stop();
     assert!(status.success(), "the daemon exited with {status}");
     // The copy saw its close fail (or the connection end); either way it is over.
-    let _ = copy.join().expect("copy thread");
+    let _ = copy.wait().expect("wait for cp");
     emu.set_faults(serde_json::json!({"fail_rate": 0.0, "latency_ms": 0}));
     assert!(
         server_entry(&emu, Space::Shared, "cut.bin").is_none(),
