@@ -483,3 +483,72 @@ fn another_user_can_neither_see_nor_unmount_the_mount() {
     // The owner still can.
     assert!(status(&mount.path)["pid"].is_number());
 }
+
+/// `vagonfs ls --live ARGS` against `emu` (or with `env` only).
+fn ls_live(args: &[&str], env: &[(&'static str, String)]) -> Output {
+    let home = tempdir();
+    let mut cmd = vagonfs(&["ls", "--live"]);
+    cmd.args(args)
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join(".config"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("VAGON_") {
+            cmd.env_remove(&key);
+        }
+    }
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    run(&mut cmd)
+}
+
+#[test]
+fn ls_live_lists_a_running_machine_and_explains_the_others() {
+    let emu = EmulatorProcess::start();
+    let env = emu.mount_env();
+    let out = ls_live(&["1", "C:\\"], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines, ["Program Files\\", "Users\\", "Windows\\"]);
+    let out = ls_live(&["1", "C:\\Users\\Administrator\\Desktop", "--json"], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(listed[0]["name"], "readme.txt");
+    assert_eq!(listed[0]["is_directory"], false);
+    // The default path is C:\.
+    let out = ls_live(&["1"], &env);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Users\\"));
+
+    // Machine 2 exists but is off; 9 does not exist; a missing folder; no credentials.
+    let out = ls_live(&["2", "C:\\"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("machine 2 is not running; start it first"),
+        "{}",
+        text(&out)
+    );
+    let out = ls_live(&["9"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("machine 9 was not found"),
+        "{}",
+        text(&out)
+    );
+    let out = ls_live(&["1", "C:\\Nope"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no folder 'C:\\Nope'"),
+        "{}",
+        text(&out)
+    );
+    let out = ls_live(&["1"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("no Vagon credentials configured"),
+        "{}",
+        text(&out)
+    );
+}
