@@ -407,7 +407,7 @@ impl VagonFs {
     }
 
     /// Upload `ino`'s spool if it is dirty.
-    async fn upload_ino(&self, ino: u64) -> FsResult<()> {
+    pub(crate) async fn upload_ino(&self, ino: u64) -> FsResult<()> {
         let Some((file, unlinked)) = lock(&self.files)
             .get(&ino)
             .map(|f| (Arc::clone(&f.file), f.unlinked))

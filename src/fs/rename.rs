@@ -2,7 +2,9 @@
 //! the old object.
 //!
 //! - A file is uploaded under its new name from its spool when it has one (its open handles go
-//!   on writing to it, and later uploads go to the new name), else its bytes are streamed
+//!   on writing to it, and later uploads go to the new name; changes not yet uploaded are first
+//!   uploaded under the old name, so an upload in flight cannot land after the move), else its
+//!   bytes are streamed
 //!   through a temporary spool (ranged downloads to local disk, then the upload; never the whole
 //!   file in memory). Then the old object is deleted. Its inode number stays.
 //! - Onto an existing file: the upload overwrites it (`overwrite` with the target as base), so a
@@ -153,9 +155,12 @@ impl VagonFs {
     ) -> FsResult<()> {
         let target = self.file_target(to.ino, to.loc, dst_name)?;
         let replace = dst.as_ref().and_then(remote_base);
-        let spooled = src.ino.and_then(|i| self.spooled_file(i));
+        let spooled = src.ino.and_then(|i| self.spooled_file(i).map(|f| (i, f)));
         let (file, old_id, temporary) = match spooled {
-            Some(f) => {
+            Some((ino, f)) => {
+                // Settle the old name first: an upload in flight (or pending) under it would
+                // otherwise land after the move and leave a stray copy there.
+                self.upload_ino(ino).await?;
                 let old = f.base().map(|b| b.id);
                 (f, old, false)
             }

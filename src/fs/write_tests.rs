@@ -909,3 +909,32 @@ async fn a_time_set_before_close_survives_the_upload_until_the_next_write() {
     s.fs.flush(ino, open.fh).await.expect("close");
     s.fs.release(ino, open.fh).await.expect("release");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rename_during_an_upload_leaves_no_stray_copy() {
+    let s = setup_with(1, |_| {});
+    let data = pattern(2 * MIB, 12);
+    let (attr, open) =
+        s.fs.create(ROOT_INO, OsStr::new("r1"), 0o644, libc::O_WRONLY)
+            .await
+            .expect("create");
+    let ino = attr.attr.ino;
+    write_all(&s.fs, ino, open.fh, &data).await;
+    s.api.hold_parts();
+    let fs = Arc::clone(&s.fs);
+    let fh = open.fh;
+    let closing = tokio::spawn(async move { fs.flush(ino, fh).await });
+    s.api.wait_arrivals(1).await;
+    let fs = Arc::clone(&s.fs);
+    let renaming = tokio::spawn(async move {
+        fs.rename(ROOT_INO, OsStr::new("r1"), ROOT_INO, OsStr::new("r2"), 0)
+            .await
+    });
+    s.api.open_gate();
+    closing.await.expect("join").expect("close");
+    renaming.await.expect("join").expect("rename");
+    s.fs.release(ino, open.fh).await.expect("release");
+    assert_eq!(s.api.names(Space::Shared, None), vec!["r2"]);
+    assert!(s.api.content(Space::Shared, None, "r2").expect("r2") == data[..]);
+    assert_eq!(walk(&s.fs, "r2").await.expect("lookup").attr.ino, ino);
+}

@@ -504,6 +504,69 @@ mod tests {
         }
     }
 
+    /// `vagonfs mount` arguments parsed as the CLI does.
+    #[derive(Debug, clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: MountArgs,
+    }
+
+    #[test]
+    fn write_options_reach_the_core() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().to_str().unwrap();
+        let parsed = Wrapper::try_parse_from(["mount", mnt, "--shared"]).unwrap();
+        let planned = plan(&parsed.args).unwrap();
+        assert_eq!(
+            planned.fs.chunk_size_mb,
+            crate::fs::write::DEFAULT_CHUNK_SIZE_MB
+        );
+        assert_eq!(
+            planned.fs.upload_concurrency,
+            crate::fs::write::DEFAULT_CONCURRENCY
+        );
+        assert_eq!(
+            planned.fs.rename_dir_limit,
+            crate::fs::DEFAULT_RENAME_DIR_LIMIT
+        );
+        assert_eq!(planned.cache_base, crate::fs::write::default_cache_base());
+
+        let parsed = Wrapper::try_parse_from([
+            "mount",
+            mnt,
+            "--cache-dir",
+            "rel/cache",
+            "--chunk-size",
+            "8",
+            "--upload-concurrency",
+            "2",
+            "--rename-dir-limit",
+            "50",
+        ])
+        .unwrap();
+        let planned = plan(&parsed.args).unwrap();
+        assert_eq!(
+            (
+                planned.fs.chunk_size_mb,
+                planned.fs.upload_concurrency,
+                planned.fs.rename_dir_limit
+            ),
+            (8, 2, 50)
+        );
+        assert!(planned.cache_base.is_absolute() && planned.cache_base.ends_with("rel/cache"));
+        for bad in [
+            ["--chunk-size", "0"],
+            ["--chunk-size", "5121"],
+            ["--upload-concurrency", "0"],
+        ] {
+            assert!(
+                Wrapper::try_parse_from(["mount", mnt, bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
     #[test]
     fn upload_concurrency_bounds() {
         assert_eq!(parse_upload_concurrency("4"), Ok(4));
