@@ -25,6 +25,8 @@
 //! - mknod(S_IFREG) is served as create + flush + release, so `mknod name` makes an empty file.
 //! - A name the kernel would refuse in a listing (too long, `/`, NUL) fails the whole listing
 //!   with EIO in the kernel; such an entry is skipped with a warning instead.
+//! - Every operation is counted (and, if answered with an error, counted as failed) in the
+//!   mount's metrics when it gave the adapter some ([`FuseAdapter::with_metrics`]).
 //! - A panic inside the core drops the reply, which fuser answers with EIO: the caller never
 //!   hangs.
 
@@ -46,6 +48,7 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::{Instrument, Span, debug, info, trace, warn};
 
+use crate::daemon::metrics::{FuseOp, Metrics};
 use crate::fs::errno::to_errno;
 use crate::fs::{Attr, AttrReply, FsError, FsResult, NodeKind, OpenReply, SetAttr, VagonFs};
 
@@ -86,6 +89,8 @@ pub struct FuseAdapter {
     config: AdapterConfig,
     /// Fired once when the kernel's INIT has been answered: the mount is usable.
     ready: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Per-op counters (`vagonfs status`, `--metrics-addr`), when the mount keeps them.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl FuseAdapter {
@@ -101,6 +106,20 @@ impl FuseAdapter {
             rt,
             config,
             ready,
+            metrics: None,
+        }
+    }
+
+    /// Count every operation (and every failed one) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// One more `op`, failed or not.
+    fn count(&self, op: &'static str, failed: bool) {
+        if let Some(metrics) = &self.metrics {
+            count_op(metrics, op, failed);
         }
     }
 
@@ -114,6 +133,8 @@ impl FuseAdapter {
         OnOk: FnOnce(R, T) + Send + 'static,
     {
         let span = ctx.span();
+        self.count(ctx.op, false);
+        let metrics = self.metrics.clone();
         self.rt.spawn(
             async move {
                 let started = Instant::now();
@@ -127,6 +148,9 @@ impl FuseAdapter {
                     Err(err) => {
                         let errno = to_errno(&err);
                         log_failure(ctx.op, &err, errno, elapsed);
+                        if let Some(metrics) = &metrics {
+                            metrics.fuse_error(FuseOp::from_name(ctx.op));
+                        }
                         reply.fail(errno);
                     }
                 }
@@ -138,6 +162,7 @@ impl FuseAdapter {
     /// Answer at once, from the fuser thread, for requests decided without the core.
     fn refuse<R: FuseReply>(&self, ctx: OpCtx, reply: R, errno: i32, why: &str) {
         let _entered = ctx.span().entered();
+        self.count(ctx.op, true);
         debug!(errno, "{} refused: {why}", ctx.op);
         reply.fail(errno);
     }
@@ -175,6 +200,15 @@ impl OpCtx {
             span.record("fh", fh);
         }
         span
+    }
+}
+
+/// Counts one `op` (an `OpCtx` name) in `metrics`, and its failure.
+fn count_op(metrics: &Metrics, op: &str, failed: bool) {
+    let op = FuseOp::from_name(op);
+    metrics.fuse_op(op);
+    if failed {
+        metrics.fuse_error(op);
     }
 }
 
@@ -400,6 +434,7 @@ impl Filesystem for FuseAdapter {
 
     fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
         trace!(ino, nlookup, "forget");
+        self.count("forget", false);
         self.fs.forget(ino, nlookup);
     }
 
@@ -794,6 +829,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _entered = OpCtx::fh("releasedir", ino, fh).span().entered();
+        self.count("releasedir", false);
         self.fs.releasedir(ino, fh);
         reply.ok();
     }
@@ -807,6 +843,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         // Folder changes are made on the server synchronously: nothing is pending.
+        self.count("fsyncdir", false);
         reply.ok();
     }
 
@@ -886,6 +923,7 @@ impl Filesystem for FuseAdapter {
     fn access(&mut self, _req: &Request<'_>, _ino: u64, _mask: i32, reply: ReplyEmpty) {
         // The mount uses `default_permissions`: the kernel checks modes itself and does not
         // normally ask. If it does, the answer is the same: allowed as far as we know.
+        self.count("access", false);
         reply.ok();
     }
 

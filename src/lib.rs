@@ -15,4 +15,5 @@ pub mod emulator;
 pub mod fs;
 pub mod fuse;
 pub mod helper;
+pub mod live;
 pub mod mount;

@@ -49,7 +49,7 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
 
 use super::model::{self, JsonObject, WireError};
-use super::retry::{self, Attempt, Budget, RetryPolicy};
+use super::retry::{self, Attempt, Budget, RetryObserver, RetryPolicy};
 use super::{
     API_PREFIX, ApiError, ApiErrorKind, ApiResult, ByteStream, Capacity, Completed, CompletedPart,
     CreateRequest, Created, DownloadLink, DownloadRequested, DownloadStatus, DownloadTarget,
@@ -92,6 +92,8 @@ pub struct ClientOptions {
     pub user_agent: String,
     /// Bytes per second: the slowest transfer tolerated (scales transfer timeouts).
     pub min_transfer_rate: u64,
+    /// Told of every retry (the daemon counts them).
+    pub on_retry: Option<RetryObserver>,
 }
 
 impl Default for ClientOptions {
@@ -104,6 +106,7 @@ impl Default for ClientOptions {
             download_status_path: DEFAULT_DOWNLOAD_STATUS_PATH.to_string(),
             user_agent: format!("vagonfs/{}", env!("CARGO_PKG_VERSION")),
             min_transfer_rate: DEFAULT_MIN_TRANSFER_RATE,
+            on_retry: None,
         }
     }
 }
@@ -212,6 +215,7 @@ impl HttpFilesApi {
             request_timeout: opts.request_timeout,
             min_transfer_rate: opts.min_transfer_rate,
             retry: opts.retry.clone(),
+            on_retry: opts.on_retry.clone(),
         };
         Ok(HttpFilesApi {
             creds,
@@ -309,7 +313,8 @@ impl HttpFilesApi {
 
     /// A call with retries; the success body, parsed.
     async fn call(&self, call: &ApiCall) -> ApiResult<JsonObject> {
-        retry::run(&self.opts.retry, &call.label, |a| async move {
+        let observer = self.opts.on_retry.as_ref();
+        retry::run_observed(&self.opts.retry, observer, &call.label, |a| async move {
             self.send_once(call, &a).await
         })
         .await
@@ -318,7 +323,8 @@ impl HttpFilesApi {
     /// A call with retries, and whether an attempt's outcome went unknown on the way.
     async fn call_tracking(&self, call: &ApiCall) -> (ApiResult<JsonObject>, bool) {
         let unknown = AtomicBool::new(false);
-        let result = retry::run(&self.opts.retry, &call.label, |a| {
+        let observer = self.opts.on_retry.as_ref();
+        let result = retry::run_observed(&self.opts.retry, observer, &call.label, |a| {
             unknown.store(a.outcome_unknown, Ordering::Relaxed);
             async move { self.send_once(call, &a).await }
         })
@@ -633,6 +639,7 @@ struct DataPlane {
     request_timeout: Duration,
     min_transfer_rate: u64,
     retry: RetryPolicy,
+    on_retry: Option<RetryObserver>,
 }
 
 /// `per_page` as the API takes it: 1 to [`MAX_PER_PAGE`]; 0 means "as many as allowed".
@@ -680,7 +687,7 @@ impl DataPlane {
         let url = parse_link(raw_url)?;
         let label = link_label("PUT", &url);
         let timeout = self.transfer_timeout(body.len() as u64);
-        retry::run(&self.retry, &label, |_| {
+        retry::run_observed(&self.retry, self.on_retry.as_ref(), &label, |_| {
             let req = self
                 .client
                 .put(url.clone())
@@ -820,7 +827,7 @@ impl DataPlane {
         let url = parse_link(raw_url)?;
         let label = link_label("GET", &url);
         let mut buf = BytesMut::with_capacity(len as usize);
-        let mut budget = Budget::new(&self.retry);
+        let mut budget = Budget::new(&self.retry).observed(self.on_retry.as_ref());
         loop {
             let from = range.start + buf.len() as u64;
             let before = buf.len();
@@ -900,7 +907,7 @@ impl DataPlane {
     async fn get_stream(&self, raw_url: &str, offset: u64) -> ApiResult<ByteStream> {
         let url = parse_link(raw_url)?;
         let label = link_label("GET", &url);
-        let opened = retry::run(&self.retry, &label, |_| {
+        let opened = retry::run_observed(&self.retry, self.on_retry.as_ref(), &label, |_| {
             self.open(&url, &label, offset, None, None)
         })
         .await?;
@@ -911,7 +918,7 @@ impl DataPlane {
             next: offset,
             opened: Some(opened),
             object_end: None,
-            budget: Budget::new(&self.retry),
+            budget: Budget::new(&self.retry).observed(self.on_retry.as_ref()),
             done: false,
         };
         Ok(futures::stream::unfold(state, StreamState::step).boxed())

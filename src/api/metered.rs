@@ -10,7 +10,10 @@
 //!   them, and an error in the middle of the body is counted as an error of that call (once);
 //! - presigned URLs (`upload_part`, `get_range`, `get_stream`) are never recorded: only the
 //!   endpoint name and an error message with its query strings redacted.
-//! - bytes count payload only (part bodies, download bodies), not JSON bodies or headers.
+//! - bytes count payload only (part bodies, download bodies), not JSON bodies or headers;
+//! - retries: each call (and each poll of a download stream) runs with its endpoint in a
+//!   task-local, so the client's [`RetryObserver`] made by [`retry_observer`] knows which
+//!   endpoint a retry belongs to; a retry outside any metered call is not counted.
 
 use std::ops::Range;
 use std::pin::Pin;
@@ -22,12 +25,33 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
+use super::retry::RetryObserver;
 use super::{
     ApiResult, ByteStream, Capacity, Completed, CompletedPart, CreateRequest, Created,
     DownloadLink, DownloadRequested, DownloadStatus, DownloadTarget, FilePage, FilesApi, ListQuery,
     LiveEntry, MachinePage, Space,
 };
 use crate::daemon::metrics::{Endpoint, Metrics};
+
+tokio::task_local! {
+    /// The endpoint of the metered call running on this task.
+    static CURRENT_ENDPOINT: Endpoint;
+}
+
+/// Runs `fut` as a call to `endpoint` (for [`retry_observer`]).
+async fn scoped<F: std::future::Future>(endpoint: Endpoint, fut: F) -> F::Output {
+    CURRENT_ENDPOINT.scope(endpoint, fut).await
+}
+
+/// The observer to give the HTTP client (`ClientOptions::on_retry`) so that its retries are
+/// counted in `metrics` under the endpoint of the metered call that made them.
+pub fn retry_observer(metrics: Arc<Metrics>) -> RetryObserver {
+    RetryObserver::new(move |err| {
+        if let Ok(endpoint) = CURRENT_ENDPOINT.try_with(|e| *e) {
+            metrics.on_retry(endpoint, err.kind());
+        }
+    })
+}
 
 /// Counts every call of the wrapped API. `A` may be unsized (`dyn FilesApi`).
 pub struct MeteredFilesApi<A: FilesApi + ?Sized> {
@@ -75,26 +99,30 @@ impl<A: FilesApi + ?Sized> MeteredFilesApi<A> {
 impl<A: FilesApi + ?Sized> FilesApi for MeteredFilesApi<A> {
     async fn list_machines(&self, page: u32, per_page: u32) -> ApiResult<MachinePage> {
         let t = Instant::now();
-        let r = self.inner.list_machines(page, per_page).await;
+        let r = scoped(
+            Endpoint::ListMachines,
+            self.inner.list_machines(page, per_page),
+        )
+        .await;
         self.record(Endpoint::ListMachines, t, r)
     }
 
     async fn list_files(&self, space: Space, query: &ListQuery) -> ApiResult<FilePage> {
         let t = Instant::now();
-        let r = self.inner.list_files(space, query).await;
+        let r = scoped(Endpoint::ListFiles, self.inner.list_files(space, query)).await;
         self.record(Endpoint::ListFiles, t, r)
     }
 
     async fn create(&self, req: &CreateRequest) -> ApiResult<Created> {
         let t = Instant::now();
-        let r = self.inner.create(req).await;
+        let r = scoped(Endpoint::Create, self.inner.create(req)).await;
         self.record(Endpoint::Create, t, r)
     }
 
     async fn upload_part(&self, url: &str, body: Bytes) -> ApiResult<String> {
         let len = body.len() as u64;
         let t = Instant::now();
-        let r = self.inner.upload_part(url, body).await;
+        let r = scoped(Endpoint::UploadPart, self.inner.upload_part(url, body)).await;
         if r.is_ok() {
             self.metrics.add_bytes_up(Endpoint::UploadPart, len);
         }
@@ -103,49 +131,61 @@ impl<A: FilesApi + ?Sized> FilesApi for MeteredFilesApi<A> {
 
     async fn complete(&self, file_id: u64, parts: &[CompletedPart]) -> ApiResult<Completed> {
         let t = Instant::now();
-        let r = self.inner.complete(file_id, parts).await;
+        let r = scoped(Endpoint::Complete, self.inner.complete(file_id, parts)).await;
         self.record(Endpoint::Complete, t, r)
     }
 
     async fn delete(&self, file_id: u64) -> ApiResult<()> {
         let t = Instant::now();
-        let r = self.inner.delete(file_id).await;
+        let r = scoped(Endpoint::Delete, self.inner.delete(file_id)).await;
         self.record(Endpoint::Delete, t, r)
     }
 
     async fn request_download(&self, target: &DownloadTarget) -> ApiResult<DownloadRequested> {
         let t = Instant::now();
-        let r = self.inner.request_download(target).await;
+        let r = scoped(
+            Endpoint::RequestDownload,
+            self.inner.request_download(target),
+        )
+        .await;
         self.record(Endpoint::RequestDownload, t, r)
     }
 
     async fn download_status(&self, download_id: u64) -> ApiResult<DownloadStatus> {
         let t = Instant::now();
-        let r = self.inner.download_status(download_id).await;
+        let r = scoped(
+            Endpoint::DownloadStatus,
+            self.inner.download_status(download_id),
+        )
+        .await;
         self.record(Endpoint::DownloadStatus, t, r)
     }
 
     async fn file_link(&self, file_id: u64) -> ApiResult<DownloadLink> {
         let t = Instant::now();
-        let r = self.inner.file_link(file_id).await;
+        let r = scoped(Endpoint::FileLink, self.inner.file_link(file_id)).await;
         self.record(Endpoint::FileLink, t, r)
     }
 
     async fn capacity(&self, machine_id: Option<u64>) -> ApiResult<Capacity> {
         let t = Instant::now();
-        let r = self.inner.capacity(machine_id).await;
+        let r = scoped(Endpoint::Capacity, self.inner.capacity(machine_id)).await;
         self.record(Endpoint::Capacity, t, r)
     }
 
     async fn list_content(&self, machine_id: u64, path: &str) -> ApiResult<Vec<LiveEntry>> {
         let t = Instant::now();
-        let r = self.inner.list_content(machine_id, path).await;
+        let r = scoped(
+            Endpoint::ListContent,
+            self.inner.list_content(machine_id, path),
+        )
+        .await;
         self.record(Endpoint::ListContent, t, r)
     }
 
     async fn get_range(&self, url: &str, range: Range<u64>) -> ApiResult<Bytes> {
         let t = Instant::now();
-        let r = self.inner.get_range(url, range).await;
+        let r = scoped(Endpoint::GetRange, self.inner.get_range(url, range)).await;
         if let Ok(bytes) = &r {
             self.metrics
                 .add_bytes_down(Endpoint::GetRange, bytes.len() as u64);
@@ -155,7 +195,7 @@ impl<A: FilesApi + ?Sized> FilesApi for MeteredFilesApi<A> {
 
     async fn get_stream(&self, url: &str, offset: u64) -> ApiResult<ByteStream> {
         let t = Instant::now();
-        let r = self.inner.get_stream(url, offset).await;
+        let r = scoped(Endpoint::GetStream, self.inner.get_stream(url, offset)).await;
         let stream = self.record(Endpoint::GetStream, t, r)?;
         let metered = MeteredStream {
             inner: stream,
@@ -178,7 +218,8 @@ impl Stream for MeteredStream {
     type Item = ApiResult<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.inner.as_mut().poll_next(cx);
+        let polled =
+            CURRENT_ENDPOINT.sync_scope(Endpoint::GetStream, || self.inner.as_mut().poll_next(cx));
         match &polled {
             Poll::Ready(Some(Ok(chunk))) => {
                 self.metrics
@@ -211,6 +252,8 @@ mod tests {
     struct Scripted {
         fail_list: bool,
         calls: Mutex<Vec<&'static str>>,
+        /// `capacity` goes through the retry loop with this observer, failing once with a 503.
+        retry_observer: Option<RetryObserver>,
     }
 
     fn unavailable(endpoint: &str) -> ApiError {
@@ -300,12 +343,27 @@ mod tests {
             })
         }
         async fn capacity(&self, _: Option<u64>) -> ApiResult<Capacity> {
-            Ok(Capacity {
-                total: 1,
-                in_use: 0,
-                team_total: None,
-                team_in_use: None,
+            let policy = crate::api::retry::RetryPolicy {
+                initial_backoff: std::time::Duration::ZERO,
+                ..Default::default()
+            };
+            let failed_once = std::sync::atomic::AtomicBool::new(false);
+            let observer = self.retry_observer.as_ref();
+            crate::api::retry::run_observed(&policy, observer, "GET /files/capacity", |_| {
+                let first = !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if first {
+                        return Err(unavailable("GET /files/capacity"));
+                    }
+                    Ok(Capacity {
+                        total: 1,
+                        in_use: 0,
+                        team_total: None,
+                        team_in_use: None,
+                    })
+                }
             })
+            .await
         }
         async fn list_content(&self, _: u64, _: &str) -> ApiResult<Vec<LiveEntry>> {
             Ok(vec![])
@@ -393,6 +451,36 @@ mod tests {
         assert_eq!(errs[0].source, "list_files");
         assert!(errs[0].message.contains("HTTP 503"), "{}", errs[0].message);
         assert_eq!(errs[2].source, "delete");
+    }
+
+    #[tokio::test]
+    async fn retries_are_counted_under_the_calling_endpoint() {
+        let metrics = Arc::new(Metrics::new());
+        let api = MeteredFilesApi::new(
+            Scripted {
+                retry_observer: Some(retry_observer(metrics.clone())),
+                ..Default::default()
+            },
+            metrics.clone(),
+        );
+        api.capacity(None).await.unwrap();
+        assert_eq!(metrics.retries_total(), 1);
+        assert_eq!(metrics.requests(Endpoint::Capacity), 1);
+        assert_eq!(metrics.errors_total(Endpoint::Capacity), 0);
+        let page = metrics.render_prometheus();
+        assert!(
+            page.lines().any(|l| l.contains("retries")
+                && l.contains("endpoint=\"capacity\"")
+                && l.ends_with(" 1")),
+            "{page}"
+        );
+        // Outside a metered call the observer has no endpoint: nothing is counted.
+        let bare = Scripted {
+            retry_observer: Some(retry_observer(metrics.clone())),
+            ..Default::default()
+        };
+        bare.capacity(None).await.unwrap();
+        assert_eq!(metrics.retries_total(), 1);
     }
 
     #[tokio::test]

@@ -32,8 +32,13 @@
 //!
 //! A 429 is the one retryable answer known to come *before* the server acted, so it does not
 //! make the outcome unknown.
+//!
+//! Observing: a [`RetryObserver`] (given to the client in its options) is told of every retry
+//! about to happen, with the error that caused it, so the daemon can count retries. It is
+//! called only when another attempt will actually be made, never for the final failure.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -101,6 +106,36 @@ impl RetryPolicy {
     }
 }
 
+/// Told of each retry about to be made, with the error that caused it (e.g. to count retries).
+/// Called on the task making the call, so it may read task-local context.
+#[derive(Clone)]
+pub struct RetryObserver(Arc<dyn Fn(&ApiError) + Send + Sync>);
+
+impl RetryObserver {
+    pub fn new(f: impl Fn(&ApiError) + Send + Sync + 'static) -> Self {
+        RetryObserver(Arc::new(f))
+    }
+
+    fn notify(&self, err: &ApiError) {
+        (self.0)(err)
+    }
+}
+
+/// The same observer (one shared closure), not an equal behaviour.
+impl PartialEq for RetryObserver {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for RetryObserver {}
+
+impl std::fmt::Debug for RetryObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RetryObserver")
+    }
+}
+
 /// What an attempt knows about the attempts before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt {
@@ -142,6 +177,7 @@ pub struct Budget {
     policy: RetryPolicy,
     start: Instant,
     failures: u32,
+    observer: Option<RetryObserver>,
 }
 
 impl Budget {
@@ -150,7 +186,14 @@ impl Budget {
             policy: policy.clone(),
             start: Instant::now(),
             failures: 0,
+            observer: None,
         }
+    }
+
+    /// Tell `observer` (when given) of every retry this budget allows.
+    pub fn observed(mut self, observer: Option<&RetryObserver>) -> Self {
+        self.observer = observer.cloned();
+        self
     }
 
     /// Time left before no attempt may start.
@@ -186,6 +229,9 @@ impl Budget {
             return Err(exhausted(self.failures, err));
         }
         tracing::debug!(what, failures = self.failures, wait_ms = wait.as_millis() as u64, error = %err, "retrying");
+        if let Some(observer) = &self.observer {
+            observer.notify(&err);
+        }
         Ok(wait)
     }
 }
@@ -193,12 +239,26 @@ impl Budget {
 /// Run `op` until it succeeds, fails with a non-retryable error, or the policy's bounds are
 /// reached (then [`ApiError::RetriesExhausted`] with the last error). `what` names the call in
 /// logs.
-pub async fn run<T, F, Fut>(policy: &RetryPolicy, what: &str, mut op: F) -> ApiResult<T>
+pub async fn run<T, F, Fut>(policy: &RetryPolicy, what: &str, op: F) -> ApiResult<T>
 where
     F: FnMut(Attempt) -> Fut,
     Fut: Future<Output = ApiResult<T>>,
 {
-    let mut budget = Budget::new(policy);
+    run_observed(policy, None, what, op).await
+}
+
+/// [`run`], telling `observer` (when given) of every retry.
+pub async fn run_observed<T, F, Fut>(
+    policy: &RetryPolicy,
+    observer: Option<&RetryObserver>,
+    what: &str,
+    mut op: F,
+) -> ApiResult<T>
+where
+    F: FnMut(Attempt) -> Fut,
+    Fut: Future<Output = ApiResult<T>>,
+{
+    let mut budget = Budget::new(policy).observed(observer);
     let mut outcome_unknown = false;
     let mut number = 1;
     loop {
@@ -326,6 +386,44 @@ mod tests {
             seen.iter().map(|a| a.outcome_unknown).collect::<Vec<_>>(),
             vec![false, false, true]
         );
+    }
+
+    #[tokio::test]
+    async fn observer_hears_each_retry_but_not_the_final_failure() {
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let observer = {
+            let heard = Arc::clone(&heard);
+            RetryObserver::new(move |e| heard.lock().unwrap().push(e.kind()))
+        };
+        let calls = AtomicU32::new(0);
+        let out: ApiResult<()> = run_observed(&fast(3), Some(&observer), "t", |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    0 => Err(status(429, None)),
+                    _ => Err(status(503, None)),
+                }
+            }
+        })
+        .await;
+        assert!(matches!(
+            out,
+            Err(ApiError::RetriesExhausted { attempts: 3, .. })
+        ));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Three attempts, two retries: the last 503 ends the call and is not a retry.
+        assert_eq!(
+            *heard.lock().unwrap(),
+            vec![status(429, None).kind(), status(503, None).kind()]
+        );
+        // Not retryable: nothing heard.
+        heard.lock().unwrap().clear();
+        let out: ApiResult<()> = run_observed(&fast(3), Some(&observer), "t", |_| async {
+            Err(status(404, None))
+        })
+        .await;
+        assert!(out.is_err());
+        assert!(heard.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@
 //! adds, from any thread, without locks: API calls per endpoint (count, errors by
 //! [`ApiErrorKind`], latency histogram, payload bytes), retries, block/dir cache hits and misses,
 //! the upload queue (gauges set by the write engine) and FUSE operations by op. The only lock
-//! guards the bounded ring of recent errors, touched on errors only.
+//! guards the bounded ring of recent errors, touched on errors only. Figures another layer
+//! keeps itself (the core's cache hit counts, the upload queue) are pulled in by a
+//! [`Refresher`] the mount installs, run before every rendering and status snapshot.
 //!
 //! Subtle cases owned here:
 //! - histogram buckets are stored non-cumulative and summed at render time, and `_count` is the
@@ -20,8 +22,8 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -295,7 +297,19 @@ impl FuseOp {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// The op named `name` (its [`FuseOp::as_str`]), [`FuseOp::Other`] for any other name.
+    pub fn from_name(name: &str) -> FuseOp {
+        FuseOp::ALL
+            .into_iter()
+            .find(|op| op.as_str() == name)
+            .unwrap_or(FuseOp::Other)
+    }
 }
+
+/// Pulls figures owned by other layers (cache counts kept by the core, the upload queue) into
+/// the metrics just before they are read.
+pub type Refresher = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 const N_ENDPOINTS: usize = Endpoint::ALL.len();
 const N_FUSE_OPS: usize = FuseOp::ALL.len();
@@ -414,6 +428,16 @@ pub struct Metrics {
     fuse_ops: [AtomicU64; N_FUSE_OPS],
     fuse_errors: [AtomicU64; N_FUSE_OPS],
     recent_errors: Mutex<VecDeque<RecentError>>,
+    refresher: OnceLock<RefresherSlot>,
+}
+
+/// [`Refresher`] with a `Debug` for [`Metrics`]'s.
+struct RefresherSlot(Refresher);
+
+impl std::fmt::Debug for RefresherSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Refresher")
+    }
 }
 
 impl Default for Metrics {
@@ -430,6 +454,7 @@ impl Default for Metrics {
             fuse_ops: std::array::from_fn(|_| AtomicU64::new(0)),
             fuse_errors: std::array::from_fn(|_| AtomicU64::new(0)),
             recent_errors: Mutex::new(VecDeque::with_capacity(RECENT_ERRORS_CAPACITY)),
+            refresher: OnceLock::new(),
         }
     }
 }
@@ -561,6 +586,12 @@ impl Metrics {
         self.cache_misses[cache as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Sets a cache's counts from a layer that keeps its own (the core): the last report wins.
+    pub fn set_cache_counts(&self, cache: CacheKind, hits: u64, misses: u64) {
+        self.cache_hits[cache as usize].store(hits, Ordering::Relaxed);
+        self.cache_misses[cache as usize].store(misses, Ordering::Relaxed);
+    }
+
     pub fn cache_stats(&self) -> CacheStats {
         let hits = |c: CacheKind| self.cache_hits[c as usize].load(Ordering::Relaxed);
         let misses = |c: CacheKind| self.cache_misses[c as usize].load(Ordering::Relaxed);
@@ -648,10 +679,28 @@ impl Metrics {
         ring.iter().cloned().collect()
     }
 
+    // ---- refresh ---------------------------------------------------------------------------
+
+    /// Installs the function that pulls figures owned elsewhere into these metrics; it runs
+    /// before every rendering and status snapshot. Only the first call installs one; returns
+    /// whether this one did.
+    pub fn set_refresher(&self, refresher: Refresher) -> bool {
+        self.refresher.set(RefresherSlot(refresher)).is_ok()
+    }
+
+    /// Runs the refresher, if any.
+    pub fn refresh(&self) {
+        if let Some(slot) = self.refresher.get() {
+            (slot.0)(self);
+        }
+    }
+
     // ---- exposition ------------------------------------------------------------------------
 
-    /// The Prometheus text exposition (format 0.0.4) of every metric.
+    /// The Prometheus text exposition (format 0.0.4) of every metric (after a
+    /// [`Metrics::refresh`]).
     pub fn render_prometheus(&self) -> String {
+        self.refresh();
         let mut out = String::with_capacity(16 * 1024);
         let w = &mut out;
 
@@ -947,6 +996,7 @@ fn find_url_start(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use std::collections::{HashMap, HashSet};
+    use std::sync::Arc;
 
     use super::*;
 
@@ -1097,6 +1147,36 @@ mod tests {
         }
         let labels: HashSet<_> = ERROR_KINDS.iter().map(|k| kind_label(*k)).collect();
         assert_eq!(labels.len(), ERROR_KINDS.len());
+    }
+
+    #[test]
+    fn fuse_op_names_round_trip() {
+        for op in FuseOp::ALL {
+            assert_eq!(FuseOp::from_name(op.as_str()), op);
+        }
+        assert_eq!(FuseOp::from_name("ioctl"), FuseOp::Other);
+    }
+
+    #[test]
+    fn refresher_runs_before_rendering_and_only_the_first_is_kept() {
+        let metrics = Metrics::new();
+        let calls = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&calls);
+        assert!(metrics.set_refresher(Box::new(move |m| {
+            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            m.set_cache_counts(CacheKind::Dir, n * 10, n);
+        })));
+        assert!(!metrics.set_refresher(Box::new(|_| {})));
+        let page = metrics.render_prometheus();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(
+            page.lines()
+                .any(|l| l.contains("cache=\"dir\"") && l.ends_with(" 10")),
+            "{page}"
+        );
+        metrics.refresh();
+        assert_eq!(metrics.cache_stats().dir_hits, 20);
+        assert_eq!(metrics.cache_stats().dir_misses, 2);
     }
 
     #[test]

@@ -144,6 +144,7 @@ impl StatusSnapshot {
         metrics: &Metrics,
         uploads: Vec<UploadProgress>,
     ) -> Self {
+        metrics.refresh();
         let queue = metrics.upload_queue();
         StatusSnapshot {
             identity: identity.clone(),

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::{FileEntry, FilesApi, ListQuery, MAX_PER_PAGE, ObjectType, Space};
 
+use super::counters::HitCounter;
 use super::flight::SingleFlight;
 use super::inode::{Loc, Seen};
 use super::{FsResult, NodeKind, lock};
@@ -112,6 +113,8 @@ pub(crate) struct DirCache {
     flight: SingleFlight<Loc, Arc<Listing>>,
     negative: Mutex<HashMap<(Loc, OsString), Instant>>,
     warned: Arc<Mutex<HashSet<Loc>>>,
+    /// Listings answered from the cache, or fetched.
+    pub(crate) counter: HitCounter,
 }
 
 impl DirCache {
@@ -123,6 +126,7 @@ impl DirCache {
             flight: SingleFlight::new(),
             negative: Mutex::new(HashMap::new()),
             warned: Arc::new(Mutex::new(HashSet::new())),
+            counter: HitCounter::default(),
         }
     }
 
@@ -136,8 +140,10 @@ impl DirCache {
         if let Some(listing) = lock(&self.listings).get(&dir)
             && listing.fresh(Instant::now())
         {
+            self.counter.hit();
             return Ok(Arc::clone(listing));
         }
+        self.counter.miss();
         let api = Arc::clone(&self.api);
         let listings = Arc::clone(&self.listings);
         let warned = Arc::clone(&self.warned);

@@ -31,6 +31,7 @@
 //!   drops the cached listing of the file's folder, so that the next open sees fresh data.
 
 pub mod attr;
+mod counters;
 pub mod dir;
 #[cfg(test)]
 mod emu_support;
@@ -77,6 +78,8 @@ use statfs::StatfsCache;
 use write::{SpoolDir, UploadRegistry, Uploader};
 
 pub use ops_write::{FlushReport, RecoveryReport};
+
+pub use counters::CacheCounters;
 
 /// Most entries one `readdir` call answers (the kernel asks again from the last offset). About
 /// what a 32-64 KiB readdirplus buffer holds; entries beyond what the buffer takes are given back
@@ -606,6 +609,18 @@ impl VagonFs {
     /// Numbers of the block cache.
     pub fn cache_stats(&self) -> CacheStats {
         self.reader.stats()
+    }
+
+    /// Hits and misses of the block and listing caches since the mount started.
+    pub fn cache_counters(&self) -> CacheCounters {
+        let (block_hits, block_misses) = self.reader.counter.get();
+        let (dir_hits, dir_misses) = self.dirs.counter.get();
+        CacheCounters {
+            block_hits,
+            block_misses,
+            dir_hits,
+            dir_misses,
+        }
     }
 
     /// Wait until no background fetch (prefetch, link) is running: for a clean unmount, and for

@@ -41,6 +41,7 @@ use tokio::sync::Semaphore;
 
 use crate::api::{ApiError, ApiErrorKind, DownloadTarget, FilesApi};
 
+use super::counters::HitCounter;
 use super::flight::{Flight, SingleFlight};
 use super::{CacheStats, FsError, FsResult, lock};
 
@@ -284,6 +285,8 @@ pub(crate) struct Reader {
     max_window: u64,
     /// The cache cannot hold a block: reads go straight to the server, exact ranges.
     uncached: bool,
+    /// Blocks reads found cached, or not.
+    pub(crate) counter: HitCounter,
 }
 
 impl Reader {
@@ -297,6 +300,7 @@ impl Reader {
             blocks: SingleFlight::new(),
             max_window: MAX_WINDOW_BLOCKS.min(half_cache_blocks),
             uncached: cache_size < BLOCK_SIZE,
+            counter: HitCounter::default(),
         })
     }
 
@@ -344,8 +348,14 @@ impl Reader {
         let mut parts = Vec::with_capacity(pending.len());
         for p in pending {
             match p {
-                Pending::Ready(bytes) => parts.push(bytes),
-                Pending::Fetching(flight) => parts.push(flight.await?),
+                Pending::Ready(bytes) => {
+                    self.counter.hit();
+                    parts.push(bytes);
+                }
+                Pending::Fetching(flight) => {
+                    self.counter.miss();
+                    parts.push(flight.await?);
+                }
             }
         }
         assemble(&parts, first, offset, end)

@@ -3,6 +3,9 @@
 //!
 //! The probe turns the usual first-run mistakes into clear messages before anything is
 //! mounted: refused credentials, an unreachable API, `--machine` naming no machine.
+//!
+//! Whichever it is, the API is metered into the mount's [`Metrics`] (`MeteredFilesApi`, and
+//! the HTTP client's retries through its retry observer), the probe included.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,8 +14,10 @@ use tracing::info;
 
 use super::{MountError, MountPlan, demo};
 use crate::api::http::{ClientOptions, HttpFilesApi};
+use crate::api::metered::{MeteredFilesApi, retry_observer};
 use crate::api::{ApiErrorKind, FilesApi, ListQuery, Space};
 use crate::config::Credentials;
+use crate::daemon::metrics::Metrics;
 use crate::emulator::RunningEmulator;
 use crate::fs::RootSpec;
 
@@ -24,6 +29,10 @@ pub struct Backend {
     /// What stays the same for this storage across runs (the API URL; the demo's data
     /// folder, as its port changes): keys the spool folder, so recovery finds it again.
     pub identity: String,
+    /// The API's base URL (no credentials), for `vagonfs status`.
+    pub url: String,
+    /// What every layer of this mount counts; `api` is metered into it.
+    pub metrics: Arc<Metrics>,
     /// The in-process demo emulator, when there is one.
     emulator: Option<RunningEmulator>,
 }
@@ -39,6 +48,7 @@ impl Backend {
 
 /// Find the credentials (or start the demo), build the client, probe it.
 pub async fn open(plan: &MountPlan) -> Result<Backend, MountError> {
+    let metrics = Arc::new(Metrics::new());
     let creds = match (
         load_credentials(plan.credentials.as_deref())?,
         &plan.api_url,
@@ -60,14 +70,16 @@ pub async fn open(plan: &MountPlan) -> Result<Backend, MountError> {
         Some(creds) => {
             let url = creds.api_url.clone();
             Backend {
-                api: connect(creds)?,
+                api: connect(creds, &metrics)?,
                 description: url.clone(),
-                identity: url,
+                identity: url.clone(),
+                url,
+                metrics: Arc::clone(&metrics),
                 emulator: None,
             }
         }
         None => {
-            let demo = demo::start().await?;
+            let demo = demo::start(&metrics).await?;
             eprintln!(
                 "no Vagon credentials configured: mounting a local demo emulator at {} (data in {})",
                 demo.url,
@@ -77,6 +89,8 @@ pub async fn open(plan: &MountPlan) -> Result<Backend, MountError> {
                 api: demo.api,
                 description: format!("demo emulator at {}", demo.url),
                 identity: format!("demo:{}", demo.data_dir.display()),
+                url: demo.url.clone(),
+                metrics: Arc::clone(&metrics),
                 emulator: Some(demo.emulator),
             }
         }
@@ -117,9 +131,16 @@ fn load_credentials(explicit: Option<&Path>) -> Result<Option<Credentials>, Moun
         .map_err(|err| MountError::Credentials(err.to_string()))
 }
 
-/// The HTTP client for `creds`.
-pub(super) fn connect(creds: Credentials) -> Result<Arc<dyn FilesApi>, MountError> {
-    let client = HttpFilesApi::new(creds, ClientOptions::default())
+/// The HTTP client for `creds`, metered into `metrics` (calls, and the client's retries).
+pub(super) fn connect(
+    creds: Credentials,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn FilesApi>, MountError> {
+    let options = ClientOptions {
+        on_retry: Some(retry_observer(Arc::clone(metrics))),
+        ..ClientOptions::default()
+    };
+    let client = HttpFilesApi::new(creds, options)
         .map_err(|err| MountError::Credentials(err.to_string()))?;
-    Ok(Arc::new(client))
+    Ok(Arc::new(MeteredFilesApi::new(client, Arc::clone(metrics))))
 }

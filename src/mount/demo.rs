@@ -30,6 +30,7 @@ use crate::api::{
     MAX_PER_PAGE, ObjectType, Space,
 };
 use crate::config::Credentials;
+use crate::daemon::metrics::Metrics;
 use crate::emulator::{EmulatorConfig, RunningEmulator};
 
 /// Machines the demo organization has.
@@ -88,8 +89,8 @@ fn data_dir_from(
     Ok(base.join("vagonfs").join("demo"))
 }
 
-/// Start the demo emulator and seed it if needed.
-pub async fn start() -> Result<Demo, MountError> {
+/// Start the demo emulator and seed it if needed; its client is metered into `metrics`.
+pub async fn start(metrics: &Arc<Metrics>) -> Result<Demo, MountError> {
     let data_dir = data_dir()?;
     std::fs::create_dir_all(&data_dir)
         .map_err(|err| MountError::Demo(format!("{}: {err}", data_dir.display())))?;
@@ -109,7 +110,7 @@ pub async fn start() -> Result<Demo, MountError> {
     let url = emulator.base_url();
     let creds = Credentials::new(url.clone(), api_key, api_secret)
         .map_err(|err| MountError::Demo(err.to_string()))?;
-    let api = connect(creds)?;
+    let api = connect(creds, metrics)?;
 
     let marker = data_dir.join(SEED_MARKER);
     if !marker.exists() {

@@ -21,10 +21,14 @@
 //!   second mount of the same target is refused at start); what a crashed run left there is
 //!   uploaded in the background after mounting.
 //!
+//! - The mount's metrics, control socket (`vagonfs status`, `vagonfs unmount`) and optional
+//!   Prometheus endpoint (`--metrics-addr`) are started before mounting ([`control`]).
+//!
 //! Exit status: 0 after a clean unmount, 2 for bad options or a bad mount point, 1 for
 //! everything else (API unreachable, credentials refused, mount(2) failed).
 
 mod backend;
+pub mod control;
 pub mod demo;
 mod detach;
 mod session;
@@ -117,6 +121,9 @@ pub struct MountArgs {
     #[command(flatten)]
     pub credentials: crate::config::CredentialsArgs,
 
+    #[command(flatten)]
+    pub metrics: crate::daemon::metrics_http::MetricsArgs,
+
     /// API base URL, replacing the one the credentials name (e.g. a test server).
     #[arg(long, value_name = "URL")]
     pub api_url: Option<String>,
@@ -181,6 +188,8 @@ pub enum MountError {
         #[source]
         source: crate::fs::FsError,
     },
+    #[error("{0}")]
+    Metrics(String),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -216,6 +225,8 @@ pub struct MountPlan {
     /// `--cache-dir` (absolute): each mount target gets its own spool folder under it, chosen
     /// once the backend is known (`fs.cache_dir` is set then).
     pub cache_base: PathBuf,
+    /// `--metrics-addr` (address already checked).
+    pub metrics: crate::daemon::metrics_http::MetricsArgs,
 }
 
 /// `vagonfs mount`.
@@ -287,6 +298,10 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
             MountError::InvalidOption(format!("--cache-dir {}: {err}", dir.display()))
         })?,
     };
+    if let Some(addr) = args.metrics.metrics_addr {
+        crate::daemon::metrics_http::check_metrics_addr(addr, args.metrics.metrics_allow_remote)
+            .map_err(|e| MountError::InvalidOption(e.to_string()))?;
+    }
     Ok(MountPlan {
         mountpoint,
         root,
@@ -307,6 +322,7 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
         credentials,
         api_url: args.api_url.clone(),
         cache_base,
+        metrics: args.metrics.clone(),
     })
 }
 

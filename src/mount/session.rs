@@ -21,6 +21,10 @@
 //!   outside, every file with changes not yet uploaded is uploaded before exiting, with the
 //!   progress logged every [`UPLOAD_PROGRESS_EVERY`]; a second signal stops that at once and
 //!   leaves the rest in the spool folder for the next mount.
+//! - `vagonfs unmount` (the control socket, [`super::control`]) ends the session like a signal:
+//!   a graceful request has already waited for the uploads and is answered once the late writes
+//!   are uploaded too; a forced one uploads nothing (the spool folder keeps the changes for the
+//!   next mount) and waits for the session only [`FORCED_END_WAIT`].
 //! - After the mount is up, the kernel's readahead for it is raised through
 //!   `/sys/class/bdi/<dev>/read_ahead_kb` (the INIT handshake cannot go above what the kernel
 //!   offered, usually 128 KiB); failure there is only logged.
@@ -43,6 +47,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
 use super::backend::{self, Backend};
+use super::control::Living;
 use super::detach::Readiness;
 use super::{MountError, MountPlan};
 use crate::fs::{VagonFs, write};
@@ -52,6 +57,8 @@ use crate::fuse::{AdapterConfig, FuseAdapter};
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the session thread after unmounting.
 pub const SESSION_END_WAIT: Duration = Duration::from_secs(10);
+/// How long to wait for the session thread after a forced unmount.
+const FORCED_END_WAIT: Duration = Duration::from_secs(1);
 /// How long background fetches of the core get to finish after the unmount.
 const BACKGROUND_WAIT: Duration = Duration::from_secs(5);
 /// How long in-flight core tasks get to finish when the runtime shuts down.
@@ -62,7 +69,8 @@ const MIN_WORKER_THREADS: usize = 4;
 pub const READ_AHEAD_KB: u32 = 1024;
 /// How often the progress of the uploads awaited at exit is logged.
 pub const UPLOAD_PROGRESS_EVERY: Duration = Duration::from_secs(2);
-/// The file system name shown in /proc/mounts and `df`.
+/// The file system name: the subtype, and the prefix of the mount source shown in
+/// /proc/mounts and `df` (`vagonfs:machine:42`, see `control::mount_source`).
 pub const FS_NAME: &str = "vagonfs";
 /// The file system type given to mount(2): FUSE with subtype vagonfs.
 pub const FS_TYPE: &str = "fuse.vagonfs";
@@ -139,6 +147,13 @@ fn serve_mounted(
             source,
         })?;
     }
+    // Before mounting: the control socket is named after the canonical mount point.
+    let mut living = rt.block_on(Living::start(
+        plan,
+        &backend.url,
+        backend.metrics.clone(),
+        &fs,
+    ))?;
     let (ready_tx, ready_rx) = oneshot::channel();
     let adapter = FuseAdapter::new(
         fs.clone(),
@@ -148,7 +163,8 @@ fn serve_mounted(
             entry_ttl: crate::fs::attr::ATTR_TTL.min(plan.fs.dir_cache_ttl),
         },
         Some(ready_tx),
-    );
+    )
+    .with_metrics(backend.metrics.clone());
     let mut session = MountedSession::start(adapter, plan)?;
 
     let started = rt.block_on(async {
@@ -180,12 +196,16 @@ fn serve_mounted(
         rt.spawn(async move { recover_in_background(&fs).await });
     }
 
-    let signal = rt.block_on(async {
+    let (signal, asked) = rt.block_on(async {
         tokio::select! {
-            signal = signals.recv() => Some(signal),
-            () = session.ended() => None,
+            signal = signals.recv() => (Some(signal), None),
+            () = session.ended() => (None, None),
+            // `vagonfs unmount`: graceful ones have already waited for the uploads.
+            request = living.next_request() => (Some("unmount request"), Some(request)),
         }
     });
+    // A forced unmount uploads nothing: what is not uploaded stays in the spool folder.
+    let force = asked.as_ref().is_some_and(|r| r.force);
     match signal {
         None => {
             info!("unmounted from outside; exiting");
@@ -200,7 +220,7 @@ fn serve_mounted(
         }
         Some(name) => {
             info!("{name} received: uploading what is not yet uploaded, then unmounting");
-            let uploaded = rt.block_on(async {
+            let uploaded = force || rt.block_on(async {
                 tokio::select! {
                     () = upload_before_exit(&fs) => true,
                     signal = signals.recv() => {
@@ -211,13 +231,27 @@ fn serve_mounted(
             });
             if !uploaded {
                 lazy_unmount(&plan.mountpoint);
+                if let Some(request) = asked {
+                    request.answer(Err(format!(
+                        "interrupted by a signal: changes not uploaded stay in {}",
+                        cache_dir.display()
+                    )));
+                }
+                rt.block_on(living.shutdown());
                 return Ok(());
             }
             info!("unmounting {}", plan.mountpoint.display());
             session.unmount();
             let ended = rt.block_on(async {
+                // Forced: a writer blocked in close(2) on an upload would hold the mount busy;
+                // exiting soon closes /dev/fuse, which fails it with ENOTCONN.
+                let limit = if force {
+                    FORCED_END_WAIT
+                } else {
+                    SESSION_END_WAIT
+                };
                 tokio::select! {
-                    ended = session.wait_end(SESSION_END_WAIT) => ended,
+                    ended = session.wait_end(limit) => ended,
                     signal = signals.recv() => {
                         warn!("{signal} received again: exiting at once");
                         false
@@ -231,17 +265,28 @@ fn serve_mounted(
                 warn!("the FUSE session did not end after unmount; exiting anyway");
             }
             // Writes that came in while the first uploads ran (a cheap no-op otherwise).
-            let late = rt.block_on(async {
-                tokio::select! {
-                    report = fs.flush_all() => Some(report),
-                    signal = signals.recv() => {
-                        warn!("{signal} received again: exiting at once");
-                        None
+            let late = if force {
+                info!(
+                    "forced unmount: changes not uploaded stay in {}",
+                    cache_dir.display()
+                );
+                None
+            } else {
+                rt.block_on(async {
+                    tokio::select! {
+                        report = fs.flush_all() => Some(report),
+                        signal = signals.recv() => {
+                            warn!("{signal} received again: exiting at once");
+                            None
+                        }
                     }
-                }
-            });
+                })
+            };
             if let Some(report) = late {
                 log_flush(&report);
+            }
+            if let Some(request) = asked {
+                request.answer(Ok(()));
             }
         }
     }
@@ -255,6 +300,7 @@ fn serve_mounted(
     if !settled {
         debug!("background fetches still running after {BACKGROUND_WAIT:?}; leaving them");
     }
+    rt.block_on(living.shutdown());
     Ok(())
 }
 
@@ -319,7 +365,7 @@ fn log_flush(report: &crate::fs::FlushReport) {
 /// The fuser mount options for `plan` (the fusermount path, without privilege).
 fn fuser_options(plan: &MountPlan) -> Vec<MountOption> {
     let mut options = vec![
-        MountOption::FSName(FS_NAME.to_string()),
+        MountOption::FSName(super::control::mount_source(&plan.root)),
         MountOption::Subtype(FS_NAME.to_string()),
         // The kernel checks permissions against the attributes (--uid/--gid/--umask).
         MountOption::DefaultPermissions,
@@ -364,8 +410,9 @@ fn mount_direct(plan: &MountPlan) -> io::Result<OwnedFd> {
     if plan.fs.read_only {
         flags |= MsFlags::MS_RDONLY;
     }
+    let source = super::control::mount_source(&plan.root);
     nix::mount::mount(
-        Some(FS_NAME),
+        Some(source.as_str()),
         &plan.mountpoint,
         Some(FS_TYPE),
         flags,
