@@ -271,6 +271,35 @@ def cmd_ranged(cl, a):
     return {"count": a.count, "bytes": got, "seconds": secs, "iops": a.count / secs}
 
 
+def cmd_ttfb(cl, a):
+    """What a minimal client does to get a file's first byte knowing only its name: list the
+    folder (search by name), get the link, GET byte 0 — each on a fresh connection, as a fresh
+    mount has none. Seconds to the first byte."""
+    t0 = time.monotonic()
+    fresh = Client(cl.url, cl.key, cl.secret)
+    q = {"page": 1, "per_page": MAX_PER_PAGE, "q": a.name}
+    doc = fresh.call("GET", f"/machines/{a.machine}/files", query=q)
+    ids = [int(f["id"]) for f in doc.get("files", []) if f.get("attributes", {}).get("name") == a.name]
+    if not ids:
+        raise ApiError(f"{a.name} not found")
+    url = fresh.link(ids[0])["url"]
+    u = urllib.parse.urlsplit(url)
+    c = Conn(f"{u.scheme}://{u.netloc}")
+    status, _, data = c.request("GET", u.path + "?" + u.query, headers={"Range": "bytes=0-0"})
+    if status != 206 or len(data) != 1:
+        raise ApiError(f"first byte: HTTP {status}")
+    return {"seconds": time.monotonic() - t0}
+
+
+def cmd_read1(cl, a):
+    """Open a local path and read one byte, unbuffered: head -c 1 without process start-up."""
+    t0 = time.monotonic()
+    with open(a.path, "rb", buffering=0) as f:
+        if len(f.read(1)) != 1:
+            raise ApiError("no byte read")
+    return {"seconds": time.monotonic() - t0}
+
+
 def cmd_stats(cl, a):
     return cl.admin("GET", "/_emulator/stats")
 
@@ -313,6 +342,11 @@ def main():
     s = sub.add_parser("ranged"); s.add_argument("url"); s.add_argument("--size", type=int, required=True)
     s.add_argument("--bs", type=int, required=True); s.add_argument("--count", type=int, required=True)
     s.add_argument("--seed", type=int, default=1); s.set_defaults(fn=cmd_ranged)
+
+    s = sub.add_parser("ttfb"); s.add_argument("name"); s.add_argument("--machine", type=int, default=1)
+    s.set_defaults(fn=cmd_ttfb)
+
+    s = sub.add_parser("read1"); s.add_argument("path"); s.set_defaults(fn=cmd_read1)
 
     sub.add_parser("stats").set_defaults(fn=cmd_stats)
     sub.add_parser("reset-stats").set_defaults(fn=cmd_reset_stats)
