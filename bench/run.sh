@@ -327,6 +327,8 @@ if [[ $RUN_WRITE -eq 1 ]]; then
     T_W_MNT="$(secs_since "$t0")"
     RSS_WRITE="$(hwm_mib)"
     stop_mount
+    W_SIZE="$(client find written.bin --machine 1 | json 'd["size"]')"
+    [[ "$W_SIZE" -eq "$SIZE_BYTES" ]] || die "written.bin is listed with $W_SIZE bytes, expected $SIZE_BYTES"
 
     log "sequential write: curl multipart baseline (${CURL_PART_MIB} MiB parts, $CURL_PUT_PARALLEL in parallel)"
     mkdir -p "$WORK/parts" "$WORK/etags"
@@ -353,6 +355,9 @@ if [[ $RUN_WRITE -eq 1 ]]; then
     sync -f "$MNT/small-mnt"
     T_SF_MNT="$(secs_since "$t0")"
     stop_mount
+    SF_MNT_DIR="$(client find small-mnt --machine 1 | json 'd["id"]')"
+    SF_LISTED="$(client list-all --machine 1 --parent "$SF_MNT_DIR" | json 'd["entries"]')"
+    [[ "$SF_LISTED" -eq "$SMALL_FILES" ]] || die "small-mnt lists $SF_LISTED files, expected $SMALL_FILES"
     log "creating $SMALL_FILES files of 4 KiB: python client (create + PUT + complete each)"
     SF_DIR="$(client mkdir small-api --machine 1 | json 'd["id"]')"
     T_SF_API="$(client small-files --count "$SMALL_FILES" --size 4096 --machine 1 --parent "$SF_DIR" | json 'd["seconds"]')"

@@ -291,6 +291,22 @@ def cmd_ttfb(cl, a):
     return {"seconds": time.monotonic() - t0}
 
 
+def cmd_find(cl, a):
+    """A listed entry of the folder by exact name: id and size (error when not listed)."""
+    page = 1
+    while page:
+        q = {"page": page, "per_page": MAX_PER_PAGE, "q": a.name}
+        if a.parent:
+            q["parent_id"] = a.parent
+        doc = cl.call("GET", f"/machines/{a.machine}/files", query=q)
+        for f in doc.get("files", []):
+            attrs = f.get("attributes", {})
+            if attrs.get("name") == a.name:
+                return {"id": int(f["id"]), "size": int(attrs.get("size", 0))}
+        page = doc.get("next_page")
+    raise ApiError(f"{a.name} is not listed")
+
+
 def cmd_read1(cl, a):
     """Open a local path and read one byte, unbuffered: head -c 1 without process start-up."""
     t0 = time.monotonic()
@@ -345,6 +361,9 @@ def main():
 
     s = sub.add_parser("ttfb"); s.add_argument("name"); s.add_argument("--machine", type=int, default=1)
     s.set_defaults(fn=cmd_ttfb)
+
+    s = sub.add_parser("find"); s.add_argument("name"); s.add_argument("--machine", type=int, default=1)
+    s.add_argument("--parent", type=int); s.set_defaults(fn=cmd_find)
 
     s = sub.add_parser("read1"); s.add_argument("path"); s.set_defaults(fn=cmd_read1)
 
