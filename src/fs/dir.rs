@@ -164,6 +164,13 @@ impl DirCache {
         lock(&self.negative).retain(|(d, _), _| *d != dir);
     }
 
+    /// Forget every cached listing and negative entry (after recovery uploaded files the
+    /// listings could not know of).
+    pub(crate) fn invalidate_all(&self) {
+        lock(&self.listings).clear();
+        lock(&self.negative).clear();
+    }
+
     /// Whether `name` was recently found missing in `dir`.
     pub(crate) fn is_known_missing(&self, dir: Loc, name: &OsStr) -> bool {
         let mut neg = lock(&self.negative);
@@ -176,6 +183,11 @@ impl DirCache {
             }
             None => false,
         }
+    }
+
+    /// Forget that `name` was found missing in `dir` (it was just created here).
+    pub(crate) fn forget_missing(&self, dir: Loc, name: &OsStr) {
+        lock(&self.negative).remove(&(dir, name.to_os_string()));
     }
 
     /// Remember that `name` is missing in `dir`.
@@ -232,6 +244,8 @@ async fn fetch_entries(
             let raw = list_all_files(api, space, Some(id)).await?;
             Ok(sanitize(space, raw, warned))
         }
+        // Only files are created locally; nothing to list.
+        Loc::Local { .. } => Err(super::FsError::NotADirectory),
     }
 }
 

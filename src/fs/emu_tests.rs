@@ -156,6 +156,11 @@ fn config() -> FsConfig {
         read_only: false,
         dir_cache_ttl: Duration::from_secs(3600),
         cache_size: 64 << 20,
+        // These tests only read; a write would fail on the missing spool folder's parent.
+        cache_dir: std::path::PathBuf::from("/nonexistent/vagonfs-read-tests"),
+        chunk_size_mb: write::DEFAULT_CHUNK_SIZE_MB,
+        upload_concurrency: write::DEFAULT_CONCURRENCY,
+        rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
     }
 }
 

@@ -16,11 +16,15 @@
 //! - an object whose kind changed on the server (same id, file became folder) gets a new inode:
 //!   the kernel must never see an inode change type. The old inode stays until forgotten but is
 //!   no longer reachable by its location;
-//! - a file that exists locally before the server lists it (the write path, later) will get a
-//!   `Loc` variant of its own and be re-bound to its remote id on upload; the table is keyed so
-//!   that re-binding is a map update, not a new inode.
+//! - a file that exists locally before the server lists it (created, not yet uploaded) lives at
+//!   [`Loc::Local`] and is re-bound to its remote id on upload ([`InodeTable::rebind`]); so is a
+//!   file replaced by an upload (the server gives the new bytes a new id) and a moved object:
+//!   re-binding is a map update, the inode number stays;
+//! - a file with a local spool is pinned ([`InodeTable::set_spooled`]): its inode stays while the
+//!   spool exists even if the kernel forgot it, since the overlay of local names points at it.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -39,6 +43,8 @@ pub(crate) enum Loc {
     SpaceRoot(Space),
     /// A listed object.
     Remote { space: Space, id: u64 },
+    /// A file created locally and not uploaded yet (`n` is unique within the mount).
+    Local { space: Space, n: u64 },
 }
 
 impl Loc {
@@ -46,7 +52,9 @@ impl Loc {
     pub(crate) fn space(&self) -> Option<Space> {
         match self {
             Loc::AllRoot | Loc::Machines => None,
-            Loc::SpaceRoot(space) | Loc::Remote { space, .. } => Some(*space),
+            Loc::SpaceRoot(space) | Loc::Remote { space, .. } | Loc::Local { space, .. } => {
+                Some(*space)
+            }
         }
     }
 
@@ -79,6 +87,15 @@ pub(crate) struct Inode {
     pub(crate) open_handles: u32,
     /// Never dropped (the root).
     pinned: bool,
+    /// The name it was last seen or created under (`None` for the root).
+    pub(crate) name: Option<OsString>,
+    /// Has a local spool: kept even when the kernel forgot it.
+    spooled: bool,
+    /// `mtime` is a local time (set by a write or an upload), not the server's.
+    pub(crate) local_mtime: bool,
+    /// Set by utimens: shown instead of any other time while the mount lives (the API cannot
+    /// store it), until the next write or truncation of the file.
+    pub(crate) mtime_override: Option<SystemTime>,
     /// `(size, mtime)` at the previous open, to tell the kernel whether its page cache is still
     /// good.
     last_open: Option<(u64, Option<SystemTime>)>,
@@ -96,12 +113,16 @@ impl Inode {
             lookups: 0,
             open_handles: 0,
             pinned,
+            name: None,
+            spooled: false,
+            local_mtime: false,
+            mtime_override: None,
             last_open: None,
         }
     }
 
     fn droppable(&self) -> bool {
-        !self.pinned && self.lookups == 0 && self.open_handles == 0
+        !self.pinned && !self.spooled && self.lookups == 0 && self.open_handles == 0
     }
 }
 
@@ -148,7 +169,13 @@ impl InodeTable {
 
     /// The inode for a listed child, created if needed, its attributes refreshed from the
     /// listing and its parent recorded; counts one kernel lookup when `count_lookup`.
-    pub(crate) fn upsert(&self, seen: &Seen, parent: (u64, Loc), count_lookup: bool) -> Inode {
+    pub(crate) fn upsert(
+        &self,
+        seen: &Seen,
+        name: &OsStr,
+        parent: (u64, Loc),
+        count_lookup: bool,
+    ) -> Inode {
         let mut t = lock(&self.inner);
         let reuse = t
             .by_loc
@@ -172,7 +199,9 @@ impl InodeTable {
         if !node.pinned {
             node.size = seen.size;
             node.mtime = seen.mtime;
+            node.local_mtime = false;
             node.parent = Some(parent);
+            node.name = Some(name.to_os_string());
         }
         if count_lookup {
             node.lookups += 1;
@@ -187,8 +216,102 @@ impl InodeTable {
         if node.kind == seen.kind && node.loc == seen.loc {
             node.size = seen.size;
             node.mtime = seen.mtime;
+            node.local_mtime = false;
         }
         Some(node.clone())
+    }
+
+    /// A new inode for an object the server does not list yet (or was just made by us), with
+    /// one kernel lookup (the create/mkdir reply).
+    pub(crate) fn insert_new(
+        &self,
+        loc: Loc,
+        kind: NodeKind,
+        name: &OsStr,
+        parent: (u64, Loc),
+    ) -> Inode {
+        let mut t = lock(&self.inner);
+        let ino = t.next_ino;
+        t.next_ino += 1;
+        t.by_loc.insert(loc, ino);
+        let mut node = Inode::fresh(ino, loc, kind, false);
+        node.parent = Some(parent);
+        node.name = Some(name.to_os_string());
+        node.lookups = 1;
+        t.by_ino.insert(ino, node.clone());
+        node
+    }
+
+    /// The inode bound to `loc`, if any.
+    pub(crate) fn ino_of(&self, loc: &Loc) -> Option<u64> {
+        lock(&self.inner).by_loc.get(loc).copied()
+    }
+
+    /// Move `ino` to a new location (an upload gave it a new id, or it was moved): the inode
+    /// number stays, the old location no longer leads to it.
+    pub(crate) fn rebind(&self, ino: u64, loc: Loc) {
+        let mut t = lock(&self.inner);
+        let Some(node) = t.by_ino.get_mut(&ino) else {
+            return;
+        };
+        let old = std::mem::replace(&mut node.loc, loc);
+        if t.by_loc.get(&old) == Some(&ino) {
+            t.by_loc.remove(&old);
+        }
+        t.by_loc.insert(loc, ino);
+    }
+
+    /// The object of `ino` is gone (deleted or replaced): its location no longer leads to it.
+    /// The inode itself stays while the kernel holds it (open handles keep working).
+    pub(crate) fn unbind(&self, ino: u64) {
+        let mut t = lock(&self.inner);
+        let Some(loc) = t.by_ino.get(&ino).map(|n| n.loc) else {
+            return;
+        };
+        if t.by_loc.get(&loc) == Some(&ino) {
+            t.by_loc.remove(&loc);
+        }
+    }
+
+    /// The folder and name an inode now lives under (after a rename).
+    pub(crate) fn set_place(&self, ino: u64, parent: (u64, Loc), name: &OsStr) {
+        let mut t = lock(&self.inner);
+        if let Some(node) = t.by_ino.get_mut(&ino) {
+            node.parent = Some(parent);
+            node.name = Some(name.to_os_string());
+        }
+    }
+
+    /// Local attributes (after an upload, or utimens): `mtime` is then a local time.
+    pub(crate) fn set_local_attrs(&self, ino: u64, size: Option<u64>, mtime: Option<SystemTime>) {
+        let mut t = lock(&self.inner);
+        if let Some(node) = t.by_ino.get_mut(&ino) {
+            if let Some(size) = size {
+                node.size = size;
+            }
+            if let Some(mtime) = mtime {
+                node.mtime = Some(mtime);
+                node.local_mtime = true;
+            }
+        }
+    }
+
+    /// utimens: the time to show (`None` clears it).
+    pub(crate) fn set_mtime_override(&self, ino: u64, t: Option<SystemTime>) {
+        if let Some(node) = lock(&self.inner).by_ino.get_mut(&ino) {
+            node.mtime_override = t;
+        }
+    }
+
+    /// Whether `ino` has a local spool (pinned while it has).
+    pub(crate) fn set_spooled(&self, ino: u64, spooled: bool) {
+        let mut t = lock(&self.inner);
+        if let Some(node) = t.by_ino.get_mut(&ino) {
+            node.spooled = spooled;
+            if !spooled {
+                Self::drop_if_unneeded(&mut t, ino);
+            }
+        }
     }
 
     /// One more kernel reference (a lookup of `.`/`..`, or a create).
@@ -273,22 +396,22 @@ mod tests {
     #[test]
     fn same_object_same_ino_until_forgotten() {
         let t = InodeTable::new(Loc::SpaceRoot(Space::Shared));
-        let a = t.upsert(&seen(10, NodeKind::File), ROOT, true);
-        let b = t.upsert(&seen(10, NodeKind::File), ROOT, true);
+        let a = t.upsert(&seen(10, NodeKind::File), OsStr::new("a"), ROOT, true);
+        let b = t.upsert(&seen(10, NodeKind::File), OsStr::new("a"), ROOT, true);
         assert_eq!(a.ino, b.ino);
         assert_ne!(a.ino, ROOT_INO);
         t.forget(a.ino, 1);
         assert!(t.get(a.ino).is_some(), "one reference left");
         t.forget(a.ino, 1);
         assert!(t.get(a.ino).is_none(), "count reached 0");
-        let c = t.upsert(&seen(10, NodeKind::File), ROOT, true);
+        let c = t.upsert(&seen(10, NodeKind::File), OsStr::new("a"), ROOT, true);
         assert!(c.ino > b.ino, "ino numbers are never reused");
     }
 
     #[test]
     fn open_handles_keep_the_inode() {
         let t = InodeTable::new(Loc::SpaceRoot(Space::Shared));
-        let a = t.upsert(&seen(3, NodeKind::File), ROOT, true);
+        let a = t.upsert(&seen(3, NodeKind::File), OsStr::new("x"), ROOT, true);
         assert_eq!(t.opened(a.ino, 3, None), Some(false));
         t.forget(a.ino, 1);
         assert!(t.get(a.ino).is_some(), "still open");
@@ -301,20 +424,20 @@ mod tests {
         let t = InodeTable::new(Loc::SpaceRoot(Space::Shared));
         t.forget(ROOT_INO, 5);
         assert!(t.get(ROOT_INO).is_some());
-        let f = t.upsert(&seen(8, NodeKind::File), ROOT, true);
-        let d = t.upsert(&seen(8, NodeKind::Directory), ROOT, true);
+        let f = t.upsert(&seen(8, NodeKind::File), OsStr::new("x"), ROOT, true);
+        let d = t.upsert(&seen(8, NodeKind::Directory), OsStr::new("x"), ROOT, true);
         assert_ne!(f.ino, d.ino);
         assert_eq!(t.get(f.ino).map(|n| n.kind), Some(NodeKind::File));
         // Forgetting the old one must not unbind the new one.
         t.forget(f.ino, 1);
-        let again = t.upsert(&seen(8, NodeKind::Directory), ROOT, false);
+        let again = t.upsert(&seen(8, NodeKind::Directory), OsStr::new("x"), ROOT, false);
         assert_eq!(again.ino, d.ino);
     }
 
     #[test]
     fn keep_cache_only_when_unchanged() {
         let t = InodeTable::new(Loc::SpaceRoot(Space::Shared));
-        let a = t.upsert(&seen(4, NodeKind::File), ROOT, true);
+        let a = t.upsert(&seen(4, NodeKind::File), OsStr::new("x"), ROOT, true);
         let when = SystemTime::UNIX_EPOCH;
         assert_eq!(t.opened(a.ino, 4, Some(when)), Some(false));
         assert_eq!(t.opened(a.ino, 4, Some(when)), Some(true));

@@ -10,7 +10,10 @@
 //! page, the listing cache, name sanitising, negative lookups), [`read`] (download links, block
 //! cache, prefetch), [`attr`] (attributes from listings and options), [`statfs`] (quota),
 //! [`flight`] (single-flight fetches shared by all of them), [`errno`] (the one errno map),
-//! [`write`] (the write-path engine: spools, journal, uploader; wired in by a later piece).
+//! [`write`] (the write-path engine: spools, journal, uploader), `overlay` (local changes laid
+//! over cached listings), `names` (name resolution and folder views merging both),
+//! `ops_write` (create, open for writing, write, flush, setattr, mkdir, unlink, rmdir, recovery)
+//! and `rename` (file and folder moves).
 //!
 //! Subtle cases owned here:
 //! - every method takes `&self`; state sits behind `std::sync::Mutex`es held for a few map
@@ -20,9 +23,10 @@
 //!   taken at `opendir` (re-taken on a rewind to offset 0), so offsets stay valid while the
 //!   folder changes; each returned entry counts as a kernel lookup (readdirplus), and entries the
 //!   adapter could not send back must be handed to [`VagonFs::unsent`];
-//! - writes (`open` for writing, create, mkdir, unlink, rmdir, rename, setattr, write) answer
-//!   EROFS for now: the write path is a later piece. The inode table and the handle table are
-//!   built so that a file can later carry a local spool and exist before the server lists it;
+//! - writes go to a local spool per inode (shared by all its handles, see `ops_write`), and
+//!   are uploaded on close/fsync; reads of an inode with a spool are served from it, from any
+//!   handle, so what was written is seen at once; the read-only mount and the session
+//!   recordings answer EROFS;
 //! - a read that finds the server's bytes disagreeing with the listed size fails with EIO and
 //!   drops the cached listing of the file's folder, so that the next open sees fresh data.
 
@@ -33,13 +37,21 @@ mod emu_tests;
 pub mod errno;
 mod flight;
 mod inode;
+mod names;
+mod ops_write;
+mod overlay;
 pub mod read;
+mod rename;
 pub mod statfs;
 #[cfg(test)]
 mod test_api;
 #[cfg(test)]
 mod tests;
 pub mod write;
+#[cfg(test)]
+mod write_emu_tests;
+#[cfg(test)]
+mod write_tests;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -53,10 +65,16 @@ use bytes::Bytes;
 use crate::api::{ApiError, FilesApi, Space};
 
 use attr::AttrPolicy;
-use dir::{DirCache, Listing, NAME_MAX};
+use dir::{DirCache, NAME_MAX};
 use inode::{Inode, InodeTable, Loc};
+use names::{Resolved, ViewEntry};
+use ops_write::OpenFile;
+use overlay::Overlay;
 use read::{FileVersion, Reader, Stream};
 use statfs::StatfsCache;
+use write::{SpoolDir, UploadRegistry, Uploader};
+
+pub use ops_write::{FlushReport, RecoveryReport};
 
 /// Most entries one `readdir` call answers (the kernel asks again from the last offset). About
 /// what a 32-64 KiB readdirplus buffer holds; entries beyond what the buffer takes are given back
@@ -235,7 +253,20 @@ pub struct FsConfig {
     pub dir_cache_ttl: Duration,
     /// Memory block cache, bytes.
     pub cache_size: u64,
+    /// This mount's spool folder (`write::mount_cache_dir(base, &write::mount_key(..))`);
+    /// opened (and locked) at the first write or at [`VagonFs::recover`].
+    pub cache_dir: std::path::PathBuf,
+    /// Part size asked of the server, MiB.
+    pub chunk_size_mb: u64,
+    /// Parts in flight per upload.
+    pub upload_concurrency: usize,
+    /// Entries (files and folders, counted recursively) past which a folder rename answers
+    /// EXDEV, so `mv` falls back to copy and delete.
+    pub rename_dir_limit: usize,
 }
+
+/// Default of [`FsConfig::rename_dir_limit`].
+pub const DEFAULT_RENAME_DIR_LIMIT: usize = 10_000;
 
 /// Numbers of the block cache (for `vagonfs status` and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,7 +289,7 @@ struct DirHandle {
 }
 
 struct DirSnapshot {
-    listing: Arc<Listing>,
+    listing: Arc<Vec<ViewEntry>>,
     /// Whether a readdir was answered from it (a later offset 0 is a rewind).
     served: bool,
 }
@@ -269,7 +300,14 @@ struct FileHandle {
     /// The folder the file was listed in, to drop its listing when the server's data is found
     /// inconsistent.
     parent: Option<Loc>,
-    stream: Stream,
+    /// What reads of the server's bytes go through; replaced when the file's remote version
+    /// changes (an upload from this mount gives it a new id). Unused while the inode has a
+    /// spool (reads come from the spool then).
+    stream: Mutex<Option<Arc<Stream>>>,
+    /// Opened for writing: its close uploads.
+    write: bool,
+    /// `O_APPEND`: every write goes to the end.
+    append: bool,
 }
 
 enum Handle {
@@ -280,14 +318,23 @@ enum Handle {
 /// The filesystem core.
 pub struct VagonFs {
     config: FsConfig,
+    api: Arc<dyn FilesApi>,
     attrs: AttrPolicy,
     inodes: InodeTable,
     dirs: DirCache,
+    overlay: Overlay,
     reader: Arc<Reader>,
     statfs: StatfsCache,
     handles: Mutex<HashMap<u64, Handle>>,
     /// Next file handle number; never reused within a mount.
     next_fh: AtomicU64,
+    /// Next `Loc::Local` number.
+    next_local: AtomicU64,
+    /// The spool folder, opened at the first need.
+    spool_dir: Mutex<Option<Arc<SpoolDir>>>,
+    uploader: Uploader,
+    /// Inodes with a local spool.
+    files: Mutex<HashMap<u64, OpenFile>>,
 }
 
 impl VagonFs {
@@ -296,14 +343,23 @@ impl VagonFs {
             RootSpec::Space(space) => Loc::SpaceRoot(space),
             RootSpec::All => Loc::AllRoot,
         };
+        let uploader = Uploader::new(Arc::clone(&api), UploadRegistry::new())
+            .with_chunk_size_mb(config.chunk_size_mb)
+            .with_concurrency(config.upload_concurrency);
         Arc::new(VagonFs {
             attrs: AttrPolicy::new(&config, SystemTime::now()),
             inodes: InodeTable::new(root_loc),
             dirs: DirCache::new(Arc::clone(&api), config.dir_cache_ttl),
+            overlay: Overlay::new(config.dir_cache_ttl),
             reader: Reader::new(Arc::clone(&api), config.cache_size),
-            statfs: StatfsCache::new(api),
+            statfs: StatfsCache::new(Arc::clone(&api)),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            next_local: AtomicU64::new(1),
+            spool_dir: Mutex::new(None),
+            uploader,
+            files: Mutex::new(HashMap::new()),
+            api,
             config,
         })
     }
@@ -324,20 +380,18 @@ impl VagonFs {
                 .ok_or(FsError::StaleInode(target))?;
             return Ok(self.attrs.reply(&node));
         }
-        if self.dirs.is_known_missing(dir.loc, name) {
-            return Err(FsError::NotFound);
-        }
-        let listing = self.dirs.listing(dir.loc).await?;
-        match listing.find(name) {
-            Some(entry) => {
-                let node = self.inodes.upsert(&entry.seen, (parent, dir.loc), true);
-                Ok(self.attrs.reply(&node))
+        let node = match self.resolve(&dir, name).await? {
+            Some(Resolved::Node(node)) => self
+                .inodes
+                .add_lookup(node.ino)
+                .ok_or(FsError::StaleInode(node.ino))?,
+            Some(Resolved::Listed(entry)) => {
+                self.inodes
+                    .upsert(&entry.seen, &entry.name, (parent, dir.loc), true)
             }
-            None => {
-                self.dirs.note_missing(dir.loc, name);
-                Err(FsError::NotFound)
-            }
-        }
+            None => return Err(FsError::NotFound),
+        };
+        Ok(self.reply(node))
     }
 
     /// The kernel dropped `nlookup` references to `ino`.
@@ -358,27 +412,12 @@ impl VagonFs {
 
     pub async fn getattr(&self, ino: u64) -> FsResult<AttrReply> {
         let node = self.fresh_node(ino).await?;
-        Ok(self.attrs.reply(&node))
-    }
-
-    pub async fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<AttrReply> {
-        let changes = set.size.is_some()
-            || set.mode.is_some()
-            || set.uid.is_some()
-            || set.gid.is_some()
-            || set.atime.is_some()
-            || set.mtime.is_some();
-        if changes {
-            // Nothing can be changed yet (the write path is a later piece).
-            self.node(ino)?;
-            return Err(FsError::ReadOnly);
-        }
-        self.getattr(ino).await
+        Ok(self.reply(node))
     }
 
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
         let dir = self.dir_node(ino)?;
-        let listing = self.dirs.listing(dir.loc).await?;
+        let listing = self.view(&dir).await?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let handle = DirHandle {
             ino,
@@ -413,12 +452,12 @@ impl VagonFs {
             Some(listing) => listing,
             None => {
                 // rewinddir: show the folder as it is now.
-                let fresh = self.dirs.listing(dir.loc).await?;
+                let fresh = self.view(&dir).await?;
                 lock(&handle.snapshot).listing = Arc::clone(&fresh);
                 fresh
             }
         };
-        let total = listing.entries.len() + 2;
+        let total = listing.len() + 2;
         let mut out = Vec::new();
         for index in start..total.min(start.saturating_add(READDIR_BATCH)) {
             let next = i64::try_from(index + 1).unwrap_or(i64::MAX);
@@ -438,13 +477,23 @@ impl VagonFs {
                     }
                 }
                 _ => {
-                    let Some(listed) = listing.entries.get(index - 2) else {
+                    let Some(shown) = listing.get(index - 2) else {
                         break;
                     };
-                    let node = self.inodes.upsert(&listed.seen, (ino, dir.loc), true);
+                    let node = match shown {
+                        ViewEntry::Listed(listed) => Some(self.inodes.upsert(
+                            &listed.seen,
+                            &listed.name,
+                            (ino, dir.loc),
+                            true,
+                        )),
+                        // Gone since the snapshot (unlinked and forgotten): skipped.
+                        ViewEntry::Local { ino: local, .. } => self.inodes.add_lookup(*local),
+                    };
+                    let Some(node) = node else { continue };
                     DirEntry {
-                        name: listed.name.clone(),
-                        attr: self.attrs.attr(&node),
+                        name: shown.name().to_os_string(),
+                        attr: self.attrs.attr(&self.shown(node)),
                         offset: next,
                     }
                 }
@@ -464,35 +513,38 @@ impl VagonFs {
     /// `flags` are the open(2) flags.
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
         let node = self.node(ino)?;
-        let Loc::Remote { id, .. } = node.loc else {
-            // Every other location is a folder.
-            return Err(FsError::IsADirectory);
-        };
         if node.kind == NodeKind::Directory {
             return Err(FsError::IsADirectory);
         }
         let writes = (flags & libc::O_ACCMODE) != libc::O_RDONLY || (flags & libc::O_TRUNC) != 0;
         if writes {
-            // Read-only mount, recordings, or the write path not there yet: EROFS in every case.
-            return Err(FsError::ReadOnly);
+            return self.open_for_write(node, flags).await;
         }
-        let node = self.fresh_node(ino).await?;
+        let node = self.shown(self.fresh_node(ino).await?);
+        let spooled = self.spooled_file(ino).is_some();
+        let stream = match node.loc {
+            _ if spooled => None,
+            Loc::Remote { id, .. } => Some(Arc::new(Stream::new(FileVersion {
+                id,
+                size: node.size,
+                mtime: node.mtime,
+            }))),
+            // A local file whose spool is gone (unlinked before it was uploaded).
+            Loc::Local { .. } => return Err(FsError::NotFound),
+            // Every other location is a folder.
+            _ => return Err(FsError::IsADirectory),
+        };
         let keep_cache = self
             .inodes
             .opened(ino, node.size, node.mtime)
             .ok_or(FsError::StaleInode(ino))?;
-        let file = FileVersion {
-            id,
-            size: node.size,
-            mtime: node.mtime,
-        };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let handle = FileHandle {
+        let fh = self.add_file_handle(FileHandle {
             ino,
             parent: node.parent.map(|(_, l)| l),
-            stream: Stream::new(file),
-        };
-        lock(&self.handles).insert(fh, Handle::File(Arc::new(handle)));
+            stream: Mutex::new(stream),
+            write: false,
+            append: false,
+        });
         Ok(OpenReply {
             fh,
             keep_cache,
@@ -502,9 +554,33 @@ impl VagonFs {
 
     pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.file_handle(ino, fh)?;
-        match self.reader.read(&handle.stream, offset, size).await {
+        if let Some(file) = self.spooled_file(ino) {
+            return Ok(file.read(offset, size).await?);
+        }
+        let node = self.node(ino)?;
+        let Loc::Remote { id, .. } = node.loc else {
+            return Err(FsError::NotFound);
+        };
+        let version = FileVersion {
+            id,
+            size: node.size,
+            mtime: node.mtime,
+        };
+        let stream = {
+            let mut slot = lock(&handle.stream);
+            match &*slot {
+                Some(s) if s.file == version => Arc::clone(s),
+                _ => {
+                    // First read, or the file changed (e.g. replaced by an upload).
+                    let s = Arc::new(Stream::new(version));
+                    *slot = Some(Arc::clone(&s));
+                    s
+                }
+            }
+        };
+        match self.reader.read(&stream, offset, size).await {
             Err(FsError::Inconsistent(why)) => {
-                tracing::warn!(ino, file = handle.stream.file.id, "read refused: {why}");
+                tracing::warn!(ino, file = stream.file.id, "read refused: {why}");
                 if let Some(parent) = handle.parent {
                     self.dirs.invalidate(parent);
                 }
@@ -512,77 +588,6 @@ impl VagonFs {
             }
             other => other,
         }
-    }
-
-    pub async fn write(&self, ino: u64, fh: u64, _offset: u64, _data: &[u8]) -> FsResult<u32> {
-        self.file_handle(ino, fh)?;
-        Err(FsError::ReadOnly)
-    }
-
-    /// close(2) of one descriptor: uploads a changed file; the result is what close returns.
-    pub async fn flush(&self, ino: u64, fh: u64) -> FsResult<()> {
-        self.file_handle(ino, fh).map(|_| ())
-    }
-
-    pub async fn fsync(&self, ino: u64, fh: u64) -> FsResult<()> {
-        self.file_handle(ino, fh).map(|_| ())
-    }
-
-    pub async fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
-        let removed = {
-            let mut handles = lock(&self.handles);
-            match handles.get(&fh) {
-                Some(Handle::File(h)) if h.ino == ino => handles.remove(&fh),
-                _ => None,
-            }
-        };
-        match removed {
-            Some(_) => {
-                self.inodes.closed(ino);
-                Ok(())
-            }
-            None => Err(FsError::BadHandle(fh)),
-        }
-    }
-
-    pub async fn create(
-        &self,
-        parent: u64,
-        _name: &OsStr,
-        _mode: u32,
-        _flags: i32,
-    ) -> FsResult<(AttrReply, OpenReply)> {
-        self.dir_node(parent)?;
-        Err(FsError::ReadOnly)
-    }
-
-    pub async fn mkdir(&self, parent: u64, _name: &OsStr, _mode: u32) -> FsResult<AttrReply> {
-        self.dir_node(parent)?;
-        Err(FsError::ReadOnly)
-    }
-
-    pub async fn unlink(&self, parent: u64, _name: &OsStr) -> FsResult<()> {
-        self.dir_node(parent)?;
-        Err(FsError::ReadOnly)
-    }
-
-    pub async fn rmdir(&self, parent: u64, _name: &OsStr) -> FsResult<()> {
-        self.dir_node(parent)?;
-        Err(FsError::ReadOnly)
-    }
-
-    /// `flags` are renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
-    pub async fn rename(
-        &self,
-        parent: u64,
-        _name: &OsStr,
-        newparent: u64,
-        _newname: &OsStr,
-        _flags: u32,
-    ) -> FsResult<()> {
-        self.dir_node(parent)?;
-        self.dir_node(newparent)?;
-        Err(FsError::ReadOnly)
     }
 
     pub async fn statfs(&self, ino: u64) -> FsResult<StatFs> {
@@ -633,6 +638,10 @@ impl VagonFs {
         let (Loc::Remote { .. }, Some((_, parent_loc))) = (node.loc, node.parent) else {
             return Ok(node);
         };
+        if self.spooled_file(ino).is_some() {
+            // The local bytes are the truth while there is a spool.
+            return Ok(node);
+        }
         match self.dirs.listing(parent_loc).await {
             Ok(listing) => match listing.find_loc(&node.loc) {
                 Some(entry) => Ok(self.inodes.refresh(ino, &entry.seen).unwrap_or(node)),
@@ -643,6 +652,28 @@ impl VagonFs {
                 Ok(node)
             }
         }
+    }
+
+    /// The node as shown: a spool's length and local time override what the server listed.
+    fn shown(&self, mut node: Inode) -> Inode {
+        if let Some(file) = self.spooled_file(node.ino) {
+            node.size = file.len();
+            node.mtime = Some(file.modified());
+        }
+        if let Some(t) = node.mtime_override {
+            node.mtime = Some(t);
+        }
+        node
+    }
+
+    fn reply(&self, node: Inode) -> AttrReply {
+        self.attrs.reply(&self.shown(node))
+    }
+
+    fn add_file_handle(&self, handle: FileHandle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, Handle::File(Arc::new(handle)));
+        fh
     }
 
     fn file_handle(&self, ino: u64, fh: u64) -> FsResult<Arc<FileHandle>> {

@@ -26,6 +26,11 @@ fn config() -> FsConfig {
         read_only: false,
         dir_cache_ttl: Duration::from_secs(3600),
         cache_size: 256 << 20,
+        // These tests only read; a write would fail on the missing spool folder's parent.
+        cache_dir: std::path::PathBuf::from("/nonexistent/vagonfs-read-tests"),
+        chunk_size_mb: write::DEFAULT_CHUNK_SIZE_MB,
+        upload_concurrency: write::DEFAULT_CONCURRENCY,
+        rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
     }
 }
 
@@ -993,11 +998,18 @@ async fn readdir_offsets_are_stable_within_one_opendir() {
 }
 
 #[tokio::test]
-async fn writes_answer_erofs() {
+async fn read_only_mount_answers_erofs() {
     let api = Arc::new(MemApi::new());
     api.add_file(Space::Shared, None, "f", pattern(10, 1));
     api.add_dir(Space::Shared, None, "d");
-    let fs = shared(&api);
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            read_only: true,
+            ..config()
+        },
+    );
     let f = walk(&fs, "f").await.expect("f").attr.ino;
     let d = walk(&fs, "d").await.expect("d").attr.ino;
     let erofs = |r: FsError| to_errno(&r);
@@ -1062,16 +1074,13 @@ async fn writes_answer_erofs() {
         assert_eq!(api.calls(method), 0, "{method}");
     }
 
-    // A read-only mount shows no write bits.
-    let ro = mount(
-        &api,
-        RootSpec::Space(Space::Shared),
-        FsConfig {
-            read_only: true,
-            ..config()
-        },
-    );
+    // A read-only mount shows no write bits, and has nothing to recover.
+    let ro = fs;
     assert!(ro.read_only());
+    assert_eq!(
+        ro.recover().await.expect("recover"),
+        RecoveryReport::default()
+    );
     let attrs = list(&ro, ROOT_INO).await;
     assert!(attrs.iter().all(|e| e.attr.perm & 0o222 == 0));
 }

@@ -21,6 +21,9 @@ pub struct Backend {
     pub api: Arc<dyn FilesApi>,
     /// For logs: the API URL, and whether it is the demo.
     pub description: String,
+    /// What stays the same for this storage across runs (the API URL; the demo's data
+    /// folder, as its port changes): keys the spool folder, so recovery finds it again.
+    pub identity: String,
     /// The in-process demo emulator, when there is one.
     emulator: Option<RunningEmulator>,
 }
@@ -58,7 +61,8 @@ pub async fn open(plan: &MountPlan) -> Result<Backend, MountError> {
             let url = creds.api_url.clone();
             Backend {
                 api: connect(creds)?,
-                description: url,
+                description: url.clone(),
+                identity: url,
                 emulator: None,
             }
         }
@@ -72,6 +76,7 @@ pub async fn open(plan: &MountPlan) -> Result<Backend, MountError> {
             Backend {
                 api: demo.api,
                 description: format!("demo emulator at {}", demo.url),
+                identity: format!("demo:{}", demo.data_dir.display()),
                 emulator: Some(demo.emulator),
             }
         }

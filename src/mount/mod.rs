@@ -13,9 +13,13 @@
 //! - Signal handlers are installed *before* mounting: a SIGTERM that arrives during start-up
 //!   still unmounts instead of killing the process and leaving a dead mount behind.
 //! - The mount counts as ready only once the kernel's INIT handshake has been answered.
-//! - On SIGINT/SIGTERM/SIGHUP the mount is unmounted (lazily when busy), the session thread is
-//!   awaited for a bounded time, and the process exits; a second signal exits at once
-//!   ([`session`]).
+//! - On SIGINT/SIGTERM/SIGHUP the files still being written are uploaded first (progress
+//!   logged), then the mount is unmounted (lazily when busy), the session thread is awaited for
+//!   a bounded time, and the process exits; a second signal exits at once, leaving what was not
+//!   uploaded in the spool folder for the next mount ([`session`]).
+//! - Written files are spooled under `--cache-dir`, in one folder per mount target (locked: a
+//!   second mount of the same target is refused at start); what a crashed run left there is
+//!   uploaded in the background after mounting.
 //!
 //! Exit status: 0 after a clean unmount, 2 for bad options or a bad mount point, 1 for
 //! everything else (API unreachable, credentials refused, mount(2) failed).
@@ -45,6 +49,10 @@ const MIB: u64 = 1024 * 1024;
 const MAX_CACHE_BYTES: u64 = 1024 * 1024 * MIB;
 /// Largest `--dir-cache-ttl`, seconds (one day).
 const MAX_DIR_CACHE_TTL_SECS: u64 = 24 * 60 * 60;
+/// Largest `--chunk-size`, MiB (the service takes parts of up to 5 GiB).
+const MAX_CHUNK_SIZE_MB: u64 = 5120;
+/// Largest `--upload-concurrency` (more only piles parts up in memory).
+const MAX_UPLOAD_CONCURRENCY: usize = 64;
 /// Log levels accepted as a bare word by `--log-level`.
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
@@ -116,6 +124,26 @@ pub struct MountArgs {
     /// Run in the background once the mount is ready; the exit status says whether it mounted.
     #[arg(long)]
     pub daemon: bool,
+
+    /// Folder for the local copies of files being written (kept until uploaded, and across a
+    /// crash) [default: $XDG_CACHE_HOME/vagonfs].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Size of each uploaded part, MiB (1 to 5120).
+    #[arg(long, value_name = "MiB", default_value_t = crate::fs::write::DEFAULT_CHUNK_SIZE_MB,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_CHUNK_SIZE_MB))]
+    pub chunk_size: u64,
+
+    /// Parts of one file uploaded at once (1 to 64).
+    #[arg(long, value_name = "N", default_value_t = crate::fs::write::DEFAULT_CONCURRENCY,
+          value_parser = parse_upload_concurrency)]
+    pub upload_concurrency: usize,
+
+    /// Entries (counted recursively) past which renaming a folder answers EXDEV, so that `mv`
+    /// copies and deletes instead of the mount moving every file one by one.
+    #[arg(long, value_name = "N", default_value_t = crate::fs::DEFAULT_RENAME_DIR_LIMIT)]
+    pub rename_dir_limit: usize,
 }
 
 /// Why `vagonfs mount` failed.
@@ -147,6 +175,12 @@ pub enum MountError {
     NotReady(Duration),
     #[error("interrupted by a signal before the mount was ready")]
     Interrupted,
+    #[error("cache folder {}: {source}", path.display())]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: crate::fs::FsError,
+    },
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -179,6 +213,9 @@ pub struct MountPlan {
     pub credentials: Option<PathBuf>,
     /// `--api-url`: replaces the credentials' URL.
     pub api_url: Option<String>,
+    /// `--cache-dir` (absolute): each mount target gets its own spool folder under it, chosen
+    /// once the backend is known (`fs.cache_dir` is set then).
+    pub cache_base: PathBuf,
 }
 
 /// `vagonfs mount`.
@@ -244,6 +281,12 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
             MountError::InvalidOption(format!("--credentials {}: {err}", path.display()))
         })?),
     };
+    let cache_base = match &args.cache_dir {
+        None => crate::fs::write::default_cache_base(),
+        Some(dir) => std::path::absolute(dir).map_err(|err| {
+            MountError::InvalidOption(format!("--cache-dir {}: {err}", dir.display()))
+        })?,
+    };
     Ok(MountPlan {
         mountpoint,
         root,
@@ -254,10 +297,16 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
             read_only: args.read_only,
             dir_cache_ttl: args.dir_cache_ttl,
             cache_size: args.cache_size,
+            // Replaced by the per-target folder under `cache_base` once the backend is known.
+            cache_dir: cache_base.clone(),
+            chunk_size_mb: args.chunk_size,
+            upload_concurrency: args.upload_concurrency,
+            rename_dir_limit: args.rename_dir_limit,
         },
         allow_other: args.allow_other,
         credentials,
         api_url: args.api_url.clone(),
+        cache_base,
     })
 }
 
@@ -347,6 +396,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// `--upload-concurrency`: 1 to [`MAX_UPLOAD_CONCURRENCY`].
+pub fn parse_upload_concurrency(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_UPLOAD_CONCURRENCY).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number from 1 to {MAX_UPLOAD_CONCURRENCY}"
+        )),
+    }
+}
+
 /// `--log-level`: a level name, or a tracing filter with `=` or `,` in it.
 pub fn parse_log_level(s: &str) -> Result<String, String> {
     let lower = s.trim().to_ascii_lowercase();
@@ -426,6 +485,15 @@ mod tests {
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         for bad in ["25h", "1d", "s", "", "-1", "soon"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upload_concurrency_bounds() {
+        assert_eq!(parse_upload_concurrency("4"), Ok(4));
+        assert_eq!(parse_upload_concurrency("64"), Ok(64));
+        for bad in ["0", "65", "-1", "x", ""] {
+            assert!(parse_upload_concurrency(bad).is_err(), "{bad}");
         }
     }
 

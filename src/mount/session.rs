@@ -15,6 +15,12 @@
 //!   anyway (closing /dev/fuse aborts the connection: holders get ENOTCONN, nothing hangs).
 //! - A second signal during shutdown exits at once, after a lazy detach.
 //! - Readiness is the kernel's INIT being answered, bounded by [`INIT_TIMEOUT`].
+//! - Writes: the spool folder is opened (and locked) before mounting, so a second mount of the
+//!   same target fails at once; after the mount is ready, what a crashed run left unsaved is
+//!   uploaded in the background (`VagonFs::recover`). On a signal, or when unmounted from
+//!   outside, every file with changes not yet uploaded is uploaded before exiting, with the
+//!   progress logged every [`UPLOAD_PROGRESS_EVERY`]; a second signal stops that at once and
+//!   leaves the rest in the spool folder for the next mount.
 //! - After the mount is up, the kernel's readahead for it is raised through
 //!   `/sys/class/bdi/<dev>/read_ahead_kb` (the INIT handshake cannot go above what the kernel
 //!   offered, usually 128 KiB); failure there is only logged.
@@ -39,7 +45,7 @@ use tracing::{debug, error, info, warn};
 use super::backend::{self, Backend};
 use super::detach::Readiness;
 use super::{MountError, MountPlan};
-use crate::fs::VagonFs;
+use crate::fs::{VagonFs, write};
 use crate::fuse::{AdapterConfig, FuseAdapter};
 
 /// How long the kernel may take to send INIT after mount(2).
@@ -54,6 +60,8 @@ const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const MIN_WORKER_THREADS: usize = 4;
 /// Kernel readahead for the mount, KiB (the device default is 128).
 pub const READ_AHEAD_KB: u32 = 1024;
+/// How often the progress of the uploads awaited at exit is logged.
+pub const UPLOAD_PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// The file system name shown in /proc/mounts and `df`.
 pub const FS_NAME: &str = "vagonfs";
 /// The file system type given to mount(2): FUSE with subtype vagonfs.
@@ -118,7 +126,19 @@ fn serve_mounted(
     signals: &mut Signals,
     readiness: &mut Option<Readiness>,
 ) -> Result<(), MountError> {
-    let fs = VagonFs::new(backend.api.clone(), plan.root.clone(), plan.fs.clone());
+    let mut fs_config = plan.fs.clone();
+    fs_config.cache_dir = write::mount_cache_dir(
+        &plan.cache_base,
+        &write::mount_key(&plan.root, &backend.identity),
+    );
+    let cache_dir = fs_config.cache_dir.clone();
+    let fs = VagonFs::new(backend.api.clone(), plan.root.clone(), fs_config);
+    if !plan.fs.read_only {
+        fs.open_spool_dir().map_err(|source| MountError::Cache {
+            path: cache_dir.clone(),
+            source,
+        })?;
+    }
     let (ready_tx, ready_rx) = oneshot::channel();
     let adapter = FuseAdapter::new(
         fs.clone(),
@@ -155,6 +175,10 @@ fn serve_mounted(
     if let Some(readiness) = readiness.take() {
         readiness.ready();
     }
+    if !plan.fs.read_only {
+        let fs = fs.clone();
+        rt.spawn(async move { recover_in_background(&fs).await });
+    }
 
     let signal = rt.block_on(async {
         tokio::select! {
@@ -163,9 +187,33 @@ fn serve_mounted(
         }
     });
     match signal {
-        None => info!("unmounted from outside; exiting"),
+        None => {
+            info!("unmounted from outside; exiting");
+            rt.block_on(async {
+                tokio::select! {
+                    () = upload_before_exit(&fs) => {}
+                    signal = signals.recv() => {
+                        warn!("{signal} received: exiting at once; changes not uploaded stay in {}", cache_dir.display());
+                    }
+                }
+            });
+        }
         Some(name) => {
-            info!("{name} received: unmounting {}", plan.mountpoint.display());
+            info!("{name} received: uploading what is not yet uploaded, then unmounting");
+            let uploaded = rt.block_on(async {
+                tokio::select! {
+                    () = upload_before_exit(&fs) => true,
+                    signal = signals.recv() => {
+                        warn!("{signal} received again: exiting at once; changes not uploaded stay in {}", cache_dir.display());
+                        false
+                    }
+                }
+            });
+            if !uploaded {
+                lazy_unmount(&plan.mountpoint);
+                return Ok(());
+            }
+            info!("unmounting {}", plan.mountpoint.display());
             session.unmount();
             let ended = rt.block_on(async {
                 tokio::select! {
@@ -182,6 +230,19 @@ fn serve_mounted(
                 lazy_unmount(&plan.mountpoint);
                 warn!("the FUSE session did not end after unmount; exiting anyway");
             }
+            // Writes that came in while the first uploads ran (a cheap no-op otherwise).
+            let late = rt.block_on(async {
+                tokio::select! {
+                    report = fs.flush_all() => Some(report),
+                    signal = signals.recv() => {
+                        warn!("{signal} received again: exiting at once");
+                        None
+                    }
+                }
+            });
+            if let Some(report) = late {
+                log_flush(&report);
+            }
         }
     }
     // Let background fetches (prefetch, links) finish, within bounds.
@@ -195,6 +256,64 @@ fn serve_mounted(
         debug!("background fetches still running after {BACKGROUND_WAIT:?}; leaving them");
     }
     Ok(())
+}
+
+/// Upload what a crashed or failed earlier run left in the spool folder; log the outcome.
+async fn recover_in_background(fs: &VagonFs) {
+    match fs.recover().await {
+        Ok(report) => {
+            for (file, copy) in &report.conflict_copies {
+                warn!(%file, conflict_copy = %copy, "recovered changes uploaded as a conflict copy");
+            }
+            if !report.uploaded.is_empty()
+                || !report.conflict_copies.is_empty()
+                || !report.failed.is_empty()
+            {
+                info!(
+                    uploaded = report.uploaded.len(),
+                    conflict_copies = report.conflict_copies.len(),
+                    failed = report.failed.len(),
+                    "recovery of unsaved changes finished"
+                );
+            }
+        }
+        Err(err) => warn!(
+            "recovery of unsaved changes failed: {err}; they stay in the cache folder for the next mount"
+        ),
+    }
+}
+
+/// Upload every file with changes not yet uploaded (and wait for recovery uploads), logging
+/// the progress while it takes.
+async fn upload_before_exit(fs: &VagonFs) {
+    let uploads = fs.uploads();
+    let progress = async {
+        loop {
+            tokio::time::sleep(UPLOAD_PROGRESS_EVERY).await;
+            for p in uploads.active() {
+                info!(
+                    file = %p.display,
+                    sent = p.sent,
+                    size = p.size,
+                    state = p.state.as_str(),
+                    "waiting for an upload before exiting"
+                );
+            }
+        }
+    };
+    tokio::select! {
+        report = fs.wait_uploads() => log_flush(&report),
+        () = progress => {}
+    }
+}
+
+fn log_flush(report: &crate::fs::FlushReport) {
+    if report.uploaded > 0 {
+        info!(files = report.uploaded, "uploaded before exiting");
+    }
+    for (file, err) in &report.failed {
+        warn!(%file, error = %err, "not uploaded; kept in the cache folder for the next mount");
+    }
 }
 
 /// The fuser mount options for `plan` (the fusermount path, without privilege).

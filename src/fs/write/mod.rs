@@ -82,7 +82,7 @@ mod uploader;
 #[cfg(test)]
 mod emulator_tests;
 #[cfg(test)]
-mod test_api;
+pub(crate) mod test_api;
 #[cfg(test)]
 mod tests;
 

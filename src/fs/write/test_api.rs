@@ -5,7 +5,8 @@
 //! (409, unless `overwrite`), a size over the free quota (507) or a missing parent (404); a part
 //! PUT answers the quoted MD5 of its body as ETag; complete checks every part's ETag, that the
 //! parts add up to the declared size (422) and the quota (507), then lists the file under a new
-//! id, replacing an overwritten one atomically. Files are not listed before complete.
+//! id, replacing an overwritten one atomically. Files are not listed before complete. A folder
+//! create (`object_type` directory) lists the folder at once (409 when the name is taken).
 //!
 //! For the tests it counts calls, measures parts in flight, can hold part PUTs at a gate (to
 //! observe parallelism by count, not by time), and injects failures: a part that always fails
@@ -458,6 +459,32 @@ impl FilesApi for MemApi {
                 .is_some_and(|n| n.dir && n.space == req.space)
         {
             return Err(status("POST /files", 404, "parent folder not found"));
+        }
+        if req.object_type == ObjectType::Directory {
+            if find(&st, req.space, parent, &req.name).is_some() {
+                return Err(status("POST /files", 409, "name already exists"));
+            }
+            st.next_id += 1;
+            let id = st.next_id;
+            st.nodes.insert(
+                id,
+                Node {
+                    id,
+                    space: req.space,
+                    parent,
+                    name: req.name.clone(),
+                    dir: true,
+                    content: Vec::new(),
+                    content_type: None,
+                    modified: UNIX_EPOCH,
+                },
+            );
+            return Ok(Created {
+                id,
+                uid: Some(format!("uid-{id}")),
+                chunk_size_mb: None,
+                upload_urls: Vec::new(),
+            });
         }
         if !req.overwrite && find(&st, req.space, parent, &req.name).is_some() {
             return Err(status("POST /files", 409, "file already exists"));

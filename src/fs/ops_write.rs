@@ -1,0 +1,690 @@
+//! The core's write operations: create, open for writing, write, flush/fsync, release, setattr,
+//! mkdir, unlink, rmdir; and the mount-wide ones: recovery at start, flushing everything at
+//! unmount, upload status.
+//!
+//! Each written inode has one [`SpooledFile`] (the write engine's object, `write/file.rs`),
+//! shared by all its handles and kept in `VagonFs::files`. Reads of an inode with a spool are
+//! served from it (any handle), and `getattr`/listings show its length and local time, so what
+//! was written is seen at once, before and while it is uploaded. `flush` (close) and `fsync`
+//! upload it when dirty; their result is the upload's (ENOSPC for a full storage, EEXIST, EIO
+//! when retries are used up).
+//!
+//! Subtle cases handled here:
+//! - a created file exists (lookup/readdir) at once: its inode lives at `Loc::Local` and is
+//!   shown through the overlay until uploaded; create+close without a write uploads an empty
+//!   file;
+//! - an existing file opened for writing without `O_TRUNC` gets a lazy spool: its old bytes are
+//!   fetched only when a write or truncate needs them;
+//! - an upload that replaces a file gives it a new id: the inode is re-bound to it (same inode
+//!   number), the old id is hidden from stale listings, the parent listing is dropped;
+//! - the spool stays after the last close while the file is dirty (a failed upload): the inode
+//!   stays pinned and visible with its local bytes, [`VagonFs::flush_all`] retries it, and a
+//!   crash leaves it journaled for [`VagonFs::recover`] at the next mount;
+//! - unlink of an open file: no more uploads for it (an upload already in flight that completes
+//!   anyway is deleted again), its spool file is removed, the open descriptors keep reading and
+//!   writing the unlinked spool;
+//! - `truncate(2)` without a handle uploads at once (no close will follow);
+//! - chmod/chown succeed without effect (the API has no permissions); utimens sets the local
+//!   time shown while the mount lives.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::api::{ApiErrorKind, CreateRequest, ObjectType, Space};
+
+use super::dir::name_problem;
+use super::inode::{Inode, Loc};
+use super::names::Child;
+use super::write::{
+    ApiRemote, FileTarget, RecoveryAction, RemoteBase, SpoolDir, SpooledFile, UploadRegistry,
+    Uploaded,
+};
+use super::{
+    AttrReply, FileHandle, FsError, FsResult, NAME_MAX, NodeKind, OpenReply, SetAttr, VagonFs, lock,
+};
+
+/// How often [`VagonFs::wait_uploads`] looks at the registry for uploads still running.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// An inode's spool and what happened to it.
+pub(crate) struct OpenFile {
+    pub(crate) file: Arc<SpooledFile>,
+    /// Unlinked (or replaced by a rename onto it): never uploaded again.
+    pub(crate) unlinked: bool,
+}
+
+/// What [`VagonFs::recover`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Uploaded under their own name.
+    pub uploaded: Vec<String>,
+    /// Uploaded as a conflict copy: `(file, copy name)`.
+    pub conflict_copies: Vec<(String, String)>,
+    /// Not uploaded (kept for the next try): `(file, error)`.
+    pub failed: Vec<(String, String)>,
+}
+
+/// What [`VagonFs::flush_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Files uploaded.
+    pub uploaded: usize,
+    /// Files whose upload failed (their spool is kept): `(file, error)`.
+    pub failed: Vec<(String, String)>,
+}
+
+/// A name the API can carry: valid for Linux and UTF-8 (names travel in JSON).
+pub(crate) fn api_name(name: &OsStr) -> FsResult<String> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    let s = name
+        .to_str()
+        .ok_or_else(|| FsError::InvalidName(name.to_string_lossy().into_owned()))?;
+    if let Some(problem) = name_problem(s) {
+        return Err(FsError::InvalidName(format!("{s:?}: {problem}")));
+    }
+    Ok(s.to_string())
+}
+
+/// The space and parent id of folder `loc`, for a create in it.
+pub(crate) fn folder_target(loc: Loc) -> FsResult<(Space, Option<u64>)> {
+    match loc {
+        Loc::SpaceRoot(space) => Ok((space, None)),
+        Loc::Remote { space, id } => Ok((space, Some(id))),
+        Loc::AllRoot | Loc::Machines | Loc::Local { .. } => Err(FsError::ReadOnly),
+    }
+}
+
+/// ms since the epoch, as the journal keeps times.
+fn epoch_ms(t: SystemTime) -> Option<i64> {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
+}
+
+/// The remote file a child is, for an overwrite or a conflict check.
+pub(crate) fn remote_base(c: &Child) -> Option<RemoteBase> {
+    match c.loc {
+        Loc::Remote { id, .. } if c.kind == NodeKind::File => Some(RemoteBase {
+            id,
+            size: c.size,
+            mtime_ms: c.remote_mtime.and_then(epoch_ms),
+        }),
+        _ => None,
+    }
+}
+
+/// A deleted object that is already gone counts as deleted.
+pub(crate) async fn delete_remote(api: &dyn crate::api::FilesApi, id: u64) -> FsResult<()> {
+    match api.delete(id).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ApiErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl VagonFs {
+    /// The upload status (queued, running and recent uploads) for `vagonfs status`.
+    pub fn uploads(&self) -> Arc<UploadRegistry> {
+        Arc::clone(self.uploader.registry())
+    }
+
+    /// Open (create and lock) this mount's spool folder now, so that a second mount of the same
+    /// target fails at start rather than at its first write. Idempotent.
+    pub fn open_spool_dir(&self) -> FsResult<()> {
+        self.spool_dir().map(|_| ())
+    }
+
+    pub(crate) fn spool_dir(&self) -> FsResult<Arc<SpoolDir>> {
+        if self.config.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let mut slot = lock(&self.spool_dir);
+        if let Some(dir) = &*slot {
+            return Ok(Arc::clone(dir));
+        }
+        let dir = SpoolDir::open(&self.config.cache_dir)?;
+        *slot = Some(Arc::clone(&dir));
+        Ok(dir)
+    }
+
+    pub(crate) fn spooled_file(&self, ino: u64) -> Option<Arc<SpooledFile>> {
+        lock(&self.files).get(&ino).map(|f| Arc::clone(&f.file))
+    }
+
+    /// EROFS where nothing can be written.
+    pub(crate) fn check_writable(&self, loc: &Loc) -> FsResult<()> {
+        if self.attrs.refuses_writes(loc) {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Where a file named `name` in folder `dir` is uploaded.
+    pub(crate) fn file_target(
+        &self,
+        dir_ino: Option<u64>,
+        dir_loc: Loc,
+        name: &OsStr,
+    ) -> FsResult<FileTarget> {
+        let (space, parent_id) = folder_target(dir_loc)?;
+        Ok(FileTarget {
+            space,
+            parent_id,
+            name: api_name(name)?,
+            display_path: self.display_path(dir_ino, name),
+        })
+    }
+
+    /// Start keeping `file` as the spool of `ino` (visible as `name` in `dir`).
+    fn adopt(&self, ino: u64, file: Arc<SpooledFile>, dir: Loc, name: &OsStr) {
+        lock(&self.files).insert(
+            ino,
+            OpenFile {
+                file,
+                unlinked: false,
+            },
+        );
+        self.inodes.set_spooled(ino, true);
+        self.overlay.hold(dir, name, ino);
+    }
+
+    /// The spool of an existing file, made (lazily filled) if it has none yet.
+    async fn spool_of(&self, node: &Inode) -> FsResult<Arc<SpooledFile>> {
+        if let Some(f) = self.spooled_file(node.ino) {
+            return Ok(f);
+        }
+        let Loc::Remote { id, .. } = node.loc else {
+            return Err(FsError::NotFound);
+        };
+        let (Some((dir_ino, dir_loc)), Some(name)) = (node.parent, node.name.clone()) else {
+            return Err(FsError::NotPermitted("the root cannot be written"));
+        };
+        let target = self.file_target(Some(dir_ino), dir_loc, &name)?;
+        let base = RemoteBase {
+            id,
+            size: node.size,
+            mtime_ms: if node.local_mtime {
+                None
+            } else {
+                node.mtime.and_then(epoch_ms)
+            },
+        };
+        let dir = self.spool_dir()?;
+        let made = {
+            let files = lock(&self.files);
+            if let Some(f) = files.get(&node.ino) {
+                return Ok(Arc::clone(&f.file));
+            }
+            drop(files);
+            let source = ApiRemote::new(Arc::clone(&self.api), id);
+            SpooledFile::open_existing(&dir, target, base, source)?
+        };
+        // Two opens may race to here; the first one's spool wins, the other is dropped (clean,
+        // so its file is removed).
+        let file = {
+            let mut files = lock(&self.files);
+            match files.get(&node.ino) {
+                Some(f) => return Ok(Arc::clone(&f.file)),
+                None => {
+                    files.insert(
+                        node.ino,
+                        OpenFile {
+                            file: Arc::clone(&made),
+                            unlinked: false,
+                        },
+                    );
+                    made
+                }
+            }
+        };
+        self.inodes.set_spooled(node.ino, true);
+        self.overlay.hold(dir_loc, &name, node.ino);
+        Ok(file)
+    }
+
+    /// `open` with write access or `O_TRUNC`.
+    pub(crate) async fn open_for_write(&self, node: Inode, flags: i32) -> FsResult<OpenReply> {
+        self.check_writable(&node.loc)?;
+        let node = self.fresh_node(node.ino).await?;
+        let file = self.spool_of(&node).await?;
+        let truncate = flags & libc::O_TRUNC != 0;
+        if truncate && !file.is_empty() {
+            file.set_len(0).await?;
+        }
+        let shown = self.shown(node.clone());
+        let keep_cache = self
+            .inodes
+            .opened(node.ino, shown.size, shown.mtime)
+            .ok_or(FsError::StaleInode(node.ino))?;
+        let fh = self.add_file_handle(FileHandle {
+            ino: node.ino,
+            parent: node.parent.map(|(_, l)| l),
+            stream: std::sync::Mutex::new(None),
+            write: true,
+            append: flags & libc::O_APPEND != 0,
+        });
+        Ok(OpenReply {
+            fh,
+            keep_cache: keep_cache && !truncate,
+            direct_io: false,
+        })
+    }
+
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        _mode: u32,
+        flags: i32,
+    ) -> FsResult<(AttrReply, OpenReply)> {
+        let dir = self.dir_node(parent)?;
+        self.check_writable(&dir.loc)?;
+        let target = self.file_target(Some(parent), dir.loc, name)?;
+        if let Some(existing) = self.child(&dir, name).await? {
+            if flags & libc::O_EXCL != 0 {
+                return Err(FsError::Exists);
+            }
+            if existing.kind == NodeKind::Directory {
+                return Err(FsError::IsADirectory);
+            }
+            // Open the existing file with these flags; the reply counts as a lookup.
+            let looked = self.lookup(parent, name).await?;
+            let ino = looked.attr.ino;
+            return match self.open(ino, flags).await {
+                Ok(open) => Ok((self.getattr(ino).await?, open)),
+                Err(e) => {
+                    self.forget(ino, 1);
+                    Err(e)
+                }
+            };
+        }
+        let spools = self.spool_dir()?;
+        let file = SpooledFile::create_new(&spools, target.clone()).await?;
+        let loc = Loc::Local {
+            space: target.space,
+            n: self
+                .next_local
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        let node = self
+            .inodes
+            .insert_new(loc, NodeKind::File, name, (parent, dir.loc));
+        self.adopt(node.ino, file, dir.loc, name);
+        // Drop a remembered "missing" for this name (the listing itself is still right).
+        self.dirs.forget_missing(dir.loc, name);
+        let shown = self.shown(node.clone());
+        self.inodes.opened(node.ino, shown.size, shown.mtime);
+        let fh = self.add_file_handle(FileHandle {
+            ino: node.ino,
+            parent: Some(dir.loc),
+            stream: std::sync::Mutex::new(None),
+            // Even opened read-only, its close must create the (empty) file.
+            write: true,
+            append: flags & libc::O_APPEND != 0,
+        });
+        tracing::debug!(file = %target.display_path, "created locally");
+        Ok((
+            self.attrs.reply(&shown),
+            OpenReply {
+                fh,
+                keep_cache: false,
+                direct_io: false,
+            },
+        ))
+    }
+
+    pub async fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let handle = self.file_handle(ino, fh)?;
+        if !handle.write {
+            let node = self.node(ino)?;
+            self.check_writable(&node.loc)?;
+            return Err(FsError::BadHandle(fh));
+        }
+        let file = self.spooled_file(ino).ok_or(FsError::BadHandle(fh))?;
+        let at = if handle.append { file.len() } else { offset };
+        let n = file.write(at, data).await?;
+        // New bytes: a time set by utimens no longer holds (the write's time does).
+        self.inodes.set_mtime_override(ino, None);
+        Ok(n)
+    }
+
+    /// close(2) of one descriptor: uploads a changed file; the result is what close returns.
+    pub async fn flush(&self, ino: u64, fh: u64) -> FsResult<()> {
+        let handle = self.file_handle(ino, fh)?;
+        if handle.write {
+            self.upload_ino(ino).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn fsync(&self, ino: u64, fh: u64) -> FsResult<()> {
+        self.flush(ino, fh).await
+    }
+
+    pub async fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
+        let removed = {
+            let mut handles = lock(&self.handles);
+            match handles.get(&fh) {
+                Some(super::Handle::File(h)) if h.ino == ino => handles.remove(&fh),
+                _ => None,
+            }
+        };
+        match removed {
+            Some(_) => {
+                self.inodes.closed(ino);
+                self.release_spool_if_done(ino);
+                Ok(())
+            }
+            None => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    /// Drop the spool of `ino` when no handle is open and it has nothing left to upload.
+    pub(crate) fn release_spool_if_done(&self, ino: u64) {
+        if self.inodes.get(ino).is_some_and(|n| n.open_handles > 0) {
+            return;
+        }
+        let dropped = {
+            let mut files = lock(&self.files);
+            match files.get(&ino) {
+                Some(f) if f.unlinked || !f.file.is_dirty() => files.remove(&ino),
+                Some(f) => {
+                    tracing::warn!(
+                        file = %f.file.target().display_path,
+                        "closed with changes not uploaded; the spool is kept (retried at unmount and at the next mount)"
+                    );
+                    None
+                }
+                None => None,
+            }
+        };
+        if dropped.is_some() {
+            self.inodes.set_spooled(ino, false);
+        }
+    }
+
+    /// Upload `ino`'s spool if it is dirty.
+    async fn upload_ino(&self, ino: u64) -> FsResult<()> {
+        let Some((file, unlinked)) = lock(&self.files)
+            .get(&ino)
+            .map(|f| (Arc::clone(&f.file), f.unlinked))
+        else {
+            return Ok(());
+        };
+        if unlinked {
+            return Ok(());
+        }
+        match file.upload(&self.uploader).await {
+            Ok(None) => Ok(()),
+            Ok(Some(done)) => {
+                self.after_upload(ino, &file, &done).await;
+                Ok(())
+            }
+            Err(e) => {
+                let e = FsError::from(e);
+                tracing::warn!(ino, file = %file.target().display_path, error = %e, "upload failed; the spool is kept");
+                Err(e)
+            }
+        }
+    }
+
+    /// Bookkeeping after `ino`'s spool was uploaded as `done`.
+    pub(crate) async fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
+        let unlinked = lock(&self.files).get(&ino).is_none_or(|f| f.unlinked);
+        if unlinked {
+            // Unlinked while its upload was in flight: the upload must not survive it.
+            tracing::debug!(ino, id = done.id, "deleting an upload of an unlinked file");
+            if let Err(e) = delete_remote(self.api.as_ref(), done.id).await {
+                tracing::warn!(id = done.id, error = %e, "cannot delete the upload of an unlinked file");
+            }
+            return;
+        }
+        let Some(node) = self.inodes.get(ino) else {
+            return;
+        };
+        let new_loc = Loc::Remote {
+            space: file.target().space,
+            id: done.id,
+        };
+        if node.loc != new_loc {
+            self.overlay.mark_gone(node.loc);
+            self.inodes.rebind(ino, new_loc);
+        }
+        self.inodes
+            .set_local_attrs(ino, Some(done.size), Some(file.modified()));
+        if let Some((_, dir_loc)) = node.parent {
+            if let Some(name) = &node.name {
+                self.overlay.settle(dir_loc, name, ino);
+            }
+            self.dirs.invalidate(dir_loc);
+        }
+    }
+
+    pub async fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<AttrReply> {
+        let node = self.node(ino)?;
+        let changes = set.size.is_some()
+            || set.mode.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some();
+        if !changes {
+            return self.getattr(ino).await;
+        }
+        self.check_writable(&node.loc)?;
+        if let Some(size) = set.size {
+            if node.kind == NodeKind::Directory {
+                return Err(FsError::IsADirectory);
+            }
+            let node = self.fresh_node(ino).await?;
+            let file = self.spool_of(&node).await?;
+            file.set_len(size).await?;
+            self.inodes.set_mtime_override(ino, None);
+            let open = self.inodes.get(ino).is_some_and(|n| n.open_handles > 0);
+            if !open {
+                // truncate(2) by path: no close will upload it.
+                let result = self.upload_ino(ino).await;
+                self.release_spool_if_done(ino);
+                result?;
+            }
+        }
+        if let Some(t) = set.mtime {
+            if let Some(file) = self.spooled_file(ino) {
+                file.set_modified(t);
+            }
+            self.inodes.set_mtime_override(ino, Some(t));
+        }
+        // mode, uid, gid, atime: the API keeps none of them; accepted without effect.
+        self.getattr(ino).await
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &OsStr, _mode: u32) -> FsResult<AttrReply> {
+        let dir = self.dir_node(parent)?;
+        self.check_writable(&dir.loc)?;
+        let (space, parent_id) = folder_target(dir.loc)?;
+        let api_name = api_name(name)?;
+        if self.child(&dir, name).await?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let created = self
+            .api
+            .create(&CreateRequest {
+                space,
+                parent_id,
+                name: api_name,
+                object_type: ObjectType::Directory,
+                content_type: None,
+                size: None,
+                chunk_size_mb: None,
+                overwrite: false,
+            })
+            .await?;
+        let loc = Loc::Remote {
+            space,
+            id: created.id,
+        };
+        let node = self
+            .inodes
+            .insert_new(loc, NodeKind::Directory, name, (parent, dir.loc));
+        self.overlay.settle(dir.loc, name, node.ino);
+        self.dirs.invalidate(dir.loc);
+        Ok(self.reply(node))
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let dir = self.dir_node(parent)?;
+        self.check_writable(&dir.loc)?;
+        let child = self.child(&dir, name).await?.ok_or(FsError::NotFound)?;
+        if child.kind == NodeKind::Directory {
+            return Err(FsError::IsADirectory);
+        }
+        self.remove_file(&dir, name, &child).await
+    }
+
+    /// Delete a file shown as `name` in `dir`: on the server, and its spool (open descriptors
+    /// keep working on the unlinked spool).
+    pub(crate) async fn remove_file(
+        &self,
+        dir: &Inode,
+        name: &OsStr,
+        child: &Child,
+    ) -> FsResult<()> {
+        // No upload may start for it any more; an upload in flight is deleted when it lands.
+        let file = child.ino.and_then(|ino| {
+            let mut files = lock(&self.files);
+            files.get_mut(&ino).map(|f| {
+                f.unlinked = true;
+                Arc::clone(&f.file)
+            })
+        });
+        if let Loc::Remote { id, .. } = child.loc
+            && let Err(e) = delete_remote(self.api.as_ref(), id).await
+        {
+            if let Some(ino) = child.ino
+                && let Some(f) = lock(&self.files).get_mut(&ino)
+            {
+                f.unlinked = false;
+            }
+            return Err(e);
+        }
+        if let Some(file) = file
+            && let Err(e) = file.discard().await
+        {
+            tracing::warn!(file = %file.target().display_path, error = %e, "cannot remove the spool of an unlinked file");
+        }
+        self.forget_removed(dir, name, child);
+        Ok(())
+    }
+
+    /// Local bookkeeping once the object shown as `name` in `dir` no longer exists there.
+    pub(crate) fn forget_removed(&self, dir: &Inode, name: &OsStr, child: &Child) {
+        self.overlay.mark_gone(child.loc);
+        self.overlay.remove(dir.loc, name, child.ino);
+        if let Some(ino) = child.ino {
+            self.inodes.unbind(ino);
+            self.release_spool_if_done(ino);
+        }
+        self.dirs.invalidate(dir.loc);
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let dir = self.dir_node(parent)?;
+        self.check_writable(&dir.loc)?;
+        let child = self.child(&dir, name).await?.ok_or(FsError::NotFound)?;
+        if child.kind != NodeKind::Directory {
+            return Err(FsError::NotADirectory);
+        }
+        let Loc::Remote { id, .. } = child.loc else {
+            // A storage root or a virtual folder.
+            return Err(FsError::ReadOnly);
+        };
+        if !self.is_empty_dir(child.loc).await? {
+            return Err(FsError::NotEmpty);
+        }
+        delete_remote(self.api.as_ref(), id).await?;
+        self.forget_removed(&dir, name, &child);
+        self.dirs.invalidate(child.loc);
+        Ok(())
+    }
+
+    /// Upload every dirty spool (open files, and closed ones whose upload failed) and wait.
+    /// For SIGTERM and `vagonfs unmount`.
+    pub async fn flush_all(&self) -> FlushReport {
+        let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
+        let mut report = FlushReport::default();
+        let results = futures::future::join_all(inos.iter().map(|&ino| async move {
+            let file = self.spooled_file(ino)?;
+            if !file.is_dirty() {
+                return None;
+            }
+            let name = file.target().display_path;
+            Some((name, self.upload_ino(ino).await))
+        }))
+        .await;
+        for (name, result) in results.into_iter().flatten() {
+            match result {
+                Ok(()) => report.uploaded += 1,
+                Err(e) => report.failed.push((name, e.to_string())),
+            }
+        }
+        for ino in inos {
+            self.release_spool_if_done(ino);
+        }
+        report
+    }
+
+    /// [`VagonFs::flush_all`], then wait until no upload is queued or running (recovery runs
+    /// its uploads in the background).
+    pub async fn wait_uploads(&self) -> FlushReport {
+        let report = self.flush_all().await;
+        while !self.uploader.registry().active().is_empty() {
+            tokio::time::sleep(WAIT_POLL).await;
+        }
+        report
+    }
+
+    /// Upload what a previous run left unsaved (a crash, a failed upload): every journaled spool
+    /// of this mount's cache folder not in use here, under its name or as a conflict copy when
+    /// the remote file changed meanwhile. Logs what it does; spools that fail stay for the next
+    /// try. Safe to call again while mounted.
+    pub async fn recover(&self) -> FsResult<RecoveryReport> {
+        let mut report = RecoveryReport::default();
+        if self.config.read_only {
+            return Ok(report);
+        }
+        let dir = self.spool_dir()?;
+        let pending = super::write::recover(&dir, self.api.as_ref()).await?;
+        if pending.is_empty() {
+            return Ok(report);
+        }
+        tracing::info!(
+            files = pending.len(),
+            "uploading changes left unsaved by an earlier run"
+        );
+        let results = futures::future::join_all(pending.into_iter().map(|p| {
+            let shown = p.record.display_path.clone();
+            let copy = match &p.action {
+                RecoveryAction::ConflictCopy { name, .. } => Some(name.clone()),
+                _ => None,
+            };
+            let uploader = self.uploader.clone();
+            async move { (shown, copy, p.run(&uploader).await) }
+        }))
+        .await;
+        for (shown, copy, result) in results {
+            match (result, copy) {
+                (Ok(_), None) => report.uploaded.push(shown),
+                (Ok(_), Some(copy)) => report.conflict_copies.push((shown, copy)),
+                (Err(e), _) => {
+                    tracing::error!(file = %shown, error = %e, "unsaved changes could not be uploaded; kept for the next try");
+                    report.failed.push((shown, e.to_string()));
+                }
+            }
+        }
+        self.dirs.invalidate_all();
+        Ok(report)
+    }
+}

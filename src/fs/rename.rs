@@ -1,0 +1,323 @@
+//! rename(2): the API has no move, so a move is an upload under the new name and a delete of
+//! the old object.
+//!
+//! - A file is uploaded under its new name from its spool when it has one (its open handles go
+//!   on writing to it, and later uploads go to the new name), else its bytes are streamed
+//!   through a temporary spool (ranged downloads to local disk, then the upload; never the whole
+//!   file in memory). Then the old object is deleted. Its inode number stays.
+//! - Onto an existing file: the upload overwrites it (`overwrite` with the target as base), so a
+//!   reader never finds the name missing: the editors' save (write a temp file, rename it over)
+//!   works. A spool of the replaced file is discarded (its pending changes were replaced too).
+//! - `RENAME_NOREPLACE`: EEXIST when the target exists. `RENAME_EXCHANGE`: EINVAL (the API has
+//!   no way to swap two objects).
+//! - A folder is moved recursively: make the new folder (or reuse an empty one it replaces),
+//!   move every child, delete the old folder. Not atomic: a failure midway leaves the children
+//!   moved so far in the new folder and the rest in the old one, both visible (nothing lost).
+//!   More than `FsConfig::rename_dir_limit` entries under it (counted before anything is done)
+//!   answers EXDEV, so `mv` falls back to copy and delete with its own progress.
+//! - A folder into itself or under itself: EINVAL. Across storage spaces: EXDEV.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::api::{CreateRequest, ObjectType};
+
+use super::inode::Loc;
+use super::names::Child;
+use super::ops_write::{api_name, delete_remote, folder_target, remote_base};
+use super::write::{ApiRemote, SpooledFile};
+use super::{FsError, FsResult, NodeKind, VagonFs, lock};
+
+/// A folder of a move: its location and, when the table has one, its inode.
+#[derive(Debug, Clone, Copy)]
+struct DirRef {
+    ino: Option<u64>,
+    loc: Loc,
+}
+
+impl VagonFs {
+    /// `flags` are renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return Err(FsError::InvalidArgument(
+                "RENAME_EXCHANGE is not supported".into(),
+            ));
+        }
+        if flags & !libc::RENAME_NOREPLACE != 0 {
+            return Err(FsError::InvalidArgument(format!("rename flags {flags:#x}")));
+        }
+        let src_dir = self.dir_node(parent)?;
+        let dst_dir = self.dir_node(newparent)?;
+        self.check_writable(&src_dir.loc)?;
+        self.check_writable(&dst_dir.loc)?;
+        api_name(newname)?;
+        let (src_space, _) = folder_target(src_dir.loc)?;
+        let (dst_space, _) = folder_target(dst_dir.loc)?;
+        if src_space != dst_space {
+            return Err(FsError::CrossDevice("between storage spaces".into()));
+        }
+        let src = self.child(&src_dir, name).await?.ok_or(FsError::NotFound)?;
+        if parent == newparent && name == newname {
+            return Ok(());
+        }
+        let dst = self.child(&dst_dir, newname).await?;
+        if let Some(d) = &dst {
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(FsError::Exists);
+            }
+            if d.ino.is_some() && d.ino == src.ino {
+                return Ok(());
+            }
+            match (src.kind, d.kind) {
+                (NodeKind::File, NodeKind::Directory) => return Err(FsError::IsADirectory),
+                (NodeKind::Directory, NodeKind::File) => return Err(FsError::NotADirectory),
+                _ => {}
+            }
+        }
+        let from = DirRef {
+            ino: Some(parent),
+            loc: src_dir.loc,
+        };
+        let to = DirRef {
+            ino: Some(newparent),
+            loc: dst_dir.loc,
+        };
+        match src.kind {
+            NodeKind::File => self.move_file(from, name, &src, to, newname, dst).await,
+            NodeKind::Directory => {
+                if src.ino.is_some_and(|s| self.is_within(newparent, s)) {
+                    return Err(FsError::InvalidArgument(
+                        "cannot move a folder into itself".into(),
+                    ));
+                }
+                if let Some(d) = &dst
+                    && !self.is_empty_dir(d.loc).await?
+                {
+                    return Err(FsError::NotEmpty);
+                }
+                let limit = self.config.rename_dir_limit;
+                let count = self.count_entries(src.loc, limit).await?;
+                if count > limit {
+                    tracing::info!(
+                        entries = count,
+                        limit,
+                        "folder too big to move in place; answering EXDEV (mv copies instead)"
+                    );
+                    return Err(FsError::CrossDevice(format!(
+                        "folder holds more than {limit} entries"
+                    )));
+                }
+                self.move_dir(from, name, src, to, newname, dst).await
+            }
+        }
+    }
+
+    /// Entries under folder `loc`, recursively, on fresh listings; counting stops past `limit`.
+    async fn count_entries(&self, loc: Loc, limit: usize) -> FsResult<usize> {
+        let mut count = 0usize;
+        let mut todo = vec![loc];
+        while let Some(dir) = todo.pop() {
+            self.dirs.invalidate(dir);
+            for (_, child) in self.children_of(dir).await? {
+                count += 1;
+                if count > limit {
+                    return Ok(count);
+                }
+                if child.kind == NodeKind::Directory {
+                    todo.push(child.loc);
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Move the file `src` (shown as `src_name` in `from`) to `dst_name` in `to`, replacing
+    /// `dst` when given.
+    async fn move_file(
+        &self,
+        from: DirRef,
+        src_name: &OsStr,
+        src: &Child,
+        to: DirRef,
+        dst_name: &OsStr,
+        dst: Option<Child>,
+    ) -> FsResult<()> {
+        let target = self.file_target(to.ino, to.loc, dst_name)?;
+        let replace = dst.as_ref().and_then(remote_base);
+        let spooled = src.ino.and_then(|i| self.spooled_file(i));
+        let (file, old_id, temporary) = match spooled {
+            Some(f) => {
+                let old = f.base().map(|b| b.id);
+                (f, old, false)
+            }
+            None => {
+                let (Loc::Remote { id, .. }, Some(base)) = (src.loc, remote_base(src)) else {
+                    return Err(FsError::NotFound);
+                };
+                let spools = self.spool_dir()?;
+                let source = ApiRemote::new(Arc::clone(&self.api), id);
+                let f = SpooledFile::open_existing(&spools, target.clone(), base, source)?;
+                (f, Some(id), true)
+            }
+        };
+        let (old_target, old_base) = (file.target(), file.base());
+        let uploaded = match file.retarget(target.clone(), replace).await {
+            Ok(()) => file.upload(&self.uploader).await,
+            Err(e) => Err(e),
+        };
+        let done = match uploaded {
+            Ok(Some(done)) => done,
+            Ok(None) => return Err(FsError::NotFound),
+            Err(e) => {
+                if temporary {
+                    // Nothing of the user's is only here: the old file is untouched.
+                    if let Err(d) = file.discard().await {
+                        tracing::warn!(error = %d, "cannot remove a temporary rename spool");
+                    }
+                } else if let Err(r) = file.retarget(old_target, old_base).await {
+                    tracing::warn!(error = %r, "cannot point a spool back at its old name");
+                }
+                return Err(e.into());
+            }
+        };
+        let new_loc = Loc::Remote {
+            space: target.space,
+            id: done.id,
+        };
+        // The replaced file: gone, and its own pending changes with it.
+        if let Some(d) = &dst {
+            if let Some(dino) = d.ino.filter(|d| Some(*d) != src.ino) {
+                let replaced = lock(&self.files).get_mut(&dino).map(|f| {
+                    f.unlinked = true;
+                    Arc::clone(&f.file)
+                });
+                if let Some(f) = replaced
+                    && let Err(e) = f.discard().await
+                {
+                    tracing::warn!(error = %e, "cannot remove the spool of a replaced file");
+                }
+                self.inodes.unbind(dino);
+            }
+            if d.loc != new_loc {
+                self.overlay.mark_gone(d.loc);
+            }
+        }
+        if let Some(old) = old_id.filter(|o| *o != done.id) {
+            self.overlay.mark_gone(Loc::Remote {
+                space: target.space,
+                id: old,
+            });
+            if let Err(e) = delete_remote(self.api.as_ref(), old).await {
+                // The bytes are safe under the new name; a copy stays under the old one.
+                tracing::warn!(file = %old_target.display_path, error = %e, "moved, but the old copy could not be deleted");
+            }
+        }
+        match src.ino {
+            Some(ino) => {
+                self.inodes.rebind(ino, new_loc);
+                if let Some(pino) = to.ino {
+                    self.inodes.set_place(ino, (pino, to.loc), dst_name);
+                }
+                self.inodes.set_local_attrs(ino, Some(done.size), None);
+                self.overlay.remove(from.loc, src_name, Some(ino));
+                self.overlay.settle(to.loc, dst_name, ino);
+            }
+            None => self.overlay.remove(from.loc, src_name, None),
+        }
+        if let Some(dino) = dst.and_then(|d| d.ino).filter(|d| Some(*d) != src.ino) {
+            self.release_spool_if_done(dino);
+        }
+        self.dirs.invalidate(from.loc);
+        self.dirs.invalidate(to.loc);
+        tracing::debug!(from = %old_target.display_path, to = %target.display_path, "file moved");
+        Ok(())
+    }
+
+    /// Move folder `src` recursively (see the module note). Boxed: it recurses.
+    fn move_dir<'a>(
+        &'a self,
+        from: DirRef,
+        src_name: &'a OsStr,
+        src: Child,
+        to: DirRef,
+        dst_name: &'a OsStr,
+        dst: Option<Child>,
+    ) -> BoxFuture<'a, FsResult<()>> {
+        Box::pin(async move {
+            let Loc::Remote { space, id: src_id } = src.loc else {
+                return Err(FsError::ReadOnly);
+            };
+            let new_id = match dst.as_ref().map(|d| d.loc) {
+                Some(Loc::Remote { id, .. }) => id,
+                Some(_) => return Err(FsError::ReadOnly),
+                None => {
+                    let (_, parent_id) = folder_target(to.loc)?;
+                    self.api
+                        .create(&CreateRequest {
+                            space,
+                            parent_id,
+                            name: api_name(dst_name)?,
+                            object_type: ObjectType::Directory,
+                            content_type: None,
+                            size: None,
+                            chunk_size_mb: None,
+                            overwrite: false,
+                        })
+                        .await?
+                        .id
+                }
+            };
+            let new_loc = Loc::Remote { space, id: new_id };
+            let inner_from = DirRef {
+                ino: src.ino,
+                loc: src.loc,
+            };
+            // Children keep pointing at the folder's inode, which moves to the new folder below.
+            let inner_to = DirRef {
+                ino: src.ino,
+                loc: new_loc,
+            };
+            for (name, child) in self.children_of(src.loc).await? {
+                match child.kind {
+                    NodeKind::File => {
+                        self.move_file(inner_from, &name, &child, inner_to, &name, None)
+                            .await?
+                    }
+                    NodeKind::Directory => {
+                        self.move_dir(inner_from, &name, child, inner_to, &name, None)
+                            .await?
+                    }
+                }
+            }
+            delete_remote(self.api.as_ref(), src_id).await?;
+            self.overlay.mark_gone(src.loc);
+            if let Some(d) = dst.and_then(|d| d.ino).filter(|d| Some(*d) != src.ino) {
+                self.inodes.unbind(d);
+            }
+            match src.ino {
+                Some(ino) => {
+                    self.inodes.rebind(ino, new_loc);
+                    if let Some(pino) = to.ino {
+                        self.inodes.set_place(ino, (pino, to.loc), dst_name);
+                    }
+                    self.overlay.remove(from.loc, src_name, Some(ino));
+                    self.overlay.settle(to.loc, dst_name, ino);
+                }
+                None => self.overlay.remove(from.loc, src_name, None),
+            }
+            for loc in [from.loc, to.loc, src.loc, new_loc] {
+                self.dirs.invalidate(loc);
+            }
+            Ok(())
+        })
+    }
+}
