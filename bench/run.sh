@@ -59,7 +59,7 @@ log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
 [[ $EUID -eq 0 ]] || die "run as root (FUSE mounts, /proc/sys/vm/drop_caches)"
-for tool in fio curl python3 dd awk; do
+for tool in fio curl python3 dd awk jq openssl; do
     command -v "$tool" >/dev/null || die "$tool is missing (bench/setup.sh installs what is needed)"
 done
 if [[ ! -x "$VAGONFS" ]]; then
@@ -99,6 +99,15 @@ calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
 mibps() { calc "$SIZE_MIB / $1" 1; }
 json() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
 client() { VAGON_API_URL="$API_URL" VAGON_API_KEY="$API_KEY" VAGON_API_SECRET="$API_SECRET" python3 "$CLIENT" "$@"; }
+# A signed API call with curl alone (HMAC as in the contract, via openssl): METHOD PATH BODY.
+signed_curl() {
+    local method="$1" path="/organization-management/v1$2" body="$3" ts nonce sig
+    ts="$(date +%s%3N)"
+    nonce="$(cat /proc/sys/kernel/random/uuid)"
+    sig="$(printf '%s' "$API_KEY$method$path$ts$nonce$body" | openssl dgst -sha256 -hmac "$API_SECRET" -r | cut -d' ' -f1)"
+    curl -sSf -X "$method" -H "Authorization: HMAC $API_KEY:$sig:$nonce:$ts" \
+        -H 'Content-Type: application/json' --data-binary "$body" "$API_URL$path"
+}
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -125,7 +134,7 @@ start_mount() {
     MNT="$WORK/mnt$MOUNT_SEQ"
     mkdir -p "$MNT"
     VAGON_API_URL="$API_URL" VAGON_API_KEY="$API_KEY" VAGON_API_SECRET="$API_SECRET" \
-        HOME="$WORK/home" XDG_CONFIG_HOME="$WORK/home/.config" \
+        HOME="$WORK/home" XDG_CONFIG_HOME="$WORK/home/.config" XDG_CACHE_HOME="$WORK/home/.cache" \
         "$VAGONFS" mount --machine 1 --cache-size "$CACHE_MIB" \
         --log-file "$WORK/mount$MOUNT_SEQ.log" "$MNT" 2>>"$WORK/mount$MOUNT_SEQ.log" &
     MOUNT_PID=$!
@@ -334,14 +343,17 @@ if [[ $RUN_WRITE -eq 1 ]]; then
     mkdir -p "$WORK/parts" "$WORK/etags"
     split -b "${CURL_PART_MIB}M" -d -a 5 "$WORK/big.src" "$WORK/parts/p"
     t0="$(now_ns)"
-    client create-upload --name curl-written.bin --size "$SIZE_BYTES" --machine 1 --chunk-mb "$CURL_PART_MIB" >"$WORK/created.json"
-    C_ID="$(json 'd["id"]' <"$WORK/created.json")"
-    json '"\n".join(f"{i:05d} {u}" for i, u in enumerate(d["upload_urls"]))' <"$WORK/created.json" |
+    BODY="{\"file_name\":\"curl-written.bin\",\"object_type\":\"file\",\"content_type\":\"application/octet-stream\",\"size\":$SIZE_BYTES,\"chunk_size\":$CURL_PART_MIB,\"machine_id\":1}"
+    signed_curl POST /files "$BODY" >"$WORK/created.json"
+    C_ID="$(jq -r .id "$WORK/created.json")"
+    jq -r '.upload_urls | to_entries[] | "\(.key) \(.value)"' "$WORK/created.json" |
         xargs -P "$CURL_PUT_PARALLEL" -L 1 sh -c \
-            'curl -sSf -H "Expect:" -T "$0/parts/p$1" -o /dev/null -w "%header{etag}" "$2" >"$0/etags/$1"' "$WORK"
-    for f in "$WORK"/etags/*; do tr -d '\r\n' <"$f"; echo; done >"$WORK/etags.txt"
-    client complete "$C_ID" "$WORK/etags.txt" >/dev/null
+            'curl -sSf -H "Expect:" -T "$0/parts/p$(printf %05d "$1")" -o /dev/null -w "%header{etag}" "$2" >"$0/etags/$1"' "$WORK"
+    PARTS="$(for f in $(ls "$WORK/etags" | sort -n); do jq -Rn --arg n "$f" --rawfile e "$WORK/etags/$f" '{part_number: (($n | tonumber) + 1), etag: ($e | rtrimstr("\r"))}'; done | jq -cs '{parts: .}')"
+    signed_curl POST "/files/$C_ID/complete" "$PARTS" >/dev/null
     T_W_CURL="$(secs_since "$t0")"
+    C_SIZE="$(client find curl-written.bin --machine 1 | json 'd["size"]')"
+    [[ "$C_SIZE" -eq "$SIZE_BYTES" ]] || die "curl-written.bin is listed with $C_SIZE bytes, expected $SIZE_BYTES"
     R_W="$(calc "$T_W_CURL / $T_W_MNT")"
     row "Sequential write ${SIZE_MIB} MiB incl. fsync+close (MiB/s)" "$(mibps "$T_W_MNT")" "$(mibps "$T_W_CURL") (curl multipart)" "$R_W" "≥ $TARGET_SEQ_WRITE: $(verdict "$R_W" "$TARGET_SEQ_WRITE")"
     row "Daemon peak RSS writing ${SIZE_MIB} MiB (VmHWM, MiB)" "$RSS_WRITE" "budget $RSS_WRITE_BUDGET_MIB" "$(calc "$RSS_WRITE / $RSS_WRITE_BUDGET_MIB")" "< 1: $(awk -v a="$RSS_WRITE" -v b="$RSS_WRITE_BUDGET_MIB" 'BEGIN { print (a < b) ? "pass" : "**FAIL**" }')"

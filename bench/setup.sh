@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install what bench/run.sh needs (Debian/Ubuntu, as root): fio for the random reads, curl for
-# the baselines, python3 for the independent API client, fuse3 for fusermount/umount of FUSE.
+# Install what bench/run.sh needs (Debian/Ubuntu, as root): fio for the random reads; curl for
+# the baselines, with jq and openssl for its signed API calls; python3 for the independent API
+# client; fuse3 for FUSE mounts.
 set -euo pipefail
-PACKAGES=(fio curl python3 fuse3 coreutils util-linux)
+PACKAGES=(fio curl python3 fuse3 coreutils util-linux jq openssl)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
