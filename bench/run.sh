@@ -1,0 +1,387 @@
+#!/usr/bin/env bash
+# vagonfs benchmarks against a local emulator, each result next to a baseline measured in the
+# same run (the machine is shared and noisy, so only ratios are comparable between runs).
+#
+# Usage (as root: FUSE mounts and drop_caches):   bench/run.sh  [> table.md]
+# The Markdown table goes to stdout; progress goes to stderr.
+#
+# Sizes (env):
+#   BENCH_SIZE_MIB      size of the big file read and written            (default 1024)
+#   BENCH_CACHE_MIB     --cache-size of every mount                       (default 256)
+#   BENCH_DIR_ENTRIES   entries of the folder listed with ls -l           (default 10000)
+#   BENCH_RAND_4K_IOS   random 4 KiB reads (fio and baseline alike)       (default 2000)
+#   BENCH_RAND_256K_IOS random 256 KiB reads                              (default 500)
+#   BENCH_SMALL_FILES   4 KiB files created                               (default 1000)
+#   BENCH_REPEAT        runs of each read benchmark; the best is kept     (default 3)
+#   BENCH_TTFB_REPEAT   fresh mounts for time to first byte (median)      (default 5)
+#   BENCH_WRITE         auto (run if the mount accepts writes) | 0 | 1    (default auto)
+#   VAGONFS             the binary (default target/release/vagonfs, built if missing)
+#   BENCH_KEEP=1        keep the work folder (logs) instead of deleting it
+#
+# Every process started here is stopped by its PID; every mount is unmounted on exit
+# (umount -l as the fallback).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+CLIENT="$HERE/vagon_client.py"
+
+SIZE_MIB="${BENCH_SIZE_MIB:-1024}"
+CACHE_MIB="${BENCH_CACHE_MIB:-256}"
+DIR_ENTRIES="${BENCH_DIR_ENTRIES:-10000}"
+RAND_4K_IOS="${BENCH_RAND_4K_IOS:-2000}"
+RAND_256K_IOS="${BENCH_RAND_256K_IOS:-500}"
+SMALL_FILES="${BENCH_SMALL_FILES:-1000}"
+TTFB_REPEAT="${BENCH_TTFB_REPEAT:-5}"
+REPEAT="${BENCH_REPEAT:-3}"
+WRITE_MODE="${BENCH_WRITE:-auto}"
+VAGONFS="${VAGONFS:-$ROOT/target/release/vagonfs}"
+
+# Daemon memory allowed on top of --cache-size while reading (MiB).
+RSS_READ_SLACK_MIB=64
+# Daemon peak RSS allowed while writing the big file (MiB).
+RSS_WRITE_BUDGET_MIB=128
+# Part size of the curl multipart baseline (MiB), and its parallel PUTs.
+CURL_PART_MIB=16
+CURL_PUT_PARALLEL=4
+# Targets (ratios of speed, higher is better).
+TARGET_SEQ_READ=0.8
+TARGET_SEQ_WRITE=0.7
+# Bounded waits (seconds).
+START_WAIT=60
+STOP_WAIT=30
+
+API_KEY="demo-key"
+API_SECRET="demo-secret"
+SIZE_BYTES=$((SIZE_MIB * 1024 * 1024))
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+[[ $EUID -eq 0 ]] || die "run as root (FUSE mounts, /proc/sys/vm/drop_caches)"
+for tool in fio curl python3 dd awk jq openssl; do
+    command -v "$tool" >/dev/null || die "$tool is missing (bench/setup.sh installs what is needed)"
+done
+if [[ ! -x "$VAGONFS" ]]; then
+    log "building the release binary"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release"
+fi
+
+WORK="$(mktemp -d /tmp/vagonfs-bench.XXXXXX)"
+EMU_PID=""
+MOUNT_PID=""
+MNT=""
+MOUNT_SEQ=0
+
+cleanup() {
+    set +e
+    stop_mount
+    if [[ -n "$EMU_PID" ]]; then
+        kill -TERM "$EMU_PID" 2>/dev/null
+        for _ in $(seq 1 50); do kill -0 "$EMU_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$EMU_PID" 2>/dev/null
+        wait "$EMU_PID" 2>/dev/null
+    fi
+    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
+        log "work folder kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- helpers ----------------------------------------------------------------------------------
+
+now_ns() { date +%s%N; }
+secs_since() { awk -v a="$1" -v b="$(now_ns)" 'BEGIN { printf "%.4f", (b - a) / 1e9 }'; }
+calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+mibps() { calc "$SIZE_MIB / $1" 1; }
+json() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
+client() { VAGON_API_URL="$API_URL" VAGON_API_KEY="$API_KEY" VAGON_API_SECRET="$API_SECRET" python3 "$CLIENT" "$@"; }
+# A signed API call with curl alone (HMAC as in the contract, via openssl): METHOD PATH BODY.
+signed_curl() {
+    local method="$1" path="/organization-management/v1$2" body="$3" ts nonce sig
+    ts="$(date +%s%3N)"
+    nonce="$(cat /proc/sys/kernel/random/uuid)"
+    sig="$(printf '%s' "$API_KEY$method$path$ts$nonce$body" | openssl dgst -sha256 -hmac "$API_SECRET" -r | cut -d' ' -f1)"
+    curl -sSf -X "$method" -H "Authorization: HMAC $API_KEY:$sig:$nonce:$ts" \
+        -H 'Content-Type: application/json' --data-binary "$body" "$API_URL$path"
+}
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+start_emulator() {
+    mkdir -p "$WORK/emu"
+    RUST_LOG=warn "$VAGONFS" emulator --listen 127.0.0.1:0 --data "$WORK/emu" \
+        >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
+    EMU_PID=$!
+    local deadline=$((SECONDS + START_WAIT))
+    while ! grep -q 'listening on ' "$WORK/emulator.out" 2>/dev/null; do
+        kill -0 "$EMU_PID" 2>/dev/null || { cat "$WORK/emulator.err" >&2; die "emulator exited"; }
+        ((SECONDS < deadline)) || die "emulator did not start"
+        sleep 0.1
+    done
+    API_URL="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$WORK/emulator.out" | head -1)"
+    DATA_HOSTPORT="${API_URL#http://}"
+    log "emulator pid $EMU_PID at $API_URL"
+}
+
+# A fresh `vagonfs mount --machine 1` on a new empty folder; sets MNT and MOUNT_PID.
+start_mount() {
+    MOUNT_SEQ=$((MOUNT_SEQ + 1))
+    MNT="$WORK/mnt$MOUNT_SEQ"
+    mkdir -p "$MNT"
+    VAGON_API_URL="$API_URL" VAGON_API_KEY="$API_KEY" VAGON_API_SECRET="$API_SECRET" \
+        HOME="$WORK/home" XDG_CONFIG_HOME="$WORK/home/.config" XDG_CACHE_HOME="$WORK/home/.cache" \
+        "$VAGONFS" mount --machine 1 --cache-size "$CACHE_MIB" \
+        --log-file "$WORK/mount$MOUNT_SEQ.log" "$MNT" 2>>"$WORK/mount$MOUNT_SEQ.log" &
+    MOUNT_PID=$!
+    local deadline=$((SECONDS + START_WAIT))
+    until is_mounted "$MNT"; do
+        kill -0 "$MOUNT_PID" 2>/dev/null || { tail -20 "$WORK/mount$MOUNT_SEQ.log" >&2; MOUNT_PID=""; die "mount exited"; }
+        ((SECONDS < deadline)) || die "mount did not come up"
+        sleep 0.05
+    done
+}
+
+stop_mount() {
+    [[ -n "$MOUNT_PID" ]] || return 0
+    kill -TERM "$MOUNT_PID" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_WAIT))
+    while kill -0 "$MOUNT_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    if [[ -n "$MNT" ]] && is_mounted "$MNT"; then umount -l "$MNT" 2>/dev/null || true; fi
+    if kill -0 "$MOUNT_PID" 2>/dev/null; then kill -KILL "$MOUNT_PID" 2>/dev/null || true; fi
+    wait "$MOUNT_PID" 2>/dev/null || true
+    MOUNT_PID=""
+}
+
+hwm_mib() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$MOUNT_PID/status"; }
+
+# Results: one Markdown row each.
+ROWS=()
+row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 |"); }
+verdict() { # ratio target -> pass/MISS
+    awk -v r="$1" -v t="$2" 'BEGIN { print (r + 0 >= t + 0) ? "pass" : "**MISS**" }'
+}
+
+# --- setup ------------------------------------------------------------------------------------
+
+start_emulator
+log "writing a ${SIZE_MIB} MiB random source file"
+head -c "$SIZE_BYTES" /dev/urandom >"$WORK/big.src"
+SRC_SHA="$(sha256sum "$WORK/big.src" | cut -d' ' -f1)"
+
+log "uploading it through the API (python client, ${CURL_PART_MIB} MiB parts)"
+BIG_ID="$(client upload "$WORK/big.src" --name big.bin --machine 1 --chunk-mb "$CURL_PART_MIB" | json 'd["id"]')"
+BIG_URL="$(client link "$BIG_ID" | json 'd["url"]')"
+log "big.bin is file $BIG_ID"
+
+# --- sequential read --------------------------------------------------------------------------
+
+curl_speed() { curl -sS -o /dev/null -w '%{speed_download}' "$BIG_URL" | awk '{ printf "%.1f", $1 / 1048576 }'; }
+dd_speed() { # file -> MiB/s (wall time of the whole dd, open and close included)
+    local t0
+    t0="$(now_ns)"
+    dd if="$1" of=/dev/null bs=1M status=none
+    calc "$SIZE_MIB / $(secs_since "$t0")" 1
+}
+max_of() { tr ' ' '\n' | grep -v '^$' | sort -g | tail -1; }
+
+S_CURL_COLD="" S_MNT_COLD="" S_CURL_WARM="" S_MNT_WARM="" S_MNT_FRESH="" RSS_READ=0
+for rep in $(seq 1 "$REPEAT"); do
+    log "sequential read ($rep/$REPEAT): curl after drop_caches"
+    drop_caches
+    S_CURL_COLD="$S_CURL_COLD $(curl_speed)"
+    log "sequential read ($rep/$REPEAT): fresh mount after drop_caches, then again on the same mount"
+    drop_caches
+    start_mount
+    S_MNT_COLD="$S_MNT_COLD $(dd_speed "$MNT/big.bin")"
+    RSS_READ="$(awk -v a="$RSS_READ" -v b="$(hwm_mib)" 'BEGIN { print (b > a) ? b : a }')"
+    S_MNT_WARM="$S_MNT_WARM $(dd_speed "$MNT/big.bin")"
+    if [[ $rep -eq 1 ]]; then
+        MNT_SHA="$(sha256sum "$MNT/big.bin" | cut -d' ' -f1)"
+        [[ "$MNT_SHA" == "$SRC_SHA" ]] || die "bytes read through the mount differ from the source"
+    fi
+    stop_mount
+    log "sequential read ($rep/$REPEAT): curl and a fresh mount, server data in page cache"
+    S_CURL_WARM="$S_CURL_WARM $(curl_speed)"
+    start_mount
+    S_MNT_FRESH="$S_MNT_FRESH $(dd_speed "$MNT/big.bin")"
+    stop_mount
+done
+S_CURL_COLD="$(max_of <<<"$S_CURL_COLD")"
+S_MNT_COLD="$(max_of <<<"$S_MNT_COLD")"
+S_CURL_WARM="$(max_of <<<"$S_CURL_WARM")"
+S_MNT_WARM="$(max_of <<<"$S_MNT_WARM")"
+S_MNT_FRESH="$(max_of <<<"$S_MNT_FRESH")"
+
+R_COLD="$(calc "$S_MNT_COLD / $S_CURL_COLD")"
+R_FRESH="$(calc "$S_MNT_FRESH / $S_CURL_WARM")"
+R_WARM="$(calc "$S_MNT_WARM / $S_CURL_WARM")"
+row "Sequential read ${SIZE_MIB} MiB, cold: drop_caches + fresh mount (MiB/s)" "$S_MNT_COLD" "$S_CURL_COLD (curl after drop_caches)" "$R_COLD" "≥ $TARGET_SEQ_READ: $(verdict "$R_COLD" "$TARGET_SEQ_READ")"
+row "Sequential read ${SIZE_MIB} MiB, fresh mount, server data in page cache (MiB/s)" "$S_MNT_FRESH" "$S_CURL_WARM (curl, same)" "$R_FRESH" "≥ $TARGET_SEQ_READ: $(verdict "$R_FRESH" "$TARGET_SEQ_READ")"
+row "Sequential read ${SIZE_MIB} MiB, warm: 2nd read on the same mount (MiB/s)" "$S_MNT_WARM" "$S_CURL_WARM (curl, server cached)" "$R_WARM" "—"
+RSS_BUDGET=$((CACHE_MIB + RSS_READ_SLACK_MIB))
+row "Daemon peak RSS during the cold read (VmHWM, MiB; max of $REPEAT)" "$RSS_READ" "budget $RSS_BUDGET (cache $CACHE_MIB + $RSS_READ_SLACK_MIB)" "$(calc "$RSS_READ / $RSS_BUDGET")" "≤ 1: $(awk -v a="$RSS_READ" -v b="$RSS_BUDGET" 'BEGIN { print (a <= b) ? "pass" : "**FAIL**" }')"
+
+# --- random reads -----------------------------------------------------------------------------
+
+rand_bench() { # bs_bytes count label
+    local bs="$1" count="$2" label="$3" fio_best="" base_best="" gets="" rep iops
+    for rep in $(seq 1 "$REPEAT"); do
+        log "random $label reads ($rep/$REPEAT): fio on a fresh mount ($count reads)"
+        start_mount
+        client reset-stats >/dev/null
+        fio --name="rand" --filename="$MNT/big.bin" --readonly --rw=randread --bs="$bs" \
+            --ioengine=psync --direct=0 --iodepth=1 --numjobs=1 --size="$SIZE_BYTES" \
+            --number_ios="$count" --io_size=$((bs * count)) --randrepeat=0 \
+            --output-format=json --output="$WORK/fio.json" >/dev/null
+        gets="$gets $(client stats | json 'd["data_get"]')"
+        stop_mount
+        fio_best="$fio_best $(json 'round(d["jobs"][0]["read"]["iops"], 1)' <"$WORK/fio.json")"
+        log "random $label reads ($rep/$REPEAT): ranged GETs without a mount"
+        base_best="$base_best $(client ranged "$BIG_URL" --size "$SIZE_BYTES" --bs "$bs" --count "$count" --seed "$rep" | json 'round(d["iops"], 1)')"
+    done
+    fio_best="$(max_of <<<"$fio_best")"
+    base_best="$(max_of <<<"$base_best")"
+    row "Random $label reads, fio psync qd1, $count reads, fresh mount (IOPS; data GETs made)" "$fio_best; $(median <<<"$gets") GETs" "$base_best; $count GETs ($label ranged GETs, keep-alive)" "$(calc "$fio_best / $base_best")" "—"
+}
+rand_bench 4096 "$RAND_4K_IOS" "4 KiB"
+rand_bench $((256 * 1024)) "$RAND_256K_IOS" "256 KiB"
+
+# --- ls -l of a big folder --------------------------------------------------------------------
+
+log "creating a folder of $DIR_ENTRIES directories through the API"
+DIR_ID="$(client mkdir bigdir --machine 1 | json 'd["id"]')"
+client mkdirs --count "$DIR_ENTRIES" --machine 1 --parent "$DIR_ID" >/dev/null
+
+lists_made() { client stats | json 'd["list_files"]'; }
+ls_once() { # -> "seconds lines"
+    local t0 n
+    t0="$(now_ns)"
+    n="$(ls -l "$MNT/bigdir" | wc -l)"
+    echo "$(secs_since "$t0") $n"
+}
+log "ls -l: cold (fresh mount) and warm"
+start_mount
+client reset-stats >/dev/null
+read -r T_LS_COLD N_LS_COLD < <(ls_once)
+L_COLD="$(lists_made)"
+client reset-stats >/dev/null
+read -r T_LS_WARM N_LS_WARM < <(ls_once)
+L_WARM="$(lists_made)"
+stop_mount
+# ls -l prints a "total" line first.
+[[ "$N_LS_COLD" -eq $((DIR_ENTRIES + 1)) && "$N_LS_WARM" -eq $((DIR_ENTRIES + 1)) ]] ||
+    die "ls -l showed $N_LS_COLD / $N_LS_WARM lines, expected $((DIR_ENTRIES + 1))"
+client reset-stats >/dev/null
+BASE_LS="$(client list-all --machine 1 --parent "$DIR_ID")"
+T_LS_BASE="$(json 'd["seconds"]' <<<"$BASE_LS")"
+P_LS_BASE="$(json 'd["pages"]' <<<"$BASE_LS")"
+row "ls -l of $DIR_ENTRIES entries, cold (s; list requests)" "$(calc "$T_LS_COLD" 3); $L_COLD" "$(calc "$T_LS_BASE" 3); $P_LS_BASE (python paging, per_page 100)" "$(calc "$T_LS_BASE / $T_LS_COLD")" "—"
+row "ls -l of $DIR_ENTRIES entries, warm (s; list requests)" "$(calc "$T_LS_WARM" 3); $L_WARM" "$(calc "$T_LS_BASE" 3); $P_LS_BASE (same)" "$(calc "$T_LS_BASE / $T_LS_WARM")" "0 list requests: $([[ "$L_WARM" -eq 0 ]] && echo pass || echo '**MISS**')"
+
+# --- time to first byte -----------------------------------------------------------------------
+
+log "time to first byte: $TTFB_REPEAT fresh mounts vs curl and the python client"
+TT_HEAD="" TT_OPEN="" TT_CURL="" TT_CHAIN=""
+for _ in $(seq 1 "$TTFB_REPEAT"); do
+    start_mount
+    t0="$(now_ns)"
+    head -c 1 "$MNT/big.bin" >/dev/null
+    TT_HEAD="$TT_HEAD $(secs_since "$t0")"
+    stop_mount
+    start_mount
+    TT_OPEN="$TT_OPEN $(client read1 "$MNT/big.bin" | json 'd["seconds"]')"
+    stop_mount
+    TT_CURL="$TT_CURL $(curl -sS -o /dev/null -r 0-0 -w '%{time_starttransfer}' "$BIG_URL")"
+    TT_CHAIN="$TT_CHAIN $(client ttfb big.bin --machine 1 | json 'd["seconds"]')"
+done
+TT_HEAD="$(median <<<"$TT_HEAD")"
+TT_OPEN="$(median <<<"$TT_OPEN")"
+TT_CURL="$(median <<<"$TT_CURL")"
+TT_CHAIN="$(median <<<"$TT_CHAIN")"
+ms() { calc "$1 * 1000" 1; }
+row "Time to first byte, fresh mount: head -c 1 (ms, median of $TTFB_REPEAT)" "$(ms "$TT_HEAD")" "$(ms "$TT_CURL") (curl time_starttransfer, URL known)" "$(calc "$TT_CURL / $TT_HEAD")" "—"
+row "Time to first byte, fresh mount: open + read(1) in-process (ms, median of $TTFB_REPEAT)" "$(ms "$TT_OPEN")" "$(ms "$TT_CHAIN") (python: list + link + GET byte 0, fresh connections)" "$(calc "$TT_CHAIN / $TT_OPEN")" "—"
+
+# --- writes -----------------------------------------------------------------------------------
+
+write_supported() {
+    start_mount
+    local ok=0
+    if (echo probe >"$MNT/.bench-probe") 2>"$WORK/write-probe.err"; then
+        ok=1
+        rm -f "$MNT/.bench-probe"
+    fi
+    stop_mount
+    [[ $ok -eq 1 ]]
+}
+
+RUN_WRITE=0
+case "$WRITE_MODE" in
+    1) RUN_WRITE=1 ;;
+    0) ;;
+    auto) if write_supported; then RUN_WRITE=1; else log "writes not supported by this build: $(cat "$WORK/write-probe.err")"; fi ;;
+    *) die "BENCH_WRITE must be auto, 0 or 1" ;;
+esac
+
+if [[ $RUN_WRITE -eq 1 ]]; then
+    log "sequential write: dd conv=fsync through a fresh mount"
+    start_mount
+    t0="$(now_ns)"
+    dd if="$WORK/big.src" of="$MNT/written.bin" bs=1M conv=fsync status=none
+    T_W_MNT="$(secs_since "$t0")"
+    RSS_WRITE="$(hwm_mib)"
+    stop_mount
+    W_SIZE="$(client find written.bin --machine 1 | json 'd["size"]')"
+    [[ "$W_SIZE" -eq "$SIZE_BYTES" ]] || die "written.bin is listed with $W_SIZE bytes, expected $SIZE_BYTES"
+
+    log "sequential write: curl multipart baseline (${CURL_PART_MIB} MiB parts, $CURL_PUT_PARALLEL in parallel)"
+    mkdir -p "$WORK/parts" "$WORK/etags"
+    split -b "${CURL_PART_MIB}M" -d -a 5 "$WORK/big.src" "$WORK/parts/p"
+    t0="$(now_ns)"
+    BODY="{\"file_name\":\"curl-written.bin\",\"object_type\":\"file\",\"content_type\":\"application/octet-stream\",\"size\":$SIZE_BYTES,\"chunk_size\":$CURL_PART_MIB,\"machine_id\":1}"
+    signed_curl POST /files "$BODY" >"$WORK/created.json"
+    C_ID="$(jq -r .id "$WORK/created.json")"
+    jq -r '.upload_urls | to_entries[] | "\(.key) \(.value)"' "$WORK/created.json" |
+        xargs -P "$CURL_PUT_PARALLEL" -L 1 sh -c \
+            'curl -sSf -H "Expect:" -T "$0/parts/p$(printf %05d "$1")" -o /dev/null -w "%header{etag}" "$2" >"$0/etags/$1"' "$WORK"
+    PARTS="$(for f in $(ls "$WORK/etags" | sort -n); do jq -Rn --arg n "$f" --rawfile e "$WORK/etags/$f" '{part_number: (($n | tonumber) + 1), etag: ($e | rtrimstr("\r"))}'; done | jq -cs '{parts: .}')"
+    signed_curl POST "/files/$C_ID/complete" "$PARTS" >/dev/null
+    T_W_CURL="$(secs_since "$t0")"
+    C_SIZE="$(client find curl-written.bin --machine 1 | json 'd["size"]')"
+    [[ "$C_SIZE" -eq "$SIZE_BYTES" ]] || die "curl-written.bin is listed with $C_SIZE bytes, expected $SIZE_BYTES"
+    R_W="$(calc "$T_W_CURL / $T_W_MNT")"
+    row "Sequential write ${SIZE_MIB} MiB incl. fsync+close (MiB/s)" "$(mibps "$T_W_MNT")" "$(mibps "$T_W_CURL") (curl multipart)" "$R_W" "≥ $TARGET_SEQ_WRITE: $(verdict "$R_W" "$TARGET_SEQ_WRITE")"
+    row "Daemon peak RSS writing ${SIZE_MIB} MiB (VmHWM, MiB)" "$RSS_WRITE" "budget $RSS_WRITE_BUDGET_MIB" "$(calc "$RSS_WRITE / $RSS_WRITE_BUDGET_MIB")" "< 1: $(awk -v a="$RSS_WRITE" -v b="$RSS_WRITE_BUDGET_MIB" 'BEGIN { print (a < b) ? "pass" : "**FAIL**" }')"
+
+    log "creating $SMALL_FILES files of 4 KiB: through a fresh mount"
+    mkdir -p "$WORK/small"
+    for i in $(seq -f '%05g' 1 "$SMALL_FILES"); do head -c 4096 /dev/urandom >"$WORK/small/f$i.bin"; done
+    start_mount
+    t0="$(now_ns)"
+    cp -r "$WORK/small" "$MNT/small-mnt"
+    sync -f "$MNT/small-mnt"
+    T_SF_MNT="$(secs_since "$t0")"
+    stop_mount
+    SF_MNT_DIR="$(client find small-mnt --machine 1 | json 'd["id"]')"
+    SF_LISTED="$(client list-all --machine 1 --parent "$SF_MNT_DIR" | json 'd["entries"]')"
+    [[ "$SF_LISTED" -eq "$SMALL_FILES" ]] || die "small-mnt lists $SF_LISTED files, expected $SMALL_FILES"
+    log "creating $SMALL_FILES files of 4 KiB: python client (create + PUT + complete each)"
+    SF_DIR="$(client mkdir small-api --machine 1 | json 'd["id"]')"
+    T_SF_API="$(client small-files --count "$SMALL_FILES" --size 4096 --machine 1 --parent "$SF_DIR" | json 'd["seconds"]')"
+    row "Create $SMALL_FILES files of 4 KiB (files/s)" "$(calc "$SMALL_FILES / $T_SF_MNT" 0)" "$(calc "$SMALL_FILES / $T_SF_API" 0) (python create+PUT+complete)" "$(calc "$T_SF_API / $T_SF_MNT")" "—"
+else
+    row "Sequential write, small files, write RSS" "not run" "—" "—" "write path not in this build"
+fi
+
+# --- report -----------------------------------------------------------------------------------
+
+echo "| Benchmark | vagonfs | Baseline | Ratio (speed vs baseline) | Target |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "Size ${SIZE_MIB} MiB, --cache-size ${CACHE_MIB} MiB, $DIR_ENTRIES entries, $RAND_4K_IOS x 4 KiB / $RAND_256K_IOS x 256 KiB random reads, $SMALL_FILES small files; throughput and IOPS are the best of $REPEAT runs for both sides. Ratio: vagonfs speed ÷ baseline speed (> 1: vagonfs faster)."
