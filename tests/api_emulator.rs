@@ -99,16 +99,7 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn dir_req(space: Space, parent: Option<u64>, name: &str) -> CreateRequest {
-    CreateRequest {
-        space,
-        parent_id: parent,
-        name: name.into(),
-        object_type: ObjectType::Directory,
-        content_type: None,
-        size: None,
-        chunk_size_mb: None,
-        overwrite: false,
-    }
+    CreateRequest::directory(space, parent, name)
 }
 
 async fn mkdir(

@@ -161,6 +161,22 @@ pub struct CreateRequest {
     pub overwrite: bool,
 }
 
+impl CreateRequest {
+    /// A request to create the folder `name` under `parent_id` (the space's root when `None`).
+    pub fn directory(space: Space, parent_id: Option<u64>, name: impl Into<String>) -> Self {
+        CreateRequest {
+            space,
+            parent_id,
+            name: name.into(),
+            object_type: ObjectType::Directory,
+            content_type: None,
+            size: None,
+            chunk_size_mb: None,
+            overwrite: false,
+        }
+    }
+}
+
 /// `POST /files` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {

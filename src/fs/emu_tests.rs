@@ -70,16 +70,7 @@ impl Emu {
     }
 
     async fn mkdir(&self, space: Space, parent: Option<u64>, name: &str) -> u64 {
-        let req = CreateRequest {
-            space,
-            parent_id: parent,
-            name: name.into(),
-            object_type: ObjectType::Directory,
-            content_type: None,
-            size: None,
-            chunk_size_mb: None,
-            overwrite: false,
-        };
+        let req = CreateRequest::directory(space, parent, name);
         self.api.create(&req).await.expect("mkdir").id
     }
 

@@ -297,16 +297,7 @@ async fn ensure_dir(
         return Ok(dir.id);
     }
     let created = api
-        .create(&CreateRequest {
-            space,
-            parent_id: parent,
-            name: name.to_string(),
-            object_type: ObjectType::Directory,
-            content_type: None,
-            size: None,
-            chunk_size_mb: None,
-            overwrite: false,
-        })
+        .create(&CreateRequest::directory(space, parent, name))
         .await?;
     Ok(created.id)
 }

@@ -374,16 +374,7 @@ async fn mkdir(
     name: &str,
 ) -> Result<u64, String> {
     let created = api
-        .create(&CreateRequest {
-            space,
-            parent_id: parent,
-            name: name.to_string(),
-            object_type: ObjectType::Directory,
-            content_type: None,
-            size: None,
-            chunk_size_mb: None,
-            overwrite: false,
-        })
+        .create(&CreateRequest::directory(space, parent, name))
         .await
         .map_err(|e| e.to_string())?;
     Ok(created.id)
