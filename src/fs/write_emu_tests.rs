@@ -5,12 +5,11 @@
 //! ranged GET), not through the mount.
 
 use std::ffi::OsStr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::errno::to_errno;
 use super::test_api::pattern;
+use super::write_tests::config;
 use super::*;
 use crate::api::ListQuery;
 use crate::api::http::HttpFilesApi;
@@ -92,21 +91,6 @@ impl Emu {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
-    }
-}
-
-fn config(cache: &Path, chunk_mb: u64) -> FsConfig {
-    FsConfig {
-        uid: 1000,
-        gid: 1000,
-        umask: 0o022,
-        read_only: false,
-        dir_cache_ttl: Duration::from_secs(3600),
-        cache_size: 64 << 20,
-        cache_dir: cache.join("spools"),
-        chunk_size_mb: chunk_mb,
-        upload_concurrency: 4,
-        rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
     }
 }
 

@@ -17,7 +17,8 @@ const MIB: usize = 1 << 20;
 /// Bytes per write call, like a kernel write of 128 KiB.
 const WRITE_PIECE: usize = 128 << 10;
 
-fn config(cache: &Path, chunk_mb: u64) -> FsConfig {
+/// The core's options for write tests: spools under `cache`, parts of `chunk_mb` MiB.
+pub(super) fn config(cache: &Path, chunk_mb: u64) -> FsConfig {
     FsConfig {
         uid: 1000,
         gid: 1000,
