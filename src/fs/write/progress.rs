@@ -22,7 +22,8 @@ pub const RECENT_KEPT: usize = 16;
 /// Where an upload stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UploadState {
-    /// Registered, waiting for its turn (another upload of the same file, or recovery).
+    /// Registered, not yet sending (recovery waiting for its turn). A flush waiting behind its
+    /// file's running upload is not registered until that upload is over.
     Queued,
     /// `POST /files`.
     Creating,
