@@ -443,6 +443,25 @@ fn metrics_endpoint_serves_counters_after_an_ls() {
             + value("vagonfs_cache_hits_total{cache=\"dir\"}")
             > 0.0
     );
+
+    // A file written and closed is uploaded; its outcome reaches the upload counters.
+    std::fs::write(mount.path.join("new.txt"), b"new").expect("write new.txt");
+    const COMPLETED: &str = "vagonfs_uploads_completed_total";
+    let mut last = String::new();
+    assert!(
+        wait_until(START_WAIT, || {
+            last = rt().block_on(async {
+                match reqwest::get(&url).await {
+                    Ok(response) => response.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            });
+            crate::samples(&last)
+                .iter()
+                .any(|(s, v)| s == COMPLETED && *v >= 1.0)
+        }),
+        "no completed upload counted:\n{last}"
+    );
 }
 
 #[test]

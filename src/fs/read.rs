@@ -748,6 +748,17 @@ mod tests {
     }
 
     #[test]
+    fn assemble_within_one_block_shares_the_cached_bytes() {
+        let block = Bytes::from(vec![3u8; 4096]);
+        let base = BLOCK_SIZE;
+        let got = assemble(std::slice::from_ref(&block), 1, base + 100, base + 200).ok();
+        let got = got.as_deref().unwrap_or_default();
+        assert_eq!(got, &block[100..200]);
+        // A view of the cached block, not a copy of it.
+        assert_eq!(got.as_ptr(), block[100..].as_ptr());
+    }
+
+    #[test]
     fn assemble_across_blocks() {
         let b0 = Bytes::from((0..BLOCK_SIZE).map(|i| (i % 251) as u8).collect::<Vec<_>>());
         let b1 = Bytes::from(vec![7u8; 10]);

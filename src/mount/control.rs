@@ -17,7 +17,8 @@
 //!   the metrics, so a strong reference would be a cycle that outlives the mount;
 //! - figures the core keeps itself (cache hit counts, the upload registry) are pulled into the
 //!   metrics at each snapshot and scrape ([`Metrics::set_refresher`]), never pushed from the hot
-//!   paths.
+//!   paths; upload outcomes are the exception: the registry tells the metrics (an
+//!   [`UploadObserver`]) as each upload ends, since a count cannot be pulled afterwards.
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -32,7 +33,7 @@ use crate::daemon::control::{ControlHandler, ControlServer};
 use crate::daemon::metrics::{CacheKind, Metrics, UploadQueueStats};
 use crate::daemon::metrics_http::MetricsServer;
 use crate::daemon::snapshot::{self, MountIdentity, StatusSnapshot};
-use crate::fs::write::{ProgressSnapshot, UploadRegistry, UploadState};
+use crate::fs::write::{ProgressSnapshot, UploadObserver, UploadRegistry, UploadState};
 use crate::fs::{RootSpec, VagonFs};
 
 /// What is mounted, in words (`vagonfs status`): `machine 42`, `shared storage`, ...
@@ -177,8 +178,22 @@ fn start_control(mountpoint: &Path, handler: Arc<MountControl>) -> Option<Contro
     }
 }
 
+/// Upload outcomes, counted as the core's registry reports them.
+impl UploadObserver for Metrics {
+    fn upload_finished(&self, ok: bool) {
+        Metrics::upload_finished(self, ok);
+    }
+}
+
 /// Pulls the core's cache counts and upload queue into `metrics` before each read of them.
-fn install_refresher(metrics: &Metrics, fs: &Arc<VagonFs>) {
+fn install_refresher(metrics: &Arc<Metrics>, fs: &Arc<VagonFs>) {
+    // The registry holds the metrics, not the core: no cycle.
+    if !fs
+        .uploads()
+        .set_observer(Arc::clone(metrics) as Arc<dyn UploadObserver>)
+    {
+        warn!("upload outcomes already observed; not counted in the metrics");
+    }
     let fs: Weak<VagonFs> = Arc::downgrade(fs);
     metrics.set_refresher(Box::new(move |metrics: &Metrics| {
         let Some(fs) = fs.upgrade() else { return };

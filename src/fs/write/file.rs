@@ -297,10 +297,12 @@ impl SpooledFile {
         if !self.is_dirty() {
             return Ok(None);
         }
+        let _gate = self.upload_gate.lock().await;
+        // Registered only once the gate is ours: a flush waiting behind this file's running
+        // upload (a second handle, `flush_all` at unmount) must not list the file twice.
         let ticket = uploader
             .registry()
             .register(self.target().display_path, self.len());
-        let _gate = self.upload_gate.lock().await;
         let (target, generation, source) = {
             let mut m = self.meta();
             if !m.dirty || m.discarded {

@@ -97,7 +97,9 @@ pub use journal::{
     JournalRecord, JournalSpace, JournalState, PendingUpload, RecoveryAction, RemoteBase,
     conflict_name, decide, recover,
 };
-pub use progress::{ProgressSnapshot, UploadProgress, UploadRegistry, UploadState, UploadTicket};
+pub use progress::{
+    ProgressSnapshot, UploadObserver, UploadProgress, UploadRegistry, UploadState, UploadTicket,
+};
 pub use remote::{ApiRemote, RemoteBytes};
 pub use spool::{FILL_BLOCK, Spool, SpoolDir};
 pub use uploader::{

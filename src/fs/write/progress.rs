@@ -5,14 +5,15 @@
 //! an upload. [`UploadTicket`] is the registration: dropping it takes the upload off the list
 //! and keeps its last [`ProgressSnapshot`] among the [`RECENT_KEPT`] most recent finished ones,
 //! marked `Cancelled` when it was dropped before finishing (a cancelled future); a ticket dropped
-//! before its upload began (nothing to send after all) leaves no trace.
+//! before its upload began (nothing to send after all) leaves no trace. An optional
+//! [`UploadObserver`] hears each begun upload's outcome as its ticket drops (outside the lock).
 //!
 //! Rate and ETA are derived from bytes acknowledged by the server (a part counts once its PUT
 //! answered), over the time since the parts started; a restarted upload starts counting again.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Finished uploads kept for `status` (most recent first).
@@ -21,7 +22,8 @@ pub const RECENT_KEPT: usize = 16;
 /// Where an upload stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UploadState {
-    /// Registered, waiting for its turn (another upload of the same file, or recovery).
+    /// Registered, not yet sending (recovery waiting for its turn). A flush waiting behind its
+    /// file's running upload is not registered until that upload is over.
     Queued,
     /// `POST /files`.
     Creating,
@@ -234,15 +236,37 @@ struct RegistryInner {
     recent: VecDeque<ProgressSnapshot>,
 }
 
+/// Told once per upload that began when it leaves the registry: `ok` when it finished, not
+/// `ok` when it failed or was cancelled. Lets the daemon count outcomes without the core
+/// depending on it.
+pub trait UploadObserver: Send + Sync {
+    fn upload_finished(&self, ok: bool);
+}
+
 /// The uploads of one mount, queued or running, plus the last few finished.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct UploadRegistry {
     inner: Mutex<RegistryInner>,
+    observer: OnceLock<Arc<dyn UploadObserver>>,
+}
+
+impl std::fmt::Debug for UploadRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadRegistry")
+            .field("inner", &self.inner)
+            .field("observer", &self.observer.get().is_some())
+            .finish()
+    }
 }
 
 impl UploadRegistry {
     pub fn new() -> Arc<UploadRegistry> {
         Arc::new(UploadRegistry::default())
+    }
+
+    /// Set who hears of finished uploads. Only the first call takes effect (`false` after).
+    pub fn set_observer(&self, observer: Arc<dyn UploadObserver>) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// Put an upload on the list (state `Queued`) until the ticket is dropped.
@@ -274,8 +298,11 @@ impl UploadRegistry {
     }
 
     fn finish(&self, id: u64) {
-        let mut inner = lock(&self.inner);
-        if let Some(pos) = inner.active.iter().position(|(i, _)| *i == id) {
+        let ok = {
+            let mut inner = lock(&self.inner);
+            let Some(pos) = inner.active.iter().position(|(i, _)| *i == id) else {
+                return;
+            };
             let (_, p) = inner.active.remove(pos);
             if p.attempt.load(Ordering::Relaxed) == 0 {
                 // Never started (e.g. the file was already clean when its turn came): not an
@@ -287,6 +314,11 @@ impl UploadRegistry {
             }
             inner.recent.push_front(p.snapshot());
             inner.recent.truncate(RECENT_KEPT);
+            p.state() == UploadState::Done
+        };
+        // Outside the lock: the observer may take its own.
+        if let Some(observer) = self.observer.get() {
+            observer.upload_finished(ok);
         }
     }
 }
@@ -355,6 +387,38 @@ mod tests {
             (recent[1].display.as_str(), recent[1].state),
             ("a.txt", UploadState::Done)
         );
+    }
+
+    #[derive(Default)]
+    struct Outcomes(Mutex<Vec<bool>>);
+
+    impl UploadObserver for Outcomes {
+        fn upload_finished(&self, ok: bool) {
+            lock(&self.0).push(ok);
+        }
+    }
+
+    #[test]
+    fn observer_hears_each_begun_upload_once() {
+        let reg = UploadRegistry::new();
+        let seen = Arc::new(Outcomes::default());
+        assert!(reg.set_observer(seen.clone()));
+        assert!(!reg.set_observer(Arc::new(Outcomes::default())));
+        let done = reg.register("done.txt", 1);
+        let failed = reg.register("failed.txt", 1);
+        let cancelled = reg.register("cancelled.txt", 1);
+        let never = reg.register("never.txt", 1);
+        for t in [&done, &failed, &cancelled] {
+            t.progress().begin_attempt(1);
+        }
+        done.progress().set_state(UploadState::Done);
+        failed.progress().fail("refused".into());
+        drop(never);
+        assert!(lock(&seen.0).is_empty(), "never began: not an outcome");
+        drop(done);
+        drop(failed);
+        drop(cancelled);
+        assert_eq!(*lock(&seen.0), vec![true, false, false]);
     }
 
     #[test]

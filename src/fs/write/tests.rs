@@ -547,23 +547,22 @@ async fn two_flushes_at_once_upload_once() {
     tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(1))
         .await
         .expect("first sending");
-    let (f2, u2) = (Arc::clone(&f), e.uploader.clone());
-    let second = tokio::spawn(async move { f2.upload(&u2).await });
-    // The second flush is queued behind the first (registered, waiting at the file's gate).
-    let registry = Arc::clone(e.uploader.registry());
-    tokio::time::timeout(HANG_GUARD, async {
-        while registry.active().len() < 2 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("second flush queued");
-    assert_eq!(registry.active()[1].state, UploadState::Queued);
+    // The second flush waits at the file's gate; one poll takes it there. It must not list the
+    // file a second time while the first upload is running.
+    let mut second = Box::pin(f.upload(&e.uploader));
+    assert!(
+        futures::poll!(&mut second).is_pending(),
+        "waits for the first"
+    );
+    let active = e.uploader.registry().active();
+    assert_eq!(active.len(), 1, "the file is listed once: {active:?}");
+    assert_ne!(active[0].state, UploadState::Queued);
     e.api.open_gate();
     let a = first.await.expect("joined").expect("first");
-    let b = second.await.expect("joined").expect("second");
+    let b = second.await.expect("second");
     assert!(a.is_some());
     assert_eq!(b, None, "the second found the file clean");
+    assert!(e.uploader.registry().active().is_empty());
     assert_eq!(e.api.creates().len(), 1);
     assert_eq!(
         e.api.content(SPACE, None, "twice.txt").expect("listed"),
