@@ -31,7 +31,7 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::api::{ApiErrorKind, CreateRequest, ObjectType, Space};
+use crate::api::{ApiErrorKind, CreateRequest, Space};
 
 use super::dir::name_problem;
 use super::inode::{Inode, Loc};
@@ -511,16 +511,7 @@ impl VagonFs {
         }
         let created = self
             .api
-            .create(&CreateRequest {
-                space,
-                parent_id,
-                name: api_name,
-                object_type: ObjectType::Directory,
-                content_type: None,
-                size: None,
-                chunk_size_mb: None,
-                overwrite: false,
-            })
+            .create(&CreateRequest::directory(space, parent_id, api_name))
             .await?;
         let loc = Loc::Remote {
             space,

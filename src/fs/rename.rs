@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::api::{CreateRequest, ObjectType};
+use crate::api::CreateRequest;
 
 use super::inode::Loc;
 use super::names::Child;
@@ -267,16 +267,11 @@ impl VagonFs {
                 None => {
                     let (_, parent_id) = folder_target(to.loc)?;
                     self.api
-                        .create(&CreateRequest {
+                        .create(&CreateRequest::directory(
                             space,
                             parent_id,
-                            name: api_name(dst_name)?,
-                            object_type: ObjectType::Directory,
-                            content_type: None,
-                            size: None,
-                            chunk_size_mb: None,
-                            overwrite: false,
-                        })
+                            api_name(dst_name)?,
+                        ))
                         .await?
                         .id
                 }
