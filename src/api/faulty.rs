@@ -37,59 +37,7 @@ use super::{
     LiveEntry, MachinePage, Space,
 };
 
-/// The methods of [`FilesApi`], to aim faults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ApiMethod {
-    ListMachines,
-    ListFiles,
-    Create,
-    UploadPart,
-    Complete,
-    Delete,
-    RequestDownload,
-    DownloadStatus,
-    FileLink,
-    Capacity,
-    ListContent,
-    GetRange,
-    GetStream,
-}
-
-impl ApiMethod {
-    pub const ALL: [ApiMethod; 13] = [
-        ApiMethod::ListMachines,
-        ApiMethod::ListFiles,
-        ApiMethod::Create,
-        ApiMethod::UploadPart,
-        ApiMethod::Complete,
-        ApiMethod::Delete,
-        ApiMethod::RequestDownload,
-        ApiMethod::DownloadStatus,
-        ApiMethod::FileLink,
-        ApiMethod::Capacity,
-        ApiMethod::ListContent,
-        ApiMethod::GetRange,
-        ApiMethod::GetStream,
-    ];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            ApiMethod::ListMachines => "list_machines",
-            ApiMethod::ListFiles => "list_files",
-            ApiMethod::Create => "create",
-            ApiMethod::UploadPart => "upload_part",
-            ApiMethod::Complete => "complete",
-            ApiMethod::Delete => "delete",
-            ApiMethod::RequestDownload => "request_download",
-            ApiMethod::DownloadStatus => "download_status",
-            ApiMethod::FileLink => "file_link",
-            ApiMethod::Capacity => "capacity",
-            ApiMethod::ListContent => "list_content",
-            ApiMethod::GetRange => "get_range",
-            ApiMethod::GetStream => "get_stream",
-        }
-    }
-}
+pub use super::ApiMethod;
 
 /// The error a fault produces.
 #[derive(Debug, Clone)]

@@ -89,7 +89,7 @@ impl<A: FilesApi + ?Sized> MeteredFilesApi<A> {
         self.metrics
             .record_request(endpoint, started.elapsed(), kind);
         if let Err(e) = &result {
-            self.metrics.push_error(endpoint.as_str(), &e.to_string());
+            self.metrics.push_error(endpoint.name(), &e.to_string());
         }
         result
     }
@@ -230,7 +230,7 @@ impl Stream for MeteredStream {
                 self.metrics
                     .record_error_kind(Endpoint::GetStream, e.kind());
                 self.metrics
-                    .push_error(Endpoint::GetStream.as_str(), &e.to_string());
+                    .push_error(Endpoint::GetStream.name(), &e.to_string());
             }
             _ => {}
         }

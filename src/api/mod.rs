@@ -267,6 +267,67 @@ pub struct LiveEntry {
 /// A stream of body chunks (a download).
 pub type ByteStream = BoxStream<'static, ApiResult<Bytes>>;
 
+/// The methods of [`FilesApi`], one value each: what faults are aimed at (`faulty`) and what
+/// requests are counted by (`metered`, the metrics' `endpoint` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiMethod {
+    ListMachines,
+    ListFiles,
+    Create,
+    UploadPart,
+    Complete,
+    Delete,
+    RequestDownload,
+    DownloadStatus,
+    FileLink,
+    Capacity,
+    ListContent,
+    GetRange,
+    GetStream,
+}
+
+impl ApiMethod {
+    pub const ALL: [ApiMethod; 13] = [
+        ApiMethod::ListMachines,
+        ApiMethod::ListFiles,
+        ApiMethod::Create,
+        ApiMethod::UploadPart,
+        ApiMethod::Complete,
+        ApiMethod::Delete,
+        ApiMethod::RequestDownload,
+        ApiMethod::DownloadStatus,
+        ApiMethod::FileLink,
+        ApiMethod::Capacity,
+        ApiMethod::ListContent,
+        ApiMethod::GetRange,
+        ApiMethod::GetStream,
+    ];
+
+    /// The trait method's name (also the metrics label value).
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiMethod::ListMachines => "list_machines",
+            ApiMethod::ListFiles => "list_files",
+            ApiMethod::Create => "create",
+            ApiMethod::UploadPart => "upload_part",
+            ApiMethod::Complete => "complete",
+            ApiMethod::Delete => "delete",
+            ApiMethod::RequestDownload => "request_download",
+            ApiMethod::DownloadStatus => "download_status",
+            ApiMethod::FileLink => "file_link",
+            ApiMethod::Capacity => "capacity",
+            ApiMethod::ListContent => "list_content",
+            ApiMethod::GetRange => "get_range",
+            ApiMethod::GetStream => "get_stream",
+        }
+    }
+
+    /// Position in [`ApiMethod::ALL`], for per-method tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Everything vagonfs asks of the storage. Object-safe: used as `Arc<dyn FilesApi>`.
 ///
 /// Every method is bounded in time by the implementation (timeouts, bounded retries); none may

@@ -49,63 +49,7 @@ const MAX_ERROR_MESSAGE_CHARS: usize = 300;
 const MICROS_PER_SECOND: f64 = 1_000_000.0;
 
 /// The API calls that are metered, one per [`crate::api::FilesApi`] method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    ListMachines,
-    ListFiles,
-    Create,
-    UploadPart,
-    Complete,
-    Delete,
-    RequestDownload,
-    DownloadStatus,
-    FileLink,
-    Capacity,
-    ListContent,
-    GetRange,
-    GetStream,
-}
-
-impl Endpoint {
-    pub const ALL: [Endpoint; 13] = [
-        Endpoint::ListMachines,
-        Endpoint::ListFiles,
-        Endpoint::Create,
-        Endpoint::UploadPart,
-        Endpoint::Complete,
-        Endpoint::Delete,
-        Endpoint::RequestDownload,
-        Endpoint::DownloadStatus,
-        Endpoint::FileLink,
-        Endpoint::Capacity,
-        Endpoint::ListContent,
-        Endpoint::GetRange,
-        Endpoint::GetStream,
-    ];
-
-    /// The label value (the trait method's name).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::ListMachines => "list_machines",
-            Endpoint::ListFiles => "list_files",
-            Endpoint::Create => "create",
-            Endpoint::UploadPart => "upload_part",
-            Endpoint::Complete => "complete",
-            Endpoint::Delete => "delete",
-            Endpoint::RequestDownload => "request_download",
-            Endpoint::DownloadStatus => "download_status",
-            Endpoint::FileLink => "file_link",
-            Endpoint::Capacity => "capacity",
-            Endpoint::ListContent => "list_content",
-            Endpoint::GetRange => "get_range",
-            Endpoint::GetStream => "get_stream",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+pub use crate::api::ApiMethod as Endpoint;
 
 /// Every [`ApiErrorKind`], in label order.
 pub const ERROR_KINDS: [ApiErrorKind; 16] = [
@@ -564,7 +508,7 @@ impl Metrics {
             .map(|&e| {
                 let latency = self.latency(e);
                 EndpointStats {
-                    endpoint: e.as_str().to_string(),
+                    endpoint: e.name().to_string(),
                     requests: self.requests(e),
                     errors: self.errors_total(e),
                     mean_ms: latency.mean().map(duration_ms),
@@ -727,7 +671,7 @@ impl Metrics {
             sample(
                 w,
                 "vagonfs_api_requests_total",
-                &[("endpoint", e.as_str())],
+                &[("endpoint", e.name())],
                 self.requests(e),
             );
         }
@@ -742,7 +686,7 @@ impl Metrics {
             for kind in ERROR_KINDS {
                 let n = self.errors(e, kind);
                 if n > 0 {
-                    let labels = [("endpoint", e.as_str()), ("kind", kind_label(kind))];
+                    let labels = [("endpoint", e.name()), ("kind", kind_label(kind))];
                     sample(w, "vagonfs_api_errors_total", &labels, n);
                 }
             }
@@ -759,7 +703,7 @@ impl Metrics {
             for kind in ERROR_KINDS {
                 let n = c.retries[kind_slot(kind).0].load(Ordering::Relaxed);
                 if n > 0 {
-                    let labels = [("endpoint", e.as_str()), ("kind", kind_label(kind))];
+                    let labels = [("endpoint", e.name()), ("kind", kind_label(kind))];
                     sample(w, "vagonfs_api_retries_total", &labels, n);
                 }
             }
@@ -781,10 +725,10 @@ impl Metrics {
                     .get(i)
                     .map(|&b| format_float(b as f64 / MICROS_PER_SECOND))
                     .unwrap_or_else(|| "+Inf".to_string());
-                let labels = [("endpoint", e.as_str()), ("le", le.as_str())];
+                let labels = [("endpoint", e.name()), ("le", le.as_str())];
                 sample(w, &format!("{hist}_bucket"), &labels, cumulative);
             }
-            let labels = [("endpoint", e.as_str())];
+            let labels = [("endpoint", e.name())];
             let sum = format_float(snap.sum_micros as f64 / MICROS_PER_SECOND);
             sample(w, &format!("{hist}_sum"), &labels, sum);
             sample(w, &format!("{hist}_count"), &labels, snap.count);
@@ -797,7 +741,7 @@ impl Metrics {
             "Payload bytes sent to the storage (upload part bodies).",
         );
         for e in Endpoint::ALL {
-            let labels = [("endpoint", e.as_str())];
+            let labels = [("endpoint", e.name())];
             sample(w, "vagonfs_api_sent_bytes_total", &labels, self.bytes_up(e));
         }
         header(
@@ -807,7 +751,7 @@ impl Metrics {
             "Payload bytes received from the storage (download bodies).",
         );
         for e in Endpoint::ALL {
-            let labels = [("endpoint", e.as_str())];
+            let labels = [("endpoint", e.name())];
             sample(
                 w,
                 "vagonfs_api_received_bytes_total",
@@ -1314,12 +1258,12 @@ mod tests {
                 s.name == bucket
                     && s.labels
                         .iter()
-                        .any(|(k, v)| k == "endpoint" && v == e.as_str())
+                        .any(|(k, v)| k == "endpoint" && v == e.name())
             }) {
                 assert!(s.value >= last, "{e:?} buckets not cumulative");
                 last = s.value;
             }
-            assert_eq!(last, v(count, &[("endpoint", e.as_str())]));
+            assert_eq!(last, v(count, &[("endpoint", e.name())]));
         }
     }
 
