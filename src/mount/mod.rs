@@ -315,7 +315,8 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
         })?),
     };
     let cache_base = match &args.cache_dir {
-        None => crate::fs::write::default_cache_base(),
+        None => crate::fs::write::default_cache_base()
+            .map_err(|err| MountError::InvalidOption(err.to_string()))?,
         Some(dir) => std::path::absolute(dir).map_err(|err| {
             MountError::InvalidOption(format!("--cache-dir {}: {err}", dir.display()))
         })?,
@@ -552,7 +553,10 @@ mod tests {
             planned.fs.rename_dir_limit,
             crate::fs::DEFAULT_RENAME_DIR_LIMIT
         );
-        assert_eq!(planned.cache_base, crate::fs::write::default_cache_base());
+        assert_eq!(
+            Some(planned.cache_base),
+            crate::fs::write::default_cache_base().ok()
+        );
 
         let parsed = Wrapper::try_parse_from([
             "mount",
