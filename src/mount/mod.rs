@@ -133,7 +133,8 @@ pub struct MountArgs {
     pub daemon: bool,
 
     /// Folder for the local copies of files being written (kept until uploaded, and across a
-    /// crash) [default: $XDG_CACHE_HOME/vagonfs].
+    /// crash); must be owned by you and not writable by others [default: $XDG_CACHE_HOME/vagonfs,
+    /// ~/.cache/vagonfs, systemd's $CACHE_DIRECTORY, or /var/cache/vagonfs for root].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
