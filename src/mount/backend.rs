@@ -137,10 +137,10 @@ pub(super) fn connect(
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<dyn FilesApi>, MountError> {
     let options = ClientOptions {
-        on_retry: Some(retry_observer(Arc::clone(metrics))),
+        on_retry: Some(retry_observer(metrics.clone())),
         ..ClientOptions::default()
     };
     let client = HttpFilesApi::new(creds, options)
         .map_err(|err| MountError::Credentials(err.to_string()))?;
-    Ok(Arc::new(MeteredFilesApi::new(client, Arc::clone(metrics))))
+    Ok(Arc::new(MeteredFilesApi::new(client, metrics.clone())))
 }
