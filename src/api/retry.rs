@@ -116,7 +116,7 @@ impl RetryObserver {
         RetryObserver(Arc::new(f))
     }
 
-    fn notify(&self, err: &ApiError) {
+    pub fn notify(&self, err: &ApiError) {
         (self.0)(err)
     }
 }

@@ -266,7 +266,7 @@ async fn unmount_main(args: &UnmountArgs, dirs: &[PathBuf]) -> Result<ExitCode, 
             eprintln!(
                 "vagonfs unmount: no vagonfs daemon answers for {shown} ({e}); unmounting it directly"
             );
-            direct_unmount(&mountpoint, args.force)?;
+            mounts::unmount(&mountpoint, args.force).map_err(|e| e.to_string())?;
             println!("unmounted {shown}");
             return Ok(ExitCode::SUCCESS);
         }
@@ -306,42 +306,6 @@ async fn unmount_main(args: &UnmountArgs, dirs: &[PathBuf]) -> Result<ExitCode, 
     }
     println!("unmounted {shown}");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Unmounts without the daemon: `umount2` as root, `fusermount3 -u` (or `fusermount -u`)
-/// otherwise. `force` makes it lazy (detached now, cleaned up when no longer busy).
-fn direct_unmount(mountpoint: &Path, force: bool) -> Result<(), String> {
-    let shown = mountpoint.display();
-    if nix::unistd::geteuid().is_root() {
-        let flags = if force {
-            nix::mount::MntFlags::MNT_DETACH
-        } else {
-            nix::mount::MntFlags::empty()
-        };
-        return nix::mount::umount2(mountpoint, flags).map_err(|e| match e {
-            nix::errno::Errno::EBUSY => {
-                format!("{shown} is busy (files open in it?); `--force` detaches it lazily")
-            }
-            e => format!("cannot unmount {shown}: {e}"),
-        });
-    }
-    let mut last = String::new();
-    for tool in ["fusermount3", "fusermount"] {
-        let mut cmd = std::process::Command::new(tool);
-        cmd.arg("-u");
-        if force {
-            cmd.arg("-z");
-        }
-        match cmd.arg(mountpoint).output() {
-            Ok(out) if out.status.success() => return Ok(()),
-            Ok(out) => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                return Err(format!("{tool} -u {shown} failed: {}", stderr.trim()));
-            }
-            Err(e) => last = format!("cannot run {tool}: {e}"),
-        }
-    }
-    Err(last)
 }
 
 /// Shows unmount progress: redrawn in place on a terminal, a line now and then otherwise.
@@ -514,8 +478,16 @@ pub fn render_snapshot(s: &StatusSnapshot) -> String {
         out.push_str(&text);
         out.push('\n');
     };
-    line(format!("{}  ({})", id.mountpoint, id.target));
-    line(format!("  api       {}", id.api_url));
+    if id.demo {
+        line(format!("{}  ({}, demo)", id.mountpoint, id.target));
+        line(format!(
+            "  api       {} (the local demo emulator)",
+            id.api_url
+        ));
+    } else {
+        line(format!("{}  ({})", id.mountpoint, id.target));
+        line(format!("  api       {}", id.api_url));
+    }
     line(format!(
         "  daemon    pid {}, up {}, {}",
         id.pid,
@@ -596,6 +568,7 @@ mod tests {
                 pid: 4242,
                 started_at: at(0),
                 read_only: false,
+                demo: false,
             },
             taken_at: at(7_380),
             uploads: vec![
