@@ -175,7 +175,9 @@ fn one_mount_per_folder_and_a_dead_mount_point_is_mounted_again() {
         "{}",
         text(&out)
     );
-    guard.pid = status(&first.path).and_then(|s| s["pid"].as_i64()).map(|p| p as i32);
+    guard.pid = status(&first.path)
+        .and_then(|s| s["pid"].as_i64())
+        .map(|p| p as i32);
     assert!(guard.pid.is_some(), "no daemon answers for the new mount");
     std::fs::read_dir(&first.path).expect("the new mount answers");
     let mounts = mount_points()
@@ -210,7 +212,8 @@ fn errors_name_the_cause() {
         text(&out)
     );
     // The right API and a machine that does not exist.
-    let out = run(&mut scratch.command(&["--machine", "99", "--daemon"], &with_url(emu.url.clone())));
+    let out =
+        run(&mut scratch.command(&["--machine", "99", "--daemon"], &with_url(emu.url.clone())));
     assert!(
         text(&out).contains("machine 99 was not found in this organization"),
         "{}",
@@ -253,7 +256,10 @@ fn logs_are_plain_and_quiet_when_piped() {
     let status = mount.stop();
     assert!(status.success(), "{status}");
     let said = mount.output_text();
-    assert!(!said.contains('\u{1b}'), "ANSI escapes in a piped log:\n{said}");
+    assert!(
+        !said.contains('\u{1b}'),
+        "ANSI escapes in a piped log:\n{said}"
+    );
     assert!(
         !said.contains("upload complete"),
         "per-upload lines at info:\n{said}"
@@ -337,7 +343,8 @@ fn rsync_twice_across_a_remount_sends_nothing_the_second_time() {
         .find(|e| e.name == "file-0.txt")
         .expect("file-0.txt on the server");
     let api = emu.client();
-    rt().block_on(api.delete(entry.id)).expect("delete on the server");
+    rt().block_on(api.delete(entry.id))
+        .expect("delete on the server");
     emu.upload(vagonfs::api::Space::Machine(1), None, "file-0.txt", b" 0\n");
     assert!(mount.stop().success());
     let mount = TestMount::start(&emu, &args);
@@ -350,5 +357,8 @@ fn rsync_twice_across_a_remount_sends_nothing_the_second_time() {
         .modified()
         .unwrap();
     assert_ne!(shown, want, "a changed file must not keep the old time");
-    assert_eq!(rsync_sent(&src, &mount.path), vec![">f..t...... file-0.txt".to_string()]);
+    assert_eq!(
+        rsync_sent(&src, &mount.path),
+        vec![">f..t...... file-0.txt".to_string()]
+    );
 }

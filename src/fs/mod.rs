@@ -730,8 +730,11 @@ impl VagonFs {
     }
 
     /// Open the store of user-set modification times in the cache folder (see [`times`]).
+    /// A mount that made no cache folder (read-only, never written) has nothing to open.
     pub fn open_time_store(&self) -> Result<(), times::TimeStoreError> {
-        let _ = std::fs::create_dir_all(&self.config.cache_dir);
+        if !self.config.cache_dir.is_dir() {
+            return Ok(());
+        }
         self.times
             .open(&self.config.cache_dir.join(times::TIMES_FILE))
     }
