@@ -1,8 +1,11 @@
-//! Which storage the mount talks to: the Vagon API (credentials found) or an embedded demo
-//! emulator (none configured), checked with one cheap request before mounting.
+//! Which storage the mount talks to: the Vagon API (credentials found) or the embedded demo
+//! emulator (`--demo`, or none configured in an interactive terminal; otherwise missing
+//! credentials are an error), checked with one cheap request before mounting.
 //!
 //! The probe turns the usual first-run mistakes into clear messages before anything is
-//! mounted: refused credentials, an unreachable API, `--machine` naming no machine.
+//! mounted: refused credentials, an unreachable API (with a progress line per retry, then one
+//! line), `--machine` naming no machine, and a URL that is not the Vagon API at all: a 404 for
+//! the machine is checked with one more request (the machine list), only on that failure.
 //!
 //! Whichever it is, the API is metered into the mount's [`Metrics`] (`MeteredFilesApi`, and
 //! the HTTP client's retries through its retry observer), the probe included.
@@ -12,7 +15,7 @@ use std::sync::Arc;
 
 use tracing::{debug, info};
 
-use super::client::{StartupProgress, connect, error_chain, root_cause};
+use super::client::{StartupProgress, api_cause, connect, error_chain};
 use super::{DemoChoice, MountError, MountPlan, demo};
 use crate::api::{ApiErrorKind, FilesApi, ListQuery, Space};
 use crate::config::Credentials;
@@ -160,7 +163,7 @@ async fn probe(api: &dyn FilesApi, root: &RootSpec, url: &str) -> Result<(), Mou
         }),
         _ => Err(MountError::Unreachable {
             url: url.to_string(),
-            cause: root_cause(&err),
+            cause: api_cause(&err),
             source: err,
         }),
     }

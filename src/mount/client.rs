@@ -78,9 +78,40 @@ impl StartupProgress {
         tracing::warn!(
             "cannot reach {}: {} (retrying, {n}/{})…",
             self.inner.url,
-            root_cause(err),
+            api_cause(err),
             DEFAULT_MAX_ATTEMPTS - 1
         );
+    }
+}
+
+/// What went wrong with an API call, in a few words for a one-line message: `connection
+/// refused`, `timed out after 30s`, `HTTP 401: bad signature` (the endpoint, the retries and
+/// the transport layers are for the debug log).
+pub fn api_cause(err: &ApiError) -> String {
+    match err {
+        ApiError::RetriesExhausted { last, .. } => api_cause(last),
+        ApiError::Transport { detail, .. } => {
+            let last = detail.rsplit(": ").next().unwrap_or(detail);
+            plain(last)
+        }
+        ApiError::Timeout { secs, .. } => format!("timed out after {secs}s"),
+        ApiError::Status {
+            status, message, ..
+        } => format!("HTTP {status}: {message}"),
+        other => root_cause(other),
+    }
+}
+
+/// `Connection refused (os error 111)` → `connection refused`.
+fn plain(text: &str) -> String {
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
@@ -91,16 +122,9 @@ pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     while let Some(next) = last.source() {
         last = next;
     }
-    let text = last.to_string();
-    // `Connection refused (os error 111)` → `connection refused`.
-    let text = match text.find(" (os error") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => err.to_string(),
+    match plain(&last.to_string()) {
+        text if text.is_empty() => err.to_string(),
+        text => text,
     }
 }
 
@@ -130,5 +154,26 @@ mod tests {
         assert_eq!(root_cause(&err), "connection refused");
         let plain = std::io::Error::other("Timed out");
         assert_eq!(root_cause(&plain), "timed out");
+    }
+
+    #[test]
+    fn api_causes_in_a_few_words() {
+        let refused = ApiError::Transport {
+            endpoint: "GET /files".into(),
+            detail: "error sending request: client error (Connect): tcp connect error: \
+                     Connection refused (os error 111)"
+                .into(),
+        };
+        assert_eq!(api_cause(&refused), "connection refused");
+        let exhausted = ApiError::RetriesExhausted {
+            attempts: 8,
+            last: Box::new(refused),
+        };
+        assert_eq!(api_cause(&exhausted), "connection refused");
+        let timeout = ApiError::Timeout {
+            endpoint: "GET /files".into(),
+            secs: 30,
+        };
+        assert_eq!(api_cause(&timeout), "timed out after 30s");
     }
 }

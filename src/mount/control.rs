@@ -71,17 +71,36 @@ pub fn mount_source(root: &RootSpec) -> String {
     format!("{}:{what}", crate::daemon::mounts::FS_NAME)
 }
 
+/// Why an unmount asked over the control socket did not happen (sent to the client as text).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UnmountRefused {
+    #[error(
+        "not unmounted: {} file(s) could not be uploaded ({}); they stay in the mount. Fix the \
+         cause and retry, or `vagonfs unmount --force` (the local copies are kept and uploaded \
+         by the next mount)",
+        .0.len(),
+        .0.join("; ")
+    )]
+    UploadsFailed(Vec<String>),
+    #[error("interrupted by a signal: changes not uploaded stay in {}", .0.display())]
+    Interrupted(std::path::PathBuf),
+    #[error("the mount is already shutting down")]
+    ShuttingDown,
+    #[error("the daemon ended before unmounting")]
+    DaemonEnded,
+}
+
 /// An unmount asked over the control socket, for the session loop to carry out.
 #[derive(Debug)]
 pub struct UnmountRequest {
     /// Unmount at once: no waiting for uploads before or after.
     pub force: bool,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), UnmountRefused>>,
 }
 
 impl UnmountRequest {
     /// Tell the asking client how it went (once the mount is gone, or why not).
-    pub fn answer(self, result: Result<(), String>) {
+    pub fn answer(self, result: Result<(), UnmountRefused>) {
         let _ = self.done.send(result);
     }
 }
@@ -154,7 +173,7 @@ impl Living {
 
     /// Answers every unmount request still waiting with `result` (the mount is gone, or the
     /// session is ending for another reason).
-    pub fn answer_waiting(&mut self, result: &Result<(), String>) {
+    pub fn answer_waiting(&mut self, result: &Result<(), UnmountRefused>) {
         while let Ok(request) = self.requests.try_recv() {
             request.answer(result.clone());
         }
@@ -358,6 +377,12 @@ impl ControlHandler for MountControl {
     }
 
     async fn unmount(&self, force: bool) -> Result<(), String> {
+        self.unmount_typed(force).await.map_err(|e| e.to_string())
+    }
+}
+
+impl MountControl {
+    async fn unmount_typed(&self, force: bool) -> Result<(), UnmountRefused> {
         if force {
             self.forced.send_replace(true);
             info!("forced unmount asked over the control socket");
@@ -372,13 +397,7 @@ impl ControlHandler for MountControl {
                             .iter()
                             .map(|(file, err)| format!("{file}: {err}"))
                             .collect();
-                        return Err(format!(
-                            "not unmounted: {} file(s) could not be uploaded ({}); they stay in \
-                             the mount. Fix the cause and retry, or `vagonfs unmount --force` \
-                             (the local copies are kept and uploaded by the next mount)",
-                            files.len(),
-                            files.join("; ")
-                        ));
+                        return Err(UnmountRefused::UploadsFailed(files));
                     }
                 }
                 _ = forced.wait_for(|forced| *forced) => {}
@@ -387,10 +406,8 @@ impl ControlHandler for MountControl {
         let (done, answer) = oneshot::channel();
         self.requests
             .send(UnmountRequest { force, done })
-            .map_err(|_| "the mount is already shutting down".to_string())?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err("the daemon ended before unmounting".to_string()))
+            .map_err(|_| UnmountRefused::ShuttingDown)?;
+        answer.await.unwrap_or(Err(UnmountRefused::DaemonEnded))
     }
 }
 

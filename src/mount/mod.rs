@@ -1,12 +1,18 @@
 //! `vagonfs mount MOUNTPOINT [options]`: from the command line to a running FUSE session.
 //!
 //! Owns the mount options ([`MountArgs`]), their validation, the choice of backend (the real
-//! API with credentials, or an embedded demo emulator without), detaching (`--daemon`), and the
-//! life of the session until a signal or an external `umount` ends it.
+//! API with credentials; the embedded demo emulator with `--demo`, or for a foreground mount in
+//! a terminal without credentials: [`DemoChoice`]), detaching (`--daemon`), and the life of the
+//! session until a signal or an external `umount` ends it.
 //!
 //! Subtle cases handled here:
-//! - Everything that can be checked locally (mount point exists, is a directory, is empty;
-//!   option values) is checked *before* forking, and fails with exit status 2 and a message.
+//! - Everything that can be checked locally (mount point exists, is a directory, is not a mount
+//!   point already, is empty; option values) is checked *before* forking, and fails with exit
+//!   status 2 and a message naming what is wrong (for a mounted folder: what is mounted there).
+//!   A dead vagonfs mount (ENOTCONN: its daemon is gone) is detached lazily first, and logged;
+//!   logging is therefore set up before the checks.
+//! - No credentials and no terminal (`--daemon`, the mount helper, systemd): "no credentials",
+//!   never a silent demo whose writes land in root's demo folder.
 //! - `--daemon` forks before any tokio runtime or thread exists; the child reports readiness (or
 //!   the error text and exit status) through a pipe, so the parent's exit status says whether
 //!   the filesystem is mounted ([`detach`]).
@@ -24,8 +30,9 @@
 //! - The mount's metrics, control socket (`vagonfs status`, `vagonfs unmount`) and optional
 //!   Prometheus endpoint (`--metrics-addr`) are started before mounting ([`control`]).
 //!
-//! Exit status: 0 after a clean unmount, 2 for bad options or a bad mount point, 1 for
-//! everything else (API unreachable, credentials refused, mount(2) failed).
+//! Exit status: 0 after a clean unmount, 2 for bad options, a bad mount point or missing
+//! credentials, 1 for everything else (API unreachable, credentials refused, mount(2) failed).
+//! Every failure is one line; the error chain goes to the debug log.
 
 mod backend;
 mod client;

@@ -246,9 +246,8 @@ fn serve_mounted(
             if !uploaded {
                 lazy_unmount(&plan.mountpoint);
                 if let Some(request) = asked {
-                    request.answer(Err(format!(
-                        "interrupted by a signal: changes not uploaded stay in {}",
-                        cache_dir.display()
+                    request.answer(Err(super::control::UnmountRefused::Interrupted(
+                        cache_dir.clone(),
                     )));
                 }
                 rt.block_on(living.shutdown());
