@@ -29,7 +29,7 @@ use super::retry::RetryObserver;
 use super::{
     ApiResult, ByteStream, Capacity, Completed, CompletedPart, CreateRequest, Created,
     DownloadLink, DownloadRequested, DownloadStatus, DownloadTarget, FilePage, FilesApi, ListQuery,
-    LiveEntry, MachinePage, Space,
+    LiveEntry, MachinePage, RangeBody, Space,
 };
 use crate::daemon::metrics::{Endpoint, Metrics};
 
@@ -200,9 +200,34 @@ impl<A: FilesApi + ?Sized> FilesApi for MeteredFilesApi<A> {
         let metered = MeteredStream {
             inner: stream,
             metrics: self.metrics.clone(),
+            endpoint: Endpoint::GetStream,
             failed: false,
         };
         Ok(Box::pin(metered))
+    }
+
+    async fn get_range_stream(
+        &self,
+        url: &str,
+        range: Range<u64>,
+        expect: Option<&str>,
+    ) -> ApiResult<RangeBody> {
+        let t = Instant::now();
+        let r = scoped(
+            Endpoint::GetRange,
+            self.inner.get_range_stream(url, range, expect),
+        )
+        .await;
+        let body = self.record(Endpoint::GetRange, t, r)?;
+        Ok(RangeBody {
+            validator: body.validator,
+            chunks: Box::pin(MeteredStream {
+                inner: body.chunks,
+                metrics: self.metrics.clone(),
+                endpoint: Endpoint::GetRange,
+                failed: false,
+            }),
+        })
     }
 }
 
@@ -210,6 +235,8 @@ impl<A: FilesApi + ?Sized> FilesApi for MeteredFilesApi<A> {
 struct MeteredStream {
     inner: ByteStream,
     metrics: Arc<Metrics>,
+    /// What the bytes and errors are counted under.
+    endpoint: Endpoint,
     /// An error was already counted: a stream that keeps yielding errors is one failed call.
     failed: bool,
 }
@@ -218,19 +245,16 @@ impl Stream for MeteredStream {
     type Item = ApiResult<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled =
-            CURRENT_ENDPOINT.sync_scope(Endpoint::GetStream, || self.inner.as_mut().poll_next(cx));
+        let endpoint = self.endpoint;
+        let polled = CURRENT_ENDPOINT.sync_scope(endpoint, || self.inner.as_mut().poll_next(cx));
         match &polled {
             Poll::Ready(Some(Ok(chunk))) => {
-                self.metrics
-                    .add_bytes_down(Endpoint::GetStream, chunk.len() as u64);
+                self.metrics.add_bytes_down(endpoint, chunk.len() as u64);
             }
             Poll::Ready(Some(Err(e))) if !self.failed => {
                 self.failed = true;
-                self.metrics
-                    .record_error_kind(Endpoint::GetStream, e.kind());
-                self.metrics
-                    .push_error(Endpoint::GetStream.name(), &e.to_string());
+                self.metrics.record_error_kind(endpoint, e.kind());
+                self.metrics.push_error(endpoint.name(), &e.to_string());
             }
             _ => {}
         }

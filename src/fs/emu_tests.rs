@@ -143,6 +143,7 @@ fn config() -> FsConfig {
         chunk_size_mb: write::DEFAULT_CHUNK_SIZE_MB,
         upload_concurrency: write::DEFAULT_CONCURRENCY,
         rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
+        read_timeout: crate::fs::read::DEFAULT_READ_TIMEOUT,
     }
 }
 
@@ -370,8 +371,8 @@ async fn hostile_entries_from_the_emulator() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_lived_links_are_not_reused_past_their_expiry() {
-    // Links live 2 s: less than the safety margin, so the core never caches one.
+async fn short_lived_links_are_reused_then_replaced_before_they_expire() {
+    // Links live 2 s: reused for 80 % of that (1.6 s), then replaced.
     let emu = Emu::start(1, Duration::from_secs(2)).await;
     let data = pattern(5 * MIB, 9);
     emu.upload(Space::Shared, None, "f", &data).await;
@@ -386,9 +387,20 @@ async fn short_lived_links_are_not_reused_past_their_expiry() {
     emu.reset_stats();
     let got = read_all(&fs, ino, 1 << 20).await.expect("read");
     assert!(got == data[..]);
-    assert!(
-        emu.stat("file_link") >= 5,
-        "a fresh link per read: {:?}",
+    assert_eq!(
+        emu.stat("file_link"),
+        1,
+        "one link for the read: {:?}",
+        emu.stats()
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let got = read_all(&fs, ino, 1 << 20).await.expect("read");
+    assert!(got == data[..]);
+    assert_eq!(emu.stat("file_link"), 2, "{:?}", emu.stats());
+    assert_eq!(
+        emu.stat("data_get"),
+        10,
+        "no GET with an expired link: {:?}",
         emu.stats()
     );
     emu.stop().await;
