@@ -45,6 +45,10 @@ pub enum ApiError {
     /// A background download job did not become ready in time.
     #[error("download {download_id} not ready after {secs}s")]
     DownloadNotReady { download_id: u64, secs: u64 },
+    /// The object behind a presigned URL is not the version that was being read (its
+    /// validator changed, or a resumed range came back whole): that version is gone.
+    #[error("{endpoint}: the object changed while it was read")]
+    ObjectChanged { endpoint: String },
     /// Retries used up; the last error is kept.
     #[error("gave up after {attempts} attempts: {last}")]
     RetriesExhausted { attempts: u32, last: Box<ApiError> },
@@ -100,6 +104,8 @@ impl ApiError {
             ApiError::DownloadFailed { .. } | ApiError::DownloadNotReady { .. } => {
                 K::DownloadFailed
             }
+            // The version asked for no longer exists, as far as the reader is concerned.
+            ApiError::ObjectChanged { .. } => K::NotFound,
             ApiError::RetriesExhausted { last, .. } => last.kind(),
         }
     }

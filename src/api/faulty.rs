@@ -34,7 +34,7 @@ use rand::{Rng, SeedableRng};
 use super::{
     ApiError, ApiResult, ByteStream, Capacity, Completed, CompletedPart, CreateRequest, Created,
     DownloadLink, DownloadRequested, DownloadStatus, DownloadTarget, FilePage, FilesApi, ListQuery,
-    LiveEntry, MachinePage, Space,
+    LiveEntry, MachinePage, RangeBody, Space,
 };
 
 pub use super::ApiMethod;
@@ -396,6 +396,18 @@ impl<A: FilesApi + ?Sized> FilesApi for FaultyFilesApi<A> {
             return Ok(stream);
         };
         Ok(cut_after(stream, limit))
+    }
+
+    async fn get_range_stream(
+        &self,
+        url: &str,
+        range: Range<u64>,
+        expect: Option<&str>,
+    ) -> ApiResult<RangeBody> {
+        self.run(ApiMethod::GetRange, || {
+            self.inner.get_range_stream(url, range, expect)
+        })
+        .await
     }
 }
 

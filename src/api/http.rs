@@ -53,7 +53,8 @@ use super::retry::{self, Attempt, Budget, RetryObserver, RetryPolicy};
 use super::{
     API_PREFIX, ApiError, ApiErrorKind, ApiResult, ByteStream, Capacity, Completed, CompletedPart,
     CreateRequest, Created, DownloadLink, DownloadRequested, DownloadStatus, DownloadTarget,
-    FilePage, FilesApi, ListQuery, LiveEntry, MAX_PER_PAGE, MachinePage, ObjectType, Space,
+    FilePage, FilesApi, ListQuery, LiveEntry, MAX_PER_PAGE, MachinePage, ObjectType, RangeBody,
+    Space,
 };
 use crate::config::Credentials;
 
@@ -625,6 +626,15 @@ impl FilesApi for HttpFilesApi {
     async fn get_stream(&self, url: &str, offset: u64) -> ApiResult<ByteStream> {
         self.data.get_stream(url, offset).await
     }
+
+    async fn get_range_stream(
+        &self,
+        url: &str,
+        range: Range<u64>,
+        expect: Option<&str>,
+    ) -> ApiResult<RangeBody> {
+        self.data.get_range_stream(url, range, expect).await
+    }
 }
 
 // -------------------------------------------------------------------------------------------
@@ -673,6 +683,8 @@ enum Opened {
         resp: reqwest::Response,
         skip: u64,
         object_end: Option<u64>,
+        /// The version's `ETag` (else `Last-Modified`), when the server gave one.
+        validator: Option<String>,
     },
     /// The object has no bytes at or after `from`.
     AtEnd,
@@ -733,7 +745,9 @@ impl DataPlane {
         status_error(label, status, &headers, &body)
     }
 
-    /// One GET of the object from byte `from` (to `end`, exclusive, when given).
+    /// One GET of the object from byte `from` (to `end`, exclusive, when given); with
+    /// `if_range`, a ranged GET that the server must answer whole (200) if the object's
+    /// validator is no longer that one.
     async fn open(
         &self,
         url: &url::Url,
@@ -741,12 +755,22 @@ impl DataPlane {
         from: u64,
         end: Option<u64>,
         timeout: Option<Duration>,
+        if_range: Option<&str>,
     ) -> ApiResult<Opened> {
         let mut req = self.client.get(url.clone());
-        match end {
-            Some(end) => req = req.header(header::RANGE, format!("bytes={from}-{}", end - 1)),
-            None if from > 0 => req = req.header(header::RANGE, format!("bytes={from}-")),
-            None => {}
+        let ranged = match end {
+            Some(end) => {
+                req = req.header(header::RANGE, format!("bytes={from}-{}", end - 1));
+                true
+            }
+            None if from > 0 => {
+                req = req.header(header::RANGE, format!("bytes={from}-"));
+                true
+            }
+            None => false,
+        };
+        if let (true, Some(v)) = (ranged, if_range) {
+            req = req.header(header::IF_RANGE, v);
         }
         if let Some(t) = timeout {
             req = req.timeout(t);
@@ -761,6 +785,7 @@ impl DataPlane {
             endpoint: label.to_string(),
             detail,
         };
+        let validator = validator_of(resp.headers());
         match status {
             StatusCode::PARTIAL_CONTENT => {
                 let cr = resp
@@ -786,6 +811,14 @@ impl DataPlane {
                     resp,
                     skip: 0,
                     object_end,
+                    validator,
+                })
+            }
+            s if s.is_success() && ranged && if_range.is_some() => {
+                // If-Range did not match: the object is another version now.
+                drop(resp);
+                Err(ApiError::ObjectChanged {
+                    endpoint: label.to_string(),
                 })
             }
             s if s.is_success() => {
@@ -804,6 +837,7 @@ impl DataPlane {
                     resp,
                     skip: from,
                     object_end,
+                    validator,
                 })
             }
             StatusCode::RANGE_NOT_SATISFIABLE if end.is_none() => Ok(Opened::AtEnd),
@@ -858,13 +892,14 @@ impl DataPlane {
     ) -> ApiResult<()> {
         let timeout = self.transfer_timeout(end - from);
         let (mut resp, mut skip, object_end) = match self
-            .open(url, label, from, Some(end), Some(timeout))
+            .open(url, label, from, Some(end), Some(timeout), None)
             .await?
         {
             Opened::Body {
                 resp,
                 skip,
                 object_end,
+                ..
             } => (resp, skip, object_end),
             Opened::AtEnd => {
                 return Err(ApiError::Malformed {
@@ -904,11 +939,54 @@ impl DataPlane {
         Ok(())
     }
 
+    async fn get_range_stream(
+        &self,
+        raw_url: &str,
+        range: Range<u64>,
+        expect: Option<&str>,
+    ) -> ApiResult<RangeBody> {
+        if range.start >= range.end {
+            return Err(ApiError::InvalidRequest(format!("bad range {range:?}")));
+        }
+        let url = parse_link(raw_url)?;
+        let label = link_label("GET", &url);
+        let mut state = RangeState {
+            plane: self.clone(),
+            timeout: self.transfer_timeout(range.end - range.start),
+            url,
+            label,
+            next: range.start,
+            end: range.end,
+            resp: None,
+            validator: expect.map(str::to_string),
+            budget: Budget::new(&self.retry).observed(self.on_retry.as_ref()),
+            done: false,
+        };
+        // The first answer is awaited here, so that a refused link, a missing object or a
+        // changed version is this call's error (the caller may replace the link and retry).
+        let first = retry::run_observed(&self.retry, self.on_retry.as_ref(), &state.label, |_| {
+            state.plane.open(
+                &state.url,
+                &state.label,
+                state.next,
+                Some(state.end),
+                Some(state.timeout),
+                state.validator.as_deref(),
+            )
+        })
+        .await?;
+        state.resp = Some(state.check(first)?);
+        Ok(RangeBody {
+            validator: state.validator.clone(),
+            chunks: futures::stream::unfold(state, RangeState::step).boxed(),
+        })
+    }
+
     async fn get_stream(&self, raw_url: &str, offset: u64) -> ApiResult<ByteStream> {
         let url = parse_link(raw_url)?;
         let label = link_label("GET", &url);
         let opened = retry::run_observed(&self.retry, self.on_retry.as_ref(), &label, |_| {
-            self.open(&url, &label, offset, None, None)
+            self.open(&url, &label, offset, None, None, None)
         })
         .await?;
         let state = StreamState {
@@ -923,6 +1001,158 @@ impl DataPlane {
         };
         Ok(futures::stream::unfold(state, StreamState::step).boxed())
     }
+}
+
+/// A ranged download handed out chunk by chunk, resumed where it was cut with `If-Range`.
+struct RangeState {
+    plane: DataPlane,
+    url: url::Url,
+    label: String,
+    /// Offset of the next byte to hand out, and the end of the range (exclusive).
+    next: u64,
+    end: u64,
+    /// The response being read: its body, and the bytes to drop first (a 200 answer).
+    resp: Option<(reqwest::Response, u64)>,
+    /// The version's validator: every resume must be of this version.
+    validator: Option<String>,
+    budget: Budget,
+    timeout: Duration,
+    done: bool,
+}
+
+impl RangeState {
+    async fn step(mut self) -> Option<(ApiResult<Bytes>, Self)> {
+        loop {
+            if self.done || self.next >= self.end {
+                return None;
+            }
+            let (mut resp, mut skip) = match self.resp.take() {
+                Some(r) => r,
+                None => {
+                    let opened = self
+                        .plane
+                        .open(
+                            &self.url,
+                            &self.label,
+                            self.next,
+                            Some(self.end),
+                            Some(self.timeout),
+                            self.validator.as_deref(),
+                        )
+                        .await;
+                    match opened.and_then(|o| self.check(o)) {
+                        Ok(r) => r,
+                        Err(e) => match self.failed(e).await {
+                            Some(fatal) => return Some((Err(fatal), self)),
+                            None => continue,
+                        },
+                    }
+                }
+            };
+            let err = match resp.chunk().await {
+                Ok(Some(mut chunk)) => {
+                    if skip > 0 {
+                        let drop = skip.min(chunk.len() as u64);
+                        skip -= drop;
+                        chunk = chunk.slice(drop as usize..);
+                    }
+                    let want = self.end - self.next;
+                    if chunk.len() as u64 > want {
+                        chunk.truncate(want as usize);
+                    }
+                    self.next += chunk.len() as u64;
+                    if !chunk.is_empty() {
+                        self.budget.made_progress();
+                    }
+                    if self.next < self.end {
+                        self.resp = Some((resp, skip));
+                    }
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    return Some((Ok(chunk), self));
+                }
+                Ok(None) => ApiError::Transport {
+                    endpoint: self.label.clone(),
+                    detail: format!("body ended {} bytes short", self.end - self.next),
+                },
+                Err(e) => transport_error(&self.label, e, self.timeout),
+            };
+            if let Some(fatal) = self.failed(err).await {
+                return Some((Err(fatal), self));
+            }
+        }
+    }
+
+    /// Take what an attempt opened, checking that it is the version read so far.
+    fn check(&mut self, opened: Opened) -> ApiResult<(reqwest::Response, u64)> {
+        let Opened::Body {
+            resp,
+            skip,
+            object_end,
+            validator,
+        } = opened
+        else {
+            return Err(ApiError::Malformed {
+                endpoint: self.label.clone(),
+                detail: format!("the object ends before byte {}", self.next),
+            });
+        };
+        if let Some(total) = object_end.filter(|t| *t < self.end) {
+            return Err(ApiError::Malformed {
+                endpoint: self.label.clone(),
+                detail: format!(
+                    "asked bytes up to {}, but the object has only {total}",
+                    self.end
+                ),
+            });
+        }
+        match (&self.validator, validator) {
+            (Some(known), Some(now)) if *known != now => {
+                return Err(ApiError::ObjectChanged {
+                    endpoint: self.label.clone(),
+                });
+            }
+            (None, now) => self.validator = now,
+            _ => {}
+        }
+        Ok((resp, skip))
+    }
+
+    /// Count a failure; wait before resuming, or give the final error (and end the stream).
+    async fn failed(&mut self, err: ApiError) -> Option<ApiError> {
+        self.resp = None;
+        if matches!(err, ApiError::ObjectChanged { .. }) {
+            self.done = true;
+            return Some(err);
+        }
+        match self.budget.after_failure(&self.label, err) {
+            Ok(wait) => {
+                tokio::time::sleep(wait).await;
+                None
+            }
+            Err(fatal) => {
+                self.done = true;
+                Some(fatal)
+            }
+        }
+    }
+}
+
+/// The validator of an answer: its `ETag` if strong (a weak one cannot be used with
+/// `If-Range`), else its `Last-Modified`.
+fn validator_of(headers: &HeaderMap) -> Option<String> {
+    let get = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    get(header::ETAG)
+        .filter(|e| !e.starts_with("W/"))
+        .or_else(|| get(header::LAST_MODIFIED))
 }
 
 /// A download stream that resumes where it was cut.
@@ -951,7 +1181,7 @@ impl StreamState {
                 Some(o) => o,
                 None => match self
                     .plane
-                    .open(&self.url, &self.label, self.next, None, None)
+                    .open(&self.url, &self.label, self.next, None, None, None)
                     .await
                 {
                     Ok(o) => o,
@@ -967,6 +1197,7 @@ impl StreamState {
                     resp,
                     skip,
                     object_end,
+                    ..
                 } => {
                     if object_end.is_some() {
                         self.object_end = object_end;
@@ -992,6 +1223,7 @@ impl StreamState {
                             resp,
                             skip,
                             object_end: self.object_end,
+                            validator: None,
                         });
                         return Some((Ok(chunk), self));
                     }

@@ -30,7 +30,7 @@ use super::retry::RetryObserver;
 use super::{
     ApiError, ApiErrorKind, ApiMethod as Endpoint, ApiResult, ByteStream, Capacity, Completed,
     CompletedPart, CreateRequest, Created, DownloadLink, DownloadRequested, DownloadStatus,
-    DownloadTarget, FilePage, FilesApi, ListQuery, LiveEntry, MachinePage, Space,
+    DownloadTarget, FilePage, FilesApi, ListQuery, LiveEntry, MachinePage, RangeBody, Space,
 };
 
 /// Told of every metered call. Called on the task that made the call; must be quick.
@@ -206,9 +206,34 @@ impl<A: FilesApi + ?Sized> FilesApi for MeteredFilesApi<A> {
         let metered = MeteredStream {
             inner: stream,
             observer: self.observer.clone(),
+            endpoint: Endpoint::GetStream,
             failed: false,
         };
         Ok(Box::pin(metered))
+    }
+
+    async fn get_range_stream(
+        &self,
+        url: &str,
+        range: Range<u64>,
+        expect: Option<&str>,
+    ) -> ApiResult<RangeBody> {
+        let t = Instant::now();
+        let r = scoped(
+            Endpoint::GetRange,
+            self.inner.get_range_stream(url, range, expect),
+        )
+        .await;
+        let body = self.record(Endpoint::GetRange, t, r)?;
+        Ok(RangeBody {
+            validator: body.validator,
+            chunks: Box::pin(MeteredStream {
+                inner: body.chunks,
+                observer: self.observer.clone(),
+                endpoint: Endpoint::GetRange,
+                failed: false,
+            }),
+        })
     }
 }
 
@@ -216,6 +241,8 @@ impl<A: FilesApi + ?Sized> FilesApi for MeteredFilesApi<A> {
 struct MeteredStream {
     inner: ByteStream,
     observer: Arc<dyn ApiObserver>,
+    /// What the bytes and errors are counted under.
+    endpoint: Endpoint,
     /// An error was already counted: a stream that keeps yielding errors is one failed call.
     failed: bool,
 }
@@ -224,16 +251,15 @@ impl Stream for MeteredStream {
     type Item = ApiResult<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled =
-            CURRENT_ENDPOINT.sync_scope(Endpoint::GetStream, || self.inner.as_mut().poll_next(cx));
+        let endpoint = self.endpoint;
+        let polled = CURRENT_ENDPOINT.sync_scope(endpoint, || self.inner.as_mut().poll_next(cx));
         match &polled {
             Poll::Ready(Some(Ok(chunk))) => {
-                self.observer
-                    .on_bytes_down(Endpoint::GetStream, chunk.len() as u64);
+                self.observer.on_bytes_down(endpoint, chunk.len() as u64);
             }
             Poll::Ready(Some(Err(e))) if !self.failed => {
                 self.failed = true;
-                self.observer.on_late_error(Endpoint::GetStream, e);
+                self.observer.on_late_error(endpoint, e);
             }
             _ => {}
         }

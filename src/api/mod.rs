@@ -373,4 +373,34 @@ pub trait FilesApi: Send + Sync + 'static {
 
     /// `GET` a presigned download URL from `offset` to the end, as a stream.
     async fn get_stream(&self, url: &str, offset: u64) -> ApiResult<ByteStream>;
+
+    /// `GET` bytes `range` (end exclusive, non-empty) of a presigned download URL as a stream
+    /// whose chunks add up to exactly the range (or end with an error), so a reader can use
+    /// the first bytes before the last have come. Every byte comes from one version of the
+    /// object: a cut body is resumed with `If-Range` on the version's validator (`ETag`, else
+    /// `Last-Modified`), and `expect` (a validator seen before for the same object) must match
+    /// the first answer's. A version that changed is [`ApiError::ObjectChanged`].
+    ///
+    /// The default takes the whole range with [`FilesApi::get_range`] and knows no validator.
+    async fn get_range_stream(
+        &self,
+        url: &str,
+        range: Range<u64>,
+        expect: Option<&str>,
+    ) -> ApiResult<RangeBody> {
+        let _ = expect;
+        let bytes = self.get_range(url, range).await?;
+        Ok(RangeBody {
+            validator: None,
+            chunks: Box::pin(futures::stream::once(async move { Ok(bytes) })),
+        })
+    }
+}
+
+/// What [`FilesApi::get_range_stream`] answers.
+pub struct RangeBody {
+    /// The object version's validator (`ETag` or `Last-Modified`), when the server gave one.
+    pub validator: Option<String>,
+    /// The bytes of the range, in order.
+    pub chunks: ByteStream,
 }

@@ -408,7 +408,7 @@ pub(crate) fn sanitize(
             warn_once(
                 warned,
                 loc,
-                &format!("skipping an object whose name {problem}"),
+                &format!("skipping an object whose name cannot be a Linux file name ({problem})"),
                 &entry.name,
             );
             continue;

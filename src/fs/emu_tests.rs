@@ -143,6 +143,7 @@ fn config() -> FsConfig {
         chunk_size_mb: write::DEFAULT_CHUNK_SIZE_MB,
         upload_concurrency: write::DEFAULT_CONCURRENCY,
         rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
+        read_timeout: crate::fs::read::DEFAULT_READ_TIMEOUT,
     }
 }
 
@@ -370,8 +371,8 @@ async fn hostile_entries_from_the_emulator() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_lived_links_are_not_reused_past_their_expiry() {
-    // Links live 2 s: less than the safety margin, so the core never caches one.
+async fn short_lived_links_are_reused_then_replaced_before_they_expire() {
+    // Links live 2 s: reused for 80 % of that (1.6 s), then replaced.
     let emu = Emu::start(1, Duration::from_secs(2)).await;
     let data = pattern(5 * MIB, 9);
     emu.upload(Space::Shared, None, "f", &data).await;
@@ -386,9 +387,20 @@ async fn short_lived_links_are_not_reused_past_their_expiry() {
     emu.reset_stats();
     let got = read_all(&fs, ino, 1 << 20).await.expect("read");
     assert!(got == data[..]);
-    assert!(
-        emu.stat("file_link") >= 5,
-        "a fresh link per read: {:?}",
+    assert_eq!(
+        emu.stat("file_link"),
+        1,
+        "one link for the read: {:?}",
+        emu.stats()
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let got = read_all(&fs, ino, 1 << 20).await.expect("read");
+    assert!(got == data[..]);
+    assert_eq!(emu.stat("file_link"), 2, "{:?}", emu.stats());
+    assert_eq!(
+        emu.stat("data_get"),
+        10,
+        "no GET with an expired link: {:?}",
         emu.stats()
     );
     emu.stop().await;
@@ -434,5 +446,61 @@ async fn statfs_and_recordings_from_the_emulator() {
         .map_err(|e| to_errno(&e))
         .err();
     assert_eq!(w, Some(libc::EROFS));
+    emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_carry_a_validator_and_a_resume_checks_it() {
+    use futures::StreamExt;
+    let emu = Emu::start(1, Duration::from_secs(900)).await;
+    let data = Bytes::from(pattern(300_000, 5));
+    let id = emu.upload(Space::Shared, None, "v", &data).await;
+    let link = emu.api.file_link(id).await.expect("link");
+    let collect = |body: crate::api::RangeBody| async move {
+        let chunks: Vec<_> = body.chunks.collect().await;
+        chunks
+            .into_iter()
+            .map(|c| c.expect("chunk"))
+            .flat_map(|c| c.to_vec())
+            .collect::<Vec<u8>>()
+    };
+    // The version's validator comes with the bytes.
+    let body = emu
+        .api
+        .get_range_stream(&link.url, 1000..250_000, None)
+        .await
+        .expect("get");
+    let etag = body.validator.clone().expect("an ETag");
+    assert!(collect(body).await == data[1000..250_000]);
+    // The same version again: served.
+    let body = emu
+        .api
+        .get_range_stream(&link.url, 0..10, Some(&etag))
+        .await
+        .expect("same version");
+    assert!(collect(body).await == data[..10]);
+    // Another version: refused, nothing spliced.
+    let other = emu
+        .api
+        .get_range_stream(&link.url, 0..10, Some("\"another\""))
+        .await;
+    assert!(
+        matches!(other, Err(crate::api::ApiError::ObjectChanged { .. })),
+        "{:?}",
+        other.err()
+    );
+    // The emulator honours If-Range: a range of the named version, else the whole object.
+    for (validator, status, len) in [(etag.as_str(), 206, 10), ("\"another\"", 200, 300_000)] {
+        let resp = emu
+            .http
+            .get(&link.url)
+            .header("Range", "bytes=0-9")
+            .header("If-Range", validator)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.status().as_u16(), status, "If-Range {validator}");
+        assert_eq!(resp.bytes().await.expect("body").len(), len);
+    }
     emu.stop().await;
 }

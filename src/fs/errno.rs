@@ -44,6 +44,8 @@ pub fn to_errno(err: &FsError) -> i32 {
         FsError::NotPermitted(_) => libc::EPERM,
         FsError::CrossDevice(_) => libc::EXDEV,
         FsError::Inconsistent(_) => libc::EIO,
+        // The open file's object is gone: never ENOENT for a file that is open.
+        FsError::Gone(_) => libc::ESTALE,
         FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
         FsError::TooLarge => libc::EFBIG,
         FsError::InvalidArgument(_) => libc::EINVAL,

@@ -112,6 +112,7 @@ where
     }
 
     /// Number of fetches running.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         lock(&self.inner).running.len()
     }

@@ -27,8 +27,11 @@
 //!   are uploaded on close/fsync; reads of an inode with a spool are served from it, from any
 //!   handle, so what was written is seen at once; the read-only mount and the session
 //!   recordings answer EROFS;
-//! - a read that finds the server's bytes disagreeing with the listed size fails with EIO and
-//!   drops the cached listing of the file's folder, so that the next open sees fresh data.
+//! - a file whose bytes disagree with its listed size answers EIO, remembered per version
+//!   (id, size, mtime) by the reader, without relisting its folder; a file found gone from the
+//!   server (or changed under its id) at open or read answers ESTALE and drops its folder's
+//!   cached listing once, so that the kernel's retry of the open (it looks the name up again on
+//!   ESTALE) finds what the name is now (see `read` and `docs/SEMANTICS.md`).
 
 pub mod attr;
 mod counters;
@@ -123,6 +126,10 @@ pub enum FsError {
     CrossDevice(String),
     #[error("server data does not match: {0}")]
     Inconsistent(String),
+    /// The version of a file being opened or read is no longer on the server (deleted, or
+    /// replaced by another object under the name).
+    #[error("file changed or removed on the server: {0}")]
+    Gone(String),
     #[error("local I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("file too large")]
@@ -153,6 +160,7 @@ impl Clone for FsError {
             FsError::NotPermitted(w) => FsError::NotPermitted(w),
             FsError::CrossDevice(w) => FsError::CrossDevice(w.clone()),
             FsError::Inconsistent(w) => FsError::Inconsistent(w.clone()),
+            FsError::Gone(w) => FsError::Gone(w.clone()),
             FsError::Io(e) => FsError::Io(match e.raw_os_error() {
                 Some(code) => std::io::Error::from_raw_os_error(code),
                 None => std::io::Error::new(e.kind(), e.to_string()),
@@ -269,6 +277,9 @@ pub struct FsConfig {
     /// Entries (files and folders, counted recursively) past which a folder rename answers
     /// EXDEV, so `mv` falls back to copy and delete.
     pub rename_dir_limit: usize,
+    /// Longest a read waits for the network before it answers ETIMEDOUT
+    /// ([`read::DEFAULT_READ_TIMEOUT`]).
+    pub read_timeout: Duration,
 }
 
 /// Default of [`FsConfig::rename_dir_limit`].
@@ -359,7 +370,7 @@ impl VagonFs {
             inodes: InodeTable::new(root_loc),
             dirs: DirCache::new(Arc::clone(&api), config.dir_cache_ttl),
             overlay: Overlay::new(config.dir_cache_ttl),
-            reader: Reader::new(Arc::clone(&api), config.cache_size),
+            reader: Reader::new(Arc::clone(&api), config.cache_size, config.read_timeout),
             statfs: StatfsCache::new(Arc::clone(&api)),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -533,11 +544,21 @@ impl VagonFs {
         let spooled = self.spooled_file(ino).is_some();
         let stream = match node.loc {
             _ if spooled => None,
-            Loc::Remote { id, .. } => Some(Arc::new(Stream::new(FileVersion {
-                id,
-                size: node.size,
-                mtime: node.mtime,
-            }))),
+            Loc::Remote { id, .. } => {
+                let version = FileVersion {
+                    id,
+                    size: node.size,
+                    mtime: node.mtime,
+                };
+                // The link now, so the first read is one round trip; and a file replaced or
+                // deleted elsewhere is noticed here: ESTALE makes the kernel look the name up
+                // again, in the folder listed afresh.
+                if let Err(e) = self.reader.open(version).await {
+                    self.file_gone(ino, node.parent.map(|(_, l)| l), version, &e);
+                    return Err(e);
+                }
+                Some(Arc::new(Stream::new(version)))
+            }
             // A local file whose spool is gone (unlinked before it was uploaded).
             Loc::Local { .. } => return Err(FsError::NotFound),
             // Every other location is a folder.
@@ -587,15 +608,30 @@ impl VagonFs {
                 }
             }
         };
-        match self.reader.read(&stream, offset, size).await {
-            Err(FsError::Inconsistent(why)) => {
-                tracing::warn!(ino, file = stream.file.id, "read refused: {why}");
-                if let Some(parent) = handle.parent {
+        let result = self.reader.read(&stream, offset, size).await;
+        if let Err(e) = &result {
+            self.file_gone(ino, handle.parent, stream.file, e);
+        }
+        result
+    }
+
+    /// After `err` from opening or reading `file`: the first time a version is found gone or
+    /// bad, say so in the log; if gone, drop its folder's cached listing so that the name is
+    /// resolved again (once per version, never once per read).
+    fn file_gone(&self, ino: u64, parent: Option<Loc>, file: FileVersion, err: &FsError) {
+        if !matches!(err, FsError::Gone(_) | FsError::Inconsistent(_))
+            || !self.reader.first_report(file)
+        {
+            return;
+        }
+        match err {
+            FsError::Gone(why) => {
+                tracing::info!(ino, file = file.id, "{why}; looking the name up again");
+                if let Some(parent) = parent {
                     self.dirs.invalidate(parent);
                 }
-                Err(FsError::Inconsistent(why))
             }
-            other => other,
+            _ => tracing::warn!(ino, file = file.id, "read refused: {err}"),
         }
     }
 

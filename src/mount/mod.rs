@@ -168,6 +168,11 @@ pub struct MountArgs {
     /// copies and deletes instead of the mount moving every file one by one.
     #[arg(long, value_name = "N", default_value_t = crate::fs::DEFAULT_RENAME_DIR_LIMIT)]
     pub rename_dir_limit: usize,
+
+    /// Longest a read of file contents waits for the network before it fails with ETIMEDOUT:
+    /// seconds, or a number with a unit (30s, 2m); at most a day.
+    #[arg(long, value_name = "SECS", default_value = "15", value_parser = parse_read_timeout)]
+    pub read_timeout: Duration,
 }
 
 /// Why `vagonfs mount` failed.
@@ -414,6 +419,7 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
             chunk_size_mb: args.chunk_size,
             upload_concurrency: args.upload_concurrency,
             rename_dir_limit: args.rename_dir_limit,
+            read_timeout: args.read_timeout,
         },
         allow_other: args.allow_other,
         credentials,
@@ -539,6 +545,16 @@ pub fn parse_cache_size(s: &str) -> Result<u64, String> {
 }
 
 /// `--dir-cache-ttl`: a plain number is seconds; `s`, `m`, `h` give the unit. At most a day.
+/// `--read-timeout`: a duration of at least one second.
+fn parse_read_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => {
+            Err("a read timeout of 0 would fail every read: give 1s or more".into())
+        }
+        d => Ok(d),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

@@ -14,6 +14,9 @@
 //!   a malformed or multi-range header is ignored (200, whole body), as RFC 9110 allows. The
 //!   length served is the blob's real length, which a raw entry may make differ from the
 //!   declared size.
+//! - Versions: every download answer carries a strong `ETag` naming the stored bytes; a ranged
+//!   GET with `If-Range` naming another version (or a date) is answered whole (200), as RFC 9110
+//!   says, so a client resuming a cut body notices that the object changed.
 //! - Injected resets: a download sends about half of its bytes and then fails the stream; an
 //!   upload reads about half of the part and then the connection is closed with no answer.
 
@@ -277,12 +280,24 @@ async fn serve(
             Failure::internal(format!("opening the object: {e}"))
         }
     })?;
-    let len = file
+    let meta = file
         .metadata()
         .await
-        .map_err(|e| Failure::internal(format!("object metadata: {e}")))?
-        .len();
-    let (status, start, count) = match parse_range(req.headers(), len) {
+        .map_err(|e| Failure::internal(format!("object metadata: {e}")))?;
+    let len = meta.len();
+    let etag = etag_of(&meta);
+    // If-Range: the range holds only for the version named; any other validator (or a date:
+    // no Last-Modified is served) means the whole, current object (RFC 9110 §13.1.5).
+    let if_range_holds = req
+        .headers()
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == etag));
+    let ask = if if_range_holds {
+        parse_range(req.headers(), len)
+    } else {
+        RangeAsk::Whole
+    };
+    let (status, start, count) = match ask {
         RangeAsk::Whole => (StatusCode::OK, 0, len),
         RangeAsk::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
         RangeAsk::Unsatisfiable => {
@@ -317,6 +332,7 @@ async fn serve(
     insert(headers, header::CONTENT_TYPE, content_type);
     insert(headers, header::CONTENT_LENGTH, &count.to_string());
     insert(headers, header::ACCEPT_RANGES, "bytes");
+    insert(headers, header::ETAG, &etag);
     insert(
         headers,
         header::CONTENT_DISPOSITION,
@@ -331,6 +347,19 @@ async fn serve(
         );
     }
     Ok(response)
+}
+
+/// A strong `ETag` for the bytes of a stored object: blobs and zips are written once and never
+/// changed in place, so the file's identity, length and modification time name its version.
+fn etag_of(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "\"{:x}-{:x}-{:x}.{:x}\"",
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    )
 }
 
 fn insert(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {
