@@ -133,7 +133,6 @@ fn serve_mounted(
         &write::mount_key(&plan.root, &backend.identity),
     );
     let cache_dir = fs_config.cache_dir.clone();
-    crate::fs::read::tune_allocator();
     let fs = VagonFs::new(backend.api.clone(), plan.root.clone(), fs_config);
     if !plan.fs.read_only {
         // The base folder too: whoever can write it could swap our per-mount folder.

@@ -92,22 +92,6 @@ const VALIDATORS_MAX: usize = 4096;
 /// HTTP status of a Range the server cannot satisfy.
 const HTTP_RANGE_NOT_SATISFIABLE: u16 = 416;
 
-/// glibc's `malloc`, tuned for a process that moves file data through 128 KiB buffers: such
-/// buffers (block buffers, and the copy fuser makes of every read reply) would otherwise each
-/// be a fresh `mmap` or trimmed heap given back to the kernel, and every page written to them a
-/// page fault, which measured as the largest CPU cost of a sequential read. With a fixed mmap
-/// threshold of 16 MiB and a trim threshold of 128 MiB, freed buffers are reused instead; the
-/// daemon keeps at most that much freed memory. Called once by the mount, before any reading.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; it is called before the mount starts
-    // its threads' heavy allocation, and any value is valid for these two parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
-    }
-}
-
 /// Which content a block belongs to: the object and what its listing said of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct FileVersion {
