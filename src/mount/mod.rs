@@ -305,22 +305,33 @@ impl DemoChoice {
 
 /// `vagonfs mount`.
 /// Allocations at least this large get their own mapping from glibc's malloc, returned to the
-/// system when freed. The mount's big buffers (1 MiB read blocks, upload parts of `--chunk-size`)
-/// churn constantly; with glibc's default, dynamic threshold (which climbs to 32 MiB after the
-/// first large free) they are carved from arenas that keep freed memory, so the daemon's RSS
-/// drifts past `--cache-size` + 64 MiB while reading, and past 128 MiB while writing 1 GiB
-/// (measured by `bench/run.sh`). 128 KiB is glibc's own starting value, pinned.
+/// system when freed. Upload parts of `--chunk-size` churn constantly; with glibc's default,
+/// dynamic threshold (which climbs to 32 MiB after the first large free) they are carved from
+/// arenas that keep freed memory, so the daemon's RSS drifts past `--cache-size` + 64 MiB while
+/// reading, and past 128 MiB while writing 1 GiB (measured by `bench/run.sh`). Pinned just above
+/// the read path's 128 KiB buffers (its blocks, and the copy fuser makes of each read reply):
+/// as mappings of their own, every page written to them was a page fault, the largest CPU cost
+/// of a sequential read (perf, `bench/RESULTS.md`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
+const MMAP_THRESHOLD_BYTES: libc::c_int = 256 * 1024;
 
-/// Pin malloc's mmap threshold (see [`MMAP_THRESHOLD_BYTES`]) so freed buffers leave the RSS.
+/// Free memory at the top of a heap kept for reuse rather than given back (and faulted in
+/// again at the next allocation): 16 MiB, a fixed part of the daemon's memory overhead.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_THRESHOLD_BYTES: libc::c_int = 16 * 1024 * 1024;
+
+/// Pin malloc's mmap and trim thresholds (see [`MMAP_THRESHOLD_BYTES`]) so big freed buffers
+/// leave the RSS and the read path's small ones are reused.
 fn bound_allocator_retention() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallopt only adjusts allocator parameters; called before any other thread.
-        let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) };
+        let ok = unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                & libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+        };
         if ok != 1 {
-            tracing::debug!("mallopt(M_MMAP_THRESHOLD) refused; memory use may run higher");
+            tracing::debug!("mallopt refused; memory use may run higher");
         }
     }
 }
