@@ -25,7 +25,7 @@ pub(super) fn connect(
     metrics: &Arc<Metrics>,
     startup: Option<StartupProgress>,
 ) -> Result<Arc<dyn FilesApi>, MountError> {
-    let metered = retry_observer(Arc::clone(metrics));
+    let metered = retry_observer(metrics.clone());
     let on_retry = match startup {
         None => metered,
         Some(startup) => RetryObserver::new(move |err| {
@@ -39,7 +39,7 @@ pub(super) fn connect(
     };
     let client = HttpFilesApi::new(creds, options)
         .map_err(|err| MountError::Credentials(err.to_string()))?;
-    Ok(Arc::new(MeteredFilesApi::new(client, Arc::clone(metrics))))
+    Ok(Arc::new(MeteredFilesApi::new(client, metrics.clone())))
 }
 
 /// Retries reported to the user while the mount starts (shared by every clone).
