@@ -122,11 +122,14 @@ fn local_file(dir: &Path, name: &str, seed: u64, len: usize) -> (PathBuf, String
 /// `cp FROM TO` into the mount, as its own process (its close waits for the upload). Not a
 /// thread of this test: the status commands the test forks would inherit the open file, and
 /// every close of an inherited descriptor is a FUSE flush that uploads what is there so far.
+/// cp's stderr is captured: a copy that a test cuts on purpose fails its close, and that
+/// expected failure must not read as a problem in a passing run.
 fn copy_in_background(from: PathBuf, to: PathBuf) -> std::process::Child {
     Command::new("cp")
         .arg(from)
         .arg(to)
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn cp")
 }
@@ -304,8 +307,13 @@ fn status_shows_upload_progress_and_unmount_waits_and_loses_nothing() {
         text(&out)
     );
     assert!(!is_mounted(&mount.path));
-    let copied = copy.wait().expect("wait for cp");
-    assert!(copied.success(), "cp failed: {copied}");
+    let copied = copy.wait_with_output().expect("wait for cp");
+    assert!(
+        copied.status.success(),
+        "cp failed: {}: {}",
+        copied.status,
+        String::from_utf8_lossy(&copied.stderr)
+    );
     assert_eq!(
         server_sha(&emu, Space::Shared, "big.bin"),
         Some((sum, len as u64))
@@ -352,8 +360,9 @@ fn forced_unmount_leaves_a_spool_that_the_next_mount_uploads() {
     assert!(!is_mounted(&mount.path));
     let status = mount.stop();
     assert!(status.success(), "the daemon exited with {status}");
-    // The copy saw its close fail (or the connection end); either way it is over.
-    let _ = copy.wait().expect("wait for cp");
+    // The copy saw its close fail (or the connection end); either way it is over. Its
+    // "cp: failed to close ...: Input/output error" is expected here, so it is not printed.
+    let _ = copy.wait_with_output().expect("wait for cp");
     emu.set_faults(serde_json::json!({"fail_rate": 0.0, "latency_ms": 0}));
     assert!(
         server_entry(&emu, Space::Shared, "cut.bin").is_none(),

@@ -118,7 +118,7 @@ fn one_mount_per_folder_and_a_dead_mount_point_is_mounted_again() {
     let env = emu.mount_env();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache").display().to_string();
-    let mut first = TestMount::start(&emu, &["--machine", "1", "--cache-dir", &cache]);
+    let first = TestMount::start(&emu, &["--machine", "1", "--cache-dir", &cache]);
 
     // A second mount on the same folder is refused and names what is there.
     let mut second = Command::new(env!("CARGO_BIN_EXE_vagonfs"));

@@ -597,6 +597,17 @@ fn embedded_demo_without_credentials() {
         said.contains("--demo: mounting a local demo emulator at http://127.0.0.1:"),
         "no demo notice on stderr:\n{said}"
     );
+    // `vagonfs status` marks it as the demo.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vagonfs"))
+        .arg("status")
+        .arg(&mount.path)
+        .output()
+        .expect("vagonfs status");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(", demo)") && shown.contains("(the local demo emulator)"),
+        "{shown}"
+    );
     let shared = mount.join("shared");
     let readme = std::fs::read_to_string(shared.join("README.txt")).unwrap();
     assert!(readme.contains("DEMO"), "{readme}");

@@ -733,6 +733,12 @@ impl VagonFs {
     /// Keep the time the user set on `ino` (utimens) for later mounts, once the file is on the
     /// server as it is shown; a file with changes not yet uploaded is kept after its upload.
     pub(crate) fn remember_time(&self, ino: u64) {
+        self.remember_time_of(ino, true);
+    }
+
+    /// [`Self::remember_time`]; `listed`: the inode's server time is the one listed for its
+    /// current location (false right after it moved to a new server file: not known yet).
+    fn remember_time_of(&self, ino: u64, listed: bool) {
         let Some(node) = self.inodes.get(ino) else {
             return;
         };
@@ -742,7 +748,11 @@ impl VagonFs {
         if self.spooled_file(ino).is_some_and(|f| f.is_dirty()) {
             return;
         }
-        let server = if node.local_mtime { None } else { node.mtime };
+        let server = if node.local_mtime || !listed {
+            None
+        } else {
+            node.mtime
+        };
         self.times.remember(space, id, node.size, server, user);
     }
 
@@ -761,7 +771,8 @@ impl VagonFs {
             self.times.remember(to_space, to_id, size, None, user);
         }
         if let Some(ino) = ino {
-            self.remember_time(ino);
+            // The inode's listed time was the old file's: the new one's is not known yet.
+            self.remember_time_of(ino, false);
         }
     }
 

@@ -164,7 +164,7 @@ async fn probe(api: &dyn FilesApi, root: &RootSpec, url: &str) -> Result<(), Mou
         _ => Err(MountError::Unreachable {
             url: url.to_string(),
             cause: api_cause(&err),
-            source: err,
+            source: Box::new(err),
         }),
     }
 }

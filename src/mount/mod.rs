@@ -214,7 +214,7 @@ pub enum MountError {
     Unreachable {
         url: String,
         cause: String,
-        source: ApiError,
+        source: Box<ApiError>,
     },
     #[error("machine {0} was not found in this organization")]
     NoSuchMachine(u64),
