@@ -21,8 +21,12 @@
 //!   operation, and any number of files can be read at once;
 //! - readdir answers at most [`READDIR_BATCH`] entries per call from a snapshot of the listing
 //!   taken at `opendir` (re-taken on a rewind to offset 0), so offsets stay valid while the
-//!   folder changes; each returned entry counts as a kernel lookup (readdirplus), and entries the
-//!   adapter could not send back must be handed to [`VagonFs::unsent`];
+//!   folder changes; the snapshot shares the cached listing (`Arc`), never copies it; each
+//!   returned entry counts as a kernel lookup (readdirplus), and entries the adapter could not
+//!   send back must be handed to [`VagonFs::unsent`];
+//! - no metadata operation waits on a relist when a listing exists (stale-while-revalidate, see
+//!   `dir`); one that must wait (a folder never listed) waits at most `--op-timeout`, and during
+//!   an outage cached listings keep answering (`health`);
 //! - writes go to a local spool per inode (shared by all its handles, see `ops_write`), and
 //!   are uploaded on close/fsync; reads of an inode with a spool are served from it, from any
 //!   handle, so what was written is seen at once; the read-only mount and the session

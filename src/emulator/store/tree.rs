@@ -618,6 +618,7 @@ fn insert_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emulator::store::UploadSpec;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -674,6 +675,37 @@ mod tests {
         s.create_dir(target, "0-first").unwrap();
         assert_eq!(page(1).items[0].name, "0-first");
         assert_eq!(page(1).count, 100_004);
+    }
+
+    #[test]
+    fn absurd_declared_sizes_do_not_overflow_usage() {
+        let (_d, s) = store();
+        let target = Target {
+            machine_id: Some(1),
+            parent_id: None,
+        };
+        for name in ["huge-1", "huge-2"] {
+            s.insert_raw(NewEntry {
+                target,
+                name: name.into(),
+                size: Some(1 << 62),
+                ..NewEntry::default()
+            })
+            .unwrap();
+        }
+        let storage = s.machine_storage(1).unwrap();
+        // 2^63 does not fit an i64 (SQLite's SUM would fail): the usage still answers.
+        assert_eq!(s.usage(storage).unwrap(), 1 << 63);
+        // And an upload is refused as "full", not as a server error.
+        let spec = UploadSpec {
+            target,
+            name: "more".into(),
+            size: 1,
+            content_type: "text/plain".into(),
+            chunk_bytes: 1 << 20,
+            overwrite: false,
+        };
+        assert!(matches!(s.begin_upload(&spec), Err(StoreError::NoSpace(_))));
     }
 
     #[test]
