@@ -16,6 +16,8 @@
 #   BENCH_REPEAT        runs of each read benchmark; the best is kept     (default 3)
 #   BENCH_TTFB_REPEAT   fresh mounts for time to first byte (median)      (default 5)
 #   BENCH_WRITE         auto (run if the mount accepts writes) | 0 | 1    (default auto)
+#   BENCH_LATENCY_MS    emulator --latency-ms: delay added to every API and data request,
+#                       for the mount and the baselines alike (default 0; run 0 and 20)
 #   VAGONFS             the binary (default target/release/vagonfs, built if missing)
 #   BENCH_KEEP=1        keep the work folder (logs) instead of deleting it
 #
@@ -36,6 +38,7 @@ SMALL_FILES="${BENCH_SMALL_FILES:-1000}"
 TTFB_REPEAT="${BENCH_TTFB_REPEAT:-5}"
 REPEAT="${BENCH_REPEAT:-3}"
 WRITE_MODE="${BENCH_WRITE:-auto}"
+LATENCY_MS="${BENCH_LATENCY_MS:-0}"
 VAGONFS="${VAGONFS:-$ROOT/target/release/vagonfs}"
 
 # Daemon memory allowed on top of --cache-size while reading (MiB).
@@ -116,7 +119,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { prin
 start_emulator() {
     mkdir -p "$WORK/emu"
     RUST_LOG=warn "$VAGONFS" emulator --listen 127.0.0.1:0 --data "$WORK/emu" \
-        >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
+        --latency-ms "$LATENCY_MS" >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
     EMU_PID=$!
     local deadline=$((SECONDS + START_WAIT))
     while ! grep -q 'listening on ' "$WORK/emulator.out" 2>/dev/null; do
@@ -126,7 +129,7 @@ start_emulator() {
     done
     API_URL="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$WORK/emulator.out" | head -1)"
     DATA_HOSTPORT="${API_URL#http://}"
-    log "emulator pid $EMU_PID at $API_URL"
+    log "emulator pid $EMU_PID at $API_URL (latency ${LATENCY_MS} ms per request)"
 }
 
 # A fresh `vagonfs mount --machine 1` on a new empty folder; sets MNT and MOUNT_PID.
@@ -289,7 +292,7 @@ for LAT in 0 20; do
     row "ls -l of $DIR_ENTRIES entries, cold, --latency-ms $LAT (s; list requests, most in flight)" "$(calc "$T_LS_COLD" 3); $L_COLD; $PEAK_COLD" "$(calc "$T_LS_BASE" 3); $P_LS_BASE (python paging one page after the other, per_page 100)" "$(calc "$T_LS_BASE / $T_LS_COLD")" "—"
     row "ls -l of $DIR_ENTRIES entries, warm, --latency-ms $LAT (s; list requests)" "$(calc "$T_LS_WARM" 3); $L_WARM" "$(calc "$T_LS_BASE" 3); $P_LS_BASE (same)" "$(calc "$T_LS_BASE / $T_LS_WARM")" "0 list requests: $([[ "$L_WARM" -eq 0 ]] && echo pass || echo '**MISS**')"
 done
-client latency 0 >/dev/null
+client latency "$LATENCY_MS" >/dev/null
 # Round trips of 20 ms that the cold ls spent beyond the same ls at latency 0 (the transfer):
 # the root listing (1) + page 1 (1) + the other pages 40 at a time (3 for 10,000 entries).
 RTT_LS="$(calc "(${T_LS_COLD_AT[20]} - ${T_LS_COLD_AT[0]}) / 0.020" 1)"
@@ -396,4 +399,4 @@ echo "| Benchmark | vagonfs | Baseline | Ratio (speed vs baseline) | Target |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
 echo
-echo "Size ${SIZE_MIB} MiB, --cache-size ${CACHE_MIB} MiB, $DIR_ENTRIES entries, $RAND_4K_IOS x 4 KiB / $RAND_256K_IOS x 256 KiB random reads, $SMALL_FILES small files; throughput and IOPS are the best of $REPEAT runs for both sides. Ratio: vagonfs speed ÷ baseline speed (> 1: vagonfs faster)."
+echo "Emulator --latency-ms ${LATENCY_MS} (every API and data request, baselines included). Size ${SIZE_MIB} MiB, --cache-size ${CACHE_MIB} MiB, $DIR_ENTRIES entries, $RAND_4K_IOS x 4 KiB / $RAND_256K_IOS x 256 KiB random reads, $SMALL_FILES small files; throughput and IOPS are the best of $REPEAT runs for both sides. Ratio: vagonfs speed ÷ baseline speed (> 1: vagonfs faster)."

@@ -456,6 +456,8 @@ impl VagonFs {
         }
         self.inodes
             .set_local_attrs(ino, Some(done.size), Some(file.modified()));
+        // New bytes on the server: a remembered time of the old version no longer holds.
+        self.time_moved(node.loc, new_loc, false, Some(ino));
         if let Some((_, dir_loc)) = node.parent {
             if let Some(name) = &node.name {
                 self.overlay.settle(dir_loc, name, ino);
@@ -497,6 +499,7 @@ impl VagonFs {
                 file.set_modified(t);
             }
             self.inodes.set_mtime_override(ino, Some(t));
+            self.remember_time(ino);
         }
         // mode, uid, gid, atime: the API keeps none of them; accepted without effect.
         self.getattr(ino).await
