@@ -183,3 +183,81 @@ fn folder_metadata_follows_what_happens_inside() {
     let vfs = nix::sys::statvfs::statvfs(&mount.path).expect("statvfs");
     assert!(vfs.files() >= vfs.files_free());
 }
+
+/// `count` empty folders in `parent` of machine 1, through the emulator's bulk hook.
+fn bulk_folders(emu: &EmulatorProcess, parent: u64, count: u64) {
+    let url = format!("{}/_emulator/bulk-folders", emu.url);
+    rt().block_on(async {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .json(&serde_json::json!({"count": count, "prefix": "d", "machine_id": 1, "parent_id": parent}))
+            .send()
+            .await
+            .expect("bulk-folders");
+        assert!(resp.status().is_success(), "bulk-folders: {}", resp.status());
+    });
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn directory_handles_share_one_listing_in_memory() {
+    let emu = EmulatorProcess::start();
+    let big = emu.mkdir(M1, None, "big");
+    bulk_folders(&emu, big, 20_000);
+    let mount = TestMount::start(&emu, &["--machine", "1"]);
+    let path = mount.join("big");
+    // List it once (the listing and the inodes exist from here on).
+    assert_eq!(std::fs::read_dir(&path).unwrap().count(), 20_000);
+    let pid = mount.pid().expect("mount pid");
+    let before = rss_kib(pid);
+    let mut handles = Vec::new();
+    for _ in 0..300 {
+        let mut dir = std::fs::read_dir(&path).expect("opendir");
+        // One readdir on each: the handle holds its snapshot.
+        assert!(dir.next().is_some());
+        handles.push(dir);
+    }
+    let after = rss_kib(pid);
+    let grown_mib = after.saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 100,
+        "300 handles on 20,000 entries grew the daemon by {grown_mib} MiB"
+    );
+    drop(handles);
+}
+
+#[test]
+fn a_cached_read_in_a_big_folder_does_not_wait_on_its_relist() {
+    let emu = EmulatorProcess::start_with(&["--latency-ms", "20"]);
+    let big = emu.mkdir(M1, None, "big");
+    bulk_folders(&emu, big, 20_000);
+    emu.upload(M1, Some(big), "zz-file.bin", b"0123456789");
+    let mount = TestMount::start(&emu, &["--machine", "1", "--dir-cache-ttl", "1"]);
+    let file = std::fs::File::open(mount.join("big/zz-file.bin")).expect("open");
+    let mut buf = [0u8; 10];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0).expect("first read");
+    assert_eq!(&buf, b"0123456789");
+    // Past the folder TTL and the attribute TTL: the kernel asks getattr before the read.
+    std::thread::sleep(Duration::from_millis(2500));
+    let started = Instant::now();
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0).expect("cached read");
+    let took = started.elapsed();
+    assert_eq!(&buf, b"0123456789");
+    assert!(
+        took < Duration::from_millis(500),
+        "cached read took {took:?}"
+    );
+    let started = Instant::now();
+    let meta = std::fs::metadata(mount.join("big/zz-file.bin")).expect("stat");
+    assert_eq!(meta.len(), 10);
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
