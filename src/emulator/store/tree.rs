@@ -203,7 +203,7 @@ impl Store {
             let mut rows = stmt.query(params![parent, is_dir, owner])?;
             while let Some(row) = rows.next()? {
                 count += 1;
-                if per_page > 0 && count % per_page == 0 {
+                if per_page > 0 && count.is_multiple_of(per_page) {
                     after.push(PageKey {
                         is_dir,
                         name: row.get(0)?,
