@@ -8,7 +8,8 @@
 # Sizes (env):
 #   BENCH_SIZE_MIB      size of the big file read and written            (default 1024)
 #   BENCH_CACHE_MIB     --cache-size of every mount                       (default 256)
-#   BENCH_DIR_ENTRIES   entries of the folder listed with ls -l           (default 10000)
+#   BENCH_DIR_ENTRIES   entries of the folder listed with ls -l, at emulator latency 0 and
+#                       20 ms                                             (default 10000)
 #   BENCH_RAND_4K_IOS   random 4 KiB reads (fio and baseline alike)       (default 2000)
 #   BENCH_RAND_256K_IOS random 256 KiB reads                              (default 500)
 #   BENCH_SMALL_FILES   4 KiB files created                               (default 1000)
@@ -254,11 +255,11 @@ rand_bench() { # bs_bytes count label
 rand_bench 4096 "$RAND_4K_IOS" "4 KiB"
 rand_bench $((256 * 1024)) "$RAND_256K_IOS" "256 KiB"
 
-# --- ls -l of a big folder --------------------------------------------------------------------
+# --- ls -l of a big folder, at --latency-ms 0 and 20 -------------------------------------------
 
-log "creating a folder of $DIR_ENTRIES directories through the API"
+log "creating a folder of $DIR_ENTRIES directories (emulator bulk hook)"
 DIR_ID="$(client mkdir bigdir --machine 1 | json 'd["id"]')"
-client mkdirs --count "$DIR_ENTRIES" --machine 1 --parent "$DIR_ID" >/dev/null
+client bulk-folders --count "$DIR_ENTRIES" --machine 1 --parent "$DIR_ID" >/dev/null
 
 lists_made() { client stats | json 'd["list_files"]'; }
 ls_once() { # -> "seconds lines"
@@ -267,24 +268,35 @@ ls_once() { # -> "seconds lines"
     n="$(ls -l "$MNT/bigdir" | wc -l)"
     echo "$(secs_since "$t0") $n"
 }
-log "ls -l: cold (fresh mount) and warm"
-start_mount
-client reset-stats >/dev/null
-read -r T_LS_COLD N_LS_COLD < <(ls_once)
-L_COLD="$(lists_made)"
-client reset-stats >/dev/null
-read -r T_LS_WARM N_LS_WARM < <(ls_once)
-L_WARM="$(lists_made)"
-stop_mount
-# ls -l prints a "total" line first.
-[[ "$N_LS_COLD" -eq $((DIR_ENTRIES + 1)) && "$N_LS_WARM" -eq $((DIR_ENTRIES + 1)) ]] ||
-    die "ls -l showed $N_LS_COLD / $N_LS_WARM lines, expected $((DIR_ENTRIES + 1))"
-client reset-stats >/dev/null
-BASE_LS="$(client list-all --machine 1 --parent "$DIR_ID")"
-T_LS_BASE="$(json 'd["seconds"]' <<<"$BASE_LS")"
-P_LS_BASE="$(json 'd["pages"]' <<<"$BASE_LS")"
-row "ls -l of $DIR_ENTRIES entries, cold (s; list requests)" "$(calc "$T_LS_COLD" 3); $L_COLD" "$(calc "$T_LS_BASE" 3); $P_LS_BASE (python paging, per_page 100)" "$(calc "$T_LS_BASE / $T_LS_COLD")" "—"
-row "ls -l of $DIR_ENTRIES entries, warm (s; list requests)" "$(calc "$T_LS_WARM" 3); $L_WARM" "$(calc "$T_LS_BASE" 3); $P_LS_BASE (same)" "$(calc "$T_LS_BASE / $T_LS_WARM")" "0 list requests: $([[ "$L_WARM" -eq 0 ]] && echo pass || echo '**MISS**')"
+declare -A T_LS_COLD_AT
+for LAT in 0 20; do
+    client latency "$LAT" >/dev/null
+    log "ls -l at --latency-ms $LAT: cold (fresh mount) and warm"
+    start_mount
+    client reset-stats >/dev/null
+    read -r T_LS_COLD N_LS_COLD < <(ls_once)
+    L_COLD="$(lists_made)"
+    PEAK_COLD="$(client peaks | json 'd["list_files"]')"
+    client reset-stats >/dev/null
+    read -r T_LS_WARM N_LS_WARM < <(ls_once)
+    L_WARM="$(lists_made)"
+    stop_mount
+    # ls -l prints a "total" line first.
+    [[ "$N_LS_COLD" -eq $((DIR_ENTRIES + 1)) && "$N_LS_WARM" -eq $((DIR_ENTRIES + 1)) ]] ||
+        die "ls -l showed $N_LS_COLD / $N_LS_WARM lines, expected $((DIR_ENTRIES + 1))"
+    client reset-stats >/dev/null
+    BASE_LS="$(client list-all --machine 1 --parent "$DIR_ID")"
+    T_LS_BASE="$(json 'd["seconds"]' <<<"$BASE_LS")"
+    P_LS_BASE="$(json 'd["pages"]' <<<"$BASE_LS")"
+    T_LS_COLD_AT[$LAT]="$T_LS_COLD"
+    row "ls -l of $DIR_ENTRIES entries, cold, --latency-ms $LAT (s; list requests, most in flight)" "$(calc "$T_LS_COLD" 3); $L_COLD; $PEAK_COLD" "$(calc "$T_LS_BASE" 3); $P_LS_BASE (python paging one page after the other, per_page 100)" "$(calc "$T_LS_BASE / $T_LS_COLD")" "—"
+    row "ls -l of $DIR_ENTRIES entries, warm, --latency-ms $LAT (s; list requests)" "$(calc "$T_LS_WARM" 3); $L_WARM" "$(calc "$T_LS_BASE" 3); $P_LS_BASE (same)" "$(calc "$T_LS_BASE / $T_LS_WARM")" "0 list requests: $([[ "$L_WARM" -eq 0 ]] && echo pass || echo '**MISS**')"
+done
+client latency "$LATENCY_MS" >/dev/null
+# Round trips of 20 ms that the cold ls spent beyond the same ls at latency 0 (the transfer):
+# the root listing (1) + page 1 (1) + the other pages 40 at a time (3 for 10,000 entries).
+RTT_LS="$(calc "(${T_LS_COLD_AT[20]} - ${T_LS_COLD_AT[0]}) / 0.020" 1)"
+row "ls -l of $DIR_ENTRIES entries, cold: 20 ms round trips beyond latency 0 (lookup of the folder included)" "$RTT_LS" "$((1 + 1 + (DIR_ENTRIES / 100 - 1 + 39) / 40)) (1 root listing + 1 first page + pages 40 at a time)" "—" "≤ 5 (≤ 4 for the folder itself): $(verdict "$(calc "5 - $RTT_LS")" 0)"
 
 # --- time to first byte -----------------------------------------------------------------------
 

@@ -316,6 +316,23 @@ def cmd_read1(cl, a):
     return {"seconds": time.monotonic() - t0}
 
 
+def cmd_bulk_folders(cl, a):
+    """`count` empty folders d000000… under `parent` in one emulator transaction (test hook)."""
+    body = {"count": a.count, "prefix": a.prefix, "machine_id": a.machine}
+    if a.parent:
+        body["parent_id"] = a.parent
+    return cl.admin("POST", "/_emulator/bulk-folders", body)
+
+
+def cmd_latency(cl, a):
+    """Set the emulator's added latency per request, milliseconds."""
+    return cl.admin("POST", "/_emulator/faults", {"latency_ms": a.ms})
+
+
+def cmd_peaks(cl, a):
+    return cl.admin("GET", "/_emulator/peaks")
+
+
 def cmd_stats(cl, a):
     return cl.admin("GET", "/_emulator/stats")
 
@@ -367,6 +384,13 @@ def main():
 
     s = sub.add_parser("read1"); s.add_argument("path"); s.set_defaults(fn=cmd_read1)
 
+    s = sub.add_parser("bulk-folders"); s.add_argument("--count", type=int, required=True)
+    s.add_argument("--prefix", default="d"); s.add_argument("--machine", type=int, default=1)
+    s.add_argument("--parent", type=int); s.set_defaults(fn=cmd_bulk_folders)
+
+    s = sub.add_parser("latency"); s.add_argument("ms", type=int); s.set_defaults(fn=cmd_latency)
+
+    sub.add_parser("peaks").set_defaults(fn=cmd_peaks)
     sub.add_parser("stats").set_defaults(fn=cmd_stats)
     sub.add_parser("reset-stats").set_defaults(fn=cmd_reset_stats)
 

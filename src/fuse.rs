@@ -21,7 +21,13 @@
 //!   (the mount sets it to the TTL the core gives lookups).
 //! - Operations the API cannot express answer explicitly instead of fuser's ENOSYS defaults:
 //!   symlink/link → EPERM, mknod of anything but a regular file → EPERM, readlink → EINVAL
-//!   (there are no links), xattrs and fallocate → ENOTSUP.
+//!   (there are no links), setxattr/removexattr and fallocate → ENOTSUP. getxattr and
+//!   listxattr answer ENOSYS on purpose: the kernel then stops sending them for the rest of
+//!   the mount (a copy asked `security.capability` 1,240 times otherwise).
+//! - Changes that revalidated listings find (a file added, removed or changed elsewhere) are
+//!   pushed to the kernel's caches as FUSE notifications ([`KernelNotifier`]), from a thread of
+//!   their own: a notification can block on the kernel's lock of the folder while a request on
+//!   that folder waits for its reply, so it must never be sent from a task that replies.
 //! - mknod(S_IFREG) is served as create + flush + release, so `mknod name` makes an empty file.
 //! - A name the kernel would refuse in a listing (too long, `/`, NUL) fails the whole listing
 //!   with EIO in the kernel; such an entry is skipped with a warning instead.
@@ -50,7 +56,9 @@ use tracing::{Instrument, Span, debug, info, trace, warn};
 
 use crate::daemon::metrics::{FuseOp, Metrics};
 use crate::fs::errno::to_errno;
-use crate::fs::{Attr, AttrReply, FsError, FsResult, NodeKind, OpenReply, SetAttr, VagonFs};
+use crate::fs::{
+    Attr, AttrReply, FsError, FsResult, KernelCache, NodeKind, OpenReply, SetAttr, VagonFs,
+};
 
 /// Kernel readahead we ask for. The kernel caps it at what it offered in INIT (often 128 KiB);
 /// the mount raises the device's `read_ahead_kb` afterwards when it can.
@@ -297,6 +305,61 @@ pub fn file_attr(attr: &Attr) -> FileAttr {
         rdev: 0,
         blksize: PREFERRED_IO_SIZE,
         flags: 0,
+    }
+}
+
+/// A note for the kernel.
+enum Note {
+    Entry(u64, OsString),
+    Inode(u64),
+}
+
+/// The core's [`KernelCache`] over FUSE notifications, sent by a thread of its own (see the
+/// module note). The thread ends when the core lets go of it.
+pub struct KernelNotifier {
+    notes: std::sync::Mutex<std::sync::mpsc::Sender<Note>>,
+}
+
+impl KernelNotifier {
+    /// Start the sending thread over a session's notifier.
+    pub fn start(notifier: fuser::Notifier) -> Arc<KernelNotifier> {
+        let (tx, rx) = std::sync::mpsc::channel::<Note>();
+        let spawned = std::thread::Builder::new()
+            .name("fuse-notify".into())
+            .spawn(move || {
+                for note in rx {
+                    let (what, sent) = match &note {
+                        Note::Entry(parent, name) => ("entry", notifier.inval_entry(*parent, name)),
+                        // Offset 0, length 0: attributes and every cached page.
+                        Note::Inode(ino) => ("inode", notifier.inval_inode(*ino, 0, 0)),
+                    };
+                    // ENOENT: the kernel did not hold it; anything else after unmount.
+                    if let Err(err) = sent {
+                        trace!(what, "kernel invalidation not applied: {err}");
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            warn!("no kernel invalidations (changes elsewhere show after the TTLs): {err}");
+        }
+        Arc::new(KernelNotifier {
+            notes: std::sync::Mutex::new(tx),
+        })
+    }
+
+    fn send(&self, note: Note) {
+        let tx = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = tx.send(note);
+    }
+}
+
+impl KernelCache for KernelNotifier {
+    fn forget_entry(&self, parent: u64, name: &OsStr) {
+        self.send(Note::Entry(parent, name.to_os_string()));
+    }
+
+    fn forget_inode(&self, ino: u64) {
+        self.send(Note::Inode(ino));
     }
 }
 
@@ -893,10 +956,11 @@ impl Filesystem for FuseAdapter {
         _size: u32,
         reply: ReplyXattr,
     ) {
+        // ENOSYS: the kernel remembers it and asks no more (ENOTSUP would be asked each time).
         self.refuse(
             OpCtx::new(FuseOp::Getxattr, ino),
             reply,
-            libc::ENOTSUP,
+            libc::ENOSYS,
             "no extended attributes",
         );
     }
@@ -905,7 +969,7 @@ impl Filesystem for FuseAdapter {
         self.refuse(
             OpCtx::new(FuseOp::Listxattr, ino),
             reply,
-            libc::ENOTSUP,
+            libc::ENOSYS,
             "no extended attributes",
         );
     }

@@ -151,6 +151,8 @@ const OPTIONS: &[(&str, Value)] = &[
     ("cache_dir", Value::Text),
     ("cache_size", Value::Text),
     ("dir_cache_ttl", Value::Text),
+    ("dir_refresh", Value::Text),
+    ("op_timeout", Value::Text),
     ("chunk_size", Value::Text),
     ("upload_concurrency", Value::U32),
     ("log_level", Value::Text),

@@ -904,6 +904,7 @@ pub(crate) mod testing {
                 pending_bytes: 100 - sent,
                 recent_errors: vec![],
                 cache: CacheStats::default(),
+                api_unreachable_since: None,
                 retries: 0,
                 endpoints: vec![],
             }

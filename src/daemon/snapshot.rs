@@ -138,6 +138,9 @@ pub struct StatusSnapshot {
     pub retries: u64,
     /// Endpoints called at least once.
     pub endpoints: Vec<EndpointStats>,
+    /// Since when the API cannot be reached, while it cannot (cached listings are served).
+    #[serde(default)]
+    pub api_unreachable_since: Option<DateTime<Utc>>,
 }
 
 impl StatusSnapshot {
@@ -160,6 +163,7 @@ impl StatusSnapshot {
             cache: metrics.cache_stats(),
             retries: metrics.retries_total(),
             endpoints: metrics.endpoint_stats(),
+            api_unreachable_since: None,
         }
     }
 

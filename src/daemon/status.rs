@@ -526,6 +526,12 @@ pub fn render_snapshot(s: &StatusSnapshot) -> String {
         line(format!("{}  ({})", id.mountpoint, id.target));
         line(format!("  api       {}", id.api_url));
     }
+    if let Some(since) = s.api_unreachable_since {
+        line(format!(
+            "            API unreachable since {} (cached listings are served)",
+            since.format("%Y-%m-%d %H:%M:%SZ")
+        ));
+    }
     line(format!(
         "  daemon    pid {}, up {}, {}",
         id.pid,
@@ -651,6 +657,7 @@ mod tests {
                 bytes_up: 0,
                 bytes_down: 0,
             }],
+            api_unreachable_since: None,
         }
     }
 
@@ -690,6 +697,17 @@ mod tests {
     2026-02-02 02:46:00Z  upload_part: HTTP 503 #6
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn an_unreachable_api_is_shown() {
+        let mut s = known_snapshot();
+        s.api_unreachable_since = Some(at(60));
+        let text = render_snapshot(&s);
+        assert!(
+            text.contains("  api       http://127.0.0.1:8080\n            API unreachable since 2026-02-02 02:41:00Z"),
+            "{text}"
+        );
     }
 
     #[test]

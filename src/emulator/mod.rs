@@ -272,6 +272,11 @@ impl RunningEmulator {
         self.state.stats.snapshot()
     }
 
+    /// Most requests of each family handled at once (see [`stats::Stats::peaks`]).
+    pub fn peaks(&self) -> BTreeMap<String, u64> {
+        self.state.stats.peaks()
+    }
+
     pub fn reset_stats(&self) {
         self.state.stats.reset();
     }

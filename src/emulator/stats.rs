@@ -6,6 +6,11 @@
 //! plus `data_get` / `data_put` for the presigned data plane; every family is always present in
 //! a snapshot, 0 when unused. Requests to unknown paths and to the `/_emulator/` hooks are not
 //! counted.
+//!
+//! Besides counts, the most requests of each family that were being handled at the same moment
+//! (injected latency included) are kept ([`Stats::peaks`], `GET /_emulator/peaks`), so a test can
+//! tell pages fetched in parallel from pages fetched one after the other. A request whose client
+//! went away still leaves the in-flight count (a guard drops it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -40,13 +45,31 @@ pub type FamilyTable = HashMap<(Method, String), &'static str>;
 #[derive(Debug)]
 pub struct Stats {
     counts: Mutex<BTreeMap<&'static str, u64>>,
+    /// `(in flight now, most in flight at once)` by family.
+    flight: Mutex<HashMap<&'static str, (u64, u64)>>,
     families: Arc<FamilyTable>,
+}
+
+/// One request of a family being handled; leaves the in-flight count when dropped.
+struct InFlight<'a> {
+    stats: &'a Stats,
+    family: &'static str,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut flight = self.stats.flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((now, _)) = flight.get_mut(self.family) {
+            *now = now.saturating_sub(1);
+        }
+    }
 }
 
 impl Stats {
     pub fn new(families: Arc<FamilyTable>) -> Self {
         Stats {
             counts: Mutex::new(Self::zeroed()),
+            flight: Mutex::new(HashMap::new()),
             families,
         }
     }
@@ -82,18 +105,51 @@ impl Stats {
         counts.iter().map(|(k, v)| (k.to_string(), *v)).collect()
     }
 
+    /// Most requests of each family handled at once since the start (or the last reset); every
+    /// family present, 0 when unused.
+    pub fn peaks(&self) -> BTreeMap<String, u64> {
+        let flight = self.flight.lock().unwrap_or_else(|p| p.into_inner());
+        FAMILIES
+            .iter()
+            .map(|f| (f.to_string(), flight.get(f).map_or(0, |(_, peak)| *peak)))
+            .collect()
+    }
+
+    fn enter(&self, family: &'static str) -> InFlight<'_> {
+        let mut flight = self.flight.lock().unwrap_or_else(|p| p.into_inner());
+        let (now, peak) = flight.entry(family).or_default();
+        *now += 1;
+        *peak = (*peak).max(*now);
+        InFlight {
+            stats: self,
+            family,
+        }
+    }
+
     pub fn reset(&self) {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = Self::zeroed();
+        // Requests still running keep counting down from what they are now.
+        for (now, peak) in self
+            .flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values_mut()
+        {
+            *peak = *now;
+        }
     }
 }
 
 /// Middleware: count the request under its route's family.
 pub async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(route) = req.extensions().get::<MatchedPath>()
-        && let Some(family) = state.stats.family(req.method(), route.as_str())
-    {
+    let family = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|route| state.stats.family(req.method(), route.as_str()));
+    let _in_flight = family.map(|family| {
         state.stats.hit(family);
-    }
+        state.stats.enter(family)
+    });
     next.run(req).await
 }
 
@@ -116,5 +172,14 @@ mod tests {
         assert_eq!(snap.len(), FAMILIES.len());
         s.reset();
         assert_eq!(s.snapshot()["data_get"], 0);
+        {
+            let _a = s.enter("list_files");
+            let _b = s.enter("list_files");
+        }
+        let _c = s.enter("list_files");
+        assert_eq!(s.peaks()["list_files"], 2);
+        assert_eq!(s.peaks()["data_get"], 0);
+        s.reset();
+        assert_eq!(s.peaks()["list_files"], 1, "one still running");
     }
 }

@@ -81,6 +81,11 @@ impl AttrPolicy {
         }
     }
 
+    /// How long the kernel may cache attributes and entries.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub(crate) fn reply(&self, node: &Inode) -> AttrReply {
         AttrReply {
             attr: self.attr(node),

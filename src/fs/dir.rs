@@ -7,9 +7,10 @@
 //! included, for readdirplus), so `ls -l` of a warm folder costs no request at all.
 //!
 //! Subtle cases handled here:
-//! - paging: a server repeating a page (`next_page` not increasing, or a page with nothing new)
-//!   or paging forever ([`MAX_LIST_PAGES`]) ends the listing with a warning, with what was
-//!   gathered; an object seen twice (a folder changing while it is paged) is kept once;
+//! - paging (`api::paging::collect_pages`): page 1, then the others in parallel once its `count`
+//!   is known; a server repeating a page (`next_page` not increasing, or the same items again)
+//!   or paging forever ends the listing with a warning, with what was gathered; an object seen
+//!   twice (a folder changing while it is paged) is kept once;
 //! - names the server may send that Linux cannot show (empty, `.`, `..`, containing `/` or NUL,
 //!   longer than [`NAME_MAX`] bytes) are skipped with one warning per object for the life of the
 //!   mount, not one per listing; objects with id 0 (which would alias a storage root) likewise;
@@ -25,14 +26,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::api::{FileEntry, FilesApi, ListQuery, MAX_PER_PAGE, ObjectType, Space};
+use crate::api::{FileEntry, FilesApi, ObjectType, Space, paging};
+
+use futures::FutureExt;
 
 use super::counters::HitCounter;
-use super::flight::SingleFlight;
-use super::inode::{Loc, Seen};
+use super::flight::{Flight, SingleFlight};
+use super::health::{self, Health};
+use super::inode::{InodeTable, Loc, Seen};
 use super::{FsResult, NodeKind, lock};
 
 /// Longest file name Linux accepts, bytes.
@@ -41,11 +45,15 @@ pub const NAME_MAX: usize = 255;
 /// How long a lookup that found nothing is remembered (bounded by the folder cache TTL).
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(3);
 
-/// Upper bound on the pages of one listing: a server paging forever cannot hang a lookup.
-/// 100,000 pages of 100 = ten million entries.
-pub const MAX_LIST_PAGES: u32 = 100_000;
+/// Default of `FsConfig::dir_refresh`: a folder opened (`ls`, a file manager's F5) with a
+/// listing older than this is revalidated in the background.
+pub const DEFAULT_DIR_REFRESH: Duration = Duration::from_secs(10);
 
-/// Cached listings beyond this count trigger a sweep of the expired ones.
+/// Default of `FsConfig::op_timeout`: longest wait of lookup, getattr, opendir and readdir on
+/// the API.
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Cached listings beyond this count trigger a sweep of the oldest half.
 const LISTINGS_SWEEP_AT: usize = 1024;
 
 /// Negative entries beyond this count trigger a sweep (and a clear if all are fresh).
@@ -55,6 +63,9 @@ const NEGATIVE_MAX: usize = 4096;
 /// but demoted to debug level (hostile data must not grow memory without bound).
 const WARNED_MAX: usize = 65_536;
 
+/// Folders whose invalidation epoch is remembered; past this the oldest are forgotten.
+const EPOCHS_MAX: usize = 65_536;
+
 /// One visible child of a folder.
 #[derive(Debug, Clone)]
 pub(crate) struct ListedEntry {
@@ -62,18 +73,20 @@ pub(crate) struct ListedEntry {
     pub(crate) seen: Seen,
 }
 
-/// A folder's children as shown, in the server's order. Immutable once built: a directory handle
-/// keeps one as its snapshot so that readdir offsets stay valid.
+/// A folder's children as shown, in the server's order. Immutable once built and shared
+/// (`Arc`) by every caller and every directory handle open on it: a handle keeps one as its
+/// snapshot so that readdir offsets stay valid, at no copy.
 #[derive(Debug)]
 pub(crate) struct Listing {
     pub(crate) entries: Vec<ListedEntry>,
     by_name: HashMap<OsString, usize>,
     by_loc: HashMap<Loc, usize>,
-    expires: Instant,
+    /// Subfolders listed (for a folder's link count).
+    pub(crate) subdirs: usize,
 }
 
 impl Listing {
-    fn new(entries: Vec<ListedEntry>, expires: Instant) -> Self {
+    pub(crate) fn new(entries: Vec<ListedEntry>) -> Self {
         let by_name = entries
             .iter()
             .enumerate()
@@ -84,11 +97,15 @@ impl Listing {
             .enumerate()
             .map(|(i, e)| (e.seen.loc, i))
             .collect();
+        let subdirs = entries
+            .iter()
+            .filter(|e| e.seen.kind == NodeKind::Directory)
+            .count();
         Listing {
             entries,
             by_name,
             by_loc,
-            expires,
+            subdirs,
         }
     }
 
@@ -99,87 +116,285 @@ impl Listing {
     pub(crate) fn find_loc(&self, loc: &Loc) -> Option<&ListedEntry> {
         self.by_loc.get(loc).and_then(|&i| self.entries.get(i))
     }
+}
 
-    fn fresh(&self, now: Instant) -> bool {
-        now < self.expires
-    }
+/// What the kernel is told when a refreshed listing differs from the one it replaces. The
+/// adapter implements it over FUSE notifications; the core never sees fuser types.
+pub trait KernelCache: Send + Sync {
+    /// Forget the kernel's entry (positive or negative) for `name` in folder `parent`.
+    fn forget_entry(&self, parent: u64, name: &OsStr);
+    /// Forget the kernel's attributes and cached pages of `ino`.
+    fn forget_inode(&self, ino: u64);
+}
+
+/// A cached listing and when it was fetched.
+struct Cached {
+    listing: Arc<Listing>,
+    fetched: Instant,
+}
+
+/// How fresh a caller wants a listing before it is revalidated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// lookup, getattr: revalidate after the folder TTL.
+    Lookup,
+    /// opendir: revalidate after `--dir-refresh`.
+    Open,
+}
+
+/// Options of the listing cache.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DirTimes {
+    /// Listings older than this are revalidated by lookups; zero: no cache at all.
+    pub(crate) ttl: Duration,
+    /// Listings older than this are revalidated when the folder is opened.
+    pub(crate) refresh: Duration,
+    /// Longest wait on the API of a caller that has no listing to fall back on.
+    pub(crate) op_timeout: Duration,
+}
+
+/// What the fetch task needs (shared with it).
+struct Shared {
+    api: Arc<dyn FilesApi>,
+    listings: Mutex<HashMap<Loc, Cached>>,
+    warned: Mutex<HashSet<Loc>>,
+    negative: Mutex<HashMap<(Loc, OsString), Instant>>,
+    /// Names dropped from a cached listing ([`DirCache::forget_name`]): a lookup of one waits
+    /// for the folder's refresh instead of answering from the cache.
+    stale_names: Mutex<HashSet<(Loc, OsString)>>,
+    /// When this mount last created, removed or renamed something in a folder: its shown
+    /// mtime/ctime, for the mount's life (the API keeps no folder times).
+    touched: Mutex<HashMap<Loc, std::time::SystemTime>>,
+    /// Invalidation epoch per folder: a fetch started before the last invalidation of its
+    /// folder is not cached (it may predate a change this mount made).
+    epochs: Mutex<(u64, HashMap<Loc, u64>)>,
+    health: Arc<Health>,
+    inodes: Arc<InodeTable>,
+    kernel: OnceLock<Arc<dyn KernelCache>>,
 }
 
 /// The listing cache of one mount.
 pub(crate) struct DirCache {
-    api: Arc<dyn FilesApi>,
-    ttl: Duration,
-    listings: Arc<Mutex<HashMap<Loc, Arc<Listing>>>>,
-    flight: SingleFlight<Loc, Arc<Listing>>,
-    negative: Mutex<HashMap<(Loc, OsString), Instant>>,
-    warned: Arc<Mutex<HashSet<Loc>>>,
+    shared: Arc<Shared>,
+    times: DirTimes,
+    flight: SingleFlight<(Loc, u64), Arc<Listing>>,
     /// Listings answered from the cache, or fetched.
     pub(crate) counter: HitCounter,
 }
 
 impl DirCache {
-    pub(crate) fn new(api: Arc<dyn FilesApi>, ttl: Duration) -> Self {
+    pub(crate) fn new(
+        api: Arc<dyn FilesApi>,
+        times: DirTimes,
+        health: Arc<Health>,
+        inodes: Arc<InodeTable>,
+    ) -> Self {
         DirCache {
-            api,
-            ttl,
-            listings: Arc::new(Mutex::new(HashMap::new())),
+            shared: Arc::new(Shared {
+                api,
+                listings: Mutex::new(HashMap::new()),
+                warned: Mutex::new(HashSet::new()),
+                negative: Mutex::new(HashMap::new()),
+                stale_names: Mutex::new(HashSet::new()),
+                touched: Mutex::new(HashMap::new()),
+                epochs: Mutex::new((0, HashMap::new())),
+                health,
+                inodes,
+                kernel: OnceLock::new(),
+            }),
+            times,
             flight: SingleFlight::new(),
-            negative: Mutex::new(HashMap::new()),
-            warned: Arc::new(Mutex::new(HashSet::new())),
             counter: HitCounter::default(),
         }
     }
 
-    /// How long the kernel (and this cache) may remember that a name does not exist.
-    pub(crate) fn negative_ttl(&self) -> Duration {
-        NEGATIVE_TTL.min(self.ttl)
+    /// Tell the kernel of changes found by revalidations from now on (set once, at mount).
+    pub(crate) fn set_kernel_cache(&self, kernel: Arc<dyn KernelCache>) {
+        let _ = self.shared.kernel.set(kernel);
     }
 
-    /// The listing of folder `dir`: cached if fresh, else fetched (joining a running fetch).
+    /// How long the kernel (and this cache) may remember that a name does not exist.
+    pub(crate) fn negative_ttl(&self) -> Duration {
+        NEGATIVE_TTL.min(self.times.ttl)
+    }
+
+    /// The listing of folder `dir` for a lookup or getattr (see [`DirCache::get`]).
     pub(crate) async fn listing(&self, dir: Loc) -> FsResult<Arc<Listing>> {
-        if let Some(listing) = lock(&self.listings).get(&dir)
-            && listing.fresh(Instant::now())
+        self.get(dir, Want::Lookup).await
+    }
+
+    /// The listing of folder `dir` to look `name` up in: as [`DirCache::listing`], except after
+    /// [`DirCache::forget_name`] of that name, when the refresh is waited for (bounded by
+    /// `--op-timeout`; the cached listing if the API cannot be reached).
+    pub(crate) async fn listing_for(&self, dir: Loc, name: &OsStr) -> FsResult<Arc<Listing>> {
+        let key = (dir, name.to_os_string());
+        if !lock(&self.shared.stale_names).contains(&key) {
+            return self.listing(dir).await;
+        }
+        match self.wait_fetch(dir).await {
+            Ok(listing) => Ok(listing),
+            Err(e) if health::unreachable(&e) => match self.peek(dir) {
+                Some(listing) => {
+                    self.shared.health.serving_stale();
+                    Ok(listing)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The listing of folder `dir`: the cached one at once when there is one (revalidated in
+    /// the background once older than the TTL, or `--dir-refresh` for [`Want::Open`]); else
+    /// fetched, waiting at most `--op-timeout`. A failure of the API within the last few seconds
+    /// fails a caller with nothing cached at once ([`Health`]).
+    pub(crate) async fn get(&self, dir: Loc, want: Want) -> FsResult<Arc<Listing>> {
+        let max_age = match want {
+            Want::Lookup => self.times.ttl,
+            Want::Open => self.times.refresh.min(self.times.ttl),
+        };
+        let cached = lock(&self.shared.listings)
+            .get(&dir)
+            .map(|c| (Arc::clone(&c.listing), c.fetched.elapsed()));
+        if let Some((listing, age)) = cached
+            && !self.times.ttl.is_zero()
         {
+            if age >= max_age {
+                self.revalidate(dir);
+            }
             self.counter.hit();
-            return Ok(Arc::clone(listing));
+            return Ok(listing);
         }
         self.counter.miss();
-        let api = Arc::clone(&self.api);
-        let listings = Arc::clone(&self.listings);
-        let warned = Arc::clone(&self.warned);
-        let ttl = self.ttl;
-        self.flight
-            .run(dir, move || async move {
-                let entries = fetch_entries(api.as_ref(), dir, &warned).await?;
-                let listing = Arc::new(Listing::new(entries, Instant::now() + ttl));
-                let mut map = lock(&listings);
-                if map.len() >= LISTINGS_SWEEP_AT {
-                    let now = Instant::now();
-                    map.retain(|_, l| l.fresh(now));
+        self.wait_fetch(dir).await
+    }
+
+    /// Fetch `dir` (or join its running fetch) and wait for it, at most `--op-timeout`; fail at
+    /// once while a recent failure says the API is down.
+    async fn wait_fetch(&self, dir: Loc) -> FsResult<Arc<Listing>> {
+        if let Some(err) = self.shared.health.recent_failure() {
+            return Err(err);
+        }
+        let flight = self.start(dir);
+        match tokio::time::timeout(self.times.op_timeout, flight).await {
+            Ok(result) => result,
+            Err(_) => {
+                let err = health::op_timed_out("folder listing", self.times.op_timeout);
+                self.shared.health.failed(&err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Refresh `dir` in the background (joining a refresh already running), unless the API
+    /// failed moments ago: then the cached listing is served as it is.
+    fn revalidate(&self, dir: Loc) {
+        if self.shared.health.recent_failure().is_some() {
+            self.shared.health.serving_stale();
+            return;
+        }
+        drop(self.start(dir));
+    }
+
+    /// The running fetch of `dir` at its current epoch, or a new one.
+    fn start(&self, dir: Loc) -> Flight<Arc<Listing>> {
+        let epoch = self.epoch(dir);
+        let shared = Arc::clone(&self.shared);
+        let ttl = self.times.ttl;
+        let started = self.flight.join_or_start((dir, epoch), move || {
+            Some(async move {
+                let fetched = fetch_entries(shared.api.as_ref(), dir, &shared.warned).await;
+                let entries = match fetched {
+                    Ok(entries) => {
+                        shared.health.ok();
+                        entries
+                    }
+                    Err(e) => {
+                        shared.health.failed(&e);
+                        if health::unreachable(&e) && lock(&shared.listings).contains_key(&dir) {
+                            shared.health.serving_stale();
+                        }
+                        return Err(e);
+                    }
+                };
+                let listing = Arc::new(Listing::new(entries));
+                if !ttl.is_zero() {
+                    shared.store(dir, epoch, &listing);
                 }
-                map.insert(dir, Arc::clone(&listing));
                 Ok(listing)
             })
-            .await
+        });
+        match started {
+            Some(flight) => flight,
+            // `make` always builds a fetch.
+            None => futures::future::ready(Err(super::FsError::Io(std::io::Error::other(
+                "listing fetch not started",
+            ))))
+            .boxed()
+            .shared(),
+        }
+    }
+
+    fn epoch(&self, dir: Loc) -> u64 {
+        lock(&self.shared.epochs).1.get(&dir).copied().unwrap_or(0)
     }
 
     /// Forget what is known of folder `dir` (its listing and the names found missing in it):
-    /// the next lookup lists it again.
+    /// the next caller lists it again and waits for it, and a fetch already running is not
+    /// cached (it may predate the change that made the caller invalidate).
     pub(crate) fn invalidate(&self, dir: Loc) {
-        lock(&self.listings).remove(&dir);
-        lock(&self.negative).retain(|(d, _), _| *d != dir);
+        {
+            let mut epochs = lock(&self.shared.epochs);
+            epochs.0 += 1;
+            let next = epochs.0;
+            if epochs.1.len() >= EPOCHS_MAX {
+                let floor = next.saturating_sub(EPOCHS_MAX as u64 / 2);
+                epochs.1.retain(|_, e| *e > floor);
+            }
+            epochs.1.insert(dir, next);
+        }
+        lock(&self.shared.listings).remove(&dir);
+        lock(&self.shared.negative).retain(|(d, _), _| *d != dir);
     }
 
     /// Forget every cached listing and negative entry (after recovery uploaded files the
     /// listings could not know of).
     pub(crate) fn invalidate_all(&self) {
-        lock(&self.listings).clear();
-        lock(&self.negative).clear();
+        let dirs: Vec<Loc> = lock(&self.shared.listings).keys().copied().collect();
+        for dir in dirs {
+            self.invalidate(dir);
+        }
+        lock(&self.shared.negative).clear();
+    }
+
+    /// The object listed as `name` in `dir` moved on (e.g. it answered 404: replaced or
+    /// deleted elsewhere): the folder is revalidated in the background, and the next lookup of
+    /// `name` waits for that refresh (bounded by `--op-timeout`) to resolve it again, while every
+    /// other name of the folder is still answered from the cache at once. For the read path.
+    // Offered to the read path (a 404 from a link or a data GET); not called yet.
+    #[allow(dead_code)]
+    pub(crate) fn forget_name(&self, dir: Loc, name: &OsStr) {
+        lock(&self.shared.stale_names).insert((dir, name.to_os_string()));
+        lock(&self.shared.negative).remove(&(dir, name.to_os_string()));
+        if self.shared.health.recent_failure().is_none() {
+            drop(self.start(dir));
+        }
+    }
+
+    /// This mount created, removed or renamed an entry of folder `dir` just now: its mtime and
+    /// ctime show this moment from now on (for the mount's life).
+    pub(crate) fn touch(&self, dir: Loc) {
+        lock(&self.shared.touched).insert(dir, std::time::SystemTime::now());
+    }
+
+    /// When this mount last changed folder `dir`, if it did.
+    pub(crate) fn touched_at(&self, dir: Loc) -> Option<std::time::SystemTime> {
+        lock(&self.shared.touched).get(&dir).copied()
     }
 
     /// Whether `name` was recently found missing in `dir`.
     pub(crate) fn is_known_missing(&self, dir: Loc, name: &OsStr) -> bool {
-        let mut neg = lock(&self.negative);
+        let mut neg = lock(&self.shared.negative);
         let key = (dir, name.to_os_string());
         match neg.get(&key) {
             Some(until) if Instant::now() < *until => true,
@@ -193,7 +408,7 @@ impl DirCache {
 
     /// Forget that `name` was found missing in `dir` (it was just created here).
     pub(crate) fn forget_missing(&self, dir: Loc, name: &OsStr) {
-        lock(&self.negative).remove(&(dir, name.to_os_string()));
+        lock(&self.shared.negative).remove(&(dir, name.to_os_string()));
     }
 
     /// Remember that `name` is missing in `dir`.
@@ -203,7 +418,7 @@ impl DirCache {
             return;
         }
         let now = Instant::now();
-        let mut neg = lock(&self.negative);
+        let mut neg = lock(&self.shared.negative);
         if neg.len() >= NEGATIVE_MAX {
             neg.retain(|_, until| now < *until);
             if neg.len() >= NEGATIVE_MAX {
@@ -213,20 +428,116 @@ impl DirCache {
         neg.insert((dir, name.to_os_string()), now + ttl);
     }
 
+    /// The cached listing of `dir`, however old, without asking the API.
+    pub(crate) fn peek(&self, dir: Loc) -> Option<Arc<Listing>> {
+        lock(&self.shared.listings)
+            .get(&dir)
+            .map(|c| Arc::clone(&c.listing))
+    }
+
+    /// Wait until no listing fetch is running (tests, clean unmount).
+    pub(crate) async fn idle(&self) {
+        self.flight.idle().await;
+    }
+
     /// Make the cached listing of `dir` stale (tests: "the TTL has passed").
     #[cfg(test)]
     pub(crate) fn expire(&self, dir: Loc) {
-        let mut map = lock(&self.listings);
-        if let Some(old) = map.get(&dir) {
-            let stale = Listing::new(old.entries.clone(), Instant::now());
-            map.insert(dir, Arc::new(stale));
+        let mut map = lock(&self.shared.listings);
+        if let Some(old) = map.get_mut(&dir) {
+            let age = self.times.ttl.max(self.times.refresh);
+            old.fetched = Instant::now().checked_sub(age).unwrap_or(old.fetched);
         }
     }
 
     /// Objects warned about so far (tests).
     #[cfg(test)]
     pub(crate) fn warned_count(&self) -> usize {
-        lock(&self.warned).len()
+        lock(&self.shared.warned).len()
+    }
+}
+
+impl Shared {
+    /// Cache `listing` of `dir`, fetched at `epoch`, unless `dir` was invalidated since; tell
+    /// the kernel what changed against the listing it replaces.
+    fn store(&self, dir: Loc, epoch: u64, listing: &Arc<Listing>) {
+        let old = {
+            // Held while inserting: an invalidation cannot slip in between check and insert.
+            let epochs = lock(&self.epochs);
+            if epochs.1.get(&dir).copied().unwrap_or(0) != epoch {
+                return;
+            }
+            let mut map = lock(&self.listings);
+            if map.len() >= LISTINGS_SWEEP_AT {
+                // The older half goes (an outage can only fall back on what is kept).
+                let mut ages: Vec<Instant> = map.values().map(|c| c.fetched).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                map.retain(|_, c| c.fetched > cut);
+            }
+            map.insert(
+                dir,
+                Cached {
+                    listing: Arc::clone(listing),
+                    fetched: Instant::now(),
+                },
+            )
+        };
+        lock(&self.stale_names).retain(|(d, _)| *d != dir);
+        if let Some(old) = old {
+            self.tell_kernel(dir, &old.listing, listing);
+        }
+        // Names now listed are no longer missing.
+        let mut neg = lock(&self.negative);
+        if !neg.is_empty() {
+            neg.retain(|(d, name), _| *d != dir || listing.find(name).is_none());
+        }
+    }
+
+    /// Invalidate the kernel's entries and inodes that differ between `old` and `new`.
+    fn tell_kernel(&self, dir: Loc, old: &Listing, new: &Listing) {
+        let Some(kernel) = self.kernel.get() else {
+            return;
+        };
+        let Some(parent) = self.inodes.ino_of(&dir) else {
+            return;
+        };
+        let mut entries = 0usize;
+        let mut inodes = 0usize;
+        for before in &old.entries {
+            match new.find(&before.name) {
+                Some(after)
+                    if after.seen.loc == before.seen.loc && after.seen.kind == before.seen.kind =>
+                {
+                    if (after.seen.size, after.seen.mtime) != (before.seen.size, before.seen.mtime)
+                        && let Some(ino) = self.inodes.ino_of(&after.seen.loc)
+                    {
+                        kernel.forget_inode(ino);
+                        inodes += 1;
+                    }
+                }
+                // Gone, or another object under the same name.
+                _ => {
+                    kernel.forget_entry(parent, &before.name);
+                    entries += 1;
+                }
+            }
+        }
+        for after in &new.entries {
+            if old.find(&after.name).is_none() {
+                // The kernel may hold a negative entry for it.
+                kernel.forget_entry(parent, &after.name);
+                entries += 1;
+            }
+        }
+        if entries + inodes > 0 {
+            tracing::debug!(
+                ?dir,
+                entries,
+                inodes,
+                "listing changed: kernel caches invalidated"
+            );
+        }
     }
 }
 
@@ -275,83 +586,33 @@ fn all_root_entries() -> Vec<ListedEntry> {
     ]
 }
 
-/// Every page of one folder of `space` (`parent` `None` = the root), objects de-duplicated by id.
+/// Every page of one folder of `space` (`parent` `None` = the root), objects de-duplicated by id;
+/// pages fetched in parallel once the first gave the count (`api::paging`). A server that pages
+/// wrongly ends the listing with a warning, with what was gathered.
 pub(crate) async fn list_all_files(
     api: &dyn FilesApi,
     space: Space,
     parent: Option<u64>,
 ) -> FsResult<Vec<FileEntry>> {
-    let mut out = Vec::new();
-    let mut ids = HashSet::new();
-    let mut page = 1u32;
-    let mut pages = 0u32;
-    loop {
-        let query = ListQuery {
-            parent_id: parent,
-            page,
-            per_page: MAX_PER_PAGE,
-            search: None,
-        };
-        let got = api.list_files(space, &query).await?;
-        pages += 1;
-        let before = out.len();
-        for entry in got.entries {
-            if ids.insert(entry.id) {
-                out.push(entry);
-            }
-        }
-        let Some(next) = got.next_page else { break };
-        if let Some(reason) = paging_stops(page, next, out.len() - before, pages) {
-            tracing::warn!(
-                ?space,
-                ?parent,
-                page,
-                next,
-                "listing stopped early: {reason}"
-            );
-            break;
-        }
-        page = next;
+    let got = paging::folder_pages(api, space, parent, None).await?;
+    if let Some(reason) = &got.stopped {
+        tracing::warn!(
+            ?space,
+            ?parent,
+            pages = got.pages,
+            "listing stopped early: {reason}"
+        );
     }
-    Ok(out)
+    Ok(got.items)
 }
 
 /// Every page of `GET /machines`, de-duplicated by id.
 async fn list_all_machines(api: &dyn FilesApi) -> FsResult<Vec<crate::api::Machine>> {
-    let mut out = Vec::new();
-    let mut ids = HashSet::new();
-    let mut page = 1u32;
-    let mut pages = 0u32;
-    loop {
-        let got = api.list_machines(page, MAX_PER_PAGE).await?;
-        pages += 1;
-        let before = out.len();
-        for m in got.machines {
-            if ids.insert(m.id) {
-                out.push(m);
-            }
-        }
-        let Some(next) = got.next_page else { break };
-        if let Some(reason) = paging_stops(page, next, out.len() - before, pages) {
-            tracing::warn!(page, next, "machine listing stopped early: {reason}");
-            break;
-        }
-        page = next;
+    let got = paging::machine_pages(api).await?;
+    if let Some(reason) = &got.stopped {
+        tracing::warn!(pages = got.pages, "machine listing stopped early: {reason}");
     }
-    Ok(out)
-}
-
-/// Why paging must stop although the server announced a next page, if it must.
-fn paging_stops(page: u32, next: u32, new_items: usize, pages: u32) -> Option<&'static str> {
-    if next <= page {
-        Some("the server's next page does not move forward")
-    } else if new_items == 0 {
-        Some("the server repeated a page (nothing new on it)")
-    } else if pages >= MAX_LIST_PAGES {
-        Some("too many pages")
-    } else {
-        None
-    }
+    Ok(got.items)
 }
 
 /// Why `name` cannot be a Linux file name, if it cannot.
@@ -601,14 +862,5 @@ mod tests {
         assert_eq!(machine_folder_name("", 4), "machine-4");
         assert_eq!(machine_folder_name("..", 5), "machine-5");
         assert_eq!(machine_folder_name(&"m".repeat(300), 5).len(), NAME_MAX);
-    }
-
-    #[test]
-    fn paging_guard() {
-        assert!(paging_stops(1, 2, 100, 1).is_none());
-        assert!(paging_stops(2, 2, 100, 2).is_some());
-        assert!(paging_stops(3, 1, 100, 3).is_some());
-        assert!(paging_stops(1, 2, 0, 1).is_some());
-        assert!(paging_stops(1, 2, 5, MAX_LIST_PAGES).is_some());
     }
 }

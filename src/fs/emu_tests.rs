@@ -137,6 +137,8 @@ fn config() -> FsConfig {
         umask: 0o022,
         read_only: false,
         dir_cache_ttl: Duration::from_secs(3600),
+        dir_refresh: DEFAULT_DIR_REFRESH,
+        op_timeout: DEFAULT_OP_TIMEOUT,
         cache_size: 64 << 20,
         // These tests only read; a write would fail on the missing spool folder's parent.
         cache_dir: std::path::PathBuf::from("/nonexistent/vagonfs-read-tests"),
@@ -503,4 +505,34 @@ async fn downloads_carry_a_validator_and_a_resume_checks_it() {
         assert_eq!(resp.bytes().await.expect("body").len(), len);
     }
     emu.stop().await;
+}
+
+#[tokio::test]
+async fn ten_thousand_entries_cost_one_request_per_page_in_parallel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = EmulatorConfig::new(dir.path());
+    cfg.faults.latency_ms = 20;
+    let (running, api) = super::emu_support::start_with_client(cfg).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/_emulator/bulk-folders", running.base_url()))
+        .json(&serde_json::json!({"count": 10_000, "prefix": "d", "machine_id": 1}))
+        .send()
+        .await
+        .expect("bulk-folders");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    running.reset_stats();
+    let fs = VagonFs::new(
+        Arc::clone(&api) as Arc<dyn FilesApi>,
+        RootSpec::Space(Space::Machine(1)),
+        config(),
+    );
+    let entries = list(&fs, ROOT_INO).await;
+    assert_eq!(entries.len(), 10_002);
+    let stats = running.stats();
+    assert_eq!(stats["list_files"], 100, "one request per page");
+    let peak = running.peaks()["list_files"];
+    assert!(peak >= 10, "pages in flight together: at most {peak} were");
+    assert!(peak <= crate::api::paging::PAGES_IN_FLIGHT as u64);
+    running.shutdown().await;
 }

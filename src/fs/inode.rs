@@ -369,6 +369,12 @@ impl InodeTable {
         }
     }
 
+    /// Whether `node` is still reachable by a name (its location leads to it): false once its
+    /// object was deleted or replaced (the inode lives on while open: nlink 0).
+    pub(crate) fn is_linked(&self, node: &Inode) -> bool {
+        node.pinned || lock(&self.inner).by_loc.get(&node.loc) == Some(&node.ino)
+    }
+
     /// Number of live inodes.
     pub(crate) fn len(&self) -> usize {
         lock(&self.inner).by_ino.len()

@@ -21,8 +21,12 @@
 //!   operation, and any number of files can be read at once;
 //! - readdir answers at most [`READDIR_BATCH`] entries per call from a snapshot of the listing
 //!   taken at `opendir` (re-taken on a rewind to offset 0), so offsets stay valid while the
-//!   folder changes; each returned entry counts as a kernel lookup (readdirplus), and entries the
-//!   adapter could not send back must be handed to [`VagonFs::unsent`];
+//!   folder changes; the snapshot shares the cached listing (`Arc`), never copies it; each
+//!   returned entry counts as a kernel lookup (readdirplus), and entries the adapter could not
+//!   send back must be handed to [`VagonFs::unsent`];
+//! - no metadata operation waits on a relist when a listing exists (stale-while-revalidate, see
+//!   `dir`); one that must wait (a folder never listed) waits at most `--op-timeout`, and during
+//!   an outage cached listings keep answering (`health`);
 //! - writes go to a local spool per inode (shared by all its handles, see `ops_write`), and
 //!   are uploaded on close/fsync; reads of an inode with a spool are served from it, from any
 //!   handle, so what was written is seen at once; the read-only mount and the session
@@ -42,6 +46,7 @@ mod emu_support;
 mod emu_tests;
 pub mod errno;
 mod flight;
+mod health;
 mod inode;
 mod names;
 mod ops_write;
@@ -72,9 +77,10 @@ use bytes::Bytes;
 use crate::api::{ApiError, FilesApi, Space};
 
 use attr::AttrPolicy;
-use dir::{DirCache, NAME_MAX};
+use dir::{DirCache, DirTimes, NAME_MAX};
+use health::Health;
 use inode::{Inode, InodeTable, Loc};
-use names::{Resolved, ViewEntry};
+use names::{DirView, Resolved, Shown};
 use ops_write::OpenFile;
 use overlay::Overlay;
 use read::{FileVersion, Reader, Stream};
@@ -84,6 +90,7 @@ use write::{SpoolDir, UploadRegistry, Uploader};
 pub use ops_write::{FlushReport, RecoveryReport};
 
 pub use counters::CacheCounters;
+pub use dir::{DEFAULT_DIR_REFRESH, DEFAULT_OP_TIMEOUT, KernelCache};
 
 /// Most entries one `readdir` call answers (the kernel asks again from the last offset). About
 /// what a 32-64 KiB readdirplus buffer holds; entries beyond what the buffer takes are given back
@@ -264,7 +271,15 @@ pub struct FsConfig {
     pub gid: u32,
     pub umask: u16,
     pub read_only: bool,
+    /// How long lookups and getattr trust a listing before revalidating it (in the background
+    /// when there is one: nothing waits on a relist). Zero: no listing cache at all.
     pub dir_cache_ttl: Duration,
+    /// How old a listing may be when its folder is opened before it is revalidated (in the
+    /// background), so a file manager's refresh shows other machines' changes within seconds.
+    pub dir_refresh: Duration,
+    /// Longest wait of lookup, getattr, opendir, readdir (and statfs) on the API when no cached
+    /// answer exists; then EIO.
+    pub op_timeout: Duration,
     /// Memory block cache, bytes.
     pub cache_size: u64,
     /// This mount's spool folder (`write::mount_cache_dir(base, &write::mount_key(..))`);
@@ -306,7 +321,8 @@ struct DirHandle {
 }
 
 struct DirSnapshot {
-    listing: Arc<Vec<ViewEntry>>,
+    /// The listing (shared, never copied) and this mount's local changes over it.
+    view: Arc<DirView>,
     /// Whether a readdir was answered from it (a later offset 0 is a rewind).
     served: bool,
 }
@@ -337,8 +353,10 @@ pub struct VagonFs {
     config: FsConfig,
     api: Arc<dyn FilesApi>,
     attrs: AttrPolicy,
-    inodes: InodeTable,
+    inodes: Arc<InodeTable>,
     dirs: DirCache,
+    /// Whether the API answers (failures remembered a few seconds).
+    health: Arc<Health>,
     overlay: Overlay,
     reader: Arc<Reader>,
     statfs: StatfsCache,
@@ -365,13 +383,26 @@ impl VagonFs {
         let uploader = Uploader::new(Arc::clone(&api), UploadRegistry::new())
             .with_chunk_size_mb(config.chunk_size_mb)
             .with_concurrency(config.upload_concurrency);
+        let inodes = Arc::new(InodeTable::new(root_loc));
+        let health = Arc::new(Health::default());
+        let times = DirTimes {
+            ttl: config.dir_cache_ttl,
+            refresh: config.dir_refresh,
+            op_timeout: config.op_timeout,
+        };
         Arc::new(VagonFs {
             attrs: AttrPolicy::new(&config, SystemTime::now()),
-            inodes: InodeTable::new(root_loc),
-            dirs: DirCache::new(Arc::clone(&api), config.dir_cache_ttl),
+            dirs: DirCache::new(
+                Arc::clone(&api),
+                times,
+                Arc::clone(&health),
+                Arc::clone(&inodes),
+            ),
+            inodes,
+            health,
             overlay: Overlay::new(config.dir_cache_ttl),
             reader: Reader::new(Arc::clone(&api), config.cache_size, config.read_timeout),
-            statfs: StatfsCache::new(Arc::clone(&api)),
+            statfs: StatfsCache::new(Arc::clone(&api), config.op_timeout),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             next_local: AtomicU64::new(1),
@@ -437,12 +468,12 @@ impl VagonFs {
 
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
         let dir = self.dir_node(ino)?;
-        let listing = self.view(&dir).await?;
+        let view = self.view(&dir).await?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let handle = DirHandle {
             ino,
             snapshot: Mutex::new(DirSnapshot {
-                listing,
+                view,
                 served: false,
             }),
         };
@@ -466,30 +497,30 @@ impl VagonFs {
             let mut snap = lock(&handle.snapshot);
             let rewind = start == 0 && snap.served;
             snap.served = true;
-            (!rewind).then(|| Arc::clone(&snap.listing))
+            (!rewind).then(|| Arc::clone(&snap.view))
         };
-        let listing = match snapshot {
-            Some(listing) => listing,
+        let view = match snapshot {
+            Some(view) => view,
             None => {
                 // rewinddir: show the folder as it is now.
                 let fresh = self.view(&dir).await?;
-                lock(&handle.snapshot).listing = Arc::clone(&fresh);
+                lock(&handle.snapshot).view = Arc::clone(&fresh);
                 fresh
             }
         };
-        let total = listing.len() + 2;
+        let total = view.len() + 2;
         let mut out = Vec::new();
         for index in start..total.min(start.saturating_add(READDIR_BATCH)) {
             let next = i64::try_from(index + 1).unwrap_or(i64::MAX);
             let entry = match index {
                 0 => DirEntry {
                     name: ".".into(),
-                    attr: self.attrs.attr(&dir),
+                    attr: self.attr_of(&dir),
                     offset: next,
                 },
                 1 => {
                     let up = dir.parent.and_then(|(p, _)| self.inodes.get(p));
-                    let attr = self.attrs.attr(up.as_ref().unwrap_or(&dir));
+                    let attr = self.attr_of(up.as_ref().unwrap_or(&dir));
                     DirEntry {
                         name: "..".into(),
                         attr,
@@ -497,23 +528,28 @@ impl VagonFs {
                     }
                 }
                 _ => {
-                    let Some(shown) = listing.get(index - 2) else {
-                        break;
-                    };
-                    let node = match shown {
-                        ViewEntry::Listed(listed) => Some(self.inodes.upsert(
-                            &listed.seen,
-                            &listed.name,
-                            (ino, dir.loc),
-                            true,
-                        )),
+                    let (name, node) = match view.at(index - 2) {
+                        None => break,
+                        // Removed or shadowed by this mount: its offset stays used.
+                        Some(Shown::Hidden) => continue,
+                        Some(Shown::Listed(listed)) => (
+                            listed.name.as_os_str(),
+                            Some(self.inodes.upsert(
+                                &listed.seen,
+                                &listed.name,
+                                (ino, dir.loc),
+                                true,
+                            )),
+                        ),
                         // Gone since the snapshot (unlinked and forgotten): skipped.
-                        ViewEntry::Local { ino: local, .. } => self.inodes.add_lookup(*local),
+                        Some(Shown::Local { name, ino: local }) => {
+                            (name, self.inodes.add_lookup(local))
+                        }
                     };
                     let Some(node) = node else { continue };
                     DirEntry {
-                        name: shown.name().to_os_string(),
-                        attr: self.attrs.attr(&self.shown(node)),
+                        name: name.to_os_string(),
+                        attr: self.attr_of(&self.shown(node)),
                         offset: next,
                     }
                 }
@@ -640,6 +676,17 @@ impl VagonFs {
         self.statfs.statfs(loc, self.inodes.len() as u64).await
     }
 
+    /// Since when the API cannot be reached, while it cannot (`vagonfs status`).
+    pub fn api_unreachable_since(&self) -> Option<SystemTime> {
+        self.health.unreachable_since()
+    }
+
+    /// Tell the kernel, through `kernel`, of entries and attributes that changed on the server
+    /// (found by revalidating listings). Set once, when the session is mounted.
+    pub fn set_kernel_cache(&self, kernel: Arc<dyn KernelCache>) {
+        self.dirs.set_kernel_cache(kernel);
+    }
+
     /// How long the kernel may cache a name found missing (an adapter may answer a failed lookup
     /// with a negative entry of this TTL).
     pub fn negative_lookup_ttl(&self) -> Duration {
@@ -666,6 +713,7 @@ impl VagonFs {
     /// Wait until no background fetch (prefetch, link) is running: for a clean unmount, and for
     /// tests that count requests.
     pub async fn wait_background(&self) {
+        self.dirs.idle().await;
         self.reader.idle().await;
     }
 
@@ -686,10 +734,11 @@ impl VagonFs {
         }
     }
 
-    /// The node with its attributes refreshed from its folder's listing (cached, so usually no
-    /// request). A failed refresh, or an object no longer listed, keeps the last attributes:
-    /// getattr on an open file must not fail on a network blip, and the next lookup notices a
-    /// deletion.
+    /// The node with its attributes refreshed from its folder's listing: the cached listing,
+    /// however old (revalidated in the background), so getattr waits on the API only for a
+    /// folder never listed, at most `--op-timeout`. A failed fetch, or an object no longer
+    /// listed, keeps the last attributes: getattr on an open file must not fail on a network
+    /// blip, and the next lookup notices a deletion.
     async fn fresh_node(&self, ino: u64) -> FsResult<Inode> {
         let node = self.node(ino)?;
         let (Loc::Remote { .. }, Some((_, parent_loc))) = (node.loc, node.parent) else {
@@ -787,7 +836,34 @@ impl VagonFs {
     }
 
     fn reply(&self, node: Inode) -> AttrReply {
-        self.attrs.reply(&self.shown(node))
+        let node = self.shown(node);
+        AttrReply {
+            attr: self.attr_of(&node),
+            ttl: self.attrs.ttl(),
+        }
+    }
+
+    /// The attributes of a node as shown: a folder's link count is 2 + its subfolders when its
+    /// listing is known, and its times move with the changes this mount made in it.
+    fn attr_of(&self, node: &Inode) -> Attr {
+        let mut attr = self.attrs.attr(node);
+        if node.kind == NodeKind::Directory {
+            if let Some(listing) = self.dirs.peek(node.loc) {
+                let subdirs = u32::try_from(listing.subdirs).unwrap_or(u32::MAX - 2);
+                attr.nlink = subdirs.saturating_add(2);
+            }
+            if let Some(changed) = self.dirs.touched_at(node.loc)
+                && changed > attr.mtime
+                && node.mtime_override.is_none()
+            {
+                attr.mtime = changed;
+                attr.ctime = changed;
+            }
+        } else if !self.inodes.is_linked(node) {
+            // An open file whose name was removed.
+            attr.nlink = 0;
+        }
+        attr
     }
 
     fn add_file_handle(&self, handle: FileHandle) -> u64 {

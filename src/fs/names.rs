@@ -18,25 +18,57 @@ use std::ffi::{OsStr, OsString};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::dir::ListedEntry;
+use super::dir::{ListedEntry, Listing, Want};
 use super::inode::{Inode, Loc};
 use super::{FsResult, NodeKind, VagonFs};
 
-/// One entry of a folder as shown.
-#[derive(Debug, Clone)]
-pub(crate) enum ViewEntry {
-    /// From the server's listing.
-    Listed(ListedEntry),
-    /// Put there by this mount: an inode of the table.
-    Local { name: OsString, ino: u64 },
+/// A folder as shown at one moment: the server's listing (shared, not copied: a directory
+/// handle on a 50,000-entry folder costs the few local changes, not the listing), the listed
+/// entries this mount removed or shadowed, and the names this mount put there. Positions
+/// `0..listing.len()` are the listed entries, then the local names: readdir offsets index them.
+#[derive(Debug)]
+pub(crate) struct DirView {
+    listing: Arc<Listing>,
+    /// Positions of listed entries not shown.
+    hidden: HashSet<usize>,
+    local: Vec<(OsString, u64)>,
 }
 
-impl ViewEntry {
-    pub(crate) fn name(&self) -> &OsStr {
-        match self {
-            ViewEntry::Listed(e) => &e.name,
-            ViewEntry::Local { name, .. } => name,
+/// What a [`DirView`] position shows.
+#[derive(Debug)]
+pub(crate) enum Shown<'a> {
+    /// From the server's listing.
+    Listed(&'a ListedEntry),
+    /// A listed entry this mount removed or shadowed: nothing (the position stays used).
+    Hidden,
+    /// Put there by this mount: an inode of the table.
+    Local { name: &'a OsStr, ino: u64 },
+}
+
+impl DirView {
+    /// Whether both views read the same listing in memory (tests).
+    #[cfg(test)]
+    pub(crate) fn shares_listing(&self, other: &DirView) -> bool {
+        Arc::ptr_eq(&self.listing, &other.listing)
+    }
+
+    /// Positions (shown or hidden).
+    pub(crate) fn len(&self) -> usize {
+        self.listing.entries.len() + self.local.len()
+    }
+
+    pub(crate) fn at(&self, pos: usize) -> Option<Shown<'_>> {
+        let listed = self.listing.entries.len();
+        if pos < listed {
+            return Some(if self.hidden.contains(&pos) {
+                Shown::Hidden
+            } else {
+                Shown::Listed(&self.listing.entries[pos])
+            });
         }
+        self.local
+            .get(pos - listed)
+            .map(|(name, ino)| Shown::Local { name, ino: *ino })
     }
 }
 
@@ -74,7 +106,7 @@ impl VagonFs {
         if self.dirs.is_known_missing(dir.loc, name) {
             return Ok(None);
         }
-        let listing = self.dirs.listing(dir.loc).await?;
+        let listing = self.dirs.listing_for(dir.loc, name).await?;
         match listing.find(name) {
             Some(e) if !self.overlay.is_gone(&e.seen.loc) => Ok(Some(Resolved::Listed(e.clone()))),
             _ => {
@@ -111,24 +143,30 @@ impl VagonFs {
         }
     }
 
-    /// The folder as shown now: listed entries not removed or shadowed locally, then the local
-    /// names. A snapshot: readdir offsets index into it.
-    pub(crate) async fn view(&self, dir: &Inode) -> FsResult<Arc<Vec<ViewEntry>>> {
-        let listing = self.dirs.listing(dir.loc).await?;
-        let local = self.overlay.names(dir.loc);
+    /// The folder as shown now, for opendir: listed entries not removed or shadowed locally,
+    /// then the local names. A snapshot: readdir offsets index into it. The listing is the
+    /// cached one, revalidated in the background once older than `--dir-refresh`.
+    pub(crate) async fn view(&self, dir: &Inode) -> FsResult<Arc<DirView>> {
+        let listing = self.dirs.get(dir.loc, Want::Open).await?;
+        let local: Vec<(OsString, u64)> = self
+            .overlay
+            .names(dir.loc)
+            .into_iter()
+            .filter(|(_, ino)| self.inodes.get(*ino).is_some())
+            .collect();
         let shadowed: HashSet<&OsString> = local.iter().map(|(n, _)| n).collect();
-        let mut out = Vec::with_capacity(listing.entries.len() + local.len());
-        for e in &listing.entries {
-            if !shadowed.contains(&e.name) && !self.overlay.is_gone(&e.seen.loc) {
-                out.push(ViewEntry::Listed(e.clone()));
-            }
-        }
-        for (name, ino) in local {
-            if self.inodes.get(ino).is_some() {
-                out.push(ViewEntry::Local { name, ino });
-            }
-        }
-        Ok(Arc::new(out))
+        let hidden = listing
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| shadowed.contains(&e.name) || self.overlay.is_gone(&e.seen.loc))
+            .map(|(i, _)| i)
+            .collect();
+        Ok(Arc::new(DirView {
+            listing,
+            hidden,
+            local,
+        }))
     }
 
     /// The children of folder `loc` as shown (listing merged with the overlay).

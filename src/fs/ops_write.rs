@@ -315,6 +315,7 @@ impl VagonFs {
         self.adopt(node.ino, file, dir.loc, name);
         // Drop a remembered "missing" for this name (the listing itself is still right).
         self.dirs.forget_missing(dir.loc, name);
+        self.dirs.touch(dir.loc);
         let shown = self.shown(node.clone());
         self.inodes.opened(node.ino, shown.size, shown.mtime);
         let fh = self.add_file_handle(FileHandle {
@@ -525,6 +526,9 @@ impl VagonFs {
             .insert_new(loc, NodeKind::Directory, name, (parent, dir.loc));
         self.overlay.settle(dir.loc, name, node.ino);
         self.dirs.invalidate(dir.loc);
+        self.dirs.touch(dir.loc);
+        // A new folder shows its creation time until the server lists it.
+        self.dirs.touch(loc);
         Ok(self.reply(node))
     }
 
@@ -582,6 +586,7 @@ impl VagonFs {
             self.release_spool_if_done(ino);
         }
         self.dirs.invalidate(dir.loc);
+        self.dirs.touch(dir.loc);
     }
 
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {

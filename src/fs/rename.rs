@@ -250,6 +250,8 @@ impl VagonFs {
         }
         self.dirs.invalidate(from.loc);
         self.dirs.invalidate(to.loc);
+        self.dirs.touch(from.loc);
+        self.dirs.touch(to.loc);
         tracing::debug!(from = %old_target.display_path, to = %target.display_path, "file moved");
         Ok(())
     }
@@ -324,6 +326,8 @@ impl VagonFs {
             for loc in [from.loc, to.loc, src.loc, new_loc] {
                 self.dirs.invalidate(loc);
             }
+            self.dirs.touch(from.loc);
+            self.dirs.touch(to.loc);
             Ok(())
         })
     }

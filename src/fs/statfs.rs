@@ -10,7 +10,11 @@
 //! - `in_use` larger than `total` (over quota, or a server with no quota saying total 0) shows
 //!   0 free, never a wrapped-around number;
 //! - a failed refresh serves the last numbers known (marked stale in the log) rather than
-//!   making `df` fail on a network blip; with nothing known yet the error is returned.
+//!   making `df` fail on a network blip; with nothing known yet the error is returned, after at
+//!   most `--op-timeout` (file managers call statfs on every folder they show);
+//! - inode counts: the API has no inode limit; `files` is the inodes in use plus
+//!   [`STATFS_FREE_FILES`] free, so `df -i` shows IUsed = the inodes this mount holds, never a
+//!   negative number.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,14 +51,16 @@ type CapacityMap = HashMap<Option<u64>, (Instant, Capacity)>;
 
 pub(crate) struct StatfsCache {
     api: Arc<dyn FilesApi>,
+    op_timeout: Duration,
     cached: Arc<Mutex<CapacityMap>>,
     flight: SingleFlight<Option<u64>, Capacity>,
 }
 
 impl StatfsCache {
-    pub(crate) fn new(api: Arc<dyn FilesApi>) -> Self {
+    pub(crate) fn new(api: Arc<dyn FilesApi>, op_timeout: Duration) -> Self {
         StatfsCache {
             api,
+            op_timeout,
             cached: Arc::new(Mutex::new(HashMap::new())),
             flight: SingleFlight::new(),
         }
@@ -84,14 +90,15 @@ impl StatfsCache {
         }
         let api = Arc::clone(&self.api);
         let cached = Arc::clone(&self.cached);
-        let fetched = self
-            .flight
-            .run(machine, move || async move {
-                let cap = api.capacity(machine).await?;
-                lock(&cached).insert(machine, (Instant::now(), cap));
-                Ok(cap)
-            })
-            .await;
+        let flight = self.flight.run(machine, move || async move {
+            let cap = api.capacity(machine).await?;
+            lock(&cached).insert(machine, (Instant::now(), cap));
+            Ok(cap)
+        });
+        let fetched = match tokio::time::timeout(self.op_timeout, flight).await {
+            Ok(result) => result,
+            Err(_) => Err(super::health::op_timed_out("capacity", self.op_timeout)),
+        };
         match (fetched, last) {
             (Ok(cap), _) => Ok(cap),
             (Err(e), Some((_, cap))) => {
@@ -106,7 +113,7 @@ impl StatfsCache {
     }
 }
 
-/// The `statfs` numbers for a quota of `total` bytes with `in_use` used.
+/// The `statfs` numbers for a quota of `total` bytes with `in_use` used, `files` inodes in use.
 fn numbers(total: u64, in_use: u64, files: u64) -> StatFs {
     let blocks = total.div_ceil(STATFS_BLOCK);
     let used = in_use.div_ceil(STATFS_BLOCK);
@@ -116,7 +123,7 @@ fn numbers(total: u64, in_use: u64, files: u64) -> StatFs {
         blocks,
         blocks_free: free,
         blocks_avail: free,
-        files,
+        files: files.saturating_add(STATFS_FREE_FILES),
         files_free: STATFS_FREE_FILES,
         name_max: NAME_MAX as u32,
     }
@@ -135,5 +142,8 @@ mod tests {
         assert_eq!(s.block_size, 4096);
         let over = numbers(4096, 10_000, 0);
         assert_eq!((over.blocks, over.blocks_free), (1, 0));
+        // df -i: IUsed = files - files_free, never negative.
+        assert_eq!(s.files - s.files_free, 3);
+        assert_eq!(over.files - over.files_free, 0);
     }
 }

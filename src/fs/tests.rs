@@ -25,6 +25,8 @@ fn config() -> FsConfig {
         umask: 0o022,
         read_only: false,
         dir_cache_ttl: Duration::from_secs(3600),
+        dir_refresh: DEFAULT_DIR_REFRESH,
+        op_timeout: DEFAULT_OP_TIMEOUT,
         cache_size: 256 << 20,
         // These tests only read; a write would fail on the missing spool folder's parent.
         cache_dir: std::path::PathBuf::from("/nonexistent/vagonfs-read-tests"),
@@ -799,7 +801,9 @@ async fn hostile_names_are_skipped_and_warned_once() {
     assert_eq!(names(&list(&fs, ROOT_INO).await), vec![".", "..", "ok.txt"]);
     assert_eq!(fs.dirs.warned_count(), 7);
     fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    // Answered from the cache, revalidated in the background.
     assert_eq!(names(&list(&fs, ROOT_INO).await), vec![".", "..", "ok.txt"]);
+    fs.wait_background().await;
     assert_eq!(api.calls("list_files"), 2);
     assert_eq!(
         fs.dirs.warned_count(),
@@ -849,6 +853,9 @@ async fn keep_cache_only_while_the_file_is_unchanged() {
 
     api.replace_data(id, pattern(120, 2), mtime_of(9999));
     fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    // The stale listing answers at once and is revalidated in the background.
+    assert_eq!(fs.getattr(ino).await.expect("getattr").attr.size, 100);
+    fs.wait_background().await;
     let third = fs.open(ino, libc::O_RDONLY).await.expect("open");
     assert!(!third.keep_cache, "changed on the server");
     let got = fs.read(ino, third.fh, 0, 4096).await.expect("read");
@@ -928,8 +935,9 @@ async fn missing_names_are_remembered_briefly() {
         Err(FsError::NotFound)
     ));
     assert_eq!(api.calls("list_files"), 1);
-    // A name not known missing lists the folder again.
+    // A name not known missing is answered from the stale listing, revalidated meanwhile.
     assert!(fs.lookup(ROOT_INO, OsStr::new("present")).await.is_ok());
+    fs.wait_background().await;
     assert_eq!(api.calls("list_files"), 2);
 
     // No folder cache, no negative cache.
@@ -1014,6 +1022,7 @@ async fn readdir_offsets_are_stable_within_one_opendir() {
     let rewound = fs.readdir(ROOT_INO, fh, 0).await.expect("readdir");
     assert_eq!(rewound.len(), READDIR_BATCH);
     fs.releasedir(ROOT_INO, fh);
+    fs.wait_background().await;
     assert!(
         names(&list(&fs, ROOT_INO).await)
             .iter()
@@ -1129,4 +1138,190 @@ async fn many_files_read_at_once() {
         assert!(matches!(ok, Ok(true)));
     }
     assert_eq!(api.calls("file_link"), 12, "one link per file");
+}
+
+fn transport_error() -> ApiError {
+    ApiError::Transport {
+        endpoint: "GET /files".into(),
+        detail: "connection refused".into(),
+    }
+}
+
+#[tokio::test]
+async fn nothing_waits_on_a_relist_when_a_listing_exists() {
+    let api = Arc::new(MemApi::new());
+    let dir = api.add_dir(Space::Shared, None, "big");
+    api.add_file(Space::Shared, Some(dir), "f", pattern(10, 1));
+    let fs = shared(&api);
+    let f = walk(&fs, "big/f").await.expect("f").attr.ino;
+    let big = walk(&fs, "big").await.expect("big").attr.ino;
+    assert_eq!(api.calls("list_files"), 2);
+    // The TTL passes and the server hangs on every listing of `big`.
+    let gate = api.hold_listings_of(dir);
+    fs.dirs.expire(Loc::Remote {
+        space: Space::Shared,
+        id: dir,
+    });
+    let quick = tokio::time::timeout(Duration::from_secs(1), async {
+        assert_eq!(fs.getattr(f).await.expect("getattr").attr.size, 10);
+        assert!(fs.lookup(big, OsStr::new("f")).await.is_ok());
+        assert_eq!(list(&fs, big).await.len(), 3);
+    })
+    .await;
+    assert!(
+        quick.is_ok(),
+        "getattr, lookup and readdir waited on the relist"
+    );
+    // One revalidation runs for all of them.
+    for _ in 0..1000 {
+        if api.calls("list_files") >= 3 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(api.calls("list_files"), 3);
+    gate.add_permits(10);
+    fs.wait_background().await;
+}
+
+#[tokio::test]
+async fn outage_serves_cached_listings_and_fails_fast_without() {
+    let api = Arc::new(MemApi::new());
+    let cached = api.add_dir(Space::Shared, None, "cached");
+    let cold = api.add_dir(Space::Shared, None, "cold");
+    api.add_file(Space::Shared, Some(cached), "a", pattern(3, 1));
+    api.add_file(Space::Shared, Some(cold), "b", pattern(3, 2));
+    let fs = shared(&api);
+    let cached_ino = walk(&fs, "cached/a").await.expect("a").attr.ino;
+    let cold_ino = walk(&fs, "cold").await.expect("cold").attr.ino;
+    api.reset_calls();
+    assert!(fs.api_unreachable_since().is_none());
+    for _ in 0..3 {
+        api.fail_next("list_files", transport_error());
+    }
+    fs.dirs.expire(Loc::Remote {
+        space: Space::Shared,
+        id: cached,
+    });
+    // The cached folder answers (its revalidation fails in the background).
+    assert_eq!(fs.getattr(cached_ino).await.expect("stat").attr.size, 3);
+    fs.wait_background().await;
+    assert!(fs.api_unreachable_since().is_some(), "outage noticed");
+    // The folder never listed fails at once (the failure is remembered), with EIO.
+    let started = std::time::Instant::now();
+    let err = fs.opendir(cold_ino).await.map(|_| ()).unwrap_err();
+    assert_eq!(to_errno(&err), libc::EIO);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(
+        api.calls("list_files"),
+        1,
+        "no request while the failure is remembered"
+    );
+    // Cached folders keep answering, lookups and readdir alike.
+    let cached_dir = walk(&fs, "cached").await.expect("cached").attr.ino;
+    assert_eq!(list(&fs, cached_dir).await.len(), 3);
+    assert_eq!(api.calls("list_files"), 1);
+}
+
+#[tokio::test]
+async fn a_hung_api_fails_uncached_lookups_within_the_op_timeout() {
+    let api = Arc::new(MemApi::new());
+    let dir = api.add_dir(Space::Shared, None, "d");
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            op_timeout: Duration::from_millis(300),
+            ..config()
+        },
+    );
+    let d = walk(&fs, "d").await.expect("d").attr.ino;
+    let gate = api.hold_listings_of(dir);
+    let started = std::time::Instant::now();
+    let err = fs.lookup(d, OsStr::new("x")).await.unwrap_err();
+    assert_eq!(to_errno(&err), libc::EIO, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(fs.api_unreachable_since().is_some());
+    // The fetch goes on in the background and fills the cache once the server answers.
+    gate.add_permits(10);
+    fs.wait_background().await;
+    let again = tokio::time::timeout(Duration::from_secs(5), fs.lookup(d, OsStr::new("x"))).await;
+    assert!(matches!(again, Ok(Err(FsError::NotFound))), "{again:?}");
+}
+
+#[tokio::test]
+async fn directory_handles_share_one_listing() {
+    let api = Arc::new(MemApi::new());
+    for i in 0..300u64 {
+        api.add_file(Space::Shared, None, &format!("f{i:03}"), pattern(1, i));
+    }
+    let fs = shared(&api);
+    let a = fs.opendir(ROOT_INO).await.expect("opendir");
+    let b = fs.opendir(ROOT_INO).await.expect("opendir");
+    let view = |fh| match lock(&fs.handles).get(&fh) {
+        Some(Handle::Dir(h)) => Arc::clone(&lock(&h.snapshot).view),
+        _ => panic!("no handle"),
+    };
+    let (va, vb) = (view(a), view(b));
+    assert!(va.shares_listing(&vb), "two handles, one listing in memory");
+    assert_eq!(api.calls("list_files"), 3, "300 entries: 3 pages, once");
+    fs.releasedir(ROOT_INO, a);
+    fs.releasedir(ROOT_INO, b);
+}
+
+#[tokio::test]
+async fn folder_link_counts_follow_subfolders() {
+    let api = Arc::new(MemApi::new());
+    let top = api.add_dir(Space::Shared, None, "top");
+    api.add_dir(Space::Shared, Some(top), "x");
+    api.add_dir(Space::Shared, Some(top), "y");
+    api.add_file(Space::Shared, Some(top), "f", pattern(1, 1));
+    let fs = shared(&api);
+    let t = walk(&fs, "top").await.expect("top").attr.ino;
+    // Not listed yet: the usual 2.
+    assert_eq!(fs.getattr(t).await.expect("getattr").attr.nlink, 2);
+    let entries = list(&fs, t).await;
+    assert_eq!(entries[0].attr.nlink, 4, "`.` of top: 2 + x and y");
+    assert_eq!(fs.getattr(t).await.expect("getattr").attr.nlink, 4);
+    let f = entries.iter().find(|e| e.name == "f").expect("f");
+    assert_eq!(f.attr.nlink, 1);
+}
+
+#[tokio::test]
+async fn a_changed_listing_tells_the_kernel() {
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+    impl KernelCache for Seen {
+        fn forget_entry(&self, parent: u64, name: &OsStr) {
+            lock(&self.0).push(format!("entry {parent} {}", name.to_string_lossy()));
+        }
+        fn forget_inode(&self, ino: u64) {
+            lock(&self.0).push(format!("inode {ino}"));
+        }
+    }
+    let api = Arc::new(MemApi::new());
+    let keep = api.add_file(Space::Shared, None, "keep", pattern(5, 1));
+    let changes = api.add_file(Space::Shared, None, "changes", pattern(5, 2));
+    let fs = shared(&api);
+    let seen = Arc::new(Seen::default());
+    fs.set_kernel_cache(Arc::clone(&seen) as Arc<dyn KernelCache>);
+    let changes_ino = walk(&fs, "changes").await.expect("changes").attr.ino;
+    walk(&fs, "keep").await.expect("keep");
+    api.replace_data(changes, pattern(9, 3), mtime_of(77));
+    api.add_file(Space::Shared, None, "new", pattern(1, 4));
+    let _ = keep;
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    // The revalidation behind this opendir finds the differences.
+    list(&fs, ROOT_INO).await;
+    fs.wait_background().await;
+    let mut got = lock(&seen.0).clone();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            format!("entry {ROOT_INO} new"),
+            format!("inode {changes_ino}")
+        ]
+    );
+    assert_eq!(list(&fs, ROOT_INO).await.len(), 5);
 }

@@ -25,6 +25,8 @@ pub(super) fn config(cache: &Path, chunk_mb: u64) -> FsConfig {
         umask: 0o022,
         read_only: false,
         dir_cache_ttl: Duration::from_secs(3600),
+        dir_refresh: DEFAULT_DIR_REFRESH,
+        op_timeout: DEFAULT_OP_TIMEOUT,
         cache_size: 64 << 20,
         cache_dir: cache.join("spools"),
         chunk_size_mb: chunk_mb,

@@ -369,11 +369,13 @@ struct MountControl {
 #[async_trait]
 impl ControlHandler for MountControl {
     fn snapshot(&self) -> StatusSnapshot {
-        StatusSnapshot::collect(
+        let mut snapshot = StatusSnapshot::collect(
             &self.identity,
             &self.metrics,
             status_uploads(&self.fs.uploads()),
-        )
+        );
+        snapshot.api_unreachable_since = self.fs.api_unreachable_since().map(DateTime::<Utc>::from);
+        snapshot
     }
 
     async fn unmount(&self, force: bool) -> Result<(), String> {

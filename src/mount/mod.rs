@@ -114,6 +114,17 @@ pub struct MountArgs {
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_duration)]
     pub dir_cache_ttl: Duration,
 
+    /// A folder opened (ls, a file manager's refresh) with a listing older than this is
+    /// revalidated in the background, so changes made elsewhere show within seconds: seconds,
+    /// or a number with a unit (10s, 1m).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_duration)]
+    pub dir_refresh: Duration,
+
+    /// Longest wait of lookup, stat, opendir and readdir on an unreachable API when nothing
+    /// is cached (then EIO; cached listings are answered at once): seconds, or with a unit.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_op_timeout)]
+    pub op_timeout: Duration,
+
     /// Memory for cached file data: MiB, or a size with a unit (512M, 2G); 1 MiB to 1 TiB.
     #[arg(long, value_name = "MiB", default_value = "256", value_parser = parse_cache_size)]
     pub cache_size: u64,
@@ -424,6 +435,8 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
             umask: args.umask,
             read_only: args.read_only,
             dir_cache_ttl: args.dir_cache_ttl,
+            dir_refresh: args.dir_refresh,
+            op_timeout: args.op_timeout,
             cache_size: args.cache_size,
             // Replaced by the per-target folder under `cache_base` once the backend is known.
             cache_dir: cache_base.clone(),
@@ -553,6 +566,16 @@ pub fn parse_cache_size(s: &str) -> Result<u64, String> {
         Some(b) if b >= MIB => Ok(b),
         _ => Err(format!("{s:?} is not between 1 MiB and 1 TiB")),
     }
+}
+
+/// `--op-timeout`: as [`parse_duration`], at least one second (a shorter bound would fail
+/// lookups on an ordinary slow answer).
+pub fn parse_op_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s:?} is shorter than one second"));
+    }
+    Ok(d)
 }
 
 /// `--dir-cache-ttl`: a plain number is seconds; `s`, `m`, `h` give the unit. At most a day.

@@ -174,7 +174,7 @@ fn serve_mounted(
         Some(ready_tx),
     )
     .with_metrics(backend.metrics.clone());
-    let mut session = MountedSession::start(adapter, plan)?;
+    let mut session = MountedSession::start(adapter, plan, &fs)?;
 
     let started = rt.block_on(async {
         tokio::select! {
@@ -480,7 +480,7 @@ struct MountedSession {
 
 impl MountedSession {
     /// Mount (directly, else through fusermount) and start serving.
-    fn start(adapter: FuseAdapter, plan: &MountPlan) -> Result<Self, MountError> {
+    fn start(adapter: FuseAdapter, plan: &MountPlan, fs: &VagonFs) -> Result<Self, MountError> {
         let path = &plan.mountpoint;
         let mount_error = |source| MountError::Mount {
             path: path.to_path_buf(),
@@ -502,6 +502,8 @@ impl MountedSession {
             }
             Err(err) => return Err(mount_error(err)),
         };
+        // Changes found by revalidating listings reach the kernel's caches.
+        fs.set_kernel_cache(crate::fuse::KernelNotifier::start(session.notifier()));
         let (ended_tx, ended_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("fuse-session".into())

@@ -185,6 +185,11 @@ impl EmulatorProcess {
         }
     }
 
+    /// The emulator's process id (e.g. to SIGSTOP it: an API that stops answering).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A client of this emulator.
     pub fn client(&self) -> Arc<dyn FilesApi> {
         self.client.clone()

@@ -1,7 +1,9 @@
 //! Test hooks under `/_emulator/` (no HMAC, never faulted, not counted):
 //! - `GET /_emulator/stats`: request counts per endpoint family, e.g.
 //!   `{"list_files": 3, "file_link": 1, "data_get": 2, ...}` (every family present);
-//! - `POST /_emulator/reset-stats`: zero them;
+//! - `GET /_emulator/peaks`: the most requests of each family handled at once (e.g. pages of
+//!   one listing fetched in parallel);
+//! - `POST /_emulator/reset-stats`: zero them (counts and peaks);
 //! - `GET /_emulator/faults`, `POST /_emulator/faults`: read or change the injected fault rates;
 //!   the body holds any of `fail_rate`, `throttle_rate`, `reset_rate` (0..1) and `latency_ms`;
 //!   answers the settings now in force;
@@ -11,6 +13,10 @@
 //!     "content_type": "text/plain"}`; `size` (declared) defaults to the content's length and may
 //!   differ from it; names may be empty, `..`, contain `/` or NUL, or repeat. Answers
 //!   `{"id": n, "uid": "..."}`. Only the parent must exist.
+//! - `POST /_emulator/bulk-folders`: `{"count": 10000, "prefix": "d", "parent_id": 7,
+//!   "machine_id": 1}` inserts `count` (at most [`MAX_BULK`]) empty folders `d000000`, `d000001`,
+//!   ... in one transaction, for big-folder tests and benchmarks; answers
+//!   `{"count", "first_id", "last_id"}`.
 
 use axum::Json;
 use axum::Router;
@@ -30,13 +36,19 @@ use crate::emulator::store::{DEFAULT_CONTENT_TYPE, NewEntry, Target};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_emulator/stats", get(stats))
+        .route("/_emulator/peaks", get(peaks))
         .route("/_emulator/reset-stats", post(reset_stats))
         .route("/_emulator/faults", get(faults).post(set_faults))
         .route("/_emulator/raw-entry", post(raw_entry))
+        .route("/_emulator/bulk-folders", post(bulk_folders))
 }
 
 async fn stats(State(state): State<AppState>) -> Json<std::collections::BTreeMap<String, u64>> {
     Json(state.stats.snapshot())
+}
+
+async fn peaks(State(state): State<AppState>) -> Json<std::collections::BTreeMap<String, u64>> {
+    Json(state.stats.peaks())
 }
 
 async fn reset_stats(State(state): State<AppState>) -> Reply {
@@ -78,6 +90,54 @@ struct RawEntry {
     size: Option<u64>,
     #[serde(default)]
     content_type: Option<String>,
+}
+
+/// Most folders one `bulk-folders` call inserts.
+pub const MAX_BULK: u64 = 1_000_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkFolders {
+    count: u64,
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    parent_id: Option<u64>,
+    #[serde(default)]
+    machine_id: Option<u64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct BulkInserted {
+    count: u64,
+    first_id: u64,
+    last_id: u64,
+}
+
+async fn bulk_folders(State(state): State<AppState>, body: Bytes) -> Reply {
+    let bulk: BulkFolders = parse(&body)?;
+    if bulk.count == 0 || bulk.count > MAX_BULK {
+        return Err(Failure::bad_request(format!(
+            "count must be between 1 and {MAX_BULK}"
+        )));
+    }
+    if bulk.prefix.contains('/') || bulk.prefix.len() > 200 {
+        return Err(Failure::bad_request("prefix: no '/', at most 200 bytes"));
+    }
+    let target = Target {
+        machine_id: bulk.machine_id,
+        parent_id: bulk.parent_id,
+    };
+    let count = bulk.count;
+    let (first_id, last_id) = blocking(&state, move |s| {
+        s.insert_folders(target, &bulk.prefix, count)
+    })
+    .await?;
+    Ok(ok(BulkInserted {
+        count,
+        first_id,
+        last_id,
+    }))
 }
 
 #[derive(Debug, serde::Serialize)]

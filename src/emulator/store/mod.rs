@@ -19,6 +19,9 @@
 //! - Ids come from one AUTOINCREMENT sequence, so they are global across storages and never
 //!   reused. Each storage has a root folder row (its id is the `current.id` of a root listing);
 //!   items directly under it are shown with `parent_id` 0, and deleting it answers 450.
+//! - Listings page by keyset (`tree`): page `p` starts after the last key of page `p - 1`,
+//!   known from a per-folder table of page boundaries that one index scan builds and that is
+//!   kept until the connection's change counter moves; any page then costs about the first.
 //! - All SQL runs on one connection behind a mutex; callers run `Store` methods on blocking
 //!   threads (`tokio::task::spawn_blocking`), never on the async workers. Long file work (part
 //!   assembly, zips) runs outside the mutex.
@@ -264,6 +267,8 @@ pub struct Store {
     /// Index `m - 1` is machine `m`'s storage.
     machine_storages: Vec<StorageInfo>,
     presign_key: Vec<u8>,
+    /// Where each page of a folder listing starts (keyset pagination, see `tree`).
+    page_bounds: tree::BoundsCache,
     /// Held (advisory lock) for the store's lifetime.
     _lock: File,
 }
@@ -307,6 +312,7 @@ impl Store {
             recordings,
             machine_storages,
             presign_key,
+            page_bounds: tree::BoundsCache::default(),
             _lock: lock,
         };
         for m in 1..=machines {
