@@ -143,6 +143,7 @@ fn config() -> FsConfig {
         chunk_size_mb: write::DEFAULT_CHUNK_SIZE_MB,
         upload_concurrency: write::DEFAULT_CONCURRENCY,
         rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
+        write_back: crate::fs::engine::WriteBack::sync_close(),
     }
 }
 

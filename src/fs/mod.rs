@@ -12,8 +12,9 @@
 //! [`flight`] (single-flight fetches shared by all of them), [`errno`] (the one errno map),
 //! [`write`] (the write-path engine: spools, journal, uploader), `overlay` (local changes laid
 //! over cached listings), `names` (name resolution and folder views merging both),
-//! `ops_write` (create, open for writing, write, flush, setattr, mkdir, unlink, rmdir, recovery)
-//! and `rename` (file and folder moves).
+//! `ops_write` (create, open for writing, write, flush, setattr, mkdir, unlink, rmdir, recovery),
+//! `rename` (file and folder moves) and [`engine`] (background uploads: one worker per dirty
+//! file, `--transfers` at once, retries).
 //!
 //! Subtle cases owned here:
 //! - every method takes `&self`; state sits behind `std::sync::Mutex`es held for a few map
@@ -24,7 +25,8 @@
 //!   folder changes; each returned entry counts as a kernel lookup (readdirplus), and entries the
 //!   adapter could not send back must be handed to [`VagonFs::unsent`];
 //! - writes go to a local spool per inode (shared by all its handles, see `ops_write`), and
-//!   are uploaded on close/fsync; reads of an inode with a spool are served from it, from any
+//!   are uploaded in the background by the write-back engine (`engine`), kicked by close;
+//!   fsync waits for the upload; reads of an inode with a spool are served from it, from any
 //!   handle, so what was written is seen at once; the read-only mount and the session
 //!   recordings answer EROFS;
 //! - a read that finds the server's bytes disagreeing with the listed size fails with EIO and
@@ -37,6 +39,7 @@ pub mod dir;
 mod emu_support;
 #[cfg(test)]
 mod emu_tests;
+pub mod engine;
 pub mod errno;
 mod flight;
 mod inode;
@@ -60,7 +63,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -268,6 +271,8 @@ pub struct FsConfig {
     /// Entries (files and folders, counted recursively) past which a folder rename answers
     /// EXDEV, so `mv` falls back to copy and delete.
     pub rename_dir_limit: usize,
+    /// The write-back engine's options (`--transfers`, `--sync-close`, `--upload-delay`).
+    pub write_back: engine::WriteBack,
 }
 
 /// Default of [`FsConfig::rename_dir_limit`].
@@ -340,6 +345,10 @@ pub struct VagonFs {
     uploader: Uploader,
     /// Inodes with a local spool.
     files: Mutex<HashMap<u64, OpenFile>>,
+    /// Background uploads (`engine.rs`).
+    engine: engine::Engine,
+    /// This filesystem, for the engine's tasks (which must not keep it alive).
+    me: Weak<VagonFs>,
 }
 
 impl VagonFs {
@@ -351,7 +360,9 @@ impl VagonFs {
         let uploader = Uploader::new(Arc::clone(&api), UploadRegistry::new())
             .with_chunk_size_mb(config.chunk_size_mb)
             .with_concurrency(config.upload_concurrency);
-        Arc::new(VagonFs {
+        Arc::new_cyclic(|me| VagonFs {
+            me: me.clone(),
+            engine: engine::Engine::new(config.write_back),
             attrs: AttrPolicy::new(&config, SystemTime::now()),
             inodes: InodeTable::new(root_loc),
             dirs: DirCache::new(Arc::clone(&api), config.dir_cache_ttl),

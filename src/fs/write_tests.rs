@@ -30,6 +30,7 @@ pub(super) fn config(cache: &Path, chunk_mb: u64) -> FsConfig {
         chunk_size_mb: chunk_mb,
         upload_concurrency: 4,
         rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
+        write_back: crate::fs::engine::WriteBack::sync_close(),
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::{MountError, MountPlan};
-use crate::daemon::control::{ControlHandler, ControlServer};
+use crate::daemon::control::{ControlHandler, ControlServer, SyncFailure};
 use crate::daemon::metrics::{CacheKind, Metrics, UploadQueueStats};
 use crate::daemon::metrics_http::MetricsServer;
 use crate::daemon::snapshot::{self, MountIdentity, StatusSnapshot};
@@ -267,6 +267,16 @@ impl ControlHandler for MountControl {
             &self.metrics,
             status_uploads(&self.fs.uploads()),
         )
+    }
+
+    async fn sync(&self) -> Vec<SyncFailure> {
+        info!("sync asked over the control socket: uploading every pending change");
+        let report = self.fs.wait_uploads().await;
+        report
+            .failed
+            .into_iter()
+            .map(|(file, reason)| SyncFailure { file, reason })
+            .collect()
     }
 
     async fn unmount(&self, force: bool) -> Result<(), String> {
