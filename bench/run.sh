@@ -15,6 +15,8 @@
 #   BENCH_REPEAT        runs of each read benchmark; the best is kept     (default 3)
 #   BENCH_TTFB_REPEAT   fresh mounts for time to first byte (median)      (default 5)
 #   BENCH_WRITE         auto (run if the mount accepts writes) | 0 | 1    (default auto)
+#   BENCH_LATENCY_MS    emulator --latency-ms: delay added to every API and data request,
+#                       for the mount and the baselines alike (default 0; run 0 and 20)
 #   VAGONFS             the binary (default target/release/vagonfs, built if missing)
 #   BENCH_KEEP=1        keep the work folder (logs) instead of deleting it
 #
@@ -35,6 +37,7 @@ SMALL_FILES="${BENCH_SMALL_FILES:-1000}"
 TTFB_REPEAT="${BENCH_TTFB_REPEAT:-5}"
 REPEAT="${BENCH_REPEAT:-3}"
 WRITE_MODE="${BENCH_WRITE:-auto}"
+LATENCY_MS="${BENCH_LATENCY_MS:-0}"
 VAGONFS="${VAGONFS:-$ROOT/target/release/vagonfs}"
 
 # Daemon memory allowed on top of --cache-size while reading (MiB).
@@ -115,7 +118,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { prin
 start_emulator() {
     mkdir -p "$WORK/emu"
     RUST_LOG=warn "$VAGONFS" emulator --listen 127.0.0.1:0 --data "$WORK/emu" \
-        >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
+        --latency-ms "$LATENCY_MS" >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
     EMU_PID=$!
     local deadline=$((SECONDS + START_WAIT))
     while ! grep -q 'listening on ' "$WORK/emulator.out" 2>/dev/null; do
@@ -125,7 +128,7 @@ start_emulator() {
     done
     API_URL="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$WORK/emulator.out" | head -1)"
     DATA_HOSTPORT="${API_URL#http://}"
-    log "emulator pid $EMU_PID at $API_URL"
+    log "emulator pid $EMU_PID at $API_URL (latency ${LATENCY_MS} ms per request)"
 }
 
 # A fresh `vagonfs mount --machine 1` on a new empty folder; sets MNT and MOUNT_PID.
@@ -384,4 +387,4 @@ echo "| Benchmark | vagonfs | Baseline | Ratio (speed vs baseline) | Target |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
 echo
-echo "Size ${SIZE_MIB} MiB, --cache-size ${CACHE_MIB} MiB, $DIR_ENTRIES entries, $RAND_4K_IOS x 4 KiB / $RAND_256K_IOS x 256 KiB random reads, $SMALL_FILES small files; throughput and IOPS are the best of $REPEAT runs for both sides. Ratio: vagonfs speed ÷ baseline speed (> 1: vagonfs faster)."
+echo "Emulator --latency-ms ${LATENCY_MS} (every API and data request, baselines included). Size ${SIZE_MIB} MiB, --cache-size ${CACHE_MIB} MiB, $DIR_ENTRIES entries, $RAND_4K_IOS x 4 KiB / $RAND_256K_IOS x 256 KiB random reads, $SMALL_FILES small files; throughput and IOPS are the best of $REPEAT runs for both sides. Ratio: vagonfs speed ÷ baseline speed (> 1: vagonfs faster)."

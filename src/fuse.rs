@@ -117,7 +117,7 @@ impl FuseAdapter {
     }
 
     /// One more `op`, failed or not.
-    fn count(&self, op: &'static str, failed: bool) {
+    fn count(&self, op: FuseOp, failed: bool) {
         if let Some(metrics) = &self.metrics {
             count_op(metrics, op, failed);
         }
@@ -149,7 +149,7 @@ impl FuseAdapter {
                         let errno = to_errno(&err);
                         log_failure(ctx.op, &err, errno, elapsed);
                         if let Some(metrics) = &metrics {
-                            metrics.fuse_error(FuseOp::from_name(ctx.op));
+                            metrics.fuse_error(ctx.op);
                         }
                         reply.fail(errno);
                     }
@@ -163,7 +163,7 @@ impl FuseAdapter {
     fn refuse<R: FuseReply>(&self, ctx: OpCtx, reply: R, errno: i32, why: &str) {
         let _entered = ctx.span().entered();
         self.count(ctx.op, true);
-        debug!(errno, "{} refused: {why}", ctx.op);
+        debug!(errno, "{} refused: {why}", ctx.op.as_str());
         reply.fail(errno);
     }
 }
@@ -171,17 +171,17 @@ impl FuseAdapter {
 /// Which operation, for the span and the logs.
 #[derive(Debug, Clone, Copy)]
 struct OpCtx {
-    op: &'static str,
+    op: FuseOp,
     ino: u64,
     fh: Option<u64>,
 }
 
 impl OpCtx {
-    fn new(op: &'static str, ino: u64) -> Self {
+    fn new(op: FuseOp, ino: u64) -> Self {
         OpCtx { op, ino, fh: None }
     }
 
-    fn fh(op: &'static str, ino: u64, fh: u64) -> Self {
+    fn fh(op: FuseOp, ino: u64, fh: u64) -> Self {
         OpCtx {
             op,
             ino,
@@ -192,7 +192,7 @@ impl OpCtx {
     fn span(&self) -> Span {
         let span = tracing::info_span!(
             "fuse",
-            op = self.op,
+            op = self.op.as_str(),
             ino = self.ino,
             fh = tracing::field::Empty
         );
@@ -204,15 +204,14 @@ impl OpCtx {
 }
 
 /// Counts one `op` (an `OpCtx` name) in `metrics`, and its failure.
-fn count_op(metrics: &Metrics, op: &str, failed: bool) {
-    let op = FuseOp::from_name(op);
+fn count_op(metrics: &Metrics, op: FuseOp, failed: bool) {
     metrics.fuse_op(op);
     if failed {
         metrics.fuse_error(op);
     }
 }
 
-fn log_done(op: &'static str, elapsed: Duration) {
+fn log_done(op: FuseOp, elapsed: Duration) {
     if elapsed >= SLOW_OP {
         debug!(?elapsed, "{op} done (slow)");
     } else {
@@ -221,7 +220,7 @@ fn log_done(op: &'static str, elapsed: Duration) {
 }
 
 /// Log a failed operation once, at a level fitting its errno.
-fn log_failure(op: &'static str, err: &FsError, errno: i32, elapsed: Duration) {
+fn log_failure(op: FuseOp, err: &FsError, errno: i32, elapsed: Duration) {
     match errno {
         // Ordinary answers: a name that is not there, a write to a read-only mount, ...
         libc::ENOENT
@@ -413,7 +412,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let name = name.to_os_string();
         self.dispatch(
-            OpCtx::new("lookup", parent),
+            OpCtx::new(FuseOp::Lookup, parent),
             reply,
             async move {
                 match fs.lookup(parent, &name).await {
@@ -434,15 +433,15 @@ impl Filesystem for FuseAdapter {
 
     fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
         trace!(ino, nlookup, "forget");
-        self.count("forget", false);
+        self.count(FuseOp::Forget, false);
         self.fs.forget(ino, nlookup);
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
         let fs = self.fs.clone();
         let ctx = match fh {
-            Some(fh) => OpCtx::fh("getattr", ino, fh),
-            None => OpCtx::new("getattr", ino),
+            Some(fh) => OpCtx::fh(FuseOp::Getattr, ino, fh),
+            None => OpCtx::new(FuseOp::Getattr, ino),
         };
         self.dispatch(
             ctx,
@@ -482,7 +481,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         self.dispatch(
             OpCtx {
-                op: "setattr",
+                op: FuseOp::Setattr,
                 ino,
                 fh,
             },
@@ -494,7 +493,7 @@ impl Filesystem for FuseAdapter {
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
         self.refuse(
-            OpCtx::new("readlink", ino),
+            OpCtx::new(FuseOp::Readlink, ino),
             reply,
             libc::EINVAL,
             "no symbolic links here",
@@ -511,7 +510,7 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let ctx = OpCtx::new("mknod", parent);
+        let ctx = OpCtx::new(FuseOp::Mknod, parent);
         if mode & libc::S_IFMT != libc::S_IFREG {
             self.refuse(
                 ctx,
@@ -550,7 +549,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let name = name.to_os_string();
         self.dispatch(
-            OpCtx::new("mkdir", parent),
+            OpCtx::new(FuseOp::Mkdir, parent),
             reply,
             async move { fs.mkdir(parent, &name, mode).await },
             |reply, a: AttrReply| reply.entry(&a.ttl, &file_attr(&a.attr), GENERATION),
@@ -561,7 +560,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let name = name.to_os_string();
         self.dispatch(
-            OpCtx::new("unlink", parent),
+            OpCtx::new(FuseOp::Unlink, parent),
             reply,
             async move { fs.unlink(parent, &name).await },
             |reply, ()| reply.ok(),
@@ -572,7 +571,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let name = name.to_os_string();
         self.dispatch(
-            OpCtx::new("rmdir", parent),
+            OpCtx::new(FuseOp::Rmdir, parent),
             reply,
             async move { fs.rmdir(parent, &name).await },
             |reply, ()| reply.ok(),
@@ -588,7 +587,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         self.refuse(
-            OpCtx::new("symlink", parent),
+            OpCtx::new(FuseOp::Symlink, parent),
             reply,
             libc::EPERM,
             "the storage has no links",
@@ -609,7 +608,7 @@ impl Filesystem for FuseAdapter {
         let name = name.to_os_string();
         let newname: OsString = newname.to_os_string();
         self.dispatch(
-            OpCtx::new("rename", parent),
+            OpCtx::new(FuseOp::Rename, parent),
             reply,
             async move { fs.rename(parent, &name, newparent, &newname, flags).await },
             |reply, ()| reply.ok(),
@@ -625,7 +624,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         self.refuse(
-            OpCtx::new("link", ino),
+            OpCtx::new(FuseOp::Link, ino),
             reply,
             libc::EPERM,
             "the storage has no links",
@@ -635,7 +634,7 @@ impl Filesystem for FuseAdapter {
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let fs = self.fs.clone();
         self.dispatch(
-            OpCtx::new("open", ino),
+            OpCtx::new(FuseOp::Open, ino),
             reply,
             async move { fs.open(ino, flags).await },
             |reply, open: OpenReply| reply.opened(open.fh, open_flags(&open)),
@@ -653,7 +652,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        let ctx = OpCtx::fh("read", ino, fh);
+        let ctx = OpCtx::fh(FuseOp::Read, ino, fh);
         let Some(off) = offset(off) else {
             self.refuse(ctx, reply, libc::EINVAL, "negative offset");
             return;
@@ -679,7 +678,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        let ctx = OpCtx::fh("write", ino, fh);
+        let ctx = OpCtx::fh(FuseOp::Write, ino, fh);
         let Some(off) = offset(off) else {
             self.refuse(ctx, reply, libc::EINVAL, "negative offset");
             return;
@@ -705,7 +704,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         self.dispatch(
-            OpCtx::fh("flush", ino, fh),
+            OpCtx::fh(FuseOp::Flush, ino, fh),
             reply,
             async move { fs.flush(ino, fh).await },
             |reply, ()| reply.ok(),
@@ -724,7 +723,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         self.dispatch(
-            OpCtx::fh("release", ino, fh),
+            OpCtx::fh(FuseOp::Release, ino, fh),
             reply,
             async move { fs.release(ino, fh).await },
             |reply, ()| reply.ok(),
@@ -734,7 +733,7 @@ impl Filesystem for FuseAdapter {
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _datasync: bool, reply: ReplyEmpty) {
         let fs = self.fs.clone();
         self.dispatch(
-            OpCtx::fh("fsync", ino, fh),
+            OpCtx::fh(FuseOp::Fsync, ino, fh),
             reply,
             async move { fs.fsync(ino, fh).await },
             |reply, ()| reply.ok(),
@@ -744,7 +743,7 @@ impl Filesystem for FuseAdapter {
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         let fs = self.fs.clone();
         self.dispatch(
-            OpCtx::new("opendir", ino),
+            OpCtx::new(FuseOp::Opendir, ino),
             reply,
             async move { fs.opendir(ino).await },
             |reply, fh| reply.opened(fh, 0),
@@ -762,7 +761,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let core = self.fs.clone();
         self.dispatch(
-            OpCtx::fh("readdir", ino, fh),
+            OpCtx::fh(FuseOp::Readdir, ino, fh),
             reply,
             async move { fs.readdir(ino, fh, offset).await },
             move |mut reply, entries| {
@@ -795,7 +794,7 @@ impl Filesystem for FuseAdapter {
         let core = self.fs.clone();
         let ttl = self.config.entry_ttl;
         self.dispatch(
-            OpCtx::fh("readdirplus", ino, fh),
+            OpCtx::fh(FuseOp::Readdirplus, ino, fh),
             reply,
             async move { fs.readdir(ino, fh, offset).await },
             move |mut reply, entries| {
@@ -828,8 +827,8 @@ impl Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyEmpty,
     ) {
-        let _entered = OpCtx::fh("releasedir", ino, fh).span().entered();
-        self.count("releasedir", false);
+        let _entered = OpCtx::fh(FuseOp::Releasedir, ino, fh).span().entered();
+        self.count(FuseOp::Releasedir, false);
         self.fs.releasedir(ino, fh);
         reply.ok();
     }
@@ -843,14 +842,14 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         // Folder changes are made on the server synchronously: nothing is pending.
-        self.count("fsyncdir", false);
+        self.count(FuseOp::Fsyncdir, false);
         reply.ok();
     }
 
     fn statfs(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyStatfs) {
         let fs = self.fs.clone();
         self.dispatch(
-            OpCtx::new("statfs", ino),
+            OpCtx::new(FuseOp::Statfs, ino),
             reply,
             async move { fs.statfs(ino).await },
             |reply, s| {
@@ -879,7 +878,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.refuse(
-            OpCtx::new("setxattr", ino),
+            OpCtx::new(FuseOp::Setxattr, ino),
             reply,
             libc::ENOTSUP,
             "no extended attributes",
@@ -895,7 +894,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyXattr,
     ) {
         self.refuse(
-            OpCtx::new("getxattr", ino),
+            OpCtx::new(FuseOp::Getxattr, ino),
             reply,
             libc::ENOTSUP,
             "no extended attributes",
@@ -904,7 +903,7 @@ impl Filesystem for FuseAdapter {
 
     fn listxattr(&mut self, _req: &Request<'_>, ino: u64, _size: u32, reply: ReplyXattr) {
         self.refuse(
-            OpCtx::new("listxattr", ino),
+            OpCtx::new(FuseOp::Listxattr, ino),
             reply,
             libc::ENOTSUP,
             "no extended attributes",
@@ -913,7 +912,7 @@ impl Filesystem for FuseAdapter {
 
     fn removexattr(&mut self, _req: &Request<'_>, ino: u64, _name: &OsStr, reply: ReplyEmpty) {
         self.refuse(
-            OpCtx::new("removexattr", ino),
+            OpCtx::new(FuseOp::Removexattr, ino),
             reply,
             libc::ENOTSUP,
             "no extended attributes",
@@ -923,7 +922,7 @@ impl Filesystem for FuseAdapter {
     fn access(&mut self, _req: &Request<'_>, _ino: u64, _mask: i32, reply: ReplyEmpty) {
         // The mount uses `default_permissions`: the kernel checks modes itself and does not
         // normally ask. If it does, the answer is the same: allowed as far as we know.
-        self.count("access", false);
+        self.count(FuseOp::Access, false);
         reply.ok();
     }
 
@@ -940,7 +939,7 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let name = name.to_os_string();
         self.dispatch(
-            OpCtx::new("create", parent),
+            OpCtx::new(FuseOp::Create, parent),
             reply,
             async move { fs.create(parent, &name, mode, flags).await },
             |reply, (a, open): (AttrReply, OpenReply)| {
@@ -966,7 +965,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.refuse(
-            OpCtx::fh("fallocate", ino, fh),
+            OpCtx::fh(FuseOp::Fallocate, ino, fh),
             reply,
             libc::ENOTSUP,
             "no preallocation",

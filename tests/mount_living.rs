@@ -427,7 +427,10 @@ fn metrics_endpoint_serves_counters_after_an_ls() {
             .to_string();
         (content_type, response.text().await.expect("metrics body"))
     });
-    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     let samples = samples(&page);
     let value = |series: &str| {
         samples

@@ -59,6 +59,11 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// HTTP statuses that are retried (besides transport errors and timeouts).
 pub const RETRY_STATUSES: &[u16] = &[429, 500, 502, 503, 504];
 
+/// The longest server-asked wait honoured (`Retry-After`); a larger value is read as this much.
+/// A server may send any number (`Retry-After: 99999999999999`); it must neither overflow the
+/// clock arithmetic nor park a request for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// How hard to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -221,10 +226,12 @@ impl Budget {
             ApiError::Status {
                 retry_after: Some(secs),
                 ..
-            } => Duration::from_secs(*secs),
+            } => Duration::from_secs((*secs).min(MAX_RETRY_AFTER.as_secs())),
             _ => self.policy.backoff(self.failures, &mut rand::thread_rng()),
         };
-        if self.start.elapsed() + wait >= self.policy.max_elapsed {
+        // Checked: a hostile `Retry-After` or an unbounded `max_elapsed` must not overflow.
+        let retry_at = self.start.elapsed().checked_add(wait);
+        if retry_at.is_none_or(|at| at >= self.policy.max_elapsed) {
             tracing::warn!(what, attempts = self.failures, error = %err, "giving up: time budget used up");
             return Err(exhausted(self.failures, err));
         }
@@ -454,6 +461,23 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn hostile_retry_after_neither_panics_nor_waits_past_the_cap() {
+        // u64::MAX seconds does not fit an Instant/Duration sum: this used to panic.
+        let mut budget = Budget::new(&RetryPolicy::default());
+        let err = status(503, Some(u64::MAX));
+        assert!(budget.after_failure("GET /files", err).is_err());
+        // With no time bound at all (an upload's endless retry), the wait is capped.
+        let endless = RetryPolicy {
+            max_attempts: u32::MAX,
+            max_elapsed: Duration::MAX,
+            ..RetryPolicy::default()
+        };
+        let mut budget = Budget::new(&endless);
+        let wait = budget.after_failure("PUT part", status(429, Some(u64::MAX)));
+        assert_eq!(wait.ok(), Some(MAX_RETRY_AFTER));
     }
 
     #[tokio::test(start_paused = true)]

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
 
-/// Content type of the Prometheus text format.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of the metrics page (OpenMetrics text, which Prometheus scrapes natively).
+pub const PROMETHEUS_CONTENT_TYPE: &str = super::metrics::EXPOSITION_CONTENT_TYPE;
 
 /// The metrics options of `vagonfs mount` (flatten into its arguments).
 #[derive(Debug, Clone, Default, clap::Args)]

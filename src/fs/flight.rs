@@ -7,7 +7,9 @@
 //!
 //! Subtle cases handled here:
 //! - the entry is removed by the fetch task itself when it finishes, under the same lock that
-//!   registered it, and only if it is still the same fetch (a generation number): a later caller
+//!   registered it, and only if it is still the same fetch (a generation number); the removal is
+//!   a drop guard inside the task, so a fetch that panics or is cancelled is removed too and
+//!   cannot poison its key for the life of the mount; a later caller
 //!   either joins the running fetch or finds what the fetch left in its cache, never a finished
 //!   stale entry;
 //! - the task is spawned while the registering lock is held; `tokio::spawn` never polls inline,
@@ -85,12 +87,15 @@ where
         let inner = Arc::clone(&self.inner);
         let task_key = key.clone();
         let task = tokio::spawn(async move {
-            let result = fetch.await;
-            let mut guard = lock(&inner);
-            if matches!(guard.running.get(&task_key), Some((g, _)) if *g == generation) {
-                guard.running.remove(&task_key);
-            }
-            result
+            // Removes the entry however the fetch ends: finished, failed, panicked, or
+            // cancelled by runtime shutdown. Without it a panicking fetch would leave its entry
+            // behind, and every later caller would join a flight that can only fail.
+            let _done = Deregister {
+                inner,
+                key: Some(task_key),
+                generation,
+            };
+            fetch.await
         });
         let flight = async move {
             match task.await {
@@ -126,6 +131,23 @@ where
             for flight in flights {
                 let _ = flight.await;
             }
+        }
+    }
+}
+
+/// Removes a fetch's entry from the map when dropped, if the entry is still that fetch's.
+struct Deregister<K: Eq + Hash, V> {
+    inner: Arc<Mutex<Inner<K, V>>>,
+    key: Option<K>,
+    generation: u64,
+}
+
+impl<K: Eq + Hash, V> Drop for Deregister<K, V> {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        let mut guard = lock(&self.inner);
+        if matches!(guard.running.get(&key), Some((g, _)) if *g == self.generation) {
+            guard.running.remove(&key);
         }
     }
 }
@@ -185,6 +207,24 @@ mod tests {
         flight.idle().await;
         let second = flight.run(1, || async { Ok(5) }).await;
         assert_eq!(second.ok(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_fetch_does_not_poison_its_key() {
+        let flight: SingleFlight<u32, u32> = SingleFlight::new();
+        let first = flight
+            .run(9, || async {
+                if true {
+                    panic!("fetch blew up");
+                }
+                Ok(0)
+            })
+            .await;
+        assert!(matches!(first, Err(FsError::Io(_))));
+        flight.idle().await;
+        assert_eq!(flight.len(), 0);
+        let second = flight.run(9, || async { Ok(6) }).await;
+        assert_eq!(second.ok(), Some(6));
     }
 
     #[tokio::test]

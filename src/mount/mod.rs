@@ -133,7 +133,8 @@ pub struct MountArgs {
     pub daemon: bool,
 
     /// Folder for the local copies of files being written (kept until uploaded, and across a
-    /// crash) [default: $XDG_CACHE_HOME/vagonfs].
+    /// crash); must be owned by you and not writable by others [default: $XDG_CACHE_HOME/vagonfs,
+    /// ~/.cache/vagonfs, systemd's $CACHE_DIRECTORY, or /var/cache/vagonfs for root].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
@@ -332,7 +333,8 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
         })?),
     };
     let cache_base = match &args.cache_dir {
-        None => crate::fs::write::default_cache_base(),
+        None => crate::fs::write::default_cache_base()
+            .map_err(|err| MountError::InvalidOption(err.to_string()))?,
         Some(dir) => std::path::absolute(dir).map_err(|err| {
             MountError::InvalidOption(format!("--cache-dir {}: {err}", dir.display()))
         })?,
@@ -606,7 +608,10 @@ mod tests {
             planned.fs.rename_dir_limit,
             crate::fs::DEFAULT_RENAME_DIR_LIMIT
         );
-        assert_eq!(planned.cache_base, crate::fs::write::default_cache_base());
+        assert_eq!(
+            Some(planned.cache_base),
+            crate::fs::write::default_cache_base().ok()
+        );
 
         let parsed = Wrapper::try_parse_from([
             "mount",

@@ -142,6 +142,11 @@ fn serve_mounted(
     let cache_dir = fs_config.cache_dir.clone();
     let fs = VagonFs::new(backend.api.clone(), plan.root.clone(), fs_config);
     if !plan.fs.read_only {
+        // The base folder too: whoever can write it could swap our per-mount folder.
+        write::ensure_private_dir(&plan.cache_base).map_err(|err| MountError::Cache {
+            path: plan.cache_base.clone(),
+            source: err.into(),
+        })?;
         fs.open_spool_dir().map_err(|source| MountError::Cache {
             path: cache_dir.clone(),
             source,

@@ -167,13 +167,16 @@ impl JournalRecord {
     /// spool folder's group commit ([`SpoolDir::note_unsynced`]).
     pub fn write_atomic(&self, dir: &SpoolDir) -> std::io::Result<()> {
         let path = dir.journal_path(&self.spool_id);
-        let tmp = path.with_extension(format!("json.{TEMP_EXT}"));
+        // A fresh name each time, created exclusively and never through a symlink: two writes
+        // of one record cannot share a temp file, and nothing planted there is followed.
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = path.with_extension(format!("json.{nonce}.{TEMP_EXT}"));
         let body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         {
             let mut f = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(FILE_MODE)
                 .open(&tmp)?;
             f.write_all(&body)?;

@@ -101,7 +101,7 @@ pub use progress::{
     ProgressSnapshot, UploadObserver, UploadProgress, UploadRegistry, UploadState, UploadTicket,
 };
 pub use remote::{ApiRemote, RemoteBytes};
-pub use spool::{FILL_BLOCK, GroupCommit, Spool, SpoolDir};
+pub use spool::{FILL_BLOCK, GroupCommit, Spool, SpoolDir, ensure_private_dir};
 pub use uploader::{
     DEFAULT_CHUNK_SIZE_MB, DEFAULT_CONCURRENCY, DEFAULT_TOTAL_PARTS, LINK_RESTARTS, MIB,
     PartSource, UploadHooks, UploadTarget, Uploaded, Uploader,
@@ -126,6 +126,12 @@ pub enum WriteError {
     /// Another process holds this spool folder (a second mount of the same target).
     #[error("spool folder {0} is in use by another vagonfs mount")]
     CacheBusy(PathBuf),
+    /// The cache folder is not a safe place for unsent bytes (see [`ensure_private_dir`]).
+    #[error("unsafe cache folder {}: {reason}", path.display())]
+    UnsafeCacheDir { path: PathBuf, reason: String },
+    /// No cache folder can be chosen without `--cache-dir`.
+    #[error("{0}")]
+    NoCacheDir(&'static str),
     /// The target cannot be written (e.g. session recordings).
     #[error("not writable: {0}")]
     NotWritable(String),
@@ -146,6 +152,9 @@ impl From<WriteError> for FsError {
                 FsError::NotPermitted("spool folder in use by another mount")
             }
             WriteError::NotWritable(_) => FsError::ReadOnly,
+            e @ (WriteError::UnsafeCacheDir { .. } | WriteError::NoCacheDir(_)) => FsError::Io(
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()),
+            ),
         }
     }
 }
@@ -153,20 +162,43 @@ impl From<WriteError> for FsError {
 /// The application folder name under the cache base.
 const APP_DIR: &str = "vagonfs";
 
-/// `--cache-dir`'s default: `$XDG_CACHE_HOME/vagonfs`, else `~/.cache/vagonfs`, else a folder
-/// under the system temp dir (no home, e.g. a bare service).
-pub fn default_cache_base() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(x);
-        // The XDG spec says relative values are invalid and must be ignored.
-        if p.is_absolute() {
-            return p.join(APP_DIR);
+/// `--cache-dir`'s default, in order: `$XDG_CACHE_HOME/vagonfs` (absolute only),
+/// `~/.cache/vagonfs`, systemd's `$CACHE_DIRECTORY` (a unit with `CacheDirectory=vagonfs`),
+/// and for root without a home `/var/cache/vagonfs`. Never a folder under `/tmp`, where another
+/// local user could have created it first: anyone else without a home gets an error asking for
+/// `--cache-dir`.
+pub fn default_cache_base() -> WriteResult<PathBuf> {
+    cache_base_from(
+        |k| std::env::var_os(k).filter(|v| !v.is_empty()),
+        nix::unistd::geteuid().is_root(),
+    )
+}
+
+fn cache_base_from(
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    is_root: bool,
+) -> WriteResult<PathBuf> {
+    // The XDG spec says relative values are invalid and must be ignored.
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    if let Some(p) = env("XDG_CACHE_HOME").and_then(absolute) {
+        return Ok(p.join(APP_DIR));
+    }
+    if let Some(h) = env("HOME").and_then(absolute) {
+        return Ok(h.join(".cache").join(APP_DIR));
+    }
+    // systemd passes a colon-separated list; the unit's own folder comes first.
+    if let Some(list) = env("CACHE_DIRECTORY") {
+        let first = list.to_string_lossy().split(':').next().map(PathBuf::from);
+        if let Some(p) = first.filter(|p| p.is_absolute()) {
+            return Ok(p);
         }
     }
-    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(h).join(".cache").join(APP_DIR);
+    if is_root {
+        return Ok(PathBuf::from("/var/cache").join(APP_DIR));
     }
-    std::env::temp_dir().join(APP_DIR)
+    Err(WriteError::NoCacheDir(
+        "no HOME, XDG_CACHE_HOME or CACHE_DIRECTORY to put the write cache in: give --cache-dir DIR",
+    ))
 }
 
 /// Hex digits of the endpoint hash kept in a mount key (enough to tell endpoints apart).
@@ -196,4 +228,113 @@ pub fn mount_key(root: &RootSpec, endpoint_identity: &str) -> String {
 /// `<cache_base>/<mount_key>`: the folder [`SpoolDir::open`] takes.
 pub fn mount_cache_dir(cache_base: &Path, mount_key: &str) -> PathBuf {
     cache_base.join(mount_key)
+}
+
+#[cfg(test)]
+mod cache_base_tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn base(vars: &[(&str, &str)], is_root: bool) -> WriteResult<PathBuf> {
+        let vars: Vec<(String, OsString)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        cache_base_from(
+            |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
+            is_root,
+        )
+    }
+
+    #[test]
+    fn never_falls_back_to_tmp() {
+        assert_eq!(
+            base(&[("HOME", "/home/u")], false).ok(),
+            Some(PathBuf::from("/home/u/.cache/vagonfs"))
+        );
+        assert_eq!(
+            base(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/home/u")], false).ok(),
+            Some(PathBuf::from("/x/vagonfs"))
+        );
+        // A relative XDG value is ignored, as the spec says.
+        assert_eq!(
+            base(&[("XDG_CACHE_HOME", "rel"), ("HOME", "/home/u")], false).ok(),
+            Some(PathBuf::from("/home/u/.cache/vagonfs"))
+        );
+        // A systemd unit's CacheDirectory=.
+        assert_eq!(
+            base(&[("CACHE_DIRECTORY", "/var/cache/vagonfs:/other")], false).ok(),
+            Some(PathBuf::from("/var/cache/vagonfs"))
+        );
+        // Root without a home: the system cache, never /tmp.
+        assert_eq!(
+            base(&[], true).ok(),
+            Some(PathBuf::from("/var/cache/vagonfs"))
+        );
+        // Anyone else without a home: a clear error naming the option.
+        let err = base(&[], false).expect_err("no place");
+        assert!(err.to_string().contains("--cache-dir"), "{err}");
+    }
+
+    #[test]
+    fn cache_folders_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // Created 0700 when missing, accepted.
+        let fresh = tmp.path().join("a").join("b");
+        ensure_private_dir(&fresh).expect("fresh folder");
+        let mode = std::fs::metadata(&fresh)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+        // Writable by others: refused, also by SpoolDir::open.
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = ensure_private_dir(&open).expect_err("world-writable");
+        assert!(matches!(err, WriteError::UnsafeCacheDir { .. }), "{err}");
+        assert!(SpoolDir::open(&open).is_err());
+        // A planted symlink to a private folder: refused, not followed.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &link).expect("symlink");
+        let err = ensure_private_dir(&link).expect_err("symlink");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // Owned by another user: refused.
+        let theirs = tmp.path().join("theirs");
+        std::fs::create_dir(&theirs).expect("mkdir");
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+            let err = ensure_private_dir(&theirs).expect_err("other owner");
+            assert!(err.to_string().contains("uid 65534"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_planted_symlink_as_journal_temp_is_not_followed() {
+        // Journal temp files get a fresh name and O_EXCL|O_NOFOLLOW: a record write never
+        // goes through whatever sits in the folder.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = SpoolDir::open(&tmp.path().join("spools")).expect("open");
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"keep me").expect("victim");
+        std::os::unix::fs::symlink(&victim, dir.path().join("x.json.tmp")).expect("plant");
+        let rec = JournalRecord {
+            version: 1,
+            spool_id: "x".into(),
+            space: JournalSpace::Shared,
+            parent_id: None,
+            name: "x".into(),
+            display_path: "x".into(),
+            base: None,
+            state: JournalState::Dirty,
+            generation: 1,
+            size: 0,
+            pending_upload_id: None,
+            updated_at: chrono::Utc::now(),
+        };
+        rec.write_atomic(&dir).expect("write");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"keep me");
+    }
 }

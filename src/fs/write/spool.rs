@@ -110,15 +110,13 @@ impl SpoolDir {
     /// Create (if needed) and lock `path`, then remove crash leftovers that carry no data to
     /// upload. Fails with [`WriteError::CacheBusy`] when another process holds the lock.
     pub fn open(path: &Path) -> WriteResult<Arc<SpoolDir>> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(path)?;
+        ensure_private_dir(path)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path.join(LOCK_FILE))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -222,6 +220,52 @@ impl SpoolDir {
         }
         Ok(())
     }
+}
+
+/// Create `path` (mode `0700`, parents too) if it is missing, then check that it is a safe
+/// place for the user's unsent bytes: a real folder (`lstat`: a symlink is refused, whatever it
+/// points at), owned by this process's effective user, and writable by nobody else. Another
+/// local user who could write there could plant journal records (uploads made with our
+/// credentials) or symlinks that make us overwrite their targets.
+pub fn ensure_private_dir(path: &Path) -> WriteResult<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let unsafe_dir = |reason: String| WriteError::UnsafeCacheDir {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(path)?;
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_dir(
+            "it is a symbolic link; give the real folder with --cache-dir".into(),
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_dir("it is not a folder".into()));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(unsafe_dir(format!(
+            "it belongs to uid {}, not to this user (uid {euid})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "it is writable by group or others (mode {mode:04o}); chmod go-w it"
+        )));
+    }
+    Ok(())
 }
 
 /// Remove a file, treating "already gone" as success.
