@@ -40,6 +40,8 @@ mod emu_support;
 #[cfg(test)]
 mod emu_tests;
 pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 pub mod errno;
 mod flight;
 mod inode;

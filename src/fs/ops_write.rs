@@ -439,8 +439,14 @@ impl VagonFs {
         }
         let dropped = {
             let mut files = lock(&self.files);
+            // A clean spool of a file never listed (`Loc::Local`) is still the only way to
+            // its bytes: its upload finished but its bookkeeping (`after_upload`) has not yet.
+            let local = self
+                .inodes
+                .get(ino)
+                .is_some_and(|n| matches!(n.loc, Loc::Local { .. }));
             match files.get(&ino) {
-                Some(f) if f.unlinked || !f.file.is_dirty() => files.remove(&ino),
+                Some(f) if f.unlinked || (!f.file.is_dirty() && !local) => files.remove(&ino),
                 // Dirty: the engine keeps uploading it; it comes back here when done.
                 Some(_) => None,
                 None => None,
@@ -466,6 +472,7 @@ impl VagonFs {
             Ok(None) => Ok(()),
             Ok(Some(done)) => {
                 self.after_upload(ino, &file, &done).await;
+                self.release_spool_if_done(ino);
                 Ok(())
             }
             Err(e) => {
@@ -481,7 +488,7 @@ impl VagonFs {
     /// any listing fetched before the upload has expired, so a new file costs exactly its three
     /// upload requests.
     pub(crate) async fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
-        let unlinked = lock(&self.files).get(&ino).is_none_or(|f| f.unlinked);
+        let unlinked = lock(&self.files).get(&ino).is_some_and(|f| f.unlinked);
         if unlinked {
             // Unlinked while its upload was in flight: the unlink waits for this upload and
             // deletes what it landed (per-name order), so nothing to do here.

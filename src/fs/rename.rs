@@ -33,7 +33,7 @@ use crate::api::CreateRequest;
 use super::inode::Loc;
 use super::names::Child;
 use super::ops_write::{api_name, delete_remote, folder_target, remote_base};
-use super::write::{ApiRemote, SpooledFile};
+use super::write::{ApiRemote, SpooledFile, Uploaded};
 use super::{FsError, FsResult, NodeKind, VagonFs, lock};
 
 /// A folder of a move: its location and, when the table has one, its inode.
@@ -219,7 +219,17 @@ impl VagonFs {
                 (f, old, false)
             }
             None => {
-                let (Loc::Remote { id, .. }, Some(base)) = (src.loc, remote_base(src)) else {
+                // The waits above may have let the source's own upload land (and its clean
+                // spool go): take where its inode is now.
+                let mut now = *src;
+                if let Some(n) = src.ino.and_then(|i| self.inodes.get(i))
+                    && n.loc != src.loc
+                {
+                    now.loc = n.loc;
+                    now.size = n.size;
+                    now.remote_mtime = None;
+                }
+                let (Loc::Remote { id, .. }, Some(base)) = (now.loc, remote_base(&now)) else {
                     return Err(FsError::NotFound);
                 };
                 let spools = self.spool_dir()?;
@@ -235,10 +245,18 @@ impl VagonFs {
         };
         let done = match uploaded {
             Ok(Some(done)) => done,
-            Ok(None) => {
-                self.keep_replaced(dst.as_ref(), src);
-                return Err(FsError::NotFound);
-            }
+            // The engine's worker sent the re-targeted bytes first (it found the file dirty):
+            // what it landed is the move's upload.
+            Ok(None) => match file.base() {
+                Some(b) if !file.is_dirty() && Some(b.id) != old_id => Uploaded {
+                    id: b.id,
+                    size: b.size,
+                },
+                _ => {
+                    self.keep_replaced(dst.as_ref(), src);
+                    return Err(FsError::NotFound);
+                }
+            },
             Err(e) => {
                 self.keep_replaced(dst.as_ref(), src);
                 if temporary {
