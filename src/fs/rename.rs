@@ -356,21 +356,23 @@ impl VagonFs {
             self.keep_replaced(dst.as_ref(), src);
             return Err(e.into());
         }
-        if let Some(d) = &dst {
-            if let Some(dino) = d.ino.filter(|d| Some(*d) != src.ino) {
-                let replaced = lock(&self.files).get_mut(&dino).map(|f| {
-                    f.unlinked = true;
-                    Arc::clone(&f.file)
-                });
-                if let Some(f) = replaced
-                    && let Err(e) = f.discard().await
-                {
-                    tracing::warn!(error = %e, "cannot remove the spool of a replaced file");
-                }
-                self.inodes.unbind(dino);
-                self.overlay.remove(to.loc, dst_name, Some(dino));
-                self.release_spool_if_done(dino);
+        if let Some(dino) = dst
+            .as_ref()
+            .and_then(|d| d.ino)
+            .filter(|d| Some(*d) != src.ino)
+        {
+            let replaced = lock(&self.files).get_mut(&dino).map(|f| {
+                f.unlinked = true;
+                Arc::clone(&f.file)
+            });
+            if let Some(f) = replaced
+                && let Err(e) = f.discard().await
+            {
+                tracing::warn!(error = %e, "cannot remove the spool of a replaced file");
             }
+            self.inodes.unbind(dino);
+            self.overlay.remove(to.loc, dst_name, Some(dino));
+            self.release_spool_if_done(dino);
         }
         if let Some(pino) = to.ino {
             self.inodes.set_place(ino, (pino, to.loc), dst_name);
