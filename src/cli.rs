@@ -1,5 +1,5 @@
 //! The `vagonfs` command line (clap). Each subcommand's options live with the module that owns
-//! the subcommand; this file only composes them and sets up logging.
+//! the subcommand; this file only composes them (logging is [`crate::logging`]).
 
 use std::process::ExitCode;
 
@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
     version,
     about = "Mount the file storage of Vagon Teams machines as a local folder",
     long_about = "vagonfs mounts the file storage of Vagon Teams cloud computers (\"machines\") as an \
-ordinary local folder, over the Vagon Files API. With no credentials configured it runs against a \
-local emulator of the API, so a first `vagonfs mount DIR` works at once."
+ordinary local folder, over the Vagon Files API. Without credentials, `vagonfs mount --demo DIR` (or a plain \
+`vagonfs mount DIR` typed in a terminal) mounts a local demo emulator of the API instead."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -32,20 +32,10 @@ pub enum Command {
     /// Wait until a mount (every mount when left out) has uploaded every change; exits non-zero
     /// and lists what failed and why (`cp -r … && vagonfs sync`).
     Sync(crate::daemon::sync::SyncArgs),
-    /// List a folder of a running machine's live disk: `vagonfs ls --live 42 'C:\Users'`.
+    /// List a folder of a running machine's live disk: `vagonfs ls 42 'C:\Users'` (`--live` optional).
     Ls(crate::live::LsArgs),
     /// Install the `mount.vagonfs` helper so `mount -t vagonfs` and fstab lines work.
     InstallHelper(crate::helper::InstallHelperArgs),
-}
-
-/// Log to stderr at `level` unless `RUST_LOG` says otherwise.
-pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 pub fn main() -> ExitCode {

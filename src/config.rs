@@ -7,7 +7,8 @@
 //!    it would silently be ignored otherwise; empty values count as unset;
 //! 3. `$XDG_CONFIG_HOME/vagonfs/config.toml` (or `~/.config/vagonfs/config.toml`) if it exists.
 //!
-//! Nothing configured → `Ok(None)`: the mount then runs against its embedded emulator.
+//! Nothing configured → `Ok(None)`: the caller decides (`vagonfs mount` in a terminal offers its
+//! embedded demo emulator, everything else refuses with "no credentials").
 //!
 //! A credentials file is TOML with the keys `api_url` (optional), `api_key`, `api_secret`; other
 //! keys are ignored with a warning naming them (never their values). A file that group or others
@@ -123,8 +124,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct CredentialsArgs {
     /// TOML file with api_url, api_key, api_secret (mode 600). Without it: the environment
-    /// (VAGON_API_KEY, VAGON_API_SECRET, VAGON_API_URL), then $XDG_CONFIG_HOME/vagonfs/config.toml;
-    /// with none of these, the built-in emulator.
+    /// (VAGON_API_KEY, VAGON_API_SECRET, VAGON_API_URL), then $XDG_CONFIG_HOME/vagonfs/config.toml.
     #[arg(long, value_name = "FILE")]
     pub credentials: Option<PathBuf>,
 }

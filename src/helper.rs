@@ -4,8 +4,10 @@
 //!
 //! mount(8) calls `/sbin/mount.vagonfs SOURCE DIR [-sfnv] [-o OPTS] [-t TYPE]`. The binary
 //! sees `mount.vagonfs` as its argv[0] ([`is_helper_invocation`]), and
-//! [`run_mount_helper`] turns the call into `vagonfs mount --daemon DIR <flags>` and execs it,
-//! so the daemon detaches once the mount is ready and mount(8) sees its success or failure.
+//! [`run_mount_helper`] turns the call into `vagonfs mount --daemon DIR <flags>`, runs it and
+//! waits: the daemon detaches once the mount is ready, so the helper's exit status is mount(8)'s
+//! answer: 0 mounted, 1 a bad invocation (options, source), 32 the mount failed (no
+//! credentials, API unreachable, mount point in use, ...).
 //!
 //! Subtle cases owned here:
 //! - mount passes generic options that mean nothing to a FUSE filesystem or belong to other
@@ -17,8 +19,14 @@
 //! - option names are accepted with `_` or `-` and mapped to `--name-with-dashes`;
 //! - values are checked where a typo would otherwise surface far from the fstab line (uid,
 //!   gid, umask, upload_concurrency) and a flag given a value (`allow_other=1`) is refused;
+//! - silent on success, as mount is: the mount runs at `--log-level warn` unless the options
+//!   name a log level or a log file, or `-v` is given; problems (and the retry progress of an
+//!   unreachable API) still reach stderr;
+//! - the embedded demo emulator is never a fallback here (the mount runs with `--daemon`):
+//!   missing credentials fail the mount with "no credentials: …";
 //! - `install_helper` never overwrites a file that is not a symlink, and replaces a symlink
-//!   atomically (a new link renamed over the old one).
+//!   atomically (a new link renamed over the old one); `--dest DIR` puts `mount.vagonfs` in
+//!   that folder.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -42,6 +50,9 @@ const USAGE: &str = "usage: mount.vagonfs SOURCE DIR [-sfnv] [-o OPTIONS]\n\
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
+    /// `--help` / `-h`: not an error; the usage goes to stdout.
+    #[error("{USAGE}")]
+    Help,
     #[error("{0}\n{USAGE}")]
     Usage(String),
     #[error(
@@ -55,6 +66,9 @@ pub enum HelperError {
     BadSource(String),
     #[error("cannot start {exe}: {source}")]
     Exec { exe: PathBuf, source: io::Error },
+    /// `vagonfs mount` ran and failed; it printed why.
+    #[error("the mount failed ({0})")]
+    MountFailed(std::process::ExitStatus),
     #[error("{0} exists and is not a symbolic link; refusing to replace it")]
     NotASymlink(PathBuf),
     #[error("{path}: {source}")]
@@ -72,7 +86,7 @@ impl HelperError {
     /// mount(8)'s exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            HelperError::Exec { .. } => EXIT_MOUNT_FAILURE,
+            HelperError::Exec { .. } | HelperError::MountFailed(_) => EXIT_MOUNT_FAILURE,
             _ => EXIT_USAGE,
         }
     }
@@ -224,6 +238,14 @@ impl HelperInvocation {
         ];
         args.extend(self.source.flags().into_iter().map(OsString::from));
         args.extend(self.flags.iter().map(OsString::from));
+        // mount(8) is silent on success: only warnings and errors, unless asked otherwise.
+        let logs_chosen = self
+            .flags
+            .iter()
+            .any(|f| f == "--log-level" || f == "--log-file");
+        if !self.verbose && !logs_chosen {
+            args.extend(["--log-level".into(), "warn".into()]);
+        }
         args
     }
 }
@@ -240,6 +262,12 @@ pub fn parse_helper_args(args: &[OsString]) -> Result<HelperInvocation, HelperEr
             positional.push(arg);
             continue;
         };
+        if let Some(long) = text.strip_prefix("--") {
+            return Err(match long {
+                "help" => HelperError::Help,
+                _ => HelperError::Usage(format!("unknown option --{long}")),
+            });
+        }
         let Some(letters) = text.strip_prefix('-').filter(|l| !l.is_empty()) else {
             positional.push(arg);
             continue;
@@ -250,6 +278,7 @@ pub fn parse_helper_args(args: &[OsString]) -> Result<HelperInvocation, HelperEr
                 'f' => fake = true,
                 'n' => {} // no mtab to write: nothing to do
                 'v' => verbose = true,
+                'h' => return Err(HelperError::Help),
                 'o' | 't' | 'N' => {
                     let rest = &letters[i + c.len_utf8()..];
                     let value = if rest.is_empty() {
@@ -415,6 +444,10 @@ pub fn is_helper_invocation(argv0: &OsStr) -> bool {
 pub fn run_mount_helper(argv: Vec<OsString>) -> ExitCode {
     let invocation = match parse_helper_args(argv.get(1..).unwrap_or_default()) {
         Ok(inv) => inv,
+        Err(HelperError::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("{HELPER_NAME}: {e}");
             return ExitCode::from(e.exit_code());
@@ -455,12 +488,21 @@ pub fn run_mount_helper(argv: Vec<OsString>) -> ExitCode {
         }
     }
     use std::os::unix::process::CommandExt;
-    let source = std::process::Command::new(&exe)
+    // Run and wait (not exec): mount(8) wants its own exit codes, not the mount command's.
+    let e = match std::process::Command::new(&exe)
         .arg0("vagonfs")
         .args(&args)
-        .exec();
-    let e = HelperError::Exec { exe, source };
-    eprintln!("{HELPER_NAME}: {e}");
+        .status()
+    {
+        Ok(status) if status.success() => return ExitCode::SUCCESS,
+        // `vagonfs mount` said why on stderr already.
+        Ok(status) => HelperError::MountFailed(status),
+        Err(source) => {
+            let e = HelperError::Exec { exe, source };
+            eprintln!("{HELPER_NAME}: {e}");
+            e
+        }
+    };
     ExitCode::from(e.exit_code())
 }
 
@@ -469,7 +511,7 @@ pub fn run_mount_helper(argv: Vec<OsString>) -> ExitCode {
 /// `vagonfs install-helper` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InstallHelperArgs {
-    /// Where to create the `mount.vagonfs` symlink.
+    /// Where to create the `mount.vagonfs` symlink: a path, or a folder to put it in.
     #[arg(long, default_value = DEFAULT_HELPER_PATH)]
     pub dest: PathBuf,
 }
@@ -492,8 +534,19 @@ pub fn install_helper(dest: &Path) -> Result<InstallOutcome, HelperError> {
     install_helper_to(dest, &exe)
 }
 
-/// Makes `dest` a symlink to `target`; refuses to replace anything but a symlink.
+/// Where the link goes for `--dest`: a folder (not a symlink to one) gets `mount.vagonfs`
+/// inside it; anything else is the link's own path.
+pub fn helper_path(dest: &Path) -> PathBuf {
+    match std::fs::symlink_metadata(dest) {
+        Ok(meta) if meta.is_dir() => dest.join(HELPER_NAME),
+        _ => dest.to_path_buf(),
+    }
+}
+
+/// Makes `dest` (or `dest/mount.vagonfs` when `dest` is a folder) a symlink to `target`;
+/// refuses to replace anything but a symlink.
 pub fn install_helper_to(dest: &Path, target: &Path) -> Result<InstallOutcome, HelperError> {
+    let dest = &helper_path(dest);
     match std::fs::symlink_metadata(dest) {
         Ok(meta) if meta.file_type().is_symlink() => {
             let previous = std::fs::read_link(dest).map_err(|e| HelperError::io(dest, e))?;
@@ -523,7 +576,8 @@ pub fn install_helper_to(dest: &Path, target: &Path) -> Result<InstallOutcome, H
 pub fn run_install_helper(args: InstallHelperArgs) -> ExitCode {
     match install_helper(&args.dest) {
         Ok(outcome) => {
-            let dest = args.dest.display();
+            let dest = helper_path(&args.dest);
+            let dest = dest.display();
             match outcome {
                 InstallOutcome::Created => println!("installed {dest}"),
                 InstallOutcome::Replaced { previous } => {
@@ -700,7 +754,9 @@ mod tests {
                 "42",
                 "--uid",
                 "1000",
-                "--allow-other"
+                "--allow-other",
+                "--log-level",
+                "warn"
             ])
         );
 
@@ -725,7 +781,15 @@ mod tests {
         let inv = parse_helper_args(&args(&["all", "/m"])).unwrap();
         assert_eq!(
             inv.mount_args(),
-            args(&["mount", "--daemon", "/m", "--all"])
+            args(&["mount", "--daemon", "/m", "--all", "--log-level", "warn"])
+        );
+        // -v, or a log level or file in the options: the mount logs as asked.
+        let inv = parse_helper_args(&args(&["all", "/m", "-v"])).unwrap();
+        assert!(!inv.mount_args().contains(&OsString::from("warn")));
+        let inv = parse_helper_args(&args(&["all", "/m", "-o", "log_level=debug"])).unwrap();
+        assert_eq!(
+            inv.mount_args(),
+            args(&["mount", "--daemon", "/m", "--all", "--log-level", "debug"])
         );
     }
 
@@ -744,6 +808,13 @@ mod tests {
             usage(&["machine:1", "/m", "-N", "/proc/1/ns/mnt"]),
             EXIT_USAGE
         );
+        assert_eq!(usage(&["machine:1", "/m", "--bogus"]), EXIT_USAGE);
+        for help in [&["--help"][..], &["-h"], &["shared", "/m", "--help"]] {
+            assert!(
+                matches!(parse_helper_args(&args(help)), Err(HelperError::Help)),
+                "{help:?}"
+            );
+        }
         let unknown = parse_helper_args(&args(&["shared", "/m", "-o", "nope"])).unwrap_err();
         assert!(matches!(unknown, HelperError::UnknownOption(_)));
         assert_eq!(unknown.exit_code(), EXIT_USAGE);
@@ -788,6 +859,15 @@ mod tests {
         assert_eq!(std::fs::read_link(&dest).unwrap(), newer);
         // No temporary link left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+
+        // A folder: the link goes inside it.
+        let folder = dir.path().join("sbin");
+        std::fs::create_dir(&folder).unwrap();
+        assert_eq!(
+            install_helper_to(&folder, &exe).unwrap(),
+            InstallOutcome::Created
+        );
+        assert_eq!(std::fs::read_link(folder.join(HELPER_NAME)).unwrap(), exe);
 
         let file = dir.path().join("regular");
         std::fs::write(&file, "not a link").unwrap();

@@ -16,4 +16,5 @@ pub mod fs;
 pub mod fuse;
 pub mod helper;
 pub mod live;
+pub mod logging;
 pub mod mount;

@@ -35,13 +35,13 @@ const RUNNING_STATUSES: [&str; 2] = ["ready", "running"];
 /// `vagonfs ls` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LsArgs {
-    /// List the live disk of a running machine (the only mode: the storage is what
-    /// `vagonfs mount` shows).
-    #[arg(long, required = true)]
+    /// List the live disk of a running machine (the only mode, so it may be left out: the
+    /// storage is what `vagonfs mount` shows).
+    #[arg(long)]
     pub live: bool,
     /// The machine's numeric id.
     pub machine: u64,
-    /// Windows folder to list.
+    /// Windows folder to list (case does not matter, as on Windows).
     #[arg(default_value = "C:\\")]
     pub path: String,
     /// Print JSON (an array of {"path","name","is_directory"}).
@@ -101,7 +101,7 @@ impl LiveError {
 
 /// `vagonfs ls --live`.
 pub fn run_cli(args: LsArgs) -> ExitCode {
-    crate::cli::init_logging("warn");
+    crate::logging::init("warn", crate::logging::LogTarget::Stderr);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

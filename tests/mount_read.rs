@@ -590,12 +590,11 @@ fn embedded_demo_without_credentials() {
             home.join(".local/share").display().to_string(),
         ),
     ];
-    let mount = TestMount::start_in(Scratch::new(), &[], &env);
+    // Not a terminal: the demo only when asked for (`--demo`).
+    let mount = TestMount::start_in(Scratch::new(), &["--demo"], &env);
     let said = mount.output_text();
     assert!(
-        said.contains(
-            "no Vagon credentials configured: mounting a local demo emulator at http://127.0.0.1:"
-        ),
+        said.contains("--demo: mounting a local demo emulator at http://127.0.0.1:"),
         "no demo notice on stderr:\n{said}"
     );
     let shared = mount.join("shared");
@@ -639,7 +638,7 @@ fn embedded_demo_without_credentials() {
     drop(mount);
 
     // A second mount of the same demo data does not seed again and shows the same tree.
-    let again = TestMount::start_in(Scratch::new(), &["--shared"], &env);
+    let again = TestMount::start_in(Scratch::new(), &["--shared", "--demo"], &env);
     assert!(
         !again.output_text().contains("seeding the demo tree"),
         "{}",

@@ -121,7 +121,7 @@ impl RetryObserver {
         RetryObserver(Arc::new(f))
     }
 
-    fn notify(&self, err: &ApiError) {
+    pub fn notify(&self, err: &ApiError) {
         (self.0)(err)
     }
 }
@@ -219,7 +219,7 @@ impl Budget {
         }
         self.failures += 1;
         if self.failures >= self.policy.max_attempts.max(1) {
-            tracing::warn!(what, attempts = self.failures, error = %err, "giving up: attempts used up");
+            tracing::debug!(what, attempts = self.failures, error = %err, "giving up: attempts used up");
             return Err(exhausted(self.failures, err));
         }
         let wait = match &err {
@@ -232,7 +232,7 @@ impl Budget {
         // Checked: a hostile `Retry-After` or an unbounded `max_elapsed` must not overflow.
         let retry_at = self.start.elapsed().checked_add(wait);
         if retry_at.is_none_or(|at| at >= self.policy.max_elapsed) {
-            tracing::warn!(what, attempts = self.failures, error = %err, "giving up: time budget used up");
+            tracing::debug!(what, attempts = self.failures, error = %err, "giving up: time budget used up");
             return Err(exhausted(self.failures, err));
         }
         tracing::debug!(what, failures = self.failures, wait_ms = wait.as_millis() as u64, error = %err, "retrying");

@@ -952,6 +952,7 @@ pub(crate) mod testing {
                     pid: 1,
                     started_at: Utc::now(),
                     read_only: false,
+                    demo: false,
                 },
                 taken_at: Utc::now(),
                 uploads: vec![UploadProgress {

@@ -8,7 +8,10 @@
 //!   source names vagonfs (the mount passes `FSName`/`Subtype`), so other FUSE mounts are left
 //!   alone;
 //! - a mount point whose daemon died answers `stat` with ENOTCONN, so canonicalizing it fails:
-//!   [`canonical_mountpoint`] then resolves the parent and keeps the last component as given.
+//!   [`canonical_mountpoint`] then resolves the parent and keeps the last component as given;
+//! - [`unmount`] is the one way out for every caller (the session, `vagonfs unmount`, a dead
+//!   mount cleared before mounting): `umount2` (lazily with `force`), and without privilege
+//!   `fusermount3 -u` (or `fusermount -u`), `-z` with `force`.
 
 use std::ffi::OsString;
 use std::io;
@@ -18,8 +21,11 @@ use std::path::{Path, PathBuf};
 /// The kernel's mount table of this process's mount namespace.
 pub const MOUNTINFO_PATH: &str = "/proc/self/mountinfo";
 
-/// The word that marks a mount as ours in its fs type or source.
-const FS_NAME: &str = "vagonfs";
+/// The file system name: the FUSE subtype, and the word that marks a mount as ours in its fs
+/// type or source (`vagonfs:machine:42`, see `mount::control::mount_source`).
+pub const FS_NAME: &str = "vagonfs";
+/// The file system type given to mount(2): FUSE with subtype vagonfs.
+pub const FS_TYPE: &str = "fuse.vagonfs";
 
 /// One line of mountinfo that matters here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +103,106 @@ pub fn vagonfs_mounts() -> io::Result<Vec<MountEntry>> {
     Ok(vagonfs_mounts_in(&std::fs::read_to_string(MOUNTINFO_PATH)?))
 }
 
+/// The topmost mount at `mountpoint` (canonical path) in this namespace, if any.
+pub fn mount_at(mountpoint: &Path) -> Option<MountEntry> {
+    let text = std::fs::read_to_string(MOUNTINFO_PATH).ok()?;
+    parse_mountinfo(&text)
+        .into_iter()
+        .rev()
+        .find(|m| m.mountpoint == mountpoint)
+}
+
+impl MountEntry {
+    /// What is mounted, for a message: `a vagonfs mount of machine:42`, `a fuse.sshfs mount
+    /// of user@host:`.
+    pub fn describe(&self) -> String {
+        if self.is_vagonfs() {
+            let what = self
+                .source
+                .strip_prefix(FS_NAME)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .unwrap_or(&self.source);
+            format!("a vagonfs mount of {what}")
+        } else {
+            format!("a {} mount of {}", self.fstype, self.source)
+        }
+    }
+}
+
+/// Why [`unmount`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UnmountError {
+    #[error("{} is busy (files open in it?); `--force` detaches it lazily", .0.display())]
+    Busy(PathBuf),
+    #[error("{} is not mounted", .0.display())]
+    NotMounted(PathBuf),
+    #[error("cannot unmount {}: {source}", path.display())]
+    System {
+        path: PathBuf,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("{tool} -u {}: {message}", path.display())]
+    Tool {
+        tool: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("cannot unmount {}: no privilege, and neither fusermount3 nor fusermount is installed", .0.display())]
+    NoTool(PathBuf),
+}
+
+/// Unmount `path`: `umount2` (`MNT_DETACH` with `force`: detached now, cleaned up once no
+/// longer busy); without privilege `fusermount3 -u` (`-z` with `force`), else `fusermount`.
+pub fn unmount(path: &Path, force: bool) -> Result<(), UnmountError> {
+    use nix::errno::Errno;
+    let flags = if force {
+        nix::mount::MntFlags::MNT_DETACH
+    } else {
+        nix::mount::MntFlags::empty()
+    };
+    match nix::mount::umount2(path, flags) {
+        Ok(()) => Ok(()),
+        Err(Errno::EBUSY) => Err(UnmountError::Busy(path.to_path_buf())),
+        Err(Errno::EINVAL | Errno::ENOENT) => Err(UnmountError::NotMounted(path.to_path_buf())),
+        Err(Errno::EPERM) => fusermount_unmount(path, force),
+        Err(source) => Err(UnmountError::System {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The unprivileged way out: `fusermount3 -u [-z] -- PATH`, else `fusermount`.
+fn fusermount_unmount(path: &Path, force: bool) -> Result<(), UnmountError> {
+    for tool in ["fusermount3", "fusermount"] {
+        let mut cmd = std::process::Command::new(tool);
+        cmd.arg("-u");
+        if force {
+            cmd.arg("-z");
+        }
+        match cmd.arg("--").arg(path).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                return Err(UnmountError::Tool {
+                    tool,
+                    path: path.to_path_buf(),
+                    message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(UnmountError::Tool {
+                    tool,
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Err(UnmountError::NoTool(path.to_path_buf()))
+}
+
 /// The canonical form of a mount point: symlinks resolved, absolute. Works for a mount point
 /// whose daemon is gone (stat fails with ENOTCONN) by resolving only its parent.
 pub fn canonical_mountpoint(path: &Path) -> io::Result<PathBuf> {
@@ -142,6 +248,23 @@ garbage line
         );
         assert_eq!(found[1].source, "vagonfs:machine:42");
         assert_eq!(parse_mountinfo(SAMPLE).len(), 6);
+    }
+
+    #[test]
+    fn describes_what_is_mounted() {
+        let found = parse_mountinfo(SAMPLE);
+        assert_eq!(found[2].describe(), "a vagonfs mount of machine:42");
+        assert_eq!(found[3].describe(), "a fuse.sshfs mount of user@host:");
+        assert_eq!(found[1].describe(), "a vagonfs mount of vagonfs");
+    }
+
+    #[test]
+    fn unmounting_what_is_not_mounted_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            unmount(dir.path(), false),
+            Err(UnmountError::NotMounted(_))
+        ));
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct MountIdentity {
     pub pid: u32,
     pub started_at: DateTime<Utc>,
     pub read_only: bool,
+    /// The embedded demo emulator, not a Vagon API (older daemons do not say: false).
+    #[serde(default)]
+    pub demo: bool,
 }
 
 /// Where one file's upload stands.
@@ -194,6 +197,7 @@ mod tests {
             pid: 7,
             started_at: Utc::now(),
             read_only: false,
+            demo: false,
         };
         let snap = StatusSnapshot::collect(&identity, &metrics, Vec::new());
         assert_eq!(snap.queued, 4);

@@ -250,36 +250,74 @@ pub fn run_unmount(args: UnmountArgs) -> ExitCode {
     };
     match rt.block_on(unmount_main(&args, &control::socket_dirs())) {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("vagonfs unmount: {message}");
+        Err(err) => {
+            eprintln!("vagonfs unmount: {err}");
             ExitCode::from(EXIT_FAILURE)
         }
     }
 }
 
-async fn unmount_main(args: &UnmountArgs, dirs: &[PathBuf]) -> Result<ExitCode, String> {
-    let mountpoint = mounts::canonical_mountpoint(&args.mountpoint)
-        .map_err(|e| format!("no such mount point: {}: {e}", args.mountpoint.display()))?;
+/// Why `vagonfs unmount` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UnmountCommandError {
+    #[error("no such mount point: {}: {source}", path.display())]
+    NoSuchMountPoint {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no vagonfs mount at {}", .0.display())]
+    NotVagonfs(PathBuf),
+    #[error("{source}; `vagonfs unmount --force {}` unmounts it anyway", path.display())]
+    Silent {
+        path: PathBuf,
+        #[source]
+        source: ControlError,
+    },
+    #[error(
+        "the daemon could not unmount {}: {message}\n(`vagonfs unmount --force {}` unmounts \
+         without waiting for uploads)",
+        path.display(),
+        path.display()
+    )]
+    Refused { path: PathBuf, message: String },
+    #[error(transparent)]
+    Direct(#[from] mounts::UnmountError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+async fn unmount_main(
+    args: &UnmountArgs,
+    dirs: &[PathBuf],
+) -> Result<ExitCode, UnmountCommandError> {
+    let mountpoint = mounts::canonical_mountpoint(&args.mountpoint).map_err(|source| {
+        UnmountCommandError::NoSuchMountPoint {
+            path: args.mountpoint.clone(),
+            source,
+        }
+    })?;
     let shown = mountpoint.display();
     let client = match control::connect_to_mount(dirs, &mountpoint).await {
         Ok(client) => client,
         Err(e) if e.is_no_daemon() || (args.force && matches!(e, ControlError::Timeout(_))) => {
             if !is_vagonfs_mount(&mountpoint) {
-                return Err(format!("no vagonfs mount at {shown}"));
+                return Err(UnmountCommandError::NotVagonfs(mountpoint));
             }
             eprintln!(
                 "vagonfs unmount: no vagonfs daemon answers for {shown} ({e}); unmounting it directly"
             );
-            direct_unmount(&mountpoint, args.force)?;
+            mounts::unmount(&mountpoint, args.force)?;
             println!("unmounted {shown}");
             return Ok(ExitCode::SUCCESS);
         }
-        Err(e @ ControlError::Timeout(_)) => {
-            return Err(format!(
-                "{e}; `vagonfs unmount --force {shown}` unmounts it anyway"
-            ));
+        Err(source @ ControlError::Timeout(_)) => {
+            return Err(UnmountCommandError::Silent {
+                path: mountpoint,
+                source,
+            });
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
 
     let mut view = ProgressView::new(std::io::stderr().is_terminal());
@@ -301,51 +339,15 @@ async fn unmount_main(args: &UnmountArgs, dirs: &[PathBuf]) -> Result<ExitCode, 
             // The daemon exited as it unmounted, before its last line reached us.
         }
         Err(ControlError::UnmountFailed(message)) => {
-            return Err(format!(
-                "the daemon could not unmount {shown}: {message}\n\
-                 (`vagonfs unmount --force {shown}` unmounts without waiting for uploads)"
-            ));
+            return Err(UnmountCommandError::Refused {
+                path: mountpoint,
+                message,
+            });
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     }
     println!("unmounted {shown}");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Unmounts without the daemon: `umount2` as root, `fusermount3 -u` (or `fusermount -u`)
-/// otherwise. `force` makes it lazy (detached now, cleaned up when no longer busy).
-fn direct_unmount(mountpoint: &Path, force: bool) -> Result<(), String> {
-    let shown = mountpoint.display();
-    if nix::unistd::geteuid().is_root() {
-        let flags = if force {
-            nix::mount::MntFlags::MNT_DETACH
-        } else {
-            nix::mount::MntFlags::empty()
-        };
-        return nix::mount::umount2(mountpoint, flags).map_err(|e| match e {
-            nix::errno::Errno::EBUSY => {
-                format!("{shown} is busy (files open in it?); `--force` detaches it lazily")
-            }
-            e => format!("cannot unmount {shown}: {e}"),
-        });
-    }
-    let mut last = String::new();
-    for tool in ["fusermount3", "fusermount"] {
-        let mut cmd = std::process::Command::new(tool);
-        cmd.arg("-u");
-        if force {
-            cmd.arg("-z");
-        }
-        match cmd.arg(mountpoint).output() {
-            Ok(out) if out.status.success() => return Ok(()),
-            Ok(out) => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                return Err(format!("{tool} -u {shown} failed: {}", stderr.trim()));
-            }
-            Err(e) => last = format!("cannot run {tool}: {e}"),
-        }
-    }
-    Err(last)
 }
 
 /// Shows unmount progress: redrawn in place on a terminal, a line now and then otherwise.
@@ -518,8 +520,16 @@ pub fn render_snapshot(s: &StatusSnapshot) -> String {
         out.push_str(&text);
         out.push('\n');
     };
-    line(format!("{}  ({})", id.mountpoint, id.target));
-    line(format!("  api       {}", id.api_url));
+    if id.demo {
+        line(format!("{}  ({}, demo)", id.mountpoint, id.target));
+        line(format!(
+            "  api       {} (the local demo emulator)",
+            id.api_url
+        ));
+    } else {
+        line(format!("{}  ({})", id.mountpoint, id.target));
+        line(format!("  api       {}", id.api_url));
+    }
     line(format!(
         "  daemon    pid {}, up {}, {}",
         id.pid,
@@ -600,6 +610,7 @@ mod tests {
                 pid: 4242,
                 started_at: at(0),
                 read_only: false,
+                demo: false,
             },
             taken_at: at(7_380),
             uploads: vec![
@@ -792,7 +803,10 @@ mod command_tests {
             mountpoint: s.mountpoint.clone(),
             force: false,
         };
-        assert_eq!(unmount_main(&args, &s.dirs).await, Ok(ExitCode::SUCCESS));
+        assert_eq!(
+            unmount_main(&args, &s.dirs).await.expect("unmounted"),
+            ExitCode::SUCCESS
+        );
         assert_eq!(fake.unmount_calls.load(Ordering::SeqCst), 1);
         server.shutdown().await;
     }
@@ -807,7 +821,7 @@ mod command_tests {
             mountpoint: s.mountpoint.clone(),
             force: false,
         };
-        let err = unmount_main(&args, &s.dirs).await.unwrap_err();
+        let err = unmount_main(&args, &s.dirs).await.unwrap_err().to_string();
         assert!(
             err.contains("could not unmount") && err.contains("uploads failed"),
             "{err}"
@@ -823,7 +837,7 @@ mod command_tests {
             mountpoint: s.mountpoint.clone(),
             force: false,
         };
-        let err = unmount_main(&args, &s.dirs).await.unwrap_err();
+        let err = unmount_main(&args, &s.dirs).await.unwrap_err().to_string();
         assert_eq!(
             err,
             format!("no vagonfs mount at {}", s.mountpoint.display())
@@ -832,7 +846,7 @@ mod command_tests {
             mountpoint: s.mountpoint.join("absent"),
             force: true,
         };
-        let err = unmount_main(&args, &s.dirs).await.unwrap_err();
+        let err = unmount_main(&args, &s.dirs).await.unwrap_err().to_string();
         assert!(err.starts_with("no such mount point"), "{err}");
     }
 
@@ -897,7 +911,10 @@ mod command_tests {
             mountpoint: s.mountpoint.clone(),
             force: false,
         };
-        assert_eq!(unmount_main(&args, &s.dirs).await, Ok(ExitCode::SUCCESS));
+        assert_eq!(
+            unmount_main(&args, &s.dirs).await.expect("unmounted"),
+            ExitCode::SUCCESS
+        );
         assert!(!is_vagonfs_mount(&s.mountpoint), "still mounted");
         drop(session);
     }

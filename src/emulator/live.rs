@@ -103,11 +103,33 @@ fn parse(path: &str) -> Result<(String, Vec<String>), LiveError> {
     Ok((display, components))
 }
 
+/// `root` joined with `components`, each matched as Windows does: the exact name first, else
+/// the one name in the folder that equals it ignoring case. `None` when one is missing.
+fn resolve_case_insensitive(root: &Path, components: &[String]) -> Option<std::path::PathBuf> {
+    let mut dir = root.to_path_buf();
+    for component in components {
+        let exact = dir.join(component);
+        if std::fs::symlink_metadata(&exact).is_ok() {
+            dir = exact;
+            continue;
+        }
+        let wanted = component.to_lowercase();
+        let found = std::fs::read_dir(&dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().to_lowercase() == wanted)?;
+        dir = found.path();
+    }
+    Some(dir)
+}
+
 /// List the folder `path` of the live disk rooted at `root`.
 pub fn list(root: &Path, path: &str) -> Result<Vec<LiveItem>, LiveError> {
     let (display, components) = parse(path)?;
-    let mut dir = root.to_path_buf();
-    dir.extend(&components);
+    // Windows paths are case-insensitive: `c:\users` is `C:\Users`.
+    let Some(dir) = resolve_case_insensitive(root, &components) else {
+        return Err(LiveError::NotFound(display));
+    };
     let meta = match std::fs::symlink_metadata(&dir) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -169,6 +191,22 @@ mod tests {
         let names: Vec<_> = top.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["Program Files", "Users", "Windows"]);
         assert_eq!(top[1].path, "C:\\Users");
+        let names = |path: &str| -> Vec<String> {
+            list(&root, path)
+                .unwrap()
+                .into_iter()
+                .map(|i| i.name)
+                .collect()
+        };
+        assert_eq!(
+            names("c:\\users\\ADMINISTRATOR\\desktop"),
+            names("C:\\Users\\Administrator\\Desktop"),
+            "Windows paths ignore case"
+        );
+        assert!(matches!(
+            list(&root, "C:\\Users\\Nobody"),
+            Err(LiveError::NotFound(_))
+        ));
         let admin = list(&root, "C:\\Users\\Administrator\\Desktop").unwrap();
         assert_eq!(
             admin,

@@ -17,7 +17,8 @@
 //! Public surface: [`EmulatorArgs`] (clap), [`EmulatorConfig`] + [`start`] returning a
 //! [`RunningEmulator`] (`addr`, `base_url()`, `stats()`, `set_faults()`, `shutdown()`), and
 //! [`run_cli`], which prints exactly one line `vagonfs emulator listening on http://HOST:PORT`
-//! to stdout and runs until SIGINT/SIGTERM.
+//! to stdout (the key, the secret and a ready `vagonfs mount` line go to stderr) and runs until
+//! SIGINT/SIGTERM.
 //!
 //! Shutdown is graceful: the listener closes, open connections finish their current request
 //! (bounded by [`SHUTDOWN_GRACE`]), running zip jobs are awaited, and the data folder's lock is
@@ -407,7 +408,7 @@ async fn serve_connection(stream: TcpStream, app: Router, stop: CancellationToke
 /// `vagonfs emulator`: run until SIGINT/SIGTERM. Exit 2 on bad arguments, 1 when it cannot
 /// start.
 pub fn run_cli(args: EmulatorArgs) -> ExitCode {
-    crate::cli::init_logging(CLI_LOG_FILTER);
+    crate::logging::init(CLI_LOG_FILTER, crate::logging::LogTarget::Stderr);
     let cfg = EmulatorConfig::from_args(&args);
     if let Err(e) = cfg.validate() {
         eprintln!("vagonfs emulator: {e}");
@@ -423,6 +424,7 @@ pub fn run_cli(args: EmulatorArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (key, secret) = (cfg.api_key.clone(), cfg.api_secret.clone());
     runtime.block_on(async move {
         let emulator = match start(cfg).await {
             Ok(e) => e,
@@ -435,6 +437,12 @@ pub fn run_cli(args: EmulatorArgs) -> ExitCode {
         let printed = writeln!(out, "vagonfs emulator listening on {}", emulator.base_url())
             .and_then(|()| out.flush());
         drop(out);
+        // On stderr: stdout keeps its one line for scripts that read the URL.
+        eprintln!(
+            "key {key}, secret {secret}; mount it with:\n  VAGON_API_URL={url} VAGON_API_KEY={key} \
+             VAGON_API_SECRET={secret} vagonfs mount --machine 1 DIR\nCtrl-C to stop.",
+            url = emulator.base_url(),
+        );
         if let Err(e) = printed {
             tracing::warn!(error = %e, "could not print the listening line");
         }

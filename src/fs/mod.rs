@@ -55,6 +55,7 @@ pub mod statfs;
 mod test_api;
 #[cfg(test)]
 mod tests;
+pub mod times;
 pub mod write;
 #[cfg(test)]
 mod write_emu_tests;
@@ -351,6 +352,8 @@ pub struct VagonFs {
     engine: engine::Engine,
     /// This filesystem, for the engine's tasks (which must not keep it alive).
     me: Weak<VagonFs>,
+    /// Modification times set by users, kept across remounts ([`times`]).
+    times: times::TimeStore,
 }
 
 impl VagonFs {
@@ -377,6 +380,7 @@ impl VagonFs {
             spool_dir: Mutex::new(None),
             uploader,
             files: Mutex::new(HashMap::new()),
+            times: times::TimeStore::new(),
             api,
             config,
         })
@@ -684,16 +688,68 @@ impl VagonFs {
         }
     }
 
-    /// The node as shown: a spool's length and local time override what the server listed.
+    /// The node as shown: a spool's length and local time override what the server listed; a
+    /// time the user set in an earlier mount overrides the server's ([`times`]).
     fn shown(&self, mut node: Inode) -> Inode {
         if let Some(file) = self.spooled_file(node.ino) {
             node.size = file.len();
             node.mtime = Some(file.modified());
+        } else if node.mtime_override.is_none()
+            && !node.local_mtime
+            && let Loc::Remote { space, id } = node.loc
+            && let Some(t) = self.times.shown(space, id, node.size, node.mtime)
+        {
+            node.mtime = Some(t);
         }
         if let Some(t) = node.mtime_override {
             node.mtime = Some(t);
         }
         node
+    }
+
+    /// Keep the time the user set on `ino` (utimens) for later mounts, once the file is on the
+    /// server as it is shown; a file with changes not yet uploaded is kept after its upload.
+    pub(crate) fn remember_time(&self, ino: u64) {
+        let Some(node) = self.inodes.get(ino) else {
+            return;
+        };
+        let (Some(user), Loc::Remote { space, id }) = (node.mtime_override, node.loc) else {
+            return;
+        };
+        if self.spooled_file(ino).is_some_and(|f| f.is_dirty()) {
+            return;
+        }
+        let server = if node.local_mtime { None } else { node.mtime };
+        self.times.remember(space, id, node.size, server, user);
+    }
+
+    /// The file at `from` is now `to` (uploaded anew). A rename (`same_bytes`) carries a time
+    /// remembered for `from` over to `to`; changed bytes drop it. Then the inode's own
+    /// utimens time, if any, is kept for `to`.
+    pub(crate) fn time_moved(&self, from: Loc, to: Loc, same_bytes: bool, ino: Option<u64>) {
+        if let Loc::Remote { space, id } = from
+            && let Some((size, user)) = self.times.take(space, id)
+            && same_bytes
+            && let Loc::Remote {
+                space: to_space,
+                id: to_id,
+            } = to
+        {
+            self.times.remember(to_space, to_id, size, None, user);
+        }
+        if let Some(ino) = ino {
+            self.remember_time(ino);
+        }
+    }
+
+    /// Open the store of user-set modification times in the cache folder (see [`times`]).
+    /// A mount that made no cache folder (read-only, never written) has nothing to open.
+    pub fn open_time_store(&self) -> Result<(), times::TimeStoreError> {
+        if !self.config.cache_dir.is_dir() {
+            return Ok(());
+        }
+        self.times
+            .open(&self.config.cache_dir.join(times::TIMES_FILE))
     }
 
     fn reply(&self, node: Inode) -> AttrReply {

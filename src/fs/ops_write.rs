@@ -507,6 +507,8 @@ impl VagonFs {
         }
         self.inodes
             .set_local_attrs(ino, Some(done.size), Some(file.modified()));
+        // New bytes on the server: a remembered time of the old version no longer holds.
+        self.time_moved(node.loc, new_loc, false, Some(ino));
         if let (Some((dir_ino, dir_loc)), Some(name)) = (node.parent, &node.name) {
             let landed = std::ffi::OsString::from(file.target().name);
             if &landed != name {
@@ -569,6 +571,7 @@ impl VagonFs {
                 file.set_modified(t);
             }
             self.inodes.set_mtime_override(ino, Some(t));
+            self.remember_time(ino);
         }
         // mode, uid, gid, atime: the API keeps none of them; accepted without effect.
         self.getattr(ino).await

@@ -314,6 +314,13 @@ impl VagonFs {
             }
             None => self.overlay.remove(from.loc, src_name, None),
         }
+        if let Some(old) = old_base.map(|b| b.id).or(old_id) {
+            let old = Loc::Remote {
+                space: old_target.space,
+                id: old,
+            };
+            self.time_moved(old, new_loc, true, src.ino);
+        }
         if let Some(dino) = dst.and_then(|d| d.ino).filter(|d| Some(*d) != src.ino) {
             self.release_spool_if_done(dino);
         }

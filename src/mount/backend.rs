@@ -1,8 +1,11 @@
-//! Which storage the mount talks to: the Vagon API (credentials found) or an embedded demo
-//! emulator (none configured), checked with one cheap request before mounting.
+//! Which storage the mount talks to: the Vagon API (credentials found) or the embedded demo
+//! emulator (`--demo`, or none configured in an interactive terminal; otherwise missing
+//! credentials are an error), checked with one cheap request before mounting.
 //!
 //! The probe turns the usual first-run mistakes into clear messages before anything is
-//! mounted: refused credentials, an unreachable API, `--machine` naming no machine.
+//! mounted: refused credentials, an unreachable API (with a progress line per retry, then one
+//! line), `--machine` naming no machine, and a URL that is not the Vagon API at all: a 404 for
+//! the machine is checked with one more request (the machine list), only on that failure.
 //!
 //! Whichever it is, the API is metered into the mount's [`Metrics`] (`MeteredFilesApi`, and
 //! the HTTP client's retries through its retry observer), the probe included.
@@ -10,11 +13,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{debug, info};
 
-use super::{MountError, MountPlan, demo};
-use crate::api::http::{ClientOptions, HttpFilesApi};
-use crate::api::metered::{MeteredFilesApi, retry_observer};
+use super::client::{StartupProgress, api_cause, connect, error_chain};
+use super::{DemoChoice, MountError, MountPlan, demo};
 use crate::api::{ApiErrorKind, FilesApi, ListQuery, Space};
 use crate::config::Credentials;
 use crate::daemon::metrics::Metrics;
@@ -35,6 +37,8 @@ pub struct Backend {
     pub metrics: Arc<Metrics>,
     /// The in-process demo emulator, when there is one.
     emulator: Option<RunningEmulator>,
+    /// The demo emulator, not a Vagon API (`vagonfs status` says so).
+    pub demo: bool,
 }
 
 impl Backend {
@@ -46,61 +50,85 @@ impl Backend {
     }
 }
 
-/// Find the credentials (or start the demo), build the client, probe it.
+/// Find the credentials (or start the demo, when allowed), build the client, probe it.
 pub async fn open(plan: &MountPlan) -> Result<Backend, MountError> {
     let metrics = Arc::new(Metrics::new());
-    let creds = match (
-        load_credentials(plan.credentials.as_deref())?,
-        &plan.api_url,
-    ) {
-        (Some(creds), Some(url)) => Some(
-            Credentials::new(url.clone(), creds.api_key, creds.api_secret)
-                .map_err(|err| MountError::InvalidOption(format!("--api-url: {err}")))?,
-        ),
-        (None, Some(_)) => {
-            return Err(MountError::Credentials(
-                "--api-url needs an API key and secret (VAGON_API_KEY and VAGON_API_SECRET, or \
-                 --credentials FILE)"
-                    .into(),
-            ));
+    let creds = if plan.demo == DemoChoice::Asked {
+        None
+    } else {
+        match (
+            load_credentials(plan.credentials.as_deref())?,
+            &plan.api_url,
+        ) {
+            (Some(creds), Some(url)) => Some(
+                Credentials::new(url.clone(), creds.api_key, creds.api_secret)
+                    .map_err(|err| MountError::InvalidOption(format!("--api-url: {err}")))?,
+            ),
+            (None, Some(_)) => {
+                return Err(MountError::Credentials(
+                    "--api-url needs an API key and secret (VAGON_API_KEY and VAGON_API_SECRET, \
+                     or --credentials FILE)"
+                        .into(),
+                ));
+            }
+            (creds, None) => creds,
         }
-        (creds, None) => creds,
     };
     let backend = match creds {
         Some(creds) => {
             let url = creds.api_url.clone();
-            Backend {
-                api: connect(creds, &metrics)?,
+            let startup = StartupProgress::new(&url);
+            let backend = Backend {
+                api: connect(creds, &metrics, Some(startup.clone()))?,
                 description: url.clone(),
                 identity: url.clone(),
                 url,
                 metrics: Arc::clone(&metrics),
                 emulator: None,
-            }
+                demo: false,
+            };
+            let probed = probe(backend.api.as_ref(), &plan.root, &backend.url).await;
+            startup.finish();
+            probed?;
+            backend
         }
+        None if plan.demo == DemoChoice::Never => return Err(MountError::NoCredentials),
         None => {
             let demo = demo::start(&metrics).await?;
-            eprintln!(
-                "no Vagon credentials configured: mounting a local demo emulator at {} (data in {})",
-                demo.url,
-                demo.data_dir.display()
-            );
-            Backend {
+            // One clear line, whatever the log level.
+            match plan.demo {
+                DemoChoice::Asked => eprintln!(
+                    "--demo: mounting a local demo emulator at {} (data in {})",
+                    demo.url,
+                    demo.data_dir.display()
+                ),
+                _ => eprintln!(
+                    "no Vagon credentials configured: mounting a local demo emulator at {} (data \
+                     in {}); set VAGON_API_KEY and VAGON_API_SECRET or pass --credentials FILE \
+                     to mount your storage",
+                    demo.url,
+                    demo.data_dir.display()
+                ),
+            }
+            let backend = Backend {
                 api: demo.api,
                 description: format!("demo emulator at {}", demo.url),
                 identity: format!("demo:{}", demo.data_dir.display()),
                 url: demo.url.clone(),
                 metrics: Arc::clone(&metrics),
                 emulator: Some(demo.emulator),
-            }
+                demo: true,
+            };
+            probe(backend.api.as_ref(), &plan.root, &backend.url).await?;
+            backend
         }
     };
-    probe(backend.api.as_ref(), &plan.root, &backend.description).await?;
     info!(backend = %backend.description, "API reachable");
     Ok(backend)
 }
 
-/// One small request that the mount's root needs anyway.
+/// One small request that the mount's root needs anyway. A 404 for `--machine` is told apart
+/// from a wrong API URL by one more request (only on that failure).
 async fn probe(api: &dyn FilesApi, root: &RootSpec, url: &str) -> Result<(), MountError> {
     let first = ListQuery {
         parent_id: None,
@@ -112,35 +140,36 @@ async fn probe(api: &dyn FilesApi, root: &RootSpec, url: &str) -> Result<(), Mou
         RootSpec::All => api.list_machines(1, 1).await.map(drop),
         RootSpec::Space(space) => api.list_files(*space, &first).await.map(drop),
     };
-    match result {
-        Ok(()) => Ok(()),
-        Err(err) => match (root, err.kind()) {
-            (RootSpec::Space(Space::Machine(id)), ApiErrorKind::NotFound) => {
-                Err(MountError::NoSuchMachine(*id))
+    let err = match result {
+        Ok(()) => return Ok(()),
+        Err(err) => err,
+    };
+    debug!("probe of {url} failed: {}", error_chain(&err));
+    match (root, err.kind()) {
+        (RootSpec::Space(Space::Machine(id)), ApiErrorKind::NotFound) => {
+            // Does the API root answer as the Vagon API at all?
+            match api.list_machines(1, 1).await {
+                Ok(_) => Err(MountError::NoSuchMachine(*id)),
+                Err(check) => {
+                    debug!("the machine list of {url} failed too: {check}");
+                    Err(MountError::WrongApiUrl {
+                        url: url.to_string(),
+                    })
+                }
             }
-            _ => Err(MountError::Unreachable {
-                url: url.to_string(),
-                source: err,
-            }),
-        },
+        }
+        (_, ApiErrorKind::NotFound) => Err(MountError::WrongApiUrl {
+            url: url.to_string(),
+        }),
+        _ => Err(MountError::Unreachable {
+            url: url.to_string(),
+            cause: api_cause(&err),
+            source: err,
+        }),
     }
 }
 
 fn load_credentials(explicit: Option<&Path>) -> Result<Option<Credentials>, MountError> {
     crate::config::load_credentials(explicit)
         .map_err(|err| MountError::Credentials(err.to_string()))
-}
-
-/// The HTTP client for `creds`, metered into `metrics` (calls, and the client's retries).
-pub(super) fn connect(
-    creds: Credentials,
-    metrics: &Arc<Metrics>,
-) -> Result<Arc<dyn FilesApi>, MountError> {
-    let options = ClientOptions {
-        on_retry: Some(retry_observer(Arc::clone(metrics))),
-        ..ClientOptions::default()
-    };
-    let client = HttpFilesApi::new(creds, options)
-        .map_err(|err| MountError::Credentials(err.to_string()))?;
-    Ok(Arc::new(MeteredFilesApi::new(client, Arc::clone(metrics))))
 }

@@ -15,13 +15,18 @@
 //!   (the mount stays, nothing is lost; `--force` leaves the local copies for the next mount);
 //! - the metrics refresher holds the core weakly: the core holds the metered API, which holds
 //!   the metrics, so a strong reference would be a cycle that outlives the mount;
+//! - each upload is logged at debug only; an info line sums them up every
+//!   [`UPLOAD_SUMMARY_EVERY`] when anything was uploaded ("uploaded 12 files, 340.0 MiB in the
+//!   last minute");
 //! - figures the core keeps itself (cache hit counts, the upload registry) are pulled into the
 //!   metrics at each snapshot and scrape ([`Metrics::set_refresher`]), never pushed from the hot
 //!   paths; upload outcomes are the exception: the registry tells the metrics (an
 //!   [`UploadObserver`]) as each upload ends, since a count cannot be pulled afterwards.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -30,7 +35,7 @@ use tracing::{info, warn};
 
 use super::{MountError, MountPlan};
 use crate::daemon::control::{ControlHandler, ControlServer, SyncFailure};
-use crate::daemon::metrics::{CacheKind, Metrics, UploadQueueStats};
+use crate::daemon::metrics::{CacheKind, Endpoint, Metrics, UploadQueueStats};
 use crate::daemon::metrics_http::MetricsServer;
 use crate::daemon::snapshot::{self, MountIdentity, StatusSnapshot};
 use crate::fs::write::{ProgressSnapshot, UploadObserver, UploadRegistry, UploadState};
@@ -63,7 +68,26 @@ pub fn mount_source(root: &RootSpec) -> String {
         }
         RootSpec::All => "all".to_string(),
     };
-    format!("{}:{what}", super::session::FS_NAME)
+    format!("{}:{what}", crate::daemon::mounts::FS_NAME)
+}
+
+/// Why an unmount asked over the control socket did not happen (sent to the client as text).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UnmountRefused {
+    #[error(
+        "not unmounted: {} file(s) could not be uploaded ({}); they stay in the mount. Fix the \
+         cause and retry, or `vagonfs unmount --force` (the local copies are kept and uploaded \
+         by the next mount)",
+        .0.len(),
+        .0.join("; ")
+    )]
+    UploadsFailed(Vec<String>),
+    #[error("interrupted by a signal: changes not uploaded stay in {}", .0.display())]
+    Interrupted(std::path::PathBuf),
+    #[error("the mount is already shutting down")]
+    ShuttingDown,
+    #[error("the daemon ended before unmounting")]
+    DaemonEnded,
 }
 
 /// An unmount asked over the control socket, for the session loop to carry out.
@@ -71,12 +95,12 @@ pub fn mount_source(root: &RootSpec) -> String {
 pub struct UnmountRequest {
     /// Unmount at once: no waiting for uploads before or after.
     pub force: bool,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), UnmountRefused>>,
 }
 
 impl UnmountRequest {
     /// Tell the asking client how it went (once the mount is gone, or why not).
-    pub fn answer(self, result: Result<(), String>) {
+    pub fn answer(self, result: Result<(), UnmountRefused>) {
         let _ = self.done.send(result);
     }
 }
@@ -87,18 +111,22 @@ pub struct Living {
     control: Option<ControlServer>,
     metrics_server: Option<MetricsServer>,
     requests: mpsc::UnboundedReceiver<UnmountRequest>,
+    /// The periodic upload summary ([`spawn_upload_summary`]).
+    summary: tokio::task::JoinHandle<()>,
 }
 
 impl Living {
     /// Starts the metrics endpoint (when asked) and the control socket for the mount of `fs`
-    /// described by `plan`, against the API at `api_url`. Within the runtime, before mounting.
+    /// described by `plan`, against the API at `api_url` (the demo emulator's when `demo`). Within the runtime, before mounting.
     pub async fn start(
         plan: &MountPlan,
         api_url: &str,
+        demo: bool,
         metrics: Arc<Metrics>,
         fs: &Arc<VagonFs>,
     ) -> Result<Living, MountError> {
-        install_refresher(&metrics, fs);
+        let tally = install_refresher(&metrics, fs);
+        let summary = spawn_upload_summary(tally);
         let metrics_server = MetricsServer::start(&plan.metrics, Arc::clone(&metrics))
             .await
             .map_err(|e| MountError::Metrics(e.to_string()))?;
@@ -109,6 +137,7 @@ impl Living {
             pid: std::process::id(),
             started_at: Utc::now(),
             read_only: plan.fs.read_only,
+            demo,
         };
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let (forced, _) = watch::channel(false);
@@ -125,6 +154,7 @@ impl Living {
             control,
             metrics_server,
             requests,
+            summary,
         })
     }
 
@@ -143,7 +173,7 @@ impl Living {
 
     /// Answers every unmount request still waiting with `result` (the mount is gone, or the
     /// session is ending for another reason).
-    pub fn answer_waiting(&mut self, result: &Result<(), String>) {
+    pub fn answer_waiting(&mut self, result: &Result<(), UnmountRefused>) {
         while let Ok(request) = self.requests.try_recv() {
             request.answer(result.clone());
         }
@@ -152,6 +182,7 @@ impl Living {
     /// Stops the servers; the control socket gets a short grace so that the last answer of an
     /// unmount reaches its client.
     pub async fn shutdown(mut self) {
+        self.summary.abort();
         self.answer_waiting(&Ok(()));
         if let Some(server) = self.metrics_server.take() {
             server.shutdown().await;
@@ -178,19 +209,94 @@ fn start_control(mountpoint: &Path, handler: Arc<MountControl>) -> Option<Contro
     }
 }
 
-/// Upload outcomes, counted as the core's registry reports them.
-impl UploadObserver for Metrics {
+/// How often the one-line upload summary is logged (when something was uploaded).
+pub const UPLOAD_SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// Upload outcomes, counted into the metrics as the core's registry reports them, and tallied
+/// for the periodic summary line (per-upload lines are at debug).
+struct UploadTally {
+    metrics: Arc<Metrics>,
+    done: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl UploadObserver for UploadTally {
     fn upload_finished(&self, ok: bool) {
-        Metrics::upload_finished(self, ok);
+        self.metrics.upload_finished(ok);
+        let counter = if ok { &self.done } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
+impl UploadTally {
+    /// (files uploaded, files failed, part bytes sent) so far.
+    fn totals(&self) -> (u64, u64, u64) {
+        (
+            self.done.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.metrics.bytes_up(Endpoint::UploadPart),
+        )
+    }
+}
+
+/// The summary line for what changed between two [`UploadTally::totals`], if anything did.
+pub fn upload_summary(
+    before: (u64, u64, u64),
+    now: (u64, u64, u64),
+    every: Duration,
+) -> Option<String> {
+    let files = now.0.saturating_sub(before.0);
+    let failed = now.1.saturating_sub(before.1);
+    let bytes = now.2.saturating_sub(before.2);
+    if files == 0 && failed == 0 {
+        return None;
+    }
+    let period = if every == Duration::from_secs(60) {
+        "the last minute".to_string()
+    } else {
+        format!("the last {}s", every.as_secs())
+    };
+    let mut line = format!(
+        "uploaded {files} file{}, {} in {period}",
+        if files == 1 { "" } else { "s" },
+        crate::daemon::status::format_bytes(bytes)
+    );
+    if failed > 0 {
+        line.push_str(&format!(
+            "; {failed} failed (kept in the cache folder, see `vagonfs status`)"
+        ));
+    }
+    Some(line)
+}
+
+/// Logs [`upload_summary`] every [`UPLOAD_SUMMARY_EVERY`] while the mount lives.
+fn spawn_upload_summary(tally: Arc<UploadTally>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut before = tally.totals();
+        let mut tick = tokio::time::interval(UPLOAD_SUMMARY_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = tally.totals();
+            if let Some(line) = upload_summary(before, now, UPLOAD_SUMMARY_EVERY) {
+                info!("{line}");
+            }
+            before = now;
+        }
+    })
+}
+
 /// Pulls the core's cache counts and upload queue into `metrics` before each read of them.
-fn install_refresher(metrics: &Arc<Metrics>, fs: &Arc<VagonFs>) {
+fn install_refresher(metrics: &Arc<Metrics>, fs: &Arc<VagonFs>) -> Arc<UploadTally> {
     // The registry holds the metrics, not the core: no cycle.
+    let tally = Arc::new(UploadTally {
+        metrics: Arc::clone(metrics),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
     if !fs
         .uploads()
-        .set_observer(Arc::clone(metrics) as Arc<dyn UploadObserver>)
+        .set_observer(Arc::clone(&tally) as Arc<dyn UploadObserver>)
     {
         warn!("upload outcomes already observed; not counted in the metrics");
     }
@@ -202,6 +308,7 @@ fn install_refresher(metrics: &Arc<Metrics>, fs: &Arc<VagonFs>) {
         metrics.set_cache_counts(CacheKind::Dir, counts.dir_hits, counts.dir_misses);
         metrics.set_upload_queue(queue_stats(&fs.uploads().active()));
     }));
+    tally
 }
 
 /// The upload queue from the registry's active uploads.
@@ -280,6 +387,12 @@ impl ControlHandler for MountControl {
     }
 
     async fn unmount(&self, force: bool) -> Result<(), String> {
+        self.unmount_typed(force).await.map_err(|e| e.to_string())
+    }
+}
+
+impl MountControl {
+    async fn unmount_typed(&self, force: bool) -> Result<(), UnmountRefused> {
         if force {
             self.forced.send_replace(true);
             info!("forced unmount asked over the control socket");
@@ -294,13 +407,7 @@ impl ControlHandler for MountControl {
                             .iter()
                             .map(|(file, err)| format!("{file}: {err}"))
                             .collect();
-                        return Err(format!(
-                            "not unmounted: {} file(s) could not be uploaded ({}); they stay in \
-                             the mount. Fix the cause and retry, or `vagonfs unmount --force` \
-                             (the local copies are kept and uploaded by the next mount)",
-                            files.len(),
-                            files.join("; ")
-                        ));
+                        return Err(UnmountRefused::UploadsFailed(files));
                     }
                 }
                 _ = forced.wait_for(|forced| *forced) => {}
@@ -309,9 +416,25 @@ impl ControlHandler for MountControl {
         let (done, answer) = oneshot::channel();
         self.requests
             .send(UnmountRequest { force, done })
-            .map_err(|_| "the mount is already shutting down".to_string())?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err("the daemon ended before unmounting".to_string()))
+            .map_err(|_| UnmountRefused::ShuttingDown)?;
+        answer.await.unwrap_or(Err(UnmountRefused::DaemonEnded))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_summary_lines() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(upload_summary((3, 0, 100), (3, 0, 100), minute), None);
+        assert_eq!(
+            upload_summary((3, 0, 0), (15, 0, 340 * 1024 * 1024), minute).as_deref(),
+            Some("uploaded 12 files, 340.0 MiB in the last minute")
+        );
+        let line = upload_summary((0, 0, 0), (1, 2, 10), Duration::from_secs(5)).unwrap();
+        assert!(line.starts_with("uploaded 1 file, "), "{line}");
+        assert!(line.contains("in the last 5s; 2 failed"), "{line}");
     }
 }

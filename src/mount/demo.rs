@@ -24,7 +24,7 @@ use bytes::Bytes;
 use tracing::info;
 
 use super::MountError;
-use super::backend::connect;
+use super::client::connect;
 use crate::api::{
     ApiError, ApiResult, CompletedPart, CreateRequest, FileEntry, FilesApi, ListQuery,
     MAX_PER_PAGE, ObjectType, Space,
@@ -110,7 +110,7 @@ pub async fn start(metrics: &Arc<Metrics>) -> Result<Demo, MountError> {
     let url = emulator.base_url();
     let creds = Credentials::new(url.clone(), api_key, api_secret)
         .map_err(|err| MountError::Demo(err.to_string()))?;
-    let api = connect(creds, metrics)?;
+    let api = connect(creds, metrics, None)?;
 
     let marker = data_dir.join(SEED_MARKER);
     if !marker.exists() {

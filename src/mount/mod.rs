@@ -1,12 +1,18 @@
 //! `vagonfs mount MOUNTPOINT [options]`: from the command line to a running FUSE session.
 //!
 //! Owns the mount options ([`MountArgs`]), their validation, the choice of backend (the real
-//! API with credentials, or an embedded demo emulator without), detaching (`--daemon`), and the
-//! life of the session until a signal or an external `umount` ends it.
+//! API with credentials; the embedded demo emulator with `--demo`, or for a foreground mount in
+//! a terminal without credentials: [`DemoChoice`]), detaching (`--daemon`), and the life of the
+//! session until a signal or an external `umount` ends it.
 //!
 //! Subtle cases handled here:
-//! - Everything that can be checked locally (mount point exists, is a directory, is empty;
-//!   option values) is checked *before* forking, and fails with exit status 2 and a message.
+//! - Everything that can be checked locally (mount point exists, is a directory, is not a mount
+//!   point already, is empty; option values) is checked *before* forking, and fails with exit
+//!   status 2 and a message naming what is wrong (for a mounted folder: what is mounted there).
+//!   A dead vagonfs mount (ENOTCONN: its daemon is gone) is detached lazily first, and logged;
+//!   logging is therefore set up before the checks.
+//! - No credentials and no terminal (`--daemon`, the mount helper, systemd): "no credentials",
+//!   never a silent demo whose writes land in root's demo folder.
 //! - `--daemon` forks before any tokio runtime or thread exists; the child reports readiness (or
 //!   the error text and exit status) through a pipe, so the parent's exit status says whether
 //!   the filesystem is mounted ([`detach`]).
@@ -24,24 +30,27 @@
 //! - The mount's metrics, control socket (`vagonfs status`, `vagonfs unmount`) and optional
 //!   Prometheus endpoint (`--metrics-addr`) are started before mounting ([`control`]).
 //!
-//! Exit status: 0 after a clean unmount, 2 for bad options or a bad mount point, 1 for
-//! everything else (API unreachable, credentials refused, mount(2) failed).
+//! Exit status: 0 after a clean unmount, 2 for bad options, a bad mount point or missing
+//! credentials, 1 for everything else (API unreachable, credentials refused, mount(2) failed).
+//! Every failure is one line; the error chain goes to the debug log.
 
 mod backend;
+mod client;
 pub mod control;
 pub mod demo;
 mod detach;
 mod session;
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::api::ApiError;
+use crate::daemon::mounts;
 use crate::fs::{FsConfig, RootSpec};
+use crate::logging::LogTarget;
 
 /// Exit status for bad options or a bad mount point (like clap's usage errors).
 pub const EXIT_USAGE: u8 = 2;
@@ -132,6 +141,13 @@ pub struct MountArgs {
     #[arg(long)]
     pub daemon: bool,
 
+    /// Mount a local demo emulator of the API (data in $XDG_DATA_HOME/vagonfs/demo) instead of
+    /// a Vagon account. Without credentials this is the default only for a foreground mount
+    /// typed in a terminal; elsewhere (--daemon, mount -t vagonfs, systemd) a missing
+    /// credentials file is an error.
+    #[arg(long, conflicts_with_all = ["credentials", "api_url"])]
+    pub demo: bool,
+
     /// Folder for the local copies of files being written (kept until uploaded, and across a
     /// crash); must be owned by you and not writable by others [default: $XDG_CACHE_HOME/vagonfs,
     /// ~/.cache/vagonfs, systemd's $CACHE_DIRECTORY, or /var/cache/vagonfs for root].
@@ -180,12 +196,36 @@ pub enum MountError {
     InvalidOption(String),
     #[error("credentials: {0}")]
     Credentials(String),
+    #[error(
+        "no credentials: set VAGON_API_KEY and VAGON_API_SECRET, write \
+         ~/.config/vagonfs/config.toml, or pass --credentials FILE (`--demo` mounts a local \
+         demo emulator instead)"
+    )]
+    NoCredentials,
+    #[error(
+        "{url} does not answer as the Vagon API (404 on its machine list): check the API URL \
+         (--api-url, VAGON_API_URL or api_url in the credentials file)"
+    )]
+    WrongApiUrl { url: String },
+    #[error("mount point {}: {what} is already mounted there; unmount it first or pick another folder", path.display())]
+    AlreadyMounted { path: PathBuf, what: String },
+    #[error(
+        "cache folder {} is in use by another vagonfs mount of the same storage{}; unmount \
+         that one first, or give this mount its own --cache-dir",
+        cache_dir.display(),
+        other.as_ref().map(|p| format!(" (at {})", p.display())).unwrap_or_default()
+    )]
+    CacheInUse {
+        cache_dir: PathBuf,
+        other: Option<PathBuf>,
+    },
     #[error("cannot start the demo emulator: {0}")]
     Demo(String),
-    #[error("the Vagon API at {url} did not answer as expected: {source}")]
+    /// One line: the innermost cause only (the chain is logged at debug).
+    #[error("cannot reach {url}: {cause}")]
     Unreachable {
         url: String,
-        #[source]
+        cause: String,
         source: ApiError,
     },
     #[error("machine {0} was not found in this organization")]
@@ -221,7 +261,9 @@ impl MountError {
     pub fn exit_code(&self) -> u8 {
         match self {
             MountError::MountPoint { .. }
+            | MountError::AlreadyMounted { .. }
             | MountError::InvalidOption(_)
+            | MountError::NoCredentials
             | MountError::Credentials(_) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
@@ -245,6 +287,32 @@ pub struct MountPlan {
     pub cache_base: PathBuf,
     /// `--metrics-addr` (address already checked).
     pub metrics: crate::daemon::metrics_http::MetricsArgs,
+    /// Whether the demo emulator may (or must) be the backend.
+    pub demo: DemoChoice,
+    /// Not `--daemon`: the terminal gets the "Ctrl-C to stop" hint.
+    pub foreground: bool,
+}
+
+/// When the embedded demo emulator is the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoChoice {
+    /// `--demo`: always.
+    Asked,
+    /// An interactive foreground mount: when no credentials are configured.
+    IfNoCredentials,
+    /// `--daemon`, the mount helper, systemd (no terminal): never; no credentials is an error.
+    Never,
+}
+
+impl DemoChoice {
+    /// From `--demo`, `--daemon` and whether stdin and stderr are terminals.
+    pub fn choose(demo: bool, daemon: bool, interactive: bool) -> Self {
+        match (demo, daemon, interactive) {
+            (true, _, _) => DemoChoice::Asked,
+            (false, false, true) => DemoChoice::IfNoCredentials,
+            _ => DemoChoice::Never,
+        }
+    }
 }
 
 /// `vagonfs mount`.
@@ -270,14 +338,10 @@ fn bound_allocator_retention() {
 }
 
 pub fn run_cli(args: MountArgs) -> ExitCode {
-    let plan = match plan(&args) {
-        Ok(plan) => plan,
-        Err(err) => return fail(&err),
-    };
-    let log_file = match &args.log_file {
-        None => None,
+    let log_target = match &args.log_file {
+        None => LogTarget::Stderr,
         Some(path) => match File::options().create(true).append(true).open(path) {
-            Ok(file) => Some(file),
+            Ok(file) => LogTarget::File(file),
             Err(err) => {
                 return fail(&MountError::InvalidOption(format!(
                     "--log-file {}: {err}",
@@ -286,7 +350,16 @@ pub fn run_cli(args: MountArgs) -> ExitCode {
             }
         },
     };
-    init_logging(&args.log_level, log_file);
+    // Before checking the mount point: clearing a dead mount there is logged.
+    crate::logging::init(&args.log_level, log_target);
+    tracing::debug!(
+        version = env!("CARGO_PKG_VERSION"),
+        "vagonfs mount starting"
+    );
+    let plan = match plan(&args) {
+        Ok(plan) => plan,
+        Err(err) => return fail(&err),
+    };
     bound_allocator_retention();
 
     // No thread and no runtime exist yet: this is the one place where forking is safe.
@@ -369,10 +442,18 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
         api_url: args.api_url.clone(),
         cache_base,
         metrics: args.metrics.clone(),
+        demo: DemoChoice::choose(
+            args.demo,
+            args.daemon,
+            io::stdin().is_terminal() && io::stderr().is_terminal(),
+        ),
+        foreground: !args.daemon,
     })
 }
 
-/// The mount point must exist, be a directory and be empty. Returns its canonical path.
+/// The mount point must exist, be a directory, not be a mount point already, and be empty.
+/// A dead vagonfs mount there (its daemon is gone: ENOTCONN) is detached first, and logged.
+/// Returns its canonical path.
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
     let bad = |reason: String| MountError::MountPoint {
         path: path.to_path_buf(),
@@ -384,21 +465,62 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
             return Err(bad("does not exist (create an empty folder first)".into()));
         }
         Err(err) if err.raw_os_error() == Some(libc::ENOTCONN) => {
-            return Err(bad(format!(
-                "{err}: a dead mount is still there; remove it with `umount -l {}`",
-                path.display()
-            )));
+            clear_dead_mount(path)?;
+            std::fs::metadata(path).map_err(|err| bad(err.to_string()))?
         }
         Err(err) => return Err(bad(err.to_string())),
     };
     if !meta.is_dir() {
         return Err(bad("is not a directory".into()));
     }
+    let canonical = path.canonicalize().map_err(|err| bad(err.to_string()))?;
+    if let Some(entry) = mounts::mount_at(&canonical) {
+        return Err(MountError::AlreadyMounted {
+            path: canonical,
+            what: entry.describe(),
+        });
+    }
     let mut entries = std::fs::read_dir(path).map_err(|err| bad(err.to_string()))?;
     if entries.next().is_some() {
         return Err(bad("is not empty (mount on an empty folder)".into()));
     }
-    path.canonicalize().map_err(|err| bad(err.to_string()))
+    Ok(canonical)
+}
+
+/// `path` answers ENOTCONN: a FUSE mount whose daemon is gone. A vagonfs one is detached
+/// lazily (what it had not uploaded waits in the cache folder for this mount); anything else
+/// is left to the user.
+fn clear_dead_mount(path: &Path) -> Result<(), MountError> {
+    let bad = |reason: String| MountError::MountPoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let canonical = mounts::canonical_mountpoint(path).map_err(|err| bad(err.to_string()))?;
+    match mounts::mount_at(&canonical) {
+        Some(entry) if entry.is_vagonfs() => {
+            mounts::unmount(&canonical, true).map_err(|err| {
+                bad(format!(
+                    "{} is dead (its daemon is gone) and cannot be removed: {err}",
+                    entry.describe()
+                ))
+            })?;
+            tracing::warn!(
+                "{} at {} was dead (its daemon is gone): detached it (lazy unmount); mounting again",
+                entry.describe(),
+                canonical.display()
+            );
+            Ok(())
+        }
+        Some(entry) => Err(bad(format!(
+            "{} there is dead (transport endpoint is not connected); remove it with `umount -l {}`",
+            entry.describe(),
+            path.display()
+        ))),
+        None => Err(bad(format!(
+            "transport endpoint is not connected; remove the dead mount with `umount -l {}`",
+            path.display()
+        ))),
+    }
 }
 
 /// `--umask`: octal digits (an optional `0o` prefix), at most 0777.
@@ -515,24 +637,6 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
         "{s:?} is not a log level (one of {})",
         LOG_LEVELS.join(", ")
     ))
-}
-
-/// Log at `level` (RUST_LOG wins), to `file` when given, else stderr.
-fn init_logging(level: &str, file: Option<File>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match file {
-        Some(file) => builder
-            .with_ansi(false)
-            .with_writer(Mutex::new(file))
-            .try_init(),
-        None => builder.with_writer(io::stderr).try_init(),
-    };
-    tracing::debug!(
-        version = env!("CARGO_PKG_VERSION"),
-        "vagonfs mount starting"
-    );
 }
 
 #[cfg(test)]

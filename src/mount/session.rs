@@ -29,10 +29,8 @@
 //!   `/sys/class/bdi/<dev>/read_ahead_kb` (the INIT handshake cannot go above what the kernel
 //!   offered, usually 128 KiB); failure there is only logged.
 
-use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -40,8 +38,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use fuser::{MountOption, SessionACL};
-use nix::errno::Errno;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
@@ -50,6 +47,7 @@ use super::backend::{self, Backend};
 use super::control::Living;
 use super::detach::Readiness;
 use super::{MountError, MountPlan};
+use crate::daemon::mounts::{self, FS_NAME, FS_TYPE, UnmountError};
 use crate::fs::{VagonFs, write};
 use crate::fuse::{AdapterConfig, FuseAdapter};
 
@@ -69,11 +67,6 @@ const MIN_WORKER_THREADS: usize = 4;
 pub const READ_AHEAD_KB: u32 = 1024;
 /// How often the progress of the uploads awaited at exit is logged.
 pub const UPLOAD_PROGRESS_EVERY: Duration = Duration::from_secs(2);
-/// The file system name: the subtype, and the prefix of the mount source shown in
-/// /proc/mounts and `df` (`vagonfs:machine:42`, see `control::mount_source`).
-pub const FS_NAME: &str = "vagonfs";
-/// The file system type given to mount(2): FUSE with subtype vagonfs.
-pub const FS_TYPE: &str = "fuse.vagonfs";
 /// The FUSE device.
 const FUSE_DEVICE: &str = "/dev/fuse";
 
@@ -147,15 +140,26 @@ fn serve_mounted(
             path: plan.cache_base.clone(),
             source: err.into(),
         })?;
-        fs.open_spool_dir().map_err(|source| MountError::Cache {
-            path: cache_dir.clone(),
-            source,
+        fs.open_spool_dir().map_err(|source| match source {
+            // The folder's lock is held: another mount of the same storage.
+            crate::fs::FsError::NotPermitted(_) => MountError::CacheInUse {
+                cache_dir: cache_dir.clone(),
+                other: other_mount_of(plan),
+            },
+            source => MountError::Cache {
+                path: cache_dir.clone(),
+                source,
+            },
         })?;
+    }
+    if let Err(err) = fs.open_time_store() {
+        warn!("{err}; modification times set in this mount are kept only until it ends");
     }
     // Before mounting: the control socket is named after the canonical mount point.
     let mut living = rt.block_on(Living::start(
         plan,
         &backend.url,
+        backend.demo,
         backend.metrics.clone(),
         &fs,
     ))?;
@@ -191,7 +195,12 @@ fn serve_mounted(
         mountpoint = %plan.mountpoint.display(),
         backend = %backend.description,
         read_only = plan.fs.read_only,
-        "mounted"
+        "mounted{}",
+        if plan.foreground {
+            "; Ctrl-C to stop (uploads what is pending, then unmounts)"
+        } else {
+            ""
+        }
     );
     if let Some(readiness) = readiness.take() {
         readiness.ready();
@@ -237,9 +246,8 @@ fn serve_mounted(
             if !uploaded {
                 lazy_unmount(&plan.mountpoint);
                 if let Some(request) = asked {
-                    request.answer(Err(format!(
-                        "interrupted by a signal: changes not uploaded stay in {}",
-                        cache_dir.display()
+                    request.answer(Err(super::control::UnmountRefused::Interrupted(
+                        cache_dir.clone(),
                     )));
                 }
                 rt.block_on(living.shutdown());
@@ -307,6 +315,16 @@ fn serve_mounted(
     }
     rt.block_on(living.shutdown());
     Ok(())
+}
+
+/// Another vagonfs mount of the same target, from the mount table (for a message).
+fn other_mount_of(plan: &MountPlan) -> Option<PathBuf> {
+    let source = super::control::mount_source(&plan.root);
+    mounts::vagonfs_mounts()
+        .ok()?
+        .into_iter()
+        .find(|m| m.source == source && m.mountpoint != plan.mountpoint)
+        .map(|m| m.mountpoint)
 }
 
 /// Upload what a crashed or failed earlier run left in the spool folder; log the outcome.
@@ -530,52 +548,25 @@ impl MountedSession {
     }
 }
 
-/// Unmount `path`: normally, else lazily if busy, else through fusermount without privilege.
+/// Unmount `path`: normally, else lazily if busy.
 pub fn unmount(path: &Path) {
-    match nix::mount::umount2(path, MntFlags::empty()) {
+    match mounts::unmount(path, false) {
         Ok(()) => debug!("unmounted {}", path.display()),
-        Err(Errno::EBUSY) => {
+        Err(UnmountError::Busy(_)) => {
             info!("{} is busy: detaching it lazily", path.display());
             lazy_unmount(path);
         }
         // Not (or no longer) a mount point: someone else unmounted it.
-        Err(Errno::EINVAL) | Err(Errno::ENOENT) => debug!("{} was not mounted", path.display()),
-        Err(Errno::EPERM) => fusermount_unmount(path),
-        Err(err) => warn!("cannot unmount {}: {err}", path.display()),
+        Err(UnmountError::NotMounted(_)) => debug!("{} was not mounted", path.display()),
+        Err(err) => warn!("{err}"),
     }
 }
 
 fn lazy_unmount(path: &Path) {
-    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
-        Err(Errno::EPERM) => fusermount_unmount(path),
-        Err(err) => warn!("cannot detach {}: {err}", path.display()),
+    match mounts::unmount(path, true) {
+        Ok(()) | Err(UnmountError::NotMounted(_)) => {}
+        Err(err) => warn!("{err}"),
     }
-}
-
-/// The unprivileged way out: `fusermount3 -u -z` (or `fusermount`).
-fn fusermount_unmount(path: &Path) {
-    for tool in ["fusermount3", "fusermount"] {
-        let status = Command::new(tool)
-            .args([
-                OsStr::new("-u"),
-                OsStr::new("-z"),
-                OsStr::new("--"),
-                path.as_os_str(),
-            ])
-            .status();
-        match status {
-            Ok(status) if status.success() => return,
-            Ok(status) => warn!("{tool} -u {} failed: {status}", path.display()),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(err) => warn!("cannot run {tool}: {err}"),
-        }
-        return;
-    }
-    warn!(
-        "cannot unmount {}: no permission and no fusermount",
-        path.display()
-    );
 }
 
 /// Raise the kernel readahead of the FUSE mount at `path` to [`READ_AHEAD_KB`], through the

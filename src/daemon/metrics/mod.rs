@@ -31,6 +31,8 @@ use crate::api::ApiErrorKind;
 use super::snapshot::{CacheStats, EndpointStats, RecentError};
 
 mod exposition;
+#[cfg(test)]
+mod metered_tests;
 mod redact;
 
 pub use exposition::CONTENT_TYPE as EXPOSITION_CONTENT_TYPE;
@@ -581,6 +583,33 @@ impl Metrics {
 
 fn duration_ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The mount's metering: every call through `MeteredFilesApi` lands here.
+impl crate::api::metered::ApiObserver for Metrics {
+    fn on_call(&self, method: Endpoint, elapsed: Duration, error: Option<&crate::api::ApiError>) {
+        self.record_request(method, elapsed, error.map(|e| e.kind()));
+        if let Some(e) = error {
+            self.push_error(method.name(), &e.to_string());
+        }
+    }
+
+    fn on_late_error(&self, method: Endpoint, error: &crate::api::ApiError) {
+        self.record_error_kind(method, error.kind());
+        self.push_error(method.name(), &error.to_string());
+    }
+
+    fn on_bytes_up(&self, method: Endpoint, bytes: u64) {
+        self.add_bytes_up(method, bytes);
+    }
+
+    fn on_bytes_down(&self, method: Endpoint, bytes: u64) {
+        self.add_bytes_down(method, bytes);
+    }
+
+    fn on_retry(&self, method: Endpoint, cause: ApiErrorKind) {
+        Metrics::on_retry(self, method, cause);
+    }
 }
 
 #[cfg(test)]

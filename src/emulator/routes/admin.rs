@@ -126,6 +126,7 @@ async fn raw_entry(State(state): State<AppState>, body: Bytes) -> Reply {
             raw.content_type
                 .or_else(|| Some(DEFAULT_CONTENT_TYPE.into()))
         },
+        modified_ms: None,
     };
     let entry = blocking(&state, move |s| s.insert_raw(new)).await?;
     Ok(ok(Inserted {

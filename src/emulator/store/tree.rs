@@ -57,6 +57,8 @@ pub struct NewEntry {
     pub size: Option<u64>,
     pub content: Vec<u8>,
     pub content_type: Option<String>,
+    /// The listed modification time, ms since the epoch; `None` = now.
+    pub modified_ms: Option<i64>,
 }
 
 /// Seeded recordings per machine: (session folder, file name, bytes).
@@ -322,7 +324,7 @@ impl Store {
         if seeded {
             return Ok(());
         }
-        let folder = |parent: u64, name: &str| {
+        let folder = |parent: u64, name: &str, modified_ms: Option<i64>| {
             self.insert_raw(NewEntry {
                 target: Target {
                     machine_id: None,
@@ -332,16 +334,17 @@ impl Store {
                 owner_machine: Some(m),
                 name: name.into(),
                 is_dir: true,
+                modified_ms,
                 ..NewEntry::default()
             })
         };
-        let machine_dir = folder(self.recordings.root_id, &super::machine_name(m))?;
+        let machine_dir = folder(self.recordings.root_id, &super::machine_name(m), None)?;
         let mut session: Option<(String, u64)> = None;
         for (session_name, file_name, len) in SEED_RECORDINGS {
             let session_id = match &session {
                 Some((name, id)) if name == session_name => *id,
                 _ => {
-                    let id = folder(machine_dir.id, session_name)?.id;
+                    let id = folder(machine_dir.id, session_name, session_ms(session_name))?.id;
                     session = Some((session_name.to_string(), id));
                     id
                 }
@@ -356,11 +359,22 @@ impl Store {
                 name: (*file_name).into(),
                 content: fake_mp4(m, file_name, *len),
                 content_type: Some("video/mp4".into()),
+                // Recorded during the session: its date, not the seeding time.
+                modified_ms: session_ms(session_name),
                 ..NewEntry::default()
             })?;
         }
         Ok(())
     }
+}
+
+/// The date a seeded session folder is named after (`Session 2026-01-12 09-30`), ms since
+/// the epoch (UTC).
+fn session_ms(name: &str) -> Option<i64> {
+    let stamp = name.strip_prefix("Session ")?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H-%M")
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
 }
 
 /// Deterministic bytes that start like an MP4 (`ftyp` box) and differ per machine and file.
@@ -423,7 +437,7 @@ fn insert_entry(
             new.is_dir,
             size,
             new.content_type,
-            now_ms(),
+            new.modified_ms.unwrap_or_else(now_ms),
             new_uid(),
             blob,
             owner

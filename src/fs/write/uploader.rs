@@ -239,7 +239,7 @@ impl Uploader {
             match self.attempt(&source, target, progress, hooks).await {
                 Ok(done) => {
                     progress.set_state(UploadState::Done);
-                    tracing::info!(name = %target.name, id = done.id, size = done.size, "upload complete");
+                    tracing::debug!(name = %target.name, id = done.id, size = done.size, "upload complete");
                     return Ok(done);
                 }
                 Err(AttemptError::LinkRefused(e)) if restarts < LINK_RESTARTS => {
