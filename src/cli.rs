@@ -29,6 +29,9 @@ pub enum Command {
     Status(crate::daemon::status::StatusArgs),
     /// Flush open files, wait for uploads, then unmount (`--force`: at once).
     Unmount(crate::daemon::status::UnmountArgs),
+    /// Wait until a mount (every mount when left out) has uploaded every change; exits non-zero
+    /// and lists what failed and why (`cp -r … && vagonfs sync`).
+    Sync(crate::daemon::sync::SyncArgs),
     /// List a folder of a running machine's live disk: `vagonfs ls 42 'C:\Users'` (`--live` optional).
     Ls(crate::live::LsArgs),
     /// Install the `mount.vagonfs` helper so `mount -t vagonfs` and fstab lines work.
@@ -50,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Mount(args) => crate::mount::run_cli(args),
         Command::Status(args) => crate::daemon::status::run_status(args),
         Command::Unmount(args) => crate::daemon::status::run_unmount(args),
+        Command::Sync(args) => crate::daemon::sync::run_sync(args),
         Command::Ls(args) => crate::live::run_cli(args),
         Command::InstallHelper(args) => crate::helper::run_install_helper(args),
     }

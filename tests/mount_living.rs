@@ -278,6 +278,7 @@ fn status_shows_upload_progress_and_unmount_waits_and_loses_nothing() {
         &emu,
         &[
             "--shared",
+            "--sync-close",
             "--chunk-size",
             "1",
             "--upload-concurrency",
@@ -330,6 +331,7 @@ fn forced_unmount_leaves_a_spool_that_the_next_mount_uploads() {
     let cache_arg = cache.display().to_string();
     let args = [
         "--shared",
+        "--sync-close",
         "--chunk-size",
         "1",
         "--upload-concurrency",

@@ -194,6 +194,7 @@ fn cp_in_files_of_every_size() {
         let meta = std::fs::metadata(m.join(name)).expect("stat");
         assert_eq!(meta.len(), *size as u64, "{name}: size in the mount");
         assert_eq!(sha_file(&m.join(name)), want, "{name}: read back");
+        m.sync_ok();
         assert_eq!(
             server_sha(&emu, name),
             Some((want, *size as u64)),
@@ -238,6 +239,7 @@ fn cp_r_rsync_tar_mkdir_p_and_rm_r() {
         want,
         "cp -r: through the mount"
     );
+    m.sync_ok();
     assert_eq!(
         server_tree_sums(&emu, "cp_tree"),
         want,
@@ -251,6 +253,7 @@ fn cp_r_rsync_tar_mkdir_p_and_rm_r() {
             .arg(format!("{}/", tree.display()))
             .arg(format!("{}/", m.join("rs_tree").display())),
     );
+    m.sync_ok();
     assert_eq!(
         server_tree_sums(&emu, "rs_tree"),
         want,
@@ -283,6 +286,7 @@ fn cp_r_rsync_tar_mkdir_p_and_rm_r() {
             .arg("-C")
             .arg(m.join("tar_tree")),
     );
+    m.sync_ok();
     assert_eq!(
         server_tree_sums(&emu, "tar_tree"),
         want,
@@ -334,9 +338,14 @@ fn cp_r_rsync_tar_mkdir_p_and_rm_r() {
 fn appends_truncation_overwrite_mv_and_the_editor_save() {
     let emu = EmulatorProcess::start();
     let cache = tempdir();
+    // Put there by another client before the mount lists the folder (the mount sees others'
+    // changes only when its cached listing expires).
+    let big = test_bytes(7, 3 * MIB);
+    emu.upload(Space::Shared, None, "patch.bin", &big);
     let m = mount(&emu, cache.path(), &[]);
     let p = |rel: &str| m.join(rel).display().to_string();
     let content = |rel: &str| {
+        m.sync_ok();
         let (sum, _) = server_sha(&emu, rel).unwrap_or_else(|| panic!("{rel} not on the server"));
         sum
     };
@@ -369,8 +378,6 @@ fn appends_truncation_overwrite_mv_and_the_editor_save() {
     assert_eq!(content("e.txt"), sha(b"one\n\0\0\0\0"));
 
     // A write in the middle of an existing file (its old bytes come from the server).
-    let big = test_bytes(7, 3 * MIB);
-    emu.upload(Space::Shared, None, "patch.bin", &big);
     let f = File::options()
         .write(true)
         .open(m.join("patch.bin"))
@@ -431,7 +438,7 @@ fn quota_exceeded_is_enospc_and_the_spool_is_kept() {
     let emu = EmulatorProcess::start_with(&["--quota-bytes", &(4 * MIB).to_string()]);
     let cache = tempdir();
     let src = tempdir();
-    let mut m = mount(&emu, cache.path(), &[]);
+    let mut m = mount(&emu, cache.path(), &["--sync-close"]);
     std::fs::write(src.path().join("small"), test_bytes(1, MIB)).expect("write");
     std::fs::write(src.path().join("huge"), test_bytes(2, 6 * MIB)).expect("write");
     run_ok(
@@ -462,6 +469,35 @@ fn quota_exceeded_is_enospc_and_the_spool_is_kept() {
 }
 
 #[test]
+fn a_background_upload_over_the_quota_is_reported_by_sync_and_kept() {
+    let emu = EmulatorProcess::start_with(&["--quota-bytes", &(4 * MIB).to_string()]);
+    let cache = tempdir();
+    let src = tempdir();
+    let m = mount(&emu, cache.path(), &[]);
+    std::fs::write(src.path().join("huge"), test_bytes(2, 6 * MIB)).expect("write");
+    // close returns at local speed: the quota is met later, by the background upload.
+    run_ok(
+        Command::new("cp")
+            .arg(src.path().join("huge"))
+            .arg(m.join("huge")),
+    );
+    let out = m.sync();
+    assert!(!out.status.success(), "sync hid a failed upload");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("huge") && stderr.to_lowercase().contains("stor"),
+        "sync names the file and the reason: {stderr}"
+    );
+    assert!(server_entry(&emu, "huge").is_none());
+    assert_eq!(
+        sha_file(&m.join("huge")),
+        sha256(&test_bytes(2, 6 * MIB)),
+        "still readable through the mount"
+    );
+    assert_eq!(spool_files(cache.path()).len(), 2, "spool and record kept");
+}
+
+#[test]
 fn small_files_arrive_intact_through_injected_faults() {
     const FILES: usize = 200;
     const WRITERS: usize = 8;
@@ -483,6 +519,8 @@ fn small_files_arrive_intact_through_injected_faults() {
             });
         }
     });
+    // Uploads run (and retry) in the background, through the faults; sync waits for them.
+    m.sync_ok();
     emu.set_faults(serde_json::json!({"fail_rate": 0.0, "reset_rate": 0.0}));
     let on_server = server_entry(&emu, "many").expect("many");
     let listed = emu.list(Space::Shared, Some(on_server.id));

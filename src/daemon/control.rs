@@ -89,6 +89,15 @@ pub enum Request {
         #[serde(default)]
         force: bool,
     },
+    /// Upload everything pending now and answer once nothing is (`vagonfs sync`).
+    Sync,
+}
+
+/// A file `sync` could not upload, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncFailure {
+    pub file: String,
+    pub reason: String,
 }
 
 /// Why the server answered with an error.
@@ -104,10 +113,21 @@ pub enum ErrorCode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
-    Status { snapshot: Box<StatusSnapshot> },
-    Progress { snapshot: Box<StatusSnapshot> },
+    Status {
+        snapshot: Box<StatusSnapshot>,
+    },
+    Progress {
+        snapshot: Box<StatusSnapshot>,
+    },
     Unmounted,
-    Error { code: ErrorCode, message: String },
+    /// The answer to [`Request::Sync`]: nothing is pending but `failed`.
+    Synced {
+        failed: Vec<SyncFailure>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// What the mount provides to the control server.
@@ -122,6 +142,11 @@ pub trait ControlHandler: Send + Sync + 'static {
     /// then stop waiting and unmount. The server reports progress itself from
     /// [`ControlHandler::snapshot`] while this runs.
     async fn unmount(&self, force: bool) -> Result<(), String>;
+
+    /// Upload every pending change now (retrying failed ones) and return once nothing is
+    /// pending: the files that still could not be uploaded, with the reason. The server reports
+    /// progress from [`ControlHandler::snapshot`] while this runs.
+    async fn sync(&self) -> Vec<SyncFailure>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -506,6 +531,25 @@ async fn serve_connection(stream: UnixStream, shared: &Arc<Shared>, cancel: &Can
                 report_unmount(shared, force, &mut write).await;
                 return;
             }
+            Ok(Request::Sync) => {
+                let sync = shared.handler.sync();
+                tokio::pin!(sync);
+                let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                ticker.tick().await;
+                loop {
+                    tokio::select! {
+                        failed = &mut sync => break Response::Synced { failed },
+                        _ = ticker.tick() => {
+                            let progress = Response::Progress { snapshot: Box::new(shared.handler.snapshot()) };
+                            if send(&mut write, &progress).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            }
             Err(e) => Response::Error {
                 code: ErrorCode::BadRequest,
                 message: format!("bad request: {e}"),
@@ -670,6 +714,7 @@ impl ControlClient {
             Response::Status { .. } => "status",
             Response::Progress { .. } => "progress",
             Response::Unmounted => "unmounted",
+            Response::Synced { .. } => "synced",
             Response::Error { .. } => "error",
         };
         ControlError::Protocol {
@@ -699,6 +744,24 @@ impl ControlClient {
             match self.response(UNMOUNT_IDLE_TIMEOUT).await? {
                 Response::Progress { snapshot } => on_progress(&snapshot),
                 Response::Unmounted => return Ok(()),
+                other => return Err(self.unexpected(&other)),
+            }
+        }
+    }
+}
+
+impl ControlClient {
+    /// Asks the daemon to upload everything pending and waits until nothing is, calling
+    /// `on_progress` with every progress snapshot meanwhile. Returns the files that failed.
+    pub async fn sync(
+        mut self,
+        mut on_progress: impl FnMut(&StatusSnapshot),
+    ) -> Result<Vec<SyncFailure>, ControlError> {
+        self.request(&Request::Sync).await?;
+        loop {
+            match self.response(UNMOUNT_IDLE_TIMEOUT).await? {
+                Response::Progress { snapshot } => on_progress(&snapshot),
+                Response::Synced { failed } => return Ok(failed),
                 other => return Err(self.unexpected(&other)),
             }
         }
@@ -921,6 +984,17 @@ pub(crate) mod testing {
             }
             self.release.notified().await;
             Ok(())
+        }
+
+        async fn sync(&self) -> Vec<SyncFailure> {
+            if self.fail {
+                return vec![SyncFailure {
+                    file: "big.bin".into(),
+                    reason: "storage full".into(),
+                }];
+            }
+            self.release.notified().await;
+            Vec::new()
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`control`]: the per-mount Unix control socket (status, graceful or forced unmount),
 //!   server and client, and the discovery of live mounts;
 //! - [`mounts`]: vagonfs mounts in the kernel's mount table, canonical mount points;
-//! - [`status`]: the `vagonfs status` and `vagonfs unmount` commands and their rendering.
+//! - [`status`]: the `vagonfs status` and `vagonfs unmount` commands and their rendering;
+//! - [`sync`]: the `vagonfs sync` command (wait until a mount has nothing left to upload).
 //!
 //! Nothing here depends on the filesystem core: the mount hands the control server a
 //! [`control::ControlHandler`] and feeds [`metrics::Metrics`]. The wrapper that meters the API
@@ -20,3 +21,4 @@ pub mod metrics_http;
 pub mod mounts;
 pub mod snapshot;
 pub mod status;
+pub mod sync;

@@ -26,9 +26,9 @@ use super::mounts;
 use super::snapshot::{StatusSnapshot, UploadProgress, UploadState};
 
 /// Exit codes of `status` / `unmount`.
-const EXIT_FAILURE: u8 = 1;
+pub(super) const EXIT_FAILURE: u8 = 1;
 /// The shell's convention for "interrupted by SIGINT" (128 + 2).
-const EXIT_INTERRUPTED: u8 = 130;
+pub(super) const EXIT_INTERRUPTED: u8 = 130;
 
 /// `--watch` refresh period.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -90,7 +90,7 @@ impl MountReport {
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -173,7 +173,11 @@ async fn status_of(mountpoint: &Path, dirs: &[PathBuf]) -> Result<StatusSnapshot
 }
 
 /// Words for a mount whose daemon did not answer.
-fn explain_unreachable(mountpoint: &Path, error: &ControlError, mounted: bool) -> String {
+pub(super) fn explain_unreachable(
+    mountpoint: &Path,
+    error: &ControlError,
+    mounted: bool,
+) -> String {
     match (error.is_no_daemon(), mounted) {
         (true, true) => format!(
             "{} is a vagonfs mount but no daemon answers for it ({error}); \
@@ -187,14 +191,14 @@ fn explain_unreachable(mountpoint: &Path, error: &ControlError, mounted: bool) -
 }
 
 /// The vagonfs mounts of the mount table (none when it cannot be read).
-fn mount_table() -> Vec<mounts::MountEntry> {
+pub(super) fn mount_table() -> Vec<mounts::MountEntry> {
     mounts::vagonfs_mounts().unwrap_or_else(|e| {
         tracing::debug!(error = %e, "cannot read the mount table");
         Vec::new()
     })
 }
 
-fn is_vagonfs_mount(mountpoint: &Path) -> bool {
+pub(super) fn is_vagonfs_mount(mountpoint: &Path) -> bool {
     mount_table().iter().any(|m| m.mountpoint == mountpoint)
 }
 
@@ -347,7 +351,7 @@ async fn unmount_main(
 }
 
 /// Shows unmount progress: redrawn in place on a terminal, a line now and then otherwise.
-struct ProgressView {
+pub(super) struct ProgressView {
     tty: bool,
     drawn_lines: usize,
     snapshots: u32,
@@ -355,7 +359,7 @@ struct ProgressView {
 }
 
 impl ProgressView {
-    fn new(tty: bool) -> Self {
+    pub(super) fn new(tty: bool) -> Self {
         ProgressView {
             tty,
             drawn_lines: 0,
@@ -364,7 +368,7 @@ impl ProgressView {
         }
     }
 
-    fn update(&mut self, snapshot: &StatusSnapshot) {
+    pub(super) fn update(&mut self, snapshot: &StatusSnapshot) {
         let mut err = std::io::stderr().lock();
         if self.tty {
             if self.drawn_lines > 0 {

@@ -11,12 +11,17 @@
 //!   is known; a server repeating a page (`next_page` not increasing, or the same items again)
 //!   or paging forever ends the listing with a warning, with what was gathered; an object seen
 //!   twice (a folder changing while it is paged) is kept once;
-//! - names the server may send that Linux cannot show (empty, `.`, `..`, containing `/` or NUL,
-//!   longer than [`NAME_MAX`] bytes) are skipped with one warning per object for the life of the
-//!   mount, not one per listing; objects with id 0 (which would alias a storage root) likewise;
+//! - names the server may send that Linux cannot show (empty, `.`, `..`, containing `/` or NUL)
+//!   are skipped with one warning per object for the life of the mount, not one per listing;
+//!   objects with id 0 (which would alias a storage root) likewise; such a listing is not
+//!   [`Listing::complete`], and neither is one whose paging stopped early: the write path never
+//!   removes or moves a folder whose listing is not complete (it would delete what it cannot see);
+//! - names longer than [`NAME_MAX`] bytes are shown cut, as `…~{id}` (plus a short extension),
+//!   read-only ([`ListedEntry::read_only`]);
 //! - two objects with the same name in one folder both stay reachable: the lowest id keeps the
 //!   name, the others get `~{id}` before the extension (`report~42.pdf`), further de-duplicated
-//!   if that is taken too; the result depends only on the listing, so it is stable;
+//!   if that is taken too; the result depends only on the listing, so it is stable; all of
+//!   them are read-only (the API writes by name: an upload would replace one of them);
 //! - machine folders (`machines/` of `RootSpec::All`) are named after the machine: `/` and NUL
 //!   replaced by `_`, empty/`.`/`..` replaced by `machine-{id}`, truncated to [`NAME_MAX`],
 //!   de-duplicated the same way (`~{id}` at the end);
@@ -71,6 +76,9 @@ const EPOCHS_MAX: usize = 65_536;
 pub(crate) struct ListedEntry {
     pub(crate) name: OsString,
     pub(crate) seen: Seen,
+    /// Shown under a name the server does not hold (a name held more than once, or one longer
+    /// than [`NAME_MAX`]): an upload by name would hit another object, so never written.
+    pub(crate) read_only: bool,
 }
 
 /// A folder's children as shown, in the server's order. Immutable once built and shared
@@ -83,10 +91,13 @@ pub(crate) struct Listing {
     by_loc: HashMap<Loc, usize>,
     /// Subfolders listed (for a folder's link count).
     pub(crate) subdirs: usize,
+    /// Every page was read and every object is shown: only then may the write path conclude
+    /// that the folder holds nothing else (rmdir, folder moves delete what the server holds).
+    pub(crate) complete: bool,
 }
 
 impl Listing {
-    pub(crate) fn new(entries: Vec<ListedEntry>) -> Self {
+    pub(crate) fn new(entries: Vec<ListedEntry>, complete: bool) -> Self {
         let by_name = entries
             .iter()
             .enumerate()
@@ -106,6 +117,7 @@ impl Listing {
             by_name,
             by_loc,
             subdirs,
+            complete,
         }
     }
 
@@ -304,10 +316,10 @@ impl DirCache {
         let started = self.flight.join_or_start((dir, epoch), move || {
             Some(async move {
                 let fetched = fetch_entries(shared.api.as_ref(), dir, &shared.warned).await;
-                let entries = match fetched {
-                    Ok(entries) => {
+                let (entries, complete) = match fetched {
+                    Ok(got) => {
                         shared.health.ok();
-                        entries
+                        got
                     }
                     Err(e) => {
                         shared.health.failed(&e);
@@ -317,7 +329,7 @@ impl DirCache {
                         return Err(e);
                     }
                 };
-                let listing = Arc::new(Listing::new(entries));
+                let listing = Arc::new(Listing::new(entries, complete));
                 if !ttl.is_zero() {
                     shared.store(dir, epoch, &listing);
                 }
@@ -355,6 +367,19 @@ impl DirCache {
         }
         lock(&self.shared.listings).remove(&dir);
         lock(&self.shared.negative).retain(|(d, _), _| *d != dir);
+    }
+
+    /// Cache an empty, complete listing for folder `dir` that this mount just created (mkdir):
+    /// its first lookups need no request.
+    pub(crate) fn seed_empty(&self, dir: Loc) {
+        let listing = Arc::new(Listing::new(Vec::new(), true));
+        lock(&self.shared.listings).insert(
+            dir,
+            Cached {
+                listing,
+                fetched: Instant::now(),
+            },
+        );
     }
 
     /// Forget every cached listing and negative entry (after recovery uploaded files the
@@ -541,25 +566,28 @@ impl Shared {
     }
 }
 
-/// Fetch and sanitise the children of `dir`.
+/// Fetch and sanitise the children of `dir`; `true` when the listing shows all of them.
 async fn fetch_entries(
     api: &dyn FilesApi,
     dir: Loc,
     warned: &Mutex<HashSet<Loc>>,
-) -> FsResult<Vec<ListedEntry>> {
+) -> FsResult<(Vec<ListedEntry>, bool)> {
     match dir {
-        Loc::AllRoot => Ok(all_root_entries()),
+        Loc::AllRoot => Ok((all_root_entries(), true)),
         Loc::Machines => {
             let machines = list_all_machines(api).await?;
-            Ok(machine_entries(machines, warned))
+            Ok((machine_entries(machines, warned), true))
         }
-        Loc::SpaceRoot(space) => {
-            let raw = list_all_files(api, space, None).await?;
-            Ok(sanitize(space, raw, warned))
-        }
-        Loc::Remote { space, id } => {
-            let raw = list_all_files(api, space, Some(id)).await?;
-            Ok(sanitize(space, raw, warned))
+        Loc::SpaceRoot(space) | Loc::Remote { space, .. } => {
+            let parent = match dir {
+                Loc::Remote { id, .. } => Some(id),
+                _ => None,
+            };
+            let (raw, paged_all) = list_all_files(api, space, parent).await?;
+            let before = raw.len();
+            let entries = sanitize(space, raw, warned);
+            let complete = paged_all && entries.len() == before;
+            Ok((entries, complete))
         }
         // Only files are created locally; nothing to list.
         Loc::Local { .. } => Err(super::FsError::NotADirectory),
@@ -575,6 +603,7 @@ fn all_root_entries() -> Vec<ListedEntry> {
             size: 0,
             mtime: None,
         },
+        read_only: false,
     };
     vec![
         dir("machines", Loc::Machines),
@@ -588,12 +617,13 @@ fn all_root_entries() -> Vec<ListedEntry> {
 
 /// Every page of one folder of `space` (`parent` `None` = the root), objects de-duplicated by id;
 /// pages fetched in parallel once the first gave the count (`api::paging`). A server that pages
-/// wrongly ends the listing with a warning, with what was gathered.
+/// wrongly ends the listing with a warning, with what was gathered, and `false`: the server may
+/// hold more.
 pub(crate) async fn list_all_files(
     api: &dyn FilesApi,
     space: Space,
     parent: Option<u64>,
-) -> FsResult<Vec<FileEntry>> {
+) -> FsResult<(Vec<FileEntry>, bool)> {
     let got = paging::folder_pages(api, space, parent, None).await?;
     if let Some(reason) = &got.stopped {
         tracing::warn!(
@@ -603,7 +633,8 @@ pub(crate) async fn list_all_files(
             "listing stopped early: {reason}"
         );
     }
-    Ok(got.items)
+    let complete = got.stopped.is_none();
+    Ok((got.items, complete))
 }
 
 /// Every page of `GET /machines`, de-duplicated by id.
@@ -649,14 +680,15 @@ fn warn_once(warned: &Mutex<HashSet<Loc>>, loc: Loc, what: &str, name: &str) {
     }
 }
 
-/// Turn a raw listing into visible entries: invalid names skipped, duplicates renamed.
+/// Turn a raw listing into visible entries: invalid names skipped, names longer than
+/// [`NAME_MAX`] shortened to `…~{id}`, duplicates renamed; the last two are read-only.
 pub(crate) fn sanitize(
     space: Space,
     raw: Vec<FileEntry>,
     warned: &Mutex<HashSet<Loc>>,
 ) -> Vec<ListedEntry> {
     let mut valid = Vec::with_capacity(raw.len());
-    for entry in raw {
+    for mut entry in raw {
         let loc = Loc::Remote {
             space,
             id: entry.id,
@@ -664,6 +696,19 @@ pub(crate) fn sanitize(
         if entry.id == 0 {
             warn_once(warned, loc, "skipping an object with id 0", &entry.name);
             continue;
+        }
+        let long = entry.name.len() > NAME_MAX;
+        if long {
+            let short = shortened_name(&entry.name, entry.id);
+            if name_problem(&short).is_none() {
+                warn_once(
+                    warned,
+                    loc,
+                    &format!("name longer than 255 bytes shown read-only as {short:?}"),
+                    &entry.name,
+                );
+                entry.name = short;
+            }
         }
         if let Some(problem) = name_problem(&entry.name) {
             warn_once(
@@ -674,14 +719,20 @@ pub(crate) fn sanitize(
             );
             continue;
         }
-        valid.push(entry);
+        valid.push((entry, long));
     }
-    let names: Vec<(String, u64)> = valid.iter().map(|e| (e.name.clone(), e.id)).collect();
+    let names: Vec<(String, u64)> = valid.iter().map(|(e, _)| (e.name.clone(), e.id)).collect();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (name, _) in &names {
+        *counts.entry(name.as_str()).or_default() += 1;
+    }
+    let held_twice: Vec<bool> = names.iter().map(|(n, _)| counts[n.as_str()] > 1).collect();
     let shown = dedupe_names(&names, true);
     valid
         .into_iter()
         .zip(shown)
-        .map(|(e, name)| {
+        .zip(held_twice)
+        .map(|(((e, long), name), twice)| {
             let kind = match e.object_type {
                 ObjectType::File => NodeKind::File,
                 ObjectType::Directory => NodeKind::Directory,
@@ -695,9 +746,24 @@ pub(crate) fn sanitize(
                     size,
                     mtime: e.modified,
                 },
+                read_only: long || twice,
             }
         })
         .collect()
+}
+
+/// A name longer than [`NAME_MAX`] cut to fit, with `…~{id}` (and a short extension) after it.
+fn shortened_name(name: &str, id: u64) -> String {
+    let ext = match name.rfind('.') {
+        Some(dot) if dot > 0 && name.len() - dot <= 16 => &name[dot..],
+        _ => "",
+    };
+    let tag = format!("\u{2026}~{id}{ext}");
+    let stem = &name[..name.len() - ext.len()];
+    format!(
+        "{}{tag}",
+        truncate_to(stem, NAME_MAX.saturating_sub(tag.len()))
+    )
 }
 
 /// `machines/` entries: one folder per machine, named after it.
@@ -728,6 +794,7 @@ fn machine_entries(
                 size: 0,
                 mtime: None,
             },
+            read_only: false,
         })
         .collect()
 }

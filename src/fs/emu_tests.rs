@@ -146,6 +146,7 @@ fn config() -> FsConfig {
         upload_concurrency: write::DEFAULT_CONCURRENCY,
         rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
         read_timeout: crate::fs::read::DEFAULT_READ_TIMEOUT,
+        write_back: crate::fs::engine::WriteBack::sync_close(),
     }
 }
 

@@ -12,8 +12,9 @@
 //! [`flight`] (single-flight fetches shared by all of them), [`errno`] (the one errno map),
 //! [`write`] (the write-path engine: spools, journal, uploader), `overlay` (local changes laid
 //! over cached listings), `names` (name resolution and folder views merging both),
-//! `ops_write` (create, open for writing, write, flush, setattr, mkdir, unlink, rmdir, recovery)
-//! and `rename` (file and folder moves).
+//! `ops_write` (create, open for writing, write, flush, setattr, mkdir, unlink, rmdir, recovery),
+//! `rename` (file and folder moves) and [`engine`] (background uploads: one worker per dirty
+//! file, `--transfers` at once, retries).
 //!
 //! Subtle cases owned here:
 //! - every method takes `&self`; state sits behind `std::sync::Mutex`es held for a few map
@@ -28,7 +29,8 @@
 //!   `dir`); one that must wait (a folder never listed) waits at most `--op-timeout`, and during
 //!   an outage cached listings keep answering (`health`);
 //! - writes go to a local spool per inode (shared by all its handles, see `ops_write`), and
-//!   are uploaded on close/fsync; reads of an inode with a spool are served from it, from any
+//!   are uploaded in the background by the write-back engine (`engine`), kicked by close;
+//!   fsync waits for the upload; reads of an inode with a spool are served from it, from any
 //!   handle, so what was written is seen at once; the read-only mount and the session
 //!   recordings answer EROFS;
 //! - a file whose bytes disagree with its listed size answers EIO, remembered per version
@@ -44,6 +46,9 @@ pub mod dir;
 mod emu_support;
 #[cfg(test)]
 mod emu_tests;
+pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 pub mod errno;
 mod flight;
 mod health;
@@ -69,7 +74,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -295,6 +300,8 @@ pub struct FsConfig {
     /// Longest a read waits for the network before it answers ETIMEDOUT
     /// ([`read::DEFAULT_READ_TIMEOUT`]).
     pub read_timeout: Duration,
+    /// The write-back engine's options (`--transfers`, `--sync-close`, `--upload-delay`).
+    pub write_back: engine::WriteBack,
 }
 
 /// Default of [`FsConfig::rename_dir_limit`].
@@ -370,6 +377,10 @@ pub struct VagonFs {
     uploader: Uploader,
     /// Inodes with a local spool.
     files: Mutex<HashMap<u64, OpenFile>>,
+    /// Background uploads (`engine.rs`).
+    engine: engine::Engine,
+    /// This filesystem, for the engine's tasks (which must not keep it alive).
+    me: Weak<VagonFs>,
     /// Modification times set by users, kept across remounts ([`times`]).
     times: times::TimeStore,
 }
@@ -390,7 +401,9 @@ impl VagonFs {
             refresh: config.dir_refresh,
             op_timeout: config.op_timeout,
         };
-        Arc::new(VagonFs {
+        Arc::new_cyclic(|me| VagonFs {
+            me: me.clone(),
+            engine: engine::Engine::new(config.write_back),
             attrs: AttrPolicy::new(&config, SystemTime::now()),
             dirs: DirCache::new(
                 Arc::clone(&api),

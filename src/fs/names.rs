@@ -11,7 +11,10 @@
 //! - an overlay name whose inode is gone (forgotten after its upload settled) falls back to the
 //!   listing, and is dropped from the overlay;
 //! - listed objects this mount deleted, replaced or moved are hidden until the listing is
-//!   fetched again (see `overlay.rs`).
+//!   fetched again (see `overlay.rs`);
+//! - a folder is empty only on a fresh *complete* listing (every page read, every object
+//!   shown), and a name the server holds more than once (or one cut to fit) is never written
+//!   ([`VagonFs::check_name_writable`]).
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -92,6 +95,8 @@ pub(crate) struct Child {
     pub(crate) size: u64,
     /// The server's time, when known (`None` when only a local time is known).
     pub(crate) remote_mtime: Option<SystemTime>,
+    /// Shown under a name the server does not hold alone (see `ListedEntry::read_only`).
+    pub(crate) read_only: bool,
 }
 
 impl VagonFs {
@@ -129,6 +134,7 @@ impl VagonFs {
                 kind: n.kind,
                 size: n.size,
                 remote_mtime: if n.local_mtime { None } else { n.mtime },
+                read_only: false,
             },
             Resolved::Listed(e) => Child {
                 ino: self
@@ -139,6 +145,7 @@ impl VagonFs {
                 kind: e.seen.kind,
                 size: e.seen.size,
                 remote_mtime: e.seen.mtime,
+                read_only: e.read_only,
             },
         }
     }
@@ -212,10 +219,35 @@ impl VagonFs {
         }
         self.dirs.invalidate(loc);
         let listing = self.dirs.listing(loc).await?;
-        Ok(listing
-            .entries
-            .iter()
-            .all(|e| self.overlay.is_gone(&e.seen.loc)))
+        // A listing that stopped early or hides objects it cannot show proves nothing: the
+        // server deletes whatever is there.
+        Ok(listing.complete
+            && listing
+                .entries
+                .iter()
+                .all(|e| self.overlay.is_gone(&e.seen.loc)))
+    }
+
+    /// EROFS for a file shown under a name the server does not hold alone (a name held more
+    /// than once, or cut to fit): the API writes by name, so an upload would replace another
+    /// object. Judged on the folder's listing (cached; the file was looked up through it).
+    pub(crate) async fn check_name_writable(&self, node: &Inode) -> FsResult<()> {
+        let (Loc::Remote { .. }, Some((dir_ino, dir_loc))) = (node.loc, node.parent) else {
+            return Ok(());
+        };
+        let listing = self.dirs.listing(dir_loc).await?;
+        match listing.find_loc(&node.loc) {
+            Some(e) if e.read_only => {
+                let name = node.name.as_deref().unwrap_or(OsStr::new(""));
+                tracing::warn!(
+                    file = %self.display_path(Some(dir_ino), name),
+                    id = ?node.loc,
+                    "refusing to write: the server holds this name more than once (or a longer one), and an upload by name would replace another file; rename or delete it instead"
+                );
+                Err(super::FsError::ReadOnly)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// `a/b/c` for a name in folder `dir_ino` (for logs and `vagonfs status`).

@@ -46,6 +46,10 @@ use super::{
 
 /// How often [`VagonFs::wait_uploads`] looks at the registry for uploads still running.
 const WAIT_POLL: Duration = Duration::from_millis(100);
+/// Rounds of uploads [`VagonFs::wait_uploads`] makes while the failures are transient, and the
+/// first pause between them (doubled each round: about 30 s in all).
+const SYNC_ROUNDS: u32 = 6;
+const SYNC_BACKOFF: Duration = Duration::from_millis(500);
 
 /// An inode's spool and what happened to it.
 pub(crate) struct OpenFile {
@@ -145,6 +149,7 @@ impl VagonFs {
             return Ok(Arc::clone(dir));
         }
         let dir = SpoolDir::open(&self.config.cache_dir)?;
+        super::engine::start_group_commit(&dir);
         *slot = Some(Arc::clone(&dir));
         Ok(dir)
     }
@@ -199,6 +204,7 @@ impl VagonFs {
         let Loc::Remote { id, .. } = node.loc else {
             return Err(FsError::NotFound);
         };
+        self.check_name_writable(node).await?;
         let (Some((dir_ino, dir_loc)), Some(name)) = (node.parent, node.name.clone()) else {
             return Err(FsError::NotPermitted("the root cannot be written"));
         };
@@ -345,24 +351,63 @@ impl VagonFs {
             return Err(FsError::BadHandle(fh));
         }
         let file = self.spooled_file(ino).ok_or(FsError::BadHandle(fh))?;
-        let at = if handle.append { file.len() } else { offset };
-        let n = file.write(at, data).await?;
+        let n = if handle.append {
+            file.append(data).await?
+        } else {
+            file.write(offset, data).await?
+        };
         // New bytes: a time set by utimens no longer holds (the write's time does).
         self.inodes.set_mtime_override(ino, None);
         Ok(n)
     }
 
-    /// close(2) of one descriptor: uploads a changed file; the result is what close returns.
+    /// close(2) of one descriptor. The changed file's journal record and spool are on local
+    /// disk already (each write put its bytes in the spool, the first one wrote the record), so
+    /// this only hands the file to the write-back engine and returns; with `--sync-close` it
+    /// uploads and returns the upload's result instead.
     pub async fn flush(&self, ino: u64, fh: u64) -> FsResult<()> {
         let handle = self.file_handle(ino, fh)?;
-        if handle.write {
-            self.upload_ino(ino).await?;
+        if !handle.write {
+            return Ok(());
         }
+        if self.engine.config.sync_close {
+            return self.upload_ino(ino).await;
+        }
+        self.kick(ino);
         Ok(())
     }
 
+    /// Hand `ino`'s changes, if any, to the engine: a new file after `--upload-delay`, any other
+    /// at once.
+    pub(crate) fn kick(&self, ino: u64) {
+        let Some(file) = lock(&self.files)
+            .get(&ino)
+            .filter(|f| !f.unlinked)
+            .map(|f| Arc::clone(&f.file))
+        else {
+            return;
+        };
+        if !file.is_dirty() {
+            return;
+        }
+        let delay = if file.has_base() {
+            Duration::ZERO
+        } else {
+            self.engine.config.upload_delay
+        };
+        self.schedule_upload(ino, delay);
+    }
+
+    /// fsync(2), through any descriptor of the file (read-only ones too): waits until the
+    /// file's current bytes are on the server, and returns the upload's error.
     pub async fn fsync(&self, ino: u64, fh: u64) -> FsResult<()> {
-        self.flush(ino, fh).await
+        self.file_handle(ino, fh)?;
+        let result = self.upload_ino(ino).await;
+        match &result {
+            Ok(()) => self.clear_failure(ino),
+            Err(_) => self.kick(ino),
+        }
+        result
     }
 
     pub async fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
@@ -376,6 +421,11 @@ impl VagonFs {
         match removed {
             Some(_) => {
                 self.inodes.closed(ino);
+                // Changes made through a mapping after close, or left by a failed upload, go
+                // up without a writer.
+                if !self.engine.config.sync_close {
+                    self.kick(ino);
+                }
                 self.release_spool_if_done(ino);
                 Ok(())
             }
@@ -390,15 +440,16 @@ impl VagonFs {
         }
         let dropped = {
             let mut files = lock(&self.files);
+            // A clean spool of a file never listed (`Loc::Local`) is still the only way to
+            // its bytes: its upload finished but its bookkeeping (`after_upload`) has not yet.
+            let local = self
+                .inodes
+                .get(ino)
+                .is_some_and(|n| matches!(n.loc, Loc::Local { .. }));
             match files.get(&ino) {
-                Some(f) if f.unlinked || !f.file.is_dirty() => files.remove(&ino),
-                Some(f) => {
-                    tracing::warn!(
-                        file = %f.file.target().display_path,
-                        "closed with changes not uploaded; the spool is kept (retried at unmount and at the next mount)"
-                    );
-                    None
-                }
+                Some(f) if f.unlinked || (!f.file.is_dirty() && !local) => files.remove(&ino),
+                // Dirty: the engine keeps uploading it; it comes back here when done.
+                Some(_) => None,
                 None => None,
             }
         };
@@ -422,6 +473,7 @@ impl VagonFs {
             Ok(None) => Ok(()),
             Ok(Some(done)) => {
                 self.after_upload(ino, &file, &done).await;
+                self.release_spool_if_done(ino);
                 Ok(())
             }
             Err(e) => {
@@ -432,15 +484,15 @@ impl VagonFs {
         }
     }
 
-    /// Bookkeeping after `ino`'s spool was uploaded as `done`.
+    /// Bookkeeping after `ino`'s spool was uploaded as `done`. No listing is fetched or
+    /// dropped: the overlay shows the file under its name (and hides the id it replaced) until
+    /// any listing fetched before the upload has expired, so a new file costs exactly its three
+    /// upload requests.
     pub(crate) async fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
-        let unlinked = lock(&self.files).get(&ino).is_none_or(|f| f.unlinked);
+        let unlinked = lock(&self.files).get(&ino).is_some_and(|f| f.unlinked);
         if unlinked {
-            // Unlinked while its upload was in flight: the upload must not survive it.
-            tracing::debug!(ino, id = done.id, "deleting an upload of an unlinked file");
-            if let Err(e) = delete_remote(self.api.as_ref(), done.id).await {
-                tracing::warn!(id = done.id, error = %e, "cannot delete the upload of an unlinked file");
-            }
+            // Unlinked while its upload was in flight: the unlink waits for this upload and
+            // deletes what it landed (per-name order), so nothing to do here.
             return;
         }
         let Some(node) = self.inodes.get(ino) else {
@@ -458,11 +510,23 @@ impl VagonFs {
             .set_local_attrs(ino, Some(done.size), Some(file.modified()));
         // New bytes on the server: a remembered time of the old version no longer holds.
         self.time_moved(node.loc, new_loc, false, Some(ino));
-        if let Some((_, dir_loc)) = node.parent {
-            if let Some(name) = &node.name {
+        if let (Some((dir_ino, dir_loc)), Some(name)) = (node.parent, &node.name) {
+            let landed = std::ffi::OsString::from(file.target().name);
+            if &landed != name {
+                // A conflict copy: the server's file keeps the name; this inode is the copy.
+                tracing::warn!(
+                    file = %self.display_path(Some(dir_ino), name),
+                    copy = %landed.to_string_lossy(),
+                    "conflict with a change made elsewhere: this mount's version is kept as a copy"
+                );
+                self.overlay.remove(dir_loc, name, Some(ino));
+                self.inodes.set_place(ino, (dir_ino, dir_loc), &landed);
+                self.overlay.settle(dir_loc, &landed, ino);
+                // The listing has the other client's file under the name: fetch it again.
+                self.dirs.invalidate(dir_loc);
+            } else {
                 self.overlay.settle(dir_loc, name, ino);
             }
-            self.dirs.invalidate(dir_loc);
         }
     }
 
@@ -488,10 +552,19 @@ impl VagonFs {
             self.inodes.set_mtime_override(ino, None);
             let open = self.inodes.get(ino).is_some_and(|n| n.open_handles > 0);
             if !open {
-                // truncate(2) by path: no close will upload it.
-                let result = self.upload_ino(ino).await;
-                self.release_spool_if_done(ino);
-                result?;
+                // truncate(2) by path: no close will follow. Uploaded by the engine after a
+                // quiet period (or now, with `--sync-close`).
+                if self.engine.config.sync_close {
+                    let result = self.upload_ino(ino).await;
+                    self.release_spool_if_done(ino);
+                    result?;
+                } else {
+                    self.schedule_upload(ino, super::engine::QUIET);
+                }
+            } else if set.fh.is_none() && !self.engine.config.sync_close {
+                // truncate(2) by path while a reader (or writer) has it open: nobody's close
+                // is bound to upload it.
+                self.schedule_upload(ino, super::engine::QUIET);
             }
         }
         if let Some(t) = set.mtime {
@@ -524,8 +597,11 @@ impl VagonFs {
         let node = self
             .inodes
             .insert_new(loc, NodeKind::Directory, name, (parent, dir.loc));
+        // One request: the parent shows it through the overlay, and the new folder is known
+        // to be empty.
         self.overlay.settle(dir.loc, name, node.ino);
-        self.dirs.invalidate(dir.loc);
+        self.dirs.forget_missing(dir.loc, name);
+        self.dirs.seed_empty(loc);
         self.dirs.touch(dir.loc);
         // A new folder shows its creation time until the server lists it.
         self.dirs.touch(loc);
@@ -544,13 +620,17 @@ impl VagonFs {
 
     /// Delete a file shown as `name` in `dir`: on the server, and its spool (open descriptors
     /// keep working on the unlinked spool).
+    ///
+    /// Ordered after the file's own upload: no new upload starts once it is marked unlinked, a
+    /// queued one is cancelled for free, and one in flight is waited for and what it landed is
+    /// deleted, so a late upload can never bring the name back or destroy a newer file of the
+    /// same name.
     pub(crate) async fn remove_file(
         &self,
         dir: &Inode,
         name: &OsStr,
         child: &Child,
     ) -> FsResult<()> {
-        // No upload may start for it any more; an upload in flight is deleted when it lands.
         let file = child.ino.and_then(|ino| {
             let mut files = lock(&self.files);
             files.get_mut(&ino).map(|f| {
@@ -558,7 +638,17 @@ impl VagonFs {
                 Arc::clone(&f.file)
             })
         });
-        if let Loc::Remote { id, .. } = child.loc
+        let remote = match &file {
+            Some(f) => {
+                f.wait_idle().await;
+                f.base().map(|b| b.id)
+            }
+            None => match child.loc {
+                Loc::Remote { id, .. } => Some(id),
+                _ => None,
+            },
+        };
+        if let Some(id) = remote
             && let Err(e) = delete_remote(self.api.as_ref(), id).await
         {
             if let Some(ino) = child.ino
@@ -568,10 +658,20 @@ impl VagonFs {
             }
             return Err(e);
         }
+        if let (Some(f), Some(id)) = (&file, remote) {
+            // What its upload landed is gone too (the listing may show it).
+            self.overlay.mark_gone(Loc::Remote {
+                space: f.target().space,
+                id,
+            });
+        }
         if let Some(file) = file
             && let Err(e) = file.discard().await
         {
             tracing::warn!(file = %file.target().display_path, error = %e, "cannot remove the spool of an unlinked file");
+        }
+        if let Some(ino) = child.ino {
+            self.clear_failure(ino);
         }
         self.forget_removed(dir, name, child);
         Ok(())
@@ -585,7 +685,6 @@ impl VagonFs {
             self.inodes.unbind(ino);
             self.release_spool_if_done(ino);
         }
-        self.dirs.invalidate(dir.loc);
         self.dirs.touch(dir.loc);
     }
 
@@ -609,36 +708,73 @@ impl VagonFs {
         Ok(())
     }
 
-    /// Upload every dirty spool (open files, and closed ones whose upload failed) and wait.
-    /// For SIGTERM and `vagonfs unmount`.
+    /// Upload every dirty spool (open files, and closed ones whose upload failed) now, at most
+    /// `--transfers` at once, and wait. For SIGTERM.
     pub async fn flush_all(&self) -> FlushReport {
+        self.flush_round().await.0
+    }
+
+    /// One [`VagonFs::flush_all`] round; `true` when every failure was transient.
+    async fn flush_round(&self) -> (FlushReport, bool) {
+        use futures::StreamExt;
         let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
         let mut report = FlushReport::default();
-        let results = futures::future::join_all(inos.iter().map(|&ino| async move {
-            let file = self.spooled_file(ino)?;
-            if !file.is_dirty() {
-                return None;
-            }
-            let name = file.target().display_path;
-            Some((name, self.upload_ino(ino).await))
-        }))
-        .await;
+        let results: Vec<_> = futures::stream::iter(inos.iter().copied())
+            .map(|ino| async move {
+                let file = self.spooled_file(ino)?;
+                if !self.needs_upload_now(ino) {
+                    return None;
+                }
+                let name = file.target().display_path;
+                Some((name, self.upload_ino(ino).await))
+            })
+            .buffer_unordered(self.engine.config.transfers.max(1))
+            .collect()
+            .await;
+        let mut all_transient = true;
         for (name, result) in results.into_iter().flatten() {
             match result {
                 Ok(()) => report.uploaded += 1,
-                Err(e) => report.failed.push((name, e.to_string())),
+                Err(e) => {
+                    all_transient &= super::engine::transient(&e);
+                    report.failed.push((name, e.to_string()));
+                }
             }
         }
         for ino in inos {
             self.release_spool_if_done(ino);
+            if !self.needs_upload_now(ino) {
+                self.clear_failure(ino);
+            }
         }
-        report
+        // What stays is durable before this returns (unmount, `vagonfs sync`).
+        let dir = lock(&self.spool_dir).as_ref().map(|d| d.group_commit());
+        if let Some(commit) = dir {
+            match tokio::task::spawn_blocking(move || commit.commit()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot sync the spool folder"),
+                Err(e) => tracing::warn!(error = %e, "spool folder sync task failed"),
+            }
+        }
+        (report, all_transient)
     }
 
-    /// [`VagonFs::flush_all`], then wait until no upload is queued or running (recovery runs
-    /// its uploads in the background).
+    /// Upload everything pending now and wait until nothing is (`vagonfs sync`, a graceful
+    /// unmount): rounds of [`VagonFs::flush_all`] while the failures are transient (a few, with
+    /// backoff), then wait until no upload is queued or running (recovery runs its uploads in
+    /// the background). Returns the files that still failed.
     pub async fn wait_uploads(&self) -> FlushReport {
-        let report = self.flush_all().await;
+        let mut wait = SYNC_BACKOFF;
+        let mut round = 1;
+        let report = loop {
+            let (report, transient) = self.flush_round().await;
+            if report.failed.is_empty() || !transient || round >= SYNC_ROUNDS {
+                break report;
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+            round += 1;
+        };
         while !self.uploader.registry().active().is_empty() {
             tokio::time::sleep(WAIT_POLL).await;
         }

@@ -1,9 +1,13 @@
 //! rename(2): the API has no move, so a move is an upload under the new name and a delete of
 //! the old object.
 //!
-//! - A file is uploaded under its new name from its spool when it has one (its open handles go
-//!   on writing to it, and later uploads go to the new name; changes not yet uploaded are first
-//!   uploaded under the old name, so an upload in flight cannot land after the move), else its
+//! - A file never uploaded (new, its upload queued) is only re-targeted: its spool and queued
+//!   upload now go to the new name; no request at all (an editor's save-temp-then-rename costs
+//!   one upload).
+//! - Per-name order: an upload in flight of the source or of the replaced target is waited for
+//!   first (never raced), and no new one of the replaced target starts.
+//! - A file on the server is uploaded under its new name from its spool when it has one (its
+//!   open handles go on writing to it, and later uploads go to the new name), else its
 //!   bytes are streamed
 //!   through a temporary spool (ranged downloads to local disk, then the upload; never the whole
 //!   file in memory). Then the old object is deleted. Its inode number stays.
@@ -29,7 +33,7 @@ use crate::api::CreateRequest;
 use super::inode::Loc;
 use super::names::Child;
 use super::ops_write::{api_name, delete_remote, folder_target, remote_base};
-use super::write::{ApiRemote, SpooledFile};
+use super::write::{ApiRemote, SpooledFile, Uploaded};
 use super::{FsError, FsResult, NodeKind, VagonFs, lock};
 
 /// A folder of a move: its location and, when the table has one, its inode.
@@ -75,6 +79,14 @@ impl VagonFs {
         if let Some(d) = &dst {
             if flags & libc::RENAME_NOREPLACE != 0 {
                 return Err(FsError::Exists);
+            }
+            if d.read_only {
+                // An upload by that name would replace another object the server holds.
+                tracing::warn!(
+                    file = %self.display_path(Some(newparent), newname),
+                    "refusing to rename onto a name the server holds more than once (or a longer one)"
+                );
+                return Err(FsError::ReadOnly);
             }
             if d.ino.is_some() && d.ino == src.ino {
                 return Ok(());
@@ -124,12 +136,26 @@ impl VagonFs {
     }
 
     /// Entries under folder `loc`, recursively, on fresh listings; counting stops past `limit`.
+    /// EXDEV when a folder under it does not show everything it holds (its listing stopped
+    /// early, or holds names the mount cannot show or cannot write): moving it would delete
+    /// what the mount cannot move.
     async fn count_entries(&self, loc: Loc, limit: usize) -> FsResult<usize> {
         let mut count = 0usize;
         let mut todo = vec![loc];
         while let Some(dir) = todo.pop() {
             self.dirs.invalidate(dir);
-            for (_, child) in self.children_of(dir).await? {
+            let children = self.children_of(dir).await?;
+            let listing = self.dirs.listing(dir).await?;
+            if !listing.complete || listing.entries.iter().any(|e| e.read_only) {
+                tracing::warn!(
+                    ?dir,
+                    "folder holds objects the mount cannot show or write; answering EXDEV (mv copies what it sees instead)"
+                );
+                return Err(FsError::CrossDevice(
+                    "the folder holds objects the mount cannot show or write".into(),
+                ));
+            }
+            for (_, child) in children {
                 count += 1;
                 if count > limit {
                     return Ok(count);
@@ -154,18 +180,56 @@ impl VagonFs {
         dst: Option<Child>,
     ) -> FsResult<()> {
         let target = self.file_target(to.ino, to.loc, dst_name)?;
-        let replace = dst.as_ref().and_then(remote_base);
+        let mut replace = dst.as_ref().and_then(remote_base);
+        // The replaced file's own upload goes first (per-name order): no new one starts, one in
+        // flight is waited for, and what it landed is what this move replaces.
+        let replaced_file = dst
+            .as_ref()
+            .and_then(|d| d.ino)
+            .filter(|d| Some(*d) != src.ino)
+            .and_then(|dino| {
+                lock(&self.files).get_mut(&dino).map(|f| {
+                    f.unlinked = true;
+                    Arc::clone(&f.file)
+                })
+            });
+        if let Some(f) = &replaced_file {
+            f.wait_idle().await;
+            if let Some(b) = f.base() {
+                replace = Some(b);
+            }
+        }
         let spooled = src.ino.and_then(|i| self.spooled_file(i).map(|f| (i, f)));
+        if let Some((ino, f)) = &spooled {
+            f.wait_idle().await;
+            if !f.has_base() {
+                // Never on the server: re-target its queued upload. No bytes move.
+                return self
+                    .retarget_pending(
+                        *ino, f, from, src_name, src, to, dst_name, dst, target, replace,
+                    )
+                    .await;
+            }
+        }
         let (file, old_id, temporary) = match spooled {
-            Some((ino, f)) => {
-                // Settle the old name first: an upload in flight (or pending) under it would
-                // otherwise land after the move and leave a stray copy there.
-                self.upload_ino(ino).await?;
+            Some((_, f)) => {
+                // On the server under the old name (an upload in flight landed there, waited
+                // for above): upload under the new name, then delete the old one.
                 let old = f.base().map(|b| b.id);
                 (f, old, false)
             }
             None => {
-                let (Loc::Remote { id, .. }, Some(base)) = (src.loc, remote_base(src)) else {
+                // The waits above may have let the source's own upload land (and its clean
+                // spool go): take where its inode is now.
+                let mut now = *src;
+                if let Some(n) = src.ino.and_then(|i| self.inodes.get(i))
+                    && n.loc != src.loc
+                {
+                    now.loc = n.loc;
+                    now.size = n.size;
+                    now.remote_mtime = None;
+                }
+                let (Loc::Remote { id, .. }, Some(base)) = (now.loc, remote_base(&now)) else {
                     return Err(FsError::NotFound);
                 };
                 let spools = self.spool_dir()?;
@@ -181,8 +245,20 @@ impl VagonFs {
         };
         let done = match uploaded {
             Ok(Some(done)) => done,
-            Ok(None) => return Err(FsError::NotFound),
+            // The engine's worker sent the re-targeted bytes first (it found the file dirty):
+            // what it landed is the move's upload.
+            Ok(None) => match file.base() {
+                Some(b) if !file.is_dirty() && Some(b.id) != old_id => Uploaded {
+                    id: b.id,
+                    size: b.size,
+                },
+                _ => {
+                    self.keep_replaced(dst.as_ref(), src);
+                    return Err(FsError::NotFound);
+                }
+            },
             Err(e) => {
+                self.keep_replaced(dst.as_ref(), src);
                 if temporary {
                     // Nothing of the user's is only here: the old file is untouched.
                     if let Err(d) = file.discard().await {
@@ -248,11 +324,73 @@ impl VagonFs {
         if let Some(dino) = dst.and_then(|d| d.ino).filter(|d| Some(*d) != src.ino) {
             self.release_spool_if_done(dino);
         }
-        self.dirs.invalidate(from.loc);
-        self.dirs.invalidate(to.loc);
+        self.dirs.forget_missing(to.loc, dst_name);
         self.dirs.touch(from.loc);
         self.dirs.touch(to.loc);
         tracing::debug!(from = %old_target.display_path, to = %target.display_path, "file moved");
+        Ok(())
+    }
+
+    /// A move onto `dst` failed: the target keeps its own pending changes (marked unlinked
+    /// while the move waited for its upload).
+    fn keep_replaced(&self, dst: Option<&Child>, src: &Child) {
+        let Some(dino) = dst.and_then(|d| d.ino).filter(|d| Some(*d) != src.ino) else {
+            return;
+        };
+        if let Some(f) = lock(&self.files).get_mut(&dino) {
+            f.unlinked = false;
+        }
+        self.kick(dino);
+    }
+
+    /// Rename a file whose bytes were never uploaded: point its spool (and queued upload) at
+    /// the new name, replacing `dst` (its spool discarded; the server file it names is replaced
+    /// by the upload, by name). No request.
+    #[allow(clippy::too_many_arguments)]
+    async fn retarget_pending(
+        &self,
+        ino: u64,
+        file: &Arc<SpooledFile>,
+        from: DirRef,
+        src_name: &OsStr,
+        src: &Child,
+        to: DirRef,
+        dst_name: &OsStr,
+        dst: Option<Child>,
+        target: super::write::FileTarget,
+        replace: Option<super::write::RemoteBase>,
+    ) -> FsResult<()> {
+        let old_target = file.target();
+        if let Err(e) = file.retarget(target.clone(), replace).await {
+            self.keep_replaced(dst.as_ref(), src);
+            return Err(e.into());
+        }
+        if let Some(dino) = dst
+            .as_ref()
+            .and_then(|d| d.ino)
+            .filter(|d| Some(*d) != src.ino)
+        {
+            let replaced = lock(&self.files).get_mut(&dino).map(|f| {
+                f.unlinked = true;
+                Arc::clone(&f.file)
+            });
+            if let Some(f) = replaced
+                && let Err(e) = f.discard().await
+            {
+                tracing::warn!(error = %e, "cannot remove the spool of a replaced file");
+            }
+            self.inodes.unbind(dino);
+            self.overlay.remove(to.loc, dst_name, Some(dino));
+            self.release_spool_if_done(dino);
+        }
+        if let Some(pino) = to.ino {
+            self.inodes.set_place(ino, (pino, to.loc), dst_name);
+        }
+        self.overlay.remove(from.loc, src_name, Some(ino));
+        self.overlay.hold(to.loc, dst_name, ino);
+        self.dirs.forget_missing(to.loc, dst_name);
+        self.kick(ino);
+        tracing::debug!(from = %old_target.display_path, to = %target.display_path, "queued upload re-targeted");
         Ok(())
     }
 

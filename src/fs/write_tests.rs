@@ -33,6 +33,7 @@ pub(super) fn config(cache: &Path, chunk_mb: u64) -> FsConfig {
         upload_concurrency: 4,
         rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
         read_timeout: crate::fs::read::DEFAULT_READ_TIMEOUT,
+        write_back: crate::fs::engine::WriteBack::sync_close(),
     }
 }
 

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::{MountError, MountPlan};
-use crate::daemon::control::{ControlHandler, ControlServer};
+use crate::daemon::control::{ControlHandler, ControlServer, SyncFailure};
 use crate::daemon::metrics::{CacheKind, Endpoint, Metrics, UploadQueueStats};
 use crate::daemon::metrics_http::MetricsServer;
 use crate::daemon::snapshot::{self, MountIdentity, StatusSnapshot};
@@ -376,6 +376,16 @@ impl ControlHandler for MountControl {
         );
         snapshot.api_unreachable_since = self.fs.api_unreachable_since().map(DateTime::<Utc>::from);
         snapshot
+    }
+
+    async fn sync(&self) -> Vec<SyncFailure> {
+        info!("sync asked over the control socket: uploading every pending change");
+        let report = self.fs.wait_uploads().await;
+        report
+            .failed
+            .into_iter()
+            .map(|(file, reason)| SyncFailure { file, reason })
+            .collect()
     }
 
     async fn unmount(&self, force: bool) -> Result<(), String> {

@@ -184,6 +184,22 @@ pub struct MountArgs {
     /// seconds, or a number with a unit (30s, 2m); at most a day.
     #[arg(long, value_name = "SECS", default_value = "15", value_parser = parse_read_timeout)]
     pub read_timeout: Duration,
+    /// Files uploaded at once in the background (1 to 64).
+    #[arg(long, value_name = "N", default_value_t = crate::fs::engine::DEFAULT_TRANSFERS,
+          value_parser = parse_transfers)]
+    pub transfers: usize,
+
+    /// close(2) waits until the file is on the server and returns the upload's error (by
+    /// default close returns once the change is safe on local disk, and uploads run in the
+    /// background; fsync(2) and `vagonfs sync` wait for them).
+    #[arg(long)]
+    pub sync_close: bool,
+
+    /// How long a new file waits after its close before its upload starts, so that a file
+    /// renamed or deleted right away (an editor's temporary file) costs no upload (e.g. 1s,
+    /// 500ms, 0).
+    #[arg(long, value_name = "TIME", default_value = "1s", value_parser = parse_upload_delay)]
+    pub upload_delay: Duration,
 }
 
 /// Why `vagonfs mount` failed.
@@ -444,6 +460,11 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
             upload_concurrency: args.upload_concurrency,
             rename_dir_limit: args.rename_dir_limit,
             read_timeout: args.read_timeout,
+            write_back: crate::fs::engine::WriteBack {
+                transfers: args.transfers,
+                sync_close: args.sync_close,
+                upload_delay: args.upload_delay,
+            },
         },
         allow_other: args.allow_other,
         credentials,
@@ -608,6 +629,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// `--transfers`: 1 to [`MAX_UPLOAD_CONCURRENCY`].
+pub fn parse_transfers(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_UPLOAD_CONCURRENCY).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number from 1 to {MAX_UPLOAD_CONCURRENCY}"
+        )),
+    }
+}
+
+/// Longest `--upload-delay`.
+const MAX_UPLOAD_DELAY: Duration = Duration::from_secs(600);
+
+/// `--upload-delay`: a number with `ms` or `s` (a plain number is seconds), at most 10 minutes.
+pub fn parse_upload_delay(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 1s or 500ms)"))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(number),
+        "ms" => Duration::from_millis(number),
+        _ => return Err(format!("{s:?}: unknown unit (use ms or s)")),
+    };
+    if d > MAX_UPLOAD_DELAY {
+        return Err(format!("{s:?} is longer than 10 minutes"));
+    }
+    Ok(d)
+}
+
 /// `--upload-concurrency`: 1 to [`MAX_UPLOAD_CONCURRENCY`].
 pub fn parse_upload_concurrency(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -745,6 +798,20 @@ mod tests {
                 Wrapper::try_parse_from(["mount", mnt, bad[0], bad[1]]).is_err(),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn write_back_options() {
+        assert_eq!(parse_upload_delay("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_upload_delay("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_upload_delay("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "-1", "1h", "601", "1.5s", "ms"] {
+            assert!(parse_upload_delay(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_transfers("8"), Ok(8));
+        for bad in ["0", "65", "x"] {
+            assert!(parse_transfers(bad).is_err(), "{bad}");
         }
     }
 

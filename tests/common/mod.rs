@@ -580,6 +580,28 @@ impl TestMount {
     }
 
     /// A path inside the mount.
+    /// `vagonfs sync <mountpoint>`: waits until the mount has uploaded every change.
+    pub fn sync(&self) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_vagonfs"))
+            .arg("sync")
+            .arg(&self.path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vagonfs sync")
+    }
+
+    /// [`TestMount::sync`], which must succeed.
+    pub fn sync_ok(&self) {
+        let out = self.sync();
+        assert!(
+            out.status.success(),
+            "vagonfs sync failed: {}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.output_text()
+        );
+    }
+
     pub fn join(&self, rel: &str) -> PathBuf {
         self.path.join(rel)
     }

@@ -24,13 +24,19 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
 
-use crate::api::Space;
+use crate::api::{ApiErrorKind, ObjectType, Space};
 
-use super::WriteResult;
-use super::journal::{JOURNAL_VERSION, JournalRecord, JournalSpace, JournalState, RemoteBase};
+use super::journal::{
+    JOURNAL_VERSION, JournalRecord, JournalSpace, JournalState, RemoteBase, conflict_name,
+    find_entry,
+};
 use super::remote::RemoteBytes;
 use super::spool::{Spool, SpoolDir, join_error, remove_if_exists};
 use super::uploader::{UploadHooks, UploadTarget, Uploaded, Uploader};
+use super::{WriteError, WriteResult};
+
+/// Names tried for a conflict copy before giving up (the error is then the 409).
+const CONFLICT_TRIES: u32 = 20;
 
 /// Where a spooled file goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +80,8 @@ pub struct SpooledFile {
     meta: Mutex<Meta>,
     journal_io: Arc<Mutex<JournalIo>>,
     upload_gate: tokio::sync::Mutex<()>,
+    /// Serializes appends (length read + write) across handles.
+    append_gate: tokio::sync::Mutex<()>,
     removed: AtomicBool,
 }
 
@@ -170,6 +178,7 @@ impl SpooledFile {
             }),
             journal_io: Arc::new(Mutex::new(JournalIo::default())),
             upload_gate: tokio::sync::Mutex::new(()),
+            append_gate: tokio::sync::Mutex::new(()),
             removed: AtomicBool::new(false),
         }))
     }
@@ -228,6 +237,39 @@ impl SpooledFile {
         self.spool.write(offset, data).await?;
         self.note_mutation(true).await?;
         Ok(n)
+    }
+
+    /// Write `data` at the end (`O_APPEND`), atomically with respect to every other append of
+    /// this file, whichever handle it comes through.
+    pub async fn append(&self, data: &[u8]) -> WriteResult<u32> {
+        let n = u32::try_from(data.len()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "write larger than 4 GiB")
+        })?;
+        {
+            let _append = self.append_gate.lock().await;
+            // The length is only known once the remote bytes are in.
+            self.spool.ensure_filled().await?;
+            self.spool.write(self.spool.len(), data).await?;
+        }
+        self.note_mutation(true).await?;
+        Ok(n)
+    }
+
+    /// Wait until no upload of this file is running (the per-file upload order: an unlink or a
+    /// rename of the name waits here instead of racing the upload).
+    pub async fn wait_idle(&self) {
+        drop(self.upload_gate.lock().await);
+    }
+
+    /// Whether an upload of this file is running now.
+    pub fn is_uploading(&self) -> bool {
+        self.upload_gate.try_lock().is_err()
+    }
+
+    /// Whether some bytes of this file reached the server from here, or it started from a
+    /// server file (a file with a base is replaced by its uploads; one without is new).
+    pub fn has_base(&self) -> bool {
+        self.meta().base.is_some()
     }
 
     /// Read up to `size` bytes at `offset` (read-after-write sees the spool).
@@ -291,8 +333,14 @@ impl SpooledFile {
         self.spool.remove()
     }
 
-    /// Upload if dirty (close/fsync). `Ok(None)`: nothing to send. On error the record and spool
-    /// are kept and the file stays dirty.
+    /// Upload if dirty. `Ok(None)`: nothing to send. On error the record and spool are kept and
+    /// the file stays dirty.
+    ///
+    /// Conflicts: an overwrite first checks that the server still holds the version the spool
+    /// started from (one search listing); if another client changed or replaced it, the bytes go
+    /// to `name (conflict …).ext` beside it, and so do a new file's when the name was taken by
+    /// someone else meanwhile (409). A 409 caused by this file's own earlier attempt (its
+    /// `complete` answered too late) is recognised by the attempt's id and overwritten instead.
     pub async fn upload(&self, uploader: &Uploader) -> WriteResult<Option<Uploaded>> {
         if !self.is_dirty() {
             return Ok(None);
@@ -303,7 +351,7 @@ impl SpooledFile {
         let ticket = uploader
             .registry()
             .register(self.target().display_path, self.len());
-        let (target, generation, source) = {
+        let (mut target, generation, source, base, earlier) = {
             let mut m = self.meta();
             if !m.dirty || m.discarded {
                 // Another handle's flush uploaded it while this one waited.
@@ -314,7 +362,7 @@ impl SpooledFile {
             // Journaled together with the id once `POST /files` answers (see `FileHooks`):
             // until then the record's `dirty` already makes recovery upload it.
             m.record = Some(JournalState::Uploading);
-            m.pending_upload_id = None;
+            let earlier = m.pending_upload_id.take();
             let target = UploadTarget {
                 space: m.target.space,
                 parent_id: m.target.parent_id,
@@ -322,13 +370,69 @@ impl SpooledFile {
                 content_type: None,
                 overwrite: m.base.is_some(),
             };
-            (target, generation, source)
+            (target, generation, source, m.base, earlier)
         };
+        let own_name = target.name.clone();
+        let api = Arc::clone(uploader.api());
+        let mut conflicts = 0u32;
+        if let Some(b) = base {
+            let there = find_entry(api.as_ref(), target.space, target.parent_id, &target.name)
+                .await
+                .map_err(WriteError::from)?;
+            match there {
+                Some(e) if b.matches(&e) || Some(e.id) == earlier => {}
+                // Deleted meanwhile: put it back.
+                None => target.overwrite = false,
+                Some(e) => {
+                    tracing::warn!(file = %own_name, theirs = e.id, "changed on the server by another client since it was opened; keeping both");
+                    conflicts += 1;
+                    target.overwrite = false;
+                    target.name = conflict_name(&own_name, Utc::now(), conflicts);
+                }
+            }
+        }
         let size = source.len();
-        let hooks = FileHooks { file: self };
-        let done = uploader
-            .upload_tracked(source, &target, &ticket, Some(&hooks))
-            .await?;
+        let done = loop {
+            let hooks = FileHooks { file: self };
+            let result = uploader
+                .upload_tracked(source.clone(), &target, &ticket, Some(&hooks))
+                .await;
+            match result {
+                Ok(done) => break done,
+                Err(WriteError::Api(e))
+                    if e.kind() == ApiErrorKind::AlreadyExists
+                        && !target.overwrite
+                        && conflicts < CONFLICT_TRIES =>
+                {
+                    let there =
+                        find_entry(api.as_ref(), target.space, target.parent_id, &target.name)
+                            .await
+                            .map_err(WriteError::from)?;
+                    match there {
+                        // Our own earlier attempt landed after all: replace it.
+                        Some(f) if f.object_type == ObjectType::File && Some(f.id) == earlier => {
+                            target.overwrite = true;
+                        }
+                        Some(_) => {
+                            if conflicts == 0 {
+                                tracing::warn!(file = %own_name, "the name was taken on the server meanwhile; keeping both");
+                            }
+                            conflicts += 1;
+                            target.name = conflict_name(&own_name, Utc::now(), conflicts);
+                        }
+                        // Gone again: try the same name once more.
+                        None => conflicts += 1,
+                    }
+                    ticket
+                        .progress()
+                        .set_state(super::progress::UploadState::Queued);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if target.name != own_name {
+            tracing::warn!(file = %own_name, saved_as = %target.name, "conflict: this mount's version was saved under another name");
+        }
         let op = {
             let mut m = self.meta();
             m.base = Some(RemoteBase {
@@ -337,6 +441,14 @@ impl SpooledFile {
                 mtime_ms: None,
             });
             m.pending_upload_id = None;
+            if target.name != m.target.name {
+                // A conflict copy: later uploads of this file go there too.
+                m.target.display_path = match m.target.display_path.rsplit_once('/') {
+                    Some((dir, _)) => format!("{dir}/{}", target.name),
+                    None => target.name.clone(),
+                };
+                m.target.name = target.name.clone();
+            }
             if m.discarded {
                 None
             } else if self.spool.generation() == generation
@@ -366,6 +478,8 @@ impl SpooledFile {
     /// After a change: dirty, and the record says so (written only when it did not already).
     /// `touch`: the bytes changed (not just where they go).
     async fn note_mutation(&self, touch: bool) -> WriteResult<()> {
+        // New bytes in the spool: the next group commit makes them durable.
+        self.dir.note_unsynced();
         let op = {
             let mut m = self.meta();
             if touch {
@@ -382,7 +496,17 @@ impl SpooledFile {
             let rec = self.record_of(&m);
             self.next_op(&mut m, RecordOp::Write(Box::new(rec)))
         };
-        self.apply(op).await
+        let seq = op.0;
+        let result = self.apply(op).await;
+        if result.is_err() {
+            // The record is not on disk: the next mutation must try to write it again (the
+            // bytes are dirty either way).
+            let mut m = self.meta();
+            if m.seq == seq && m.record == Some(JournalState::Dirty) {
+                m.record = None;
+            }
+        }
+        result
     }
 
     fn record_of(&self, m: &Meta) -> JournalRecord {

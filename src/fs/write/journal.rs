@@ -2,8 +2,9 @@
 //!
 //! Why a JSON sidecar and not SQLite: a record lives and dies with exactly one spool file, there
 //! is never a transaction across records, and the folder listing already is the index. A sidecar
-//! written atomically (temp file, fsync, rename, fsync of the folder) is enough for
-//! crash-consistency, needs no shared connection (no lock shared by all open files), and a
+//! written atomically (temp file, rename) is enough for crash-consistency (a crash of the
+//! daemon loses nothing the kernel has; a group commit, `syncfs` of the spool folder at most
+//! once a second while something changed, covers power loss), needs no shared connection (no lock shared by all open files), and a
 //! damaged record harms only its own spool; it is also readable by a person who wants their
 //! bytes back.
 //!
@@ -19,13 +20,13 @@
 //! - nothing there, or the file we started from unchanged (same id, size and, when both are
 //!   known, modification time), or our own earlier upload → upload under the name;
 //! - anything else (changed, replaced, created meanwhile, a folder now): upload as a conflict
-//!   copy beside it, `name (conflict 2026-11-27T02-30-00).ext`, never overwriting what is there;
+//!   copy beside it, `name (conflict 2026-11-27 023000).ext`, never overwriting what is there;
 //! - the parent folder is gone: a conflict copy at the root of the space.
 //!
 //! A record that cannot be parsed is left in place with its spool (logged), never deleted: the
 //! bytes are the user's.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -161,7 +162,9 @@ impl JournalRecord {
         dir.journal_path(spool_id)
     }
 
-    /// Write atomically: temp file, fsync, rename over the record, fsync the folder.
+    /// Write atomically: temp file, rename over the record. Durable against a crash of the
+    /// daemon at once (the page cache survives it); against power loss within a second, by the
+    /// spool folder's group commit ([`SpoolDir::note_unsynced`]).
     pub fn write_atomic(&self, dir: &SpoolDir) -> std::io::Result<()> {
         let path = dir.journal_path(&self.spool_id);
         // A fresh name each time, created exclusively and never through a symlink: two writes
@@ -177,10 +180,10 @@ impl JournalRecord {
                 .mode(FILE_MODE)
                 .open(&tmp)?;
             f.write_all(&body)?;
-            f.sync_all()?;
         }
         std::fs::rename(&tmp, &path)?;
-        File::open(dir.path())?.sync_all()
+        dir.note_unsynced();
+        Ok(())
     }
 
     pub fn read(path: &Path) -> WriteResult<JournalRecord> {
@@ -199,10 +202,11 @@ impl JournalRecord {
         Ok(rec)
     }
 
-    /// Remove the record (the "done" step), then fsync the folder.
+    /// Remove the record (the "done" step); made durable by the group commit.
     pub fn remove(dir: &SpoolDir, spool_id: &str) -> std::io::Result<()> {
         remove_if_exists(&dir.journal_path(spool_id))?;
-        File::open(dir.path())?.sync_all()
+        dir.note_unsynced();
+        Ok(())
     }
 }
 
@@ -220,10 +224,10 @@ pub enum RecoveryAction {
     AlreadyDone { id: u64 },
 }
 
-/// `report.txt` → `report (conflict 2026-11-27T02-30-00).txt`; `n > 1` adds a number inside
+/// `report.txt` → `report (conflict 2026-11-27 023000).txt`; `n > 1` adds a number inside
 /// the parentheses. Hidden names without an extension (`.bashrc`) keep the suffix at the end.
 pub fn conflict_name(name: &str, at: DateTime<Utc>, n: u32) -> String {
-    let stamp = at.format("%Y-%m-%dT%H-%M-%S");
+    let stamp = at.format("%Y-%m-%d %H%M%S");
     let tag = if n > 1 {
         format!("(conflict {stamp} {n})")
     } else {
@@ -279,7 +283,7 @@ pub struct PendingUpload {
 }
 
 /// The file of that exact name in a folder, if any; `Err(NotFound)` when the folder is gone.
-async fn find_entry(
+pub(crate) async fn find_entry(
     api: &dyn FilesApi,
     space: Space,
     parent_id: Option<u64>,
@@ -568,19 +572,19 @@ mod tests {
     fn conflict_names_keep_the_extension() {
         assert_eq!(
             conflict_name("report.txt", at(), 1),
-            "report (conflict 2026-11-27T02-30-00).txt"
+            "report (conflict 2026-11-27 023000).txt"
         );
         assert_eq!(
             conflict_name("a.tar.gz", at(), 1),
-            "a.tar (conflict 2026-11-27T02-30-00).gz"
+            "a.tar (conflict 2026-11-27 023000).gz"
         );
         assert_eq!(
             conflict_name(".bashrc", at(), 1),
-            ".bashrc (conflict 2026-11-27T02-30-00)"
+            ".bashrc (conflict 2026-11-27 023000)"
         );
         assert_eq!(
             conflict_name("Makefile", at(), 2),
-            "Makefile (conflict 2026-11-27T02-30-00 2)"
+            "Makefile (conflict 2026-11-27 023000 2)"
         );
     }
 
@@ -604,7 +608,7 @@ mod tests {
         );
         let copy = RecoveryAction::ConflictCopy {
             parent_id: Some(7),
-            name: "report (conflict 2026-11-27T02-30-00).txt".into(),
+            name: "report (conflict 2026-11-27 023000).txt".into(),
         };
         // Size, time or id changed: conflict copy.
         assert_eq!(
@@ -651,7 +655,7 @@ mod tests {
             decide(&dirty, None, true, at()),
             RecoveryAction::ConflictCopy {
                 parent_id: None,
-                name: "report (conflict 2026-11-27T02-30-00).txt".into()
+                name: "report (conflict 2026-11-27 023000).txt".into()
             }
         );
     }

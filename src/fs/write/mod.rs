@@ -101,7 +101,7 @@ pub use progress::{
     ProgressSnapshot, UploadObserver, UploadProgress, UploadRegistry, UploadState, UploadTicket,
 };
 pub use remote::{ApiRemote, RemoteBytes};
-pub use spool::{FILL_BLOCK, Spool, SpoolDir, ensure_private_dir};
+pub use spool::{FILL_BLOCK, GroupCommit, Spool, SpoolDir, ensure_private_dir};
 pub use uploader::{
     DEFAULT_CHUNK_SIZE_MB, DEFAULT_CONCURRENCY, DEFAULT_TOTAL_PARTS, LINK_RESTARTS, MIB,
     PartSource, UploadHooks, UploadTarget, Uploaded, Uploader,

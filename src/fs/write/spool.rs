@@ -57,6 +57,40 @@ pub struct SpoolDir {
     /// Spool ids in use in this process (open files, uploads being recovered): recovery skips
     /// them, so it is safe to run again while the mount is live.
     in_use: Mutex<HashSet<String>>,
+    /// Something changed since the last group commit ([`GroupCommit::commit`]).
+    unsynced: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What the group commit of a spool folder needs, without holding the folder (and its lock).
+#[derive(Debug, Clone)]
+pub struct GroupCommit {
+    path: PathBuf,
+    unsynced: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GroupCommit {
+    /// When anything changed since the last commit, flush the filesystem holding the spool
+    /// folder (`syncfs(2)`: every spool and record on it, and the folder entries, in one call).
+    /// Blocking; run it off the async workers.
+    pub fn commit(&self) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.unsynced.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = (|| {
+            use std::os::fd::AsRawFd;
+            let dir = File::open(&self.path)?;
+            // SAFETY: a valid open descriptor, borrowed for the call.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            self.unsynced.store(true, Ordering::Release);
+        }
+        result
+    }
 }
 
 /// Marks a spool id in use until dropped.
@@ -95,6 +129,7 @@ impl SpoolDir {
             path: path.to_path_buf(),
             _lock: lock,
             in_use: Mutex::new(HashSet::new()),
+            unsynced: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         dir.clean_leftovers()?;
         Ok(Arc::new(dir))
@@ -102,6 +137,20 @@ impl SpoolDir {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A record or spool changed: the next group commit makes it durable.
+    pub fn note_unsynced(&self) {
+        self.unsynced
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The folder's group commit (holds no reference to the folder itself).
+    pub fn group_commit(&self) -> GroupCommit {
+        GroupCommit {
+            path: self.path.clone(),
+            unsynced: Arc::clone(&self.unsynced),
+        }
     }
 
     /// Claim `id` for this process; `None` when it is claimed already.

@@ -170,6 +170,8 @@ impl MemApi {
 
     /// Hold every part PUT until [`MemApi::release`] lets it through.
     pub fn hold_parts(&self) {
+        // Permits left over from an earlier `open_gate` would let parts through.
+        self.gate.forget_permits(usize::MAX);
         self.gated.store(true, Ordering::Release);
     }
 
@@ -269,6 +271,34 @@ impl MemApi {
         if let Some(old) = find(&st, space, parent, name) {
             st.nodes.remove(&old);
         }
+        st.next_id += 1;
+        st.clock += 1;
+        let id = st.next_id;
+        let node = Node {
+            id,
+            space,
+            parent,
+            name: name.into(),
+            dir: false,
+            content: content.to_vec(),
+            content_type: None,
+            modified: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + st.clock),
+        };
+        let e = entry_of(&node);
+        st.nodes.insert(id, node);
+        e
+    }
+
+    /// Put a second file under a name already held in that folder (some servers allow it; the
+    /// mount must never write by such a name).
+    pub fn put_duplicate(
+        &self,
+        space: Space,
+        parent: Option<u64>,
+        name: &str,
+        content: &[u8],
+    ) -> FileEntry {
+        let mut st = self.st();
         st.next_id += 1;
         st.clock += 1;
         let id = st.next_id;

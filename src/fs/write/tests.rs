@@ -412,19 +412,29 @@ async fn a_refused_part_link_restarts_from_create_once() {
 }
 
 #[tokio::test]
-async fn an_existing_name_without_base_is_eexist() {
+async fn a_new_file_whose_name_was_taken_meanwhile_becomes_a_conflict_copy() {
     let e = env(1, 2);
     e.api.put_file(SPACE, None, "taken.txt", b"theirs");
     let f = SpooledFile::create_new(&e.dir, target("taken.txt"))
         .await
         .expect("create");
     f.write(0, b"mine").await.expect("write");
-    let err = f.upload(&e.uploader).await.expect_err("exists");
-    assert_eq!(errno_of(err), libc::EEXIST);
+    f.upload(&e.uploader)
+        .await
+        .expect("uploaded")
+        .expect("something sent");
     assert_eq!(
         e.api.content(SPACE, None, "taken.txt").expect("listed"),
-        b"theirs"
+        b"theirs",
+        "the other client's file is untouched"
     );
+    let copy = f.target().name;
+    assert!(
+        copy.starts_with("taken (conflict ") && copy.ends_with(").txt"),
+        "{copy}"
+    );
+    assert_eq!(e.api.content(SPACE, None, &copy).expect("copy"), b"mine");
+    assert!(!f.is_dirty());
 }
 
 #[tokio::test]

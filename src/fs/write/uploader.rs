@@ -18,6 +18,8 @@
 //!   upload is never completed, so the server never lists it.
 //! - `chunk_size` is in MB per the API; like the emulator we treat it as MiB.
 //! - Dropping the future at any point leaves nothing marked done: the caller's journal decides.
+//! - A `complete` that fails without a definite answer (timeout, transport error, 5xx) is
+//!   resolved by looking the attempt's id up in its folder: listed means done.
 //! - Presigned URLs are never logged (they carry signatures).
 
 use std::fs::File;
@@ -33,6 +35,7 @@ use tokio::sync::Semaphore;
 use crate::api::{ApiErrorKind, CompletedPart, CreateRequest, FilesApi, ObjectType, Space};
 
 use super::content_type::guess_content_type;
+use super::journal::find_entry;
 use super::progress::{UploadProgress, UploadRegistry, UploadState, UploadTicket};
 use super::spool::join_error;
 use super::{WriteError, WriteResult};
@@ -348,10 +351,27 @@ impl Uploader {
         parts.sort_by_key(|p| p.part_number);
 
         progress.set_state(UploadState::Completing);
-        self.api
-            .complete(file_id, &parts)
-            .await
-            .map_err(WriteError::from)?;
+        if let Err(e) = self.api.complete(file_id, &parts).await {
+            // A timeout or a lost answer says nothing about whether the server finished: look
+            // the new file up by its id before calling the attempt failed (never create again
+            // blindly: without `overwrite` that meets our own file as 409).
+            if !(e.is_retryable() || e.kind() == ApiErrorKind::Timeout) {
+                return Err(WriteError::from(e).into());
+            }
+            let found = find_entry(
+                self.api.as_ref(),
+                target.space,
+                target.parent_id,
+                &target.name,
+            )
+            .await;
+            match found {
+                Ok(Some(f)) if f.id == file_id && f.size == size => {
+                    tracing::info!(name = %target.name, id = file_id, error = %e, "complete answered with an error, but the upload is listed: done");
+                }
+                _ => return Err(WriteError::from(e).into()),
+            }
+        }
         Ok(Uploaded { id: file_id, size })
     }
 }
