@@ -360,9 +360,8 @@ mod tests {
         let mut types: HashMap<String, String> = HashMap::new();
         let mut helps: HashSet<String> = HashSet::new();
         let mut samples = Vec::new();
-        let mut lines = text.lines().peekable();
         let mut ended = false;
-        while let Some(line) = lines.next() {
+        for line in text.lines() {
             assert!(!ended, "line after # EOF: {line}");
             if line == "# EOF" {
                 ended = true;
