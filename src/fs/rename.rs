@@ -277,16 +277,7 @@ impl VagonFs {
         // The replaced file: gone, and its own pending changes with it.
         if let Some(d) = &dst {
             if let Some(dino) = d.ino.filter(|d| Some(*d) != src.ino) {
-                let replaced = lock(&self.files).get_mut(&dino).map(|f| {
-                    f.unlinked = true;
-                    Arc::clone(&f.file)
-                });
-                if let Some(f) = replaced
-                    && let Err(e) = f.discard().await
-                {
-                    tracing::warn!(error = %e, "cannot remove the spool of a replaced file");
-                }
-                self.inodes.unbind(dino);
+                self.drop_replaced(dino).await;
             }
             if d.loc != new_loc {
                 self.overlay.mark_gone(d.loc);
@@ -370,16 +361,7 @@ impl VagonFs {
             .and_then(|d| d.ino)
             .filter(|d| Some(*d) != src.ino)
         {
-            let replaced = lock(&self.files).get_mut(&dino).map(|f| {
-                f.unlinked = true;
-                Arc::clone(&f.file)
-            });
-            if let Some(f) = replaced
-                && let Err(e) = f.discard().await
-            {
-                tracing::warn!(error = %e, "cannot remove the spool of a replaced file");
-            }
-            self.inodes.unbind(dino);
+            self.drop_replaced(dino).await;
             self.overlay.remove(to.loc, dst_name, Some(dino));
             self.release_spool_if_done(dino);
         }
@@ -468,5 +450,22 @@ impl VagonFs {
             self.dirs.touch(to.loc);
             Ok(())
         })
+    }
+}
+
+impl VagonFs {
+    /// The file shown as inode `dino` was replaced by a rename onto its name: it is gone, and
+    /// its own pending changes with it (its spool is discarded, its inode unbound).
+    async fn drop_replaced(&self, dino: u64) {
+        let replaced = lock(&self.files).get_mut(&dino).map(|f| {
+            f.unlinked = true;
+            Arc::clone(&f.file)
+        });
+        if let Some(f) = replaced
+            && let Err(e) = f.discard().await
+        {
+            tracing::warn!(error = %e, "cannot remove the spool of a replaced file");
+        }
+        self.inodes.unbind(dino);
     }
 }
