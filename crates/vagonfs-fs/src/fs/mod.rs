@@ -13,8 +13,9 @@
 //! [`write`] (the write-path engine: spools, journal, uploader), `overlay` (local changes laid
 //! over cached listings), `names` (name resolution and folder views merging both),
 //! `ops_write` (create, open for writing, write, flush, setattr, mkdir, unlink, rmdir, recovery),
-//! `rename` (file and folder moves) and [`engine`] (background uploads: one worker per dirty
-//! file, `--transfers` at once, retries).
+//! `rename` (file and folder moves), [`engine`] (background uploads: one worker per dirty
+//! file, `--transfers` at once, retries) and `room` (early ENOSPC from the known quota, the
+//! `--cache-max-size` bound of the spools).
 //!
 //! Subtle cases owned here:
 //! - every method takes `&self`; state sits behind `std::sync::Mutex`es held for a few map
@@ -60,6 +61,7 @@ mod ops_write;
 mod overlay;
 pub mod read;
 mod rename;
+mod room;
 pub mod statfs;
 #[cfg(test)]
 mod test_api;
@@ -126,6 +128,10 @@ pub enum FsError {
     NotEmpty,
     #[error("already exists")]
     Exists,
+    /// Refused before it was tried: the storage's quota, or the local cache bound
+    /// (`--cache-max-size`), cannot hold the change.
+    #[error("no space left: {0}")]
+    NoSpace(String),
     #[error("read-only file system")]
     ReadOnly,
     #[error("name not allowed: {0}")]
@@ -167,6 +173,7 @@ impl Clone for FsError {
             FsError::IsADirectory => FsError::IsADirectory,
             FsError::NotEmpty => FsError::NotEmpty,
             FsError::Exists => FsError::Exists,
+            FsError::NoSpace(w) => FsError::NoSpace(w.clone()),
             FsError::ReadOnly => FsError::ReadOnly,
             FsError::InvalidName(n) => FsError::InvalidName(n.clone()),
             FsError::NameTooLong => FsError::NameTooLong,
