@@ -44,6 +44,8 @@ pub mod attr;
 mod counters;
 pub mod dir;
 #[cfg(test)]
+mod dir_tests;
+#[cfg(test)]
 mod emu_support;
 #[cfg(test)]
 mod emu_tests;
@@ -672,8 +674,9 @@ impl VagonFs {
     }
 
     /// After `err` from opening or reading `file`: the first time a version is found gone or
-    /// bad, say so in the log; if gone, drop its folder's cached listing so that the name is
-    /// resolved again (once per version, never once per read).
+    /// bad, say so in the log; if gone, forget the name in its folder's cached listing so that
+    /// it is resolved again (once per version, never once per read). Only that name waits for
+    /// the folder's refresh: every other name of a big folder is still answered from the cache.
     fn file_gone(&self, ino: u64, parent: Option<Loc>, file: FileVersion, err: &FsError) {
         if !matches!(err, FsError::Gone(_) | FsError::Inconsistent(_))
             || !self.reader.first_report(file)
@@ -683,8 +686,14 @@ impl VagonFs {
         match err {
             FsError::Gone(why) => {
                 tracing::info!(ino, file = file.id, "{why}; looking the name up again");
-                if let Some(parent) = parent {
-                    self.dirs.invalidate(parent);
+                let named = self
+                    .inodes
+                    .get(ino)
+                    .and_then(|n| Some((n.parent?.1, n.name?)));
+                match (named, parent) {
+                    (Some((dir, name)), _) => self.dirs.forget_name(dir, &name),
+                    (None, Some(parent)) => self.dirs.invalidate(parent),
+                    (None, None) => {}
                 }
             }
             _ => tracing::warn!(ino, file = file.id, "read refused: {err}"),
@@ -766,6 +775,11 @@ impl VagonFs {
         };
         if self.spooled_file(ino).is_some() {
             // The local bytes are the truth while there is a spool.
+            return Ok(node);
+        }
+        if self.dirs.peek(parent_loc).is_none() && self.dirs.is_fetching(parent_loc) {
+            // Looked up from a page of a first listing moments ago: as fresh as it gets; the
+            // listing goes on in the background.
             return Ok(node);
         }
         match self.dirs.listing(parent_loc).await {

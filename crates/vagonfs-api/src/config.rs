@@ -120,21 +120,6 @@ pub enum ConfigError {
     },
 }
 
-/// The `--credentials` option, for commands that talk to the API.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct CredentialsArgs {
-    /// TOML file with api_url, api_key, api_secret (mode 600). Without it: the environment
-    /// (VAGON_API_KEY, VAGON_API_SECRET, VAGON_API_URL), then $XDG_CONFIG_HOME/vagonfs/config.toml.
-    #[arg(long, value_name = "FILE")]
-    pub credentials: Option<PathBuf>,
-}
-
-impl CredentialsArgs {
-    pub fn load(&self) -> Result<Option<Credentials>, ConfigError> {
-        load_credentials(self.credentials.as_deref())
-    }
-}
-
 /// Load credentials from the real environment (see the module note for the order).
 pub fn load_credentials(explicit: Option<&Path>) -> Result<Option<Credentials>, ConfigError> {
     load_with(explicit, &|k| std::env::var(k).ok())

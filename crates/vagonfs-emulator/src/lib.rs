@@ -24,6 +24,9 @@
 //! (bounded by [`SHUTDOWN_GRACE`]), running zip jobs are awaited, and the data folder's lock is
 //! released once the last request is done, so a new emulator may open the same folder at once.
 
+// Every dependency in Cargo.toml is used (dev-dependencies only in tests).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod auth;
 pub mod faults;
 pub mod live;
@@ -33,6 +36,10 @@ pub mod routes;
 pub mod stats;
 pub mod store;
 pub mod zip;
+
+// `crate::emulator::…` and `crate::api::…` read as they do in the `vagonfs` binary.
+use crate as emulator;
+use vagonfs_api as api;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -66,7 +73,7 @@ pub const MAX_MACHINES: u32 = 1000;
 /// Longest wait for open connections when shutting down.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Log filter of `vagonfs emulator` unless `RUST_LOG` says otherwise: one line per request.
-const CLI_LOG_FILTER: &str = "info,vagonfs::emulator::routes=debug";
+pub const CLI_LOG_FILTER: &str = "info,vagonfs_emulator::routes=debug";
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -411,9 +418,8 @@ async fn serve_connection(stream: TcpStream, app: Router, stop: CancellationToke
 }
 
 /// `vagonfs emulator`: run until SIGINT/SIGTERM. Exit 2 on bad arguments, 1 when it cannot
-/// start.
+/// start. The caller sets up logging first (at [`CLI_LOG_FILTER`]).
 pub fn run_cli(args: EmulatorArgs) -> ExitCode {
-    crate::logging::init(CLI_LOG_FILTER, crate::logging::LogTarget::Stderr);
     let cfg = EmulatorConfig::from_args(&args);
     if let Err(e) = cfg.validate() {
         eprintln!("vagonfs emulator: {e}");
@@ -431,6 +437,9 @@ pub fn run_cli(args: EmulatorArgs) -> ExitCode {
     };
     let (key, secret) = (cfg.api_key.clone(), cfg.api_secret.clone());
     runtime.block_on(async move {
+        // Before the listening line: a script that signals as soon as it has read the line
+        // must stop the emulator, not kill it.
+        let signals = shutdown_signals();
         let emulator = match start(cfg).await {
             Ok(e) => e,
             Err(e) => {
@@ -451,8 +460,9 @@ pub fn run_cli(args: EmulatorArgs) -> ExitCode {
         if let Err(e) = printed {
             tracing::warn!(error = %e, "could not print the listening line");
         }
-        if let Err(e) = wait_for_signal().await {
-            tracing::error!(error = %e, "cannot wait for signals; stopping");
+        match signals {
+            Ok(signalled) => signalled.await,
+            Err(e) => tracing::error!(error = %e, "cannot wait for signals; stopping"),
         }
         tracing::info!("stopping");
         emulator.shutdown().await;
@@ -460,13 +470,15 @@ pub fn run_cli(args: EmulatorArgs) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Takes over SIGTERM and SIGINT now; the future ends when one of them arrives.
+fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

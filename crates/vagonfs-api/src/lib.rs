@@ -16,7 +16,11 @@
 //! core decides what to do with a name containing `/` or NUL); the data plane (presigned URLs)
 //! goes through the same trait so that fault injection and retries cover it too.
 
+// Every dependency in Cargo.toml is used (dev-dependencies only in tests).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod auth;
+pub mod config;
 pub mod error;
 pub mod faulty;
 pub mod http;
@@ -24,6 +28,11 @@ pub mod metered;
 pub mod model;
 pub mod paging;
 pub mod retry;
+
+// Inside this crate `crate::api::…` names what `vagonfs::api::…` names in the binary, so the
+// modules (their tests and doc links) read the same wherever they are used from.
+#[allow(unused_imports)]
+use crate as api;
 
 use std::ops::Range;
 use std::time::SystemTime;

@@ -54,11 +54,11 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::{Instrument, Span, debug, info, trace, warn};
 
-use crate::daemon::metrics::{FuseOp, Metrics};
 use crate::fs::errno::to_errno;
 use crate::fs::{
     Attr, AttrReply, FsError, FsResult, KernelCache, NodeKind, OpenReply, SetAttr, VagonFs,
 };
+pub use crate::op::{FuseOp, OpObserver};
 
 /// Kernel readahead we ask for. The kernel caps it at what it offered in INIT (often 128 KiB);
 /// the mount raises the device's `read_ahead_kb` afterwards when it can.
@@ -98,7 +98,7 @@ pub struct FuseAdapter {
     /// Fired once when the kernel's INIT has been answered: the mount is usable.
     ready: Option<tokio::sync::oneshot::Sender<()>>,
     /// Per-op counters (`vagonfs status`, `--metrics-addr`), when the mount keeps them.
-    metrics: Option<Arc<Metrics>>,
+    metrics: Option<Arc<dyn OpObserver>>,
 }
 
 impl FuseAdapter {
@@ -119,7 +119,7 @@ impl FuseAdapter {
     }
 
     /// Count every operation (and every failed one) in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+    pub fn with_metrics(mut self, metrics: Arc<dyn OpObserver>) -> Self {
         self.metrics = Some(metrics);
         self
     }
@@ -127,7 +127,7 @@ impl FuseAdapter {
     /// One more `op`, failed or not.
     fn count(&self, op: FuseOp, failed: bool) {
         if let Some(metrics) = &self.metrics {
-            count_op(metrics, op, failed);
+            count_op(metrics.as_ref(), op, failed);
         }
     }
 
@@ -157,7 +157,7 @@ impl FuseAdapter {
                         let errno = to_errno(&err);
                         log_failure(ctx.op, &err, errno, elapsed);
                         if let Some(metrics) = &metrics {
-                            metrics.fuse_error(ctx.op);
+                            metrics.failed(ctx.op);
                         }
                         reply.fail(errno);
                     }
@@ -212,10 +212,10 @@ impl OpCtx {
 }
 
 /// Counts one `op` (an `OpCtx` name) in `metrics`, and its failure.
-fn count_op(metrics: &Metrics, op: FuseOp, failed: bool) {
-    metrics.fuse_op(op);
+fn count_op(metrics: &dyn OpObserver, op: FuseOp, failed: bool) {
+    metrics.op(op);
     if failed {
-        metrics.fuse_error(op);
+        metrics.failed(op);
     }
 }
 
