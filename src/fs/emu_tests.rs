@@ -13,9 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::errno::to_errno;
-use super::test_api::pattern;
 use super::*;
 use crate::api::http::HttpFilesApi;
+use crate::api::mem::pattern;
 use crate::api::{CompletedPart, CreateRequest, ObjectType};
 use crate::emulator::{EmulatorConfig, RunningEmulator};
 
@@ -456,7 +456,7 @@ async fn statfs_and_recordings_from_the_emulator() {
 async fn downloads_carry_a_validator_and_a_resume_checks_it() {
     use futures::StreamExt;
     let emu = Emu::start(1, Duration::from_secs(900)).await;
-    let data = Bytes::from(pattern(300_000, 5));
+    let data = pattern(300_000, 5);
     let id = emu.upload(Space::Shared, None, "v", &data).await;
     let link = emu.api.file_link(id).await.expect("link");
     let collect = |body: crate::api::RangeBody| async move {

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use super::engine::WriteBack;
 use super::errno::to_errno;
-use super::write::test_api::MemApi;
 use super::write_tests::config;
 use super::*;
 use crate::api::faulty::{ApiMethod, Fault, FaultyFilesApi};
+use crate::api::mem::MemApi;
 
 const SPACE: Space = Space::Shared;
 
@@ -25,6 +25,15 @@ struct Env {
 impl Env {
     fn mem(&self) -> &Arc<MemApi> {
         self.api.inner()
+    }
+
+    /// Hold every part PUT at the server until `open_parts`.
+    fn hold_parts(&self) {
+        self.api.hold(ApiMethod::UploadPart, None);
+    }
+
+    fn open_parts(&self) {
+        self.api.unhold(ApiMethod::UploadPart);
     }
 
     fn calls(&self, m: ApiMethod) -> u64 {
@@ -100,7 +109,7 @@ async fn close_returns_before_the_upload_and_a_small_file_costs_three_requests()
     let lists_before = e.calls(ApiMethod::ListFiles);
     assert_eq!(e.calls(ApiMethod::Create), 1, "mkdir is one request");
     // Parts held at the server: close must still return.
-    e.mem().hold_parts();
+    e.hold_parts();
     for i in 0..100 {
         put(
             &e.fs,
@@ -111,7 +120,7 @@ async fn close_returns_before_the_upload_and_a_small_file_costs_three_requests()
         .await;
     }
     assert_eq!(e.mem().completes(), 0, "no close waited for its upload");
-    e.mem().open_gate();
+    e.open_parts();
     let report = e.fs.wait_uploads().await;
     assert!(report.failed.is_empty(), "{report:?}");
     let parent = Some(dir.attr.ino).and_then(|_| e.mem().entry(SPACE, None, "many"));
@@ -182,12 +191,14 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
     put(&e.fs, ROOT_INO, "doc.txt", b"v1").await;
     e.fs.wait_uploads().await;
     // Save v2 in place: its upload starts at once and is held at the part PUT.
-    e.mem().hold_parts();
+    e.hold_parts();
     overwrite(&e.fs, ROOT_INO, "doc.txt", b"v2")
         .await
         .expect("save v2");
-    e.until("v2's part is in flight", |e| e.mem().in_flight() == 1)
-        .await;
+    e.until("v2's part is in flight", |e| {
+        e.api.in_flight(ApiMethod::UploadPart) == 1
+    })
+    .await;
     // The editor's next save: temp file, renamed over doc.txt while v2 uploads.
     put(&e.fs, ROOT_INO, "doc.tmp", b"v3").await;
     let fs = Arc::clone(&e.fs);
@@ -202,7 +213,7 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
         .await
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    e.mem().open_gate();
+    e.open_parts();
     rename
         .await
         .expect("join")
@@ -218,14 +229,16 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
     assert_eq!(e.mem().names(SPACE, None), vec!["doc.txt".to_string()]);
 
     // rm foo while its upload runs, then a new foo.
-    e.mem().hold_parts();
+    e.hold_parts();
     put(&e.fs, ROOT_INO, "foo", b"old foo").await;
-    e.until("old foo's part is in flight", |e| e.mem().in_flight() == 1)
-        .await;
+    e.until("old foo's part is in flight", |e| {
+        e.api.in_flight(ApiMethod::UploadPart) == 1
+    })
+    .await;
     let fs = Arc::clone(&e.fs);
     let rm = tokio::spawn(async move { fs.unlink(ROOT_INO, OsStr::new("foo")).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    e.mem().open_gate();
+    e.open_parts();
     rm.await.expect("join").expect("rm foo");
     put(&e.fs, ROOT_INO, "foo", b"new foo").await;
     let report = e.fs.wait_uploads().await;
@@ -242,10 +255,10 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
 #[tokio::test]
 async fn folders_with_hidden_entries_are_never_removed_or_moved() {
     let e = env(Duration::ZERO);
-    let hidden = e.mem().mkdir(SPACE, None, "hidden");
+    let hidden = e.mem().add_dir(SPACE, None, "hidden");
     e.mem()
         .put_file(SPACE, Some(hidden), "a/b", b"slash in the name");
-    let long = e.mem().mkdir(SPACE, None, "long");
+    let long = e.mem().add_dir(SPACE, None, "long");
     let cjk = "\u{6f22}".repeat(100); // 300 bytes
     e.mem().put_file(SPACE, Some(long), &cjk, b"long name");
     assert_eq!(

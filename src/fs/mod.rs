@@ -60,8 +60,6 @@ pub mod read;
 mod rename;
 pub mod statfs;
 #[cfg(test)]
-mod test_api;
-#[cfg(test)]
 mod tests;
 pub mod times;
 pub mod write;

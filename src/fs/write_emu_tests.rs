@@ -8,11 +8,11 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 
 use super::errno::to_errno;
-use super::test_api::pattern;
 use super::write_tests::config;
 use super::*;
 use crate::api::ListQuery;
 use crate::api::http::HttpFilesApi;
+use crate::api::mem::pattern;
 use crate::emulator::{EmulatorConfig, RunningEmulator};
 
 const MIB: usize = 1 << 20;

@@ -82,8 +82,6 @@ mod uploader;
 #[cfg(test)]
 mod emulator_tests;
 #[cfg(test)]
-pub(crate) mod test_api;
-#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
