@@ -42,13 +42,7 @@
 pub mod attr;
 mod counters;
 pub mod dir;
-#[cfg(test)]
-mod emu_support;
-#[cfg(test)]
-mod emu_tests;
 pub mod engine;
-#[cfg(test)]
-mod engine_tests;
 pub mod errno;
 mod flight;
 mod health;
@@ -63,10 +57,6 @@ pub mod statfs;
 mod tests;
 pub mod times;
 pub mod write;
-#[cfg(test)]
-mod write_emu_tests;
-#[cfg(test)]
-mod write_tests;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

@@ -79,11 +79,6 @@ mod remote;
 mod spool;
 mod uploader;
 
-#[cfg(test)]
-mod emulator_tests;
-#[cfg(test)]
-mod tests;
-
 use std::path::{Path, PathBuf};
 
 use crate::api::ApiError;

@@ -10,33 +10,17 @@ use std::time::{Duration, SystemTime};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::errno::to_errno;
-use super::read::BLOCK_SIZE;
-use super::*;
 use crate::api::faulty::{ApiMethod, Fault, FaultTiming, FaultyFilesApi, Variant};
 use crate::api::mem::{MemApi, mtime_of, pattern, status};
+use crate::fs::errno::to_errno;
+use crate::fs::read::BLOCK_SIZE;
+use crate::fs::*;
+
+use super::driver::{MIB, list, names, read_all, read_path, walk};
 use crate::api::{Capacity, ObjectType};
 
-const MIB: usize = 1 << 20;
-
 fn config() -> FsConfig {
-    FsConfig {
-        uid: 1234,
-        gid: 5678,
-        umask: 0o022,
-        read_only: false,
-        dir_cache_ttl: Duration::from_secs(3600),
-        dir_refresh: DEFAULT_DIR_REFRESH,
-        op_timeout: DEFAULT_OP_TIMEOUT,
-        cache_size: 256 << 20,
-        // These tests only read; a write would fail on the missing spool folder's parent.
-        cache_dir: std::path::PathBuf::from("/nonexistent/vagonfs-read-tests"),
-        chunk_size_mb: write::DEFAULT_CHUNK_SIZE_MB,
-        upload_concurrency: write::DEFAULT_CONCURRENCY,
-        rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
-        read_timeout: crate::fs::read::DEFAULT_READ_TIMEOUT,
-        write_back: crate::fs::engine::WriteBack::sync_close(),
-    }
+    super::driver::read_config(1234, 5678, 256 << 20)
 }
 
 /// The in-memory double inside the fault injector (which counts the calls).
@@ -53,55 +37,6 @@ fn mount(api: &Arc<Server>, root: RootSpec, config: FsConfig) -> Arc<VagonFs> {
 
 fn shared(api: &Arc<Server>) -> Arc<VagonFs> {
     mount(api, RootSpec::Space(Space::Shared), config())
-}
-
-async fn walk(fs: &VagonFs, path: &str) -> FsResult<AttrReply> {
-    let mut last = fs.getattr(ROOT_INO).await?;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        last = fs.lookup(last.attr.ino, OsStr::new(part)).await?;
-    }
-    Ok(last)
-}
-
-async fn list(fs: &VagonFs, ino: u64) -> Vec<DirEntry> {
-    let fh = fs.opendir(ino).await.expect("opendir");
-    let mut all: Vec<DirEntry> = Vec::new();
-    let mut offset = 0;
-    loop {
-        let batch = fs.readdir(ino, fh, offset).await.expect("readdir");
-        let Some(last) = batch.last() else { break };
-        assert!(batch.len() <= READDIR_BATCH);
-        offset = last.offset;
-        all.extend(batch);
-    }
-    fs.releasedir(ino, fh);
-    all
-}
-
-fn names(entries: &[DirEntry]) -> Vec<String> {
-    entries
-        .iter()
-        .map(|e| e.name.to_string_lossy().into_owned())
-        .collect()
-}
-
-async fn read_all(fs: &VagonFs, ino: u64, chunk: u32) -> FsResult<Vec<u8>> {
-    let open = fs.open(ino, libc::O_RDONLY).await?;
-    let mut out = Vec::new();
-    loop {
-        let bytes = fs.read(ino, open.fh, out.len() as u64, chunk).await?;
-        if bytes.is_empty() {
-            break;
-        }
-        out.extend_from_slice(&bytes);
-    }
-    fs.release(ino, open.fh).await?;
-    Ok(out)
-}
-
-async fn read_path(fs: &VagonFs, path: &str) -> Vec<u8> {
-    let ino = walk(fs, path).await.expect("walk").attr.ino;
-    read_all(fs, ino, 128 * 1024).await.expect("read")
 }
 
 #[tokio::test]

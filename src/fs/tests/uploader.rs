@@ -14,10 +14,10 @@ use crate::api::{FilesApi, Space};
 use crate::fs::FsError;
 use crate::fs::errno::to_errno;
 
-use super::*;
 use crate::api::ApiError;
 use crate::api::faulty::{ApiMethod, Fault, FaultyFilesApi, Variant};
 use crate::api::mem::{MemApi, part_number, status};
+use crate::fs::write::*;
 
 /// Turns a hang into a failure; generous because the machine is shared.
 const HANG_GUARD: Duration = Duration::from_secs(120);

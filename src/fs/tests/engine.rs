@@ -7,14 +7,21 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::engine::WriteBack;
-use super::errno::to_errno;
-use super::write_tests::config;
-use super::*;
+use super::driver::{config, errno};
+use crate::fs::engine::WriteBack;
+
 use crate::api::faulty::{ApiMethod, Fault, FaultyFilesApi};
 use crate::api::mem::MemApi;
+use crate::fs::*;
 
 const SPACE: Space = Space::Shared;
+
+/// create + write + close (flush and release), as `cp` does; the close must succeed.
+async fn put(fs: &VagonFs, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (ino, closed) = super::driver::put(fs, parent, name, data).await;
+    closed.expect("close");
+    ino
+}
 
 struct Env {
     api: Arc<FaultyFilesApi<MemApi>>,
@@ -69,25 +76,6 @@ fn env(delay: Duration) -> Env {
         fs,
         _cache: cache,
     }
-}
-
-fn errno<T>(r: FsResult<T>) -> Option<i32> {
-    r.err().map(|e| to_errno(&e))
-}
-
-/// create + write + close (flush and release), as `cp` does.
-async fn put(fs: &VagonFs, parent: u64, name: &str, data: &[u8]) -> u64 {
-    let (attr, open) = fs
-        .create(parent, OsStr::new(name), 0o644, libc::O_WRONLY)
-        .await
-        .expect("create");
-    let ino = attr.attr.ino;
-    if !data.is_empty() {
-        fs.write(ino, open.fh, 0, data).await.expect("write");
-    }
-    fs.flush(ino, open.fh).await.expect("close");
-    fs.release(ino, open.fh).await.expect("release");
-    ino
 }
 
 /// open an existing file for writing, write at 0, close.

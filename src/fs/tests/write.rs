@@ -4,37 +4,21 @@
 //! shows, and what stays in the spool folder.
 
 use std::ffi::OsStr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::errno::to_errno;
-use super::*;
 use crate::api::faulty::{ApiMethod, FaultyFilesApi};
 use crate::api::mem::{MemApi, pattern};
+use crate::fs::*;
 
-const MIB: usize = 1 << 20;
-/// Bytes per write call, like a kernel write of 128 KiB.
-const WRITE_PIECE: usize = 128 << 10;
+use super::driver::{
+    Backend, MIB, Server, child_names as names, config, errno, ino, put, read_handle, read_path,
+    spool_files_in, walk, write_all,
+};
 
-/// The core's options for write tests: spools under `cache`, parts of `chunk_mb` MiB.
-pub(super) fn config(cache: &Path, chunk_mb: u64) -> FsConfig {
-    FsConfig {
-        uid: 1000,
-        gid: 1000,
-        umask: 0o022,
-        read_only: false,
-        dir_cache_ttl: Duration::from_secs(3600),
-        dir_refresh: DEFAULT_DIR_REFRESH,
-        op_timeout: DEFAULT_OP_TIMEOUT,
-        cache_size: 64 << 20,
-        cache_dir: cache.join("spools"),
-        chunk_size_mb: chunk_mb,
-        upload_concurrency: 4,
-        rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
-        read_timeout: crate::fs::read::DEFAULT_READ_TIMEOUT,
-        write_back: crate::fs::engine::WriteBack::sync_close(),
-    }
+/// Files in the mount's spool folder.
+fn spool_files(s: &Setup) -> Vec<String> {
+    spool_files_in(s.cache.path())
 }
 
 struct Setup {
@@ -64,106 +48,6 @@ fn setup_with(chunk_mb: u64, tweak: impl FnOnce(&mut FsConfig)) -> Setup {
 
 fn setup() -> Setup {
     setup_with(16, |_| {})
-}
-
-fn errno<T>(r: FsResult<T>) -> Option<i32> {
-    r.err().map(|e| to_errno(&e))
-}
-
-async fn walk(fs: &VagonFs, path: &str) -> FsResult<AttrReply> {
-    let mut at = fs.getattr(ROOT_INO).await?;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        at = fs.lookup(at.attr.ino, OsStr::new(part)).await?;
-    }
-    Ok(at)
-}
-
-async fn ino(fs: &VagonFs, path: &str) -> u64 {
-    walk(fs, path).await.expect(path).attr.ino
-}
-
-async fn write_all(fs: &VagonFs, ino: u64, fh: u64, data: &[u8]) {
-    let mut off = 0;
-    for piece in data.chunks(WRITE_PIECE) {
-        let n = fs.write(ino, fh, off as u64, piece).await.expect("write");
-        assert_eq!(n as usize, piece.len());
-        off += piece.len();
-    }
-}
-
-/// create + write + close; returns the close's result and the new inode.
-async fn put(fs: &VagonFs, parent: u64, name: &str, data: &[u8]) -> (u64, FsResult<()>) {
-    let (attr, open) = fs
-        .create(
-            parent,
-            OsStr::new(name),
-            0o644,
-            libc::O_WRONLY | libc::O_CREAT,
-        )
-        .await
-        .expect("create");
-    let ino = attr.attr.ino;
-    write_all(fs, ino, open.fh, data).await;
-    let closed = fs.flush(ino, open.fh).await;
-    fs.release(ino, open.fh).await.expect("release");
-    (ino, closed)
-}
-
-async fn read_handle(fs: &VagonFs, ino: u64, fh: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let got = fs
-            .read(ino, fh, out.len() as u64, 1 << 20)
-            .await
-            .expect("read");
-        if got.is_empty() {
-            return out;
-        }
-        out.extend_from_slice(&got);
-    }
-}
-
-async fn read_path(fs: &VagonFs, path: &str) -> Vec<u8> {
-    let ino = ino(fs, path).await;
-    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
-    let data = read_handle(fs, ino, open.fh).await;
-    fs.release(ino, open.fh).await.expect("release");
-    data
-}
-
-async fn names(fs: &VagonFs, dir: u64) -> Vec<String> {
-    let fh = fs.opendir(dir).await.expect("opendir");
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let batch = fs.readdir(dir, fh, offset).await.expect("readdir");
-        let Some(last) = batch.last() else { break };
-        offset = last.offset;
-        out.extend(
-            batch
-                .iter()
-                .filter(|e| e.name != "." && e.name != "..")
-                .map(|e| e.name.to_string_lossy().into_owned()),
-        );
-    }
-    fs.releasedir(dir, fh);
-    out.sort();
-    out
-}
-
-/// Files in the spool folder (spools and journal records).
-fn spool_files(s: &Setup) -> Vec<String> {
-    let dir = s.cache.path().join("spools");
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<String> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    v.sort();
-    v
 }
 
 #[tokio::test]
@@ -487,67 +371,6 @@ async fn unlink_of_files_open_and_closed() {
         errno(s.fs.unlink(ROOT_INO, OsStr::new("tmp")).await),
         Some(libc::ENOENT)
     );
-}
-
-#[tokio::test]
-async fn mkdir_rmdir_and_their_errors() {
-    let s = setup();
-    let d =
-        s.fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755)
-            .await
-            .expect("mkdir");
-    assert_eq!(d.attr.kind, NodeKind::Directory);
-    assert!(s.mem.names(Space::Shared, None).contains(&"d".to_string()));
-    assert_eq!(walk(&s.fs, "d").await.expect("lookup").attr.ino, d.attr.ino);
-    assert_eq!(
-        errno(s.fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755).await),
-        Some(libc::EEXIST)
-    );
-    let sub =
-        s.fs.mkdir(d.attr.ino, OsStr::new("sub"), 0o755)
-            .await
-            .expect("mkdir -p");
-    put(&s.fs, sub.attr.ino, "f", b"1").await.1.expect("put");
-    assert_eq!(
-        errno(s.fs.rmdir(ROOT_INO, OsStr::new("d")).await),
-        Some(libc::ENOTEMPTY)
-    );
-    assert_eq!(
-        errno(s.fs.rmdir(sub.attr.ino, OsStr::new("f")).await),
-        Some(libc::ENOTDIR)
-    );
-    assert_eq!(
-        errno(s.fs.unlink(d.attr.ino, OsStr::new("sub")).await),
-        Some(libc::EISDIR)
-    );
-    assert_eq!(
-        errno(s.fs.rmdir(ROOT_INO, OsStr::new("nope")).await),
-        Some(libc::ENOENT)
-    );
-    // A file not uploaded yet also makes its folder non-empty.
-    let (attr, open) =
-        s.fs.create(d.attr.ino, OsStr::new("local"), 0o644, libc::O_WRONLY)
-            .await
-            .expect("create");
-    s.fs.unlink(sub.attr.ino, OsStr::new("f"))
-        .await
-        .expect("rm f");
-    s.fs.rmdir(d.attr.ino, OsStr::new("sub"))
-        .await
-        .expect("rmdir sub");
-    assert_eq!(
-        errno(s.fs.rmdir(ROOT_INO, OsStr::new("d")).await),
-        Some(libc::ENOTEMPTY)
-    );
-    s.fs.unlink(d.attr.ino, OsStr::new("local"))
-        .await
-        .expect("rm");
-    s.fs.release(attr.attr.ino, open.fh).await.expect("release");
-    s.fs.rmdir(ROOT_INO, OsStr::new("d"))
-        .await
-        .expect("rmdir d");
-    assert!(s.mem.names(Space::Shared, None).is_empty());
-    assert!(names(&s.fs, ROOT_INO).await.is_empty());
 }
 
 #[tokio::test]
@@ -958,3 +781,221 @@ async fn a_rename_during_an_upload_leaves_no_stray_copy() {
     assert!(s.mem.content(Space::Shared, None, "r2").expect("r2") == data[..]);
     assert_eq!(walk(&s.fs, "r2").await.expect("lookup").attr.ino, ino);
 }
+
+// ---- Scenarios on both backends: the double and the emulator (real presigned part URLs and
+// MD5 ETags, overwrite under a new id, the quota's 507, recovery after a "crash"). What arrived
+// is checked straight on the server, not through the mount.
+
+async fn files_of_every_size_arrive_byte_identical(backend: Backend) {
+    let emu = Server::start(backend, crate::emulator::DEFAULT_QUOTA_BYTES).await;
+    for chunk_mb in [1, 16] {
+        let fs = emu.mount(chunk_mb);
+        for (i, size) in [0, 1, 4 * MIB - 1, 16 * MIB + 1].into_iter().enumerate() {
+            let name = format!("c{chunk_mb}-{i}.bin");
+            let data = pattern(size, i as u64 + chunk_mb);
+            put(&fs, ROOT_INO, &name, &data).await.1.expect("close");
+            let got = emu.content(None, &name).await.expect("listed");
+            assert!(got == data[..], "{name}: {} bytes back", got.len());
+        }
+        drop(fs);
+    }
+    assert_eq!(emu.spool_files().len(), 0);
+    emu.stop().await;
+}
+
+async fn overwrite_rename_over_and_folder_moves(backend: Backend) {
+    let emu = Server::start(backend, crate::emulator::DEFAULT_QUOTA_BYTES).await;
+    let fs = emu.mount(1);
+    let (ino, closed) = put(&fs, ROOT_INO, "doc.txt", b"version 1").await;
+    closed.expect("first save");
+    let first = emu.entry(None, "doc.txt").await.expect("listed").id;
+    // Overwrite in place: new id on the server, same inode here.
+    put(&fs, ROOT_INO, "doc.txt", b"version 2!")
+        .await
+        .1
+        .expect("overwrite");
+    let second = emu.entry(None, "doc.txt").await.expect("listed").id;
+    assert_ne!(first, second);
+    assert_eq!(walk(&fs, "doc.txt").await.expect("lookup").attr.ino, ino);
+    assert_eq!(
+        emu.content(None, "doc.txt").await.as_deref(),
+        Some(&b"version 2!"[..])
+    );
+    // Save through a temp file renamed over it.
+    put(&fs, ROOT_INO, "doc.txt~tmp", b"version 3")
+        .await
+        .1
+        .expect("temp");
+    fs.rename(
+        ROOT_INO,
+        OsStr::new("doc.txt~tmp"),
+        ROOT_INO,
+        OsStr::new("doc.txt"),
+        0,
+    )
+    .await
+    .expect("rename over");
+    assert_eq!(
+        emu.content(None, "doc.txt").await.as_deref(),
+        Some(&b"version 3"[..])
+    );
+    assert!(emu.entry(None, "doc.txt~tmp").await.is_none());
+
+    // A folder with a file and a subfolder, moved and renamed.
+    let d = fs
+        .mkdir(ROOT_INO, OsStr::new("proj"), 0o755)
+        .await
+        .expect("mkdir");
+    let sub = fs
+        .mkdir(d.attr.ino, OsStr::new("src"), 0o755)
+        .await
+        .expect("mkdir");
+    let big = pattern(3 * MIB + 9, 77);
+    put(&fs, sub.attr.ino, "main.rs", &big)
+        .await
+        .1
+        .expect("put");
+    fs.rename(
+        ROOT_INO,
+        OsStr::new("proj"),
+        ROOT_INO,
+        OsStr::new("proj2"),
+        0,
+    )
+    .await
+    .expect("folder rename");
+    assert!(emu.entry(None, "proj").await.is_none());
+    let p2 = emu.entry(None, "proj2").await.expect("proj2").id;
+    let src = emu.entry(Some(p2), "src").await.expect("src").id;
+    assert!(emu.content(Some(src), "main.rs").await.expect("main.rs") == big[..]);
+    assert_eq!(
+        walk(&fs, "proj2/src").await.expect("lookup").attr.ino,
+        sub.attr.ino
+    );
+    // Remove it all.
+    fs.unlink(sub.attr.ino, OsStr::new("main.rs"))
+        .await
+        .expect("rm");
+    fs.rmdir(d.attr.ino, OsStr::new("src"))
+        .await
+        .expect("rmdir");
+    fs.rmdir(ROOT_INO, OsStr::new("proj2"))
+        .await
+        .expect("rmdir");
+    assert!(emu.entry(None, "proj2").await.is_none());
+    drop(fs);
+    emu.stop().await;
+}
+
+async fn quota_exceeded_is_enospc_and_nothing_is_lost(backend: Backend) {
+    let emu = Server::start(backend, 2 * MIB as u64).await;
+    let fs = emu.mount(1);
+    put(&fs, ROOT_INO, "keep.bin", &pattern(MIB, 1))
+        .await
+        .1
+        .expect("fits");
+    let (_, closed) = put(&fs, ROOT_INO, "toobig.bin", &pattern(3 * MIB, 2)).await;
+    assert_eq!(errno(closed), Some(libc::ENOSPC));
+    assert!(emu.entry(None, "toobig.bin").await.is_none());
+    assert!(emu.content(None, "keep.bin").await.expect("kept") == pattern(MIB, 1)[..]);
+    assert_eq!(
+        emu.spool_files().len(),
+        2,
+        "the spool and its journal record stay"
+    );
+    drop(fs);
+    emu.stop().await;
+}
+
+async fn recovery_after_a_crash_uploads_the_unsaved_file(backend: Backend) {
+    let emu = Server::start(backend, crate::emulator::DEFAULT_QUOTA_BYTES).await;
+    let data = pattern(2 * MIB + 3, 5);
+    {
+        let fs = emu.mount(1);
+        let (attr, open) = fs
+            .create(ROOT_INO, OsStr::new("crash.bin"), 0o644, libc::O_WRONLY)
+            .await
+            .expect("create");
+        fs.write(attr.attr.ino, open.fh, 0, &data)
+            .await
+            .expect("write");
+        // Dropped without close: what a killed daemon leaves.
+    }
+    assert!(emu.entry(None, "crash.bin").await.is_none());
+    let fs = emu.mount(1);
+    let report = fs.recover().await.expect("recover");
+    assert_eq!(report.uploaded, vec!["crash.bin".to_string()]);
+    assert!(emu.content(None, "crash.bin").await.expect("arrived") == data[..]);
+    assert_eq!(emu.spool_files().len(), 0);
+    drop(fs);
+    emu.stop().await;
+}
+
+async fn mkdir_rmdir_and_their_errors(backend: Backend) {
+    let server = Server::start(backend, crate::emulator::DEFAULT_QUOTA_BYTES).await;
+    let fs = server.mount(16);
+    let d = fs
+        .mkdir(ROOT_INO, OsStr::new("d"), 0o755)
+        .await
+        .expect("mkdir");
+    assert_eq!(d.attr.kind, NodeKind::Directory);
+    assert!(server.names(None).await.contains(&"d".to_string()));
+    assert_eq!(walk(&fs, "d").await.expect("lookup").attr.ino, d.attr.ino);
+    assert_eq!(
+        errno(fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755).await),
+        Some(libc::EEXIST)
+    );
+    let sub = fs
+        .mkdir(d.attr.ino, OsStr::new("sub"), 0o755)
+        .await
+        .expect("mkdir -p");
+    put(&fs, sub.attr.ino, "f", b"1").await.1.expect("put");
+    assert_eq!(
+        errno(fs.rmdir(ROOT_INO, OsStr::new("d")).await),
+        Some(libc::ENOTEMPTY)
+    );
+    assert_eq!(
+        errno(fs.rmdir(sub.attr.ino, OsStr::new("f")).await),
+        Some(libc::ENOTDIR)
+    );
+    assert_eq!(
+        errno(fs.unlink(d.attr.ino, OsStr::new("sub")).await),
+        Some(libc::EISDIR)
+    );
+    assert_eq!(
+        errno(fs.rmdir(ROOT_INO, OsStr::new("nope")).await),
+        Some(libc::ENOENT)
+    );
+    // A file not uploaded yet also makes its folder non-empty.
+    let (attr, open) = fs
+        .create(d.attr.ino, OsStr::new("local"), 0o644, libc::O_WRONLY)
+        .await
+        .expect("create");
+    fs.unlink(sub.attr.ino, OsStr::new("f"))
+        .await
+        .expect("rm f");
+    fs.rmdir(d.attr.ino, OsStr::new("sub"))
+        .await
+        .expect("rmdir sub");
+    assert_eq!(
+        errno(fs.rmdir(ROOT_INO, OsStr::new("d")).await),
+        Some(libc::ENOTEMPTY)
+    );
+    fs.unlink(d.attr.ino, OsStr::new("local"))
+        .await
+        .expect("rm");
+    fs.release(attr.attr.ino, open.fh).await.expect("release");
+    fs.rmdir(ROOT_INO, OsStr::new("d")).await.expect("rmdir d");
+    assert!(server.names(None).await.is_empty());
+    assert!(names(&fs, ROOT_INO).await.is_empty());
+    drop(fs);
+    server.stop().await;
+}
+
+on_both!(
+    mkdir_rmdir_and_their_errors,
+    files_of_every_size_arrive_byte_identical,
+    overwrite_rename_over_and_folder_moves,
+    quota_exceeded_is_enospc_and_nothing_is_lost,
+    recovery_after_a_crash_uploads_the_unsaved_file,
+);
