@@ -412,6 +412,12 @@ async fn write_file(fs: &VagonFs, path: &str, create: bool, op: (u64, &[u8], boo
 }
 
 fn apply(w: &mut World, m: &mut Model, op: &Op) {
+    if let Op::Crash = op {
+        // No handle of the old daemon may outlive it. The recovered files show again once
+        // their uploads landed: the view is compared after that.
+        w.crash();
+        return w.settle();
+    }
     let fs = w.fs();
     match op {
         Op::Write {
@@ -611,7 +617,7 @@ fn apply(w: &mut World, m: &mut Model, op: &Op) {
             // What the mount shows of `path` is defined again once the copy is up.
             w.settle();
         }
-        Op::Crash => w.crash(),
+        Op::Crash => unreachable!("handled above"),
     }
 }
 
