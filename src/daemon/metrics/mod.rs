@@ -125,70 +125,9 @@ impl CacheKind {
     }
 }
 
-/// FUSE operations: the per-op counters, and the op named in logs and spans. The names
-/// (`lookup`, `copy_file_range`, ...) are the metric label values, derived from the variants.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    strum::VariantArray,
-    strum::EnumCount,
-    strum::IntoStaticStr,
-    strum::Display,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum FuseOp {
-    Lookup,
-    Forget,
-    Getattr,
-    Setattr,
-    Readlink,
-    Mknod,
-    Mkdir,
-    Unlink,
-    Rmdir,
-    Symlink,
-    Rename,
-    Link,
-    Open,
-    Read,
-    Write,
-    Flush,
-    Release,
-    Fsync,
-    Opendir,
-    Readdir,
-    Readdirplus,
-    Releasedir,
-    Fsyncdir,
-    Statfs,
-    Setxattr,
-    Getxattr,
-    Listxattr,
-    Removexattr,
-    Access,
-    Create,
-    Fallocate,
-    Lseek,
-    CopyFileRange,
-    /// Anything else the kernel sends.
-    Other,
-}
-
-impl FuseOp {
-    /// Every op, in declaration (= counter index) order.
-    pub const ALL: &'static [FuseOp] = <FuseOp as strum::VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+/// The FUSE operations, named by the adapter that counts them (label values of the per-op
+/// counters).
+pub use crate::fuse::FuseOp;
 
 /// Pulls figures owned by other layers (cache counts kept by the core, the upload queue) into
 /// the metrics just before they are read.
@@ -586,6 +525,17 @@ fn duration_ms(d: Duration) -> f64 {
 }
 
 /// The mount's metering: every call through `MeteredFilesApi` lands here.
+/// The adapter counts every FUSE operation, and every failed one, here.
+impl crate::fuse::OpObserver for Metrics {
+    fn op(&self, op: FuseOp) {
+        self.fuse_op(op);
+    }
+
+    fn failed(&self, op: FuseOp) {
+        self.fuse_error(op);
+    }
+}
+
 impl crate::api::metered::ApiObserver for Metrics {
     fn on_call(&self, method: Endpoint, elapsed: Duration, error: Option<&crate::api::ApiError>) {
         self.record_request(method, elapsed, error.map(|e| e.kind()));

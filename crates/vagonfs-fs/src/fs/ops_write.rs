@@ -1,0 +1,841 @@
+//! The core's write operations: create, open for writing, write, flush/fsync, release, setattr,
+//! mkdir, unlink, rmdir; and the mount-wide ones: recovery at start, flushing everything at
+//! unmount, upload status.
+//!
+//! Each written inode has one [`SpooledFile`] (the write engine's object, `write/file.rs`),
+//! shared by all its handles and kept in `VagonFs::files`. Reads of an inode with a spool are
+//! served from it (any handle), and `getattr`/listings show its length and local time, so what
+//! was written is seen at once, before and while it is uploaded. `flush` (close) and `fsync`
+//! upload it when dirty; their result is the upload's (ENOSPC for a full storage, EEXIST, EIO
+//! when retries are used up).
+//!
+//! Subtle cases handled here:
+//! - a created file exists (lookup/readdir) at once: its inode lives at `Loc::Local` and is
+//!   shown through the overlay until uploaded; create+close without a write uploads an empty
+//!   file;
+//! - an existing file opened for writing without `O_TRUNC` gets a lazy spool: its old bytes are
+//!   fetched only when a write or truncate needs them;
+//! - an upload that replaces a file gives it a new id: the inode is re-bound to it (same inode
+//!   number), the old id is hidden from stale listings, the parent listing is dropped;
+//! - the spool stays after the last close while the file is dirty (a failed upload): the inode
+//!   stays pinned and visible with its local bytes, [`VagonFs::flush_all`] retries it, and a
+//!   crash leaves it journaled for [`VagonFs::recover`] at the next mount;
+//! - unlink of an open file: no more uploads for it (an upload already in flight that completes
+//!   anyway is deleted again), its spool file is removed, the open descriptors keep reading and
+//!   writing the unlinked spool;
+//! - `truncate(2)` without a handle uploads at once (no close will follow);
+//! - chmod/chown succeed without effect (the API has no permissions); utimens sets the local
+//!   time shown while the mount lives.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::api::{ApiErrorKind, CreateRequest, Space};
+
+use super::dir::name_problem;
+use super::inode::{Inode, Loc};
+use super::names::Child;
+use super::write::{
+    ApiRemote, FileTarget, RecoveryAction, RemoteBase, SpoolDir, SpooledFile, UploadRegistry,
+    Uploaded,
+};
+use super::{
+    AttrReply, FileHandle, FsError, FsResult, NAME_MAX, NodeKind, OpenReply, SetAttr, VagonFs, lock,
+};
+
+/// How often [`VagonFs::wait_uploads`] looks at the registry for uploads still running.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+/// Rounds of uploads [`VagonFs::wait_uploads`] makes while the failures are transient, and the
+/// first pause between them (doubled each round: about 30 s in all).
+const SYNC_ROUNDS: u32 = 6;
+const SYNC_BACKOFF: Duration = Duration::from_millis(500);
+
+/// An inode's spool and what happened to it.
+pub(crate) struct OpenFile {
+    pub(crate) file: Arc<SpooledFile>,
+    /// Unlinked (or replaced by a rename onto it): never uploaded again.
+    pub(crate) unlinked: bool,
+}
+
+/// What [`VagonFs::recover`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Uploaded under their own name.
+    pub uploaded: Vec<String>,
+    /// Uploaded as a conflict copy: `(file, copy name)`.
+    pub conflict_copies: Vec<(String, String)>,
+    /// Not uploaded (kept for the next try): `(file, error)`.
+    pub failed: Vec<(String, String)>,
+}
+
+/// What [`VagonFs::flush_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Files uploaded.
+    pub uploaded: usize,
+    /// Files whose upload failed (their spool is kept): `(file, error)`.
+    pub failed: Vec<(String, String)>,
+}
+
+/// A name the API can carry: valid for Linux and UTF-8 (names travel in JSON).
+pub(crate) fn api_name(name: &OsStr) -> FsResult<String> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    let s = name
+        .to_str()
+        .ok_or_else(|| FsError::InvalidName(name.to_string_lossy().into_owned()))?;
+    if let Some(problem) = name_problem(s) {
+        return Err(FsError::InvalidName(format!("{s:?}: {problem}")));
+    }
+    Ok(s.to_string())
+}
+
+/// The space and parent id of folder `loc`, for a create in it.
+pub(crate) fn folder_target(loc: Loc) -> FsResult<(Space, Option<u64>)> {
+    match loc {
+        Loc::SpaceRoot(space) => Ok((space, None)),
+        Loc::Remote { space, id } => Ok((space, Some(id))),
+        Loc::AllRoot | Loc::Machines | Loc::Local { .. } => Err(FsError::ReadOnly),
+    }
+}
+
+/// ms since the epoch, as the journal keeps times.
+fn epoch_ms(t: SystemTime) -> Option<i64> {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
+}
+
+/// The remote file a child is, for an overwrite or a conflict check.
+pub(crate) fn remote_base(c: &Child) -> Option<RemoteBase> {
+    match c.loc {
+        Loc::Remote { id, .. } if c.kind == NodeKind::File => Some(RemoteBase {
+            id,
+            size: c.size,
+            mtime_ms: c.remote_mtime.and_then(epoch_ms),
+        }),
+        _ => None,
+    }
+}
+
+/// A deleted object that is already gone counts as deleted.
+pub(crate) async fn delete_remote(api: &dyn crate::api::FilesApi, id: u64) -> FsResult<()> {
+    match api.delete(id).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ApiErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl VagonFs {
+    /// The upload status (queued, running and recent uploads) for `vagonfs status`.
+    pub fn uploads(&self) -> Arc<UploadRegistry> {
+        Arc::clone(self.uploader.registry())
+    }
+
+    /// Open (create and lock) this mount's spool folder now, so that a second mount of the same
+    /// target fails at start rather than at its first write. Idempotent.
+    pub fn open_spool_dir(&self) -> FsResult<()> {
+        self.spool_dir().map(|_| ())
+    }
+
+    pub(crate) fn spool_dir(&self) -> FsResult<Arc<SpoolDir>> {
+        if self.config.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        let mut slot = lock(&self.spool_dir);
+        if let Some(dir) = &*slot {
+            return Ok(Arc::clone(dir));
+        }
+        let dir = SpoolDir::open(&self.config.cache_dir)?;
+        super::engine::start_group_commit(&dir);
+        *slot = Some(Arc::clone(&dir));
+        Ok(dir)
+    }
+
+    pub(crate) fn spooled_file(&self, ino: u64) -> Option<Arc<SpooledFile>> {
+        lock(&self.files).get(&ino).map(|f| Arc::clone(&f.file))
+    }
+
+    /// EROFS where nothing can be written.
+    pub(crate) fn check_writable(&self, loc: &Loc) -> FsResult<()> {
+        if self.attrs.refuses_writes(loc) {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Where a file named `name` in folder `dir` is uploaded.
+    pub(crate) fn file_target(
+        &self,
+        dir_ino: Option<u64>,
+        dir_loc: Loc,
+        name: &OsStr,
+    ) -> FsResult<FileTarget> {
+        let (space, parent_id) = folder_target(dir_loc)?;
+        Ok(FileTarget {
+            space,
+            parent_id,
+            name: api_name(name)?,
+            display_path: self.display_path(dir_ino, name),
+        })
+    }
+
+    /// Start keeping `file` as the spool of `ino` (visible as `name` in `dir`).
+    fn adopt(&self, ino: u64, file: Arc<SpooledFile>, dir: Loc, name: &OsStr) {
+        lock(&self.files).insert(
+            ino,
+            OpenFile {
+                file,
+                unlinked: false,
+            },
+        );
+        self.inodes.set_spooled(ino, true);
+        self.overlay.hold(dir, name, ino);
+    }
+
+    /// The spool of an existing file, made (lazily filled) if it has none yet.
+    async fn spool_of(&self, node: &Inode) -> FsResult<Arc<SpooledFile>> {
+        if let Some(f) = self.spooled_file(node.ino) {
+            return Ok(f);
+        }
+        let Loc::Remote { id, .. } = node.loc else {
+            return Err(FsError::NotFound);
+        };
+        self.check_name_writable(node).await?;
+        let (Some((dir_ino, dir_loc)), Some(name)) = (node.parent, node.name.clone()) else {
+            return Err(FsError::NotPermitted("the root cannot be written"));
+        };
+        let target = self.file_target(Some(dir_ino), dir_loc, &name)?;
+        let base = RemoteBase {
+            id,
+            size: node.size,
+            mtime_ms: if node.local_mtime {
+                None
+            } else {
+                node.mtime.and_then(epoch_ms)
+            },
+        };
+        let dir = self.spool_dir()?;
+        let made = {
+            let files = lock(&self.files);
+            if let Some(f) = files.get(&node.ino) {
+                return Ok(Arc::clone(&f.file));
+            }
+            drop(files);
+            let source = ApiRemote::new(Arc::clone(&self.api), id);
+            SpooledFile::open_existing(&dir, target, base, source)?
+        };
+        // Two opens may race to here; the first one's spool wins, the other is dropped (clean,
+        // so its file is removed).
+        let file = {
+            let mut files = lock(&self.files);
+            match files.get(&node.ino) {
+                Some(f) => return Ok(Arc::clone(&f.file)),
+                None => {
+                    files.insert(
+                        node.ino,
+                        OpenFile {
+                            file: Arc::clone(&made),
+                            unlinked: false,
+                        },
+                    );
+                    made
+                }
+            }
+        };
+        self.inodes.set_spooled(node.ino, true);
+        self.overlay.hold(dir_loc, &name, node.ino);
+        Ok(file)
+    }
+
+    /// `open` with write access or `O_TRUNC`.
+    pub(crate) async fn open_for_write(&self, node: Inode, flags: i32) -> FsResult<OpenReply> {
+        self.check_writable(&node.loc)?;
+        let node = self.fresh_node(node.ino).await?;
+        let file = self.spool_of(&node).await?;
+        let truncate = flags & libc::O_TRUNC != 0;
+        if truncate && !file.is_empty() {
+            file.set_len(0).await?;
+        }
+        let shown = self.shown(node.clone());
+        let keep_cache = self
+            .inodes
+            .opened(node.ino, shown.size, shown.mtime)
+            .ok_or(FsError::StaleInode(node.ino))?;
+        let fh = self.add_file_handle(FileHandle {
+            ino: node.ino,
+            parent: node.parent.map(|(_, l)| l),
+            stream: std::sync::Mutex::new(None),
+            write: true,
+            append: flags & libc::O_APPEND != 0,
+        });
+        Ok(OpenReply {
+            fh,
+            keep_cache: keep_cache && !truncate,
+            direct_io: false,
+        })
+    }
+
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        _mode: u32,
+        flags: i32,
+    ) -> FsResult<(AttrReply, OpenReply)> {
+        let dir = self.dir_node(parent)?;
+        self.check_writable(&dir.loc)?;
+        let target = self.file_target(Some(parent), dir.loc, name)?;
+        if let Some(existing) = self.child(&dir, name).await? {
+            if flags & libc::O_EXCL != 0 {
+                return Err(FsError::Exists);
+            }
+            if existing.kind == NodeKind::Directory {
+                return Err(FsError::IsADirectory);
+            }
+            // Open the existing file with these flags; the reply counts as a lookup.
+            let looked = self.lookup(parent, name).await?;
+            let ino = looked.attr.ino;
+            return match self.open(ino, flags).await {
+                Ok(open) => Ok((self.getattr(ino).await?, open)),
+                Err(e) => {
+                    self.forget(ino, 1);
+                    Err(e)
+                }
+            };
+        }
+        let spools = self.spool_dir()?;
+        let file = SpooledFile::create_new(&spools, target.clone()).await?;
+        let loc = Loc::Local {
+            space: target.space,
+            n: self
+                .next_local
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        let node = self
+            .inodes
+            .insert_new(loc, NodeKind::File, name, (parent, dir.loc));
+        self.adopt(node.ino, file, dir.loc, name);
+        // Drop a remembered "missing" for this name (the listing itself is still right).
+        self.dirs.forget_missing(dir.loc, name);
+        self.dirs.touch(dir.loc);
+        let shown = self.shown(node.clone());
+        self.inodes.opened(node.ino, shown.size, shown.mtime);
+        let fh = self.add_file_handle(FileHandle {
+            ino: node.ino,
+            parent: Some(dir.loc),
+            stream: std::sync::Mutex::new(None),
+            // Even opened read-only, its close must create the (empty) file.
+            write: true,
+            append: flags & libc::O_APPEND != 0,
+        });
+        tracing::debug!(file = %target.display_path, "created locally");
+        Ok((
+            self.attrs.reply(&shown),
+            OpenReply {
+                fh,
+                keep_cache: false,
+                direct_io: false,
+            },
+        ))
+    }
+
+    pub async fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let handle = self.file_handle(ino, fh)?;
+        if !handle.write {
+            let node = self.node(ino)?;
+            self.check_writable(&node.loc)?;
+            return Err(FsError::BadHandle(fh));
+        }
+        let file = self.spooled_file(ino).ok_or(FsError::BadHandle(fh))?;
+        let end = if handle.append { file.len() } else { offset };
+        self.make_room(ino, &file, end.saturating_add(data.len() as u64))
+            .await?;
+        let n = if handle.append {
+            file.append(data).await?
+        } else {
+            file.write(offset, data).await?
+        };
+        // New bytes: a time set by utimens no longer holds (the write's time does).
+        self.inodes.set_mtime_override(ino, None);
+        Ok(n)
+    }
+
+    /// close(2) of one descriptor. The changed file's journal record and spool are on local
+    /// disk already (each write put its bytes in the spool, the first one wrote the record), so
+    /// this only hands the file to the write-back engine and returns; with `--sync-close` it
+    /// uploads and returns the upload's result instead.
+    pub async fn flush(&self, ino: u64, fh: u64) -> FsResult<()> {
+        let handle = self.file_handle(ino, fh)?;
+        if !handle.write {
+            return Ok(());
+        }
+        if let Some(file) = self.spooled_file(ino)
+            && file.is_dirty()
+            && let Err(e) = self.check_quota(ino, &file, file.len()).await
+        {
+            // Kept (and shown by `vagonfs status`), tried again on the slow timer, by `vagonfs
+            // sync`, or by the next close once there is room.
+            self.note_failure(ino, &e, true);
+            self.schedule_upload(ino, super::engine::SLOW_RETRY);
+            return Err(e);
+        }
+        if self.engine.config.sync_close {
+            return self.upload_ino(ino).await;
+        }
+        self.kick(ino);
+        Ok(())
+    }
+
+    /// Hand `ino`'s changes, if any, to the engine: a new file after `--upload-delay`, any other
+    /// at once.
+    pub(crate) fn kick(&self, ino: u64) {
+        let Some(file) = lock(&self.files)
+            .get(&ino)
+            .filter(|f| !f.unlinked)
+            .map(|f| Arc::clone(&f.file))
+        else {
+            return;
+        };
+        if !file.is_dirty() {
+            return;
+        }
+        let delay = if file.has_base() {
+            Duration::ZERO
+        } else {
+            self.engine.config.upload_delay
+        };
+        self.schedule_upload(ino, delay);
+    }
+
+    /// fsync(2), through any descriptor of the file (read-only ones too): waits until the
+    /// file's current bytes are on the server, and returns the upload's error.
+    pub async fn fsync(&self, ino: u64, fh: u64) -> FsResult<()> {
+        self.file_handle(ino, fh)?;
+        let result = self.upload_ino(ino).await;
+        match &result {
+            Ok(()) => self.clear_failure(ino),
+            Err(_) => self.kick(ino),
+        }
+        result
+    }
+
+    pub async fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
+        let removed = {
+            let mut handles = lock(&self.handles);
+            match handles.get(&fh) {
+                Some(super::Handle::File(h)) if h.ino == ino => handles.remove(&fh),
+                _ => None,
+            }
+        };
+        match removed {
+            Some(_) => {
+                self.inodes.closed(ino);
+                // Changes made through a mapping after close, or left by a failed upload, go
+                // up without a writer.
+                if !self.engine.config.sync_close {
+                    self.kick(ino);
+                }
+                self.release_spool_if_done(ino);
+                Ok(())
+            }
+            None => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    /// Drop the spool of `ino` when no handle is open and it has nothing left to upload.
+    pub(crate) fn release_spool_if_done(&self, ino: u64) {
+        if self.inodes.get(ino).is_some_and(|n| n.open_handles > 0) {
+            return;
+        }
+        let dropped = {
+            let mut files = lock(&self.files);
+            // A clean spool of a file never listed (`Loc::Local`) is still the only way to
+            // its bytes: its upload finished but its bookkeeping (`after_upload`) has not yet.
+            let local = self
+                .inodes
+                .get(ino)
+                .is_some_and(|n| matches!(n.loc, Loc::Local { .. }));
+            match files.get(&ino) {
+                Some(f) if f.unlinked || (!f.file.is_dirty() && !local) => files.remove(&ino),
+                // Dirty: the engine keeps uploading it; it comes back here when done.
+                Some(_) => None,
+                None => None,
+            }
+        };
+        if dropped.is_some() {
+            self.inodes.set_spooled(ino, false);
+            // Room in `--cache-max-size` for a write waiting on it.
+            self.engine.spool_freed.notify_waiters();
+        }
+    }
+
+    /// Upload `ino`'s spool if it is dirty.
+    pub(crate) async fn upload_ino(&self, ino: u64) -> FsResult<()> {
+        let Some((file, unlinked)) = lock(&self.files)
+            .get(&ino)
+            .map(|f| (Arc::clone(&f.file), f.unlinked))
+        else {
+            return Ok(());
+        };
+        if unlinked {
+            return Ok(());
+        }
+        match file.upload(&self.uploader).await {
+            Ok(None) => Ok(()),
+            Ok(Some(done)) => {
+                self.after_upload(ino, &file, &done).await;
+                self.release_spool_if_done(ino);
+                Ok(())
+            }
+            Err(e) => {
+                let e = FsError::from(e);
+                tracing::debug!(ino, file = %file.target().display_path, error = %e, "upload failed; the spool is kept");
+                Err(e)
+            }
+        }
+    }
+
+    /// Bookkeeping after `ino`'s spool was uploaded as `done`. No listing is fetched or
+    /// dropped: the overlay shows the file under its name (and hides the id it replaced) until
+    /// any listing fetched before the upload has expired, so a new file costs exactly its three
+    /// upload requests.
+    pub(crate) async fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
+        let unlinked = lock(&self.files).get(&ino).is_some_and(|f| f.unlinked);
+        if unlinked {
+            // Unlinked while its upload was in flight: the unlink waits for this upload and
+            // deletes what it landed (per-name order), so nothing to do here.
+            return;
+        }
+        let Some(node) = self.inodes.get(ino) else {
+            return;
+        };
+        let new_loc = Loc::Remote {
+            space: file.target().space,
+            id: done.id,
+        };
+        if node.loc != new_loc {
+            self.overlay.mark_gone(node.loc);
+            self.inodes.rebind(ino, new_loc);
+        }
+        self.inodes
+            .set_local_attrs(ino, Some(done.size), Some(file.modified()));
+        // New bytes on the server: a remembered time of the old version no longer holds.
+        self.time_moved(node.loc, new_loc, false, Some(ino));
+        if let (Some((dir_ino, dir_loc)), Some(name)) = (node.parent, &node.name) {
+            let landed = std::ffi::OsString::from(file.target().name);
+            if &landed != name {
+                // A conflict copy: the server's file keeps the name; this inode is the copy.
+                tracing::warn!(
+                    file = %self.display_path(Some(dir_ino), name),
+                    copy = %landed.to_string_lossy(),
+                    "conflict with a change made elsewhere: this mount's version is kept as a copy"
+                );
+                self.overlay.remove(dir_loc, name, Some(ino));
+                self.inodes.set_place(ino, (dir_ino, dir_loc), &landed);
+                self.overlay.settle(dir_loc, &landed, ino);
+                // The listing has the other client's file under the name: fetch it again.
+                self.dirs.invalidate(dir_loc);
+            } else {
+                self.overlay.settle(dir_loc, name, ino);
+            }
+        }
+    }
+
+    pub async fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<AttrReply> {
+        let node = self.node(ino)?;
+        let changes = set.size.is_some()
+            || set.mode.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some();
+        if !changes {
+            return self.getattr(ino).await;
+        }
+        self.check_writable(&node.loc)?;
+        if let Some(size) = set.size {
+            if node.kind == NodeKind::Directory {
+                return Err(FsError::IsADirectory);
+            }
+            let node = self.fresh_node(ino).await?;
+            let file = self.spool_of(&node).await?;
+            self.make_room(ino, &file, size).await?;
+            file.set_len(size).await?;
+            self.inodes.set_mtime_override(ino, None);
+            let open = self.inodes.get(ino).is_some_and(|n| n.open_handles > 0);
+            if !open {
+                // truncate(2) by path: no close will follow. Uploaded by the engine after a
+                // quiet period (or now, with `--sync-close`).
+                if self.engine.config.sync_close {
+                    let result = self.upload_ino(ino).await;
+                    self.release_spool_if_done(ino);
+                    result?;
+                } else {
+                    self.schedule_upload(ino, super::engine::QUIET);
+                }
+            } else if set.fh.is_none() && !self.engine.config.sync_close {
+                // truncate(2) by path while a reader (or writer) has it open: nobody's close
+                // is bound to upload it.
+                self.schedule_upload(ino, super::engine::QUIET);
+            }
+        }
+        if let Some(t) = set.mtime {
+            if let Some(file) = self.spooled_file(ino) {
+                file.set_modified(t);
+            }
+            self.inodes.set_mtime_override(ino, Some(t));
+            self.remember_time(ino);
+        }
+        // mode, uid, gid, atime: the API keeps none of them; accepted without effect.
+        self.getattr(ino).await
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &OsStr, _mode: u32) -> FsResult<AttrReply> {
+        let dir = self.dir_node(parent)?;
+        self.check_writable(&dir.loc)?;
+        let (space, parent_id) = folder_target(dir.loc)?;
+        let api_name = api_name(name)?;
+        if self.child(&dir, name).await?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let created = self
+            .api
+            .create(&CreateRequest::directory(space, parent_id, api_name))
+            .await?;
+        let loc = Loc::Remote {
+            space,
+            id: created.id,
+        };
+        let node = self
+            .inodes
+            .insert_new(loc, NodeKind::Directory, name, (parent, dir.loc));
+        // One request: the parent shows it through the overlay, and the new folder is known
+        // to be empty.
+        self.overlay.settle(dir.loc, name, node.ino);
+        self.dirs.forget_missing(dir.loc, name);
+        self.dirs.seed_empty(loc);
+        self.dirs.touch(dir.loc);
+        // A new folder shows its creation time until the server lists it.
+        self.dirs.touch(loc);
+        Ok(self.reply(node))
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let dir = self.dir_node(parent)?;
+        self.check_writable(&dir.loc)?;
+        let child = self.child(&dir, name).await?.ok_or(FsError::NotFound)?;
+        if child.kind == NodeKind::Directory {
+            return Err(FsError::IsADirectory);
+        }
+        self.remove_file(&dir, name, &child).await
+    }
+
+    /// Delete a file shown as `name` in `dir`: on the server, and its spool (open descriptors
+    /// keep working on the unlinked spool).
+    ///
+    /// Ordered after the file's own upload: no new upload starts once it is marked unlinked, a
+    /// queued one is cancelled for free, and one in flight is waited for and what it landed is
+    /// deleted, so a late upload can never bring the name back or destroy a newer file of the
+    /// same name.
+    pub(crate) async fn remove_file(
+        &self,
+        dir: &Inode,
+        name: &OsStr,
+        child: &Child,
+    ) -> FsResult<()> {
+        let file = child.ino.and_then(|ino| {
+            let mut files = lock(&self.files);
+            files.get_mut(&ino).map(|f| {
+                f.unlinked = true;
+                Arc::clone(&f.file)
+            })
+        });
+        let remote = match &file {
+            Some(f) => {
+                f.wait_idle().await;
+                f.base().map(|b| b.id)
+            }
+            None => match child.loc {
+                Loc::Remote { id, .. } => Some(id),
+                _ => None,
+            },
+        };
+        if let Some(id) = remote
+            && let Err(e) = delete_remote(self.api.as_ref(), id).await
+        {
+            if let Some(ino) = child.ino
+                && let Some(f) = lock(&self.files).get_mut(&ino)
+            {
+                f.unlinked = false;
+            }
+            return Err(e);
+        }
+        if let (Some(f), Some(id)) = (&file, remote) {
+            // What its upload landed is gone too (the listing may show it).
+            self.overlay.mark_gone(Loc::Remote {
+                space: f.target().space,
+                id,
+            });
+        }
+        if let Some(file) = file
+            && let Err(e) = file.discard().await
+        {
+            tracing::warn!(file = %file.target().display_path, error = %e, "cannot remove the spool of an unlinked file");
+        }
+        if let Some(ino) = child.ino {
+            self.clear_failure(ino);
+        }
+        self.forget_removed(dir, name, child);
+        Ok(())
+    }
+
+    /// Local bookkeeping once the object shown as `name` in `dir` no longer exists there.
+    pub(crate) fn forget_removed(&self, dir: &Inode, name: &OsStr, child: &Child) {
+        self.overlay.mark_gone(child.loc);
+        self.overlay.remove(dir.loc, name, child.ino);
+        if let Some(ino) = child.ino {
+            self.inodes.unbind(ino);
+            self.release_spool_if_done(ino);
+        }
+        self.dirs.touch(dir.loc);
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let dir = self.dir_node(parent)?;
+        self.check_writable(&dir.loc)?;
+        let child = self.child(&dir, name).await?.ok_or(FsError::NotFound)?;
+        if child.kind != NodeKind::Directory {
+            return Err(FsError::NotADirectory);
+        }
+        let Loc::Remote { id, .. } = child.loc else {
+            // A storage root or a virtual folder.
+            return Err(FsError::ReadOnly);
+        };
+        if !self.is_empty_dir(child.loc).await? {
+            return Err(FsError::NotEmpty);
+        }
+        delete_remote(self.api.as_ref(), id).await?;
+        self.forget_removed(&dir, name, &child);
+        self.dirs.invalidate(child.loc);
+        Ok(())
+    }
+
+    /// Upload every dirty spool (open files, and closed ones whose upload failed) now, at most
+    /// `--transfers` at once, and wait. For SIGTERM.
+    pub async fn flush_all(&self) -> FlushReport {
+        self.flush_round().await.0
+    }
+
+    /// One [`VagonFs::flush_all`] round; `true` when every failure was transient.
+    async fn flush_round(&self) -> (FlushReport, bool) {
+        use futures::StreamExt;
+        let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
+        let mut report = FlushReport::default();
+        let results: Vec<_> = futures::stream::iter(inos.iter().copied())
+            .map(|ino| async move {
+                let file = self.spooled_file(ino)?;
+                if !self.needs_upload_now(ino) {
+                    return None;
+                }
+                let name = file.target().display_path;
+                Some((name, self.upload_ino(ino).await))
+            })
+            .buffer_unordered(self.engine.config.transfers.max(1))
+            .collect()
+            .await;
+        let mut all_transient = true;
+        for (name, result) in results.into_iter().flatten() {
+            match result {
+                Ok(()) => report.uploaded += 1,
+                Err(e) => {
+                    all_transient &= super::engine::transient(&e);
+                    report.failed.push((name, e.to_string()));
+                }
+            }
+        }
+        for ino in inos {
+            self.release_spool_if_done(ino);
+            if !self.needs_upload_now(ino) {
+                self.clear_failure(ino);
+            }
+        }
+        // What stays is durable before this returns (unmount, `vagonfs sync`).
+        let dir = lock(&self.spool_dir).as_ref().map(|d| d.group_commit());
+        if let Some(commit) = dir {
+            match tokio::task::spawn_blocking(move || commit.commit()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot sync the spool folder"),
+                Err(e) => tracing::warn!(error = %e, "spool folder sync task failed"),
+            }
+        }
+        (report, all_transient)
+    }
+
+    /// Upload everything pending now and wait until nothing is (`vagonfs sync`, a graceful
+    /// unmount): rounds of [`VagonFs::flush_all`] while the failures are transient (a few, with
+    /// backoff), then wait until no upload is queued or running (recovery runs its uploads in
+    /// the background). Returns the files that still failed.
+    pub async fn wait_uploads(&self) -> FlushReport {
+        let mut wait = SYNC_BACKOFF;
+        let mut round = 1;
+        let report = loop {
+            let (report, transient) = self.flush_round().await;
+            if report.failed.is_empty() || !transient || round >= SYNC_ROUNDS {
+                break report;
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+            round += 1;
+        };
+        while !self.uploader.registry().active().is_empty() {
+            tokio::time::sleep(WAIT_POLL).await;
+        }
+        report
+    }
+
+    /// Upload what a previous run left unsaved (a crash, a failed upload): every journaled spool
+    /// of this mount's cache folder not in use here, under its name or as a conflict copy when
+    /// the remote file changed meanwhile. Logs what it does; spools that fail stay for the next
+    /// try. Safe to call again while mounted.
+    pub async fn recover(&self) -> FsResult<RecoveryReport> {
+        let mut report = RecoveryReport::default();
+        if self.config.read_only {
+            return Ok(report);
+        }
+        let dir = self.spool_dir()?;
+        let pending = super::write::recover(&dir, self.api.as_ref()).await?;
+        if pending.is_empty() {
+            return Ok(report);
+        }
+        tracing::info!(
+            files = pending.len(),
+            "uploading changes left unsaved by an earlier run"
+        );
+        let results = futures::future::join_all(pending.into_iter().map(|p| {
+            let shown = p.record.display_path.clone();
+            let copy = match &p.action {
+                RecoveryAction::ConflictCopy { name, .. } => Some(name.clone()),
+                _ => None,
+            };
+            let uploader = self.uploader.clone();
+            async move { (shown, copy, p.run(&uploader).await) }
+        }))
+        .await;
+        for (shown, copy, result) in results {
+            match (result, copy) {
+                (Ok(_), None) => report.uploaded.push(shown),
+                (Ok(_), Some(copy)) => report.conflict_copies.push((shown, copy)),
+                (Err(e), _) => {
+                    tracing::error!(file = %shown, error = %e, "unsaved changes could not be uploaded; kept for the next try");
+                    report.failed.push((shown, e.to_string()));
+                }
+            }
+        }
+        self.dirs.invalidate_all();
+        Ok(report)
+    }
+}

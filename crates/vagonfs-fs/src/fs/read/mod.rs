@@ -1,0 +1,944 @@
+//! Reads: download links, ranged GETs streamed into a bounded block cache, sequential prefetch.
+//!
+//! A file is read through its presigned download link ([`links`]) in [`BLOCK_SIZE`]-aligned
+//! blocks held in an LRU bounded by `FsConfig::cache_size` ([`cache`]). Blocks are fetched in
+//! *runs*: one ranged GET for a stretch of consecutive missing blocks, streamed, each block
+//! handed to its waiters the moment its last byte has arrived (a read never waits for the rest
+//! of a GET). A read that is not sequential fetches only the blocks it touches (128 KiB each);
+//! a sequential reader ([`seq`]) gets a prefetch window that grows 4-fold up to 64 MiB, fetched in
+//! runs of up to [`MAX_RUN_BLOCKS`] blocks, [`PREFETCH_CONCURRENCY`] runs at a time per handle.
+//!
+//! Subtle cases handled here:
+//! - links are fetched at open (awaited at most [`OPEN_LINK_WAIT`], the fetch goes on in the
+//!   background after that) and reused; a link the storage refuses (`ApiError::LinkRefused`)
+//!   is replaced once per run and the run resumed where it stopped;
+//! - coherence: a link or a GET answering not-found, a link reporting another size than the
+//!   listing, or a GET whose validator (`ETag`) differs from the one seen before for this
+//!   version, all mean this version is gone: [`FsError::Gone`] (ESTALE), remembered per
+//!   version, so the caller relists the folder once ([`Reader::first_report`]) and later reads
+//!   answer at once. A resumed GET checks the version with `If-Range` (see the API layer);
+//! - sizes: the listed size is the truth the kernel was given. A block of another length, a
+//!   Range the server cannot satisfy (416) or a short body give [`FsError::Inconsistent`]
+//!   (EIO), never garbage and never zero-fill; the version is remembered as bad, so later reads
+//!   answer EIO without a request and without relisting (a changed file comes back with a new
+//!   size or mtime from the next listing, and is read again). A link reporting another size is
+//!   `Gone` the first time (the listing is probably old) and EIO after that;
+//! - block buffers come from a small pool of buffers given back by blocks that left the cache;
+//!   so do the 1 MiB buffers a reply spanning several blocks is copied into (the kernel asks
+//!   reads of up to 1 MiB and more: as fresh allocations they page-faulted on every page, half
+//!   the daemon's CPU in a sequential read at 0 ms, measured with perf)
+//!   (a fresh 128 KiB allocation page-faults on every page written: the main CPU cost measured);
+//! - memory: bytes being fetched come out of a budget of `max(cache_size, MIN_FETCH_BUDGET)`
+//!   bytes (a semaphore); a read waits in line for its share, a prefetch that does not get its
+//!   share at once is not started. Cached plus in-flight bytes stay within the cache bound
+//!   (landing blocks evict), so the daemon's block memory stays within
+//!   `max(cache_size, MIN_FETCH_BUDGET)` whatever the number of readers; the prefetch window is
+//!   also capped at half the cache, so prefetched blocks do not evict each other unread;
+//! - a cache smaller than one block means no cache: each read fetches exactly its range;
+//! - a read waits at most `read_timeout` (ETIMEDOUT); the fetch it waited for goes on and
+//!   fills the cache. The version is then marked stalled for `read_timeout`: reads of it that
+//!   need the network wait only [`STALLED_WAIT`] meanwhile (cached bytes are served at once).
+//!   The kernel retries a failed readahead with a read of its own, so without the mark a frozen
+//!   server made one `pread` wait twice `read_timeout`; a read that succeeds clears the mark;
+//! - locks: the in-flight map may be locked before the cache, never the other way round;
+//! - in-flight fetches are shared: a read needing a block being fetched waits for that block;
+//!   runs go on in their own tasks, so an interrupted read does not waste a half-done fetch.
+//!   Whatever ends a run (error, panic, shutdown), its blocks still in flight are removed from
+//!   the map and their waiters get an error, never a hang.
+
+mod cache;
+mod links;
+mod seq;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::api::{ApiError, ApiErrorKind, FilesApi};
+
+use super::counters::HitCounter;
+use super::{CacheStats, FsError, FsResult, lock};
+
+pub use cache::BLOCK_SIZE;
+use cache::{BlockCache, BlockKey, BufferPool};
+pub use links::{ASSUMED_LINK_LIFETIME, LINK_REUSE_FRACTION, OPEN_REVALIDATE};
+use links::{Link, Links};
+use seq::SeqState;
+pub use seq::{INITIAL_WINDOW_BLOCKS, MAX_WINDOW_BLOCKS, SEQ_SLACK};
+
+/// Longest run (one ranged GET), in blocks (8 MiB).
+pub const MAX_RUN_BLOCKS: u64 = 64;
+
+/// Prefetch runs in flight at once per open handle.
+pub const PREFETCH_CONCURRENCY: usize = 4;
+
+/// Bytes fetches may hold at once even when the cache is smaller (8 MiB): the fixed part of the
+/// read path's memory bound.
+pub const MIN_FETCH_BUDGET: u64 = MAX_RUN_BLOCKS * BLOCK_SIZE;
+
+/// Default bound on one read waiting for the network.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a read of a version marked stalled (a read of it timed out moments ago) waits for
+/// the network before answering ETIMEDOUT.
+pub const STALLED_WAIT: Duration = Duration::from_millis(250);
+
+/// Longest an open waits for the file's download link (the fetch goes on after that).
+pub const OPEN_LINK_WAIT: Duration = Duration::from_secs(5);
+
+/// Versions remembered as gone or bad; past this, the memory is cleared.
+const BAD_MAX: usize = 65_536;
+
+/// Validators remembered; past this, the memory is cleared.
+const VALIDATORS_MAX: usize = 4096;
+
+/// HTTP status of a Range the server cannot satisfy.
+const HTTP_RANGE_NOT_SATISFIABLE: u16 = 416;
+
+/// Which content a block belongs to: the object and what its listing said of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FileVersion {
+    pub(crate) id: u64,
+    pub(crate) size: u64,
+    pub(crate) mtime: Option<SystemTime>,
+}
+
+/// What one open handle reads: the content it opened, and its access pattern.
+pub(crate) struct Stream {
+    pub(crate) file: FileVersion,
+    seq: Mutex<SeqState>,
+    permits: Arc<Semaphore>,
+}
+
+impl Stream {
+    pub(crate) fn new(file: FileVersion) -> Self {
+        Stream {
+            file,
+            seq: Mutex::new(SeqState::default()),
+            permits: Arc::new(Semaphore::new(PREFETCH_CONCURRENCY)),
+        }
+    }
+}
+
+/// The shared answer of one block being fetched.
+type BlockFlight = Shared<BoxFuture<'static, FsResult<Bytes>>>;
+
+/// A block a read needs: already there, or being fetched.
+enum Pending {
+    Ready(Bytes),
+    Fetching(BlockFlight),
+}
+
+/// Why a version is not read any more.
+#[derive(Debug, Clone)]
+enum Bad {
+    /// Gone from the server (or changed under the same id).
+    Gone(String),
+    /// The link reported another size than the listing.
+    Mismatch(String),
+    /// Its bytes disagree with its size.
+    Inconsistent(String),
+}
+
+struct BadEntry {
+    why: Bad,
+    /// The caller was told once (and relisted the folder).
+    reported: bool,
+}
+
+/// Runs in flight, for [`Reader::idle`].
+#[derive(Default)]
+struct Running {
+    count: AtomicUsize,
+    done: Notify,
+}
+
+/// The read path of one mount.
+pub(crate) struct Reader {
+    api: Arc<dyn FilesApi>,
+    links: Links,
+    cache: Arc<Mutex<BlockCache>>,
+    /// Buffers of blocks gone from the cache, for new blocks.
+    pool: Arc<BufferPool>,
+    /// Buffers for replies that span several blocks (reused: a fresh 1 MiB allocation is a
+    /// mapping of its own, and writing it page-faults on every page).
+    replies: Arc<BufferPool>,
+    fetching: Mutex<HashMap<BlockKey, BlockFlight>>,
+    /// Memory for bytes being fetched, in blocks.
+    budget: Arc<Semaphore>,
+    budget_blocks: u32,
+    /// The validator (`ETag`) first seen for each version.
+    validators: Mutex<HashMap<FileVersion, String>>,
+    bad: Mutex<HashMap<FileVersion, BadEntry>>,
+    running: Running,
+    /// Prefetch window cap, blocks.
+    max_window: u64,
+    /// The cache cannot hold a block: reads go straight to the server, exact ranges.
+    uncached: bool,
+    read_timeout: Duration,
+    /// Versions whose read timed out, and when (see the module note).
+    stalled: Mutex<HashMap<FileVersion, std::time::Instant>>,
+    /// Blocks reads found cached, or not.
+    pub(crate) counter: HitCounter,
+}
+
+impl Reader {
+    pub(crate) fn new(
+        api: Arc<dyn FilesApi>,
+        cache_size: u64,
+        read_timeout: Duration,
+    ) -> Arc<Self> {
+        let half_cache_blocks = cache_size / 2 / BLOCK_SIZE;
+        let budget_blocks =
+            u32::try_from(cache_size.max(MIN_FETCH_BUDGET) / BLOCK_SIZE).unwrap_or(u32::MAX >> 4);
+        Arc::new(Reader {
+            links: Links::new(Arc::clone(&api)),
+            api,
+            cache: Arc::new(Mutex::new(BlockCache::new(cache_size))),
+            pool: BufferPool::new(),
+            replies: BufferPool::sized(cache::REPLY_BUFFER, cache::REPLY_POOL_MAX),
+            fetching: Mutex::new(HashMap::new()),
+            budget: Arc::new(Semaphore::new(budget_blocks as usize)),
+            budget_blocks,
+            validators: Mutex::new(HashMap::new()),
+            bad: Mutex::new(HashMap::new()),
+            running: Running::default(),
+            max_window: MAX_WINDOW_BLOCKS.min(half_cache_blocks),
+            uncached: cache_size < BLOCK_SIZE,
+            read_timeout,
+            stalled: Mutex::new(HashMap::new()),
+            counter: HitCounter::default(),
+        })
+    }
+
+    /// An open of `file` for reading: get its link now (so the first read needs one round
+    /// trip), and learn whether the object is still there. `Gone` when it is not; any other
+    /// failure is left to the reads.
+    pub(crate) async fn open(self: &Arc<Self>, file: FileVersion) -> FsResult<()> {
+        if let Some(err) = self.known_bad(file) {
+            return match err {
+                FsError::Gone(_) => Err(err),
+                // Reads answer EIO; the open itself is fine.
+                _ => Ok(()),
+            };
+        }
+        if self.links.fresh_for_open(file.id, file.size) {
+            return Ok(());
+        }
+        let wait = OPEN_LINK_WAIT.min(self.read_timeout);
+        match tokio::time::timeout(wait, self.link_for(file, true)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(FsError::Gone(why))) => {
+                self.mark_bad(file, Bad::Gone(why.clone()));
+                Err(FsError::Gone(why))
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(file = file.id, "no download link at open: {e}");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::debug!(file = file.id, "download link not there within {wait:?}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Read `size` bytes at `offset` (fewer at the end of the file).
+    pub(crate) async fn read(
+        self: &Arc<Self>,
+        stream: &Stream,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Bytes> {
+        let file = stream.file;
+        if let Some(err) = self.known_bad(file) {
+            // What is cached of it is still served; nothing more is asked of the server.
+            return self.from_cache(file, offset, size).ok_or(err);
+        }
+        let stalled = self.is_stalled(file);
+        let wait = if stalled {
+            STALLED_WAIT.min(self.read_timeout)
+        } else {
+            self.read_timeout
+        };
+        let result = match tokio::time::timeout(wait, self.read_blocks(stream, offset, size)).await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                if !stalled {
+                    let mut marks = lock(&self.stalled);
+                    if marks.len() >= BAD_MAX {
+                        marks.clear();
+                    }
+                    marks.insert(file, std::time::Instant::now());
+                }
+                Err(FsError::Api(ApiError::Timeout {
+                    endpoint: format!("read of file {}", file.id),
+                    secs: self.read_timeout.as_secs(),
+                }))
+            }
+        };
+        if stalled && result.is_ok() {
+            lock(&self.stalled).remove(&file);
+        }
+        match &result {
+            Err(FsError::Inconsistent(why)) => {
+                self.mark_bad(file, Bad::Inconsistent(why.clone()));
+                self.links.forget(file.id, None);
+            }
+            Err(FsError::Gone(why)) => {
+                self.mark_bad(file, Bad::Gone(why.clone()));
+                self.links.forget(file.id, None);
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// Whether a read of `file` timed out less than `read_timeout` ago.
+    fn is_stalled(&self, file: FileVersion) -> bool {
+        let mut marks = lock(&self.stalled);
+        match marks.get(&file) {
+            Some(at) if at.elapsed() < self.read_timeout => true,
+            Some(_) => {
+                marks.remove(&file);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the caller is the first to hear that `file` is gone or bad (it then relists the
+    /// folder once); later callers are not.
+    pub(crate) fn first_report(&self, file: FileVersion) -> bool {
+        match lock(&self.bad).get_mut(&file) {
+            Some(entry) if !entry.reported => {
+                entry.reported = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `size` bytes at `offset` of `file` if every block they need is cached.
+    fn from_cache(&self, file: FileVersion, offset: u64, size: u32) -> Option<Bytes> {
+        if size == 0 || offset >= file.size {
+            return Some(Bytes::new());
+        }
+        let end = offset.saturating_add(u64::from(size)).min(file.size);
+        let first = offset / BLOCK_SIZE;
+        let last = (end - 1) / BLOCK_SIZE;
+        let parts = {
+            let mut cache = lock(&self.cache);
+            (first..=last)
+                .map(|index| cache.lru.get(&BlockKey { file, index }).cloned())
+                .collect::<Option<Vec<Bytes>>>()?
+        };
+        assemble(&parts, first, offset, end, &self.replies).ok()
+    }
+
+    /// The error a version remembered as gone or bad answers with.
+    fn known_bad(&self, file: FileVersion) -> Option<FsError> {
+        lock(&self.bad).get(&file).map(|e| match &e.why {
+            Bad::Gone(why) => FsError::Gone(why.clone()),
+            Bad::Mismatch(why) | Bad::Inconsistent(why) => FsError::Inconsistent(why.clone()),
+        })
+    }
+
+    fn mark_bad(&self, file: FileVersion, why: Bad) {
+        let mut bad = lock(&self.bad);
+        if bad.len() >= BAD_MAX {
+            bad.clear();
+        }
+        bad.entry(file).or_insert(BadEntry {
+            why,
+            reported: false,
+        });
+    }
+
+    async fn read_blocks(
+        self: &Arc<Self>,
+        stream: &Stream,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Bytes> {
+        let file = stream.file;
+        if size == 0 || offset >= file.size {
+            return Ok(Bytes::new());
+        }
+        let end = offset.saturating_add(u64::from(size)).min(file.size);
+        if self.uncached {
+            // No room for even one block: fetch exactly what is asked, nothing more.
+            return self.read_direct(file, offset..end).await;
+        }
+        let first = offset / BLOCK_SIZE;
+        let last = (end - 1) / BLOCK_SIZE;
+        // The blocks this read needs go first, then the prefetch behind them.
+        let pending = self.demand(file, first..last + 1);
+        let ahead =
+            lock(&stream.seq).on_read(offset, end, file.size.div_ceil(BLOCK_SIZE), self.max_window);
+        if !ahead.is_empty() {
+            let window = lock(&stream.seq).window;
+            self.prefetch(stream, ahead, (window / 4).clamp(1, MAX_RUN_BLOCKS));
+        }
+        let mut parts = Vec::with_capacity(pending.len());
+        for p in pending {
+            match p {
+                Pending::Ready(bytes) => {
+                    self.counter.hit();
+                    parts.push(bytes);
+                }
+                Pending::Fetching(flight) => {
+                    self.counter.miss();
+                    parts.push(flight.await?);
+                }
+            }
+        }
+        assemble(&parts, first, offset, end, &self.replies)
+    }
+
+    /// The blocks `blocks` of `file`: cached, joined, or fetched (in runs of missing blocks).
+    fn demand(self: &Arc<Self>, file: FileVersion, blocks: Range<u64>) -> Vec<Pending> {
+        let mut out = Vec::with_capacity((blocks.end - blocks.start) as usize);
+        let mut fetching = lock(&self.fetching);
+        let mut missing: Option<Range<u64>> = None;
+        for index in blocks {
+            let key = BlockKey { file, index };
+            let found = match lock(&self.cache).lru.get(&key) {
+                Some(bytes) => Some(Pending::Ready(bytes.clone())),
+                None => fetching.get(&key).map(|f| Pending::Fetching(f.clone())),
+            };
+            match found {
+                Some(p) => {
+                    if let Some(run) = missing.take() {
+                        out.extend(self.start_runs(&mut fetching, file, run, None));
+                    }
+                    out.push(p);
+                }
+                None => match &mut missing {
+                    Some(run) => run.end = index + 1,
+                    None => missing = Some(index..index + 1),
+                },
+            }
+        }
+        if let Some(run) = missing {
+            out.extend(self.start_runs(&mut fetching, file, run, None));
+        }
+        out
+    }
+
+    /// Start runs (of at most [`MAX_RUN_BLOCKS`]) for the missing blocks `blocks`; a read
+    /// waits for their memory in line.
+    fn start_runs(
+        self: &Arc<Self>,
+        fetching: &mut HashMap<BlockKey, BlockFlight>,
+        file: FileVersion,
+        blocks: Range<u64>,
+        prefetch: Option<(Arc<Semaphore>, OwnedSemaphorePermit)>,
+    ) -> Vec<Pending> {
+        let mut out = Vec::new();
+        let mut at = blocks.start;
+        let mut prefetch = prefetch;
+        while at < blocks.end {
+            let to = (at + MAX_RUN_BLOCKS).min(blocks.end);
+            let (senders, flights) = register(fetching, file, at..to);
+            out.extend(flights.into_iter().map(Pending::Fetching));
+            let grant = match prefetch.take() {
+                Some((permits, memory)) => Grant::Prefetch(permits, memory),
+                None => Grant::Demand,
+            };
+            self.spawn_run(file, at..to, senders, grant);
+            at = to;
+        }
+        out
+    }
+
+    /// Prefetch the blocks `blocks` that are neither cached nor in flight, in runs of
+    /// `run_len` blocks; stops at the first run the memory budget cannot grant at once.
+    fn prefetch(self: &Arc<Self>, stream: &Stream, blocks: Range<u64>, run_len: u64) {
+        let file = stream.file;
+        let mut fetching = lock(&self.fetching);
+        let mut index = blocks.start;
+        while index < blocks.end {
+            // Skip what is there or coming.
+            let key = BlockKey { file, index };
+            if fetching.contains_key(&key) || lock(&self.cache).lru.contains(&key) {
+                index += 1;
+                continue;
+            }
+            let mut to = index + 1;
+            while to < blocks.end && to - index < run_len {
+                let k = BlockKey { file, index: to };
+                if fetching.contains_key(&k) || lock(&self.cache).lru.contains(&k) {
+                    break;
+                }
+                to += 1;
+            }
+            let n = (to - index) as u32;
+            let Ok(memory) = Arc::clone(&self.budget).try_acquire_many_owned(n) else {
+                return;
+            };
+            let permits = Arc::clone(&stream.permits);
+            let _ = self.start_runs(&mut fetching, file, index..to, Some((permits, memory)));
+            index = to;
+        }
+    }
+
+    fn spawn_run(
+        self: &Arc<Self>,
+        file: FileVersion,
+        blocks: Range<u64>,
+        senders: Vec<oneshot::Sender<FsResult<Bytes>>>,
+        grant: Grant,
+    ) {
+        self.running.count.fetch_add(1, Ordering::SeqCst);
+        let guard = RunGuard {
+            reader: Arc::clone(self),
+            file,
+            next: blocks.start,
+            senders: senders.into_iter().map(Some).collect(),
+            reserved: 0,
+        };
+        tokio::spawn(guard.run(blocks, grant));
+    }
+
+    /// Uncached mode: exactly `range`, within the memory budget.
+    async fn read_direct(&self, file: FileVersion, range: Range<u64>) -> FsResult<Bytes> {
+        let n = u32::try_from((range.end - range.start).div_ceil(BLOCK_SIZE))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.budget_blocks);
+        let _memory = Arc::clone(&self.budget)
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| FsError::Io(std::io::Error::other("read budget closed")))?;
+        let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+        let mut refreshed = false;
+        let mut expect = self.validator(file);
+        while (out.len() as u64) < range.end - range.start {
+            let from = range.start + out.len() as u64;
+            let link = self.link_for(file, false).await?;
+            let body = self
+                .api
+                .get_range_stream(&link.url, from..range.end, expect.as_deref())
+                .await;
+            let failure = match body {
+                Ok(mut body) => {
+                    self.note_validator(file, &body.validator);
+                    expect = body.validator.clone().or(expect);
+                    let mut failed = None;
+                    while let Some(chunk) = body.chunks.next().await {
+                        match chunk {
+                            Ok(c) => out.extend_from_slice(&c),
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    match failed {
+                        None => break,
+                        Some(e) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            if failure.kind() == ApiErrorKind::LinkRefused && !refreshed {
+                refreshed = true;
+                tracing::debug!(file = file.id, "download link refused; getting a fresh one");
+                self.links.forget(file.id, Some(&link.url));
+                continue;
+            }
+            return Err(range_error(file, &(from..range.end), failure));
+        }
+        if out.len() as u64 != range.end - range.start {
+            return Err(FsError::Inconsistent(format!(
+                "file {}: asked for bytes {}..{}, got {} bytes",
+                file.id,
+                range.start,
+                range.end,
+                out.len()
+            )));
+        }
+        Ok(out.freeze())
+    }
+
+    /// A link for `file` that agrees with its listed size (a fresh one when `fresh`).
+    async fn link_for(&self, file: FileVersion, fresh: bool) -> FsResult<Link> {
+        let mut link = if fresh {
+            self.links.fetch(file.id).await?
+        } else {
+            self.links.get(file.id).await?
+        };
+        if !fresh && link.size.is_some_and(|served| served != file.size) {
+            // A cached link tells the size of its day: ask again before concluding.
+            link = self.links.fetch(file.id).await?;
+        }
+        match link.size {
+            Some(served) if served != file.size => {
+                let why = format!(
+                    "file {}: listed with {} bytes, the server serves {served}",
+                    file.id, file.size
+                );
+                // The listing is probably older than the file: the first caller relists;
+                // if the listing keeps saying so, the file is bad (EIO).
+                self.mark_bad(file, Bad::Mismatch(why.clone()));
+                Err(FsError::Gone(why))
+            }
+            _ => Ok(link),
+        }
+    }
+
+    fn validator(&self, file: FileVersion) -> Option<String> {
+        lock(&self.validators).get(&file).cloned()
+    }
+
+    fn note_validator(&self, file: FileVersion, validator: &Option<String>) {
+        if let Some(v) = validator {
+            let mut map = lock(&self.validators);
+            if map.len() >= VALIDATORS_MAX {
+                map.clear();
+            }
+            map.entry(file).or_insert_with(|| v.clone());
+        }
+    }
+
+    /// Numbers of the block cache.
+    pub(crate) fn stats(&self) -> CacheStats {
+        // Lock order is in-flight map, then cache: never the cache first.
+        let fetches_running = lock(&self.fetching).len();
+        let c = lock(&self.cache);
+        CacheStats {
+            cached_bytes: c.cached,
+            inflight_bytes: c.inflight,
+            peak_bytes: c.peak,
+            cached_blocks: c.lru.len(),
+            fetches_running,
+        }
+    }
+
+    /// Wait until no block or link fetch is running.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.running.done.notified();
+            if self.running.count.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            notified.await;
+        }
+        self.links.idle().await;
+    }
+}
+
+/// How a run got (or gets) its memory.
+enum Grant {
+    /// A read waits for it: in line for the budget.
+    Demand,
+    /// A prefetch: the budget was granted at once; it also waits for its handle's permit.
+    Prefetch(Arc<Semaphore>, OwnedSemaphorePermit),
+}
+
+/// Register the blocks `blocks` of `file` as in flight: one sender each for the run, one
+/// shared flight each for the waiters.
+fn register(
+    fetching: &mut HashMap<BlockKey, BlockFlight>,
+    file: FileVersion,
+    blocks: Range<u64>,
+) -> (Vec<oneshot::Sender<FsResult<Bytes>>>, Vec<BlockFlight>) {
+    let mut senders = Vec::new();
+    let mut flights = Vec::new();
+    for index in blocks {
+        let (tx, rx) = oneshot::channel::<FsResult<Bytes>>();
+        let flight = rx
+            .map(|r| {
+                r.unwrap_or_else(|_| {
+                    Err(FsError::Io(std::io::Error::other(
+                        "block fetch ended without an answer",
+                    )))
+                })
+            })
+            .boxed()
+            .shared();
+        fetching.insert(BlockKey { file, index }, flight.clone());
+        senders.push(tx);
+        flights.push(flight);
+    }
+    (senders, flights)
+}
+
+/// One run in flight. Whatever way it ends (dropped included), the blocks it has not delivered
+/// leave the in-flight map, their waiters get an error, and its memory is given back.
+struct RunGuard {
+    reader: Arc<Reader>,
+    file: FileVersion,
+    /// Index of the next block to deliver.
+    next: u64,
+    /// Senders of the blocks from `next` on.
+    senders: std::collections::VecDeque<Option<oneshot::Sender<FsResult<Bytes>>>>,
+    /// Bytes counted as in flight in the cache.
+    reserved: u64,
+}
+
+impl RunGuard {
+    async fn run(mut self, blocks: Range<u64>, grant: Grant) {
+        let file = self.file;
+        let n = (blocks.end - blocks.start) as u32;
+        let (_permit, mut memory) = match grant {
+            Grant::Demand => {
+                let want = n.min(self.reader.budget_blocks);
+                match Arc::clone(&self.reader.budget)
+                    .acquire_many_owned(want)
+                    .await
+                {
+                    Ok(m) => (None, m),
+                    Err(_) => {
+                        return self.fail(FsError::Io(std::io::Error::other("read budget closed")));
+                    }
+                }
+            }
+            Grant::Prefetch(permits, memory) => match permits.acquire_owned().await {
+                Ok(p) => (Some(p), memory),
+                Err(_) => {
+                    return self.fail(FsError::Io(std::io::Error::other(
+                        "prefetch permits closed",
+                    )));
+                }
+            },
+        };
+        let start = blocks.start * BLOCK_SIZE;
+        let end = (blocks.end * BLOCK_SIZE).min(file.size);
+        self.reserved = end - start;
+        lock(&self.reader.cache).reserve(self.reserved);
+        if let Err(e) = self.fetch(start..end, &mut memory).await {
+            self.fail(e);
+        }
+    }
+
+    /// GET `range` and deliver its blocks as they complete; a refused link is replaced once.
+    async fn fetch(
+        &mut self,
+        range: Range<u64>,
+        memory: &mut OwnedSemaphorePermit,
+    ) -> FsResult<()> {
+        let reader = Arc::clone(&self.reader);
+        let file = self.file;
+        let mut refreshed = false;
+        let mut expect = reader.validator(file);
+        let mut buf = reader.pool.take();
+        loop {
+            let from = self.next * BLOCK_SIZE + buf.len() as u64;
+            if from >= range.end {
+                return Ok(());
+            }
+            let link = reader.link_for(file, false).await?;
+            let failure = match reader
+                .api
+                .get_range_stream(&link.url, from..range.end, expect.as_deref())
+                .await
+            {
+                Ok(mut body) => {
+                    reader.note_validator(file, &body.validator);
+                    if let (Some(known), Some(now)) = (&expect, &body.validator)
+                        && known != now
+                    {
+                        return Err(FsError::Gone(format!(
+                            "file {}: the server now holds another version",
+                            file.id
+                        )));
+                    }
+                    expect = body.validator.clone().or(expect);
+                    let mut failed = None;
+                    while let Some(chunk) = body.chunks.next().await {
+                        match chunk {
+                            Ok(mut c) => {
+                                while !c.is_empty() {
+                                    let key = BlockKey {
+                                        file,
+                                        index: self.next,
+                                    };
+                                    let want = key.len() as usize;
+                                    let take = (want - buf.len()).min(c.len());
+                                    buf.extend_from_slice(&c.split_to(take));
+                                    if buf.len() == want {
+                                        let full = std::mem::replace(&mut buf, reader.pool.take());
+                                        self.deliver(key, reader.pool.seal(full), memory);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    match failed {
+                        None => {
+                            let from = self.next * BLOCK_SIZE + buf.len() as u64;
+                            if from < range.end {
+                                return Err(FsError::Inconsistent(format!(
+                                    "file {}: the body of bytes {}..{} ended at {from}",
+                                    file.id, range.start, range.end
+                                )));
+                            }
+                            return Ok(());
+                        }
+                        Some(e) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            if failure.kind() == ApiErrorKind::LinkRefused && !refreshed {
+                refreshed = true;
+                tracing::debug!(file = file.id, "download link refused; getting a fresh one");
+                reader.links.forget(file.id, Some(&link.url));
+                continue;
+            }
+            return Err(range_error(file, &(from..range.end), failure));
+        }
+    }
+
+    /// Block `key` (the next one) is complete: into the cache, out of the in-flight map, to its
+    /// waiters.
+    fn deliver(&mut self, key: BlockKey, block: Bytes, memory: &mut OwnedSemaphorePermit) {
+        let len = block.len() as u64;
+        {
+            let mut fetching = lock(&self.reader.fetching);
+            lock(&self.reader.cache).land(key, block.clone(), len);
+            fetching.remove(&key);
+        }
+        self.reserved = self.reserved.saturating_sub(len);
+        // This block's memory is the cache's now.
+        drop(memory.split(1));
+        self.next += 1;
+        if let Some(Some(tx)) = self.senders.pop_front() {
+            let _ = tx.send(Ok(block));
+        }
+    }
+
+    /// The run failed: every block not delivered gets `err`.
+    fn fail(mut self, err: FsError) {
+        let mut fetching = lock(&self.reader.fetching);
+        for (i, tx) in self.senders.iter_mut().enumerate() {
+            fetching.remove(&BlockKey {
+                file: self.file,
+                index: self.next + i as u64,
+            });
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(Err(err.clone()));
+            }
+        }
+        // Nothing left for `drop` to remove (a new run may register these blocks from now on).
+        self.senders.clear();
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        {
+            let mut fetching = lock(&self.reader.fetching);
+            for i in 0..self.senders.len() {
+                fetching.remove(&BlockKey {
+                    file: self.file,
+                    index: self.next + i as u64,
+                });
+            }
+            lock(&self.reader.cache).release(self.reserved);
+        }
+        // Senders still here are dropped: their waiters get an error.
+        self.senders.clear();
+        if self.reader.running.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.reader.running.done.notify_waiters();
+        }
+    }
+}
+
+/// An error of a ranged GET, as the core reports it.
+fn range_error(file: FileVersion, range: &Range<u64>, e: ApiError) -> FsError {
+    let unsatisfiable = matches!(
+        &e,
+        ApiError::Status { status, .. } if *status == HTTP_RANGE_NOT_SATISFIABLE
+    );
+    if unsatisfiable || e.kind() == ApiErrorKind::Malformed {
+        FsError::Inconsistent(format!(
+            "file {}: listed with {} bytes but bytes {}..{} could not be served: {e}",
+            file.id, file.size, range.start, range.end
+        ))
+    } else if e.kind() == ApiErrorKind::NotFound {
+        FsError::Gone(format!("file {}: {e}", file.id))
+    } else {
+        FsError::Api(e)
+    }
+}
+
+/// The bytes `offset..end` out of consecutive blocks starting at block `first`.
+fn assemble(
+    parts: &[Bytes],
+    first: u64,
+    offset: u64,
+    end: u64,
+    replies: &Arc<BufferPool>,
+) -> FsResult<Bytes> {
+    let bad = || FsError::Inconsistent(format!("blocks do not cover bytes {offset}..{end}"));
+    if let [only] = parts {
+        let base = first * BLOCK_SIZE;
+        let (from, to) = ((offset - base) as usize, (end - base) as usize);
+        if from > to || to > only.len() {
+            return Err(bad());
+        }
+        return Ok(only.slice(from..to));
+    }
+    let mut out = replies.take_for((end - offset) as usize);
+    for (i, part) in parts.iter().enumerate() {
+        let base = (first + i as u64) * BLOCK_SIZE;
+        let from = offset.max(base) - base;
+        let to = end.min(base + part.len() as u64).saturating_sub(base);
+        let piece = part.get(from as usize..to as usize).ok_or_else(bad)?;
+        out.extend_from_slice(piece);
+    }
+    if out.len() as u64 != end - offset {
+        return Err(bad());
+    }
+    Ok(replies.seal(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assemble_within_one_block_shares_the_cached_bytes() {
+        let block = Bytes::from(vec![3u8; 4096]);
+        let base = BLOCK_SIZE;
+        let pool = BufferPool::sized(cache::REPLY_BUFFER, 1);
+        let got = assemble(
+            std::slice::from_ref(&block),
+            1,
+            base + 100,
+            base + 200,
+            &pool,
+        )
+        .ok();
+        let got = got.as_deref().unwrap_or_default();
+        assert_eq!(got, &block[100..200]);
+        // A view of the cached block, not a copy of it.
+        assert_eq!(got.as_ptr(), block[100..].as_ptr());
+    }
+
+    #[test]
+    fn assemble_across_blocks() {
+        let pool = BufferPool::sized(cache::REPLY_BUFFER, 1);
+        let b0 = Bytes::from((0..BLOCK_SIZE).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        let b1 = Bytes::from(vec![7u8; 10]);
+        let got = assemble(&[b0.clone(), b1], 0, BLOCK_SIZE - 3, BLOCK_SIZE + 2, &pool).ok();
+        let mut want = b0[b0.len() - 3..].to_vec();
+        want.extend_from_slice(&[7, 7]);
+        assert_eq!(got.as_deref(), Some(&want[..]));
+        assert!(assemble(&[Bytes::from_static(b"ab")], 0, 0, 3, &pool).is_err());
+    }
+}

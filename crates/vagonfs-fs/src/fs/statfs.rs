@@ -1,0 +1,182 @@
+//! `statfs`: the storage quota as `df` shows it, from `GET /files/capacity`.
+//!
+//! Numbers are cached for [`STATFS_TTL`] per capacity query (desktop file managers call statfs
+//! very often) and fetched single-flight.
+//!
+//! Subtle cases handled here:
+//! - which numbers: a machine's tree shows that machine's capacity; the shared tree shows the
+//!   shared storage's; the `RootSpec::All` root, its virtual folders and the recordings show the
+//!   team's numbers when the server gives them, else the shared storage's;
+//! - `in_use` larger than `total` (over quota, or a server with no quota saying total 0) shows
+//!   0 free, never a wrapped-around number;
+//! - a failed refresh serves the last numbers known (marked stale in the log) rather than
+//!   making `df` fail on a network blip; with nothing known yet the error is returned, after at
+//!   most `--op-timeout` (file managers call statfs on every folder they show);
+//! - inode counts: the API has no inode limit; `files` is the inodes in use plus
+//!   [`STATFS_FREE_FILES`] free, so `df -i` shows IUsed = the inodes this mount holds, never a
+//!   negative number.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::api::{Capacity, FilesApi, Space};
+
+use super::dir::NAME_MAX;
+use super::flight::SingleFlight;
+use super::inode::Loc;
+use super::{FsResult, StatFs, lock};
+
+/// How long capacity numbers are reused.
+pub const STATFS_TTL: Duration = Duration::from_secs(5);
+
+/// The block size `statfs` reports, bytes.
+pub const STATFS_BLOCK: u64 = 4096;
+
+/// Free inodes reported: the API has no inode limit, and some tools refuse to write to a file
+/// system that reports none free.
+pub const STATFS_FREE_FILES: u64 = 1 << 20;
+
+/// Which numbers of a capacity answer to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// `total` / `in_use` of the storage asked about.
+    Storage,
+    /// The team's numbers if present, else the storage's.
+    Team,
+}
+
+/// Capacity answers by `machine_id` asked, with when they arrived.
+type CapacityMap = HashMap<Option<u64>, (Instant, Capacity)>;
+
+pub(crate) struct StatfsCache {
+    api: Arc<dyn FilesApi>,
+    op_timeout: Duration,
+    cached: Arc<Mutex<CapacityMap>>,
+    flight: SingleFlight<Option<u64>, Capacity>,
+}
+
+impl StatfsCache {
+    pub(crate) fn new(api: Arc<dyn FilesApi>, op_timeout: Duration) -> Self {
+        StatfsCache {
+            api,
+            op_timeout,
+            cached: Arc::new(Mutex::new(HashMap::new())),
+            flight: SingleFlight::new(),
+        }
+    }
+
+    /// statfs for an inode at `loc`; `files` is the number of live inodes.
+    pub(crate) async fn statfs(&self, loc: Loc, files: u64) -> FsResult<StatFs> {
+        let (machine, scope) = match loc.space() {
+            Some(Space::Machine(id)) => (Some(id), Scope::Storage),
+            Some(Space::Shared) => (None, Scope::Storage),
+            Some(Space::Recordings { .. }) | None => (None, Scope::Team),
+        };
+        let capacity = self.capacity(machine).await?;
+        let (total, in_use) = match (scope, capacity.team_total, capacity.team_in_use) {
+            (Scope::Team, Some(t), Some(u)) => (t, u),
+            _ => (capacity.total, capacity.in_use),
+        };
+        Ok(numbers(total, in_use, files))
+    }
+
+    /// Free bytes of the storage of `space` as last learnt, without a request, and whether
+    /// those numbers are older than [`STATFS_TTL`]. `None` when nothing is known, for spaces
+    /// nothing is written to, and for a server without a quota (total 0).
+    pub(crate) fn last_free(&self, space: Space) -> Option<(u64, bool)> {
+        let machine = capacity_key(space)?;
+        let (at, cap) = lock(&self.cached).get(&machine).copied()?;
+        (cap.total > 0).then(|| {
+            (
+                cap.total.saturating_sub(cap.in_use),
+                at.elapsed() >= STATFS_TTL,
+            )
+        })
+    }
+
+    /// Free bytes of the storage of `space` from numbers at most [`STATFS_TTL`] old (fetched
+    /// when older); `None` when they cannot be had (no quota, or the API does not answer).
+    pub(crate) async fn fresh_free(&self, space: Space) -> Option<u64> {
+        let machine = capacity_key(space)?;
+        self.capacity(machine).await.ok()?;
+        self.last_free(space)
+            .and_then(|(free, stale)| (!stale).then_some(free))
+    }
+
+    async fn capacity(&self, machine: Option<u64>) -> FsResult<Capacity> {
+        let last = lock(&self.cached).get(&machine).copied();
+        if let Some((at, cap)) = last
+            && at.elapsed() < STATFS_TTL
+        {
+            return Ok(cap);
+        }
+        let api = Arc::clone(&self.api);
+        let cached = Arc::clone(&self.cached);
+        let flight = self.flight.run(machine, move || async move {
+            let cap = api.capacity(machine).await?;
+            lock(&cached).insert(machine, (Instant::now(), cap));
+            Ok(cap)
+        });
+        let fetched = match tokio::time::timeout(self.op_timeout, flight).await {
+            Ok(result) => result,
+            Err(_) => Err(super::health::op_timed_out("capacity", self.op_timeout)),
+        };
+        match (fetched, last) {
+            (Ok(cap), _) => Ok(cap),
+            (Err(e), Some((_, cap))) => {
+                tracing::warn!(
+                    ?machine,
+                    "capacity refresh failed, showing stale numbers: {e}"
+                );
+                Ok(cap)
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+}
+
+/// The key of the capacity query that gives a storage's own numbers (writes land in
+/// machine and shared storages only).
+fn capacity_key(space: Space) -> Option<Option<u64>> {
+    match space {
+        Space::Machine(id) => Some(Some(id)),
+        Space::Shared => Some(None),
+        Space::Recordings { .. } => None,
+    }
+}
+
+/// The `statfs` numbers for a quota of `total` bytes with `in_use` used, `files` inodes in use.
+fn numbers(total: u64, in_use: u64, files: u64) -> StatFs {
+    let blocks = total.div_ceil(STATFS_BLOCK);
+    let used = in_use.div_ceil(STATFS_BLOCK);
+    let free = blocks.saturating_sub(used);
+    StatFs {
+        block_size: STATFS_BLOCK as u32,
+        blocks,
+        blocks_free: free,
+        blocks_avail: free,
+        files: files.saturating_add(STATFS_FREE_FILES),
+        files_free: STATFS_FREE_FILES,
+        name_max: NAME_MAX as u32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_from_bytes() {
+        let s = numbers(26_843_545_600, 1_073_741_824, 3);
+        assert_eq!(s.blocks, 6_553_600);
+        assert_eq!(s.blocks_free, 6_553_600 - 262_144);
+        assert_eq!(s.blocks_avail, s.blocks_free);
+        assert_eq!(s.block_size, 4096);
+        let over = numbers(4096, 10_000, 0);
+        assert_eq!((over.blocks, over.blocks_free), (1, 0));
+        // df -i: IUsed = files - files_free, never negative.
+        assert_eq!(s.files - s.files_free, 3);
+        assert_eq!(over.files - over.files_free, 0);
+    }
+}

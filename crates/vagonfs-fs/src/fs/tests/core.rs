@@ -1,0 +1,1398 @@
+//! Tests of the core against the in-memory test double: no kernel, no network.
+//!
+//! Requests are counted, never timed: every assertion is about what was asked of the API and
+//! what came back.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::api::faulty::{ApiMethod, Fault, FaultTiming, FaultyFilesApi, Variant};
+use crate::api::mem::{MemApi, mtime_of, pattern, status};
+use crate::fs::errno::to_errno;
+use crate::fs::read::BLOCK_SIZE;
+use crate::fs::*;
+
+use super::driver::{MIB, list, names, read_all, read_path, walk};
+use crate::api::{Capacity, ObjectType};
+
+fn config() -> FsConfig {
+    super::driver::read_config(1234, 5678, 256 << 20)
+}
+
+/// The in-memory double inside the fault injector (which counts the calls).
+type Server = FaultyFilesApi<MemApi>;
+
+fn server() -> Arc<Server> {
+    Arc::new(FaultyFilesApi::new(MemApi::new(), 1))
+}
+
+fn mount(api: &Arc<Server>, root: RootSpec, config: FsConfig) -> Arc<VagonFs> {
+    let api: Arc<dyn FilesApi> = Arc::clone(api) as Arc<dyn FilesApi>;
+    VagonFs::new(api, root, config)
+}
+
+fn shared(api: &Arc<Server>) -> Arc<VagonFs> {
+    mount(api, RootSpec::Space(Space::Shared), config())
+}
+
+#[tokio::test]
+async fn browse_a_tree() {
+    let api = server();
+    let docs = api.inner().add_dir(Space::Shared, None, "docs");
+    let report = api
+        .inner()
+        .add_file(Space::Shared, Some(docs), "report.pdf", pattern(1601, 1));
+    let notes = api
+        .inner()
+        .add_file(Space::Shared, Some(docs), "notes.txt", pattern(10, 2));
+    api.inner().clear_modified(notes);
+    let top = api
+        .inner()
+        .add_file(Space::Shared, None, "top.bin", pattern(5, 3));
+    let before = SystemTime::now();
+    let fs = shared(&api);
+    let after = SystemTime::now();
+
+    let root = list(&fs, ROOT_INO).await;
+    assert_eq!(names(&root), vec![".", "..", "docs", "top.bin"]);
+    assert_eq!(root[0].attr.ino, ROOT_INO);
+    let docs_attr = root[2].attr;
+    assert_eq!(docs_attr.kind, NodeKind::Directory);
+    assert_eq!(docs_attr.perm, 0o755);
+    assert_eq!(docs_attr.mtime, mtime_of(docs));
+    let top_attr = root[3].attr;
+    assert_eq!(
+        (top_attr.kind, top_attr.size, top_attr.perm),
+        (NodeKind::File, 5, 0o644)
+    );
+    assert_eq!(
+        (top_attr.uid, top_attr.gid, top_attr.nlink),
+        (1234, 5678, 1)
+    );
+    assert_eq!(top_attr.mtime, mtime_of(top));
+
+    let inside = list(&fs, docs_attr.ino).await;
+    assert_eq!(names(&inside), vec![".", "..", "notes.txt", "report.pdf"]);
+    assert_eq!(inside[1].attr.ino, ROOT_INO, "`..` of docs is the root");
+    assert_eq!(inside[3].attr.size, 1601);
+    assert_eq!(inside[3].attr.mtime, mtime_of(report));
+    let notes_mtime = inside[2].attr.mtime;
+    assert!(
+        notes_mtime >= before && notes_mtime <= after,
+        "no mtime: the mount time"
+    );
+
+    // lookup agrees with readdir (same inode, same attributes) and costs no request.
+    api.reset_counters();
+    api.inner().clear_ranges();
+    let looked = walk(&fs, "docs/report.pdf").await.expect("lookup");
+    assert_eq!(looked.attr, inside[3].attr);
+    assert_eq!(api.total_calls(), 0);
+    let got = fs.getattr(looked.attr.ino).await.expect("getattr");
+    assert_eq!(got.attr, looked.attr);
+    assert!(got.ttl <= attr::ATTR_TTL);
+
+    assert_eq!(
+        read_path(&fs, "docs/report.pdf").await,
+        pattern(1601, 1).to_vec()
+    );
+    assert_eq!(read_path(&fs, "top.bin").await, pattern(5, 3).to_vec());
+
+    let missing = fs.lookup(ROOT_INO, OsStr::new("nope")).await;
+    assert!(matches!(missing, Err(FsError::NotFound)));
+    let not_dir = fs.lookup(top_attr.ino, OsStr::new("x")).await;
+    assert_eq!(not_dir.map_err(|e| to_errno(&e)).err(), Some(libc::ENOTDIR));
+    let long = "n".repeat(256);
+    let too_long = fs.lookup(ROOT_INO, OsStr::new(&long)).await;
+    assert_eq!(
+        too_long.map_err(|e| to_errno(&e)).err(),
+        Some(libc::ENAMETOOLONG)
+    );
+    let open_dir = fs.open(docs_attr.ino, libc::O_RDONLY).await;
+    assert_eq!(open_dir.map_err(|e| to_errno(&e)).err(), Some(libc::EISDIR));
+}
+
+#[tokio::test]
+async fn all_layout_with_machine_name_collisions() {
+    let api = server();
+    for (id, name) in [
+        (1, "dev"),
+        (2, "dev"),
+        (3, "a/b"),
+        (4, ""),
+        (5, ".."),
+        (6, "x\0y"),
+        (7, "dev~2"),
+    ] {
+        api.inner().add_machine(id, name);
+    }
+    for id in 100..250 {
+        api.inner().add_machine(id, &format!("m{id}"));
+    }
+    api.inner()
+        .add_file(Space::Machine(2), None, "two.txt", pattern(20, 22));
+    api.inner()
+        .add_file(Space::Machine(7), None, "seven.txt", pattern(7, 77));
+    api.inner()
+        .add_file(Space::Shared, None, "s.txt", pattern(3, 33));
+    let rec_dir = api
+        .inner()
+        .add_dir(Space::Recordings { machine: None }, None, "session-1");
+    api.inner().add_file(
+        Space::Recordings { machine: None },
+        Some(rec_dir),
+        "take.mp4",
+        pattern(1000, 9),
+    );
+    let fs = mount(&api, RootSpec::All, config());
+
+    let root = list(&fs, ROOT_INO).await;
+    assert_eq!(
+        names(&root),
+        vec![".", "..", "machines", "recordings", "shared"]
+    );
+    assert_eq!(root[2].attr.perm, 0o555, "machines cannot be created");
+    assert_eq!(root[3].attr.perm, 0o555, "recordings are read-only");
+    assert_eq!(root[4].attr.perm, 0o755);
+
+    let machines = list(&fs, root[2].attr.ino).await;
+    assert_eq!(
+        api.calls(ApiMethod::ListMachines),
+        2,
+        "157 machines: two pages"
+    );
+    let shown = names(&machines);
+    assert_eq!(
+        &shown[..9],
+        &[
+            ".",
+            "..",
+            "dev",
+            "dev~2~1",
+            "a_b",
+            "machine-4",
+            "machine-5",
+            "x_y",
+            "dev~2"
+        ]
+    );
+    assert_eq!(shown.len(), 2 + 157);
+    assert!(
+        machines[2..]
+            .iter()
+            .all(|e| e.attr.kind == NodeKind::Directory && e.attr.perm == 0o755)
+    );
+
+    assert_eq!(
+        read_path(&fs, "machines/dev~2~1/two.txt").await,
+        pattern(20, 22).to_vec()
+    );
+    assert_eq!(
+        read_path(&fs, "machines/dev~2/seven.txt").await,
+        pattern(7, 77).to_vec()
+    );
+    assert_eq!(
+        read_path(&fs, "shared/s.txt").await,
+        pattern(3, 33).to_vec()
+    );
+    assert_eq!(
+        read_path(&fs, "recordings/session-1/take.mp4").await,
+        pattern(1000, 9).to_vec()
+    );
+
+    let take = walk(&fs, "recordings/session-1/take.mp4")
+        .await
+        .expect("recording");
+    assert_eq!(take.attr.perm, 0o444);
+    let session = walk(&fs, "recordings/session-1").await.expect("session");
+    assert_eq!(session.attr.perm, 0o555);
+    let write = fs.open(take.attr.ino, libc::O_RDWR).await;
+    assert_eq!(write.map_err(|e| to_errno(&e)).err(), Some(libc::EROFS));
+    let mk = fs.mkdir(session.attr.ino, OsStr::new("new"), 0o755).await;
+    assert_eq!(mk.map_err(|e| to_errno(&e)).err(), Some(libc::EROFS));
+}
+
+#[tokio::test]
+async fn big_folders_cost_one_request_per_hundred_cold_and_none_warm() {
+    for (count, pages) in [(2_500u64, 25u64), (10_000, 100)] {
+        let api = server();
+        let dir = api.inner().add_dir(Space::Shared, None, "big");
+        for i in 0..count {
+            api.inner().add_file(
+                Space::Shared,
+                Some(dir),
+                &format!("f{i:05}"),
+                pattern(i as usize % 7, i),
+            );
+        }
+        let fs = shared(&api);
+        let big = walk(&fs, "big").await.expect("big");
+        api.reset_counters();
+        api.inner().clear_ranges();
+        let entries = list(&fs, big.attr.ino).await;
+        assert_eq!(entries.len() as u64, count + 2);
+        assert_eq!(
+            api.calls(ApiMethod::ListFiles),
+            pages,
+            "{count} entries cold"
+        );
+        assert!(
+            entries[2..]
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.attr.size == i as u64 % 7)
+        );
+
+        // Warm: a second listing and a lookup of every name cost nothing.
+        api.reset_counters();
+        api.inner().clear_ranges();
+        let again = list(&fs, big.attr.ino).await;
+        assert_eq!(names(&again), names(&entries));
+        for i in 0..count {
+            let e = fs
+                .lookup(big.attr.ino, OsStr::new(&format!("f{i:05}")))
+                .await
+                .expect("lookup");
+            assert_eq!(e.attr.ino, entries[i as usize + 2].attr.ino);
+        }
+        assert_eq!(api.total_calls(), 0, "{count} entries warm");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_lookups_share_one_listing() {
+    let api = server();
+    for i in 0..10_000u64 {
+        api.inner()
+            .add_file(Space::Shared, None, &format!("n{i}"), pattern(1, i));
+    }
+    let fs = shared(&api);
+    // The server holds the first page until every lookup has asked.
+    api.hold(ApiMethod::ListFiles, Some(0));
+    let lookups: Vec<_> = (0..32u64)
+        .map(|i| {
+            let fs = Arc::clone(&fs);
+            let name = format!("n{}", i * 311);
+            tokio::spawn(async move { fs.lookup(ROOT_INO, OsStr::new(&name)).await })
+        })
+        .collect();
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    assert!(lookups.iter().all(|l| !l.is_finished()));
+    assert_eq!(
+        api.calls(ApiMethod::ListFiles),
+        1,
+        "one request in flight for 32 lookups"
+    );
+    api.unhold(ApiMethod::ListFiles);
+    for r in futures::future::join_all(lookups).await {
+        assert!(matches!(r, Ok(Ok(_))));
+    }
+    assert_eq!(
+        api.calls(ApiMethod::ListFiles),
+        100,
+        "the folder was listed once"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_listing_blocks_nothing_else() {
+    let api = server();
+    let slow = api.inner().add_dir(Space::Shared, None, "slow");
+    api.inner()
+        .add_file(Space::Shared, Some(slow), "inside", pattern(1, 1));
+    api.inner()
+        .add_file(Space::Shared, None, "quick.bin", pattern(3 * MIB, 4));
+    let fs = shared(&api);
+    let slow_ino = walk(&fs, "slow").await.expect("slow").attr.ino;
+    api.hold(ApiMethod::ListFiles, Some(slow));
+    let waiting = {
+        let fs = Arc::clone(&fs);
+        tokio::spawn(async move { fs.lookup(slow_ino, OsStr::new("inside")).await })
+    };
+    while api.calls(ApiMethod::ListFiles) < 2 {
+        tokio::task::yield_now().await;
+    }
+    // The listing of `slow` is stuck in the server; everything else goes on.
+    assert_eq!(
+        read_path(&fs, "quick.bin").await,
+        pattern(3 * MIB, 4).to_vec()
+    );
+    assert!(list(&fs, ROOT_INO).await.len() == 4);
+    assert!(!waiting.is_finished());
+    api.unhold(ApiMethod::ListFiles);
+    assert!(matches!(waiting.await, Ok(Ok(_))));
+}
+
+#[tokio::test]
+async fn paging_stops_when_the_server_repeats() {
+    for paging in [
+        Variant::ListingRepeatsPage,
+        Variant::ListingRepeatsFirstPage,
+    ] {
+        let api = server();
+        for i in 0..150u64 {
+            api.inner()
+                .add_file(Space::Shared, None, &format!("p{i:03}"), pattern(1, i));
+        }
+        api.set_variant(paging, true);
+        let fs = shared(&api);
+        let entries = list(&fs, ROOT_INO).await;
+        assert_eq!(entries.len(), 2 + 100, "{paging:?}: the first page, once");
+        let expected_calls = if paging == Variant::ListingRepeatsPage {
+            1
+        } else {
+            2
+        };
+        assert_eq!(
+            api.calls(ApiMethod::ListFiles),
+            expected_calls,
+            "{paging:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reads_of_every_size_return_the_bytes() {
+    let api = server();
+    let sizes = [0usize, 1, 4095, 4096, MIB + 1, 50 * MIB];
+    for (i, size) in sizes.iter().enumerate() {
+        api.inner().add_file(
+            Space::Shared,
+            None,
+            &format!("s{i}"),
+            pattern(*size, i as u64 + 10),
+        );
+    }
+    let fs = shared(&api);
+    for (i, size) in sizes.iter().enumerate() {
+        let want = pattern(*size, i as u64 + 10);
+        let attr = walk(&fs, &format!("s{i}")).await.expect("lookup").attr;
+        assert_eq!(attr.size, *size as u64);
+        for chunk in [4096u32, 128 * 1024, 3 * MIB as u32] {
+            let got = read_all(&fs, attr.ino, chunk).await.expect("read");
+            assert!(got == want[..], "size {size}, chunk {chunk}");
+        }
+    }
+    // Random offsets and lengths in the 50 MiB file, crossing block boundaries.
+    let big = pattern(50 * MIB, 15);
+    let ino = walk(&fs, "s5").await.expect("s5").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let mut rng = StdRng::seed_from_u64(7);
+    for _ in 0..300 {
+        let offset = rng.gen_range(0..big.len() as u64 + 10);
+        let len = rng.gen_range(0..3 * MIB as u32);
+        let got = fs.read(ino, open.fh, offset, len).await.expect("read");
+        let from = (offset as usize).min(big.len());
+        let to = (offset as usize)
+            .saturating_add(len as usize)
+            .min(big.len());
+        assert!(got == big[from..to], "offset {offset} len {len}");
+    }
+    fs.release(ino, open.fh).await.expect("release");
+}
+
+#[tokio::test]
+async fn refused_links_are_replaced_once() {
+    let api = server();
+    let data = pattern(5 * MIB, 5);
+    api.inner().add_file(Space::Shared, None, "f", data.clone());
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            cache_size: 0,
+            ..config()
+        },
+    );
+    let ino = walk(&fs, "f").await.expect("f").attr.ino;
+    api.fail_after_calls(
+        ApiMethod::GetRange,
+        2,
+        1,
+        Fault::LinkRefused,
+        FaultTiming::Before,
+    );
+    assert!(read_all(&fs, ino, 1 << 20).await.expect("read") == data[..]);
+    assert_eq!(
+        api.calls(ApiMethod::FileLink),
+        2,
+        "one link, then one replacement"
+    );
+    assert_eq!(
+        api.calls(ApiMethod::GetRange),
+        6,
+        "five blocks plus the refused one"
+    );
+
+    // A link refused again right after its replacement: EIO, after exactly one retry.
+    api.reset_counters();
+    api.inner().clear_ranges();
+    api.inner().expire_links();
+    api.fail_next(ApiMethod::GetRange, 1, Fault::LinkRefused);
+    api.fail_next(ApiMethod::GetRange, 1, Fault::LinkRefused);
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let err = fs
+        .read(ino, open.fh, 0, 10)
+        .await
+        .map_err(|e| to_errno(&e))
+        .err();
+    assert_eq!(err, Some(libc::EIO));
+    assert_eq!(api.calls(ApiMethod::GetRange), 2);
+    // The next read gets a fresh link and works.
+    let got = fs.read(ino, open.fh, 0, 10).await.expect("read");
+    assert!(got == data[..10]);
+    fs.release(ino, open.fh).await.expect("release");
+}
+
+#[tokio::test]
+async fn links_fall_back_to_request_download_and_are_cached() {
+    let api = server();
+    let data = pattern(3 * MIB, 8);
+    api.inner().add_file(Space::Shared, None, "f", data.clone());
+    api.set_fail_rate(Some(ApiMethod::FileLink), 1.0, Fault::NotFound);
+    let fs = shared(&api);
+    assert!(read_path(&fs, "f").await == data[..]);
+    assert_eq!(api.calls(ApiMethod::FileLink), 1);
+    assert_eq!(
+        api.calls(ApiMethod::RequestDownload),
+        1,
+        "the link is cached for the other blocks"
+    );
+}
+
+#[tokio::test]
+async fn sizes_that_disagree_with_the_bytes_give_eio() {
+    let space = Space::Shared;
+    let api = server();
+    // Listed 3 MiB, 2.5 MiB of bytes, the link repeating the listed size.
+    let short = api.inner().add_raw(
+        space,
+        None,
+        500,
+        "short",
+        ObjectType::File,
+        pattern(5 * MIB / 2, 1),
+    );
+    api.inner().set_listed_size(short, 3 * MIB as u64);
+    // Listed 1000 bytes, 1200 bytes, the link repeating the listed size.
+    let long = api
+        .inner()
+        .add_raw(space, None, 501, "long", ObjectType::File, pattern(1200, 2));
+    api.inner().set_listed_size(long, 1000);
+    api.inner().links_report_listed_size(short);
+    api.inner().links_report_listed_size(long);
+    let fs = shared(&api);
+
+    let ino = walk(&fs, "short").await.expect("short").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let head = fs
+        .read(ino, open.fh, 0, 4096)
+        .await
+        .expect("the head is there");
+    assert!(head == pattern(5 * MIB / 2, 1)[..4096]);
+    let tail = fs.read(ino, open.fh, 5 * MIB as u64 / 2 + 10, 4096).await;
+    assert!(matches!(tail, Err(FsError::Inconsistent(_))), "{tail:?}");
+    assert_eq!(tail.map_err(|e| to_errno(&e)).err(), Some(libc::EIO));
+    // Past the bytes altogether (HTTP 416): EIO too.
+    let beyond = fs.read(ino, open.fh, 3 * MIB as u64 - 10, 10).await;
+    assert!(
+        matches!(beyond, Err(FsError::Inconsistent(_))),
+        "{beyond:?}"
+    );
+    // Remembered: the head (cached) still reads, anything else answers EIO with no request.
+    api.reset_counters();
+    api.inner().clear_ranges();
+    let head = fs.read(ino, open.fh, 0, 4096).await.expect("cached head");
+    assert!(head == pattern(5 * MIB / 2, 1)[..4096]);
+    let again = fs.read(ino, open.fh, 5 * MIB as u64 / 2 + 10, 4096).await;
+    assert!(matches!(again, Err(FsError::Inconsistent(_))), "{again:?}");
+    assert_eq!(api.calls(ApiMethod::GetRange), 0);
+    fs.release(ino, open.fh).await.expect("release");
+    // The folder's listing is kept: a bad file does not make its folder relist.
+    let long_ino = walk(&fs, "long").await.expect("long").attr.ino;
+    assert_eq!(api.calls(ApiMethod::ListFiles), 0);
+    // Longer than listed and the link does not say: the listed bytes, exactly.
+    let got = read_all(&fs, long_ino, 4096).await.expect("read");
+    assert!(got == pattern(1200, 2)[..1000]);
+
+    // A link that reports another size than listed: the listing may be old, so the open
+    // answers ESTALE (the kernel then looks the name up again) and the folder is relisted;
+    // the listing still says so, so the next open reads EIO. Nothing fetched.
+    let truthful = server();
+    let long =
+        truthful
+            .inner()
+            .add_raw(space, None, 501, "long", ObjectType::File, pattern(1200, 2));
+    truthful.inner().set_listed_size(long, 1000);
+    let fs = shared(&truthful);
+    let ino = walk(&fs, "long").await.expect("long").attr.ino;
+    let err = fs.open(ino, libc::O_RDONLY).await;
+    assert!(matches!(err, Err(FsError::Gone(_))), "{err:?}");
+    assert_eq!(err.map_err(|e| to_errno(&e)).err(), Some(libc::ESTALE));
+    truthful.reset_counters();
+    truthful.inner().clear_ranges();
+    let ino = walk(&fs, "long").await.expect("long").attr.ino;
+    assert_eq!(truthful.calls(ApiMethod::ListFiles), 1, "relisted once");
+    let err = read_all(&fs, ino, 4096).await;
+    assert!(matches!(err, Err(FsError::Inconsistent(_))), "{err:?}");
+    assert_eq!(truthful.calls(ApiMethod::GetRange), 0);
+    assert_eq!(truthful.calls(ApiMethod::ListFiles), 1, "and only once");
+}
+
+/// Ranges fetched so far, in blocks, in order of request.
+fn fetched_runs(api: &Server) -> Vec<std::ops::Range<u64>> {
+    api.inner()
+        .ranges()
+        .iter()
+        .map(|(_, r)| r.start / BLOCK_SIZE..r.end.div_ceil(BLOCK_SIZE))
+        .collect()
+}
+
+#[tokio::test]
+async fn sequential_reads_prefetch_with_a_growing_window() {
+    let api = server();
+    let data = pattern(200 * MIB, 3);
+    api.inner()
+        .add_file(Space::Shared, None, "movie", data.clone());
+    let fs = shared(&api);
+    let ino = walk(&fs, "movie").await.expect("movie").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let step = 128 * 1024u32;
+    let mut offset = 0u64;
+    let mut bursts = Vec::new();
+    let mut seen = 0;
+    while offset < data.len() as u64 {
+        let got = fs.read(ino, open.fh, offset, step).await.expect("read");
+        assert!(got == data[offset as usize..offset as usize + got.len()]);
+        offset += got.len() as u64;
+        fs.wait_background().await;
+        let runs = fetched_runs(&api);
+        if runs.len() > seen {
+            bursts.push(runs[seen..].iter().map(|r| r.end - r.start).sum::<u64>());
+            seen = runs.len();
+        }
+    }
+    fs.release(ino, open.fh).await.expect("release");
+    // Every block fetched exactly once, aligned, in runs of at most MAX_RUN_BLOCKS.
+    let mut runs = fetched_runs(&api);
+    runs.sort_by_key(|r| r.start);
+    let mut next = 0;
+    for r in &runs {
+        assert_eq!(r.start, next, "{runs:?}");
+        assert!(r.end - r.start <= read::MAX_RUN_BLOCKS, "{runs:?}");
+        next = r.end;
+    }
+    assert_eq!(next, 200 * MIB as u64 / BLOCK_SIZE);
+    assert!(
+        api.inner()
+            .ranges()
+            .iter()
+            .all(|(_, r)| r.start % BLOCK_SIZE == 0)
+    );
+    // The first read (at 0) fetches its block and starts the window at once; then the
+    // prefetch bursts grow to the maximum window.
+    assert_eq!(bursts[0], 1 + read::INITIAL_WINDOW_BLOCKS, "{bursts:?}");
+    let largest = bursts.iter().copied().max().unwrap_or(0);
+    assert!(largest >= read::MAX_WINDOW_BLOCKS / 2, "{bursts:?}");
+    assert!(
+        bursts.iter().all(|&b| b <= read::MAX_WINDOW_BLOCKS),
+        "{bursts:?}"
+    );
+    // Big GETs once the stream is clearly sequential.
+    assert!(
+        runs.iter().any(|r| r.end - r.start == read::MAX_RUN_BLOCKS),
+        "{runs:?}"
+    );
+}
+
+#[tokio::test]
+async fn random_reads_fetch_only_the_blocks_they_need() {
+    let api = server();
+    let data = pattern(50 * MIB, 4);
+    api.inner()
+        .add_file(Space::Shared, None, "db", data.clone());
+    let fs = shared(&api);
+    let ino = walk(&fs, "db").await.expect("db").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let picks = [3u64, 170, 9, 390, 250, 33, 380];
+    for k in picks {
+        let offset = k * BLOCK_SIZE + 1000;
+        let got = fs.read(ino, open.fh, offset, 4096).await.expect("read");
+        assert!(got == data[offset as usize..offset as usize + 4096]);
+    }
+    // A read across a boundary needs two blocks: one GET for both.
+    let edge = 20 * BLOCK_SIZE - 100;
+    let got = fs.read(ino, open.fh, edge, 200).await.expect("read");
+    assert!(got == data[edge as usize..edge as usize + 200]);
+    fs.wait_background().await;
+    fs.release(ino, open.fh).await.expect("release");
+    let mut want: Vec<std::ops::Range<u64>> = picks.iter().map(|&k| k..k + 1).collect();
+    want.push(19..21);
+    assert_eq!(fetched_runs(&api), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_bound_holds_with_readers_in_parallel() {
+    let api = server();
+    let files: Vec<_> = (0..3u64).map(|i| pattern(30 * MIB, 100 + i)).collect();
+    for (i, data) in files.iter().enumerate() {
+        api.inner()
+            .add_file(Space::Shared, None, &format!("r{i}"), data.clone());
+    }
+    let cache = 8 * MIB as u64;
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            cache_size: cache,
+            ..config()
+        },
+    );
+    let mut readers = Vec::new();
+    for (i, data) in files.iter().enumerate() {
+        let fs = Arc::clone(&fs);
+        let data = data.clone();
+        readers.push(tokio::spawn(async move {
+            let ino = walk(&fs, &format!("r{i}")).await.expect("walk").attr.ino;
+            read_all(&fs, ino, 128 * 1024)
+                .await
+                .map(|got| got == data[..])
+        }));
+    }
+    for r in futures::future::join_all(readers).await {
+        assert!(matches!(r, Ok(Ok(true))));
+    }
+    fs.wait_background().await;
+    let stats = fs.cache_stats();
+    // Reads wait in line for memory: cached plus in flight never pass the bound.
+    assert!(stats.peak_bytes <= cache, "{stats:?}");
+    assert!(stats.cached_bytes <= cache, "{stats:?}");
+    assert_eq!(stats.inflight_bytes, 0);
+    // Every byte was fetched at least once...
+    let fetched: u64 = api
+        .inner()
+        .ranges()
+        .iter()
+        .map(|(_, r)| r.end - r.start)
+        .sum();
+    assert!(fetched >= 90 * MIB as u64, "every block at least once");
+    // ...and a block read twice is fetched once.
+    api.reset_counters();
+    api.inner().clear_ranges();
+    let ino = walk(&fs, "r2").await.expect("r2").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    for _ in 0..2 {
+        let tail = fs
+            .read(ino, open.fh, 30 * MIB as u64 - 4096, 4096)
+            .await
+            .expect("tail");
+        assert!(tail == files[2][30 * MIB - 4096..]);
+    }
+    fs.release(ino, open.fh).await.expect("release");
+    assert!(api.calls(ApiMethod::GetRange) <= 1);
+}
+
+#[tokio::test]
+async fn no_cache_fetches_exactly_what_is_read() {
+    let api = server();
+    let data = pattern(3 * MIB + 5, 6);
+    api.inner().add_file(Space::Shared, None, "f", data.clone());
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            cache_size: 0,
+            ..config()
+        },
+    );
+    assert!(read_path(&fs, "f").await == data[..]);
+    fs.wait_background().await;
+    let stats = fs.cache_stats();
+    assert_eq!((stats.cached_bytes, stats.cached_blocks), (0, 0));
+    let fetched: u64 = api
+        .inner()
+        .ranges()
+        .iter()
+        .map(|(_, r)| r.end - r.start)
+        .sum();
+    assert_eq!(fetched, data.len() as u64, "no block rounding, no prefetch");
+}
+
+#[tokio::test]
+async fn forget_drops_inodes_at_zero_and_numbers_are_not_reused() {
+    let api = server();
+    api.inner()
+        .add_file(Space::Shared, None, "a", pattern(10, 1));
+    api.inner()
+        .add_file(Space::Shared, None, "b", pattern(10, 2));
+    let fs = shared(&api);
+    let a1 = fs
+        .lookup(ROOT_INO, OsStr::new("a"))
+        .await
+        .expect("a")
+        .attr
+        .ino;
+    let a2 = fs
+        .lookup(ROOT_INO, OsStr::new("a"))
+        .await
+        .expect("a")
+        .attr
+        .ino;
+    assert_eq!(a1, a2);
+    fs.forget(a1, 1);
+    assert!(fs.getattr(a1).await.is_ok(), "one reference left");
+    fs.forget(a1, 1);
+    let gone = fs.getattr(a1).await.map_err(|e| to_errno(&e)).err();
+    assert_eq!(gone, Some(libc::ESTALE));
+    let a3 = fs
+        .lookup(ROOT_INO, OsStr::new("a"))
+        .await
+        .expect("a")
+        .attr
+        .ino;
+    assert!(a3 > a1, "a new number");
+
+    // An open handle keeps the inode after the last forget.
+    let open = fs.open(a3, libc::O_RDONLY).await.expect("open");
+    fs.forget(a3, 1);
+    assert_eq!(
+        &fs.read(a3, open.fh, 0, 100).await.expect("read")[..],
+        &pattern(10, 1)[..]
+    );
+    fs.release(a3, open.fh).await.expect("release");
+    assert!(fs.getattr(a3).await.is_err());
+
+    // readdir entries count as lookups; entries the adapter could not send are given back.
+    let fh = fs.opendir(ROOT_INO).await.expect("opendir");
+    let entries = fs.readdir(ROOT_INO, fh, 0).await.expect("readdir");
+    fs.releasedir(ROOT_INO, fh);
+    let b = entries
+        .iter()
+        .find(|e| e.name == "b")
+        .map(|e| e.attr.ino)
+        .expect("b");
+    assert!(fs.getattr(b).await.is_ok());
+    fs.unsent(&entries);
+    assert!(
+        fs.getattr(b).await.is_err(),
+        "the only reference was the unsent entry"
+    );
+    assert!(fs.getattr(ROOT_INO).await.is_ok(), "the root stays");
+}
+
+#[tokio::test]
+async fn hostile_names_are_skipped_and_warned_once() {
+    let api = server();
+    let long = "y".repeat(256);
+    let bad = ["", ".", "..", "a/b", "nul\0x", long.as_str()];
+    for (i, name) in bad.iter().enumerate() {
+        let id = 100 + i as u64;
+        api.inner().add_raw(
+            Space::Shared,
+            None,
+            id,
+            name,
+            ObjectType::File,
+            pattern(1, 1),
+        );
+    }
+    let no_bytes = bytes::Bytes::new();
+    api.inner().add_raw(
+        Space::Shared,
+        None,
+        0,
+        "zero-id",
+        ObjectType::Directory,
+        no_bytes,
+    );
+    api.inner()
+        .add_file(Space::Shared, None, "ok.txt", pattern(4, 4));
+    let fs = shared(&api);
+    // The long name is shown cut, with its id (read-only); the others cannot be shown.
+    let short = format!("{}\u{2026}~105", "y".repeat(248));
+    let shown = vec![".", "..", "ok.txt", short.as_str()];
+    assert_eq!(names(&list(&fs, ROOT_INO).await), shown);
+    assert_eq!(fs.dirs.warned_count(), 7);
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    // Answered from the cache, revalidated in the background.
+    assert_eq!(names(&list(&fs, ROOT_INO).await), shown);
+    fs.wait_background().await;
+    assert_eq!(api.calls(ApiMethod::ListFiles), 2);
+    assert_eq!(
+        fs.dirs.warned_count(),
+        7,
+        "no second warning for the same objects"
+    );
+    assert_eq!(read_path(&fs, "ok.txt").await, pattern(4, 4).to_vec());
+}
+
+#[tokio::test]
+async fn duplicate_names_stay_reachable() {
+    let api = server();
+    let s = Space::Shared;
+    api.inner()
+        .add_raw(s, None, 50, "a.txt", ObjectType::File, pattern(5, 50));
+    api.inner()
+        .add_raw(s, None, 20, "a.txt", ObjectType::File, pattern(2, 20));
+    api.inner()
+        .add_raw(s, None, 60, "a~50.txt", ObjectType::File, pattern(6, 60));
+    api.inner()
+        .add_raw(s, None, 70, "d", ObjectType::Directory, bytes::Bytes::new());
+    api.inner()
+        .add_raw(s, None, 71, "d", ObjectType::File, pattern(7, 71));
+    // A server that lists a higher id first: the lower id still keeps the plain name.
+    api.set_variant(Variant::ListingReversed, true);
+    let fs = shared(&api);
+    let shown = names(&list(&fs, ROOT_INO).await);
+    assert_eq!(
+        shown,
+        vec![".", "..", "d~71", "a~50.txt", "a~50~1.txt", "a.txt", "d"]
+    );
+    assert_eq!(read_path(&fs, "a.txt").await, pattern(2, 20).to_vec());
+    assert_eq!(read_path(&fs, "a~50~1.txt").await, pattern(5, 50).to_vec());
+    assert_eq!(read_path(&fs, "a~50.txt").await, pattern(6, 60).to_vec());
+    assert_eq!(read_path(&fs, "d~71").await, pattern(7, 71).to_vec());
+    assert_eq!(
+        walk(&fs, "d").await.expect("d").attr.kind,
+        NodeKind::Directory
+    );
+}
+
+#[tokio::test]
+async fn keep_cache_only_while_the_file_is_unchanged() {
+    let api = server();
+    let id = api
+        .inner()
+        .add_file(Space::Shared, None, "f", pattern(100, 1));
+    let fs = shared(&api);
+    let ino = walk(&fs, "f").await.expect("f").attr.ino;
+    let first = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(!first.keep_cache);
+    fs.release(ino, first.fh).await.expect("release");
+    let second = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(second.keep_cache);
+    fs.release(ino, second.fh).await.expect("release");
+
+    api.inner()
+        .replace_data(id, pattern(120, 2), mtime_of(9999));
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    // The stale listing answers at once and is revalidated in the background.
+    assert_eq!(fs.getattr(ino).await.expect("getattr").attr.size, 100);
+    fs.wait_background().await;
+    let third = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(!third.keep_cache, "changed on the server");
+    let got = fs.read(ino, third.fh, 0, 4096).await.expect("read");
+    assert_eq!(
+        &got[..],
+        &pattern(120, 2)[..],
+        "new content, not cached old blocks"
+    );
+    fs.release(ino, third.fh).await.expect("release");
+    assert_eq!(fs.getattr(ino).await.expect("getattr").attr.size, 120);
+}
+
+#[tokio::test]
+async fn statfs_shows_the_quota() {
+    let api = server();
+    let gib = 1u64 << 30;
+    api.inner().set_capacity(
+        Some(5),
+        Capacity {
+            total: 10 * gib,
+            in_use: gib,
+            team_total: None,
+            team_in_use: None,
+        },
+    );
+    api.inner().set_capacity(
+        None,
+        Capacity {
+            total: 4 * gib,
+            in_use: gib,
+            team_total: Some(100 * gib),
+            team_in_use: Some(30 * gib),
+        },
+    );
+    let fs = mount(&api, RootSpec::Space(Space::Machine(5)), config());
+    let s = fs.statfs(ROOT_INO).await.expect("statfs");
+    assert_eq!(
+        (s.block_size, s.blocks, s.blocks_free),
+        (4096, 10 * gib / 4096, 9 * gib / 4096)
+    );
+    assert_eq!(s.blocks_avail, s.blocks_free);
+    assert_eq!(s.name_max, 255);
+    fs.statfs(ROOT_INO).await.expect("statfs");
+    assert_eq!(api.calls(ApiMethod::Capacity), 1, "cached");
+
+    let all = mount(&api, RootSpec::All, config());
+    let root = all.statfs(ROOT_INO).await.expect("statfs");
+    assert_eq!(
+        (root.blocks, root.blocks_free),
+        (100 * gib / 4096, 70 * gib / 4096),
+        "team numbers"
+    );
+    let shared_ino = walk(&all, "shared").await.expect("shared").attr.ino;
+    let sh = all.statfs(shared_ino).await.expect("statfs");
+    assert_eq!(
+        (sh.blocks, sh.blocks_free),
+        (4 * gib / 4096, 3 * gib / 4096),
+        "shared storage"
+    );
+}
+
+#[tokio::test]
+async fn missing_names_are_remembered_briefly() {
+    let api = server();
+    api.inner()
+        .add_file(Space::Shared, None, "present", pattern(1, 1));
+    let fs = shared(&api);
+    assert_eq!(fs.negative_lookup_ttl(), dir::NEGATIVE_TTL);
+    assert!(matches!(
+        fs.lookup(ROOT_INO, OsStr::new("missing")).await,
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(api.calls(ApiMethod::ListFiles), 1);
+    // The listing expired, the negative entry did not: no request.
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    assert!(matches!(
+        fs.lookup(ROOT_INO, OsStr::new("missing")).await,
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(api.calls(ApiMethod::ListFiles), 1);
+    // A name not known missing is answered from the stale listing, revalidated meanwhile.
+    assert!(fs.lookup(ROOT_INO, OsStr::new("present")).await.is_ok());
+    fs.wait_background().await;
+    assert_eq!(api.calls(ApiMethod::ListFiles), 2);
+
+    // No folder cache, no negative cache.
+    let uncached = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            dir_cache_ttl: Duration::ZERO,
+            ..config()
+        },
+    );
+    assert_eq!(uncached.negative_lookup_ttl(), Duration::ZERO);
+    api.reset_counters();
+    api.inner().clear_ranges();
+    for _ in 0..3 {
+        assert!(
+            uncached
+                .lookup(ROOT_INO, OsStr::new("missing"))
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(api.calls(ApiMethod::ListFiles), 3);
+}
+
+#[tokio::test]
+async fn api_errors_surface_with_their_errno_and_are_not_cached() {
+    let api = server();
+    api.inner()
+        .add_file(Space::Shared, None, "f", pattern(1, 1));
+    let fs = shared(&api);
+    api.fail_next(
+        ApiMethod::ListFiles,
+        1,
+        Fault::Error(status("GET /files", 503)),
+    );
+    let e = fs
+        .lookup(ROOT_INO, OsStr::new("f"))
+        .await
+        .map_err(|e| to_errno(&e))
+        .err();
+    assert_eq!(e, Some(libc::EIO));
+    api.fail_next(
+        ApiMethod::ListFiles,
+        1,
+        Fault::Error(status("GET /files", 4710)),
+    );
+    let e = fs.opendir(ROOT_INO).await.map_err(|e| to_errno(&e)).err();
+    assert_eq!(e, Some(libc::EACCES));
+    assert!(fs.lookup(ROOT_INO, OsStr::new("f")).await.is_ok());
+    assert!(fs.lookup(ROOT_INO, OsStr::new("other")).await.is_err());
+    assert_eq!(api.calls(ApiMethod::ListFiles), 3);
+
+    // statfs with nothing known yet fails; getattr keeps working when a refresh fails.
+    api.set_fail_rate(Some(ApiMethod::Capacity), 1.0, Fault::NotFound);
+    let e = fs.statfs(ROOT_INO).await.map_err(|e| to_errno(&e)).err();
+    assert_eq!(e, Some(libc::ENOENT));
+    api.set_fail_rate(Some(ApiMethod::Capacity), 0.0, Fault::NotFound);
+    let ino = walk(&fs, "f").await.expect("f").attr.ino;
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    api.fail_next(
+        ApiMethod::ListFiles,
+        1,
+        Fault::Error(status("GET /files", 503)),
+    );
+    assert_eq!(fs.getattr(ino).await.expect("getattr").attr.size, 1);
+}
+
+#[tokio::test]
+async fn readdir_offsets_are_stable_within_one_opendir() {
+    let api = server();
+    for i in 0..600u64 {
+        api.inner()
+            .add_file(Space::Shared, None, &format!("e{i:04}"), pattern(1, i));
+    }
+    let fs = shared(&api);
+    let fh = fs.opendir(ROOT_INO).await.expect("opendir");
+    let first = fs.readdir(ROOT_INO, fh, 0).await.expect("readdir");
+    assert_eq!(first.len(), READDIR_BATCH);
+    // The folder changes on the server and the cache expires mid-listing.
+    api.inner()
+        .add_file(Space::Shared, None, "a-new-one", pattern(1, 1));
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    let mut all = first.clone();
+    let mut offset = first.last().map(|e| e.offset).unwrap_or(0);
+    loop {
+        let batch = fs.readdir(ROOT_INO, fh, offset).await.expect("readdir");
+        let Some(last) = batch.last() else { break };
+        offset = last.offset;
+        all.extend(batch);
+    }
+    assert_eq!(all.len(), 602, "the snapshot: no entry lost or repeated");
+    let seen: std::collections::HashSet<String> = names(&all).into_iter().collect();
+    assert_eq!(seen.len(), 602);
+    assert!(!seen.contains("a-new-one"));
+    // Re-reading from an offset answers the same entries.
+    let again = fs.readdir(ROOT_INO, fh, 300).await.expect("readdir");
+    assert_eq!(names(&again), names(&all[300..300 + READDIR_BATCH]));
+    // A rewind shows the folder as it is now.
+    let rewound = fs.readdir(ROOT_INO, fh, 0).await.expect("readdir");
+    assert_eq!(rewound.len(), READDIR_BATCH);
+    fs.releasedir(ROOT_INO, fh);
+    fs.wait_background().await;
+    assert!(
+        names(&list(&fs, ROOT_INO).await)
+            .iter()
+            .any(|n| n == "a-new-one")
+    );
+    assert!(fs.readdir(ROOT_INO, fh, 0).await.is_err(), "released");
+}
+
+#[tokio::test]
+async fn read_only_mount_answers_erofs() {
+    let api = server();
+    api.inner()
+        .add_file(Space::Shared, None, "f", pattern(10, 1));
+    api.inner().add_dir(Space::Shared, None, "d");
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            read_only: true,
+            ..config()
+        },
+    );
+    let f = walk(&fs, "f").await.expect("f").attr.ino;
+    let d = walk(&fs, "d").await.expect("d").attr.ino;
+    let erofs = |r: FsError| to_errno(&r);
+    for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+        assert_eq!(
+            fs.open(f, flags).await.map_err(erofs).err(),
+            Some(libc::EROFS)
+        );
+    }
+    let name = OsStr::new("x");
+    assert_eq!(
+        fs.create(ROOT_INO, name, 0o644, libc::O_WRONLY)
+            .await
+            .map_err(erofs)
+            .err(),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        fs.mkdir(ROOT_INO, name, 0o755).await.map_err(erofs).err(),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        fs.unlink(ROOT_INO, OsStr::new("f"))
+            .await
+            .map_err(erofs)
+            .err(),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        fs.rmdir(ROOT_INO, OsStr::new("d"))
+            .await
+            .map_err(erofs)
+            .err(),
+        Some(libc::EROFS)
+    );
+    let renamed = fs.rename(ROOT_INO, OsStr::new("f"), d, name, 0).await;
+    assert_eq!(renamed.map_err(erofs).err(), Some(libc::EROFS));
+    let truncate = SetAttr {
+        size: Some(0),
+        ..SetAttr::default()
+    };
+    assert_eq!(
+        fs.setattr(f, truncate).await.map_err(erofs).err(),
+        Some(libc::EROFS)
+    );
+    assert_eq!(
+        fs.setattr(f, SetAttr::default())
+            .await
+            .expect("no-op")
+            .attr
+            .size,
+        10
+    );
+    let open = fs.open(f, libc::O_RDONLY).await.expect("open");
+    assert_eq!(
+        fs.write(f, open.fh, 0, b"x").await.map_err(erofs).err(),
+        Some(libc::EROFS)
+    );
+    fs.flush(f, open.fh).await.expect("flush of a read handle");
+    fs.release(f, open.fh).await.expect("release");
+    for method in [
+        ApiMethod::Create,
+        ApiMethod::UploadPart,
+        ApiMethod::Complete,
+        ApiMethod::Delete,
+    ] {
+        assert_eq!(api.calls(method), 0, "{method:?}");
+    }
+
+    // A read-only mount shows no write bits, and has nothing to recover.
+    let ro = fs;
+    assert!(ro.read_only());
+    assert_eq!(
+        ro.recover().await.expect("recover"),
+        RecoveryReport::default()
+    );
+    let attrs = list(&ro, ROOT_INO).await;
+    assert!(attrs.iter().all(|e| e.attr.perm & 0o222 == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_files_read_at_once() {
+    let api = server();
+    let files: Vec<_> = (0..12u64)
+        .map(|i| pattern(3 * MIB + i as usize * 1000, i))
+        .collect();
+    for (i, data) in files.iter().enumerate() {
+        api.inner()
+            .add_file(Space::Shared, None, &format!("c{i}"), data.clone());
+    }
+    let fs = shared(&api);
+    let tasks = files.iter().enumerate().map(|(i, data)| {
+        let fs = Arc::clone(&fs);
+        let data = data.clone();
+        tokio::spawn(async move { read_path(&fs, &format!("c{i}")).await == data[..] })
+    });
+    for ok in futures::future::join_all(tasks).await {
+        assert!(matches!(ok, Ok(true)));
+    }
+    assert_eq!(api.calls(ApiMethod::FileLink), 12, "one link per file");
+}
+
+fn transport_error() -> ApiError {
+    ApiError::Transport {
+        endpoint: "GET /files".into(),
+        detail: "connection refused".into(),
+    }
+}
+
+#[tokio::test]
+async fn nothing_waits_on_a_relist_when_a_listing_exists() {
+    let api = server();
+    let dir = api.inner().add_dir(Space::Shared, None, "big");
+    api.inner()
+        .add_file(Space::Shared, Some(dir), "f", pattern(10, 1));
+    let fs = shared(&api);
+    let f = walk(&fs, "big/f").await.expect("f").attr.ino;
+    let big = walk(&fs, "big").await.expect("big").attr.ino;
+    assert_eq!(api.calls(ApiMethod::ListFiles), 2);
+    // The TTL passes and the server hangs on every listing of `big`.
+    api.hold(ApiMethod::ListFiles, Some(dir));
+    fs.dirs.expire(Loc::Remote {
+        space: Space::Shared,
+        id: dir,
+    });
+    let quick = tokio::time::timeout(Duration::from_secs(1), async {
+        assert_eq!(fs.getattr(f).await.expect("getattr").attr.size, 10);
+        assert!(fs.lookup(big, OsStr::new("f")).await.is_ok());
+        assert_eq!(list(&fs, big).await.len(), 3);
+    })
+    .await;
+    assert!(
+        quick.is_ok(),
+        "getattr, lookup and readdir waited on the relist"
+    );
+    // One revalidation runs for all of them.
+    for _ in 0..1000 {
+        if api.calls(ApiMethod::ListFiles) >= 3 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(api.calls(ApiMethod::ListFiles), 3);
+    api.unhold(ApiMethod::ListFiles);
+    fs.wait_background().await;
+}
+
+#[tokio::test]
+async fn outage_serves_cached_listings_and_fails_fast_without() {
+    let api = server();
+    let cached = api.inner().add_dir(Space::Shared, None, "cached");
+    let cold = api.inner().add_dir(Space::Shared, None, "cold");
+    api.inner()
+        .add_file(Space::Shared, Some(cached), "a", pattern(3, 1));
+    api.inner()
+        .add_file(Space::Shared, Some(cold), "b", pattern(3, 2));
+    let fs = shared(&api);
+    let cached_ino = walk(&fs, "cached/a").await.expect("a").attr.ino;
+    let cold_ino = walk(&fs, "cold").await.expect("cold").attr.ino;
+    api.reset_counters();
+    api.inner().clear_ranges();
+    assert!(fs.api_unreachable_since().is_none());
+    for _ in 0..3 {
+        api.fail_next(ApiMethod::ListFiles, 1, Fault::Error(transport_error()));
+    }
+    fs.dirs.expire(Loc::Remote {
+        space: Space::Shared,
+        id: cached,
+    });
+    // The cached folder answers (its revalidation fails in the background).
+    assert_eq!(fs.getattr(cached_ino).await.expect("stat").attr.size, 3);
+    fs.wait_background().await;
+    assert!(fs.api_unreachable_since().is_some(), "outage noticed");
+    // The folder never listed fails at once (the failure is remembered), with EIO.
+    let started = std::time::Instant::now();
+    let err = fs.opendir(cold_ino).await.map(|_| ()).unwrap_err();
+    assert_eq!(to_errno(&err), libc::EIO);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(
+        api.calls(ApiMethod::ListFiles),
+        1,
+        "no request while the failure is remembered"
+    );
+    // Cached folders keep answering, lookups and readdir alike.
+    let cached_dir = walk(&fs, "cached").await.expect("cached").attr.ino;
+    assert_eq!(list(&fs, cached_dir).await.len(), 3);
+    assert_eq!(api.calls(ApiMethod::ListFiles), 1);
+}
+
+#[tokio::test]
+async fn a_hung_api_fails_uncached_lookups_within_the_op_timeout() {
+    let api = server();
+    let dir = api.inner().add_dir(Space::Shared, None, "d");
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            op_timeout: Duration::from_millis(300),
+            ..config()
+        },
+    );
+    let d = walk(&fs, "d").await.expect("d").attr.ino;
+    api.hold(ApiMethod::ListFiles, Some(dir));
+    let started = std::time::Instant::now();
+    let err = fs.lookup(d, OsStr::new("x")).await.unwrap_err();
+    assert_eq!(to_errno(&err), libc::EIO, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(fs.api_unreachable_since().is_some());
+    // The fetch goes on in the background and fills the cache once the server answers.
+    api.unhold(ApiMethod::ListFiles);
+    fs.wait_background().await;
+    let again = tokio::time::timeout(Duration::from_secs(5), fs.lookup(d, OsStr::new("x"))).await;
+    assert!(matches!(again, Ok(Err(FsError::NotFound))), "{again:?}");
+}
+
+#[tokio::test]
+async fn directory_handles_share_one_listing() {
+    let api = server();
+    for i in 0..300u64 {
+        api.inner()
+            .add_file(Space::Shared, None, &format!("f{i:03}"), pattern(1, i));
+    }
+    let fs = shared(&api);
+    let a = fs.opendir(ROOT_INO).await.expect("opendir");
+    let b = fs.opendir(ROOT_INO).await.expect("opendir");
+    let view = |fh| match lock(&fs.handles).get(&fh) {
+        Some(Handle::Dir(h)) => Arc::clone(&lock(&h.snapshot).view),
+        _ => panic!("no handle"),
+    };
+    let (va, vb) = (view(a), view(b));
+    assert!(va.shares_listing(&vb), "two handles, one listing in memory");
+    assert_eq!(
+        api.calls(ApiMethod::ListFiles),
+        3,
+        "300 entries: 3 pages, once"
+    );
+    fs.releasedir(ROOT_INO, a);
+    fs.releasedir(ROOT_INO, b);
+}
+
+#[tokio::test]
+async fn folder_link_counts_follow_subfolders() {
+    let api = server();
+    let top = api.inner().add_dir(Space::Shared, None, "top");
+    api.inner().add_dir(Space::Shared, Some(top), "x");
+    api.inner().add_dir(Space::Shared, Some(top), "y");
+    api.inner()
+        .add_file(Space::Shared, Some(top), "f", pattern(1, 1));
+    let fs = shared(&api);
+    let t = walk(&fs, "top").await.expect("top").attr.ino;
+    // Not listed yet: the usual 2.
+    assert_eq!(fs.getattr(t).await.expect("getattr").attr.nlink, 2);
+    let entries = list(&fs, t).await;
+    assert_eq!(entries[0].attr.nlink, 4, "`.` of top: 2 + x and y");
+    assert_eq!(fs.getattr(t).await.expect("getattr").attr.nlink, 4);
+    let f = entries.iter().find(|e| e.name == "f").expect("f");
+    assert_eq!(f.attr.nlink, 1);
+}
+
+#[tokio::test]
+async fn a_changed_listing_tells_the_kernel() {
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+    impl KernelCache for Seen {
+        fn forget_entry(&self, parent: u64, name: &OsStr) {
+            lock(&self.0).push(format!("entry {parent} {}", name.to_string_lossy()));
+        }
+        fn forget_inode(&self, ino: u64) {
+            lock(&self.0).push(format!("inode {ino}"));
+        }
+    }
+    let api = server();
+    let keep = api
+        .inner()
+        .add_file(Space::Shared, None, "keep", pattern(5, 1));
+    let changes = api
+        .inner()
+        .add_file(Space::Shared, None, "changes", pattern(5, 2));
+    let fs = shared(&api);
+    let seen = Arc::new(Seen::default());
+    fs.set_kernel_cache(Arc::clone(&seen) as Arc<dyn KernelCache>);
+    let changes_ino = walk(&fs, "changes").await.expect("changes").attr.ino;
+    walk(&fs, "keep").await.expect("keep");
+    api.inner()
+        .replace_data(changes, pattern(9, 3), mtime_of(77));
+    api.inner()
+        .add_file(Space::Shared, None, "new", pattern(1, 4));
+    let _ = keep;
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    // The revalidation behind this opendir finds the differences.
+    list(&fs, ROOT_INO).await;
+    fs.wait_background().await;
+    let mut got = lock(&seen.0).clone();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            format!("entry {ROOT_INO} new"),
+            format!("inode {changes_ino}")
+        ]
+    );
+    assert_eq!(list(&fs, ROOT_INO).await.len(), 5);
+}

@@ -1,0 +1,601 @@
+//! [`SpooledFile`]: one written file's spool, journal record and upload, sequenced.
+//!
+//! The core keeps one `Arc<SpooledFile>` per written inode, shared by its open handles. This type
+//! enforces the order that makes crashes safe, so the core cannot get it wrong:
+//! - a mutation first completes the spool's lazy fill, then changes the bytes, then makes sure
+//!   the record says `dirty` (one atomic journal write on the first change, none after);
+//! - an upload journals `uploading` together with the id `POST /files` answered (before any
+//!   part is sent; until then `dirty` already says "upload me"), and removes the record only
+//!   after `complete` succeeded *and* no write happened meanwhile (generation check); otherwise
+//!   the record goes back to `dirty` and the next flush sends the newer bytes;
+//! - uploads of one file are serialized (an async gate, the only lock held across `.await`), so
+//!   two handles closing at once produce one upload, and the second finds the file clean;
+//! - record writes can be issued from several tasks; each carries a sequence number and an
+//!   older one never overwrites a newer one (nor resurrects a removed record).
+//!
+//! Dropping the last `Arc`: a clean spool's file is removed; a dirty one is kept with its record
+//! for [`super::recover`] at the next mount (e.g. after a failed upload: ENOSPC, network).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::api::{ApiErrorKind, ObjectType, Space};
+
+use super::journal::{
+    JOURNAL_VERSION, JournalRecord, JournalSpace, JournalState, RemoteBase, conflict_name,
+    find_entry,
+};
+use super::remote::RemoteBytes;
+use super::spool::{Spool, SpoolDir, join_error, remove_if_exists};
+use super::uploader::{UploadHooks, UploadTarget, Uploaded, Uploader};
+use super::{WriteError, WriteResult};
+
+/// Names tried for a conflict copy before giving up (the error is then the 409).
+const CONFLICT_TRIES: u32 = 20;
+
+/// Where a spooled file goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTarget {
+    /// `Shared` or `Machine(id)`.
+    pub space: Space,
+    /// `None`: the root of the space.
+    pub parent_id: Option<u64>,
+    pub name: String,
+    /// For logs and `status` (e.g. `Projects/report.txt`).
+    pub display_path: String,
+}
+
+#[derive(Debug)]
+struct Meta {
+    target: FileTarget,
+    space: JournalSpace,
+    base: Option<RemoteBase>,
+    dirty: bool,
+    /// What the on-disk record says (`None`: no record).
+    record: Option<JournalState>,
+    pending_upload_id: Option<u64>,
+    /// Sequence of the last record write issued.
+    seq: u64,
+    /// Unlinked: never journal or upload again.
+    discarded: bool,
+    /// Last local change of the bytes (what getattr shows while the file is open).
+    modified: SystemTime,
+}
+
+/// The sequence of the last record change applied on disk.
+#[derive(Debug, Default)]
+struct JournalIo {
+    applied: u64,
+}
+
+/// One written file: spool + journal + upload.
+pub struct SpooledFile {
+    dir: Arc<SpoolDir>,
+    spool: Spool,
+    meta: Mutex<Meta>,
+    journal_io: Arc<Mutex<JournalIo>>,
+    upload_gate: tokio::sync::Mutex<()>,
+    /// Serializes appends (length read + write) across handles.
+    append_gate: tokio::sync::Mutex<()>,
+    removed: AtomicBool,
+}
+
+impl std::fmt::Debug for SpooledFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpooledFile")
+            .field("spool", &self.spool)
+            .field("meta", &*self.meta())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One record change to apply.
+enum RecordOp {
+    Write(Box<JournalRecord>),
+    Remove,
+}
+
+impl SpooledFile {
+    /// A new file (`create`): empty, and dirty at once, so closing it without a write still
+    /// creates the empty remote file.
+    pub async fn create_new(
+        dir: &Arc<SpoolDir>,
+        target: FileTarget,
+    ) -> WriteResult<Arc<SpooledFile>> {
+        let f = Self::build(dir, target, None, Spool::create(dir)?, SystemTime::now())?;
+        f.note_mutation(true).await?;
+        Ok(f)
+    }
+
+    /// An existing file opened with `O_TRUNC`: empty, dirty, replacing `base` on upload.
+    pub async fn create_truncated(
+        dir: &Arc<SpoolDir>,
+        target: FileTarget,
+        base: RemoteBase,
+    ) -> WriteResult<Arc<SpooledFile>> {
+        let f = Self::build(
+            dir,
+            target,
+            Some(base),
+            Spool::create(dir)?,
+            SystemTime::now(),
+        )?;
+        f.note_mutation(true).await?;
+        Ok(f)
+    }
+
+    /// An existing file opened for writing without `O_TRUNC`: clean; its bytes are copied from
+    /// `source` when the first mutation needs them.
+    pub fn open_existing(
+        dir: &Arc<SpoolDir>,
+        target: FileTarget,
+        base: RemoteBase,
+        source: Arc<dyn RemoteBytes>,
+    ) -> WriteResult<Arc<SpooledFile>> {
+        let spool = Spool::create_lazy(dir, base.size, source)?;
+        // Unchanged so far: the server's time until the first write.
+        let modified = base.mtime().unwrap_or_else(SystemTime::now);
+        Self::build(dir, target, Some(base), spool, modified)
+    }
+
+    fn build(
+        dir: &Arc<SpoolDir>,
+        target: FileTarget,
+        base: Option<RemoteBase>,
+        spool: Spool,
+        modified: SystemTime,
+    ) -> WriteResult<Arc<SpooledFile>> {
+        let space = match JournalSpace::from_space(target.space) {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing will ever use it: do not leave the fresh spool behind.
+                let _ = spool.remove();
+                return Err(e);
+            }
+        };
+        Ok(Arc::new(SpooledFile {
+            dir: Arc::clone(dir),
+            spool,
+            meta: Mutex::new(Meta {
+                target,
+                space,
+                base,
+                dirty: false,
+                record: None,
+                pending_upload_id: None,
+                seq: 0,
+                discarded: false,
+                modified,
+            }),
+            journal_io: Arc::new(Mutex::new(JournalIo::default())),
+            upload_gate: tokio::sync::Mutex::new(()),
+            append_gate: tokio::sync::Mutex::new(()),
+            removed: AtomicBool::new(false),
+        }))
+    }
+
+    fn meta(&self) -> MutexGuard<'_, Meta> {
+        lock(&self.meta)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.spool.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spool.is_empty()
+    }
+
+    /// Changed since the last successful upload (or never uploaded).
+    pub fn is_dirty(&self) -> bool {
+        self.meta().dirty
+    }
+
+    pub fn target(&self) -> FileTarget {
+        self.meta().target.clone()
+    }
+
+    /// The storage the file goes to (cheaper than `target().space`).
+    pub fn space(&self) -> crate::api::Space {
+        self.meta().target.space
+    }
+
+    /// The remote file the next upload replaces (after an upload: the uploaded file).
+    /// When the bytes last changed locally (or the server's time for an opened, unchanged file).
+    pub fn modified(&self) -> SystemTime {
+        self.meta().modified
+    }
+
+    /// utimensat(2): the local modification time until the next change. The server sets its
+    /// own time at upload; this only shapes what getattr shows meanwhile.
+    pub fn set_modified(&self, t: SystemTime) {
+        self.meta().modified = t;
+    }
+
+    pub fn base(&self) -> Option<RemoteBase> {
+        self.meta().base
+    }
+
+    /// Bumped by every write and `set_len`.
+    pub fn generation(&self) -> u64 {
+        self.spool.generation()
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Write `data` at `offset`. Returns the byte count written (all of it).
+    pub async fn write(&self, offset: u64, data: &[u8]) -> WriteResult<u32> {
+        let n = u32::try_from(data.len()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "write larger than 4 GiB")
+        })?;
+        self.spool.write(offset, data).await?;
+        self.note_mutation(true).await?;
+        Ok(n)
+    }
+
+    /// Write `data` at the end (`O_APPEND`), atomically with respect to every other append of
+    /// this file, whichever handle it comes through.
+    pub async fn append(&self, data: &[u8]) -> WriteResult<u32> {
+        let n = u32::try_from(data.len()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "write larger than 4 GiB")
+        })?;
+        {
+            let _append = self.append_gate.lock().await;
+            // The length is only known once the remote bytes are in.
+            self.spool.ensure_filled().await?;
+            self.spool.write(self.spool.len(), data).await?;
+        }
+        self.note_mutation(true).await?;
+        Ok(n)
+    }
+
+    /// Wait until no upload of this file is running (the per-file upload order: an unlink or a
+    /// rename of the name waits here instead of racing the upload).
+    pub async fn wait_idle(&self) {
+        drop(self.upload_gate.lock().await);
+    }
+
+    /// Whether an upload of this file is running now.
+    pub fn is_uploading(&self) -> bool {
+        self.upload_gate.try_lock().is_err()
+    }
+
+    /// Whether some bytes of this file reached the server from here, or it started from a
+    /// server file (a file with a base is replaced by its uploads; one without is new).
+    pub fn has_base(&self) -> bool {
+        self.meta().base.is_some()
+    }
+
+    /// Read up to `size` bytes at `offset` (read-after-write sees the spool).
+    pub async fn read(&self, offset: u64, size: u32) -> WriteResult<Bytes> {
+        self.spool.read(offset, size).await
+    }
+
+    /// `truncate(2)` / `ftruncate(2)`.
+    pub async fn set_len(&self, len: u64) -> WriteResult<()> {
+        self.spool.set_len(len).await?;
+        self.note_mutation(true).await
+    }
+
+    /// Make the file need an upload without changing its bytes (copies the remote bytes in
+    /// first when needed): used for a rename of a file that has no local changes.
+    pub async fn mark_dirty(&self) -> WriteResult<()> {
+        self.spool.ensure_filled().await?;
+        self.note_mutation(false).await
+    }
+
+    /// fsync(2) of the spool file (local durability; the upload is [`SpooledFile::upload`]).
+    pub async fn sync_local(&self) -> WriteResult<()> {
+        self.spool.sync().await
+    }
+
+    /// Point the file at a new name/folder (rename) and, when given, a new base (the file that
+    /// the rename replaces). Marks it dirty: the bytes must appear under the new name. The
+    /// caller deletes the old remote file (`base()` before this call) after the upload.
+    pub async fn retarget(&self, target: FileTarget, base: Option<RemoteBase>) -> WriteResult<()> {
+        let space = JournalSpace::from_space(target.space)?;
+        self.spool.ensure_filled().await?;
+        {
+            let mut m = self.meta();
+            m.target = target;
+            m.space = space;
+            m.base = base;
+            // A pending id names a file under the old name: no longer proof of anything.
+            m.pending_upload_id = None;
+            m.dirty = true;
+            // Force a record write even if it already said dirty.
+            m.record = None;
+        }
+        self.note_mutation(false).await
+    }
+
+    /// The file was unlinked: drop its record and spool file; the handle keeps working on the
+    /// open descriptor, but nothing is journaled or uploaded any more.
+    pub async fn discard(&self) -> WriteResult<()> {
+        let op = {
+            let mut m = self.meta();
+            m.discarded = true;
+            m.dirty = false;
+            m.record
+                .take()
+                .map(|_| self.next_op(&mut m, RecordOp::Remove))
+        };
+        if let Some(op) = op {
+            self.apply(op).await?;
+        }
+        self.removed.store(true, Ordering::Release);
+        self.spool.remove()
+    }
+
+    /// Upload if dirty. `Ok(None)`: nothing to send. On error the record and spool are kept and
+    /// the file stays dirty.
+    ///
+    /// Conflicts: an overwrite first checks that the server still holds the version the spool
+    /// started from (one search listing); if another client changed or replaced it, the bytes go
+    /// to `name (conflict …).ext` beside it, and so do a new file's when the name was taken by
+    /// someone else meanwhile (409). A 409 caused by this file's own earlier attempt (its
+    /// `complete` answered too late) is recognised by the attempt's id and overwritten instead.
+    pub async fn upload(&self, uploader: &Uploader) -> WriteResult<Option<Uploaded>> {
+        if !self.is_dirty() {
+            return Ok(None);
+        }
+        let _gate = self.upload_gate.lock().await;
+        // Registered only once the gate is ours: a flush waiting behind this file's running
+        // upload (a second handle, `flush_all` at unmount) must not list the file twice.
+        let ticket = uploader
+            .registry()
+            .register(self.target().display_path, self.len());
+        let (mut target, generation, source, base, earlier) = {
+            let mut m = self.meta();
+            if !m.dirty || m.discarded {
+                // Another handle's flush uploaded it while this one waited.
+                return Ok(None);
+            }
+            let generation = self.spool.generation();
+            let source = self.spool.part_source();
+            // Journaled together with the id once `POST /files` answers (see `FileHooks`):
+            // until then the record's `dirty` already makes recovery upload it.
+            m.record = Some(JournalState::Uploading);
+            let earlier = m.pending_upload_id.take();
+            let target = UploadTarget {
+                space: m.target.space,
+                parent_id: m.target.parent_id,
+                name: m.target.name.clone(),
+                content_type: None,
+                overwrite: m.base.is_some(),
+            };
+            (target, generation, source, m.base, earlier)
+        };
+        let own_name = target.name.clone();
+        let api = Arc::clone(uploader.api());
+        let mut conflicts = 0u32;
+        if let Some(b) = base {
+            let there = find_entry(api.as_ref(), target.space, target.parent_id, &target.name)
+                .await
+                .map_err(WriteError::from)?;
+            match there {
+                Some(e) if b.matches(&e) || Some(e.id) == earlier => {}
+                // Deleted meanwhile: put it back.
+                None => target.overwrite = false,
+                Some(e) => {
+                    tracing::warn!(file = %own_name, theirs = e.id, "changed on the server by another client since it was opened; keeping both");
+                    conflicts += 1;
+                    target.overwrite = false;
+                    target.name = conflict_name(&own_name, Utc::now(), conflicts);
+                }
+            }
+        }
+        let size = source.len();
+        let done = loop {
+            let hooks = FileHooks { file: self };
+            let result = uploader
+                .upload_tracked(source.clone(), &target, &ticket, Some(&hooks))
+                .await;
+            match result {
+                Ok(done) => break done,
+                Err(WriteError::Api(e))
+                    if e.kind() == ApiErrorKind::AlreadyExists
+                        && !target.overwrite
+                        && conflicts < CONFLICT_TRIES =>
+                {
+                    let there =
+                        find_entry(api.as_ref(), target.space, target.parent_id, &target.name)
+                            .await
+                            .map_err(WriteError::from)?;
+                    match there {
+                        // Our own earlier attempt landed after all: replace it.
+                        Some(f) if f.object_type == ObjectType::File && Some(f.id) == earlier => {
+                            target.overwrite = true;
+                        }
+                        Some(_) => {
+                            if conflicts == 0 {
+                                tracing::warn!(file = %own_name, "the name was taken on the server meanwhile; keeping both");
+                            }
+                            conflicts += 1;
+                            target.name = conflict_name(&own_name, Utc::now(), conflicts);
+                        }
+                        // Gone again: try the same name once more.
+                        None => conflicts += 1,
+                    }
+                    ticket
+                        .progress()
+                        .set_state(super::progress::UploadState::Queued);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if target.name != own_name {
+            tracing::warn!(file = %own_name, saved_as = %target.name, "conflict: this mount's version was saved under another name");
+        }
+        let op = {
+            let mut m = self.meta();
+            m.base = Some(RemoteBase {
+                id: done.id,
+                size,
+                mtime_ms: None,
+            });
+            m.pending_upload_id = None;
+            if target.name != m.target.name {
+                // A conflict copy: later uploads of this file go there too.
+                m.target.display_path = match m.target.display_path.rsplit_once('/') {
+                    Some((dir, _)) => format!("{dir}/{}", target.name),
+                    None => target.name.clone(),
+                };
+                m.target.name = target.name.clone();
+            }
+            if m.discarded {
+                None
+            } else if self.spool.generation() == generation
+                && m.record == Some(JournalState::Uploading)
+            {
+                m.dirty = false;
+                m.record = None;
+                Some(self.next_op(&mut m, RecordOp::Remove))
+            } else {
+                // Written to while uploading: the newer bytes go next time.
+                m.record = Some(JournalState::Dirty);
+                let rec = self.record_of(&m);
+                Some(self.next_op(&mut m, RecordOp::Write(Box::new(rec))))
+            }
+        };
+        if let Some(op) = op {
+            // The upload itself succeeded: a journal hiccup now must not fail close(2). A stale
+            // record only costs a redundant upload (or, when it says `uploading` with this
+            // attempt's id, nothing) at the next mount.
+            if let Err(e) = self.apply(op).await {
+                tracing::warn!(file = %target.name, error = %e, "upload done but its journal record could not be updated");
+            }
+        }
+        Ok(Some(done))
+    }
+
+    /// After a change: dirty, and the record says so (written only when it did not already).
+    /// `touch`: the bytes changed (not just where they go).
+    async fn note_mutation(&self, touch: bool) -> WriteResult<()> {
+        // New bytes in the spool: the next group commit makes them durable.
+        self.dir.note_unsynced();
+        let op = {
+            let mut m = self.meta();
+            if touch {
+                m.modified = SystemTime::now();
+            }
+            if m.discarded {
+                return Ok(());
+            }
+            m.dirty = true;
+            if m.record == Some(JournalState::Dirty) {
+                return Ok(());
+            }
+            m.record = Some(JournalState::Dirty);
+            let rec = self.record_of(&m);
+            self.next_op(&mut m, RecordOp::Write(Box::new(rec)))
+        };
+        let seq = op.0;
+        let result = self.apply(op).await;
+        if result.is_err() {
+            // The record is not on disk: the next mutation must try to write it again (the
+            // bytes are dirty either way).
+            let mut m = self.meta();
+            if m.seq == seq && m.record == Some(JournalState::Dirty) {
+                m.record = None;
+            }
+        }
+        result
+    }
+
+    fn record_of(&self, m: &Meta) -> JournalRecord {
+        JournalRecord {
+            version: JOURNAL_VERSION,
+            spool_id: self.spool.id().to_string(),
+            space: m.space,
+            parent_id: m.target.parent_id,
+            name: m.target.name.clone(),
+            display_path: m.target.display_path.clone(),
+            base: m.base,
+            state: m.record.unwrap_or(JournalState::Dirty),
+            generation: self.spool.generation(),
+            size: self.spool.len(),
+            pending_upload_id: m.pending_upload_id,
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn next_op(&self, m: &mut Meta, op: RecordOp) -> (u64, RecordOp) {
+        m.seq += 1;
+        (m.seq, op)
+    }
+
+    /// Apply a record change on the blocking pool, unless a newer one was applied already.
+    async fn apply(&self, (seq, op): (u64, RecordOp)) -> WriteResult<()> {
+        let dir = Arc::clone(&self.dir);
+        let io = Arc::clone(&self.journal_io);
+        let id = self.spool.id().to_string();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut io = lock(&io);
+            if seq <= io.applied {
+                return Ok(());
+            }
+            match op {
+                RecordOp::Write(rec) => rec.write_atomic(&dir)?,
+                RecordOp::Remove => JournalRecord::remove(&dir, &id)?,
+            }
+            io.applied = seq;
+            Ok(())
+        })
+        .await
+        .map_err(join_error)??;
+        Ok(())
+    }
+}
+
+/// Journals each create's id for [`SpooledFile::upload`].
+struct FileHooks<'a> {
+    file: &'a SpooledFile,
+}
+
+#[async_trait]
+impl UploadHooks for FileHooks<'_> {
+    async fn created(&self, file_id: u64) -> WriteResult<()> {
+        let op = {
+            let mut m = self.file.meta();
+            if m.discarded {
+                return Ok(());
+            }
+            m.pending_upload_id = Some(file_id);
+            let rec = self.file.record_of(&m);
+            self.file.next_op(&mut m, RecordOp::Write(Box::new(rec)))
+        };
+        self.file.apply(op).await
+    }
+}
+
+impl Drop for SpooledFile {
+    fn drop(&mut self) {
+        if self.removed.load(Ordering::Acquire) {
+            return;
+        }
+        let m = lock(&self.meta);
+        if m.dirty && m.record.is_some() {
+            tracing::warn!(
+                file = %m.target.display_path, spool = %self.spool.path().display(),
+                "closing a file whose changes are not uploaded; kept for recovery at the next mount"
+            );
+            return;
+        }
+        // Clean (or never journaled): the spool has nothing the server lacks.
+        if let Err(e) = remove_if_exists(self.spool.path()) {
+            tracing::warn!(spool = %self.spool.path().display(), error = %e, "cannot remove a clean spool");
+        }
+    }
+}
