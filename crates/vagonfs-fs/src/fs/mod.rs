@@ -43,15 +43,7 @@
 pub mod attr;
 mod counters;
 pub mod dir;
-#[cfg(test)]
-mod dir_tests;
-#[cfg(test)]
-mod emu_support;
-#[cfg(test)]
-mod emu_tests;
 pub mod engine;
-#[cfg(test)]
-mod engine_tests;
 pub mod errno;
 mod flight;
 mod health;
@@ -64,15 +56,9 @@ mod rename;
 mod room;
 pub mod statfs;
 #[cfg(test)]
-mod test_api;
-#[cfg(test)]
 mod tests;
 pub mod times;
 pub mod write;
-#[cfg(test)]
-mod write_emu_tests;
-#[cfg(test)]
-mod write_tests;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

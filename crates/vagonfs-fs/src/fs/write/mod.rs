@@ -79,13 +79,6 @@ mod remote;
 mod spool;
 mod uploader;
 
-#[cfg(test)]
-mod emulator_tests;
-#[cfg(test)]
-pub(crate) mod test_api;
-#[cfg(test)]
-mod tests;
-
 use std::path::{Path, PathBuf};
 
 use crate::api::ApiError;

@@ -7,14 +7,21 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::engine::WriteBack;
-use super::errno::to_errno;
-use super::write::test_api::MemApi;
-use super::write_tests::config;
-use super::*;
+use super::driver::{config, errno};
+use crate::fs::engine::WriteBack;
+
 use crate::api::faulty::{ApiMethod, Fault, FaultyFilesApi};
+use crate::api::mem::MemApi;
+use crate::fs::*;
 
 const SPACE: Space = Space::Shared;
+
+/// create + write + close (flush and release), as `cp` does; the close must succeed.
+async fn put(fs: &VagonFs, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (ino, closed) = super::driver::put(fs, parent, name, data).await;
+    closed.expect("close");
+    ino
+}
 
 struct Env {
     api: Arc<FaultyFilesApi<MemApi>>,
@@ -25,6 +32,15 @@ struct Env {
 impl Env {
     fn mem(&self) -> &Arc<MemApi> {
         self.api.inner()
+    }
+
+    /// Hold every part PUT at the server until `open_parts`.
+    fn hold_parts(&self) {
+        self.api.hold(ApiMethod::UploadPart, None);
+    }
+
+    fn open_parts(&self) {
+        self.api.unhold(ApiMethod::UploadPart);
     }
 
     fn calls(&self, m: ApiMethod) -> u64 {
@@ -67,25 +83,6 @@ fn env_with(write_back: WriteBack) -> Env {
     }
 }
 
-fn errno<T>(r: FsResult<T>) -> Option<i32> {
-    r.err().map(|e| to_errno(&e))
-}
-
-/// create + write + close (flush and release), as `cp` does.
-async fn put(fs: &VagonFs, parent: u64, name: &str, data: &[u8]) -> u64 {
-    let (attr, open) = fs
-        .create(parent, OsStr::new(name), 0o644, libc::O_WRONLY)
-        .await
-        .expect("create");
-    let ino = attr.attr.ino;
-    if !data.is_empty() {
-        fs.write(ino, open.fh, 0, data).await.expect("write");
-    }
-    fs.flush(ino, open.fh).await.expect("close");
-    fs.release(ino, open.fh).await.expect("release");
-    ino
-}
-
 /// open an existing file for writing, write at 0, close.
 async fn overwrite(fs: &VagonFs, parent: u64, name: &str, data: &[u8]) -> FsResult<()> {
     let a = fs.lookup(parent, OsStr::new(name)).await?;
@@ -105,7 +102,7 @@ async fn close_returns_before_the_upload_and_a_small_file_costs_three_requests()
     let lists_before = e.calls(ApiMethod::ListFiles);
     assert_eq!(e.calls(ApiMethod::Create), 1, "mkdir is one request");
     // Parts held at the server: close must still return.
-    e.mem().hold_parts();
+    e.hold_parts();
     for i in 0..100 {
         put(
             &e.fs,
@@ -116,7 +113,7 @@ async fn close_returns_before_the_upload_and_a_small_file_costs_three_requests()
         .await;
     }
     assert_eq!(e.mem().completes(), 0, "no close waited for its upload");
-    e.mem().open_gate();
+    e.open_parts();
     let report = e.fs.wait_uploads().await;
     assert!(report.failed.is_empty(), "{report:?}");
     let parent = Some(dir.attr.ino).and_then(|_| e.mem().entry(SPACE, None, "many"));
@@ -187,12 +184,14 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
     put(&e.fs, ROOT_INO, "doc.txt", b"v1").await;
     e.fs.wait_uploads().await;
     // Save v2 in place: its upload starts at once and is held at the part PUT.
-    e.mem().hold_parts();
+    e.hold_parts();
     overwrite(&e.fs, ROOT_INO, "doc.txt", b"v2")
         .await
         .expect("save v2");
-    e.until("v2's part is in flight", |e| e.mem().in_flight() == 1)
-        .await;
+    e.until("v2's part is in flight", |e| {
+        e.api.in_flight(ApiMethod::UploadPart) == 1
+    })
+    .await;
     // The editor's next save: temp file, renamed over doc.txt while v2 uploads.
     put(&e.fs, ROOT_INO, "doc.tmp", b"v3").await;
     let fs = Arc::clone(&e.fs);
@@ -207,7 +206,7 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
         .await
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    e.mem().open_gate();
+    e.open_parts();
     rename
         .await
         .expect("join")
@@ -223,14 +222,16 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
     assert_eq!(e.mem().names(SPACE, None), vec!["doc.txt".to_string()]);
 
     // rm foo while its upload runs, then a new foo.
-    e.mem().hold_parts();
+    e.hold_parts();
     put(&e.fs, ROOT_INO, "foo", b"old foo").await;
-    e.until("old foo's part is in flight", |e| e.mem().in_flight() == 1)
-        .await;
+    e.until("old foo's part is in flight", |e| {
+        e.api.in_flight(ApiMethod::UploadPart) == 1
+    })
+    .await;
     let fs = Arc::clone(&e.fs);
     let rm = tokio::spawn(async move { fs.unlink(ROOT_INO, OsStr::new("foo")).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    e.mem().open_gate();
+    e.open_parts();
     rm.await.expect("join").expect("rm foo");
     put(&e.fs, ROOT_INO, "foo", b"new foo").await;
     let report = e.fs.wait_uploads().await;
@@ -247,10 +248,10 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
 #[tokio::test]
 async fn folders_with_hidden_entries_are_never_removed_or_moved() {
     let e = env(Duration::ZERO);
-    let hidden = e.mem().mkdir(SPACE, None, "hidden");
+    let hidden = e.mem().add_dir(SPACE, None, "hidden");
     e.mem()
         .put_file(SPACE, Some(hidden), "a/b", b"slash in the name");
-    let long = e.mem().mkdir(SPACE, None, "long");
+    let long = e.mem().add_dir(SPACE, None, "long");
     let cjk = "\u{6f22}".repeat(100); // 300 bytes
     e.mem().put_file(SPACE, Some(long), &cjk, b"long name");
     assert_eq!(
@@ -699,7 +700,7 @@ async fn a_full_spool_waits_for_uploads_to_drain() {
     e.fs.release(attr.attr.ino, open.fh).await.expect("release");
     assert!(e.fs.wait_uploads().await.failed.is_empty());
 
-    e.mem().hold_parts();
+    e.hold_parts();
     put(&e.fs, ROOT_INO, "a", &[1; 6000]).await;
     let (attr, open) =
         e.fs.create(ROOT_INO, OsStr::new("b"), 0o644, libc::O_WRONLY)
@@ -713,7 +714,7 @@ async fn a_full_spool_waits_for_uploads_to_drain() {
         !writer.is_finished(),
         "the write waits while `a` is uploading"
     );
-    e.mem().open_gate();
+    e.open_parts();
     let written = tokio::time::timeout(Duration::from_secs(5), writer)
         .await
         .expect("the write goes on once `a` is uploaded")

@@ -10,36 +10,21 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::errno::to_errno;
-use super::*;
+use crate::fs::errno::to_errno;
+use crate::fs::*;
 use crate::api::http::HttpFilesApi;
 use crate::api::{CompletedPart, CreateRequest, ObjectType};
 use crate::emulator::{EmulatorConfig, RunningEmulator};
 
 fn config() -> FsConfig {
-    FsConfig {
-        uid: 1000,
-        gid: 1000,
-        umask: 0o022,
-        read_only: false,
-        dir_cache_ttl: Duration::from_secs(3600),
-        dir_refresh: DEFAULT_DIR_REFRESH,
-        op_timeout: DEFAULT_OP_TIMEOUT,
-        cache_size: 64 << 20,
-        cache_dir: std::path::PathBuf::from("/nonexistent/vagonfs-dir-tests"),
-        chunk_size_mb: write::DEFAULT_CHUNK_SIZE_MB,
-        upload_concurrency: write::DEFAULT_CONCURRENCY,
-        rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
-        read_timeout: crate::fs::read::DEFAULT_READ_TIMEOUT,
-        write_back: crate::fs::engine::WriteBack::sync_close(),
-    }
+    super::driver::read_config(1000, 1000, 64 << 20)
 }
 
 async fn start(latency_ms: u64) -> (RunningEmulator, Arc<HttpFilesApi>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = EmulatorConfig::new(dir.path());
     cfg.faults.latency_ms = latency_ms;
-    let (running, api) = super::emu_support::start_with_client(cfg).await;
+    let (running, api) = super::driver::start_with_client(cfg).await;
     (running, api, dir)
 }
 
