@@ -355,6 +355,12 @@ impl World {
                 });
             }
         }
+        // An expired listing answers from the cache once while it refreshes: list, and wait
+        // for the refresh.
+        self.run(async {
+            let _stale = mount_tree(&fs).await;
+            fs.wait_background().await;
+        });
     }
 
     /// The server id of folder `dir` ("" = the root).
@@ -661,11 +667,12 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    // Ignored until its view check waits for the background revalidation that follows an
-    // expired listing (another client's file shows one refresh later, by design). Run with
-    // `--ignored`.
+    // Ignored until the finding below is fixed (the generator meets it within a few cases):
+    // a file written and closed, then a crash while faults are on; after the new daemon
+    // recovered and settled, neither the mount nor the server has it (a recovered upload that
+    // fails transiently seems not to be retried while the mount lives). Run with `--ignored`.
     #[test]
-    #[ignore = "the view check after another client's change must wait for the revalidation"]
+    #[ignore = "finds a file lost after a crash whose recovered upload failed transiently"]
     fn the_server_and_the_mount_follow_the_model(
         ops in prop::collection::vec(op(), 1..24),
         delay in prop_oneof![Just(Duration::ZERO), Just(Duration::from_secs(1))],
