@@ -296,6 +296,18 @@ impl InodeTable {
         }
     }
 
+    /// The object of `ino` was replaced by a new upload (a move copies the file): its size is
+    /// `size`, and the old object's modification time no longer describes it. Until a listing
+    /// tells the new one, none is known (conflict checks then go by id and size).
+    pub(crate) fn set_uploaded(&self, ino: u64, size: u64) {
+        if let Some(node) = lock(&self.inner).by_ino.get_mut(&ino) {
+            node.size = size;
+            if !node.local_mtime {
+                node.mtime = None;
+            }
+        }
+    }
+
     /// utimens: the time to show (`None` clears it).
     pub(crate) fn set_mtime_override(&self, ino: u64, t: Option<SystemTime>) {
         if let Some(node) = lock(&self.inner).by_ino.get_mut(&ino) {

@@ -299,7 +299,7 @@ impl VagonFs {
                 if let Some(pino) = to.ino {
                     self.inodes.set_place(ino, (pino, to.loc), dst_name);
                 }
-                self.inodes.set_local_attrs(ino, Some(done.size), None);
+                self.inodes.set_uploaded(ino, done.size);
                 self.overlay.remove(from.loc, src_name, Some(ino));
                 self.overlay.settle(to.loc, dst_name, ino);
             }

@@ -355,6 +355,12 @@ impl World {
                 });
             }
         }
+        // An expired listing answers from the cache once while it refreshes: list, and wait
+        // for the refresh.
+        self.run(async {
+            let _stale = mount_tree(&fs).await;
+            fs.wait_background().await;
+        });
     }
 
     /// The server id of folder `dir` ("" = the root).
@@ -661,10 +667,12 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    // Ignored while the bug of `moving_a_file_only_on_the_server_then_editing_it` stands: the
-    // generator meets it within a few cases. Run with `--ignored` (and `PROPTEST_CASES`).
+    // Ignored until the finding below is fixed (the generator meets it within a few cases):
+    // a file written and closed, then a crash while faults are on; after the new daemon
+    // recovered and settled, neither the mount nor the server has it (a recovered upload that
+    // fails transiently seems not to be retried while the mount lives). Run with `--ignored`.
     #[test]
-    #[ignore = "finds the spurious conflict copy of moving_a_file_only_on_the_server_then_editing_it"]
+    #[ignore = "finds a file lost after a crash whose recovered upload failed transiently"]
     fn the_server_and_the_mount_follow_the_model(
         ops in prop::collection::vec(op(), 1..24),
         delay in prop_oneof![Just(Duration::ZERO), Just(Duration::from_secs(1))],
@@ -674,13 +682,12 @@ proptest! {
     }
 }
 
-/// Found by the model (seed `cc 73c76d1b…` in proptest-regressions): another client creates
+/// Found by the model (seed `cc 73c76d1b…`): another client creates
 /// `b`; the user makes folder `e`, moves `b` (never opened here, so the move copies it on the
 /// server) to `e/a`, then rewrites its byte with the same value. The server ends with `e/a` *and*
-/// an unwanted `e/a (conflict …)`: the upload after the move takes the moved file for one that
-/// another client changed (its base still carries the old file's modification time).
+/// an unwanted `e/a (conflict …)` when the upload after the move takes the moved file for one
+/// that another client changed (its base carried the old file's modification time).
 #[test]
-#[ignore = "engine bug: a spurious conflict copy after moving a file only on the server"]
 fn moving_a_file_only_on_the_server_then_editing_it() {
     let ops = [
         Op::Other {
