@@ -7,6 +7,8 @@
 //!   emulator is resumed (SIGCONT), with no remount;
 //! - revalidation: a file added straight to the emulator shows in `ls` within `--dir-refresh`
 //!   + 1 s;
+//! - a read of bytes never fetched while the API is frozen fails with ETIMEDOUT within
+//!   `--read-timeout` (+1 s), cached bytes still answer, and reads work again once it is back;
 //! - metadata: folder times move with the changes made in them, a new folder shows its creation
 //!   time, a folder's link count is 2 + its subfolders, an open file that was unlinked has
 //!   nlink 0, and `df -i` never shows a negative count.
@@ -260,4 +262,48 @@ fn a_cached_read_in_a_big_folder_does_not_wait_on_its_relist() {
     let meta = std::fs::metadata(mount.join("big/zz-file.bin")).expect("stat");
     assert_eq!(meta.len(), 10);
     assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn a_read_blocked_by_a_frozen_api_fails_within_read_timeout_then_works_again() {
+    let emu = EmulatorProcess::start();
+    let data = test_bytes(12, 32 << 20);
+    emu.upload(M1, None, "big.bin", &data);
+    let mount = TestMount::start(&emu, &["--machine", "1", "--read-timeout", "2"]);
+    let file = std::fs::File::open(mount.join("big.bin")).expect("open");
+    let mut head = vec![0u8; 4096];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).expect("first read");
+    assert_eq!(head, data[..4096]);
+
+    let frozen = Frozen::freeze(emu.pid());
+    // Cached bytes still answer at once.
+    let started = Instant::now();
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).expect("cached read");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Bytes never fetched: the read gives up after --read-timeout, with ETIMEDOUT.
+    let far = (30 << 20) as u64;
+    let mut buf = vec![0u8; 4096];
+    let started = Instant::now();
+    let err = std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, far)
+        .expect_err("a read with the API frozen");
+    let took = started.elapsed();
+    assert_eq!(errno_of(&err), libc::ETIMEDOUT, "{err}");
+    // Once, not twice: the kernel retries a failed readahead with a read of its own, which
+    // must not wait the whole timeout again.
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(3),
+        "failed after {took:?} with --read-timeout 2"
+    );
+
+    drop(frozen);
+    let back = wait_until(Duration::from_secs(20), || {
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, far).is_ok()
+    });
+    assert!(back, "reads did not recover after the API came back");
+    assert_eq!(buf, data[far as usize..far as usize + 4096]);
+    // And a new open of the file reads it whole.
+    assert_eq!(
+        std::fs::read(mount.join("big.bin")).expect("read all"),
+        data
+    );
 }

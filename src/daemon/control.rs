@@ -962,6 +962,7 @@ pub(crate) mod testing {
                     state: UploadState::Uploading,
                     started_at: Some(Utc::now()),
                 }],
+                failed: Vec::new(),
                 queued: 0,
                 in_flight: 1,
                 pending_bytes: 100 - sent,

@@ -68,6 +68,18 @@ pub struct UploadProgress {
     pub started_at: Option<DateTime<Utc>>,
 }
 
+/// A file whose last upload failed: its local copy is kept and the upload tried again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedUpload {
+    /// Path inside the mount, `/`-separated.
+    pub path: String,
+    /// Why, as the error said.
+    pub reason: String,
+    /// Retrying soon will not help (quota, permission): tried again every few minutes and by
+    /// `vagonfs sync`. Otherwise retried with backoff.
+    pub permanent: bool,
+}
+
 /// One kept error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentError {
@@ -132,6 +144,9 @@ pub struct StatusSnapshot {
     pub in_flight: u64,
     /// Bytes not yet stored remotely.
     pub pending_bytes: u64,
+    /// Files whose last upload failed, with the reason (older daemons do not say: empty).
+    #[serde(default)]
+    pub failed: Vec<FailedUpload>,
     /// Oldest first.
     pub recent_errors: Vec<RecentError>,
     pub cache: CacheStats,

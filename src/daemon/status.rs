@@ -497,6 +497,29 @@ pub fn render_uploads(snapshot: &StatusSnapshot) -> Vec<String> {
             snapshot.uploads.len() - MAX_UPLOAD_LINES
         ));
     }
+    lines.extend(render_failed(snapshot));
+    lines
+}
+
+/// The failed uploads: a count line, then one line per file with its reason (bounded).
+pub fn render_failed(snapshot: &StatusSnapshot) -> Vec<String> {
+    let failed = &snapshot.failed;
+    if failed.is_empty() {
+        return Vec::new();
+    }
+    let permanent = failed.iter().filter(|f| f.permanent).count();
+    let mut lines = vec![format!(
+        "failed    {} file(s) kept locally: {permanent} retried every few minutes and by `vagonfs sync`, {} retrying with backoff",
+        failed.len(),
+        failed.len() - permanent
+    )];
+    for f in failed.iter().take(MAX_UPLOAD_LINES) {
+        let how = if f.permanent { "failed" } else { "retrying" };
+        lines.push(format!("  {}  ({how}) {}", f.path, f.reason));
+    }
+    if failed.len() > MAX_UPLOAD_LINES {
+        lines.push(format!("  … and {} more", failed.len() - MAX_UPLOAD_LINES));
+    }
     lines
 }
 
@@ -599,7 +622,9 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::daemon::snapshot::{CacheStats, EndpointStats, MountIdentity, RecentError};
+    use crate::daemon::snapshot::{
+        CacheStats, EndpointStats, FailedUpload, MountIdentity, RecentError,
+    };
 
     fn at(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_770_000_000 + secs, 0).single().unwrap()
@@ -638,6 +663,7 @@ mod tests {
             queued: 1,
             in_flight: 1,
             pending_bytes: 600 * MIB + 1536,
+            failed: Vec::new(),
             recent_errors: (0..7)
                 .map(|i| RecentError {
                     at: at(i * 60),
@@ -701,6 +727,36 @@ mod tests {
     2026-02-02 02:46:00Z  upload_part: HTTP 503 #6
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn failed_uploads_are_listed_with_their_reason() {
+        let mut s = known_snapshot();
+        s.failed = vec![
+            FailedUpload {
+                path: "docs/big.iso".into(),
+                reason: "API error: HTTP 507: storage full".into(),
+                permanent: true,
+            },
+            FailedUpload {
+                path: "notes.txt".into(),
+                reason: "API unreachable".into(),
+                permanent: false,
+            },
+        ];
+        let text = render_snapshot(&s);
+        let expected = "\
+  failed    2 file(s) kept locally: 1 retried every few minutes and by `vagonfs sync`, 1 retrying with backoff
+    docs/big.iso  (failed) API error: HTTP 507: storage full
+    notes.txt  (retrying) API unreachable
+  cache ";
+        assert!(text.contains(expected), "{text}");
+        // Older daemons send no list: read as none.
+        let mut json = serde_json::to_value(known_snapshot()).unwrap();
+        json.as_object_mut().unwrap().remove("failed");
+        let back: StatusSnapshot = serde_json::from_value(json).unwrap();
+        assert!(back.failed.is_empty());
+        assert!(!render_snapshot(&back).contains("failed"));
     }
 
     #[test]

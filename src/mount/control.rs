@@ -306,7 +306,13 @@ fn install_refresher(metrics: &Arc<Metrics>, fs: &Arc<VagonFs>) -> Arc<UploadTal
         let counts = fs.cache_counters();
         metrics.set_cache_counts(CacheKind::Block, counts.block_hits, counts.block_misses);
         metrics.set_cache_counts(CacheKind::Dir, counts.dir_hits, counts.dir_misses);
-        metrics.set_upload_queue(queue_stats(&fs.uploads().active()));
+        let mut queue = queue_stats(&fs.uploads().active());
+        // Changed files the engine has not started sending yet (upload delay, no free
+        // transfer slot, waiting to retry): not in the registry until their upload starts.
+        let backlog = fs.upload_backlog();
+        queue.queued += backlog.files;
+        queue.pending_bytes += backlog.bytes;
+        metrics.set_upload_queue(queue);
     }));
     tally
 }
@@ -356,6 +362,18 @@ pub fn status_uploads(registry: &UploadRegistry) -> Vec<snapshot::UploadProgress
     out
 }
 
+/// The files whose last upload failed, for `vagonfs status`.
+pub fn failed_uploads(fs: &VagonFs) -> Vec<snapshot::FailedUpload> {
+    fs.upload_failures()
+        .into_iter()
+        .map(|f| snapshot::FailedUpload {
+            path: f.file,
+            reason: f.reason,
+            permanent: f.permanent,
+        })
+        .collect()
+}
+
 /// The [`ControlHandler`] of a mount.
 struct MountControl {
     identity: MountIdentity,
@@ -375,6 +393,7 @@ impl ControlHandler for MountControl {
             status_uploads(&self.fs.uploads()),
         );
         snapshot.api_unreachable_since = self.fs.api_unreachable_since().map(DateTime::<Utc>::from);
+        snapshot.failed = failed_uploads(&self.fs);
         snapshot
     }
 

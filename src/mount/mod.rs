@@ -200,6 +200,13 @@ pub struct MountArgs {
     /// 500ms, 0).
     #[arg(long, value_name = "TIME", default_value = "1s", value_parser = parse_upload_delay)]
     pub upload_delay: Duration,
+
+    /// Most disk space the local copies of changed files may take (MiB, or with a unit: 2G).
+    /// When it is taken, a write waits for uploads to make room (it blocks while the API is
+    /// unreachable); a single file larger than it is refused with ENOSPC [default: the smaller
+    /// of 10 GiB and half the free space of the cache folder's disk at mount time].
+    #[arg(long, value_name = "SIZE", value_parser = parse_cache_size)]
+    pub cache_max_size: Option<u64>,
 }
 
 /// Why `vagonfs mount` failed.
@@ -464,6 +471,8 @@ pub fn plan(args: &MountArgs) -> Result<MountPlan, MountError> {
                 transfers: args.transfers,
                 sync_close: args.sync_close,
                 upload_delay: args.upload_delay,
+                // The default is measured on the cache disk at mount time (`serve_mounted`).
+                spool_max: args.cache_max_size,
             },
         },
         allow_other: args.allow_other,

@@ -133,6 +133,11 @@ fn serve_mounted(
         &write::mount_key(&plan.root, &backend.identity),
     );
     let cache_dir = fs_config.cache_dir.clone();
+    if fs_config.write_back.spool_max.is_none() {
+        let max = write::default_spool_max(&plan.cache_base);
+        tracing::debug!(bytes = max, "local cache bound (--cache-max-size default)");
+        fs_config.write_back.spool_max = Some(max);
+    }
     let fs = VagonFs::new(backend.api.clone(), plan.root.clone(), fs_config);
     if !plan.fs.read_only {
         // The base folder too: whoever can write it could swap our per-mount folder.

@@ -5,6 +5,8 @@
 //! Its implementations:
 //! - [`http::HttpFilesApi`]: the real client (reqwest, HMAC signing, retries, tolerant parsing);
 //! - [`faulty::FaultyFilesApi`]: a wrapper that injects failures, for tests of the core;
+//! - `mem::MemApi` (tests and the `test-support` feature): the in-memory double with the
+//!   emulator's rules, which tests wrap in `FaultyFilesApi` for faults;
 //! - the emulator (`crate::emulator`), reached over loopback through `HttpFilesApi`.
 //!
 //! The types here are the *domain* view: plain Rust values, already validated. The serde shapes
@@ -24,6 +26,8 @@ pub mod config;
 pub mod error;
 pub mod faulty;
 pub mod http;
+#[cfg(any(test, feature = "test-support"))]
+pub mod mem;
 pub mod metered;
 pub mod model;
 pub mod paging;

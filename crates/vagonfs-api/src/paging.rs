@@ -5,6 +5,8 @@
 //! most [`PAGES_IN_FLIGHT`] at once, and consumed in page order (so the result keeps the
 //! server's order). Without `count` it follows `next_page` one page after the other. 10,000
 //! entries at a 20 ms round trip cost one round trip for page 1 and three for the 99 others.
+//! [`collect_pages_observed`] hands each page's new items to an observer as they are taken (in
+//! page order), so a lookup of one name can be answered by the page that holds it.
 //!
 //! A buggy or hostile server cannot make it loop forever or grow without bound; paging *stops*
 //! (with what was gathered and a reason, [`Collected::stopped`]) when:
@@ -167,6 +169,21 @@ where
     F: Fn(u32) -> Fut,
     Fut: Future<Output = ApiResult<Page<T>>>,
 {
+    collect_pages_observed(id_of, fetch, |_: &[T]| {}).await
+}
+
+/// [`collect_pages`], telling `on_page` the new items of each page as it is taken (in page
+/// order, de-duplicated), so a caller that needs one item need not wait for the last page.
+pub async fn collect_pages_observed<T, F, Fut, O>(
+    id_of: fn(&T) -> u64,
+    fetch: F,
+    mut on_page: O,
+) -> ApiResult<Collected<T>>
+where
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = ApiResult<Page<T>>>,
+    O: FnMut(&[T]),
+{
     let mut guard = Guard {
         id_of,
         pages_read: 0,
@@ -178,7 +195,9 @@ where
     let first = fetch(1).await?;
     let per_page = first.items.len() as u64;
     let (count, mut next) = (first.count, first.next_page);
-    if let Err(why) = guard.take(1, first) {
+    let taken = guard.take(1, first);
+    on_page(&guard.items);
+    if let Err(why) = taken {
         return Ok(guard.done(Some(why)));
     }
     if let (Some(count), Some(2)) = (count, next)
@@ -194,7 +213,10 @@ where
         while let Some((p, got)) = pages.next().await {
             let got = got?;
             next = got.next_page;
-            if let Err(why) = guard.take(p, got) {
+            let before = guard.items.len();
+            let taken = guard.take(p, got);
+            on_page(&guard.items[before..]);
+            if let Err(why) = taken {
                 return Ok(guard.done(Some(why)));
             }
         }
@@ -203,7 +225,10 @@ where
     while let Some(page) = next {
         let got = fetch(page).await?;
         next = got.next_page;
-        if let Err(why) = guard.take(page, got) {
+        let before = guard.items.len();
+        let taken = guard.take(page, got);
+        on_page(&guard.items[before..]);
+        if let Err(why) = taken {
             return Ok(guard.done(Some(why)));
         }
     }
@@ -225,7 +250,18 @@ pub async fn folder_pages(
     parent: Option<u64>,
     search: Option<&str>,
 ) -> ApiResult<Collected<FileEntry>> {
-    collect_pages(
+    folder_pages_observed(api, space, parent, search, |_: &[FileEntry]| {}).await
+}
+
+/// [`folder_pages`], telling `on_page` the new entries of each page as it is taken.
+pub async fn folder_pages_observed(
+    api: &dyn FilesApi,
+    space: Space,
+    parent: Option<u64>,
+    search: Option<&str>,
+    on_page: impl FnMut(&[FileEntry]),
+) -> ApiResult<Collected<FileEntry>> {
+    collect_pages_observed(
         |e: &FileEntry| e.id,
         |page| {
             let query = ListQuery {
@@ -243,6 +279,7 @@ pub async fn folder_pages(
                 })
             }
         },
+        on_page,
     )
     .await
 }
@@ -534,6 +571,28 @@ mod tests {
         assert_eq!(most, PAGES_IN_FLIGHT, "bounded, and that many together");
         // Page 1, then 99 pages 40 at a time: four round trips of 20 ms.
         assert_eq!(started.elapsed(), Duration::from_millis(80));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_sees_each_item_once_page_by_page_in_order() {
+        let peak = std::sync::Arc::default();
+        let asked = std::sync::Arc::default();
+        let fetch = counted_fetch(1_050, 100, Some(1_050), &peak, &asked);
+        let mut seen: Vec<Vec<u64>> = Vec::new();
+        let got = collect_pages_observed(
+            |e: &FileEntry| e.id,
+            fetch,
+            |page: &[FileEntry]| {
+                seen.push(page.iter().map(|e| e.id).collect());
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(seen.len(), 11, "one call per page");
+        assert_eq!(seen[0], (1..=100).collect::<Vec<_>>());
+        assert_eq!(seen[10], (1001..=1050).collect::<Vec<_>>());
+        let flat: Vec<u64> = seen.into_iter().flatten().collect();
+        assert_eq!(flat, got.items.iter().map(|e| e.id).collect::<Vec<_>>());
     }
 
     #[tokio::test(start_paused = true)]

@@ -581,6 +581,7 @@ impl StatusSnapshot {
             queued: queue.queued,
             in_flight: queue.in_flight,
             pending_bytes: queue.pending_bytes,
+            failed: Vec::new(),
             recent_errors: metrics.recent_errors(),
             cache: metrics.cache_stats(),
             retries: metrics.retries_total(),

@@ -183,6 +183,59 @@ struct Shared {
     health: Arc<Health>,
     inodes: Arc<InodeTable>,
     kernel: OnceLock<Arc<dyn KernelCache>>,
+    /// The pages that have arrived of each running fetch, by folder and epoch: a lookup in a
+    /// folder never listed is answered by the page that holds its name ([`DirCache::entry`]).
+    progress: Mutex<HashMap<(Loc, u64), Arc<Progress>>>,
+}
+
+/// The pages of one running folder fetch that have arrived so far, by shown name.
+struct Progress {
+    space: Space,
+    /// Shown name → the entry, or `None` when two arrived objects show under it (then only
+    /// the whole listing can tell which one keeps the name).
+    names: Mutex<HashMap<OsString, Option<ListedEntry>>>,
+    /// Bumped at each page taken.
+    pages: tokio::sync::watch::Sender<u32>,
+    /// Names answered from a page before the listing was whole, with what they were answered:
+    /// checked against the whole listing when it lands.
+    answered: Mutex<Vec<(OsString, Loc)>>,
+}
+
+impl Progress {
+    fn new(space: Space) -> Self {
+        Progress {
+            space,
+            names: Mutex::new(HashMap::new()),
+            pages: tokio::sync::watch::Sender::new(0),
+            answered: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Take one page's new objects (the pager's observer).
+    fn take(&self, page: &[FileEntry]) {
+        {
+            let mut names = lock(&self.names);
+            for e in page {
+                let Some((name, long)) = visible_name(e) else {
+                    continue;
+                };
+                let shown = listed_entry(self.space, e, name, long);
+                names
+                    .entry(shown.name.clone())
+                    .and_modify(|slot| *slot = None)
+                    .or_insert(Some(shown));
+            }
+        }
+        self.pages.send_modify(|n| *n += 1);
+    }
+
+    /// The entry shown as `name` in the pages arrived so far, when exactly one object holds it;
+    /// remembered as answered.
+    fn early(&self, name: &OsStr) -> Option<ListedEntry> {
+        let hit = lock(&self.names).get(name).cloned().flatten()?;
+        lock(&self.answered).push((name.to_os_string(), hit.seen.loc));
+        Some(hit)
+    }
 }
 
 /// The listing cache of one mount.
@@ -213,6 +266,7 @@ impl DirCache {
                 health,
                 inodes,
                 kernel: OnceLock::new(),
+                progress: Mutex::new(HashMap::new()),
             }),
             times,
             flight: SingleFlight::new(),
@@ -254,6 +308,57 @@ impl DirCache {
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// The entry shown as `name` in folder `dir`, for a lookup: from the cached listing as
+    /// [`DirCache::listing_for`]; in a folder with no listing, as soon as a page holding the
+    /// name has arrived (the listing goes on in the background and is cached whole), or `None`
+    /// once every page has arrived without it. Waits at most `--op-timeout`.
+    pub(crate) async fn entry(&self, dir: Loc, name: &OsStr) -> FsResult<Option<ListedEntry>> {
+        let listed = !self.times.ttl.is_zero() && lock(&self.shared.listings).contains_key(&dir);
+        if listed || !matches!(dir, Loc::SpaceRoot(_) | Loc::Remote { .. }) {
+            let listing = self.listing_for(dir, name).await?;
+            return Ok(listing.find(name).cloned());
+        }
+        self.counter.miss();
+        if let Some(err) = self.shared.health.recent_failure() {
+            return Err(err);
+        }
+        let epoch = self.epoch(dir);
+        let mut flight = self.start(dir);
+        let progress = lock(&self.shared.progress).get(&(dir, epoch)).cloned();
+        let wait = async {
+            let Some(progress) = progress else {
+                return flight.await.map(|l| l.find(name).cloned());
+            };
+            let mut pages = progress.pages.subscribe();
+            loop {
+                if let Some(hit) = progress.early(name) {
+                    return Ok(Some(hit));
+                }
+                tokio::select! {
+                    done = &mut flight => return done.map(|l| l.find(name).cloned()),
+                    changed = pages.changed() => {
+                        if changed.is_err() {
+                            return flight.await.map(|l| l.find(name).cloned());
+                        }
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(self.times.op_timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => {
+                let err = health::op_timed_out("folder listing", self.times.op_timeout);
+                self.shared.health.failed(&err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Whether a fetch of folder `dir` is running (its pages are arriving).
+    pub(crate) fn is_fetching(&self, dir: Loc) -> bool {
+        lock(&self.shared.progress).keys().any(|(d, _)| *d == dir)
     }
 
     /// The listing of folder `dir`: the cached one at once when there is one (revalidated in
@@ -314,8 +419,26 @@ impl DirCache {
         let shared = Arc::clone(&self.shared);
         let ttl = self.times.ttl;
         let started = self.flight.join_or_start((dir, epoch), move || {
+            let progress = match dir {
+                Loc::SpaceRoot(space) | Loc::Remote { space, .. } => {
+                    let p = Arc::new(Progress::new(space));
+                    lock(&shared.progress).insert((dir, epoch), Arc::clone(&p));
+                    Some(p)
+                }
+                _ => None,
+            };
             Some(async move {
-                let fetched = fetch_entries(shared.api.as_ref(), dir, &shared.warned).await;
+                let _done = ProgressDone {
+                    shared: &shared,
+                    key: (dir, epoch),
+                };
+                let fetched = fetch_entries(
+                    shared.api.as_ref(),
+                    dir,
+                    &shared.warned,
+                    progress.as_deref(),
+                )
+                .await;
                 let (entries, complete) = match fetched {
                     Ok(got) => {
                         shared.health.ok();
@@ -332,6 +455,9 @@ impl DirCache {
                 let listing = Arc::new(Listing::new(entries, complete));
                 if !ttl.is_zero() {
                     shared.store(dir, epoch, &listing);
+                }
+                if let Some(progress) = &progress {
+                    shared.check_early_answers(dir, progress, &listing);
                 }
                 Ok(listing)
             })
@@ -396,8 +522,6 @@ impl DirCache {
     /// deleted elsewhere): the folder is revalidated in the background, and the next lookup of
     /// `name` waits for that refresh (bounded by `--op-timeout`) to resolve it again, while every
     /// other name of the folder is still answered from the cache at once. For the read path.
-    // Offered to the read path (a 404 from a link or a data GET); not called yet.
-    #[allow(dead_code)]
     pub(crate) fn forget_name(&self, dir: Loc, name: &OsStr) {
         lock(&self.shared.stale_names).insert((dir, name.to_os_string()));
         lock(&self.shared.negative).remove(&(dir, name.to_os_string()));
@@ -482,7 +606,39 @@ impl DirCache {
     }
 }
 
+/// Unregisters a fetch's [`Progress`] when the fetch ends, however it ends.
+struct ProgressDone<'a> {
+    shared: &'a Shared,
+    key: (Loc, u64),
+}
+
+impl Drop for ProgressDone<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.progress).remove(&self.key);
+    }
+}
+
 impl Shared {
+    /// Names answered from a page before the whole listing of `dir` was known, that the whole
+    /// listing shows otherwise (a later page held the same name with a lower id): the kernel
+    /// forgets its entry, and the next lookup resolves the name in the whole listing.
+    fn check_early_answers(&self, dir: Loc, progress: &Progress, listing: &Listing) {
+        let answered = std::mem::take(&mut *lock(&progress.answered));
+        if answered.is_empty() {
+            return;
+        }
+        let parent = self.inodes.ino_of(&dir);
+        for (name, loc) in answered {
+            if listing.find(&name).map(|e| e.seen.loc) == Some(loc) {
+                continue;
+            }
+            tracing::debug!(?dir, name = ?name, "a name answered from an early page is shown otherwise");
+            if let (Some(kernel), Some(parent)) = (self.kernel.get(), parent) {
+                kernel.forget_entry(parent, &name);
+            }
+        }
+    }
+
     /// Cache `listing` of `dir`, fetched at `epoch`, unless `dir` was invalidated since; tell
     /// the kernel what changed against the listing it replaces.
     fn store(&self, dir: Loc, epoch: u64, listing: &Arc<Listing>) {
@@ -571,6 +727,7 @@ async fn fetch_entries(
     api: &dyn FilesApi,
     dir: Loc,
     warned: &Mutex<HashSet<Loc>>,
+    progress: Option<&Progress>,
 ) -> FsResult<(Vec<ListedEntry>, bool)> {
     match dir {
         Loc::AllRoot => Ok((all_root_entries(), true)),
@@ -583,7 +740,13 @@ async fn fetch_entries(
                 Loc::Remote { id, .. } => Some(id),
                 _ => None,
             };
-            let (raw, paged_all) = list_all_files(api, space, parent).await?;
+            let got = paging::folder_pages_observed(api, space, parent, None, |page| {
+                if let Some(p) = progress {
+                    p.take(page);
+                }
+            })
+            .await?;
+            let (raw, paged_all) = report_stop(space, parent, got);
             let before = raw.len();
             let entries = sanitize(space, raw, warned);
             let complete = paged_all && entries.len() == before;
@@ -615,16 +778,14 @@ fn all_root_entries() -> Vec<ListedEntry> {
     ]
 }
 
-/// Every page of one folder of `space` (`parent` `None` = the root), objects de-duplicated by id;
-/// pages fetched in parallel once the first gave the count (`api::paging`). A server that pages
-/// wrongly ends the listing with a warning, with what was gathered, and `false`: the server may
-/// hold more.
-pub(crate) async fn list_all_files(
-    api: &dyn FilesApi,
+/// The items of a folder's pages (objects de-duplicated by id, fetched in parallel once page 1
+/// gave the count: `api::paging`), and whether they are all of them: a server that pages
+/// wrongly ends the listing with a warning, with what was gathered, and `false`.
+fn report_stop(
     space: Space,
     parent: Option<u64>,
-) -> FsResult<(Vec<FileEntry>, bool)> {
-    let got = paging::folder_pages(api, space, parent, None).await?;
+    got: paging::Collected<FileEntry>,
+) -> (Vec<FileEntry>, bool) {
     if let Some(reason) = &got.stopped {
         tracing::warn!(
             ?space,
@@ -634,7 +795,7 @@ pub(crate) async fn list_all_files(
         );
     }
     let complete = got.stopped.is_none();
-    Ok((got.items, complete))
+    (got.items, complete)
 }
 
 /// Every page of `GET /machines`, de-duplicated by id.
@@ -697,29 +858,31 @@ pub(crate) fn sanitize(
             warn_once(warned, loc, "skipping an object with id 0", &entry.name);
             continue;
         }
-        let long = entry.name.len() > NAME_MAX;
-        if long {
-            let short = shortened_name(&entry.name, entry.id);
-            if name_problem(&short).is_none() {
+        match visible_name(&entry) {
+            Some((name, long)) => {
+                if long {
+                    warn_once(
+                        warned,
+                        loc,
+                        &format!("name longer than 255 bytes shown read-only as {name:?}"),
+                        &entry.name,
+                    );
+                    entry.name = name;
+                }
+                valid.push((entry, long));
+            }
+            None => {
+                let problem = name_problem(&entry.name).unwrap_or("cannot be shortened");
                 warn_once(
                     warned,
                     loc,
-                    &format!("name longer than 255 bytes shown read-only as {short:?}"),
+                    &format!(
+                        "skipping an object whose name cannot be a Linux file name ({problem})"
+                    ),
                     &entry.name,
                 );
-                entry.name = short;
             }
         }
-        if let Some(problem) = name_problem(&entry.name) {
-            warn_once(
-                warned,
-                loc,
-                &format!("skipping an object whose name cannot be a Linux file name ({problem})"),
-                &entry.name,
-            );
-            continue;
-        }
-        valid.push((entry, long));
     }
     let names: Vec<(String, u64)> = valid.iter().map(|(e, _)| (e.name.clone(), e.id)).collect();
     let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -732,24 +895,43 @@ pub(crate) fn sanitize(
         .into_iter()
         .zip(shown)
         .zip(held_twice)
-        .map(|(((e, long), name), twice)| {
-            let kind = match e.object_type {
-                ObjectType::File => NodeKind::File,
-                ObjectType::Directory => NodeKind::Directory,
-            };
-            let size = if kind == NodeKind::File { e.size } else { 0 };
-            ListedEntry {
-                name: OsString::from(name),
-                seen: Seen {
-                    loc: Loc::Remote { space, id: e.id },
-                    kind,
-                    size,
-                    mtime: e.modified,
-                },
-                read_only: long || twice,
-            }
-        })
+        .map(|(((e, long), name), twice)| listed_entry(space, &e, name, long || twice))
         .collect()
+}
+
+/// The name object `e` shows under on its own (before duplicates are told apart), and whether
+/// it was cut to fit; `None` for an object that cannot be shown (id 0, or a name Linux
+/// cannot hold).
+fn visible_name(e: &FileEntry) -> Option<(String, bool)> {
+    if e.id == 0 {
+        return None;
+    }
+    let long = e.name.len() > NAME_MAX;
+    let name = if long {
+        shortened_name(&e.name, e.id)
+    } else {
+        e.name.clone()
+    };
+    name_problem(&name).is_none().then_some((name, long))
+}
+
+/// Object `e` of `space` shown as `name`.
+fn listed_entry(space: Space, e: &FileEntry, name: String, read_only: bool) -> ListedEntry {
+    let kind = match e.object_type {
+        ObjectType::File => NodeKind::File,
+        ObjectType::Directory => NodeKind::Directory,
+    };
+    let size = if kind == NodeKind::File { e.size } else { 0 };
+    ListedEntry {
+        name: OsString::from(name),
+        seen: Seen {
+            loc: Loc::Remote { space, id: e.id },
+            kind,
+            size,
+            mtime: e.modified,
+        },
+        read_only,
+    }
 }
 
 /// A name longer than [`NAME_MAX`] cut to fit, with `…~{id}` (and a short extension) after it.

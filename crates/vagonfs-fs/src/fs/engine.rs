@@ -40,7 +40,7 @@ pub const DEFAULT_UPLOAD_DELAY: Duration = Duration::from_secs(1);
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Wait after a permanent failure (quota, permission) before trying again on its own.
-const SLOW_RETRY: Duration = Duration::from_secs(300);
+pub(crate) const SLOW_RETRY: Duration = Duration::from_secs(300);
 /// How often the spool folder's group commit runs (while something changed).
 pub const GROUP_COMMIT: Duration = Duration::from_secs(1);
 /// Quiet period before a file changed without a writer (truncate by path) is uploaded.
@@ -56,6 +56,9 @@ pub struct WriteBack {
     pub sync_close: bool,
     /// How long a new file waits after its close before its upload starts.
     pub upload_delay: Duration,
+    /// `--cache-max-size`: most bytes the spools may hold at once (`None`: no bound). A write
+    /// that would pass it waits for uploads to drain (see [`VagonFs::make_room`]).
+    pub spool_max: Option<u64>,
 }
 
 impl Default for WriteBack {
@@ -64,6 +67,7 @@ impl Default for WriteBack {
             transfers: DEFAULT_TRANSFERS,
             sync_close: false,
             upload_delay: DEFAULT_UPLOAD_DELAY,
+            spool_max: None,
         }
     }
 }
@@ -101,6 +105,8 @@ pub(crate) struct Engine {
     transfers: Arc<Semaphore>,
     workers: Mutex<HashMap<u64, Arc<Worker>>>,
     failures: Mutex<HashMap<u64, UploadFailure>>,
+    /// Signalled when a spool is released (room in `--cache-max-size` for a waiting write).
+    pub(crate) spool_freed: Notify,
 }
 
 impl Engine {
@@ -110,8 +116,20 @@ impl Engine {
             transfers: Arc::new(Semaphore::new(config.transfers.max(1))),
             workers: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            spool_freed: Notify::new(),
         }
     }
+}
+
+/// What waits to go to the server (for `vagonfs status`): changed files that no upload is
+/// sending right now, not counting the ones whose last upload failed for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Files waiting for their upload to start (the `--upload-delay`, a free transfer slot, or
+    /// the next retry of a transient failure).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// Whether an upload error is worth retrying soon.
@@ -171,7 +189,7 @@ impl VagonFs {
             .count()
     }
 
-    fn note_failure(&self, ino: u64, e: &FsError, permanent: bool) {
+    pub(crate) fn note_failure(&self, ino: u64, e: &FsError, permanent: bool) {
         let file = self
             .spooled_file(ino)
             .map(|f| f.target().display_path)
@@ -181,12 +199,69 @@ impl VagonFs {
             reason: e.to_string(),
             permanent,
         };
-        let first = lock(&self.engine.failures).insert(ino, failure.clone()) != Some(failure);
-        if first && permanent {
-            tracing::warn!(file = %file, error = %e, "upload failed; the local copy is kept and the upload retried later (and by `vagonfs sync`)");
-        } else {
-            tracing::debug!(file = %file, error = %e, "upload failed; retrying");
+        let before = lock(&self.engine.failures).insert(ino, failure);
+        match (permanent, before) {
+            // Logged once at warn per failing streak, not at every slow retry.
+            (true, None)
+            | (
+                true,
+                Some(UploadFailure {
+                    permanent: false, ..
+                }),
+            ) => {
+                tracing::warn!(file = %file, error = %e, "upload failed; the local copy is kept, and the upload retried every {} min and by `vagonfs sync`", SLOW_RETRY.as_secs() / 60)
+            }
+            (false, None) => {
+                tracing::info!(file = %file, error = %e, "upload failed; retrying with backoff")
+            }
+            _ => tracing::debug!(file = %file, error = %e, "upload failed again"),
         }
+        if let FsError::Api(a) = e
+            && a.kind() == crate::api::ApiErrorKind::NoSpace
+        {
+            // The storage is full: learn its numbers, so the next close that cannot fit
+            // answers ENOSPC at once (`check_quota`).
+            self.refresh_quota(ino);
+        }
+    }
+
+    /// Changed files waiting for an upload to start, and their bytes (uploads running are in
+    /// the upload registry; permanent failures in [`VagonFs::upload_failures`]).
+    pub fn upload_backlog(&self) -> Backlog {
+        let failed = self.permanently_failed();
+        let mut backlog = Backlog::default();
+        for (ino, f) in lock(&self.files).iter() {
+            if f.unlinked || !f.file.is_dirty() || f.file.is_uploading() || failed.contains(ino) {
+                continue;
+            }
+            backlog.files += 1;
+            backlog.bytes += f.file.len();
+        }
+        backlog
+    }
+
+    /// Inodes whose last upload failed for good.
+    pub(crate) fn permanently_failed(&self) -> Vec<u64> {
+        lock(&self.engine.failures)
+            .iter()
+            .filter(|(_, f)| f.permanent)
+            .map(|(ino, _)| *ino)
+            .collect()
+    }
+
+    /// Learn the quota of `ino`'s storage again, in the background (one capacity request).
+    fn refresh_quota(&self, ino: u64) {
+        let (Some(file), Some(fs), Ok(rt)) = (
+            self.spooled_file(ino),
+            self.me.upgrade(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let space = file.space();
+        rt.spawn(async move {
+            fs.statfs.fresh_free(space).await;
+        });
     }
 
     pub(crate) fn clear_failure(&self, ino: u64) {

@@ -37,6 +37,7 @@ pub fn to_errno(err: &FsError) -> i32 {
         FsError::IsADirectory => libc::EISDIR,
         FsError::NotEmpty => libc::ENOTEMPTY,
         FsError::Exists => libc::EEXIST,
+        FsError::NoSpace(_) => libc::ENOSPC,
         FsError::ReadOnly => libc::EROFS,
         FsError::InvalidName(_) => libc::EINVAL,
         FsError::NameTooLong => libc::ENAMETOOLONG,

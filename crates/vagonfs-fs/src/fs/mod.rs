@@ -13,8 +13,9 @@
 //! [`write`] (the write-path engine: spools, journal, uploader), `overlay` (local changes laid
 //! over cached listings), `names` (name resolution and folder views merging both),
 //! `ops_write` (create, open for writing, write, flush, setattr, mkdir, unlink, rmdir, recovery),
-//! `rename` (file and folder moves) and [`engine`] (background uploads: one worker per dirty
-//! file, `--transfers` at once, retries).
+//! `rename` (file and folder moves), [`engine`] (background uploads: one worker per dirty
+//! file, `--transfers` at once, retries) and `room` (early ENOSPC from the known quota, the
+//! `--cache-max-size` bound of the spools).
 //!
 //! Subtle cases owned here:
 //! - every method takes `&self`; state sits behind `std::sync::Mutex`es held for a few map
@@ -42,13 +43,7 @@
 pub mod attr;
 mod counters;
 pub mod dir;
-#[cfg(test)]
-mod emu_support;
-#[cfg(test)]
-mod emu_tests;
 pub mod engine;
-#[cfg(test)]
-mod engine_tests;
 pub mod errno;
 mod flight;
 mod health;
@@ -58,17 +53,12 @@ mod ops_write;
 mod overlay;
 pub mod read;
 mod rename;
+mod room;
 pub mod statfs;
-#[cfg(test)]
-mod test_api;
 #[cfg(test)]
 mod tests;
 pub mod times;
 pub mod write;
-#[cfg(test)]
-mod write_emu_tests;
-#[cfg(test)]
-mod write_tests;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -124,6 +114,10 @@ pub enum FsError {
     NotEmpty,
     #[error("already exists")]
     Exists,
+    /// Refused before it was tried: the storage's quota, or the local cache bound
+    /// (`--cache-max-size`), cannot hold the change.
+    #[error("no space left: {0}")]
+    NoSpace(String),
     #[error("read-only file system")]
     ReadOnly,
     #[error("name not allowed: {0}")]
@@ -165,6 +159,7 @@ impl Clone for FsError {
             FsError::IsADirectory => FsError::IsADirectory,
             FsError::NotEmpty => FsError::NotEmpty,
             FsError::Exists => FsError::Exists,
+            FsError::NoSpace(w) => FsError::NoSpace(w.clone()),
             FsError::ReadOnly => FsError::ReadOnly,
             FsError::InvalidName(n) => FsError::InvalidName(n.clone()),
             FsError::NameTooLong => FsError::NameTooLong,
@@ -665,8 +660,9 @@ impl VagonFs {
     }
 
     /// After `err` from opening or reading `file`: the first time a version is found gone or
-    /// bad, say so in the log; if gone, drop its folder's cached listing so that the name is
-    /// resolved again (once per version, never once per read).
+    /// bad, say so in the log; if gone, forget the name in its folder's cached listing so that
+    /// it is resolved again (once per version, never once per read). Only that name waits for
+    /// the folder's refresh: every other name of a big folder is still answered from the cache.
     fn file_gone(&self, ino: u64, parent: Option<Loc>, file: FileVersion, err: &FsError) {
         if !matches!(err, FsError::Gone(_) | FsError::Inconsistent(_))
             || !self.reader.first_report(file)
@@ -676,8 +672,14 @@ impl VagonFs {
         match err {
             FsError::Gone(why) => {
                 tracing::info!(ino, file = file.id, "{why}; looking the name up again");
-                if let Some(parent) = parent {
-                    self.dirs.invalidate(parent);
+                let named = self
+                    .inodes
+                    .get(ino)
+                    .and_then(|n| Some((n.parent?.1, n.name?)));
+                match (named, parent) {
+                    (Some((dir, name)), _) => self.dirs.forget_name(dir, &name),
+                    (None, Some(parent)) => self.dirs.invalidate(parent),
+                    (None, None) => {}
                 }
             }
             _ => tracing::warn!(ino, file = file.id, "read refused: {err}"),
@@ -759,6 +761,11 @@ impl VagonFs {
         };
         if self.spooled_file(ino).is_some() {
             // The local bytes are the truth while there is a spool.
+            return Ok(node);
+        }
+        if self.dirs.peek(parent_loc).is_none() && self.dirs.is_fetching(parent_loc) {
+            // Looked up from a page of a first listing moments ago: as fresh as it gets; the
+            // listing goes on in the background.
             return Ok(node);
         }
         match self.dirs.listing(parent_loc).await {

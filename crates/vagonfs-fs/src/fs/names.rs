@@ -111,9 +111,8 @@ impl VagonFs {
         if self.dirs.is_known_missing(dir.loc, name) {
             return Ok(None);
         }
-        let listing = self.dirs.listing_for(dir.loc, name).await?;
-        match listing.find(name) {
-            Some(e) if !self.overlay.is_gone(&e.seen.loc) => Ok(Some(Resolved::Listed(e.clone()))),
+        match self.dirs.entry(dir.loc, name).await? {
+            Some(e) if !self.overlay.is_gone(&e.seen.loc) => Ok(Some(Resolved::Listed(e))),
             _ => {
                 self.dirs.note_missing(dir.loc, name);
                 Ok(None)

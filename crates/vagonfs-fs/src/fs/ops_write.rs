@@ -351,6 +351,9 @@ impl VagonFs {
             return Err(FsError::BadHandle(fh));
         }
         let file = self.spooled_file(ino).ok_or(FsError::BadHandle(fh))?;
+        let end = if handle.append { file.len() } else { offset };
+        self.make_room(ino, &file, end.saturating_add(data.len() as u64))
+            .await?;
         let n = if handle.append {
             file.append(data).await?
         } else {
@@ -369,6 +372,16 @@ impl VagonFs {
         let handle = self.file_handle(ino, fh)?;
         if !handle.write {
             return Ok(());
+        }
+        if let Some(file) = self.spooled_file(ino)
+            && file.is_dirty()
+            && let Err(e) = self.check_quota(ino, &file, file.len()).await
+        {
+            // Kept (and shown by `vagonfs status`), tried again on the slow timer, by `vagonfs
+            // sync`, or by the next close once there is room.
+            self.note_failure(ino, &e, true);
+            self.schedule_upload(ino, super::engine::SLOW_RETRY);
+            return Err(e);
         }
         if self.engine.config.sync_close {
             return self.upload_ino(ino).await;
@@ -455,6 +468,8 @@ impl VagonFs {
         };
         if dropped.is_some() {
             self.inodes.set_spooled(ino, false);
+            // Room in `--cache-max-size` for a write waiting on it.
+            self.engine.spool_freed.notify_waiters();
         }
     }
 
@@ -478,7 +493,7 @@ impl VagonFs {
             }
             Err(e) => {
                 let e = FsError::from(e);
-                tracing::warn!(ino, file = %file.target().display_path, error = %e, "upload failed; the spool is kept");
+                tracing::debug!(ino, file = %file.target().display_path, error = %e, "upload failed; the spool is kept");
                 Err(e)
             }
         }
@@ -548,6 +563,7 @@ impl VagonFs {
             }
             let node = self.fresh_node(ino).await?;
             let file = self.spool_of(&node).await?;
+            self.make_room(ino, &file, size).await?;
             file.set_len(size).await?;
             self.inodes.set_mtime_override(ino, None);
             let open = self.inodes.get(ino).is_some_and(|n| n.open_handles > 0);

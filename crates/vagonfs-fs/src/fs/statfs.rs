@@ -81,6 +81,29 @@ impl StatfsCache {
         Ok(numbers(total, in_use, files))
     }
 
+    /// Free bytes of the storage of `space` as last learnt, without a request, and whether
+    /// those numbers are older than [`STATFS_TTL`]. `None` when nothing is known, for spaces
+    /// nothing is written to, and for a server without a quota (total 0).
+    pub(crate) fn last_free(&self, space: Space) -> Option<(u64, bool)> {
+        let machine = capacity_key(space)?;
+        let (at, cap) = lock(&self.cached).get(&machine).copied()?;
+        (cap.total > 0).then(|| {
+            (
+                cap.total.saturating_sub(cap.in_use),
+                at.elapsed() >= STATFS_TTL,
+            )
+        })
+    }
+
+    /// Free bytes of the storage of `space` from numbers at most [`STATFS_TTL`] old (fetched
+    /// when older); `None` when they cannot be had (no quota, or the API does not answer).
+    pub(crate) async fn fresh_free(&self, space: Space) -> Option<u64> {
+        let machine = capacity_key(space)?;
+        self.capacity(machine).await.ok()?;
+        self.last_free(space)
+            .and_then(|(free, stale)| (!stale).then_some(free))
+    }
+
     async fn capacity(&self, machine: Option<u64>) -> FsResult<Capacity> {
         let last = lock(&self.cached).get(&machine).copied();
         if let Some((at, cap)) = last
@@ -110,6 +133,16 @@ impl StatfsCache {
             }
             (Err(e), None) => Err(e),
         }
+    }
+}
+
+/// The key of the capacity query that gives a storage's own numbers (writes land in
+/// machine and shared storages only).
+fn capacity_key(space: Space) -> Option<Option<u64>> {
+    match space {
+        Space::Machine(id) => Some(Some(id)),
+        Space::Shared => Some(None),
+        Space::Recordings { .. } => None,
     }
 }
 

@@ -139,15 +139,33 @@ mod tests {
 /// which measured as the read path's main CPU cost. Holds at most [`POOL_MAX`] buffers.
 pub(super) struct BufferPool {
     free: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Capacity of the buffers handed out (at least).
+    size: usize,
+    /// Most buffers kept.
+    max: usize,
 }
 
-/// Most buffers the pool keeps (8 MiB of blocks): part of the read path's fixed overhead.
+/// Most block buffers the pool keeps (8 MiB of blocks): part of the read path's fixed overhead.
 pub(super) const POOL_MAX: usize = 64;
 
+/// Reply buffers (a read spanning several blocks is copied into one): their size, and the most
+/// kept (8 MiB): part of the read path's fixed overhead. A read larger than this gets a buffer
+/// of its own, not kept.
+pub(super) const REPLY_BUFFER: usize = 1 << 20;
+pub(super) const REPLY_POOL_MAX: usize = 8;
+
 impl BufferPool {
+    /// The pool of block buffers.
     pub(super) fn new() -> std::sync::Arc<Self> {
+        Self::sized(BLOCK_SIZE as usize, POOL_MAX)
+    }
+
+    /// A pool of buffers of `size` bytes, keeping at most `max` of them.
+    pub(super) fn sized(size: usize, max: usize) -> std::sync::Arc<Self> {
         std::sync::Arc::new(BufferPool {
             free: std::sync::Mutex::new(Vec::new()),
+            size,
+            max,
         })
     }
 
@@ -159,8 +177,16 @@ impl BufferPool {
                 buf.clear();
                 buf
             }
-            None => Vec::with_capacity(BLOCK_SIZE as usize),
+            None => Vec::with_capacity(self.size),
         }
+    }
+
+    /// An empty buffer able to hold `len` bytes: a kept one when `len` fits the pool's size.
+    pub(super) fn take_for(&self, len: usize) -> Vec<u8> {
+        if len > self.size {
+            return Vec::with_capacity(len);
+        }
+        self.take()
     }
 
     /// A filled buffer as a block: when its last reference is dropped, the buffer comes back.
@@ -172,11 +198,11 @@ impl BufferPool {
     }
 
     fn give(&self, buf: Vec<u8>) {
-        if buf.capacity() < BLOCK_SIZE as usize {
+        if buf.capacity() < self.size || buf.capacity() > self.size * 2 {
             return;
         }
         let mut free = super::lock(&self.free);
-        if free.len() < POOL_MAX {
+        if free.len() < self.max {
             free.push(buf);
         }
     }

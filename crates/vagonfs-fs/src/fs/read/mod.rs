@@ -5,7 +5,7 @@
 //! *runs*: one ranged GET for a stretch of consecutive missing blocks, streamed, each block
 //! handed to its waiters the moment its last byte has arrived (a read never waits for the rest
 //! of a GET). A read that is not sequential fetches only the blocks it touches (128 KiB each);
-//! a sequential reader ([`seq`]) gets a prefetch window that doubles up to 64 MiB, fetched in
+//! a sequential reader ([`seq`]) gets a prefetch window that grows 4-fold up to 64 MiB, fetched in
 //! runs of up to [`MAX_RUN_BLOCKS`] blocks, [`PREFETCH_CONCURRENCY`] runs at a time per handle.
 //!
 //! Subtle cases handled here:
@@ -23,7 +23,10 @@
 //!   answer EIO without a request and without relisting (a changed file comes back with a new
 //!   size or mtime from the next listing, and is read again). A link reporting another size is
 //!   `Gone` the first time (the listing is probably old) and EIO after that;
-//! - block buffers come from a small pool of buffers given back by blocks that left the cache
+//! - block buffers come from a small pool of buffers given back by blocks that left the cache;
+//!   so do the 1 MiB buffers a reply spanning several blocks is copied into (the kernel asks
+//!   reads of up to 1 MiB and more: as fresh allocations they page-faulted on every page, half
+//!   the daemon's CPU in a sequential read at 0 ms, measured with perf)
 //!   (a fresh 128 KiB allocation page-faults on every page written: the main CPU cost measured);
 //! - memory: bytes being fetched come out of a budget of `max(cache_size, MIN_FETCH_BUDGET)`
 //!   bytes (a semaphore); a read waits in line for its share, a prefetch that does not get its
@@ -33,7 +36,10 @@
 //!   also capped at half the cache, so prefetched blocks do not evict each other unread;
 //! - a cache smaller than one block means no cache: each read fetches exactly its range;
 //! - a read waits at most `read_timeout` (ETIMEDOUT); the fetch it waited for goes on and
-//!   fills the cache;
+//!   fills the cache. The version is then marked stalled for `read_timeout`: reads of it that
+//!   need the network wait only [`STALLED_WAIT`] meanwhile (cached bytes are served at once).
+//!   The kernel retries a failed readahead with a read of its own, so without the mark a frozen
+//!   server made one `pread` wait twice `read_timeout`; a read that succeeds clears the mark;
 //! - locks: the in-flight map may be locked before the cache, never the other way round;
 //! - in-flight fetches are shared: a read needing a block being fetched waits for that block;
 //!   runs go on in their own tasks, so an interrupted read does not waste a half-done fetch.
@@ -79,6 +85,10 @@ pub const MIN_FETCH_BUDGET: u64 = MAX_RUN_BLOCKS * BLOCK_SIZE;
 
 /// Default bound on one read waiting for the network.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a read of a version marked stalled (a read of it timed out moments ago) waits for
+/// the network before answering ETIMEDOUT.
+pub const STALLED_WAIT: Duration = Duration::from_millis(250);
 
 /// Longest an open waits for the file's download link (the fetch goes on after that).
 pub const OPEN_LINK_WAIT: Duration = Duration::from_secs(5);
@@ -157,6 +167,9 @@ pub(crate) struct Reader {
     cache: Arc<Mutex<BlockCache>>,
     /// Buffers of blocks gone from the cache, for new blocks.
     pool: Arc<BufferPool>,
+    /// Buffers for replies that span several blocks (reused: a fresh 1 MiB allocation is a
+    /// mapping of its own, and writing it page-faults on every page).
+    replies: Arc<BufferPool>,
     fetching: Mutex<HashMap<BlockKey, BlockFlight>>,
     /// Memory for bytes being fetched, in blocks.
     budget: Arc<Semaphore>,
@@ -170,6 +183,8 @@ pub(crate) struct Reader {
     /// The cache cannot hold a block: reads go straight to the server, exact ranges.
     uncached: bool,
     read_timeout: Duration,
+    /// Versions whose read timed out, and when (see the module note).
+    stalled: Mutex<HashMap<FileVersion, std::time::Instant>>,
     /// Blocks reads found cached, or not.
     pub(crate) counter: HitCounter,
 }
@@ -188,6 +203,7 @@ impl Reader {
             api,
             cache: Arc::new(Mutex::new(BlockCache::new(cache_size))),
             pool: BufferPool::new(),
+            replies: BufferPool::sized(cache::REPLY_BUFFER, cache::REPLY_POOL_MAX),
             fetching: Mutex::new(HashMap::new()),
             budget: Arc::new(Semaphore::new(budget_blocks as usize)),
             budget_blocks,
@@ -197,6 +213,7 @@ impl Reader {
             max_window: MAX_WINDOW_BLOCKS.min(half_cache_blocks),
             uncached: cache_size < BLOCK_SIZE,
             read_timeout,
+            stalled: Mutex::new(HashMap::new()),
             counter: HitCounter::default(),
         })
     }
@@ -245,16 +262,32 @@ impl Reader {
             // What is cached of it is still served; nothing more is asked of the server.
             return self.from_cache(file, offset, size).ok_or(err);
         }
-        let result =
-            match tokio::time::timeout(self.read_timeout, self.read_blocks(stream, offset, size))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(FsError::Api(ApiError::Timeout {
+        let stalled = self.is_stalled(file);
+        let wait = if stalled {
+            STALLED_WAIT.min(self.read_timeout)
+        } else {
+            self.read_timeout
+        };
+        let result = match tokio::time::timeout(wait, self.read_blocks(stream, offset, size)).await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                if !stalled {
+                    let mut marks = lock(&self.stalled);
+                    if marks.len() >= BAD_MAX {
+                        marks.clear();
+                    }
+                    marks.insert(file, std::time::Instant::now());
+                }
+                Err(FsError::Api(ApiError::Timeout {
                     endpoint: format!("read of file {}", file.id),
                     secs: self.read_timeout.as_secs(),
-                })),
-            };
+                }))
+            }
+        };
+        if stalled && result.is_ok() {
+            lock(&self.stalled).remove(&file);
+        }
         match &result {
             Err(FsError::Inconsistent(why)) => {
                 self.mark_bad(file, Bad::Inconsistent(why.clone()));
@@ -267,6 +300,19 @@ impl Reader {
             _ => {}
         }
         result
+    }
+
+    /// Whether a read of `file` timed out less than `read_timeout` ago.
+    fn is_stalled(&self, file: FileVersion) -> bool {
+        let mut marks = lock(&self.stalled);
+        match marks.get(&file) {
+            Some(at) if at.elapsed() < self.read_timeout => true,
+            Some(_) => {
+                marks.remove(&file);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Whether the caller is the first to hear that `file` is gone or bad (it then relists the
@@ -295,7 +341,7 @@ impl Reader {
                 .map(|index| cache.lru.get(&BlockKey { file, index }).cloned())
                 .collect::<Option<Vec<Bytes>>>()?
         };
-        assemble(&parts, first, offset, end).ok()
+        assemble(&parts, first, offset, end, &self.replies).ok()
     }
 
     /// The error a version remembered as gone or bad answers with.
@@ -355,7 +401,7 @@ impl Reader {
                 }
             }
         }
-        assemble(&parts, first, offset, end)
+        assemble(&parts, first, offset, end, &self.replies)
     }
 
     /// The blocks `blocks` of `file`: cached, joined, or fetched (in runs of missing blocks).
@@ -831,7 +877,13 @@ fn range_error(file: FileVersion, range: &Range<u64>, e: ApiError) -> FsError {
 }
 
 /// The bytes `offset..end` out of consecutive blocks starting at block `first`.
-fn assemble(parts: &[Bytes], first: u64, offset: u64, end: u64) -> FsResult<Bytes> {
+fn assemble(
+    parts: &[Bytes],
+    first: u64,
+    offset: u64,
+    end: u64,
+    replies: &Arc<BufferPool>,
+) -> FsResult<Bytes> {
     let bad = || FsError::Inconsistent(format!("blocks do not cover bytes {offset}..{end}"));
     if let [only] = parts {
         let base = first * BLOCK_SIZE;
@@ -841,7 +893,7 @@ fn assemble(parts: &[Bytes], first: u64, offset: u64, end: u64) -> FsResult<Byte
         }
         return Ok(only.slice(from..to));
     }
-    let mut out = BytesMut::with_capacity((end - offset) as usize);
+    let mut out = replies.take_for((end - offset) as usize);
     for (i, part) in parts.iter().enumerate() {
         let base = (first + i as u64) * BLOCK_SIZE;
         let from = offset.max(base) - base;
@@ -852,7 +904,7 @@ fn assemble(parts: &[Bytes], first: u64, offset: u64, end: u64) -> FsResult<Byte
     if out.len() as u64 != end - offset {
         return Err(bad());
     }
-    Ok(out.freeze())
+    Ok(replies.seal(out))
 }
 
 #[cfg(test)]
@@ -863,7 +915,15 @@ mod tests {
     fn assemble_within_one_block_shares_the_cached_bytes() {
         let block = Bytes::from(vec![3u8; 4096]);
         let base = BLOCK_SIZE;
-        let got = assemble(std::slice::from_ref(&block), 1, base + 100, base + 200).ok();
+        let pool = BufferPool::sized(cache::REPLY_BUFFER, 1);
+        let got = assemble(
+            std::slice::from_ref(&block),
+            1,
+            base + 100,
+            base + 200,
+            &pool,
+        )
+        .ok();
         let got = got.as_deref().unwrap_or_default();
         assert_eq!(got, &block[100..200]);
         // A view of the cached block, not a copy of it.
@@ -872,12 +932,13 @@ mod tests {
 
     #[test]
     fn assemble_across_blocks() {
+        let pool = BufferPool::sized(cache::REPLY_BUFFER, 1);
         let b0 = Bytes::from((0..BLOCK_SIZE).map(|i| (i % 251) as u8).collect::<Vec<_>>());
         let b1 = Bytes::from(vec![7u8; 10]);
-        let got = assemble(&[b0.clone(), b1], 0, BLOCK_SIZE - 3, BLOCK_SIZE + 2).ok();
+        let got = assemble(&[b0.clone(), b1], 0, BLOCK_SIZE - 3, BLOCK_SIZE + 2, &pool).ok();
         let mut want = b0[b0.len() - 3..].to_vec();
         want.extend_from_slice(&[7, 7]);
         assert_eq!(got.as_deref(), Some(&want[..]));
-        assert!(assemble(&[Bytes::from_static(b"ab")], 0, 0, 3).is_err());
+        assert!(assemble(&[Bytes::from_static(b"ab")], 0, 0, 3, &pool).is_err());
     }
 }

@@ -4,9 +4,14 @@
 //! - the kernel's asynchronous readahead sends neighbouring reads out of order, so a read
 //!   starting within [`SEQ_SLACK`] of where the previous one ended still counts as sequential;
 //! - the window (blocks kept fetched ahead of the reader) starts at [`INITIAL_WINDOW_BLOCKS`]
-//!   and doubles each time the reader comes within half a window of the prefetched edge, up to
-//!   the cap the reader gives (at most [`MAX_WINDOW_BLOCKS`], and half the block cache), so it
-//!   grows until it covers bandwidth × round trip;
+//!   and grows [`WINDOW_GROWTH`]-fold each time the reader comes within half a window of the
+//!   prefetched edge, up to the cap the reader gives (at most [`MAX_WINDOW_BLOCKS`], and half
+//!   the block cache), so it covers bandwidth × round trip after a few round trips (4 growth
+//!   steps from 512 KiB to 64 MiB; doubling took 7, each at least one round trip: at 20 ms a
+//!   128 MiB file was mostly read while the window was still small);
+//! - a first read at offset 0 starts the window at once (whole-file readers start there, and
+//!   waiting for the second read cost one round trip); a random reader that happens to start at
+//!   0 pays one initial window, then its next read is a jump;
 //! - a jump resets the window: a random read fetches only the blocks it touches.
 
 use std::ops::Range;
@@ -18,6 +23,9 @@ pub const INITIAL_WINDOW_BLOCKS: u64 = 4;
 
 /// Largest prefetch window, in blocks (64 MiB); also capped at half the block cache.
 pub const MAX_WINDOW_BLOCKS: u64 = 512;
+
+/// How much the window grows at each step while the reader keeps up with it.
+pub const WINDOW_GROWTH: u64 = 4;
 
 /// A read starting this close to where the previous one ended still counts as sequential.
 pub const SEQ_SLACK: u64 = 1 << 20;
@@ -43,7 +51,11 @@ impl SeqState {
         nblocks: u64,
         max_window: u64,
     ) -> Range<u64> {
-        let continues = self.reads > 0 && offset.abs_diff(self.next) <= SEQ_SLACK;
+        let continues = if self.reads == 0 {
+            offset == 0
+        } else {
+            offset.abs_diff(self.next) <= SEQ_SLACK
+        };
         self.reads += 1;
         self.next = self.next.max(end);
         if !continues || max_window == 0 {
@@ -60,7 +72,7 @@ impl SeqState {
             // Still well ahead of the reader.
             return 0..0;
         } else {
-            self.window = (self.window * 2).min(max_window);
+            self.window = (self.window * WINDOW_GROWTH).min(max_window);
         }
         let from = self.ra_next.max(after);
         let to = after.saturating_add(self.window).min(nblocks);
@@ -78,9 +90,9 @@ mod tests {
         let mut s = SeqState::default();
         let n = 100_000;
         let step = 128 * 1024;
-        // First read: no prefetch.
-        assert_eq!(s.on_read(0, step, n, 512), 0..0);
-        let mut windows = Vec::new();
+        // A first read at 0 starts the window at once.
+        assert_eq!(s.on_read(0, step, n, 512), 1..5);
+        let mut windows = vec![s.window];
         let mut off = step;
         while off < 2000 * BLOCK_SIZE {
             let r = s.on_read(off, off + step, n, 512);
@@ -89,7 +101,7 @@ mod tests {
             }
             off += step;
         }
-        assert_eq!(&windows[..8], &[4, 8, 16, 32, 64, 128, 256, 512]);
+        assert_eq!(&windows[..5], &[4, 16, 64, 256, 512]);
         assert!(windows.iter().all(|&w| w <= 512));
         // A jump: no prefetch, window reset.
         let far = 90_000 * BLOCK_SIZE;
@@ -98,10 +110,18 @@ mod tests {
     }
 
     #[test]
+    fn a_first_read_elsewhere_than_zero_waits_for_a_second() {
+        let mut s = SeqState::default();
+        let at = 7 * BLOCK_SIZE;
+        assert_eq!(s.on_read(at, at + 4096, 100, 512), 0..0);
+        assert_eq!(s.window, 0);
+        assert_eq!(s.on_read(at + 4096, at + 8192, 100, 512), 8..12);
+    }
+
+    #[test]
     fn window_respects_cap_and_file_end() {
         let mut s = SeqState::default();
-        s.on_read(0, 10, 3, 8);
-        let r = s.on_read(10, BLOCK_SIZE, 3, 8);
+        let r = s.on_read(0, 10, 3, 8);
         assert_eq!(r, 1..3, "never past the last block");
         let mut none = SeqState::default();
         none.on_read(0, 10, 3, 0);

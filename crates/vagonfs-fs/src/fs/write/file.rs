@@ -204,6 +204,11 @@ impl SpooledFile {
         self.meta().target.clone()
     }
 
+    /// The storage the file goes to (cheaper than `target().space`).
+    pub fn space(&self) -> crate::api::Space {
+        self.meta().target.space
+    }
+
     /// The remote file the next upload replaces (after an upload: the uploaded file).
     /// When the bytes last changed locally (or the server's time for an opened, unchanged file).
     pub fn modified(&self) -> SystemTime {

@@ -79,13 +79,6 @@ mod remote;
 mod spool;
 mod uploader;
 
-#[cfg(test)]
-mod emulator_tests;
-#[cfg(test)]
-pub(crate) mod test_api;
-#[cfg(test)]
-mod tests;
-
 use std::path::{Path, PathBuf};
 
 use crate::api::ApiError;
@@ -201,6 +194,25 @@ fn cache_base_from(
     ))
 }
 
+/// The most `--cache-max-size` defaults to.
+pub const DEFAULT_SPOOL_MAX: u64 = 10 * 1024 * 1024 * 1024;
+
+/// `--cache-max-size`'s default for spools under `cache_base`: the smaller of
+/// [`DEFAULT_SPOOL_MAX`] and half the space free now on its disk (measured at the nearest
+/// folder that exists; the whole default when the disk cannot be measured).
+pub fn default_spool_max(cache_base: &std::path::Path) -> u64 {
+    let free = cache_base
+        .ancestors()
+        .find(|p| p.exists())
+        .and_then(|p| nix::sys::statvfs::statvfs(p).ok())
+        .map(|s| s.blocks_available().saturating_mul(s.fragment_size()));
+    spool_max_for(free)
+}
+
+fn spool_max_for(free: Option<u64>) -> u64 {
+    free.map_or(DEFAULT_SPOOL_MAX, |f| (f / 2).min(DEFAULT_SPOOL_MAX))
+}
+
 /// Hex digits of the endpoint hash kept in a mount key (enough to tell endpoints apart).
 const KEY_HASH_HEX: usize = 12;
 
@@ -249,6 +261,17 @@ mod cache_base_tests {
             |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
             is_root,
         )
+    }
+
+    #[test]
+    fn the_spool_bound_defaults_to_half_the_free_space_up_to_10_gib() {
+        assert_eq!(spool_max_for(Some(4 << 30)), 2 << 30);
+        assert_eq!(spool_max_for(Some(100 << 30)), DEFAULT_SPOOL_MAX);
+        assert_eq!(spool_max_for(None), DEFAULT_SPOOL_MAX);
+        // A folder not made yet is measured at its nearest existing parent.
+        let dir = tempfile::tempdir().unwrap();
+        let max = default_spool_max(&dir.path().join("not/yet"));
+        assert!(max > 0 && max <= DEFAULT_SPOOL_MAX, "{max}");
     }
 
     #[test]

@@ -12,14 +12,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::errno::to_errno;
-use super::test_api::pattern;
-use super::*;
 use crate::api::http::HttpFilesApi;
+use crate::api::mem::pattern;
 use crate::api::{CompletedPart, CreateRequest, ObjectType};
 use crate::emulator::{EmulatorConfig, RunningEmulator};
+use crate::fs::errno::to_errno;
+use crate::fs::*;
 
-const MIB: usize = 1 << 20;
+use super::driver::{MIB, list, names, read_all, walk};
+
+fn config() -> FsConfig {
+    super::driver::read_config(1000, 1000, 64 << 20)
+}
 
 struct Emu {
     running: Option<RunningEmulator>,
@@ -34,7 +38,7 @@ impl Emu {
         let mut cfg = EmulatorConfig::new(dir.path());
         cfg.machines = machines;
         cfg.link_ttl = link_ttl;
-        let (running, api) = super::emu_support::start_with_client(cfg).await;
+        let (running, api) = super::driver::start_with_client(cfg).await;
         Emu {
             running: Some(running),
             api,
@@ -128,69 +132,6 @@ impl Emu {
             r.shutdown().await;
         }
     }
-}
-
-fn config() -> FsConfig {
-    FsConfig {
-        uid: 1000,
-        gid: 1000,
-        umask: 0o022,
-        read_only: false,
-        dir_cache_ttl: Duration::from_secs(3600),
-        dir_refresh: DEFAULT_DIR_REFRESH,
-        op_timeout: DEFAULT_OP_TIMEOUT,
-        cache_size: 64 << 20,
-        // These tests only read; a write would fail on the missing spool folder's parent.
-        cache_dir: std::path::PathBuf::from("/nonexistent/vagonfs-read-tests"),
-        chunk_size_mb: write::DEFAULT_CHUNK_SIZE_MB,
-        upload_concurrency: write::DEFAULT_CONCURRENCY,
-        rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
-        read_timeout: crate::fs::read::DEFAULT_READ_TIMEOUT,
-        write_back: crate::fs::engine::WriteBack::sync_close(),
-    }
-}
-
-async fn walk(fs: &VagonFs, path: &str) -> FsResult<AttrReply> {
-    let mut last = fs.getattr(ROOT_INO).await?;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        last = fs.lookup(last.attr.ino, OsStr::new(part)).await?;
-    }
-    Ok(last)
-}
-
-async fn list(fs: &VagonFs, ino: u64) -> Vec<DirEntry> {
-    let fh = fs.opendir(ino).await.expect("opendir");
-    let mut all: Vec<DirEntry> = Vec::new();
-    let mut offset = 0;
-    loop {
-        let batch = fs.readdir(ino, fh, offset).await.expect("readdir");
-        let Some(last) = batch.last() else { break };
-        offset = last.offset;
-        all.extend(batch);
-    }
-    fs.releasedir(ino, fh);
-    all
-}
-
-fn names(entries: &[DirEntry]) -> Vec<String> {
-    entries
-        .iter()
-        .map(|e| e.name.to_string_lossy().into_owned())
-        .collect()
-}
-
-async fn read_all(fs: &VagonFs, ino: u64, chunk: u32) -> FsResult<Vec<u8>> {
-    let open = fs.open(ino, libc::O_RDONLY).await?;
-    let mut out = Vec::new();
-    let result = loop {
-        match fs.read(ino, open.fh, out.len() as u64, chunk).await {
-            Ok(bytes) if bytes.is_empty() => break Ok(()),
-            Ok(bytes) => out.extend_from_slice(&bytes),
-            Err(e) => break Err(e),
-        }
-    };
-    fs.release(ino, open.fh).await?;
-    result.map(|()| out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,7 +397,7 @@ async fn statfs_and_recordings_from_the_emulator() {
 async fn downloads_carry_a_validator_and_a_resume_checks_it() {
     use futures::StreamExt;
     let emu = Emu::start(1, Duration::from_secs(900)).await;
-    let data = Bytes::from(pattern(300_000, 5));
+    let data = pattern(300_000, 5);
     let id = emu.upload(Space::Shared, None, "v", &data).await;
     let link = emu.api.file_link(id).await.expect("link");
     let collect = |body: crate::api::RangeBody| async move {
@@ -513,7 +454,7 @@ async fn ten_thousand_entries_cost_one_request_per_page_in_parallel() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = EmulatorConfig::new(dir.path());
     cfg.faults.latency_ms = 20;
-    let (running, api) = super::emu_support::start_with_client(cfg).await;
+    let (running, api) = super::driver::start_with_client(cfg).await;
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{}/_emulator/bulk-folders", running.base_url()))

@@ -10,100 +10,49 @@ use std::time::{Duration, SystemTime};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::errno::to_errno;
-use super::read::BLOCK_SIZE;
-use super::test_api::{MemApi, Paging, mtime_of, pattern, status};
-use super::*;
+use crate::api::faulty::{ApiMethod, Fault, FaultTiming, FaultyFilesApi, Variant};
+use crate::api::mem::{MemApi, mtime_of, pattern, status};
+use crate::fs::errno::to_errno;
+use crate::fs::read::BLOCK_SIZE;
+use crate::fs::*;
+
+use super::driver::{MIB, list, names, read_all, read_path, walk};
 use crate::api::{Capacity, ObjectType};
 
-const MIB: usize = 1 << 20;
-
 fn config() -> FsConfig {
-    FsConfig {
-        uid: 1234,
-        gid: 5678,
-        umask: 0o022,
-        read_only: false,
-        dir_cache_ttl: Duration::from_secs(3600),
-        dir_refresh: DEFAULT_DIR_REFRESH,
-        op_timeout: DEFAULT_OP_TIMEOUT,
-        cache_size: 256 << 20,
-        // These tests only read; a write would fail on the missing spool folder's parent.
-        cache_dir: std::path::PathBuf::from("/nonexistent/vagonfs-read-tests"),
-        chunk_size_mb: write::DEFAULT_CHUNK_SIZE_MB,
-        upload_concurrency: write::DEFAULT_CONCURRENCY,
-        rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
-        read_timeout: crate::fs::read::DEFAULT_READ_TIMEOUT,
-        write_back: crate::fs::engine::WriteBack::sync_close(),
-    }
+    super::driver::read_config(1234, 5678, 256 << 20)
 }
 
-fn mount(api: &Arc<MemApi>, root: RootSpec, config: FsConfig) -> Arc<VagonFs> {
+/// The in-memory double inside the fault injector (which counts the calls).
+type Server = FaultyFilesApi<MemApi>;
+
+fn server() -> Arc<Server> {
+    Arc::new(FaultyFilesApi::new(MemApi::new(), 1))
+}
+
+fn mount(api: &Arc<Server>, root: RootSpec, config: FsConfig) -> Arc<VagonFs> {
     let api: Arc<dyn FilesApi> = Arc::clone(api) as Arc<dyn FilesApi>;
     VagonFs::new(api, root, config)
 }
 
-fn shared(api: &Arc<MemApi>) -> Arc<VagonFs> {
+fn shared(api: &Arc<Server>) -> Arc<VagonFs> {
     mount(api, RootSpec::Space(Space::Shared), config())
-}
-
-async fn walk(fs: &VagonFs, path: &str) -> FsResult<AttrReply> {
-    let mut last = fs.getattr(ROOT_INO).await?;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        last = fs.lookup(last.attr.ino, OsStr::new(part)).await?;
-    }
-    Ok(last)
-}
-
-async fn list(fs: &VagonFs, ino: u64) -> Vec<DirEntry> {
-    let fh = fs.opendir(ino).await.expect("opendir");
-    let mut all: Vec<DirEntry> = Vec::new();
-    let mut offset = 0;
-    loop {
-        let batch = fs.readdir(ino, fh, offset).await.expect("readdir");
-        let Some(last) = batch.last() else { break };
-        assert!(batch.len() <= READDIR_BATCH);
-        offset = last.offset;
-        all.extend(batch);
-    }
-    fs.releasedir(ino, fh);
-    all
-}
-
-fn names(entries: &[DirEntry]) -> Vec<String> {
-    entries
-        .iter()
-        .map(|e| e.name.to_string_lossy().into_owned())
-        .collect()
-}
-
-async fn read_all(fs: &VagonFs, ino: u64, chunk: u32) -> FsResult<Vec<u8>> {
-    let open = fs.open(ino, libc::O_RDONLY).await?;
-    let mut out = Vec::new();
-    loop {
-        let bytes = fs.read(ino, open.fh, out.len() as u64, chunk).await?;
-        if bytes.is_empty() {
-            break;
-        }
-        out.extend_from_slice(&bytes);
-    }
-    fs.release(ino, open.fh).await?;
-    Ok(out)
-}
-
-async fn read_path(fs: &VagonFs, path: &str) -> Vec<u8> {
-    let ino = walk(fs, path).await.expect("walk").attr.ino;
-    read_all(fs, ino, 128 * 1024).await.expect("read")
 }
 
 #[tokio::test]
 async fn browse_a_tree() {
-    let api = Arc::new(MemApi::new());
-    let docs = api.add_dir(Space::Shared, None, "docs");
-    let report = api.add_file(Space::Shared, Some(docs), "report.pdf", pattern(1601, 1));
-    let notes = api.add_file(Space::Shared, Some(docs), "notes.txt", pattern(10, 2));
-    api.clear_modified(notes);
-    let top = api.add_file(Space::Shared, None, "top.bin", pattern(5, 3));
+    let api = server();
+    let docs = api.inner().add_dir(Space::Shared, None, "docs");
+    let report = api
+        .inner()
+        .add_file(Space::Shared, Some(docs), "report.pdf", pattern(1601, 1));
+    let notes = api
+        .inner()
+        .add_file(Space::Shared, Some(docs), "notes.txt", pattern(10, 2));
+    api.inner().clear_modified(notes);
+    let top = api
+        .inner()
+        .add_file(Space::Shared, None, "top.bin", pattern(5, 3));
     let before = SystemTime::now();
     let fs = shared(&api);
     let after = SystemTime::now();
@@ -127,20 +76,21 @@ async fn browse_a_tree() {
     assert_eq!(top_attr.mtime, mtime_of(top));
 
     let inside = list(&fs, docs_attr.ino).await;
-    assert_eq!(names(&inside), vec![".", "..", "report.pdf", "notes.txt"]);
+    assert_eq!(names(&inside), vec![".", "..", "notes.txt", "report.pdf"]);
     assert_eq!(inside[1].attr.ino, ROOT_INO, "`..` of docs is the root");
-    assert_eq!(inside[2].attr.size, 1601);
-    assert_eq!(inside[2].attr.mtime, mtime_of(report));
-    let notes_mtime = inside[3].attr.mtime;
+    assert_eq!(inside[3].attr.size, 1601);
+    assert_eq!(inside[3].attr.mtime, mtime_of(report));
+    let notes_mtime = inside[2].attr.mtime;
     assert!(
         notes_mtime >= before && notes_mtime <= after,
         "no mtime: the mount time"
     );
 
     // lookup agrees with readdir (same inode, same attributes) and costs no request.
-    api.reset_calls();
+    api.reset_counters();
+    api.inner().clear_ranges();
     let looked = walk(&fs, "docs/report.pdf").await.expect("lookup");
-    assert_eq!(looked.attr, inside[2].attr);
+    assert_eq!(looked.attr, inside[3].attr);
     assert_eq!(api.total_calls(), 0);
     let got = fs.getattr(looked.attr.ino).await.expect("getattr");
     assert_eq!(got.attr, looked.attr);
@@ -168,7 +118,7 @@ async fn browse_a_tree() {
 
 #[tokio::test]
 async fn all_layout_with_machine_name_collisions() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     for (id, name) in [
         (1, "dev"),
         (2, "dev"),
@@ -178,16 +128,21 @@ async fn all_layout_with_machine_name_collisions() {
         (6, "x\0y"),
         (7, "dev~2"),
     ] {
-        api.add_machine(id, name);
+        api.inner().add_machine(id, name);
     }
     for id in 100..250 {
-        api.add_machine(id, &format!("m{id}"));
+        api.inner().add_machine(id, &format!("m{id}"));
     }
-    api.add_file(Space::Machine(2), None, "two.txt", pattern(20, 22));
-    api.add_file(Space::Machine(7), None, "seven.txt", pattern(7, 77));
-    api.add_file(Space::Shared, None, "s.txt", pattern(3, 33));
-    let rec_dir = api.add_dir(Space::Recordings { machine: None }, None, "session-1");
-    api.add_file(
+    api.inner()
+        .add_file(Space::Machine(2), None, "two.txt", pattern(20, 22));
+    api.inner()
+        .add_file(Space::Machine(7), None, "seven.txt", pattern(7, 77));
+    api.inner()
+        .add_file(Space::Shared, None, "s.txt", pattern(3, 33));
+    let rec_dir = api
+        .inner()
+        .add_dir(Space::Recordings { machine: None }, None, "session-1");
+    api.inner().add_file(
         Space::Recordings { machine: None },
         Some(rec_dir),
         "take.mp4",
@@ -205,7 +160,11 @@ async fn all_layout_with_machine_name_collisions() {
     assert_eq!(root[4].attr.perm, 0o755);
 
     let machines = list(&fs, root[2].attr.ino).await;
-    assert_eq!(api.calls("list_machines"), 2, "157 machines: two pages");
+    assert_eq!(
+        api.calls(ApiMethod::ListMachines),
+        2,
+        "157 machines: two pages"
+    );
     let shown = names(&machines);
     assert_eq!(
         &shown[..9],
@@ -260,10 +219,10 @@ async fn all_layout_with_machine_name_collisions() {
 #[tokio::test]
 async fn big_folders_cost_one_request_per_hundred_cold_and_none_warm() {
     for (count, pages) in [(2_500u64, 25u64), (10_000, 100)] {
-        let api = Arc::new(MemApi::new());
-        let dir = api.add_dir(Space::Shared, None, "big");
+        let api = server();
+        let dir = api.inner().add_dir(Space::Shared, None, "big");
         for i in 0..count {
-            api.add_file(
+            api.inner().add_file(
                 Space::Shared,
                 Some(dir),
                 &format!("f{i:05}"),
@@ -272,10 +231,15 @@ async fn big_folders_cost_one_request_per_hundred_cold_and_none_warm() {
         }
         let fs = shared(&api);
         let big = walk(&fs, "big").await.expect("big");
-        api.reset_calls();
+        api.reset_counters();
+        api.inner().clear_ranges();
         let entries = list(&fs, big.attr.ino).await;
         assert_eq!(entries.len() as u64, count + 2);
-        assert_eq!(api.calls("list_files"), pages, "{count} entries cold");
+        assert_eq!(
+            api.calls(ApiMethod::ListFiles),
+            pages,
+            "{count} entries cold"
+        );
         assert!(
             entries[2..]
                 .iter()
@@ -284,7 +248,8 @@ async fn big_folders_cost_one_request_per_hundred_cold_and_none_warm() {
         );
 
         // Warm: a second listing and a lookup of every name cost nothing.
-        api.reset_calls();
+        api.reset_counters();
+        api.inner().clear_ranges();
         let again = list(&fs, big.attr.ino).await;
         assert_eq!(names(&again), names(&entries));
         for i in 0..count {
@@ -300,13 +265,14 @@ async fn big_folders_cost_one_request_per_hundred_cold_and_none_warm() {
 
 #[tokio::test]
 async fn concurrent_lookups_share_one_listing() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     for i in 0..10_000u64 {
-        api.add_file(Space::Shared, None, &format!("n{i}"), pattern(1, i));
+        api.inner()
+            .add_file(Space::Shared, None, &format!("n{i}"), pattern(1, i));
     }
     let fs = shared(&api);
     // The server holds the first page until every lookup has asked.
-    let gate = api.hold_listings_of(0);
+    api.hold(ApiMethod::ListFiles, Some(0));
     let lookups: Vec<_> = (0..32u64)
         .map(|i| {
             let fs = Arc::clone(&fs);
@@ -319,31 +285,37 @@ async fn concurrent_lookups_share_one_listing() {
     }
     assert!(lookups.iter().all(|l| !l.is_finished()));
     assert_eq!(
-        api.calls("list_files"),
+        api.calls(ApiMethod::ListFiles),
         1,
         "one request in flight for 32 lookups"
     );
-    gate.add_permits(1);
+    api.unhold(ApiMethod::ListFiles);
     for r in futures::future::join_all(lookups).await {
         assert!(matches!(r, Ok(Ok(_))));
     }
-    assert_eq!(api.calls("list_files"), 100, "the folder was listed once");
+    assert_eq!(
+        api.calls(ApiMethod::ListFiles),
+        100,
+        "the folder was listed once"
+    );
 }
 
 #[tokio::test]
 async fn a_slow_listing_blocks_nothing_else() {
-    let api = Arc::new(MemApi::new());
-    let slow = api.add_dir(Space::Shared, None, "slow");
-    api.add_file(Space::Shared, Some(slow), "inside", pattern(1, 1));
-    api.add_file(Space::Shared, None, "quick.bin", pattern(3 * MIB, 4));
+    let api = server();
+    let slow = api.inner().add_dir(Space::Shared, None, "slow");
+    api.inner()
+        .add_file(Space::Shared, Some(slow), "inside", pattern(1, 1));
+    api.inner()
+        .add_file(Space::Shared, None, "quick.bin", pattern(3 * MIB, 4));
     let fs = shared(&api);
     let slow_ino = walk(&fs, "slow").await.expect("slow").attr.ino;
-    let gate = api.hold_listings_of(slow);
+    api.hold(ApiMethod::ListFiles, Some(slow));
     let waiting = {
         let fs = Arc::clone(&fs);
         tokio::spawn(async move { fs.lookup(slow_ino, OsStr::new("inside")).await })
     };
-    while api.calls("list_files") < 2 {
+    while api.calls(ApiMethod::ListFiles) < 2 {
         tokio::task::yield_now().await;
     }
     // The listing of `slow` is stuck in the server; everything else goes on.
@@ -353,36 +325,44 @@ async fn a_slow_listing_blocks_nothing_else() {
     );
     assert!(list(&fs, ROOT_INO).await.len() == 4);
     assert!(!waiting.is_finished());
-    gate.add_permits(1);
+    api.unhold(ApiMethod::ListFiles);
     assert!(matches!(waiting.await, Ok(Ok(_))));
 }
 
 #[tokio::test]
 async fn paging_stops_when_the_server_repeats() {
-    for paging in [Paging::RepeatSamePage, Paging::RepeatContent] {
-        let api = Arc::new(MemApi::new());
+    for paging in [
+        Variant::ListingRepeatsPage,
+        Variant::ListingRepeatsFirstPage,
+    ] {
+        let api = server();
         for i in 0..150u64 {
-            api.add_file(Space::Shared, None, &format!("p{i:03}"), pattern(1, i));
+            api.inner()
+                .add_file(Space::Shared, None, &format!("p{i:03}"), pattern(1, i));
         }
-        api.set_paging(paging);
+        api.set_variant(paging, true);
         let fs = shared(&api);
         let entries = list(&fs, ROOT_INO).await;
         assert_eq!(entries.len(), 2 + 100, "{paging:?}: the first page, once");
-        let expected_calls = if paging == Paging::RepeatSamePage {
+        let expected_calls = if paging == Variant::ListingRepeatsPage {
             1
         } else {
             2
         };
-        assert_eq!(api.calls("list_files"), expected_calls, "{paging:?}");
+        assert_eq!(
+            api.calls(ApiMethod::ListFiles),
+            expected_calls,
+            "{paging:?}"
+        );
     }
 }
 
 #[tokio::test]
 async fn reads_of_every_size_return_the_bytes() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     let sizes = [0usize, 1, 4095, 4096, MIB + 1, 50 * MIB];
     for (i, size) in sizes.iter().enumerate() {
-        api.add_file(
+        api.inner().add_file(
             Space::Shared,
             None,
             &format!("s{i}"),
@@ -419,9 +399,9 @@ async fn reads_of_every_size_return_the_bytes() {
 
 #[tokio::test]
 async fn refused_links_are_replaced_once() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     let data = pattern(5 * MIB, 5);
-    api.add_file(Space::Shared, None, "f", data.clone());
+    api.inner().add_file(Space::Shared, None, "f", data.clone());
     let fs = mount(
         &api,
         RootSpec::Space(Space::Shared),
@@ -431,26 +411,31 @@ async fn refused_links_are_replaced_once() {
         },
     );
     let ino = walk(&fs, "f").await.expect("f").attr.ino;
-    api.refuse_links_after_gets(2);
+    api.fail_after_calls(
+        ApiMethod::GetRange,
+        2,
+        1,
+        Fault::LinkRefused,
+        FaultTiming::Before,
+    );
     assert!(read_all(&fs, ino, 1 << 20).await.expect("read") == data[..]);
-    assert_eq!(api.calls("file_link"), 2, "one link, then one replacement");
     assert_eq!(
-        api.calls("get_range"),
+        api.calls(ApiMethod::FileLink),
+        2,
+        "one link, then one replacement"
+    );
+    assert_eq!(
+        api.calls(ApiMethod::GetRange),
         6,
         "five blocks plus the refused one"
     );
 
     // A link refused again right after its replacement: EIO, after exactly one retry.
-    api.reset_calls();
-    api.refuse_issued_links();
-    api.fail_next(
-        "get_range",
-        crate::api::ApiError::LinkRefused { status: 403 },
-    );
-    api.fail_next(
-        "get_range",
-        crate::api::ApiError::LinkRefused { status: 403 },
-    );
+    api.reset_counters();
+    api.inner().clear_ranges();
+    api.inner().expire_links();
+    api.fail_next(ApiMethod::GetRange, 1, Fault::LinkRefused);
+    api.fail_next(ApiMethod::GetRange, 1, Fault::LinkRefused);
     let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
     let err = fs
         .read(ino, open.fh, 0, 10)
@@ -458,7 +443,7 @@ async fn refused_links_are_replaced_once() {
         .map_err(|e| to_errno(&e))
         .err();
     assert_eq!(err, Some(libc::EIO));
-    assert_eq!(api.calls("get_range"), 2);
+    assert_eq!(api.calls(ApiMethod::GetRange), 2);
     // The next read gets a fresh link and works.
     let got = fs.read(ino, open.fh, 0, 10).await.expect("read");
     assert!(got == data[..10]);
@@ -467,15 +452,15 @@ async fn refused_links_are_replaced_once() {
 
 #[tokio::test]
 async fn links_fall_back_to_request_download_and_are_cached() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     let data = pattern(3 * MIB, 8);
-    api.add_file(Space::Shared, None, "f", data.clone());
-    api.remove_file_link_endpoint();
+    api.inner().add_file(Space::Shared, None, "f", data.clone());
+    api.set_fail_rate(Some(ApiMethod::FileLink), 1.0, Fault::NotFound);
     let fs = shared(&api);
     assert!(read_path(&fs, "f").await == data[..]);
-    assert_eq!(api.calls("file_link"), 1);
+    assert_eq!(api.calls(ApiMethod::FileLink), 1);
     assert_eq!(
-        api.calls("request_download"),
+        api.calls(ApiMethod::RequestDownload),
         1,
         "the link is cached for the other blocks"
     );
@@ -484,9 +469,9 @@ async fn links_fall_back_to_request_download_and_are_cached() {
 #[tokio::test]
 async fn sizes_that_disagree_with_the_bytes_give_eio() {
     let space = Space::Shared;
-    let api = Arc::new(MemApi::new());
+    let api = server();
     // Listed 3 MiB, 2.5 MiB of bytes, the link repeating the listed size.
-    let short = api.add_raw(
+    let short = api.inner().add_raw(
         space,
         None,
         500,
@@ -494,11 +479,14 @@ async fn sizes_that_disagree_with_the_bytes_give_eio() {
         ObjectType::File,
         pattern(5 * MIB / 2, 1),
     );
-    api.set_listed_size(short, 3 * MIB as u64);
+    api.inner().set_listed_size(short, 3 * MIB as u64);
     // Listed 1000 bytes, 1200 bytes, the link repeating the listed size.
-    let long = api.add_raw(space, None, 501, "long", ObjectType::File, pattern(1200, 2));
-    api.set_listed_size(long, 1000);
-    api.links_report_listed_size();
+    let long = api
+        .inner()
+        .add_raw(space, None, 501, "long", ObjectType::File, pattern(1200, 2));
+    api.inner().set_listed_size(long, 1000);
+    api.inner().links_report_listed_size(short);
+    api.inner().links_report_listed_size(long);
     let fs = shared(&api);
 
     let ino = walk(&fs, "short").await.expect("short").attr.ino;
@@ -518,16 +506,17 @@ async fn sizes_that_disagree_with_the_bytes_give_eio() {
         "{beyond:?}"
     );
     // Remembered: the head (cached) still reads, anything else answers EIO with no request.
-    api.reset_calls();
+    api.reset_counters();
+    api.inner().clear_ranges();
     let head = fs.read(ino, open.fh, 0, 4096).await.expect("cached head");
     assert!(head == pattern(5 * MIB / 2, 1)[..4096]);
     let again = fs.read(ino, open.fh, 5 * MIB as u64 / 2 + 10, 4096).await;
     assert!(matches!(again, Err(FsError::Inconsistent(_))), "{again:?}");
-    assert_eq!(api.calls("get_range"), 0);
+    assert_eq!(api.calls(ApiMethod::GetRange), 0);
     fs.release(ino, open.fh).await.expect("release");
     // The folder's listing is kept: a bad file does not make its folder relist.
     let long_ino = walk(&fs, "long").await.expect("long").attr.ino;
-    assert_eq!(api.calls("list_files"), 0);
+    assert_eq!(api.calls(ApiMethod::ListFiles), 0);
     // Longer than listed and the link does not say: the listed bytes, exactly.
     let got = read_all(&fs, long_ino, 4096).await.expect("read");
     assert!(got == pattern(1200, 2)[..1000]);
@@ -535,26 +524,31 @@ async fn sizes_that_disagree_with_the_bytes_give_eio() {
     // A link that reports another size than listed: the listing may be old, so the open
     // answers ESTALE (the kernel then looks the name up again) and the folder is relisted;
     // the listing still says so, so the next open reads EIO. Nothing fetched.
-    let truthful = Arc::new(MemApi::new());
-    let long = truthful.add_raw(space, None, 501, "long", ObjectType::File, pattern(1200, 2));
-    truthful.set_listed_size(long, 1000);
+    let truthful = server();
+    let long =
+        truthful
+            .inner()
+            .add_raw(space, None, 501, "long", ObjectType::File, pattern(1200, 2));
+    truthful.inner().set_listed_size(long, 1000);
     let fs = shared(&truthful);
     let ino = walk(&fs, "long").await.expect("long").attr.ino;
     let err = fs.open(ino, libc::O_RDONLY).await;
     assert!(matches!(err, Err(FsError::Gone(_))), "{err:?}");
     assert_eq!(err.map_err(|e| to_errno(&e)).err(), Some(libc::ESTALE));
-    truthful.reset_calls();
+    truthful.reset_counters();
+    truthful.inner().clear_ranges();
     let ino = walk(&fs, "long").await.expect("long").attr.ino;
-    assert_eq!(truthful.calls("list_files"), 1, "relisted once");
+    assert_eq!(truthful.calls(ApiMethod::ListFiles), 1, "relisted once");
     let err = read_all(&fs, ino, 4096).await;
     assert!(matches!(err, Err(FsError::Inconsistent(_))), "{err:?}");
-    assert_eq!(truthful.calls("get_range"), 0);
-    assert_eq!(truthful.calls("list_files"), 1, "and only once");
+    assert_eq!(truthful.calls(ApiMethod::GetRange), 0);
+    assert_eq!(truthful.calls(ApiMethod::ListFiles), 1, "and only once");
 }
 
 /// Ranges fetched so far, in blocks, in order of request.
-fn fetched_runs(api: &MemApi) -> Vec<std::ops::Range<u64>> {
-    api.ranges()
+fn fetched_runs(api: &Server) -> Vec<std::ops::Range<u64>> {
+    api.inner()
+        .ranges()
         .iter()
         .map(|(_, r)| r.start / BLOCK_SIZE..r.end.div_ceil(BLOCK_SIZE))
         .collect()
@@ -562,9 +556,10 @@ fn fetched_runs(api: &MemApi) -> Vec<std::ops::Range<u64>> {
 
 #[tokio::test]
 async fn sequential_reads_prefetch_with_a_growing_window() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     let data = pattern(200 * MIB, 3);
-    api.add_file(Space::Shared, None, "movie", data.clone());
+    api.inner()
+        .add_file(Space::Shared, None, "movie", data.clone());
     let fs = shared(&api);
     let ino = walk(&fs, "movie").await.expect("movie").attr.ino;
     let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
@@ -594,11 +589,15 @@ async fn sequential_reads_prefetch_with_a_growing_window() {
         next = r.end;
     }
     assert_eq!(next, 200 * MIB as u64 / BLOCK_SIZE);
-    assert!(api.ranges().iter().all(|(_, r)| r.start % BLOCK_SIZE == 0));
-    // The first read fetches its block alone (a small first GET), then prefetch bursts grow
-    // to the maximum window.
-    assert_eq!(bursts[0], 1, "{bursts:?}");
-    assert_eq!(bursts[1], 1 + read::INITIAL_WINDOW_BLOCKS, "{bursts:?}");
+    assert!(
+        api.inner()
+            .ranges()
+            .iter()
+            .all(|(_, r)| r.start % BLOCK_SIZE == 0)
+    );
+    // The first read (at 0) fetches its block and starts the window at once; then the
+    // prefetch bursts grow to the maximum window.
+    assert_eq!(bursts[0], 1 + read::INITIAL_WINDOW_BLOCKS, "{bursts:?}");
     let largest = bursts.iter().copied().max().unwrap_or(0);
     assert!(largest >= read::MAX_WINDOW_BLOCKS / 2, "{bursts:?}");
     assert!(
@@ -614,9 +613,10 @@ async fn sequential_reads_prefetch_with_a_growing_window() {
 
 #[tokio::test]
 async fn random_reads_fetch_only_the_blocks_they_need() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     let data = pattern(50 * MIB, 4);
-    api.add_file(Space::Shared, None, "db", data.clone());
+    api.inner()
+        .add_file(Space::Shared, None, "db", data.clone());
     let fs = shared(&api);
     let ino = walk(&fs, "db").await.expect("db").attr.ino;
     let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
@@ -639,10 +639,11 @@ async fn random_reads_fetch_only_the_blocks_they_need() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cache_bound_holds_with_readers_in_parallel() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     let files: Vec<_> = (0..3u64).map(|i| pattern(30 * MIB, 100 + i)).collect();
     for (i, data) in files.iter().enumerate() {
-        api.add_file(Space::Shared, None, &format!("r{i}"), data.clone());
+        api.inner()
+            .add_file(Space::Shared, None, &format!("r{i}"), data.clone());
     }
     let cache = 8 * MIB as u64;
     let fs = mount(
@@ -674,10 +675,16 @@ async fn the_cache_bound_holds_with_readers_in_parallel() {
     assert!(stats.cached_bytes <= cache, "{stats:?}");
     assert_eq!(stats.inflight_bytes, 0);
     // Every byte was fetched at least once...
-    let fetched: u64 = api.ranges().iter().map(|(_, r)| r.end - r.start).sum();
+    let fetched: u64 = api
+        .inner()
+        .ranges()
+        .iter()
+        .map(|(_, r)| r.end - r.start)
+        .sum();
     assert!(fetched >= 90 * MIB as u64, "every block at least once");
     // ...and a block read twice is fetched once.
-    api.reset_calls();
+    api.reset_counters();
+    api.inner().clear_ranges();
     let ino = walk(&fs, "r2").await.expect("r2").attr.ino;
     let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
     for _ in 0..2 {
@@ -688,14 +695,14 @@ async fn the_cache_bound_holds_with_readers_in_parallel() {
         assert!(tail == files[2][30 * MIB - 4096..]);
     }
     fs.release(ino, open.fh).await.expect("release");
-    assert!(api.calls("get_range") <= 1);
+    assert!(api.calls(ApiMethod::GetRange) <= 1);
 }
 
 #[tokio::test]
 async fn no_cache_fetches_exactly_what_is_read() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     let data = pattern(3 * MIB + 5, 6);
-    api.add_file(Space::Shared, None, "f", data.clone());
+    api.inner().add_file(Space::Shared, None, "f", data.clone());
     let fs = mount(
         &api,
         RootSpec::Space(Space::Shared),
@@ -708,15 +715,22 @@ async fn no_cache_fetches_exactly_what_is_read() {
     fs.wait_background().await;
     let stats = fs.cache_stats();
     assert_eq!((stats.cached_bytes, stats.cached_blocks), (0, 0));
-    let fetched: u64 = api.ranges().iter().map(|(_, r)| r.end - r.start).sum();
+    let fetched: u64 = api
+        .inner()
+        .ranges()
+        .iter()
+        .map(|(_, r)| r.end - r.start)
+        .sum();
     assert_eq!(fetched, data.len() as u64, "no block rounding, no prefetch");
 }
 
 #[tokio::test]
 async fn forget_drops_inodes_at_zero_and_numbers_are_not_reused() {
-    let api = Arc::new(MemApi::new());
-    api.add_file(Space::Shared, None, "a", pattern(10, 1));
-    api.add_file(Space::Shared, None, "b", pattern(10, 2));
+    let api = server();
+    api.inner()
+        .add_file(Space::Shared, None, "a", pattern(10, 1));
+    api.inner()
+        .add_file(Space::Shared, None, "b", pattern(10, 2));
     let fs = shared(&api);
     let a1 = fs
         .lookup(ROOT_INO, OsStr::new("a"))
@@ -774,12 +788,12 @@ async fn forget_drops_inodes_at_zero_and_numbers_are_not_reused() {
 
 #[tokio::test]
 async fn hostile_names_are_skipped_and_warned_once() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     let long = "y".repeat(256);
     let bad = ["", ".", "..", "a/b", "nul\0x", long.as_str()];
     for (i, name) in bad.iter().enumerate() {
         let id = 100 + i as u64;
-        api.add_raw(
+        api.inner().add_raw(
             Space::Shared,
             None,
             id,
@@ -789,7 +803,7 @@ async fn hostile_names_are_skipped_and_warned_once() {
         );
     }
     let no_bytes = bytes::Bytes::new();
-    api.add_raw(
+    api.inner().add_raw(
         Space::Shared,
         None,
         0,
@@ -797,18 +811,19 @@ async fn hostile_names_are_skipped_and_warned_once() {
         ObjectType::Directory,
         no_bytes,
     );
-    api.add_file(Space::Shared, None, "ok.txt", pattern(4, 4));
+    api.inner()
+        .add_file(Space::Shared, None, "ok.txt", pattern(4, 4));
     let fs = shared(&api);
     // The long name is shown cut, with its id (read-only); the others cannot be shown.
     let short = format!("{}\u{2026}~105", "y".repeat(248));
-    let shown = vec![".", "..", short.as_str(), "ok.txt"];
+    let shown = vec![".", "..", "ok.txt", short.as_str()];
     assert_eq!(names(&list(&fs, ROOT_INO).await), shown);
     assert_eq!(fs.dirs.warned_count(), 7);
     fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
     // Answered from the cache, revalidated in the background.
     assert_eq!(names(&list(&fs, ROOT_INO).await), shown);
     fs.wait_background().await;
-    assert_eq!(api.calls("list_files"), 2);
+    assert_eq!(api.calls(ApiMethod::ListFiles), 2);
     assert_eq!(
         fs.dirs.warned_count(),
         7,
@@ -819,18 +834,25 @@ async fn hostile_names_are_skipped_and_warned_once() {
 
 #[tokio::test]
 async fn duplicate_names_stay_reachable() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     let s = Space::Shared;
-    api.add_raw(s, None, 50, "a.txt", ObjectType::File, pattern(5, 50));
-    api.add_raw(s, None, 20, "a.txt", ObjectType::File, pattern(2, 20));
-    api.add_raw(s, None, 60, "a~50.txt", ObjectType::File, pattern(6, 60));
-    api.add_raw(s, None, 70, "d", ObjectType::Directory, bytes::Bytes::new());
-    api.add_raw(s, None, 71, "d", ObjectType::File, pattern(7, 71));
+    api.inner()
+        .add_raw(s, None, 50, "a.txt", ObjectType::File, pattern(5, 50));
+    api.inner()
+        .add_raw(s, None, 20, "a.txt", ObjectType::File, pattern(2, 20));
+    api.inner()
+        .add_raw(s, None, 60, "a~50.txt", ObjectType::File, pattern(6, 60));
+    api.inner()
+        .add_raw(s, None, 70, "d", ObjectType::Directory, bytes::Bytes::new());
+    api.inner()
+        .add_raw(s, None, 71, "d", ObjectType::File, pattern(7, 71));
+    // A server that lists a higher id first: the lower id still keeps the plain name.
+    api.set_variant(Variant::ListingReversed, true);
     let fs = shared(&api);
     let shown = names(&list(&fs, ROOT_INO).await);
     assert_eq!(
         shown,
-        vec![".", "..", "a~50~1.txt", "a.txt", "a~50.txt", "d", "d~71"]
+        vec![".", "..", "d~71", "a~50.txt", "a~50~1.txt", "a.txt", "d"]
     );
     assert_eq!(read_path(&fs, "a.txt").await, pattern(2, 20).to_vec());
     assert_eq!(read_path(&fs, "a~50~1.txt").await, pattern(5, 50).to_vec());
@@ -844,8 +866,10 @@ async fn duplicate_names_stay_reachable() {
 
 #[tokio::test]
 async fn keep_cache_only_while_the_file_is_unchanged() {
-    let api = Arc::new(MemApi::new());
-    let id = api.add_file(Space::Shared, None, "f", pattern(100, 1));
+    let api = server();
+    let id = api
+        .inner()
+        .add_file(Space::Shared, None, "f", pattern(100, 1));
     let fs = shared(&api);
     let ino = walk(&fs, "f").await.expect("f").attr.ino;
     let first = fs.open(ino, libc::O_RDONLY).await.expect("open");
@@ -855,7 +879,8 @@ async fn keep_cache_only_while_the_file_is_unchanged() {
     assert!(second.keep_cache);
     fs.release(ino, second.fh).await.expect("release");
 
-    api.replace_data(id, pattern(120, 2), mtime_of(9999));
+    api.inner()
+        .replace_data(id, pattern(120, 2), mtime_of(9999));
     fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
     // The stale listing answers at once and is revalidated in the background.
     assert_eq!(fs.getattr(ino).await.expect("getattr").attr.size, 100);
@@ -874,9 +899,9 @@ async fn keep_cache_only_while_the_file_is_unchanged() {
 
 #[tokio::test]
 async fn statfs_shows_the_quota() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     let gib = 1u64 << 30;
-    api.set_capacity(
+    api.inner().set_capacity(
         Some(5),
         Capacity {
             total: 10 * gib,
@@ -885,7 +910,7 @@ async fn statfs_shows_the_quota() {
             team_in_use: None,
         },
     );
-    api.set_capacity(
+    api.inner().set_capacity(
         None,
         Capacity {
             total: 4 * gib,
@@ -903,7 +928,7 @@ async fn statfs_shows_the_quota() {
     assert_eq!(s.blocks_avail, s.blocks_free);
     assert_eq!(s.name_max, 255);
     fs.statfs(ROOT_INO).await.expect("statfs");
-    assert_eq!(api.calls("capacity"), 1, "cached");
+    assert_eq!(api.calls(ApiMethod::Capacity), 1, "cached");
 
     let all = mount(&api, RootSpec::All, config());
     let root = all.statfs(ROOT_INO).await.expect("statfs");
@@ -923,26 +948,27 @@ async fn statfs_shows_the_quota() {
 
 #[tokio::test]
 async fn missing_names_are_remembered_briefly() {
-    let api = Arc::new(MemApi::new());
-    api.add_file(Space::Shared, None, "present", pattern(1, 1));
+    let api = server();
+    api.inner()
+        .add_file(Space::Shared, None, "present", pattern(1, 1));
     let fs = shared(&api);
     assert_eq!(fs.negative_lookup_ttl(), dir::NEGATIVE_TTL);
     assert!(matches!(
         fs.lookup(ROOT_INO, OsStr::new("missing")).await,
         Err(FsError::NotFound)
     ));
-    assert_eq!(api.calls("list_files"), 1);
+    assert_eq!(api.calls(ApiMethod::ListFiles), 1);
     // The listing expired, the negative entry did not: no request.
     fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
     assert!(matches!(
         fs.lookup(ROOT_INO, OsStr::new("missing")).await,
         Err(FsError::NotFound)
     ));
-    assert_eq!(api.calls("list_files"), 1);
+    assert_eq!(api.calls(ApiMethod::ListFiles), 1);
     // A name not known missing is answered from the stale listing, revalidated meanwhile.
     assert!(fs.lookup(ROOT_INO, OsStr::new("present")).await.is_ok());
     fs.wait_background().await;
-    assert_eq!(api.calls("list_files"), 2);
+    assert_eq!(api.calls(ApiMethod::ListFiles), 2);
 
     // No folder cache, no negative cache.
     let uncached = mount(
@@ -954,7 +980,8 @@ async fn missing_names_are_remembered_briefly() {
         },
     );
     assert_eq!(uncached.negative_lookup_ttl(), Duration::ZERO);
-    api.reset_calls();
+    api.reset_counters();
+    api.inner().clear_ranges();
     for _ in 0..3 {
         assert!(
             uncached
@@ -963,49 +990,66 @@ async fn missing_names_are_remembered_briefly() {
                 .is_err()
         );
     }
-    assert_eq!(api.calls("list_files"), 3);
+    assert_eq!(api.calls(ApiMethod::ListFiles), 3);
 }
 
 #[tokio::test]
 async fn api_errors_surface_with_their_errno_and_are_not_cached() {
-    let api = Arc::new(MemApi::new());
-    api.add_file(Space::Shared, None, "f", pattern(1, 1));
+    let api = server();
+    api.inner()
+        .add_file(Space::Shared, None, "f", pattern(1, 1));
     let fs = shared(&api);
-    api.fail_next("list_files", status("GET /files", 503));
+    api.fail_next(
+        ApiMethod::ListFiles,
+        1,
+        Fault::Error(status("GET /files", 503)),
+    );
     let e = fs
         .lookup(ROOT_INO, OsStr::new("f"))
         .await
         .map_err(|e| to_errno(&e))
         .err();
     assert_eq!(e, Some(libc::EIO));
-    api.fail_next("list_files", status("GET /files", 4710));
+    api.fail_next(
+        ApiMethod::ListFiles,
+        1,
+        Fault::Error(status("GET /files", 4710)),
+    );
     let e = fs.opendir(ROOT_INO).await.map_err(|e| to_errno(&e)).err();
     assert_eq!(e, Some(libc::EACCES));
     assert!(fs.lookup(ROOT_INO, OsStr::new("f")).await.is_ok());
     assert!(fs.lookup(ROOT_INO, OsStr::new("other")).await.is_err());
-    assert_eq!(api.calls("list_files"), 3);
+    assert_eq!(api.calls(ApiMethod::ListFiles), 3);
 
     // statfs with nothing known yet fails; getattr keeps working when a refresh fails.
+    api.set_fail_rate(Some(ApiMethod::Capacity), 1.0, Fault::NotFound);
     let e = fs.statfs(ROOT_INO).await.map_err(|e| to_errno(&e)).err();
     assert_eq!(e, Some(libc::ENOENT));
+    api.set_fail_rate(Some(ApiMethod::Capacity), 0.0, Fault::NotFound);
     let ino = walk(&fs, "f").await.expect("f").attr.ino;
     fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
-    api.fail_next("list_files", status("GET /files", 503));
+    api.fail_next(
+        ApiMethod::ListFiles,
+        1,
+        Fault::Error(status("GET /files", 503)),
+    );
     assert_eq!(fs.getattr(ino).await.expect("getattr").attr.size, 1);
 }
 
 #[tokio::test]
 async fn readdir_offsets_are_stable_within_one_opendir() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     for i in 0..600u64 {
-        api.add_file(Space::Shared, None, &format!("e{i:04}"), pattern(1, i));
+        api.inner()
+            .add_file(Space::Shared, None, &format!("e{i:04}"), pattern(1, i));
     }
     let fs = shared(&api);
     let fh = fs.opendir(ROOT_INO).await.expect("opendir");
     let first = fs.readdir(ROOT_INO, fh, 0).await.expect("readdir");
     assert_eq!(first.len(), READDIR_BATCH);
     // The folder changes on the server and the cache expires mid-listing.
-    api.add_file(Space::Shared, None, "a-new-one", pattern(1, 1));
+    api.inner()
+        .add_file(Space::Shared, None, "a-new-one", pattern(1, 1));
     fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
     let mut all = first.clone();
     let mut offset = first.last().map(|e| e.offset).unwrap_or(0);
@@ -1037,9 +1081,10 @@ async fn readdir_offsets_are_stable_within_one_opendir() {
 
 #[tokio::test]
 async fn read_only_mount_answers_erofs() {
-    let api = Arc::new(MemApi::new());
-    api.add_file(Space::Shared, None, "f", pattern(10, 1));
-    api.add_dir(Space::Shared, None, "d");
+    let api = server();
+    api.inner()
+        .add_file(Space::Shared, None, "f", pattern(10, 1));
+    api.inner().add_dir(Space::Shared, None, "d");
     let fs = mount(
         &api,
         RootSpec::Space(Space::Shared),
@@ -1108,8 +1153,13 @@ async fn read_only_mount_answers_erofs() {
     );
     fs.flush(f, open.fh).await.expect("flush of a read handle");
     fs.release(f, open.fh).await.expect("release");
-    for method in ["create", "upload_part", "complete", "delete"] {
-        assert_eq!(api.calls(method), 0, "{method}");
+    for method in [
+        ApiMethod::Create,
+        ApiMethod::UploadPart,
+        ApiMethod::Complete,
+        ApiMethod::Delete,
+    ] {
+        assert_eq!(api.calls(method), 0, "{method:?}");
     }
 
     // A read-only mount shows no write bits, and has nothing to recover.
@@ -1125,12 +1175,13 @@ async fn read_only_mount_answers_erofs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_files_read_at_once() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     let files: Vec<_> = (0..12u64)
         .map(|i| pattern(3 * MIB + i as usize * 1000, i))
         .collect();
     for (i, data) in files.iter().enumerate() {
-        api.add_file(Space::Shared, None, &format!("c{i}"), data.clone());
+        api.inner()
+            .add_file(Space::Shared, None, &format!("c{i}"), data.clone());
     }
     let fs = shared(&api);
     let tasks = files.iter().enumerate().map(|(i, data)| {
@@ -1141,7 +1192,7 @@ async fn many_files_read_at_once() {
     for ok in futures::future::join_all(tasks).await {
         assert!(matches!(ok, Ok(true)));
     }
-    assert_eq!(api.calls("file_link"), 12, "one link per file");
+    assert_eq!(api.calls(ApiMethod::FileLink), 12, "one link per file");
 }
 
 fn transport_error() -> ApiError {
@@ -1153,15 +1204,16 @@ fn transport_error() -> ApiError {
 
 #[tokio::test]
 async fn nothing_waits_on_a_relist_when_a_listing_exists() {
-    let api = Arc::new(MemApi::new());
-    let dir = api.add_dir(Space::Shared, None, "big");
-    api.add_file(Space::Shared, Some(dir), "f", pattern(10, 1));
+    let api = server();
+    let dir = api.inner().add_dir(Space::Shared, None, "big");
+    api.inner()
+        .add_file(Space::Shared, Some(dir), "f", pattern(10, 1));
     let fs = shared(&api);
     let f = walk(&fs, "big/f").await.expect("f").attr.ino;
     let big = walk(&fs, "big").await.expect("big").attr.ino;
-    assert_eq!(api.calls("list_files"), 2);
+    assert_eq!(api.calls(ApiMethod::ListFiles), 2);
     // The TTL passes and the server hangs on every listing of `big`.
-    let gate = api.hold_listings_of(dir);
+    api.hold(ApiMethod::ListFiles, Some(dir));
     fs.dirs.expire(Loc::Remote {
         space: Space::Shared,
         id: dir,
@@ -1178,30 +1230,33 @@ async fn nothing_waits_on_a_relist_when_a_listing_exists() {
     );
     // One revalidation runs for all of them.
     for _ in 0..1000 {
-        if api.calls("list_files") >= 3 {
+        if api.calls(ApiMethod::ListFiles) >= 3 {
             break;
         }
         tokio::task::yield_now().await;
     }
-    assert_eq!(api.calls("list_files"), 3);
-    gate.add_permits(10);
+    assert_eq!(api.calls(ApiMethod::ListFiles), 3);
+    api.unhold(ApiMethod::ListFiles);
     fs.wait_background().await;
 }
 
 #[tokio::test]
 async fn outage_serves_cached_listings_and_fails_fast_without() {
-    let api = Arc::new(MemApi::new());
-    let cached = api.add_dir(Space::Shared, None, "cached");
-    let cold = api.add_dir(Space::Shared, None, "cold");
-    api.add_file(Space::Shared, Some(cached), "a", pattern(3, 1));
-    api.add_file(Space::Shared, Some(cold), "b", pattern(3, 2));
+    let api = server();
+    let cached = api.inner().add_dir(Space::Shared, None, "cached");
+    let cold = api.inner().add_dir(Space::Shared, None, "cold");
+    api.inner()
+        .add_file(Space::Shared, Some(cached), "a", pattern(3, 1));
+    api.inner()
+        .add_file(Space::Shared, Some(cold), "b", pattern(3, 2));
     let fs = shared(&api);
     let cached_ino = walk(&fs, "cached/a").await.expect("a").attr.ino;
     let cold_ino = walk(&fs, "cold").await.expect("cold").attr.ino;
-    api.reset_calls();
+    api.reset_counters();
+    api.inner().clear_ranges();
     assert!(fs.api_unreachable_since().is_none());
     for _ in 0..3 {
-        api.fail_next("list_files", transport_error());
+        api.fail_next(ApiMethod::ListFiles, 1, Fault::Error(transport_error()));
     }
     fs.dirs.expire(Loc::Remote {
         space: Space::Shared,
@@ -1217,20 +1272,20 @@ async fn outage_serves_cached_listings_and_fails_fast_without() {
     assert_eq!(to_errno(&err), libc::EIO);
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(
-        api.calls("list_files"),
+        api.calls(ApiMethod::ListFiles),
         1,
         "no request while the failure is remembered"
     );
     // Cached folders keep answering, lookups and readdir alike.
     let cached_dir = walk(&fs, "cached").await.expect("cached").attr.ino;
     assert_eq!(list(&fs, cached_dir).await.len(), 3);
-    assert_eq!(api.calls("list_files"), 1);
+    assert_eq!(api.calls(ApiMethod::ListFiles), 1);
 }
 
 #[tokio::test]
 async fn a_hung_api_fails_uncached_lookups_within_the_op_timeout() {
-    let api = Arc::new(MemApi::new());
-    let dir = api.add_dir(Space::Shared, None, "d");
+    let api = server();
+    let dir = api.inner().add_dir(Space::Shared, None, "d");
     let fs = mount(
         &api,
         RootSpec::Space(Space::Shared),
@@ -1240,14 +1295,14 @@ async fn a_hung_api_fails_uncached_lookups_within_the_op_timeout() {
         },
     );
     let d = walk(&fs, "d").await.expect("d").attr.ino;
-    let gate = api.hold_listings_of(dir);
+    api.hold(ApiMethod::ListFiles, Some(dir));
     let started = std::time::Instant::now();
     let err = fs.lookup(d, OsStr::new("x")).await.unwrap_err();
     assert_eq!(to_errno(&err), libc::EIO, "{err}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(fs.api_unreachable_since().is_some());
     // The fetch goes on in the background and fills the cache once the server answers.
-    gate.add_permits(10);
+    api.unhold(ApiMethod::ListFiles);
     fs.wait_background().await;
     let again = tokio::time::timeout(Duration::from_secs(5), fs.lookup(d, OsStr::new("x"))).await;
     assert!(matches!(again, Ok(Err(FsError::NotFound))), "{again:?}");
@@ -1255,9 +1310,10 @@ async fn a_hung_api_fails_uncached_lookups_within_the_op_timeout() {
 
 #[tokio::test]
 async fn directory_handles_share_one_listing() {
-    let api = Arc::new(MemApi::new());
+    let api = server();
     for i in 0..300u64 {
-        api.add_file(Space::Shared, None, &format!("f{i:03}"), pattern(1, i));
+        api.inner()
+            .add_file(Space::Shared, None, &format!("f{i:03}"), pattern(1, i));
     }
     let fs = shared(&api);
     let a = fs.opendir(ROOT_INO).await.expect("opendir");
@@ -1268,18 +1324,23 @@ async fn directory_handles_share_one_listing() {
     };
     let (va, vb) = (view(a), view(b));
     assert!(va.shares_listing(&vb), "two handles, one listing in memory");
-    assert_eq!(api.calls("list_files"), 3, "300 entries: 3 pages, once");
+    assert_eq!(
+        api.calls(ApiMethod::ListFiles),
+        3,
+        "300 entries: 3 pages, once"
+    );
     fs.releasedir(ROOT_INO, a);
     fs.releasedir(ROOT_INO, b);
 }
 
 #[tokio::test]
 async fn folder_link_counts_follow_subfolders() {
-    let api = Arc::new(MemApi::new());
-    let top = api.add_dir(Space::Shared, None, "top");
-    api.add_dir(Space::Shared, Some(top), "x");
-    api.add_dir(Space::Shared, Some(top), "y");
-    api.add_file(Space::Shared, Some(top), "f", pattern(1, 1));
+    let api = server();
+    let top = api.inner().add_dir(Space::Shared, None, "top");
+    api.inner().add_dir(Space::Shared, Some(top), "x");
+    api.inner().add_dir(Space::Shared, Some(top), "y");
+    api.inner()
+        .add_file(Space::Shared, Some(top), "f", pattern(1, 1));
     let fs = shared(&api);
     let t = walk(&fs, "top").await.expect("top").attr.ino;
     // Not listed yet: the usual 2.
@@ -1303,16 +1364,22 @@ async fn a_changed_listing_tells_the_kernel() {
             lock(&self.0).push(format!("inode {ino}"));
         }
     }
-    let api = Arc::new(MemApi::new());
-    let keep = api.add_file(Space::Shared, None, "keep", pattern(5, 1));
-    let changes = api.add_file(Space::Shared, None, "changes", pattern(5, 2));
+    let api = server();
+    let keep = api
+        .inner()
+        .add_file(Space::Shared, None, "keep", pattern(5, 1));
+    let changes = api
+        .inner()
+        .add_file(Space::Shared, None, "changes", pattern(5, 2));
     let fs = shared(&api);
     let seen = Arc::new(Seen::default());
     fs.set_kernel_cache(Arc::clone(&seen) as Arc<dyn KernelCache>);
     let changes_ino = walk(&fs, "changes").await.expect("changes").attr.ino;
     walk(&fs, "keep").await.expect("keep");
-    api.replace_data(changes, pattern(9, 3), mtime_of(77));
-    api.add_file(Space::Shared, None, "new", pattern(1, 4));
+    api.inner()
+        .replace_data(changes, pattern(9, 3), mtime_of(77));
+    api.inner()
+        .add_file(Space::Shared, None, "new", pattern(1, 4));
     let _ = keep;
     fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
     // The revalidation behind this opendir finds the differences.

@@ -7,14 +7,21 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::engine::WriteBack;
-use super::errno::to_errno;
-use super::write::test_api::MemApi;
-use super::write_tests::config;
-use super::*;
+use super::driver::{config, errno};
+use crate::fs::engine::WriteBack;
+
 use crate::api::faulty::{ApiMethod, Fault, FaultyFilesApi};
+use crate::api::mem::MemApi;
+use crate::fs::*;
 
 const SPACE: Space = Space::Shared;
+
+/// create + write + close (flush and release), as `cp` does; the close must succeed.
+async fn put(fs: &VagonFs, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (ino, closed) = super::driver::put(fs, parent, name, data).await;
+    closed.expect("close");
+    ino
+}
 
 struct Env {
     api: Arc<FaultyFilesApi<MemApi>>,
@@ -25,6 +32,15 @@ struct Env {
 impl Env {
     fn mem(&self) -> &Arc<MemApi> {
         self.api.inner()
+    }
+
+    /// Hold every part PUT at the server until `open_parts`.
+    fn hold_parts(&self) {
+        self.api.hold(ApiMethod::UploadPart, None);
+    }
+
+    fn open_parts(&self) {
+        self.api.unhold(ApiMethod::UploadPart);
     }
 
     fn calls(&self, m: ApiMethod) -> u64 {
@@ -45,14 +61,19 @@ impl Env {
 
 /// The engine in its default (background) mode, with the given upload delay.
 fn env(delay: Duration) -> Env {
+    env_with(WriteBack {
+        upload_delay: delay,
+        ..WriteBack::default()
+    })
+}
+
+/// The engine with these options.
+fn env_with(write_back: WriteBack) -> Env {
     let mem = MemApi::new();
     let api = Arc::new(FaultyFilesApi::new(mem, 7));
     let cache = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(cache.path(), 16);
-    cfg.write_back = WriteBack {
-        upload_delay: delay,
-        ..WriteBack::default()
-    };
+    cfg.write_back = write_back;
     let dyn_api: Arc<dyn FilesApi> = Arc::clone(&api) as Arc<dyn FilesApi>;
     let fs = VagonFs::new(dyn_api, RootSpec::Space(SPACE), cfg);
     Env {
@@ -60,25 +81,6 @@ fn env(delay: Duration) -> Env {
         fs,
         _cache: cache,
     }
-}
-
-fn errno<T>(r: FsResult<T>) -> Option<i32> {
-    r.err().map(|e| to_errno(&e))
-}
-
-/// create + write + close (flush and release), as `cp` does.
-async fn put(fs: &VagonFs, parent: u64, name: &str, data: &[u8]) -> u64 {
-    let (attr, open) = fs
-        .create(parent, OsStr::new(name), 0o644, libc::O_WRONLY)
-        .await
-        .expect("create");
-    let ino = attr.attr.ino;
-    if !data.is_empty() {
-        fs.write(ino, open.fh, 0, data).await.expect("write");
-    }
-    fs.flush(ino, open.fh).await.expect("close");
-    fs.release(ino, open.fh).await.expect("release");
-    ino
 }
 
 /// open an existing file for writing, write at 0, close.
@@ -100,7 +102,7 @@ async fn close_returns_before_the_upload_and_a_small_file_costs_three_requests()
     let lists_before = e.calls(ApiMethod::ListFiles);
     assert_eq!(e.calls(ApiMethod::Create), 1, "mkdir is one request");
     // Parts held at the server: close must still return.
-    e.mem().hold_parts();
+    e.hold_parts();
     for i in 0..100 {
         put(
             &e.fs,
@@ -111,7 +113,7 @@ async fn close_returns_before_the_upload_and_a_small_file_costs_three_requests()
         .await;
     }
     assert_eq!(e.mem().completes(), 0, "no close waited for its upload");
-    e.mem().open_gate();
+    e.open_parts();
     let report = e.fs.wait_uploads().await;
     assert!(report.failed.is_empty(), "{report:?}");
     let parent = Some(dir.attr.ino).and_then(|_| e.mem().entry(SPACE, None, "many"));
@@ -182,12 +184,14 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
     put(&e.fs, ROOT_INO, "doc.txt", b"v1").await;
     e.fs.wait_uploads().await;
     // Save v2 in place: its upload starts at once and is held at the part PUT.
-    e.mem().hold_parts();
+    e.hold_parts();
     overwrite(&e.fs, ROOT_INO, "doc.txt", b"v2")
         .await
         .expect("save v2");
-    e.until("v2's part is in flight", |e| e.mem().in_flight() == 1)
-        .await;
+    e.until("v2's part is in flight", |e| {
+        e.api.in_flight(ApiMethod::UploadPart) == 1
+    })
+    .await;
     // The editor's next save: temp file, renamed over doc.txt while v2 uploads.
     put(&e.fs, ROOT_INO, "doc.tmp", b"v3").await;
     let fs = Arc::clone(&e.fs);
@@ -202,7 +206,7 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
         .await
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    e.mem().open_gate();
+    e.open_parts();
     rename
         .await
         .expect("join")
@@ -218,14 +222,16 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
     assert_eq!(e.mem().names(SPACE, None), vec!["doc.txt".to_string()]);
 
     // rm foo while its upload runs, then a new foo.
-    e.mem().hold_parts();
+    e.hold_parts();
     put(&e.fs, ROOT_INO, "foo", b"old foo").await;
-    e.until("old foo's part is in flight", |e| e.mem().in_flight() == 1)
-        .await;
+    e.until("old foo's part is in flight", |e| {
+        e.api.in_flight(ApiMethod::UploadPart) == 1
+    })
+    .await;
     let fs = Arc::clone(&e.fs);
     let rm = tokio::spawn(async move { fs.unlink(ROOT_INO, OsStr::new("foo")).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    e.mem().open_gate();
+    e.open_parts();
     rm.await.expect("join").expect("rm foo");
     put(&e.fs, ROOT_INO, "foo", b"new foo").await;
     let report = e.fs.wait_uploads().await;
@@ -242,10 +248,10 @@ async fn rename_and_recreate_are_ordered_after_the_running_upload() {
 #[tokio::test]
 async fn folders_with_hidden_entries_are_never_removed_or_moved() {
     let e = env(Duration::ZERO);
-    let hidden = e.mem().mkdir(SPACE, None, "hidden");
+    let hidden = e.mem().add_dir(SPACE, None, "hidden");
     e.mem()
         .put_file(SPACE, Some(hidden), "a/b", b"slash in the name");
-    let long = e.mem().mkdir(SPACE, None, "long");
+    let long = e.mem().add_dir(SPACE, None, "long");
     let cjk = "\u{6f22}".repeat(100); // 300 bytes
     e.mem().put_file(SPACE, Some(long), &cjk, b"long name");
     assert_eq!(
@@ -538,4 +544,197 @@ async fn appends_from_two_handles_are_atomic() {
     }
     e.fs.release(a.attr.ino, h1.fh).await.expect("release");
     e.fs.release(a.attr.ino, h2.fh).await.expect("release");
+}
+
+/// `vagonfs status`'s backlog counts the changed files not yet sending; a permanent failure
+/// leaves the backlog for the failure list (with its reason), and `vagonfs sync` retries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_backlog_and_failures_with_their_reason_are_shown() {
+    let e = env(Duration::from_secs(30));
+    put(&e.fs, ROOT_INO, "a.txt", b"12345").await;
+    put(&e.fs, ROOT_INO, "b.txt", b"1234567").await;
+    assert_eq!(
+        e.fs.upload_backlog(),
+        engine::Backlog {
+            files: 2,
+            bytes: 12
+        },
+        "both wait out their upload delay"
+    );
+    assert!(e.fs.wait_uploads().await.failed.is_empty());
+    assert_eq!(e.fs.upload_backlog(), engine::Backlog::default());
+
+    e.mem().set_quota(1);
+    put(&e.fs, ROOT_INO, "c.txt", b"too big for the quota").await;
+    let report = e.fs.wait_uploads().await;
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].0, "c.txt");
+    assert!(
+        report.failed[0].1.contains("507"),
+        "sync names the reason: {report:?}"
+    );
+    // The engine's own try records it for `status`.
+    e.fs.schedule_upload(
+        e.fs.lookup(ROOT_INO, OsStr::new("c.txt"))
+            .await
+            .unwrap()
+            .attr
+            .ino,
+        Duration::ZERO,
+    );
+    e.until("the failure is recorded", |e| {
+        !e.fs.upload_failures().is_empty()
+    })
+    .await;
+    let failures = e.fs.upload_failures();
+    assert_eq!(failures[0].file, "c.txt");
+    assert!(failures[0].permanent);
+    assert!(failures[0].reason.contains("507"), "{failures:?}");
+    assert_eq!(
+        e.fs.upload_backlog(),
+        engine::Backlog::default(),
+        "a file failed for good is listed as failed, not as waiting"
+    );
+    assert_eq!(e.fs.pending_uploads(), 1);
+    // Room again: `vagonfs sync` retries it at once.
+    e.mem().set_quota(1 << 30);
+    assert!(e.fs.wait_uploads().await.failed.is_empty());
+    assert!(e.fs.upload_failures().is_empty());
+    assert_eq!(
+        e.mem().content(SPACE, None, "c.txt").as_deref(),
+        Some(&b"too big for the quota"[..])
+    );
+}
+
+/// With the quota known (statfs), a write or close that clearly cannot fit, counting what is
+/// still waiting to be uploaded, answers ENOSPC at once, without a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_that_cannot_fit_the_known_quota_is_enospc_at_once() {
+    let e = env(Duration::from_secs(30));
+    e.mem().set_quota(1000);
+    e.fs.statfs(ROOT_INO).await.expect("statfs");
+    put(&e.fs, ROOT_INO, "first", &[1; 600]).await;
+    let creates = e.calls(ApiMethod::Create);
+    let (attr, open) =
+        e.fs.create(ROOT_INO, OsStr::new("second"), 0o644, libc::O_WRONLY)
+            .await
+            .expect("create");
+    let ino = attr.attr.ino;
+    e.fs.write(ino, open.fh, 0, &[2; 300]).await.expect("fits");
+    assert_eq!(
+        errno(e.fs.write(ino, open.fh, 300, &[2; 300]).await),
+        Some(libc::ENOSPC),
+        "600 waiting + 600 > 1000"
+    );
+    // A truncate that grows it is refused the same way.
+    let grow = SetAttr {
+        size: Some(5000),
+        fh: Some(open.fh),
+        ..SetAttr::default()
+    };
+    assert_eq!(errno(e.fs.setattr(ino, grow).await), Some(libc::ENOSPC));
+    e.fs.flush(ino, open.fh)
+        .await
+        .expect("300 bytes fit at close");
+    e.fs.release(ino, open.fh).await.expect("release");
+    assert_eq!(e.calls(ApiMethod::Create), creates, "nothing was sent");
+    assert!(e.fs.wait_uploads().await.failed.is_empty());
+    // 900 of 1000 used now. The server takes a replacement only when its whole size is free
+    // (it frees the old bytes at complete): 650 bytes are refused at once, 90 fit.
+    tokio::time::sleep(statfs::STATFS_TTL).await;
+    e.fs.statfs(ROOT_INO).await.expect("statfs");
+    assert_eq!(
+        errno(overwrite(&e.fs, ROOT_INO, "first", &[3; 650]).await),
+        Some(libc::ENOSPC)
+    );
+    overwrite(&e.fs, ROOT_INO, "first", &[4; 90])
+        .await
+        .expect("90 bytes fit");
+    assert!(e.fs.wait_uploads().await.failed.is_empty());
+    assert_eq!(e.mem().content(SPACE, None, "first").unwrap(), vec![4; 90]);
+}
+
+/// A 507 from an upload teaches the mount the quota (one capacity request, in the background),
+/// so the next change that cannot fit is refused at its write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_storage_is_learnt_from_a_failed_upload() {
+    let e = env(Duration::ZERO);
+    e.mem().set_quota(100);
+    put(&e.fs, ROOT_INO, "big", &[1; 200]).await;
+    e.until("the quota was asked after the 507", |e| {
+        e.calls(ApiMethod::Capacity) == 1 && !e.fs.upload_failures().is_empty()
+    })
+    .await;
+    let (attr, open) =
+        e.fs.create(ROOT_INO, OsStr::new("also-big"), 0o644, libc::O_WRONLY)
+            .await
+            .expect("create");
+    assert_eq!(
+        errno(e.fs.write(attr.attr.ino, open.fh, 0, &[2; 200]).await),
+        Some(libc::ENOSPC)
+    );
+    e.fs.release(attr.attr.ino, open.fh).await.expect("release");
+    assert_eq!(e.calls(ApiMethod::Capacity), 1);
+}
+
+/// `--cache-max-size`: a write that would pass the bound waits for uploads to drain the spool
+/// (and goes on once one did); a file larger than the bound, or a spool full of files still
+/// open, is ENOSPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_spool_waits_for_uploads_to_drain() {
+    let e = env_with(WriteBack {
+        upload_delay: Duration::ZERO,
+        spool_max: Some(10_000),
+        ..WriteBack::default()
+    });
+    let (attr, open) =
+        e.fs.create(ROOT_INO, OsStr::new("huge"), 0o644, libc::O_WRONLY)
+            .await
+            .expect("create");
+    assert_eq!(
+        errno(e.fs.write(attr.attr.ino, open.fh, 0, &[0; 10_001]).await),
+        Some(libc::ENOSPC),
+        "larger than the whole bound"
+    );
+    e.fs.flush(attr.attr.ino, open.fh).await.expect("close");
+    e.fs.release(attr.attr.ino, open.fh).await.expect("release");
+    assert!(e.fs.wait_uploads().await.failed.is_empty());
+
+    e.hold_parts();
+    put(&e.fs, ROOT_INO, "a", &[1; 6000]).await;
+    let (attr, open) =
+        e.fs.create(ROOT_INO, OsStr::new("b"), 0o644, libc::O_WRONLY)
+            .await
+            .expect("create");
+    let ino = attr.attr.ino;
+    let fs = Arc::clone(&e.fs);
+    let writer = tokio::spawn(async move { fs.write(ino, open.fh, 0, &[2; 6000]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !writer.is_finished(),
+        "the write waits while `a` is uploading"
+    );
+    e.open_parts();
+    let written = tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .expect("the write goes on once `a` is uploaded")
+        .expect("join");
+    assert_eq!(written.expect("write"), 6000);
+    assert_eq!(e.mem().content(SPACE, None, "a").unwrap(), vec![1; 6000]);
+
+    // `b` is still open: nothing can drain, so another write that does not fit is ENOSPC.
+    let (c, c_open) =
+        e.fs.create(ROOT_INO, OsStr::new("c"), 0o644, libc::O_WRONLY)
+            .await
+            .expect("create");
+    assert_eq!(
+        errno(e.fs.write(c.attr.ino, c_open.fh, 0, &[3; 5000]).await),
+        Some(libc::ENOSPC)
+    );
+    for (ino, fh) in [(ino, open.fh), (c.attr.ino, c_open.fh)] {
+        e.fs.flush(ino, fh).await.expect("close");
+        e.fs.release(ino, fh).await.expect("release");
+    }
+    assert!(e.fs.wait_uploads().await.failed.is_empty());
+    assert_eq!(e.mem().content(SPACE, None, "b").unwrap(), vec![2; 6000]);
 }

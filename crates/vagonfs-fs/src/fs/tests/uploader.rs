@@ -1,6 +1,7 @@
-//! Tests of the write path against the in-memory [`MemApi`] double: no kernel, no network.
+//! Tests of the write path against the in-memory [`MemApi`] double, wrapped in the fault
+//! injector: no kernel, no network.
 //!
-//! Parallelism and memory bounds are checked by counting (parts held at a gate in the double,
+//! Parallelism and memory bounds are checked by counting (parts held at a gate of the wrapper,
 //! part buffers alive in the uploader), never by timing. The only timeouts turn a would-be hang
 //! (e.g. an uploader that never sends parts in parallel) into a failure.
 
@@ -13,8 +14,10 @@ use crate::api::{FilesApi, Space};
 use crate::fs::FsError;
 use crate::fs::errno::to_errno;
 
-use super::test_api::MemApi;
-use super::*;
+use crate::api::ApiError;
+use crate::api::faulty::{ApiMethod, Fault, FaultyFilesApi, Variant};
+use crate::api::mem::{MemApi, part_number, status};
+use crate::fs::write::*;
 
 /// Turns a hang into a failure; generous because the machine is shared.
 const HANG_GUARD: Duration = Duration::from_secs(120);
@@ -24,21 +27,40 @@ const SPACE: Space = Space::Machine(3);
 struct Env {
     _tmp: tempfile::TempDir,
     dir: Arc<SpoolDir>,
-    api: Arc<MemApi>,
+    /// What the server holds.
+    mem: Arc<MemApi>,
+    /// The same server behind the fault injector (faults, holds, call counts).
+    api: Arc<FaultyFilesApi<MemApi>>,
     uploader: Uploader,
+}
+
+/// The double, the fault injector around it, and the latter as the core sees it.
+fn server() -> (Arc<MemApi>, Arc<FaultyFilesApi<MemApi>>, Arc<dyn FilesApi>) {
+    let mem = MemApi::new();
+    let api = Arc::new(FaultyFilesApi::new(Arc::clone(&mem), 1));
+    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    (mem, api, dyn_api)
+}
+
+/// What an upload that used up its retries answers.
+fn retries_exhausted() -> ApiError {
+    ApiError::RetriesExhausted {
+        attempts: 4,
+        last: Box::new(status("PUT part", 503)),
+    }
 }
 
 fn env(chunk_mb: u64, concurrency: usize) -> Env {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = SpoolDir::open(&tmp.path().join("mount-key")).expect("spool dir");
-    let api = MemApi::new();
-    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    let (mem, api, dyn_api) = server();
     let uploader = Uploader::new(dyn_api, UploadRegistry::new())
         .with_chunk_size_mb(chunk_mb)
         .with_concurrency(concurrency);
     Env {
         _tmp: tmp,
         dir,
+        mem,
         api,
         uploader,
     }
@@ -117,11 +139,11 @@ async fn sizes_around_the_chunk_arrive_byte_identical() {
             .expect("was dirty");
         assert_eq!(up.size, size as u64);
         assert_eq!(
-            e.api.content(SPACE, None, &name).expect("listed"),
+            e.mem.content(SPACE, None, &name).expect("listed"),
             data,
             "size {size}"
         );
-        let req = e.api.creates().pop().expect("a create");
+        let req = e.mem.creates().pop().expect("a create");
         assert_eq!(
             (req.size, req.chunk_size_mb, req.overwrite),
             (Some(size as u64), Some(1), false)
@@ -137,23 +159,23 @@ async fn sizes_around_the_chunk_arrive_byte_identical() {
     }
     // One part per started MiB, and one (empty) part for the empty file.
     let expected_parts: u32 = [1, 1, 1, 1, 2, 4].iter().sum();
-    assert_eq!(e.api.parts_ok(), expected_parts);
-    assert_eq!(e.api.completes(), sizes.len() as u32);
+    assert_eq!(e.mem.parts_stored(), expected_parts);
+    assert_eq!(e.mem.completes(), sizes.len() as u32);
 }
 
 #[tokio::test]
 async fn the_part_url_count_is_checked_and_none_is_tolerated_for_empty_files() {
     let e = env(1, 2);
-    e.api.set_no_url_for_empty(true);
+    e.api.set_variant(Variant::NoPartUrlForEmptyFile, true);
     let f = SpooledFile::create_new(&e.dir, target("empty"))
         .await
         .expect("create");
     f.upload(&e.uploader).await.expect("upload").expect("dirty");
-    assert_eq!(e.api.content(SPACE, None, "empty").expect("listed"), b"");
-    assert_eq!(e.api.part_calls(), 0);
+    assert_eq!(e.mem.content(SPACE, None, "empty").expect("listed"), b"");
+    assert_eq!(e.api.calls(ApiMethod::UploadPart), 0);
     // A part count that does not fit the size stops before any byte is sent.
-    e.api.set_no_url_for_empty(false);
-    e.api.set_extra_url(true);
+    e.api.set_variant(Variant::NoPartUrlForEmptyFile, false);
+    e.api.set_variant(Variant::ExtraPartUrl, true);
     let g = SpooledFile::create_new(&e.dir, target("one"))
         .await
         .expect("create");
@@ -161,7 +183,10 @@ async fn the_part_url_count_is_checked_and_none_is_tolerated_for_empty_files() {
     let err = g.upload(&e.uploader).await.expect_err("wrong URL count");
     assert!(matches!(err, WriteError::Protocol(_)), "{err:?}");
     assert_eq!(errno_of(err), libc::EIO);
-    assert_eq!((e.api.part_calls(), e.api.completes()), (0, 1));
+    assert_eq!(
+        (e.api.calls(ApiMethod::UploadPart), e.mem.completes()),
+        (0, 1)
+    );
     assert!(g.is_dirty());
 }
 
@@ -174,7 +199,7 @@ async fn content_type_follows_the_extension() {
     f.write(0, b"hello").await.expect("write");
     f.upload(&e.uploader).await.expect("upload");
     assert_eq!(
-        e.api.content_type_of(SPACE, None, "notes.TXT").as_deref(),
+        e.mem.content_type_of(SPACE, None, "notes.TXT").as_deref(),
         Some("text/plain")
     );
 }
@@ -186,7 +211,7 @@ async fn parts_go_in_parallel_but_never_more_than_concurrency() {
     let path = e.dir.path().join("plain-source");
     std::fs::write(&path, &data).expect("source");
     let source = PartSource::open(&path).expect("open");
-    e.api.hold_parts();
+    e.api.hold(ApiMethod::UploadPart, None);
     let ticket = e.uploader.registry().register("big.bin", source.len());
     let progress = Arc::clone(ticket.progress());
     let uploader = e.uploader.clone();
@@ -199,23 +224,26 @@ async fn parts_go_in_parallel_but_never_more_than_concurrency() {
     };
     let task =
         tokio::spawn(async move { uploader.upload_tracked(source, &tgt, &ticket, None).await });
-    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(4))
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::UploadPart, 4))
         .await
         .expect("4 parts in flight at once");
-    assert_eq!(e.api.in_flight(), 4);
+    assert_eq!(e.api.in_flight(ApiMethod::UploadPart), 4);
     assert_eq!(
         e.uploader.registry().active()[0].state,
         UploadState::Sending
     );
     // Let them through one at a time: each release makes room for exactly one more.
     for done in 1..=10 {
-        e.api.release(1);
+        e.api.release(ApiMethod::UploadPart, 1);
         if done <= 6 {
-            tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(4 + done))
-                .await
-                .expect("next part");
+            tokio::time::timeout(
+                HANG_GUARD,
+                e.api.wait_arrivals(ApiMethod::UploadPart, 4 + done),
+            )
+            .await
+            .expect("next part");
         }
-        assert!(e.api.in_flight() <= 4);
+        assert!(e.api.in_flight(ApiMethod::UploadPart) <= 4);
     }
     let up = tokio::time::timeout(HANG_GUARD, task)
         .await
@@ -223,14 +251,14 @@ async fn parts_go_in_parallel_but_never_more_than_concurrency() {
         .expect("joined")
         .expect("upload");
     assert_eq!(up.size, data.len() as u64);
-    assert_eq!(e.api.max_in_flight(), 4);
+    assert_eq!(e.api.max_in_flight(ApiMethod::UploadPart), 4);
     assert!(
         progress.max_parts_in_memory() <= 4,
         "{}",
         progress.max_parts_in_memory()
     );
     assert_eq!(progress.bytes_sent(), data.len() as u64);
-    assert_eq!(e.api.content(SPACE, None, "big.bin").expect("listed"), data);
+    assert_eq!(e.mem.content(SPACE, None, "big.bin").expect("listed"), data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,8 +283,8 @@ async fn parts_in_memory_stay_within_concurrency() {
         .expect("upload");
     let max = ticket.progress().max_parts_in_memory();
     assert!((1..=2).contains(&max), "parts in memory at once: {max}");
-    assert!(e.api.max_in_flight() <= 2);
-    assert_eq!(e.api.content(SPACE, None, "mem.bin").expect("listed"), data);
+    assert!(e.api.max_in_flight(ApiMethod::UploadPart) <= 2);
+    assert_eq!(e.mem.content(SPACE, None, "mem.bin").expect("listed"), data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +301,7 @@ async fn the_part_budget_is_shared_by_all_uploads() {
             .expect("write");
         files.push(f);
     }
-    e.api.hold_parts();
+    e.api.hold(ApiMethod::UploadPart, None);
     let tasks: Vec<_> = files
         .iter()
         .map(|f| {
@@ -282,21 +310,21 @@ async fn the_part_budget_is_shared_by_all_uploads() {
         })
         .collect();
     // Each upload alone may have 2 parts out; together they may have 3, not 4.
-    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(3))
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::UploadPart, 3))
         .await
         .expect("3 parts out");
-    assert_eq!(e.api.in_flight(), 3);
-    e.api.open_gate();
+    assert_eq!(e.api.in_flight(ApiMethod::UploadPart), 3);
+    e.api.unhold(ApiMethod::UploadPart);
     for t in tasks {
         t.await.expect("joined").expect("upload").expect("dirty");
     }
-    assert_eq!(e.api.max_in_flight(), 3);
+    assert_eq!(e.api.max_in_flight(ApiMethod::UploadPart), 3);
 }
 
 #[tokio::test]
 async fn quota_full_is_enospc_and_keeps_the_spool() {
     let e = env(1, 2);
-    e.api.set_quota(MIB);
+    e.mem.set_quota(MIB);
     let data = random_bytes(2 * MIB as usize, 9);
     let f = SpooledFile::create_new(&e.dir, target("big.dat"))
         .await
@@ -320,9 +348,9 @@ async fn quota_full_is_enospc_and_keeps_the_spool() {
     let failed = e.uploader.registry().recent();
     assert_eq!(failed[0].state, UploadState::Failed);
     // Room again: the next flush succeeds from the kept spool.
-    e.api.set_quota(1 << 30);
+    e.mem.set_quota(1 << 30);
     f.upload(&e.uploader).await.expect("upload").expect("dirty");
-    assert_eq!(e.api.content(SPACE, None, "big.dat").expect("listed"), data);
+    assert_eq!(e.mem.content(SPACE, None, "big.dat").expect("listed"), data);
     assert!(records(&e.dir).is_empty());
 }
 
@@ -336,13 +364,13 @@ async fn quota_exceeded_at_complete_is_enospc_too() {
         .await
         .expect("write");
     // Fits at create, but someone else fills the storage before complete.
-    e.api.set_quota(MIB + 10);
-    e.api.hold_parts();
-    let api = Arc::clone(&e.api);
+    e.mem.set_quota(MIB + 10);
+    e.api.hold(ApiMethod::UploadPart, None);
+    let (mem, faulty) = (Arc::clone(&e.mem), Arc::clone(&e.api));
     let filler = tokio::spawn(async move {
-        api.wait_arrivals(1).await;
-        api.put_file(Space::Shared, None, "other", &[0u8; 20]);
-        api.open_gate();
+        faulty.wait_arrivals(ApiMethod::UploadPart, 1).await;
+        mem.put_file(Space::Shared, None, "other", [0u8; 20]);
+        faulty.unhold(ApiMethod::UploadPart);
     });
     let err = f.upload(&e.uploader).await.expect_err("quota at complete");
     filler.await.expect("filler");
@@ -353,7 +381,11 @@ async fn quota_exceeded_at_complete_is_enospc_too() {
 #[tokio::test]
 async fn a_failing_part_is_eio_and_keeps_the_journal() {
     let e = env(1, 2);
-    e.api.fail_part(Some(2));
+    e.api.fail_where(
+        ApiMethod::UploadPart,
+        move |c| c.url.and_then(part_number) == Some(2),
+        Fault::Error(retries_exhausted()),
+    );
     let data = random_bytes(3 * MIB as usize, 10);
     let f = SpooledFile::create_new(&e.dir, target("fail.bin"))
         .await
@@ -361,22 +393,22 @@ async fn a_failing_part_is_eio_and_keeps_the_journal() {
     f.write(0, &data).await.expect("write");
     let err = f.upload(&e.uploader).await.expect_err("part 2 fails");
     assert_eq!(errno_of(err), libc::EIO);
-    assert_eq!(e.api.completes(), 0);
+    assert_eq!(e.mem.completes(), 0);
     assert!(
-        e.api.entry(SPACE, None, "fail.bin").is_none(),
+        e.mem.entry(SPACE, None, "fail.bin").is_none(),
         "never listed"
     );
     let recs = records(&e.dir);
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].state, JournalState::Uploading);
-    let created = e.api.creates().len();
+    let created = e.mem.creates().len();
     assert_eq!(created, 1);
     assert!(recs[0].pending_upload_id.is_some());
     // The fault goes away: the next flush uploads.
-    e.api.fail_part(None);
+    e.api.clear_where(ApiMethod::UploadPart);
     f.upload(&e.uploader).await.expect("retry").expect("dirty");
     assert_eq!(
-        e.api.content(SPACE, None, "fail.bin").expect("listed"),
+        e.mem.content(SPACE, None, "fail.bin").expect("listed"),
         data
     );
 }
@@ -389,23 +421,25 @@ async fn a_refused_part_link_restarts_from_create_once() {
         .await
         .expect("create");
     f.write(0, &data).await.expect("write");
-    e.api.refuse_next_parts(1);
+    e.api
+        .fail_next(ApiMethod::UploadPart, 1, Fault::LinkRefused);
     f.upload(&e.uploader)
         .await
         .expect("restart works")
         .expect("dirty");
-    assert_eq!(e.api.creates().len(), 2);
+    assert_eq!(e.mem.creates().len(), 2);
     // One refused PUT, then both parts of the fresh upload.
-    assert_eq!(e.api.part_calls(), 3);
-    assert_eq!(e.api.content(SPACE, None, "r.bin").expect("listed"), data);
+    assert_eq!(e.api.calls(ApiMethod::UploadPart), 3);
+    assert_eq!(e.mem.content(SPACE, None, "r.bin").expect("listed"), data);
     // Refused again after the restart: give up, EIO.
     f.write(0, b"x").await.expect("write");
-    e.api.refuse_next_parts(10);
+    e.api
+        .fail_next(ApiMethod::UploadPart, 10, Fault::LinkRefused);
     let err = f.upload(&e.uploader).await.expect_err("refused twice");
     assert_eq!(errno_of(err), libc::EIO);
-    assert_eq!(e.api.creates().len(), 4);
+    assert_eq!(e.mem.creates().len(), 4);
     assert_eq!(
-        e.api.part_calls(),
+        e.api.calls(ApiMethod::UploadPart),
         5,
         "the first part of each attempt, then it stops"
     );
@@ -414,7 +448,7 @@ async fn a_refused_part_link_restarts_from_create_once() {
 #[tokio::test]
 async fn a_new_file_whose_name_was_taken_meanwhile_becomes_a_conflict_copy() {
     let e = env(1, 2);
-    e.api.put_file(SPACE, None, "taken.txt", b"theirs");
+    e.mem.put_file(SPACE, None, "taken.txt", b"theirs");
     let f = SpooledFile::create_new(&e.dir, target("taken.txt"))
         .await
         .expect("create");
@@ -424,7 +458,7 @@ async fn a_new_file_whose_name_was_taken_meanwhile_becomes_a_conflict_copy() {
         .expect("uploaded")
         .expect("something sent");
     assert_eq!(
-        e.api.content(SPACE, None, "taken.txt").expect("listed"),
+        e.mem.content(SPACE, None, "taken.txt").expect("listed"),
         b"theirs",
         "the other client's file is untouched"
     );
@@ -433,28 +467,28 @@ async fn a_new_file_whose_name_was_taken_meanwhile_becomes_a_conflict_copy() {
         copy.starts_with("taken (conflict ") && copy.ends_with(").txt"),
         "{copy}"
     );
-    assert_eq!(e.api.content(SPACE, None, &copy).expect("copy"), b"mine");
+    assert_eq!(e.mem.content(SPACE, None, &copy).expect("copy"), b"mine");
     assert!(!f.is_dirty());
 }
 
 #[tokio::test]
 async fn truncating_open_replaces_the_remote_file() {
     let e = env(1, 2);
-    let old = e.api.put_file(SPACE, None, "t.txt", b"old content");
+    let old = e.mem.put_file(SPACE, None, "t.txt", b"old content");
     let f = SpooledFile::create_truncated(&e.dir, target("t.txt"), RemoteBase::from_entry(&old))
         .await
         .expect("create");
     // Opened with O_TRUNC and closed without a write: the file becomes empty.
     f.upload(&e.uploader).await.expect("upload").expect("dirty");
-    assert_eq!(e.api.content(SPACE, None, "t.txt").expect("listed"), b"");
-    assert!(e.api.creates()[0].overwrite);
+    assert_eq!(e.mem.content(SPACE, None, "t.txt").expect("listed"), b"");
+    assert!(e.mem.creates()[0].overwrite);
 }
 
 #[tokio::test]
 async fn lazy_fill_only_when_a_mutation_needs_the_old_bytes() {
     let e = env(1, 2);
     let original = random_bytes(3 * MIB as usize + 17, 12);
-    let entry = e.api.put_file(SPACE, None, "doc.bin", &original);
+    let entry = e.mem.put_file(SPACE, None, "doc.bin", &original);
     let dyn_api: Arc<dyn FilesApi> = e.api.clone();
     let f = SpooledFile::open_existing(
         &e.dir,
@@ -471,11 +505,11 @@ async fn lazy_fill_only_when_a_mutation_needs_the_old_bytes() {
         entry.modified,
         "the server's time until written"
     );
-    assert_eq!(e.api.bytes_fetched(), 0, "opening fetches nothing");
+    assert_eq!(e.mem.bytes_served(), 0, "opening fetches nothing");
     // A read before any write passes through, fetching only what was asked.
     let got = f.read(MIB + 3, 100).await.expect("read");
     assert_eq!(&got[..], &original[MIB as usize + 3..MIB as usize + 103]);
-    assert_eq!(e.api.bytes_fetched(), 100);
+    assert_eq!(e.mem.bytes_served(), 100);
     assert!(!f.spool().is_filled());
     assert!(records(&e.dir).is_empty(), "no record while clean");
     // A partial overwrite without O_TRUNC needs the old bytes around it.
@@ -485,7 +519,7 @@ async fn lazy_fill_only_when_a_mutation_needs_the_old_bytes() {
         "a write moves the local time"
     );
     assert!(f.spool().is_filled());
-    assert_eq!(e.api.bytes_fetched(), 100 + original.len() as u64);
+    assert_eq!(e.mem.bytes_served(), 100 + original.len() as u64);
     let recs = records(&e.dir);
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].base, Some(RemoteBase::from_entry(&entry)));
@@ -506,11 +540,11 @@ async fn lazy_fill_only_when_a_mutation_needs_the_old_bytes() {
     let mut expected = original.clone();
     expected[MIB as usize + 5..MIB as usize + 10].copy_from_slice(b"PATCH");
     assert_eq!(
-        e.api.content(SPACE, None, "doc.bin").expect("listed"),
+        e.mem.content(SPACE, None, "doc.bin").expect("listed"),
         expected
     );
     assert!(
-        e.api.creates()[0].overwrite,
+        e.mem.creates()[0].overwrite,
         "replacing the file it was opened from"
     );
 }
@@ -519,7 +553,7 @@ async fn lazy_fill_only_when_a_mutation_needs_the_old_bytes() {
 async fn the_fill_survives_an_expired_download_link() {
     let e = env(1, 2);
     let original = random_bytes(5 * MIB as usize, 16);
-    let entry = e.api.put_file(SPACE, None, "long.bin", &original);
+    let entry = e.mem.put_file(SPACE, None, "long.bin", &original);
     let dyn_api: Arc<dyn FilesApi> = e.api.clone();
     let f = SpooledFile::open_existing(
         &e.dir,
@@ -529,17 +563,21 @@ async fn the_fill_survives_an_expired_download_link() {
     )
     .expect("open");
     assert_eq!(&f.read(0, 4).await.expect("read")[..], &original[..4]);
-    assert_eq!(e.api.file_links(), 1);
-    e.api.expire_links();
+    assert_eq!(e.api.calls(ApiMethod::FileLink), 1);
+    e.mem.expire_links();
     f.write(original.len() as u64, b"tail")
         .await
         .expect("append after a fill");
-    assert_eq!(e.api.file_links(), 2, "one fresh link after the refusal");
+    assert_eq!(
+        e.api.calls(ApiMethod::FileLink),
+        2,
+        "one fresh link after the refusal"
+    );
     f.upload(&e.uploader).await.expect("upload");
     let mut expected = original;
     expected.extend_from_slice(b"tail");
     assert_eq!(
-        e.api.content(SPACE, None, "long.bin").expect("listed"),
+        e.mem.content(SPACE, None, "long.bin").expect("listed"),
         expected
     );
 }
@@ -551,10 +589,10 @@ async fn two_flushes_at_once_upload_once() {
         .await
         .expect("create");
     f.write(0, b"once").await.expect("write");
-    e.api.hold_parts();
+    e.api.hold(ApiMethod::UploadPart, None);
     let (f1, u1) = (Arc::clone(&f), e.uploader.clone());
     let first = tokio::spawn(async move { f1.upload(&u1).await });
-    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(1))
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::UploadPart, 1))
         .await
         .expect("first sending");
     // The second flush waits at the file's gate; one poll takes it there. It must not list the
@@ -567,15 +605,15 @@ async fn two_flushes_at_once_upload_once() {
     let active = e.uploader.registry().active();
     assert_eq!(active.len(), 1, "the file is listed once: {active:?}");
     assert_ne!(active[0].state, UploadState::Queued);
-    e.api.open_gate();
+    e.api.unhold(ApiMethod::UploadPart);
     let a = first.await.expect("joined").expect("first");
     let b = second.await.expect("second");
     assert!(a.is_some());
     assert_eq!(b, None, "the second found the file clean");
     assert!(e.uploader.registry().active().is_empty());
-    assert_eq!(e.api.creates().len(), 1);
+    assert_eq!(e.mem.creates().len(), 1);
     assert_eq!(
-        e.api.content(SPACE, None, "twice.txt").expect("listed"),
+        e.mem.content(SPACE, None, "twice.txt").expect("listed"),
         b"once"
     );
 }
@@ -584,7 +622,7 @@ async fn two_flushes_at_once_upload_once() {
 async fn truncate_fills_only_the_kept_prefix() {
     let e = env(1, 2);
     let original = random_bytes(2 * MIB as usize, 13);
-    let entry = e.api.put_file(SPACE, None, "cut.bin", &original);
+    let entry = e.mem.put_file(SPACE, None, "cut.bin", &original);
     let dyn_api: Arc<dyn FilesApi> = e.api.clone();
     let f = SpooledFile::open_existing(
         &e.dir,
@@ -594,7 +632,7 @@ async fn truncate_fills_only_the_kept_prefix() {
     )
     .expect("open");
     f.set_len(1000).await.expect("truncate");
-    assert_eq!(e.api.bytes_fetched(), 1000);
+    assert_eq!(e.mem.bytes_served(), 1000);
     // Growing again reads as zeros, not as the old remote bytes.
     f.set_len(3000).await.expect("extend");
     let got = f.read(0, 4000).await.expect("read");
@@ -603,7 +641,7 @@ async fn truncate_fills_only_the_kept_prefix() {
     assert!(got[1000..].iter().all(|b| *b == 0));
     f.upload(&e.uploader).await.expect("upload");
     assert_eq!(
-        e.api.content(SPACE, None, "cut.bin").expect("listed"),
+        e.mem.content(SPACE, None, "cut.bin").expect("listed"),
         got.to_vec()
     );
 }
@@ -630,14 +668,14 @@ async fn writes_during_an_upload_keep_the_file_dirty() {
         .await
         .expect("create");
     f.write(0, b"version one").await.expect("write");
-    e.api.hold_parts();
+    e.api.hold(ApiMethod::UploadPart, None);
     let (f2, up) = (Arc::clone(&f), e.uploader.clone());
     let task = tokio::spawn(async move { f2.upload(&up).await });
-    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(1))
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::UploadPart, 1))
         .await
         .expect("part sent");
     f.write(8, b"two").await.expect("write during upload");
-    e.api.open_gate();
+    e.api.unhold(ApiMethod::UploadPart);
     task.await.expect("joined").expect("upload").expect("dirty");
     assert!(f.is_dirty(), "the newer bytes are not uploaded yet");
     let recs = records(&e.dir);
@@ -645,7 +683,7 @@ async fn writes_during_an_upload_keep_the_file_dirty() {
     assert_eq!(recs[0].state, JournalState::Dirty);
     f.upload(&e.uploader).await.expect("upload").expect("dirty");
     assert_eq!(
-        e.api.content(SPACE, None, "live.txt").expect("listed"),
+        e.mem.content(SPACE, None, "live.txt").expect("listed"),
         b"version two"
     );
     assert!(!f.is_dirty());
@@ -656,8 +694,7 @@ async fn writes_during_an_upload_keep_the_file_dirty() {
 async fn crash_mid_upload_then_recover_uploads() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let spool_dir = tmp.path().join("m");
-    let api = MemApi::new();
-    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    let (api, faulty, dyn_api) = server();
     let data = random_bytes(3 * MIB as usize + 5, 14);
     {
         let dir = SpoolDir::open(&spool_dir).expect("dir");
@@ -667,10 +704,10 @@ async fn crash_mid_upload_then_recover_uploads() {
             .await
             .expect("create");
         f.write(0, &data).await.expect("write");
-        api.hold_parts();
+        faulty.hold(ApiMethod::UploadPart, None);
         let (f2, up) = (Arc::clone(&f), uploader.clone());
         let task = tokio::spawn(async move { f2.upload(&up).await });
-        tokio::time::timeout(HANG_GUARD, api.wait_arrivals(2))
+        tokio::time::timeout(HANG_GUARD, faulty.wait_arrivals(ApiMethod::UploadPart, 2))
             .await
             .expect("parts sent");
         // The "crash": the upload future is dropped mid-flight and the mount goes away.
@@ -691,7 +728,7 @@ async fn crash_mid_upload_then_recover_uploads() {
         drop(dir);
     }
     assert!(api.entry(SPACE, None, "crash.bin").is_none());
-    api.open_gate();
+    faulty.unhold(ApiMethod::UploadPart);
     // The next mount.
     let dir = SpoolDir::open(&spool_dir).expect("dir again");
     let uploader = Uploader::new(Arc::clone(&dyn_api), UploadRegistry::new()).with_chunk_size_mb(1);
@@ -726,9 +763,8 @@ async fn crash_mid_upload_then_recover_uploads() {
 async fn recover_makes_a_conflict_copy_when_the_remote_changed() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let spool_dir = tmp.path().join("m");
-    let api = MemApi::new();
-    let dyn_api: Arc<dyn FilesApi> = api.clone();
-    let folder = api.mkdir(SPACE, None, "Projects");
+    let (api, _faulty, dyn_api) = server();
+    let folder = api.add_dir(SPACE, None, "Projects");
     let entry = api.put_file(SPACE, Some(folder), "report.txt", b"the original text");
     let tgt = FileTarget {
         space: SPACE,
@@ -787,8 +823,7 @@ async fn recover_makes_a_conflict_copy_when_the_remote_changed() {
 #[tokio::test]
 async fn recover_overwrites_when_the_remote_is_unchanged() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let api = MemApi::new();
-    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    let (api, _faulty, dyn_api) = server();
     let entry = api.put_file(SPACE, None, "same.txt", b"abcdef");
     {
         let dir = SpoolDir::open(tmp.path()).expect("dir");
@@ -826,8 +861,7 @@ async fn recover_overwrites_when_the_remote_is_unchanged() {
 #[tokio::test]
 async fn recover_recognises_an_upload_that_completed_before_the_crash() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let api = MemApi::new();
-    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    let (api, _faulty, dyn_api) = server();
     let id;
     {
         let dir = SpoolDir::open(tmp.path()).expect("dir");
@@ -872,8 +906,7 @@ async fn recover_recognises_an_upload_that_completed_before_the_crash() {
 #[tokio::test]
 async fn recover_skips_what_it_cannot_check_and_stops_when_the_service_is_down() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let api = MemApi::new();
-    let dyn_api: Arc<dyn FilesApi> = api.clone();
+    let (api, faulty, dyn_api) = server();
     {
         let dir = SpoolDir::open(tmp.path()).expect("dir");
         let gone = FileTarget {
@@ -891,15 +924,19 @@ async fn recover_skips_what_it_cannot_check_and_stops_when_the_service_is_down()
     }
     let dir = SpoolDir::open(tmp.path()).expect("dir");
     // Down: nothing decided, nothing changed.
-    api.set_lists_down(true);
+    faulty.set_fail_rate(
+        Some(ApiMethod::ListFiles),
+        1.0,
+        Fault::Error(retries_exhausted()),
+    );
     let err = recover(&dir, dyn_api.as_ref())
         .await
         .expect_err("service down");
     assert_eq!(errno_of(err), libc::EIO);
     assert_eq!(records(&dir).len(), 2);
     // Up again, but machine 99 is gone: that record is kept, the other one goes ahead.
-    api.set_lists_down(false);
-    api.remove_space(Space::Machine(99));
+    faulty.set_fail_rate(Some(ApiMethod::ListFiles), 0.0, Fault::Unavailable);
+    api.remove_machine(99);
     let pending = recover(&dir, dyn_api.as_ref()).await.expect("recover");
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].record.name, "fine.txt");
@@ -933,10 +970,10 @@ async fn recover_leaves_open_files_and_claimed_spools_alone() {
         "in use"
     );
     // Closed with its upload failed: the kept spool is picked up by a later call.
-    e.api.set_quota(1);
+    e.mem.set_quota(1);
     assert!(open.upload(&e.uploader).await.is_err());
     drop(open);
-    e.api.set_quota(1 << 30);
+    e.mem.set_quota(1 << 30);
     let first = recover(&e.dir, dyn_api.as_ref()).await.expect("recover");
     assert_eq!(first.len(), 1);
     // While that one is pending, a second call does not hand it out again.
@@ -954,7 +991,7 @@ async fn recover_leaves_open_files_and_claimed_spools_alone() {
         .await
         .expect("upload");
     assert_eq!(
-        e.api.content(SPACE, None, "open.txt").expect("listed"),
+        e.mem.content(SPACE, None, "open.txt").expect("listed"),
         b"still being written"
     );
 }
@@ -962,9 +999,8 @@ async fn recover_leaves_open_files_and_claimed_spools_alone() {
 #[tokio::test]
 async fn recover_puts_a_copy_at_the_root_when_the_folder_is_gone() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let api = MemApi::new();
-    let dyn_api: Arc<dyn FilesApi> = api.clone();
-    let folder = api.mkdir(SPACE, None, "Gone");
+    let (api, _faulty, dyn_api) = server();
+    let folder = api.add_dir(SPACE, None, "Gone");
     {
         let dir = SpoolDir::open(tmp.path()).expect("dir");
         let tgt = FileTarget {
@@ -1069,7 +1105,7 @@ async fn discard_forgets_the_file() {
     assert_eq!(&f.read(0, 10).await.expect("read")[..], b"bytes!");
     assert_eq!(f.upload(&e.uploader).await.expect("noop"), None);
     assert!(records(&e.dir).is_empty());
-    assert!(e.api.creates().is_empty());
+    assert!(e.mem.creates().is_empty());
 }
 
 #[tokio::test]
@@ -1087,10 +1123,10 @@ async fn rename_uploads_under_the_new_name() {
     assert!(f.is_dirty());
     assert_eq!(records(&e.dir)[0].name, "final.txt");
     f.upload(&e.uploader).await.expect("upload").expect("dirty");
-    e.api.delete(old.id).await.expect("delete old");
-    assert_eq!(e.api.names(SPACE, None), vec!["final.txt".to_string()]);
+    e.mem.delete(old.id).await.expect("delete old");
+    assert_eq!(e.mem.names(SPACE, None), vec!["final.txt".to_string()]);
     assert_eq!(
-        e.api.content(SPACE, None, "final.txt").expect("listed"),
+        e.mem.content(SPACE, None, "final.txt").expect("listed"),
         b"text"
     );
 }
@@ -1099,7 +1135,7 @@ async fn rename_uploads_under_the_new_name() {
 async fn rename_of_a_clean_remote_file_copies_it() {
     let e = env(1, 2);
     let data = random_bytes(MIB as usize + 9, 15);
-    let entry = e.api.put_file(SPACE, None, "src.bin", &data);
+    let entry = e.mem.put_file(SPACE, None, "src.bin", &data);
     let dyn_api: Arc<dyn FilesApi> = e.api.clone();
     // No move in the API: a copy from the old file under the new name, then delete.
     let f = SpooledFile::open_existing(
@@ -1111,9 +1147,9 @@ async fn rename_of_a_clean_remote_file_copies_it() {
     .expect("open");
     f.retarget(target("dst.bin"), None).await.expect("retarget");
     f.upload(&e.uploader).await.expect("upload").expect("dirty");
-    e.api.delete(entry.id).await.expect("delete");
-    assert_eq!(e.api.names(SPACE, None), vec!["dst.bin".to_string()]);
-    assert_eq!(e.api.content(SPACE, None, "dst.bin").expect("listed"), data);
+    e.mem.delete(entry.id).await.expect("delete");
+    assert_eq!(e.mem.names(SPACE, None), vec!["dst.bin".to_string()]);
+    assert_eq!(e.mem.content(SPACE, None, "dst.bin").expect("listed"), data);
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use crate::emulator::{EmulatorConfig, RunningEmulator};
 use crate::fs::FsError;
 use crate::fs::errno::to_errno;
 
-use super::*;
+use crate::fs::write::*;
 
 /// Bytes read back per ranged GET when checking a file.
 const READ_BACK_PIECE: u64 = 8 * MIB;
@@ -35,7 +35,7 @@ impl Emu {
         if let Some(q) = quota_bytes {
             cfg.quota_bytes = q;
         }
-        let (emu, api) = crate::fs::emu_support::start_with_client(cfg).await;
+        let (emu, api) = super::driver::start_with_client(cfg).await;
         let api: Arc<dyn FilesApi> = api;
         let dir = SpoolDir::open(&tmp.path().join("cache").join("shared")).expect("spool dir");
         Emu {

@@ -1,160 +1,53 @@
-//! The core's write path against the write engine's in-memory double (`write/test_api.rs`): no
-//! network, no kernel. Each test drives `VagonFs` the way the FUSE adapter does (create, write,
+//! The core's write path against the in-memory double (`api/mem.rs`) in the fault injector:
+//! no network, no kernel. Each test drives `VagonFs` the way the FUSE adapter does (create, write,
 //! flush, release, setattr, rename...) and checks what arrived on the "server", what the mount
 //! shows, and what stays in the spool folder.
 
 use std::ffi::OsStr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::errno::to_errno;
-use super::test_api::pattern;
-use super::write::test_api::MemApi;
-use super::*;
+use crate::api::faulty::{ApiMethod, FaultyFilesApi};
+use crate::api::mem::{MemApi, pattern};
+use crate::fs::*;
 
-const MIB: usize = 1 << 20;
-/// Bytes per write call, like a kernel write of 128 KiB.
-const WRITE_PIECE: usize = 128 << 10;
+use super::driver::{
+    Backend, MIB, Server, child_names as names, config, errno, ino, put, read_handle, read_path,
+    spool_files_in, walk, write_all,
+};
 
-/// The core's options for write tests: spools under `cache`, parts of `chunk_mb` MiB.
-pub(super) fn config(cache: &Path, chunk_mb: u64) -> FsConfig {
-    FsConfig {
-        uid: 1000,
-        gid: 1000,
-        umask: 0o022,
-        read_only: false,
-        dir_cache_ttl: Duration::from_secs(3600),
-        dir_refresh: DEFAULT_DIR_REFRESH,
-        op_timeout: DEFAULT_OP_TIMEOUT,
-        cache_size: 64 << 20,
-        cache_dir: cache.join("spools"),
-        chunk_size_mb: chunk_mb,
-        upload_concurrency: 4,
-        rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
-        read_timeout: crate::fs::read::DEFAULT_READ_TIMEOUT,
-        write_back: crate::fs::engine::WriteBack::sync_close(),
-    }
+/// Files in the mount's spool folder.
+fn spool_files(s: &Setup) -> Vec<String> {
+    spool_files_in(s.cache.path())
 }
 
 struct Setup {
-    api: Arc<MemApi>,
+    /// What the server holds.
+    mem: Arc<MemApi>,
+    /// The same server behind the fault injector.
+    api: Arc<FaultyFilesApi<MemApi>>,
     fs: Arc<VagonFs>,
     cache: tempfile::TempDir,
 }
 
 fn setup_with(chunk_mb: u64, tweak: impl FnOnce(&mut FsConfig)) -> Setup {
-    let api = MemApi::new();
+    let mem = MemApi::new();
+    let api = Arc::new(FaultyFilesApi::new(Arc::clone(&mem), 1));
     let cache = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(cache.path(), chunk_mb);
     tweak(&mut cfg);
     let dyn_api: Arc<dyn FilesApi> = Arc::clone(&api) as Arc<dyn FilesApi>;
     let fs = VagonFs::new(dyn_api, RootSpec::Space(Space::Shared), cfg);
-    Setup { api, fs, cache }
+    Setup {
+        mem,
+        api,
+        fs,
+        cache,
+    }
 }
 
 fn setup() -> Setup {
     setup_with(16, |_| {})
-}
-
-fn errno<T>(r: FsResult<T>) -> Option<i32> {
-    r.err().map(|e| to_errno(&e))
-}
-
-async fn walk(fs: &VagonFs, path: &str) -> FsResult<AttrReply> {
-    let mut at = fs.getattr(ROOT_INO).await?;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        at = fs.lookup(at.attr.ino, OsStr::new(part)).await?;
-    }
-    Ok(at)
-}
-
-async fn ino(fs: &VagonFs, path: &str) -> u64 {
-    walk(fs, path).await.expect(path).attr.ino
-}
-
-async fn write_all(fs: &VagonFs, ino: u64, fh: u64, data: &[u8]) {
-    let mut off = 0;
-    for piece in data.chunks(WRITE_PIECE) {
-        let n = fs.write(ino, fh, off as u64, piece).await.expect("write");
-        assert_eq!(n as usize, piece.len());
-        off += piece.len();
-    }
-}
-
-/// create + write + close; returns the close's result and the new inode.
-async fn put(fs: &VagonFs, parent: u64, name: &str, data: &[u8]) -> (u64, FsResult<()>) {
-    let (attr, open) = fs
-        .create(
-            parent,
-            OsStr::new(name),
-            0o644,
-            libc::O_WRONLY | libc::O_CREAT,
-        )
-        .await
-        .expect("create");
-    let ino = attr.attr.ino;
-    write_all(fs, ino, open.fh, data).await;
-    let closed = fs.flush(ino, open.fh).await;
-    fs.release(ino, open.fh).await.expect("release");
-    (ino, closed)
-}
-
-async fn read_handle(fs: &VagonFs, ino: u64, fh: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let got = fs
-            .read(ino, fh, out.len() as u64, 1 << 20)
-            .await
-            .expect("read");
-        if got.is_empty() {
-            return out;
-        }
-        out.extend_from_slice(&got);
-    }
-}
-
-async fn read_path(fs: &VagonFs, path: &str) -> Vec<u8> {
-    let ino = ino(fs, path).await;
-    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
-    let data = read_handle(fs, ino, open.fh).await;
-    fs.release(ino, open.fh).await.expect("release");
-    data
-}
-
-async fn names(fs: &VagonFs, dir: u64) -> Vec<String> {
-    let fh = fs.opendir(dir).await.expect("opendir");
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let batch = fs.readdir(dir, fh, offset).await.expect("readdir");
-        let Some(last) = batch.last() else { break };
-        offset = last.offset;
-        out.extend(
-            batch
-                .iter()
-                .filter(|e| e.name != "." && e.name != "..")
-                .map(|e| e.name.to_string_lossy().into_owned()),
-        );
-    }
-    fs.releasedir(dir, fh);
-    out.sort();
-    out
-}
-
-/// Files in the spool folder (spools and journal records).
-fn spool_files(s: &Setup) -> Vec<String> {
-    let dir = s.cache.path().join("spools");
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<String> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    v.sort();
-    v
 }
 
 #[tokio::test]
@@ -168,7 +61,7 @@ async fn create_write_close_arrives_byte_identical() {
             let data = pattern(*size, i as u64 + 7);
             let (_, closed) = put(&s.fs, ROOT_INO, &name, &data).await;
             closed.expect("close uploads");
-            let got = s.api.content(Space::Shared, None, &name).expect("uploaded");
+            let got = s.mem.content(Space::Shared, None, &name).expect("uploaded");
             assert!(
                 got == data[..],
                 "{name} ({size} bytes, {chunk_mb} MiB parts)"
@@ -182,7 +75,7 @@ async fn create_write_close_arrives_byte_identical() {
                 "read back {name}"
             );
         }
-        let creates = s.api.creates();
+        let creates = s.mem.creates();
         assert_eq!(creates.len(), sizes.len(), "one create per file");
         assert!(creates.iter().all(|c| c.chunk_size_mb == Some(chunk_mb)));
         assert!(
@@ -203,18 +96,18 @@ async fn a_new_file_exists_before_its_upload() {
     assert_eq!(attr.attr.kind, NodeKind::File);
     s.fs.write(ino, open.fh, 0, b"hello").await.expect("write");
     // Seen by lookup, getattr, readdir and reads, while the server has nothing yet.
-    assert_eq!(s.api.entry(Space::Shared, None, "new.txt"), None);
+    assert_eq!(s.mem.entry(Space::Shared, None, "new.txt"), None);
     let looked = walk(&s.fs, "new.txt").await.expect("lookup");
     assert_eq!((looked.attr.ino, looked.attr.size), (ino, 5));
     assert_eq!(s.fs.getattr(ino).await.expect("getattr").attr.size, 5);
     assert_eq!(names(&s.fs, ROOT_INO).await, vec!["new.txt"]);
     assert_eq!(read_path(&s.fs, "new.txt").await, b"hello");
-    assert_eq!(s.api.creates().len(), 0);
+    assert_eq!(s.mem.creates().len(), 0);
 
     s.fs.flush(ino, open.fh).await.expect("close");
     s.fs.release(ino, open.fh).await.expect("release");
     assert_eq!(
-        s.api.content(Space::Shared, None, "new.txt").as_deref(),
+        s.mem.content(Space::Shared, None, "new.txt").as_deref(),
         Some(&b"hello"[..])
     );
     // Same inode afterwards, bound to the server's id now.
@@ -229,7 +122,7 @@ async fn a_new_file_exists_before_its_upload() {
     s.fs.flush(attr.attr.ino, open.fh).await.expect("close");
     s.fs.release(attr.attr.ino, open.fh).await.expect("release");
     assert_eq!(
-        s.api.content(Space::Shared, None, "empty").as_deref(),
+        s.mem.content(Space::Shared, None, "empty").as_deref(),
         Some(&b""[..])
     );
     // O_EXCL on an existing name.
@@ -254,7 +147,7 @@ async fn a_new_file_exists_before_its_upload() {
 async fn overwrite_keeps_the_inode_and_readers_see_the_new_bytes() {
     let s = setup();
     let old = pattern(3 * MIB, 1);
-    let first = s.api.put_file(Space::Shared, None, "doc.bin", &old);
+    let first = s.mem.put_file(Space::Shared, None, "doc.bin", &old);
     let ino = ino(&s.fs, "doc.bin").await;
     let reader = s.fs.open(ino, libc::O_RDONLY).await.expect("open reader");
     assert!(read_handle(&s.fs, ino, reader.fh).await == old[..]);
@@ -271,14 +164,14 @@ async fn overwrite_keeps_the_inode_and_readers_see_the_new_bytes() {
         s.fs.getattr(ino).await.expect("attr").attr.size,
         new.len() as u64
     );
-    assert!(s.api.content(Space::Shared, None, "doc.bin").expect("old") == old[..]);
+    assert!(s.mem.content(Space::Shared, None, "doc.bin").expect("old") == old[..]);
 
     s.fs.flush(ino, writer.fh).await.expect("close uploads");
     s.fs.release(ino, writer.fh).await.expect("release");
-    let now = s.api.entry(Space::Shared, None, "doc.bin").expect("listed");
+    let now = s.mem.entry(Space::Shared, None, "doc.bin").expect("listed");
     assert_ne!(now.id, first.id, "an overwrite gives a new id");
-    assert!(s.api.content(Space::Shared, None, "doc.bin").expect("new") == new[..]);
-    let req = s.api.creates().pop().expect("one create");
+    assert!(s.mem.content(Space::Shared, None, "doc.bin").expect("new") == new[..]);
+    let req = s.mem.creates().pop().expect("one create");
     assert!(
         req.overwrite,
         "replaced with overwrite, never deleted first"
@@ -294,25 +187,25 @@ async fn overwrite_keeps_the_inode_and_readers_see_the_new_bytes() {
 #[tokio::test]
 async fn append_and_lazy_fill() {
     let s = setup();
-    s.api.put_file(Space::Shared, None, "log", b"abc");
+    s.mem.put_file(Space::Shared, None, "log", b"abc");
     let ino = ino(&s.fs, "log").await;
     let open =
         s.fs.open(ino, libc::O_WRONLY | libc::O_APPEND)
             .await
             .expect("open");
     assert_eq!(
-        s.api.bytes_fetched(),
+        s.mem.bytes_served(),
         0,
         "nothing fetched before a write needs it"
     );
     // The offset is ignored: O_APPEND writes go to the end.
     s.fs.write(ino, open.fh, 0, b"def").await.expect("write");
     s.fs.write(ino, open.fh, 1, b"gh").await.expect("write");
-    assert_eq!(s.api.bytes_fetched(), 3, "the old bytes, once");
+    assert_eq!(s.mem.bytes_served(), 3, "the old bytes, once");
     s.fs.flush(ino, open.fh).await.expect("close");
     s.fs.release(ino, open.fh).await.expect("release");
     assert_eq!(
-        s.api.content(Space::Shared, None, "log").as_deref(),
+        s.mem.content(Space::Shared, None, "log").as_deref(),
         Some(&b"abcdefgh"[..])
     );
     // A second append session on the uploaded file.
@@ -325,7 +218,7 @@ async fn append_and_lazy_fill() {
     s.fs.flush(ino, open.fh).await.expect("close");
     s.fs.release(ino, open.fh).await.expect("release");
     assert_eq!(
-        s.api.content(Space::Shared, None, "log").as_deref(),
+        s.mem.content(Space::Shared, None, "log").as_deref(),
         Some(&b"abcdefgh!"[..])
     );
 }
@@ -334,7 +227,7 @@ async fn append_and_lazy_fill() {
 async fn truncate_by_path_and_by_handle() {
     let s = setup();
     let data = pattern(2 * MIB, 5);
-    s.api.put_file(Space::Shared, None, "t", &data);
+    s.mem.put_file(Space::Shared, None, "t", &data);
     let ino = ino(&s.fs, "t").await;
     // truncate(2): no handle, so it is uploaded at once.
     let attr =
@@ -348,9 +241,9 @@ async fn truncate_by_path_and_by_handle() {
         .await
         .expect("truncate");
     assert_eq!(attr.attr.size, 1000);
-    assert!(s.api.content(Space::Shared, None, "t").expect("t") == data[..1000]);
+    assert!(s.mem.content(Space::Shared, None, "t").expect("t") == data[..1000]);
     assert_eq!(
-        s.api.bytes_fetched(),
+        s.mem.bytes_served(),
         1000,
         "only the kept prefix is fetched"
     );
@@ -367,12 +260,12 @@ async fn truncate_by_path_and_by_handle() {
     )
     .await
     .expect("ftruncate");
-    assert!(s.api.content(Space::Shared, None, "t").expect("t").len() == 1000);
+    assert!(s.mem.content(Space::Shared, None, "t").expect("t").len() == 1000);
     s.fs.flush(ino, open.fh).await.expect("close");
     s.fs.release(ino, open.fh).await.expect("release");
     let mut want = data[..1000].to_vec();
     want.resize(1500, 0);
-    assert!(s.api.content(Space::Shared, None, "t").expect("t") == want);
+    assert!(s.mem.content(Space::Shared, None, "t").expect("t") == want);
     // chmod/chown succeed without effect; utimens shows the local time.
     let when = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
     let attr =
@@ -415,11 +308,11 @@ async fn reads_see_the_bytes_while_they_upload() {
             .expect("create");
     let ino = attr.attr.ino;
     write_all(&s.fs, ino, open.fh, &data).await;
-    s.api.hold_parts();
+    s.api.hold(ApiMethod::UploadPart, None);
     let fs = Arc::clone(&s.fs);
     let fh = open.fh;
     let closing = tokio::spawn(async move { fs.flush(ino, fh).await });
-    s.api.wait_arrivals(1).await;
+    s.api.wait_arrivals(ApiMethod::UploadPart, 1).await;
     // Uploading now (parts held): another handle reads the new bytes from the spool.
     let reader = s.fs.open(ino, libc::O_RDONLY).await.expect("open");
     assert!(read_handle(&s.fs, ino, reader.fh).await == data[..]);
@@ -429,13 +322,13 @@ async fn reads_see_the_bytes_while_they_upload() {
     );
     let active = s.fs.uploads().active();
     assert_eq!(active.len(), 1, "status shows the running upload");
-    assert_eq!(s.api.entry(Space::Shared, None, "up.bin"), None);
-    s.api.open_gate();
+    assert_eq!(s.mem.entry(Space::Shared, None, "up.bin"), None);
+    s.api.unhold(ApiMethod::UploadPart);
     closing.await.expect("join").expect("close");
     s.fs.release(ino, open.fh).await.expect("release");
     assert!(read_handle(&s.fs, ino, reader.fh).await == data[..]);
     s.fs.release(ino, reader.fh).await.expect("release");
-    assert!(s.api.content(Space::Shared, None, "up.bin").expect("up") == data[..]);
+    assert!(s.mem.content(Space::Shared, None, "up.bin").expect("up") == data[..]);
     assert!(s.fs.uploads().active().is_empty());
 }
 
@@ -449,15 +342,15 @@ async fn unlink_of_files_open_and_closed() {
     s.fs.unlink(ROOT_INO, OsStr::new("gone"))
         .await
         .expect("unlink");
-    assert_eq!(s.api.entry(Space::Shared, None, "gone"), None);
+    assert_eq!(s.mem.entry(Space::Shared, None, "gone"), None);
     assert_eq!(errno(walk(&s.fs, "gone").await), Some(libc::ENOENT));
     assert!(names(&s.fs, ROOT_INO).await.is_empty());
     // The open descriptor keeps working; its close uploads nothing.
     assert_eq!(read_handle(&s.fs, ino, open.fh).await, b"bytes+more");
     s.fs.flush(ino, open.fh).await.expect("close");
     s.fs.release(ino, open.fh).await.expect("release");
-    assert_eq!(s.api.entry(Space::Shared, None, "gone"), None);
-    assert_eq!(s.api.creates().len(), 1);
+    assert_eq!(s.mem.entry(Space::Shared, None, "gone"), None);
+    assert_eq!(s.mem.creates().len(), 1);
 
     // A file created and unlinked before its upload never reaches the server.
     let (attr, open) =
@@ -472,7 +365,7 @@ async fn unlink_of_files_open_and_closed() {
         .expect("unlink");
     s.fs.flush(attr.attr.ino, open.fh).await.expect("close");
     s.fs.release(attr.attr.ino, open.fh).await.expect("release");
-    assert_eq!(s.api.creates().len(), 1);
+    assert_eq!(s.mem.creates().len(), 1);
     assert!(spool_files(&s).is_empty());
     assert_eq!(
         errno(s.fs.unlink(ROOT_INO, OsStr::new("tmp")).await),
@@ -481,73 +374,12 @@ async fn unlink_of_files_open_and_closed() {
 }
 
 #[tokio::test]
-async fn mkdir_rmdir_and_their_errors() {
-    let s = setup();
-    let d =
-        s.fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755)
-            .await
-            .expect("mkdir");
-    assert_eq!(d.attr.kind, NodeKind::Directory);
-    assert!(s.api.names(Space::Shared, None).contains(&"d".to_string()));
-    assert_eq!(walk(&s.fs, "d").await.expect("lookup").attr.ino, d.attr.ino);
-    assert_eq!(
-        errno(s.fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755).await),
-        Some(libc::EEXIST)
-    );
-    let sub =
-        s.fs.mkdir(d.attr.ino, OsStr::new("sub"), 0o755)
-            .await
-            .expect("mkdir -p");
-    put(&s.fs, sub.attr.ino, "f", b"1").await.1.expect("put");
-    assert_eq!(
-        errno(s.fs.rmdir(ROOT_INO, OsStr::new("d")).await),
-        Some(libc::ENOTEMPTY)
-    );
-    assert_eq!(
-        errno(s.fs.rmdir(sub.attr.ino, OsStr::new("f")).await),
-        Some(libc::ENOTDIR)
-    );
-    assert_eq!(
-        errno(s.fs.unlink(d.attr.ino, OsStr::new("sub")).await),
-        Some(libc::EISDIR)
-    );
-    assert_eq!(
-        errno(s.fs.rmdir(ROOT_INO, OsStr::new("nope")).await),
-        Some(libc::ENOENT)
-    );
-    // A file not uploaded yet also makes its folder non-empty.
-    let (attr, open) =
-        s.fs.create(d.attr.ino, OsStr::new("local"), 0o644, libc::O_WRONLY)
-            .await
-            .expect("create");
-    s.fs.unlink(sub.attr.ino, OsStr::new("f"))
-        .await
-        .expect("rm f");
-    s.fs.rmdir(d.attr.ino, OsStr::new("sub"))
-        .await
-        .expect("rmdir sub");
-    assert_eq!(
-        errno(s.fs.rmdir(ROOT_INO, OsStr::new("d")).await),
-        Some(libc::ENOTEMPTY)
-    );
-    s.fs.unlink(d.attr.ino, OsStr::new("local"))
-        .await
-        .expect("rm");
-    s.fs.release(attr.attr.ino, open.fh).await.expect("release");
-    s.fs.rmdir(ROOT_INO, OsStr::new("d"))
-        .await
-        .expect("rmdir d");
-    assert!(s.api.names(Space::Shared, None).is_empty());
-    assert!(names(&s.fs, ROOT_INO).await.is_empty());
-}
-
-#[tokio::test]
 async fn rename_files_and_the_editor_save() {
     let s = setup();
-    s.api.put_file(Space::Shared, None, "doc.txt", b"version 1");
+    s.mem.put_file(Space::Shared, None, "doc.txt", b"version 1");
     // A remote file without a spool: streamed through a temporary spool.
     let data = pattern(5 * MIB + 1, 3);
-    let first = s.api.put_file(Space::Shared, None, "a.bin", &data);
+    let first = s.mem.put_file(Space::Shared, None, "a.bin", &data);
     let a = ino(&s.fs, "a.bin").await;
     let d =
         s.fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755)
@@ -562,12 +394,12 @@ async fn rename_files_and_the_editor_save() {
     )
     .await
     .expect("rename");
-    assert_eq!(s.api.entry(Space::Shared, None, "a.bin"), None);
-    let moved = s.api.entry(Space::Shared, Some(first.id + 1), "b.bin");
+    assert_eq!(s.mem.entry(Space::Shared, None, "a.bin"), None);
+    let moved = s.mem.entry(Space::Shared, Some(first.id + 1), "b.bin");
     assert!(
         moved.is_some(),
         "{:?}",
-        s.api.names(Space::Shared, Some(first.id + 1))
+        s.mem.names(Space::Shared, Some(first.id + 1))
     );
     assert_eq!(ino(&s.fs, "d/b.bin").await, a, "the inode moved with it");
     assert!(read_path(&s.fs, "d/b.bin").await == data[..]);
@@ -588,17 +420,17 @@ async fn rename_files_and_the_editor_save() {
     .await
     .expect("rename over");
     assert_eq!(
-        s.api.content(Space::Shared, None, "doc.txt").as_deref(),
+        s.mem.content(Space::Shared, None, "doc.txt").as_deref(),
         Some(&b"version 2"[..])
     );
-    assert_eq!(s.api.entry(Space::Shared, None, ".doc.txt.swp"), None);
+    assert_eq!(s.mem.entry(Space::Shared, None, ".doc.txt.swp"), None);
     let now = walk(&s.fs, "doc.txt").await.expect("lookup");
     assert_eq!(now.attr.ino, tmp, "the renamed file's inode");
     assert_ne!(now.attr.ino, doc);
     assert_eq!(read_path(&s.fs, "doc.txt").await, b"version 2");
     assert_eq!(names(&s.fs, ROOT_INO).await, vec!["d", "doc.txt"]);
     assert!(
-        s.api.creates().last().expect("create").overwrite,
+        s.mem.creates().last().expect("create").overwrite,
         "the target was replaced in one step"
     );
 
@@ -619,10 +451,10 @@ async fn rename_files_and_the_editor_save() {
     s.fs.flush(attr.attr.ino, open.fh).await.expect("close");
     s.fs.release(attr.attr.ino, open.fh).await.expect("release");
     assert_eq!(
-        s.api.content(Space::Shared, None, "w2").as_deref(),
+        s.mem.content(Space::Shared, None, "w2").as_deref(),
         Some(&b"abcdef"[..])
     );
-    assert_eq!(s.api.entry(Space::Shared, None, "w1"), None);
+    assert_eq!(s.mem.entry(Space::Shared, None, "w1"), None);
 
     // Flags and kinds.
     let r =
@@ -664,7 +496,7 @@ async fn rename_files_and_the_editor_save() {
         .await;
     assert_eq!(errno(r), Some(libc::ENOENT));
     assert_eq!(
-        s.api.content(Space::Shared, None, "w2").as_deref(),
+        s.mem.content(Space::Shared, None, "w2").as_deref(),
         Some(&b"abcdef"[..]),
         "failed renames change nothing"
     );
@@ -731,23 +563,23 @@ async fn rename_folders_recursively_and_exdev_past_the_limit() {
         .await
         .expect("release");
     // On the server: only the new tree.
-    let dest_id = s.api.entry(Space::Shared, None, "dest").expect("dest").id;
+    let dest_id = s.mem.entry(Space::Shared, None, "dest").expect("dest").id;
     let moved = s
-        .api
+        .mem
         .entry(Space::Shared, Some(dest_id), "moved")
         .expect("moved");
-    assert_eq!(s.api.names(Space::Shared, Some(moved.id)), vec!["a", "sub"]);
+    assert_eq!(s.mem.names(Space::Shared, Some(moved.id)), vec!["a", "sub"]);
     let sub_id = s
-        .api
+        .mem
         .entry(Space::Shared, Some(moved.id), "sub")
         .expect("sub")
         .id;
-    assert_eq!(s.api.names(Space::Shared, Some(sub_id)), vec!["b", "c"]);
+    assert_eq!(s.mem.names(Space::Shared, Some(sub_id)), vec!["b", "c"]);
     assert_eq!(
-        s.api.content(Space::Shared, Some(sub_id), "c").as_deref(),
+        s.mem.content(Space::Shared, Some(sub_id), "c").as_deref(),
         Some(&b"C"[..])
     );
-    assert_eq!(s.api.names(Space::Shared, None), vec!["dest"]);
+    assert_eq!(s.mem.names(Space::Shared, None), vec!["dest"]);
 
     // 6 entries under `big` > the limit of 5: EXDEV, nothing touched.
     let big =
@@ -764,9 +596,9 @@ async fn rename_folders_recursively_and_exdev_past_the_limit() {
         s.fs.rename(ROOT_INO, OsStr::new("big"), ROOT_INO, OsStr::new("big2"), 0)
             .await;
     assert_eq!(errno(r), Some(libc::EXDEV));
-    let big_id = s.api.entry(Space::Shared, None, "big").expect("big").id;
-    assert_eq!(s.api.names(Space::Shared, Some(big_id)).len(), 6);
-    assert_eq!(s.api.entry(Space::Shared, None, "big2"), None);
+    let big_id = s.mem.entry(Space::Shared, None, "big").expect("big").id;
+    assert_eq!(s.mem.names(Space::Shared, Some(big_id)).len(), 6);
+    assert_eq!(s.mem.entry(Space::Shared, None, "big2"), None);
 
     // Onto an empty folder: replaces it; onto a non-empty one: ENOTEMPTY.
     let empty =
@@ -800,22 +632,22 @@ async fn rename_folders_recursively_and_exdev_past_the_limit() {
 #[tokio::test]
 async fn quota_full_is_enospc_and_keeps_the_spool() {
     let s = setup();
-    s.api.set_quota(1000);
+    s.mem.set_quota(1000);
     let data = pattern(5000, 1);
     let (ino, closed) = put(&s.fs, ROOT_INO, "big", &data).await;
     assert_eq!(errno(closed), Some(libc::ENOSPC));
-    assert_eq!(s.api.entry(Space::Shared, None, "big"), None);
+    assert_eq!(s.mem.entry(Space::Shared, None, "big"), None);
     let kept = spool_files(&s);
     assert_eq!(kept.len(), 2, "the spool and its journal record: {kept:?}");
     // Still shown with its local bytes.
     assert!(read_path(&s.fs, "big").await == data[..]);
     assert_eq!(walk(&s.fs, "big").await.expect("lookup").attr.ino, ino);
     // Room again: the unmount flush sends it.
-    s.api.set_quota(1 << 30);
+    s.mem.set_quota(1 << 30);
     let report = s.fs.wait_uploads().await;
     assert_eq!(report.uploaded, 1, "{report:?}");
     assert!(report.failed.is_empty());
-    assert!(s.api.content(Space::Shared, None, "big").expect("big") == data[..]);
+    assert!(s.mem.content(Space::Shared, None, "big").expect("big") == data[..]);
     assert!(spool_files(&s).is_empty());
 }
 
@@ -829,9 +661,15 @@ async fn a_crash_leaves_a_journaled_spool_that_the_next_mount_uploads() {
             .expect("create");
     write_all(&s.fs, attr.attr.ino, open.fh, &data).await;
     // The daemon dies: no flush, no release.
-    let Setup { api, fs, cache } = s;
+    let Setup {
+        mem,
+        api,
+        fs,
+        cache,
+        ..
+    } = s;
     drop(fs);
-    assert_eq!(api.entry(Space::Shared, None, "unsaved.bin"), None);
+    assert_eq!(mem.entry(Space::Shared, None, "unsaved.bin"), None);
 
     let dyn_api: Arc<dyn FilesApi> = Arc::clone(&api) as Arc<dyn FilesApi>;
     let fs = VagonFs::new(
@@ -846,7 +684,7 @@ async fn a_crash_leaves_a_journaled_spool_that_the_next_mount_uploads() {
         "{report:?}"
     );
     assert!(
-        api.content(Space::Shared, None, "unsaved.bin")
+        mem.content(Space::Shared, None, "unsaved.bin")
             .expect("arrived")
             == data[..]
     );
@@ -874,7 +712,7 @@ async fn a_second_mount_of_the_same_cache_folder_is_refused() {
 #[tokio::test]
 async fn read_only_mount_writes_nothing_locally() {
     let s = setup_with(16, |c| c.read_only = true);
-    s.api.put_file(Space::Shared, None, "f", b"x");
+    s.mem.put_file(Space::Shared, None, "f", b"x");
     let f = ino(&s.fs, "f").await;
     assert_eq!(errno(s.fs.open(f, libc::O_RDWR).await), Some(libc::EROFS));
     assert_eq!(
@@ -925,21 +763,239 @@ async fn a_rename_during_an_upload_leaves_no_stray_copy() {
             .expect("create");
     let ino = attr.attr.ino;
     write_all(&s.fs, ino, open.fh, &data).await;
-    s.api.hold_parts();
+    s.api.hold(ApiMethod::UploadPart, None);
     let fs = Arc::clone(&s.fs);
     let fh = open.fh;
     let closing = tokio::spawn(async move { fs.flush(ino, fh).await });
-    s.api.wait_arrivals(1).await;
+    s.api.wait_arrivals(ApiMethod::UploadPart, 1).await;
     let fs = Arc::clone(&s.fs);
     let renaming = tokio::spawn(async move {
         fs.rename(ROOT_INO, OsStr::new("r1"), ROOT_INO, OsStr::new("r2"), 0)
             .await
     });
-    s.api.open_gate();
+    s.api.unhold(ApiMethod::UploadPart);
     closing.await.expect("join").expect("close");
     renaming.await.expect("join").expect("rename");
     s.fs.release(ino, open.fh).await.expect("release");
-    assert_eq!(s.api.names(Space::Shared, None), vec!["r2"]);
-    assert!(s.api.content(Space::Shared, None, "r2").expect("r2") == data[..]);
+    assert_eq!(s.mem.names(Space::Shared, None), vec!["r2"]);
+    assert!(s.mem.content(Space::Shared, None, "r2").expect("r2") == data[..]);
     assert_eq!(walk(&s.fs, "r2").await.expect("lookup").attr.ino, ino);
 }
+
+// ---- Scenarios on both backends: the double and the emulator (real presigned part URLs and
+// MD5 ETags, overwrite under a new id, the quota's 507, recovery after a "crash"). What arrived
+// is checked straight on the server, not through the mount.
+
+async fn files_of_every_size_arrive_byte_identical(backend: Backend) {
+    let emu = Server::start(backend, crate::emulator::DEFAULT_QUOTA_BYTES).await;
+    for chunk_mb in [1, 16] {
+        let fs = emu.mount(chunk_mb);
+        for (i, size) in [0, 1, 4 * MIB - 1, 16 * MIB + 1].into_iter().enumerate() {
+            let name = format!("c{chunk_mb}-{i}.bin");
+            let data = pattern(size, i as u64 + chunk_mb);
+            put(&fs, ROOT_INO, &name, &data).await.1.expect("close");
+            let got = emu.content(None, &name).await.expect("listed");
+            assert!(got == data[..], "{name}: {} bytes back", got.len());
+        }
+        drop(fs);
+    }
+    assert_eq!(emu.spool_files().len(), 0);
+    emu.stop().await;
+}
+
+async fn overwrite_rename_over_and_folder_moves(backend: Backend) {
+    let emu = Server::start(backend, crate::emulator::DEFAULT_QUOTA_BYTES).await;
+    let fs = emu.mount(1);
+    let (ino, closed) = put(&fs, ROOT_INO, "doc.txt", b"version 1").await;
+    closed.expect("first save");
+    let first = emu.entry(None, "doc.txt").await.expect("listed").id;
+    // Overwrite in place: new id on the server, same inode here.
+    put(&fs, ROOT_INO, "doc.txt", b"version 2!")
+        .await
+        .1
+        .expect("overwrite");
+    let second = emu.entry(None, "doc.txt").await.expect("listed").id;
+    assert_ne!(first, second);
+    assert_eq!(walk(&fs, "doc.txt").await.expect("lookup").attr.ino, ino);
+    assert_eq!(
+        emu.content(None, "doc.txt").await.as_deref(),
+        Some(&b"version 2!"[..])
+    );
+    // Save through a temp file renamed over it.
+    put(&fs, ROOT_INO, "doc.txt~tmp", b"version 3")
+        .await
+        .1
+        .expect("temp");
+    fs.rename(
+        ROOT_INO,
+        OsStr::new("doc.txt~tmp"),
+        ROOT_INO,
+        OsStr::new("doc.txt"),
+        0,
+    )
+    .await
+    .expect("rename over");
+    assert_eq!(
+        emu.content(None, "doc.txt").await.as_deref(),
+        Some(&b"version 3"[..])
+    );
+    assert!(emu.entry(None, "doc.txt~tmp").await.is_none());
+
+    // A folder with a file and a subfolder, moved and renamed.
+    let d = fs
+        .mkdir(ROOT_INO, OsStr::new("proj"), 0o755)
+        .await
+        .expect("mkdir");
+    let sub = fs
+        .mkdir(d.attr.ino, OsStr::new("src"), 0o755)
+        .await
+        .expect("mkdir");
+    let big = pattern(3 * MIB + 9, 77);
+    put(&fs, sub.attr.ino, "main.rs", &big)
+        .await
+        .1
+        .expect("put");
+    fs.rename(
+        ROOT_INO,
+        OsStr::new("proj"),
+        ROOT_INO,
+        OsStr::new("proj2"),
+        0,
+    )
+    .await
+    .expect("folder rename");
+    assert!(emu.entry(None, "proj").await.is_none());
+    let p2 = emu.entry(None, "proj2").await.expect("proj2").id;
+    let src = emu.entry(Some(p2), "src").await.expect("src").id;
+    assert!(emu.content(Some(src), "main.rs").await.expect("main.rs") == big[..]);
+    assert_eq!(
+        walk(&fs, "proj2/src").await.expect("lookup").attr.ino,
+        sub.attr.ino
+    );
+    // Remove it all.
+    fs.unlink(sub.attr.ino, OsStr::new("main.rs"))
+        .await
+        .expect("rm");
+    fs.rmdir(d.attr.ino, OsStr::new("src"))
+        .await
+        .expect("rmdir");
+    fs.rmdir(ROOT_INO, OsStr::new("proj2"))
+        .await
+        .expect("rmdir");
+    assert!(emu.entry(None, "proj2").await.is_none());
+    drop(fs);
+    emu.stop().await;
+}
+
+async fn quota_exceeded_is_enospc_and_nothing_is_lost(backend: Backend) {
+    let emu = Server::start(backend, 2 * MIB as u64).await;
+    let fs = emu.mount(1);
+    put(&fs, ROOT_INO, "keep.bin", &pattern(MIB, 1))
+        .await
+        .1
+        .expect("fits");
+    let (_, closed) = put(&fs, ROOT_INO, "toobig.bin", &pattern(3 * MIB, 2)).await;
+    assert_eq!(errno(closed), Some(libc::ENOSPC));
+    assert!(emu.entry(None, "toobig.bin").await.is_none());
+    assert!(emu.content(None, "keep.bin").await.expect("kept") == pattern(MIB, 1)[..]);
+    assert_eq!(
+        emu.spool_files().len(),
+        2,
+        "the spool and its journal record stay"
+    );
+    drop(fs);
+    emu.stop().await;
+}
+
+async fn recovery_after_a_crash_uploads_the_unsaved_file(backend: Backend) {
+    let emu = Server::start(backend, crate::emulator::DEFAULT_QUOTA_BYTES).await;
+    let data = pattern(2 * MIB + 3, 5);
+    {
+        let fs = emu.mount(1);
+        let (attr, open) = fs
+            .create(ROOT_INO, OsStr::new("crash.bin"), 0o644, libc::O_WRONLY)
+            .await
+            .expect("create");
+        fs.write(attr.attr.ino, open.fh, 0, &data)
+            .await
+            .expect("write");
+        // Dropped without close: what a killed daemon leaves.
+    }
+    assert!(emu.entry(None, "crash.bin").await.is_none());
+    let fs = emu.mount(1);
+    let report = fs.recover().await.expect("recover");
+    assert_eq!(report.uploaded, vec!["crash.bin".to_string()]);
+    assert!(emu.content(None, "crash.bin").await.expect("arrived") == data[..]);
+    assert_eq!(emu.spool_files().len(), 0);
+    drop(fs);
+    emu.stop().await;
+}
+
+async fn mkdir_rmdir_and_their_errors(backend: Backend) {
+    let server = Server::start(backend, crate::emulator::DEFAULT_QUOTA_BYTES).await;
+    let fs = server.mount(16);
+    let d = fs
+        .mkdir(ROOT_INO, OsStr::new("d"), 0o755)
+        .await
+        .expect("mkdir");
+    assert_eq!(d.attr.kind, NodeKind::Directory);
+    assert!(server.names(None).await.contains(&"d".to_string()));
+    assert_eq!(walk(&fs, "d").await.expect("lookup").attr.ino, d.attr.ino);
+    assert_eq!(
+        errno(fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755).await),
+        Some(libc::EEXIST)
+    );
+    let sub = fs
+        .mkdir(d.attr.ino, OsStr::new("sub"), 0o755)
+        .await
+        .expect("mkdir -p");
+    put(&fs, sub.attr.ino, "f", b"1").await.1.expect("put");
+    assert_eq!(
+        errno(fs.rmdir(ROOT_INO, OsStr::new("d")).await),
+        Some(libc::ENOTEMPTY)
+    );
+    assert_eq!(
+        errno(fs.rmdir(sub.attr.ino, OsStr::new("f")).await),
+        Some(libc::ENOTDIR)
+    );
+    assert_eq!(
+        errno(fs.unlink(d.attr.ino, OsStr::new("sub")).await),
+        Some(libc::EISDIR)
+    );
+    assert_eq!(
+        errno(fs.rmdir(ROOT_INO, OsStr::new("nope")).await),
+        Some(libc::ENOENT)
+    );
+    // A file not uploaded yet also makes its folder non-empty.
+    let (attr, open) = fs
+        .create(d.attr.ino, OsStr::new("local"), 0o644, libc::O_WRONLY)
+        .await
+        .expect("create");
+    fs.unlink(sub.attr.ino, OsStr::new("f"))
+        .await
+        .expect("rm f");
+    fs.rmdir(d.attr.ino, OsStr::new("sub"))
+        .await
+        .expect("rmdir sub");
+    assert_eq!(
+        errno(fs.rmdir(ROOT_INO, OsStr::new("d")).await),
+        Some(libc::ENOTEMPTY)
+    );
+    fs.unlink(d.attr.ino, OsStr::new("local"))
+        .await
+        .expect("rm");
+    fs.release(attr.attr.ino, open.fh).await.expect("release");
+    fs.rmdir(ROOT_INO, OsStr::new("d")).await.expect("rmdir d");
+    assert!(server.names(None).await.is_empty());
+    assert!(names(&fs, ROOT_INO).await.is_empty());
+    drop(fs);
+    server.stop().await;
+}
+
+on_both!(
+    mkdir_rmdir_and_their_errors,
+    files_of_every_size_arrive_byte_identical,
+    overwrite_rename_over_and_folder_moves,
+    quota_exceeded_is_enospc_and_nothing_is_lost,
+    recovery_after_a_crash_uploads_the_unsaved_file,
+);

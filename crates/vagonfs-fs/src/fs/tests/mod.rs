@@ -1,0 +1,23 @@
+//! The core's scenario tests, in one place with one driver ([`driver`]): no kernel, and no
+//! network but loopback to an emulator in this process. Unit tests of one module stay inline
+//! in that module; end-to-end tests through a real mount live in `tests/`.
+//!
+//! - [`core`]: browsing and reading against the in-memory double (`api::mem`) in the fault
+//!   injector (`api::faulty`); requests are counted, never timed.
+//! - [`write`]: the write path through `VagonFs`; the scenarios that only look at what the
+//!   server holds run against both the double and the emulator (`on_both!`).
+//! - [`engine`]: the write-back engine (background uploads, order per name, conflicts).
+//! - [`uploader`], [`uploader_emulator`]: the spool, journal and uploader below `VagonFs`.
+//! - [`emulator`]: browsing and reading through the real HTTP client against the emulator.
+//! - [`model`]: a model-based property test of the write engine.
+
+#[macro_use]
+mod driver;
+
+mod core;
+mod emulator;
+mod engine;
+mod model;
+mod uploader;
+mod uploader_emulator;
+mod write;
