@@ -64,19 +64,3 @@ pub fn main() -> ExitCode {
         Command::InstallHelper(args) => crate::helper::run_install_helper(args),
     }
 }
-
-/// The `--credentials` option, for commands that talk to the API (loading itself is
-/// `vagonfs_api::config`'s).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct CredentialsArgs {
-    /// TOML file with api_url, api_key, api_secret (mode 600). Without it: the environment
-    /// (VAGON_API_KEY, VAGON_API_SECRET, VAGON_API_URL), then $XDG_CONFIG_HOME/vagonfs/config.toml.
-    #[arg(long, value_name = "FILE")]
-    pub credentials: Option<std::path::PathBuf>,
-}
-
-impl CredentialsArgs {
-    pub fn load(&self) -> Result<Option<crate::config::Credentials>, crate::config::ConfigError> {
-        crate::config::load_credentials(self.credentials.as_deref())
-    }
-}

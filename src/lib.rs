@@ -18,15 +18,9 @@ pub use vagonfs_emulator as emulator;
 pub use vagonfs_fs::{fs, fuse};
 
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod helper;
 pub mod live;
 pub mod logging;
 pub mod mount;
-
-/// Credentials for the Vagon API: loading and validation are `vagonfs_api::config`'s; the
-/// `--credentials` option is the command line's.
-pub mod config {
-    pub use crate::cli::CredentialsArgs;
-    pub use vagonfs_api::config::*;
-}

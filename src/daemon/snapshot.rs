@@ -4,12 +4,12 @@
 //! The snapshot carries its own `taken_at`, so rates and ETAs are computed against the daemon's
 //! clock (the same clock that stamped `started_at`), not the client's, and rendering a known
 //! snapshot is deterministic. The mount builds one with [`StatusSnapshot::collect`] from its
-//! [`MountIdentity`], the shared [`Metrics`] and the write engine's list of uploads.
+//! [`MountIdentity`], the shared metrics and the write engine's list of uploads; `collect`
+//! lives with the metrics (`daemon::metrics`), so this module is plain data and the two do not
+//! import each other.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-use super::metrics::Metrics;
 
 /// What does not change over a mount's life.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,85 +159,8 @@ pub struct StatusSnapshot {
 }
 
 impl StatusSnapshot {
-    /// A snapshot now, from the mount's identity, its metrics and the write engine's uploads.
-    pub fn collect(
-        identity: &MountIdentity,
-        metrics: &Metrics,
-        uploads: Vec<UploadProgress>,
-    ) -> Self {
-        metrics.refresh();
-        let queue = metrics.upload_queue();
-        StatusSnapshot {
-            identity: identity.clone(),
-            taken_at: Utc::now(),
-            uploads,
-            queued: queue.queued,
-            in_flight: queue.in_flight,
-            pending_bytes: queue.pending_bytes,
-            failed: Vec::new(),
-            recent_errors: metrics.recent_errors(),
-            cache: metrics.cache_stats(),
-            retries: metrics.retries_total(),
-            endpoints: metrics.endpoint_stats(),
-            api_unreachable_since: None,
-        }
-    }
-
     /// Nothing left to upload.
     pub fn uploads_done(&self) -> bool {
         self.queued == 0 && self.in_flight == 0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::daemon::metrics::{CacheKind, Endpoint, UploadQueueStats};
-
-    #[test]
-    fn collect_takes_the_metrics_and_round_trips_through_json() {
-        let metrics = Metrics::new();
-        metrics.cache_hit(CacheKind::Block);
-        metrics.cache_miss(CacheKind::Block);
-        metrics.cache_miss(CacheKind::Block);
-        metrics.cache_miss(CacheKind::Block);
-        metrics.set_upload_queue(UploadQueueStats {
-            queued: 4,
-            in_flight: 1,
-            pending_bytes: 10,
-        });
-        metrics.record_request(Endpoint::ListFiles, Duration::from_millis(2), None);
-        metrics.push_error("list_files", "boom");
-        let identity = MountIdentity {
-            mountpoint: "/mnt/v".into(),
-            target: "machine 42".into(),
-            api_url: "http://127.0.0.1:1".into(),
-            pid: 7,
-            started_at: Utc::now(),
-            read_only: false,
-            demo: false,
-        };
-        let snap = StatusSnapshot::collect(&identity, &metrics, Vec::new());
-        assert_eq!(snap.queued, 4);
-        assert_eq!(snap.in_flight, 1);
-        assert!(!snap.uploads_done());
-        assert_eq!(snap.cache.block_hit_rate(), Some(0.25));
-        assert_eq!(snap.cache.dir_hit_rate(), None);
-        assert_eq!(snap.endpoints.len(), 1);
-        assert_eq!(snap.recent_errors[0].message, "boom");
-
-        let json = serde_json::to_string(&snap).unwrap();
-        assert!(json.contains("\"mountpoint\":\"/mnt/v\""), "{json}");
-        let mut back: StatusSnapshot = serde_json::from_str(&json).unwrap();
-        // Floats may come back one ulp off without serde_json's float_roundtrip: compare
-        // the latency figures within a tolerance, everything else exactly.
-        let (got, want) = (&back.endpoints[0], &snap.endpoints[0]);
-        assert_eq!((got.requests, got.errors), (want.requests, want.errors));
-        let close = |a: Option<f64>, b: Option<f64>| (a.unwrap() - b.unwrap()).abs() < 1e-9;
-        assert!(close(got.mean_ms, want.mean_ms) && close(got.p95_ms, want.p95_ms));
-        back.endpoints = snap.endpoints.clone();
-        assert_eq!(back, snap);
     }
 }

@@ -25,10 +25,8 @@ use tracing::info;
 
 use super::MountError;
 use super::client::connect;
-use crate::api::{
-    ApiError, ApiResult, CompletedPart, CreateRequest, FileEntry, FilesApi, ListQuery,
-    MAX_PER_PAGE, ObjectType, Space,
-};
+use crate::api::paging::{list_all, list_all_machines};
+use crate::api::{ApiError, ApiResult, CompletedPart, CreateRequest, FilesApi, ObjectType, Space};
 use crate::config::Credentials;
 use crate::daemon::metrics::Metrics;
 use crate::emulator::{EmulatorConfig, RunningEmulator};
@@ -49,8 +47,6 @@ const MIB: u64 = 1024 * 1024;
 /// The marker of a complete seed, inside the data folder; its content names the tree version.
 pub const SEED_MARKER: &str = ".vagonfs-demo-seeded";
 const SEED_VERSION: &str = "vagonfs demo tree v1\n";
-/// Pages of a listing read at most while seeding (a runaway `next_page` stops here).
-const MAX_LIST_PAGES: u32 = 1000;
 /// Seed of the big file's deterministic bytes.
 const PATTERN_SEED: u64 = 0x5641_474f_4e46_5321; // "VAGONFS!"
 /// Size of the demo image, pixels.
@@ -229,57 +225,26 @@ async fn seed(api: &dyn FilesApi, data_dir: &std::path::Path) -> ApiResult<()> {
     )
     .await?;
 
-    let mut page = 1;
-    loop {
-        let machines = api.list_machines(page, MAX_PER_PAGE).await?;
-        for machine in &machines.machines {
-            let space = Space::Machine(machine.id);
-            let desktop = ensure_dir(api, space, None, "Desktop").await?;
-            let welcome = format!(
-                "This folder is the storage of the demo machine \"{}\" (id {}).\n\
+    // Strict paging (`api::paging`): seeding must not act on a partial listing.
+    for machine in list_all_machines(api).await? {
+        let space = Space::Machine(machine.id);
+        let desktop = ensure_dir(api, space, None, "Desktop").await?;
+        let welcome = format!(
+            "This folder is the storage of the demo machine \"{}\" (id {}).\n\
                  With real credentials, each of your Vagon Teams machines shows up like this.\n",
-                machine.name, machine.id
-            );
-            ensure_file(
-                api,
-                space,
-                Some(desktop),
-                "welcome.txt",
-                "text/plain",
-                Content::Bytes(welcome.into_bytes()),
-            )
-            .await?;
-        }
-        match machines.next_page {
-            Some(next) if next > page && next <= MAX_LIST_PAGES => page = next,
-            _ => break,
-        }
+            machine.name, machine.id
+        );
+        ensure_file(
+            api,
+            space,
+            Some(desktop),
+            "welcome.txt",
+            "text/plain",
+            Content::Bytes(welcome.into_bytes()),
+        )
+        .await?;
     }
     Ok(())
-}
-
-/// Every entry of one folder.
-async fn list_all(
-    api: &dyn FilesApi,
-    space: Space,
-    parent: Option<u64>,
-) -> ApiResult<Vec<FileEntry>> {
-    let mut entries = Vec::new();
-    let mut page = 1;
-    loop {
-        let query = ListQuery {
-            parent_id: parent,
-            page,
-            per_page: MAX_PER_PAGE,
-            search: None,
-        };
-        let listed = api.list_files(space, &query).await?;
-        entries.extend(listed.entries);
-        match listed.next_page {
-            Some(next) if next > page && next <= MAX_LIST_PAGES => page = next,
-            _ => return Ok(entries),
-        }
-    }
 }
 
 /// The id of folder `name` in `parent`, created if missing.
@@ -289,7 +254,7 @@ async fn ensure_dir(
     parent: Option<u64>,
     name: &str,
 ) -> ApiResult<u64> {
-    let existing = list_all(api, space, parent).await?;
+    let existing = list_all(api, space, parent, None).await?;
     if let Some(dir) = existing
         .iter()
         .find(|e| e.name == name && e.object_type == ObjectType::Directory)
@@ -312,7 +277,7 @@ async fn ensure_file(
     content: Content,
 ) -> ApiResult<()> {
     let size = content.size();
-    let existing = list_all(api, space, parent).await?;
+    let existing = list_all(api, space, parent, None).await?;
     if existing
         .iter()
         .any(|e| e.name == name && e.object_type == ObjectType::File && e.size == size)

@@ -375,10 +375,7 @@ impl HttpFilesApi {
         name: &str,
         kind: ObjectType,
     ) -> ApiResult<Option<super::FileEntry>> {
-        let entries = super::paging::list_all(self, space, parent_id, Some(name)).await?;
-        Ok(entries
-            .into_iter()
-            .find(|e| e.name == name && e.object_type == kind))
+        super::paging::find_by_name(self, space, parent_id, name, Some(kind)).await
     }
 
     fn remember_upload(&self, id: u64, upload: PendingUpload) {

@@ -16,8 +16,12 @@
 //! - more than [`MAX_EMPTY_PAGES_IN_A_ROW`] empty pages still announce a next page, or more than
 //!   [`MAX_PAGES`] pages were read.
 //!
-//! [`list_all`] / [`list_all_machines`] turn a stop into an error (a client must not act on a
-//! partial listing); the filesystem's listing cache keeps the partial listing with a warning.
+//! What a stop means is the caller's [`OnStop`] policy: [`OnStop::Fail`] turns it into an error
+//! (a client must not act on a partial listing: [`list_all`], [`list_all_machines`],
+//! [`find_by_name`], which decides whether a server file exists before an upload overwrites or
+//! recreates it); [`OnStop::Warn`] keeps the partial listing with a warning (a view of a folder,
+//! like the filesystem's listing cache). Every walk over pages in the project goes through
+//! [`collect_pages`].
 //!
 //! A `count` that is wrong is survived: too small, the last page fetched still announces a
 //! `next_page` and paging goes on one page at a time from there; too large, the pages past the
@@ -40,7 +44,7 @@ use tokio::time::Instant;
 
 use super::{
     ApiError, ApiResult, DownloadLink, DownloadState, DownloadTarget, FileEntry, FilesApi,
-    ListQuery, MAX_PER_PAGE, Machine, Space,
+    ListQuery, MAX_PER_PAGE, Machine, ObjectType, Space,
 };
 
 /// Items asked per page: the most the API serves.
@@ -74,6 +78,33 @@ pub struct Collected<T> {
     pub stopped: Option<String>,
     /// Pages requested.
     pub pages: u32,
+}
+
+/// What a listing that the pager had to stop early (see the module note) gives its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStop {
+    /// An error ([`ApiError::Malformed`]): for decisions that must not rest on part of a folder.
+    Fail,
+    /// What was gathered, with a warning in the log: for views of a folder.
+    Warn,
+}
+
+impl<T> Collected<T> {
+    /// The items under `policy`; `what` names the listing in the error or the warning.
+    pub fn finish(self, what: &str, policy: OnStop) -> ApiResult<Vec<T>> {
+        match (self.stopped, policy) {
+            (None, _) => Ok(self.items),
+            (Some(why), OnStop::Fail) => Err(malformed(what, why)),
+            (Some(why), OnStop::Warn) => {
+                tracing::warn!(
+                    listing = what,
+                    pages = self.pages,
+                    "listing stopped early: {why}"
+                );
+                Ok(self.items)
+            }
+        }
+    }
 }
 
 /// The guards of the module note, applied page after page in page order.
@@ -277,20 +308,43 @@ pub async fn list_all(
     parent: Option<u64>,
     search: Option<&str>,
 ) -> ApiResult<Vec<FileEntry>> {
-    let got = folder_pages(api, space, parent, search).await?;
-    match got.stopped {
-        Some(why) => Err(malformed("files", why)),
-        None => Ok(got.items),
-    }
+    list_folder(api, space, parent, search, OnStop::Fail).await
+}
+
+/// Every entry of a folder, optionally filtered by the server-side search `q`; a listing the
+/// pager had to stop is handled as `policy` says.
+pub async fn list_folder(
+    api: &dyn FilesApi,
+    space: Space,
+    parent: Option<u64>,
+    search: Option<&str>,
+    policy: OnStop,
+) -> ApiResult<Vec<FileEntry>> {
+    folder_pages(api, space, parent, search)
+        .await?
+        .finish("files", policy)
 }
 
 /// Every machine of the organization. A listing the pager had to stop is an error.
 pub async fn list_all_machines(api: &dyn FilesApi) -> ApiResult<Vec<Machine>> {
-    let got = machine_pages(api).await?;
-    match got.stopped {
-        Some(why) => Err(malformed("machines", why)),
-        None => Ok(got.items),
-    }
+    machine_pages(api).await?.finish("machines", OnStop::Fail)
+}
+
+/// The entry named exactly `name` in a folder (of `kind`, when given), found by a search
+/// listing (one request for a folder holding fewer than [`PAGE_SIZE`] matches). `Ok(None)` only
+/// after every page was read: a listing the pager had to stop is an error, so "not there" is
+/// never decided on part of the folder. A folder that is gone is the API's `NotFound`.
+pub async fn find_by_name(
+    api: &dyn FilesApi,
+    space: Space,
+    parent: Option<u64>,
+    name: &str,
+    kind: Option<ObjectType>,
+) -> ApiResult<Option<FileEntry>> {
+    let entries = list_all(api, space, parent, Some(name)).await?;
+    Ok(entries
+        .into_iter()
+        .find(|e| e.name == name && kind.is_none_or(|k| e.object_type == k)))
 }
 
 /// Poll `GET /files/download/{id}` until the download is ready (its link) or failed
@@ -422,6 +476,39 @@ mod tests {
         let err = list_all(&api, Space::Shared, None, None).await.unwrap_err();
         assert!(err.to_string().contains("empty pages"), "{err}");
         assert_eq!(api.asked_pages().len() as u32, MAX_EMPTY_PAGES_IN_A_ROW + 1);
+    }
+
+    #[tokio::test]
+    async fn the_policy_decides_what_a_stopped_listing_gives() {
+        let script =
+            || ScriptedApi::with_pages(vec![page(1..4, 1, Some(2)), page(1..4, 2, Some(3))]);
+        let kept = list_folder(&script(), Space::Shared, None, None, OnStop::Warn)
+            .await
+            .unwrap();
+        assert_eq!(kept.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let err = list_folder(&script(), Space::Shared, None, None, OnStop::Fail)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::api::ApiErrorKind::Malformed, "{err}");
+    }
+
+    #[tokio::test]
+    async fn find_by_name_wants_the_exact_name_and_the_whole_listing() {
+        let api = ScriptedApi::with_pages(vec![page(1..3, 1, Some(2)), page(20..23, 2, None)]);
+        let found = find_by_name(&api, Space::Shared, None, "f21", None)
+            .await
+            .unwrap();
+        assert_eq!(found.map(|e| e.id), Some(21));
+        assert_eq!(api.asked_pages(), vec![1, 2]);
+        let api = ScriptedApi::with_pages(vec![page(1..3, 1, None)]);
+        for (name, kind) in [("f", None), ("f1", Some(ObjectType::Directory))] {
+            let found = find_by_name(&api, Space::Shared, None, name, kind).await;
+            assert!(found.unwrap().is_none(), "{name}");
+        }
+        // "Not there" is never decided on part of the folder.
+        let api = ScriptedApi::with_pages(vec![page(1..3, 1, Some(2)), page(1..3, 2, Some(3))]);
+        let err = find_by_name(&api, Space::Shared, None, "f9", None).await;
+        assert!(err.is_err(), "{err:?}");
     }
 
     #[tokio::test]

@@ -24,16 +24,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
 
+use crate::api::paging::find_by_name;
 use crate::api::{ApiErrorKind, ObjectType, Space};
 
 use super::journal::{
     JOURNAL_VERSION, JournalRecord, JournalSpace, JournalState, RemoteBase, conflict_name,
-    find_entry,
 };
 use super::remote::RemoteBytes;
-use super::spool::{Spool, SpoolDir, join_error, remove_if_exists};
+use super::spool::{Spool, SpoolDir, remove_if_exists};
 use super::uploader::{UploadHooks, UploadTarget, Uploaded, Uploader};
-use super::{WriteError, WriteResult};
+use super::{WriteError, WriteResult, join_error};
 
 /// Names tried for a conflict copy before giving up (the error is then the 409).
 const CONFLICT_TRIES: u32 = 20;
@@ -381,9 +381,15 @@ impl SpooledFile {
         let api = Arc::clone(uploader.api());
         let mut conflicts = 0u32;
         if let Some(b) = base {
-            let there = find_entry(api.as_ref(), target.space, target.parent_id, &target.name)
-                .await
-                .map_err(WriteError::from)?;
+            let there = find_by_name(
+                api.as_ref(),
+                target.space,
+                target.parent_id,
+                &target.name,
+                None,
+            )
+            .await
+            .map_err(WriteError::from)?;
             match there {
                 Some(e) if b.matches(&e) || Some(e.id) == earlier => {}
                 // Deleted meanwhile: put it back.
@@ -409,10 +415,15 @@ impl SpooledFile {
                         && !target.overwrite
                         && conflicts < CONFLICT_TRIES =>
                 {
-                    let there =
-                        find_entry(api.as_ref(), target.space, target.parent_id, &target.name)
-                            .await
-                            .map_err(WriteError::from)?;
+                    let there = find_by_name(
+                        api.as_ref(),
+                        target.space,
+                        target.parent_id,
+                        &target.name,
+                        None,
+                    )
+                    .await
+                    .map_err(WriteError::from)?;
                     match there {
                         // Our own earlier attempt landed after all: replace it.
                         Some(f) if f.object_type == ObjectType::File && Some(f.id) == earlier => {

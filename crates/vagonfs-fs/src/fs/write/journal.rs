@@ -37,21 +37,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiErrorKind, FileEntry, FilesApi, ListQuery, MAX_PER_PAGE, ObjectType, Space};
+use crate::api::paging::find_by_name;
+use crate::api::{ApiErrorKind, FileEntry, FilesApi, ObjectType, Space};
 
 use super::progress::UploadState;
-use super::spool::{SpoolClaim, SpoolDir, TEMP_EXT, join_error, remove_if_exists};
+use super::spool::{SpoolClaim, SpoolDir, TEMP_EXT, remove_if_exists};
 use super::uploader::{PartSource, UploadHooks, UploadTarget, Uploaded, Uploader};
-use super::{WriteError, WriteResult};
+use super::{WriteError, WriteResult, join_error};
 
 /// Format version of a record; a newer version is left alone by an older vagonfs.
 pub const JOURNAL_VERSION: u32 = 1;
 
 /// Record and temp file permissions (they name the user's files).
 const FILE_MODE: u32 = 0o600;
-
-/// Upper bound on listing pages read to find one name (a folder of 100 × this many entries).
-const MAX_LIST_PAGES: u32 = 10_000;
 
 /// How many numbered conflict names to try when the first is taken.
 const CONFLICT_NAME_TRIES: u32 = 20;
@@ -282,33 +280,6 @@ pub struct PendingUpload {
     pub action: RecoveryAction,
 }
 
-/// The file of that exact name in a folder, if any; `Err(NotFound)` when the folder is gone.
-pub(crate) async fn find_entry(
-    api: &dyn FilesApi,
-    space: Space,
-    parent_id: Option<u64>,
-    name: &str,
-) -> Result<Option<FileEntry>, crate::api::ApiError> {
-    let mut page = 1;
-    for _ in 0..MAX_LIST_PAGES {
-        let query = ListQuery {
-            parent_id,
-            page,
-            per_page: MAX_PER_PAGE,
-            search: Some(name.to_string()),
-        };
-        let listed = api.list_files(space, &query).await?;
-        if let Some(e) = listed.entries.into_iter().find(|e| e.name == name) {
-            return Ok(Some(e));
-        }
-        match listed.next_page {
-            Some(next) if next > page => page = next,
-            _ => return Ok(None),
-        }
-    }
-    Ok(None)
-}
-
 /// Read every journal record in `dir`, look at the server, and return the spools still to
 /// upload with what to do for each. Spools in use in this process (open files, uploads returned
 /// by an earlier call and not finished) are skipped, so this may run again while the mount is
@@ -339,7 +310,7 @@ pub async fn recover(dir: &Arc<SpoolDir>, api: &dyn FilesApi) -> WriteResult<Vec
         }
         let space = record.space.space();
         let (remote, parent_gone) =
-            match find_entry(api, space, record.parent_id, &record.name).await {
+            match find_by_name(api, space, record.parent_id, &record.name, None).await {
                 Ok(e) => (e, false),
                 Err(e) if e.kind() == ApiErrorKind::NotFound && record.parent_id.is_some() => {
                     (None, true)

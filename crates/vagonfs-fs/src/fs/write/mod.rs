@@ -242,6 +242,11 @@ pub fn mount_cache_dir(cache_base: &Path, mount_key: &str) -> PathBuf {
     cache_base.join(mount_key)
 }
 
+/// A blocking task that panicked or was cancelled, as an I/O error.
+pub(crate) fn join_error(e: tokio::task::JoinError) -> std::io::Error {
+    std::io::Error::other(format!("blocking spool task failed: {e}"))
+}
+
 #[cfg(test)]
 mod cache_base_tests {
     use super::*;

@@ -33,7 +33,7 @@ use bytes::Bytes;
 
 use super::remote::RemoteBytes;
 use super::uploader::PartSource;
-use super::{WriteError, WriteResult};
+use super::{WriteError, WriteResult, join_error};
 
 /// Bytes fetched from the remote per fill step (bounds the fill's memory).
 pub const FILL_BLOCK: u64 = 4 * 1024 * 1024;
@@ -557,9 +557,4 @@ impl Spool {
 /// section updates it only after its I/O succeeded).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A blocking task that panicked or was cancelled, as an I/O error.
-pub(crate) fn join_error(e: tokio::task::JoinError) -> std::io::Error {
-    std::io::Error::other(format!("blocking spool task failed: {e}"))
 }

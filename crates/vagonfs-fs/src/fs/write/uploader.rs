@@ -32,13 +32,12 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
+use crate::api::paging::find_by_name;
 use crate::api::{ApiErrorKind, CompletedPart, CreateRequest, FilesApi, ObjectType, Space};
 
 use super::content_type::guess_content_type;
-use super::journal::find_entry;
 use super::progress::{UploadProgress, UploadRegistry, UploadState, UploadTicket};
-use super::spool::join_error;
-use super::{WriteError, WriteResult};
+use super::{WriteError, WriteResult, join_error};
 
 /// One MiB: the unit of the API's `chunk_size` (documented as MB; the emulator uses MiB).
 pub const MIB: u64 = 1024 * 1024;
@@ -358,11 +357,12 @@ impl Uploader {
             if !(e.is_retryable() || e.kind() == ApiErrorKind::Timeout) {
                 return Err(WriteError::from(e).into());
             }
-            let found = find_entry(
+            let found = find_by_name(
                 self.api.as_ref(),
                 target.space,
                 target.parent_id,
                 &target.name,
+                None,
             )
             .await;
             match found {
