@@ -59,6 +59,13 @@ pub(crate) struct OpenFile {
 }
 
 /// What [`VagonFs::recover`] did.
+
+/// First wait before recovery tries a transiently failed upload again; it doubles up to
+/// [`RECOVERY_MAX_RETRY`].
+const RECOVERY_FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Longest wait between recovery passes while the API stays unreachable.
+const RECOVERY_MAX_RETRY: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     /// Uploaded under their own name.
@@ -799,17 +806,41 @@ impl VagonFs {
 
     /// Upload what a previous run left unsaved (a crash, a failed upload): every journaled spool
     /// of this mount's cache folder not in use here, under its name or as a conflict copy when
-    /// the remote file changed meanwhile. Logs what it does; spools that fail stay for the next
-    /// try. Safe to call again while mounted.
+    /// the remote file changed meanwhile. Logs what it does. A transient failure (the API down
+    /// or throttling at mount time) is retried with backoff, without a time limit, like every
+    /// other upload: the mount calls this in the background. Spools that fail for good stay for
+    /// the next try (reported in `failed`). Safe to call again while mounted.
     pub async fn recover(&self) -> FsResult<RecoveryReport> {
         let mut report = RecoveryReport::default();
         if self.config.read_only {
             return Ok(report);
         }
+        let mut wait = RECOVERY_FIRST_RETRY;
+        loop {
+            let retry = match self.recover_round(&mut report).await {
+                Ok(retry) => retry,
+                Err(e) if super::engine::transient(&e) => {
+                    tracing::info!(error = %e, "recovery of unsaved changes could not start; retrying");
+                    true
+                }
+                Err(e) => return Err(e),
+            };
+            if !retry {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RECOVERY_MAX_RETRY);
+        }
+        Ok(report)
+    }
+
+    /// One pass of [`Self::recover`]: upload every pending spool once. Returns whether one
+    /// failed transiently (and so wants another pass).
+    async fn recover_round(&self, report: &mut RecoveryReport) -> FsResult<bool> {
         let dir = self.spool_dir()?;
         let pending = super::write::recover(&dir, self.api.as_ref()).await?;
         if pending.is_empty() {
-            return Ok(report);
+            return Ok(false);
         }
         tracing::info!(
             files = pending.len(),
@@ -825,17 +856,24 @@ impl VagonFs {
             async move { (shown, copy, p.run(&uploader).await) }
         }))
         .await;
+        let mut retry = false;
         for (shown, copy, result) in results {
             match (result, copy) {
                 (Ok(_), None) => report.uploaded.push(shown),
                 (Ok(_), Some(copy)) => report.conflict_copies.push((shown, copy)),
                 (Err(e), _) => {
-                    tracing::error!(file = %shown, error = %e, "unsaved changes could not be uploaded; kept for the next try");
-                    report.failed.push((shown, e.to_string()));
+                    let e = FsError::from(e);
+                    if super::engine::transient(&e) {
+                        tracing::info!(file = %shown, error = %e, "unsaved changes not uploaded yet; retrying with backoff");
+                        retry = true;
+                    } else {
+                        tracing::error!(file = %shown, error = %e, "unsaved changes could not be uploaded; kept for the next try");
+                        report.failed.push((shown, e.to_string()));
+                    }
                 }
             }
         }
         self.dirs.invalidate_all();
-        Ok(report)
+        Ok(retry)
     }
 }

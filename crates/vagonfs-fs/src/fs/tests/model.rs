@@ -218,6 +218,19 @@ fn server_tree(mem: &MemApi) -> Tree {
     t
 }
 
+/// Readdir of every folder of the mount, reading no file.
+async fn list_folders(fs: &VagonFs) {
+    let mut stack = vec![ROOT_INO];
+    while let Some(ino) = stack.pop() {
+        for e in list(fs, ino).await {
+            let name = e.name.to_string_lossy();
+            if name != "." && name != ".." && e.attr.kind == NodeKind::Directory {
+                stack.push(e.attr.ino);
+            }
+        }
+    }
+}
+
 /// The mount's tree, through readdir and read.
 async fn mount_tree(fs: &VagonFs) -> Tree {
     let mut t = Tree::default();
@@ -355,10 +368,11 @@ impl World {
                 });
             }
         }
-        // An expired listing answers from the cache once while it refreshes: list, and wait
-        // for the refresh.
+        // An expired listing answers from the cache once while it refreshes: list every folder
+        // (not reading files: a file another client just deleted is still listed in that stale
+        // answer, and reading it is ESTALE by design), and wait for the refresh.
         self.run(async {
-            let _stale = mount_tree(&fs).await;
+            list_folders(&fs).await;
             fs.wait_background().await;
         });
     }
@@ -667,12 +681,18 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    // Ignored until the finding below is fixed (the generator meets it within a few cases):
-    // a file written and closed, then a crash while faults are on; after the new daemon
-    // recovered and settled, neither the mount nor the server has it (a recovered upload that
-    // fails transiently seems not to be retried while the mount lives). Run with `--ignored`.
+    // Its first finding (a file written and closed, then a crash while part uploads fail; the
+    // recovered upload failed transiently once and was never tried again while the mount
+    // lived) is fixed: `VagonFs::recover` retries transient failures with backoff
+    // (`a_crash_while_part_uploads_fail_still_lands_the_file`). Ignored for its second finding,
+    // a visibility window, not a loss (the server side of the model holds): write `a`, then
+    // another client deletes `a`; the mount keeps showing `a` (reads: ESTALE) until the
+    // overlay's grace period (folder TTL + 5 s, real time, which the model cannot advance)
+    // ends. Ending the grace early in the model then shows a third: a file uploaded into a
+    // folder made by this mount is missing from the mount's view after the grace. Run with
+    // `--ignored`.
     #[test]
-    #[ignore = "finds a file lost after a crash whose recovered upload failed transiently"]
+    #[ignore = "a name uploaded here and deleted elsewhere stays listed for the overlay grace"]
     fn the_server_and_the_mount_follow_the_model(
         ops in prop::collection::vec(op(), 1..24),
         delay in prop_oneof![Just(Duration::ZERO), Just(Duration::from_secs(1))],
@@ -705,4 +725,25 @@ fn moving_a_file_only_on_the_server_then_editing_it() {
         },
     ];
     check(&ops, Duration::ZERO, false).expect("follows the model");
+}
+
+/// Found by the model: a file written and closed, then the daemon crashes while part uploads
+/// fail (30 % transport errors). The next daemon's recovery met one failure, reported it and
+/// never tried again while the mount lived, so the file reached neither the server nor the
+/// mount until a remount. Recovery now retries transient failures with backoff.
+#[test]
+fn a_crash_while_part_uploads_fail_still_lands_the_file() {
+    for seed_len in [1usize, 7, 200] {
+        let ops = [
+            Op::Write {
+                file: 0,
+                offset: 0,
+                data: vec![7; seed_len],
+                trunc: false,
+                fsync: false,
+            },
+            Op::Crash,
+        ];
+        check(&ops, Duration::ZERO, true).expect("follows the model");
+    }
 }
