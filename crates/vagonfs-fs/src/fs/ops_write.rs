@@ -58,14 +58,13 @@ pub(crate) struct OpenFile {
     pub(crate) unlinked: bool,
 }
 
-/// What [`VagonFs::recover`] did.
-
 /// First wait before recovery tries a transiently failed upload again; it doubles up to
 /// [`RECOVERY_MAX_RETRY`].
 const RECOVERY_FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Longest wait between recovery passes while the API stays unreachable.
 const RECOVERY_MAX_RETRY: Duration = Duration::from_secs(60);
 
+/// What [`VagonFs::recover`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     /// Uploaded under their own name.

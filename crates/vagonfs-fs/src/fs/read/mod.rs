@@ -260,7 +260,7 @@ impl Reader {
         let file = stream.file;
         if let Some(err) = self.known_bad(file) {
             // What is cached of it is still served; nothing more is asked of the server.
-            return self.from_cache(file, offset, size).ok_or(err);
+            return self.cached_range(file, offset, size).ok_or(err);
         }
         let stalled = self.is_stalled(file);
         let wait = if stalled {
@@ -328,7 +328,7 @@ impl Reader {
     }
 
     /// `size` bytes at `offset` of `file` if every block they need is cached.
-    fn from_cache(&self, file: FileVersion, offset: u64, size: u32) -> Option<Bytes> {
+    fn cached_range(&self, file: FileVersion, offset: u64, size: u32) -> Option<Bytes> {
         if size == 0 || offset >= file.size {
             return Some(Bytes::new());
         }
