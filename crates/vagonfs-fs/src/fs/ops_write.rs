@@ -547,9 +547,18 @@ impl VagonFs {
         if unlinked {
             return Ok(());
         }
+        // What the upload replaces (a file renamed onto a listed name before its first upload
+        // replaces that file, and its inode never pointed at it).
+        let replaced = file.base().map(|b| b.id);
         match file.upload(&self.uploader).await {
             Ok(None) => Ok(()),
             Ok(Some(done)) => {
+                if let Some(old) = replaced.filter(|old| *old != done.id) {
+                    self.overlay.mark_gone(Loc::Remote {
+                        space: file.space(),
+                        id: old,
+                    });
+                }
                 self.after_upload(ino, &file, &done);
                 self.release_spool_if_done(ino);
                 Ok(())

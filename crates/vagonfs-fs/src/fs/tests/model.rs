@@ -833,3 +833,37 @@ fn a_failed_rename_onto_a_pending_file_keeps_its_bytes() {
         check(&ops, Duration::ZERO, true).unwrap();
     }
 }
+
+/// The model's sixth finding: a new file renamed onto a file only on the server, uploaded, then
+/// unlinked: the replaced server file (gone since the upload replaced it) showed again from the
+/// folder's cached listing, because nothing marked it gone (the new file's inode never pointed
+/// at it).
+#[test]
+fn an_unlinked_file_that_replaced_another_by_rename_leaves_nothing_shown() {
+    let ops = vec![
+        Op::Mkdir { dir: 1 },
+        Op::Other {
+            file: 0,
+            data: Some(vec![7, 7]),
+        },
+        Op::Write {
+            file: 4,
+            offset: 0,
+            data: vec![1],
+            trunc: false,
+            fsync: false,
+        },
+        Op::Rename { from: 4, to: 0 },
+        Op::Write {
+            file: 4,
+            offset: 0,
+            data: vec![2],
+            trunc: true,
+            fsync: true,
+        },
+        Op::Unlink { file: 0 },
+    ];
+    for _ in 0..10 {
+        check(&ops, Duration::from_secs(1), false).unwrap();
+    }
+}
