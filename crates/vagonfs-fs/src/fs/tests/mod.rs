@@ -9,12 +9,15 @@
 //! - [`engine`]: the write-back engine (background uploads, order per name, conflicts).
 //! - [`uploader`], [`uploader_emulator`]: the spool, journal and uploader below `VagonFs`.
 //! - [`emulator`]: browsing and reading through the real HTTP client against the emulator.
+//! - [`dir_emulator`]: folder listings through the real HTTP client against the emulator
+//!   (parallel pages, lookups answered by the page holding the name, forgetting one name).
 //! - [`model`]: a model-based property test of the write engine.
 
 #[macro_use]
 mod driver;
 
 mod core;
+mod dir_emulator;
 mod emulator;
 mod engine;
 mod model;
