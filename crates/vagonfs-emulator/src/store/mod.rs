@@ -27,6 +27,8 @@
 //!   assembly, zips) runs outside the mutex.
 
 mod downloads;
+mod pages;
+mod seed;
 mod tree;
 mod upload;
 
@@ -268,7 +270,7 @@ pub struct Store {
     machine_storages: Vec<StorageInfo>,
     presign_key: Vec<u8>,
     /// Where each page of a folder listing starts (keyset pagination, see `tree`).
-    page_bounds: tree::BoundsCache,
+    page_bounds: pages::BoundsCache,
     /// Held (advisory lock) for the store's lifetime.
     _lock: File,
 }
@@ -312,7 +314,7 @@ impl Store {
             recordings,
             machine_storages,
             presign_key,
-            page_bounds: tree::BoundsCache::default(),
+            page_bounds: pages::BoundsCache::default(),
             _lock: lock,
         };
         for m in 1..=machines {
