@@ -124,7 +124,7 @@ pub struct MountArgs {
 
     /// Parts of one file uploaded at once (1 to 64).
     #[arg(long, value_name = "N", default_value_t = crate::fs::write::DEFAULT_CONCURRENCY,
-          value_parser = parse_upload_concurrency)]
+          value_parser = parse_transfers)]
     pub upload_concurrency: usize,
 
     /// Entries (counted recursively) past which renaming a folder answers EXDEV, so that `mv`
@@ -161,90 +161,133 @@ pub struct MountArgs {
     pub cache_max_size: Option<u64>,
 }
 
+/// Why an option's value was refused; clap prints it after the option's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("{0:?} is not an octal number (e.g. 022)")]
+    NotOctal(String),
+    #[error("{0:?} is larger than 0777")]
+    UmaskTooLarge(String),
+    #[error("{0:?} is not a size (e.g. 256 or 1G)")]
+    NotASize(String),
+    #[error("{0:?} is not between 1 MiB and 1 TiB")]
+    SizeOutOfRange(String),
+    #[error("{value:?} is not a duration (e.g. {example})")]
+    NotADuration {
+        value: String,
+        example: &'static str,
+    },
+    #[error("{value:?}: unknown unit (use {units})")]
+    UnknownUnit { value: String, units: &'static str },
+    #[error("{0:?} is shorter than one second")]
+    ShorterThanASecond(String),
+    #[error("a read timeout of 0 would fail every read: give 1s or more")]
+    ZeroReadTimeout,
+    #[error("{value:?} is longer than {limit}")]
+    TooLong { value: String, limit: &'static str },
+    #[error("{0:?} is not a number from 1 to {MAX_UPLOAD_CONCURRENCY}")]
+    NotAConcurrency(String),
+    #[error("{value:?} is not a valid filter: {reason}")]
+    BadFilter { value: String, reason: String },
+    #[error("{0:?} is not a log level (one of {levels})", levels = LOG_LEVELS.join(", "))]
+    NotALogLevel(String),
+}
+
 /// `--umask`: octal digits (an optional `0o` prefix), at most 0777.
-pub fn parse_umask(s: &str) -> Result<u16, String> {
+pub fn parse_umask(s: &str) -> Result<u16, ArgError> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(format!("{s:?} is not an octal number (e.g. 022)"));
+        return Err(ArgError::NotOctal(s.into()));
     }
     match u16::from_str_radix(digits, 8) {
         Ok(v) if v <= 0o777 => Ok(v),
-        _ => Err(format!("{s:?} is larger than 0777")),
+        _ => Err(ArgError::UmaskTooLarge(s.into())),
     }
+}
+
+/// A number and the unit after it (`"5m"` → `(5, "m")`); `None` when it does not start with
+/// digits or overflows.
+fn number_and_unit(s: &str) -> Option<(u64, &str)> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    Some((number.parse().ok()?, unit.trim()))
 }
 
 /// `--cache-size`: a plain number is MiB; `K`, `M`, `G`, `T` (optionally `iB` or `B`, always
 /// binary) give the unit. Between 1 MiB and 1 TiB. Returns bytes.
-pub fn parse_cache_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits_end);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 256 or 1G)"))?;
-    let unit = unit.trim().to_ascii_uppercase();
+pub fn parse_cache_size(s: &str) -> Result<u64, ArgError> {
+    let (number, unit) = number_and_unit(s).ok_or_else(|| ArgError::NotASize(s.into()))?;
+    let unit = unit.to_ascii_uppercase();
     let scale: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
         "" if unit.is_empty() => MIB,
         "K" => 1024,
         "M" => MIB,
         "G" => 1024 * MIB,
         "T" => 1024 * 1024 * MIB,
-        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+        _ => {
+            return Err(ArgError::UnknownUnit {
+                value: s.into(),
+                units: "K, M, G or T",
+            });
+        }
     };
     let bytes = number.checked_mul(scale).filter(|b| *b <= MAX_CACHE_BYTES);
     match bytes {
         Some(b) if b >= MIB => Ok(b),
-        _ => Err(format!("{s:?} is not between 1 MiB and 1 TiB")),
+        _ => Err(ArgError::SizeOutOfRange(s.into())),
     }
 }
 
 /// `--op-timeout`: as [`parse_duration`], at least one second (a shorter bound would fail
 /// lookups on an ordinary slow answer).
-pub fn parse_op_timeout(s: &str) -> Result<Duration, String> {
+pub fn parse_op_timeout(s: &str) -> Result<Duration, ArgError> {
     let d = parse_duration(s)?;
     if d < Duration::from_secs(1) {
-        return Err(format!("{s:?} is shorter than one second"));
+        return Err(ArgError::ShorterThanASecond(s.into()));
     }
     Ok(d)
 }
 
-/// `--dir-cache-ttl`: a plain number is seconds; `s`, `m`, `h` give the unit. At most a day.
 /// `--read-timeout`: a duration of at least one second.
-fn parse_read_timeout(s: &str) -> Result<Duration, String> {
+fn parse_read_timeout(s: &str) -> Result<Duration, ArgError> {
     match parse_duration(s)? {
-        d if d.is_zero() => {
-            Err("a read timeout of 0 would fail every read: give 1s or more".into())
-        }
+        d if d.is_zero() => Err(ArgError::ZeroReadTimeout),
         d => Ok(d),
     }
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits_end);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 60 or 5m)"))?;
-    let scale = match unit.trim() {
+/// `--dir-cache-ttl`: a plain number is seconds; `s`, `m`, `h` give the unit. At most a day.
+pub fn parse_duration(s: &str) -> Result<Duration, ArgError> {
+    let (number, unit) = number_and_unit(s).ok_or_else(|| ArgError::NotADuration {
+        value: s.into(),
+        example: "60 or 5m",
+    })?;
+    let scale = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 60 * 60,
-        _ => return Err(format!("{s:?}: unknown unit (use s, m or h)")),
+        _ => {
+            return Err(ArgError::UnknownUnit {
+                value: s.into(),
+                units: "s, m or h",
+            });
+        }
     };
     match number.checked_mul(scale) {
         Some(secs) if secs <= MAX_DIR_CACHE_TTL_SECS => Ok(Duration::from_secs(secs)),
-        _ => Err(format!("{s:?} is longer than a day")),
+        _ => Err(ArgError::TooLong {
+            value: s.into(),
+            limit: "a day",
+        }),
     }
 }
 
-/// `--transfers`: 1 to [`MAX_UPLOAD_CONCURRENCY`].
-pub fn parse_transfers(s: &str) -> Result<usize, String> {
+/// `--transfers` and `--upload-concurrency`: 1 to [`MAX_UPLOAD_CONCURRENCY`].
+pub fn parse_transfers(s: &str) -> Result<usize, ArgError> {
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=MAX_UPLOAD_CONCURRENCY).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{s:?} is not a number from 1 to {MAX_UPLOAD_CONCURRENCY}"
-        )),
+        _ => Err(ArgError::NotAConcurrency(s.into())),
     }
 }
 
@@ -252,36 +295,32 @@ pub fn parse_transfers(s: &str) -> Result<usize, String> {
 const MAX_UPLOAD_DELAY: Duration = Duration::from_secs(600);
 
 /// `--upload-delay`: a number with `ms` or `s` (a plain number is seconds), at most 10 minutes.
-pub fn parse_upload_delay(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits_end);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 1s or 500ms)"))?;
-    let d = match unit.trim() {
+pub fn parse_upload_delay(s: &str) -> Result<Duration, ArgError> {
+    let (number, unit) = number_and_unit(s).ok_or_else(|| ArgError::NotADuration {
+        value: s.into(),
+        example: "1s or 500ms",
+    })?;
+    let d = match unit {
         "" | "s" => Duration::from_secs(number),
         "ms" => Duration::from_millis(number),
-        _ => return Err(format!("{s:?}: unknown unit (use ms or s)")),
+        _ => {
+            return Err(ArgError::UnknownUnit {
+                value: s.into(),
+                units: "ms or s",
+            });
+        }
     };
     if d > MAX_UPLOAD_DELAY {
-        return Err(format!("{s:?} is longer than 10 minutes"));
+        return Err(ArgError::TooLong {
+            value: s.into(),
+            limit: "10 minutes",
+        });
     }
     Ok(d)
 }
 
-/// `--upload-concurrency`: 1 to [`MAX_UPLOAD_CONCURRENCY`].
-pub fn parse_upload_concurrency(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if (1..=MAX_UPLOAD_CONCURRENCY).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{s:?} is not a number from 1 to {MAX_UPLOAD_CONCURRENCY}"
-        )),
-    }
-}
-
 /// `--log-level`: a level name, or a tracing filter with `=` or `,` in it.
-pub fn parse_log_level(s: &str) -> Result<String, String> {
+pub fn parse_log_level(s: &str) -> Result<String, ArgError> {
     let lower = s.trim().to_ascii_lowercase();
     if LOG_LEVELS.contains(&lower.as_str()) {
         return Ok(lower);
@@ -289,12 +328,12 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
     if s.contains('=') || s.contains(',') {
         return tracing_subscriber::EnvFilter::try_new(s)
             .map(|_| s.to_string())
-            .map_err(|err| format!("{s:?} is not a valid filter: {err}"));
+            .map_err(|err| ArgError::BadFilter {
+                value: s.into(),
+                reason: err.to_string(),
+            });
     }
-    Err(format!(
-        "{s:?} is not a log level (one of {})",
-        LOG_LEVELS.join(", ")
-    ))
+    Err(ArgError::NotALogLevel(s.into()))
 }
 
 #[cfg(test)]
@@ -360,10 +399,10 @@ mod tests {
 
     #[test]
     fn upload_concurrency_bounds() {
-        assert_eq!(parse_upload_concurrency("4"), Ok(4));
-        assert_eq!(parse_upload_concurrency("64"), Ok(64));
+        assert_eq!(parse_transfers("4"), Ok(4));
+        assert_eq!(parse_transfers("64"), Ok(64));
         for bad in ["0", "65", "-1", "x", ""] {
-            assert!(parse_upload_concurrency(bad).is_err(), "{bad}");
+            assert!(parse_transfers(bad).is_err(), "{bad}");
         }
     }
 

@@ -152,12 +152,31 @@ pub trait ControlHandler: Send + Sync + 'static {
     /// May be called with `force == true` while a graceful call is still waiting: it should
     /// then stop waiting and unmount. The server reports progress itself from
     /// [`ControlHandler::snapshot`] while this runs.
-    async fn unmount(&self, force: bool) -> Result<(), String>;
+    async fn unmount(&self, force: bool) -> Result<(), UnmountRefused>;
 
     /// Upload every pending change now (retrying failed ones) and return once nothing is
     /// pending: the files that still could not be uploaded, with the reason. The server reports
     /// progress from [`ControlHandler::snapshot`] while this runs.
     async fn sync(&self) -> Vec<SyncFailure>;
+}
+
+/// Why an unmount asked over the control socket did not happen (sent to the client as text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnmountRefused {
+    #[error(
+        "not unmounted: {} file(s) could not be uploaded ({}); they stay in the mount. Fix the \
+         cause and retry, or `vagonfs unmount --force` (the local copies are kept and uploaded \
+         by the next mount)",
+        .0.len(),
+        .0.join("; ")
+    )]
+    UploadsFailed(Vec<String>),
+    #[error("interrupted by a signal: changes not uploaded stay in {}", .0.display())]
+    Interrupted(std::path::PathBuf),
+    #[error("the mount is already shutting down")]
+    ShuttingDown,
+    #[error("the daemon ended before unmounting")]
+    DaemonEnded,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -339,7 +358,9 @@ mod tests {
         let server = ControlServer::bind(&path, fake).unwrap();
         let client = ControlClient::connect(&path).await.unwrap();
         match client.unmount(false, |_| {}).await {
-            Err(ControlError::UnmountFailed(m)) => assert_eq!(m, "uploads failed"),
+            Err(ControlError::UnmountFailed(m)) => {
+                assert!(m.contains("could not be uploaded"), "{m}")
+            }
             other => panic!("{other:?}"),
         }
         server.shutdown().await;

@@ -18,7 +18,7 @@ pub(super) enum UnmountPhase {
         forced: bool,
         tasks: u32,
     },
-    Done(Result<(), String>),
+    Done(Result<(), UnmountRefused>),
 }
 
 pub(super) struct Shared {
@@ -302,9 +302,9 @@ pub(super) async fn report_unmount(shared: &Arc<Shared>, force: bool, write: &mu
         let now = phase.borrow_and_update().clone();
         let last = match now {
             UnmountPhase::Done(Ok(())) => Some(Response::Unmounted),
-            UnmountPhase::Done(Err(message)) => Some(Response::Error {
+            UnmountPhase::Done(Err(refused)) => Some(Response::Error {
                 code: ErrorCode::UnmountFailed,
-                message,
+                message: refused.to_string(),
             }),
             UnmountPhase::Idle | UnmountPhase::Running { .. } => None,
         };

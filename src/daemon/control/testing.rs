@@ -66,14 +66,16 @@ impl ControlHandler for FakeMount {
         }
     }
 
-    async fn unmount(&self, force: bool) -> Result<(), String> {
+    async fn unmount(&self, force: bool) -> Result<(), UnmountRefused> {
         self.unmount_calls.fetch_add(1, Ordering::SeqCst);
         if force {
             self.forced_calls.fetch_add(1, Ordering::SeqCst);
             return Ok(());
         }
         if self.fail {
-            return Err("uploads failed".into());
+            return Err(UnmountRefused::UploadsFailed(vec![
+                "big.bin: uploads failed".into(),
+            ]));
         }
         self.release.notified().await;
         Ok(())

@@ -80,10 +80,10 @@ pub struct MountReport {
 }
 
 impl MountReport {
-    fn new(mountpoint: &Path, status: Result<StatusSnapshot, String>) -> Self {
+    fn new(mountpoint: &Path, status: Result<StatusSnapshot, DaemonError>) -> Self {
         let (status, error) = match status {
             Ok(s) => (Some(s), None),
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, Some(e.to_string())),
         };
         MountReport {
             mountpoint: mountpoint.display().to_string(),
@@ -160,36 +160,53 @@ async fn collect_reports(target: Option<&Path>, dirs: &[PathBuf]) -> Vec<MountRe
             .map(|m| {
                 let status = m
                     .status
-                    .map_err(|e| explain_unreachable(&m.mountpoint, &e, m.in_mount_table));
+                    .map_err(|e| explain_unreachable(&m.mountpoint, e, m.in_mount_table));
                 MountReport::new(&m.mountpoint, status)
             })
             .collect(),
     }
 }
 
-async fn status_of(mountpoint: &Path, dirs: &[PathBuf]) -> Result<StatusSnapshot, String> {
+async fn status_of(mountpoint: &Path, dirs: &[PathBuf]) -> Result<StatusSnapshot, DaemonError> {
     let answer = match control::connect_to_mount(dirs, mountpoint).await {
         Ok(mut client) => client.status().await,
         Err(e) => Err(e),
     };
-    answer.map_err(|e| explain_unreachable(mountpoint, &e, is_vagonfs_mount(mountpoint)))
+    answer.map_err(|e| explain_unreachable(mountpoint, e, is_vagonfs_mount(mountpoint)))
 }
 
-/// Words for a mount whose daemon did not answer.
+/// Why a command got nothing from a mount's daemon, in words for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "{} is a vagonfs mount but no daemon answers for it ({error}); `vagonfs unmount {}` \
+         unmounts it",
+        mountpoint.display(),
+        mountpoint.display()
+    )]
+    DeadMount {
+        mountpoint: PathBuf,
+        error: ControlError,
+    },
+    #[error("no vagonfs mount at {}", .0.display())]
+    NotAMount(PathBuf),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+/// A mount whose daemon did not answer: a dead mount, no mount, or the daemon's own error.
 pub(super) fn explain_unreachable(
     mountpoint: &Path,
-    error: &ControlError,
+    error: ControlError,
     mounted: bool,
-) -> String {
+) -> DaemonError {
     match (error.is_no_daemon(), mounted) {
-        (true, true) => format!(
-            "{} is a vagonfs mount but no daemon answers for it ({error}); \
-             `vagonfs unmount {}` unmounts it",
-            mountpoint.display(),
-            mountpoint.display()
-        ),
-        (true, false) => format!("no vagonfs mount at {}", mountpoint.display()),
-        (false, _) => error.to_string(),
+        (true, true) => DaemonError::DeadMount {
+            mountpoint: mountpoint.to_path_buf(),
+            error,
+        },
+        (true, false) => DaemonError::NotAMount(mountpoint.to_path_buf()),
+        (false, _) => DaemonError::Control(error),
     }
 }
 
@@ -564,7 +581,10 @@ mod command_tests {
     fn json_reports_shape() {
         let reports = vec![
             MountReport::new(Path::new("/mnt/vagon"), Ok(known_snapshot())),
-            MountReport::new(Path::new("/mnt/dead"), Err("no daemon".into())),
+            MountReport::new(
+                Path::new("/mnt/dead"),
+                Err(DaemonError::NotAMount("/mnt/dead".into())),
+            ),
         ];
         let v: serde_json::Value = serde_json::to_value(&reports).unwrap();
         assert_eq!(v[0]["mountpoint"], "/mnt/vagon");
@@ -572,19 +592,27 @@ mod command_tests {
         assert_eq!(v[0]["status"]["uploads"][0]["state"], "uploading");
         assert!(v[0]["error"].is_null());
         assert!(v[1]["status"].is_null());
-        assert_eq!(v[1]["error"], "no daemon");
+        assert_eq!(v[1]["error"], "no vagonfs mount at /mnt/dead");
     }
 
     #[test]
     fn unreachable_explanations() {
-        let e = ControlError::Stale("/run/vagonfs/x.sock".into());
+        let stale = || ControlError::Stale("/run/vagonfs/x.sock".into());
         let mp = Path::new("/mnt/v");
-        assert!(explain_unreachable(mp, &e, true).contains("no daemon answers"));
+        assert!(
+            explain_unreachable(mp, stale(), true)
+                .to_string()
+                .contains("no daemon answers")
+        );
         assert_eq!(
-            explain_unreachable(mp, &e, false),
+            explain_unreachable(mp, stale(), false).to_string(),
             "no vagonfs mount at /mnt/v"
         );
         let denied = ControlError::PermissionDenied("/s".into());
-        assert!(explain_unreachable(mp, &denied, true).starts_with("permission denied"));
+        assert!(
+            explain_unreachable(mp, denied, true)
+                .to_string()
+                .starts_with("permission denied")
+        );
     }
 }
