@@ -32,16 +32,37 @@ pub struct Faults {
     pub reset_rate: f64,
 }
 
+/// A fault setting out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultError {
+    #[error("{name} must be between 0 and 1, got {rate}")]
+    RateOutOfRange { name: &'static str, rate: f64 },
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    #[error("{0} is not between 0 and 1")]
+    NotARate(f64),
+}
+
+/// `--fail-rate` and friends: a number in `[0, 1]`.
+pub fn parse_rate(s: &str) -> Result<f64, FaultError> {
+    let rate: f64 = s.parse().map_err(|_| FaultError::NotANumber(s.into()))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(FaultError::NotARate(rate))
+    }
+}
+
 impl Faults {
     /// Rates must be in `[0, 1]`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FaultError> {
         for (name, rate) in [
             ("fail_rate", self.fail_rate),
             ("throttle_rate", self.throttle_rate),
             ("reset_rate", self.reset_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(format!("{name} must be between 0 and 1, got {rate}"));
+                return Err(FaultError::RateOutOfRange { name, rate });
             }
         }
         Ok(())
@@ -84,14 +105,14 @@ impl FaultSwitch {
     }
 
     /// Replace the settings; refused (unchanged) when a rate is out of range.
-    pub fn set(&self, faults: Faults) -> Result<(), String> {
+    pub fn set(&self, faults: Faults) -> Result<(), FaultError> {
         faults.validate()?;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = faults;
         Ok(())
     }
 
     /// Change the given fields; returns the new settings.
-    pub fn apply(&self, patch: FaultPatch) -> Result<Faults, String> {
+    pub fn apply(&self, patch: FaultPatch) -> Result<Faults, FaultError> {
         let mut next = self.get();
         next.fail_rate = patch.fail_rate.unwrap_or(next.fail_rate);
         next.throttle_rate = patch.throttle_rate.unwrap_or(next.throttle_rate);

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::rules::*;
 use super::*;
+use crate::api::name::check_name;
 use crate::api::{
     ByteStream, Completed, DownloadRequested, DownloadStatus, DownloadTarget, FilePage, FilesApi,
     ListQuery, LiveEntry, MAX_PER_PAGE, MachinePage,
@@ -81,7 +82,7 @@ impl FilesApi for MemApi {
         let mut st = self.st();
         st.creates.push(req.clone());
         if let Err(why) = check_name(&req.name) {
-            return Err(status_msg(ep, 400, why));
+            return Err(status_msg(ep, 400, &why.to_string()));
         }
         if matches!(req.space, Space::Recordings { .. }) {
             return Err(status_msg(ep, 403, "session recordings are read-only"));

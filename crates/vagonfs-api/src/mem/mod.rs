@@ -55,8 +55,6 @@ pub const DEFAULT_CHUNK_MB: u64 = 250;
 const MAX_CHUNK_MB: u64 = 5 * 1024;
 /// Most parts one upload may have.
 const MAX_PARTS: u64 = 10_000;
-/// Longest name the API accepts, bytes.
-const MAX_NAME_BYTES: usize = 255;
 /// `per_page` when the client sends none.
 const DEFAULT_PER_PAGE: u32 = 20;
 /// The quota until a test sets one.

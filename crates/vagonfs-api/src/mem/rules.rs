@@ -13,7 +13,7 @@ use md5::{Digest, Md5};
 
 use std::time::SystemTime;
 
-use super::{MAX_NAME_BYTES, status_msg};
+use super::status_msg;
 use crate::api::{
     ApiResult, Capacity, CompletedPart, CreateRequest, FileEntry, Machine, ObjectType, Space,
 };
@@ -172,22 +172,6 @@ pub(super) fn used(st: &State) -> u64 {
         .filter(|n| !n.dir)
         .map(|n| n.data.len() as u64)
         .sum()
-}
-
-pub(super) fn check_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("name must not be empty");
-    }
-    if name == "." || name == ".." {
-        return Err("name is reserved");
-    }
-    if name.contains('/') || name.contains('\0') {
-        return Err("name must not contain '/' or NUL");
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err("name is too long");
-    }
-    Ok(())
 }
 
 /// The parent of a create or listing: the space's root, or a folder of that space.

@@ -212,7 +212,7 @@ impl Store {
     pub fn finish_zip(
         &self,
         id: u64,
-        built: Result<(PathBuf, String, u64), String>,
+        built: Result<(PathBuf, String, u64), crate::emulator::zip::ZipBuildError>,
     ) -> StoreResult<()> {
         let db = self.db();
         match built {
