@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rand::Rng;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -124,10 +124,10 @@ impl FaultSwitch {
 
     fn decide(&self) -> (Duration, Decision) {
         let f = self.get();
-        let mut rng = rand::thread_rng();
-        let decision = if rng.gen_bool(f.fail_rate) {
+        let mut rng = rand::rng();
+        let decision = if rng.random_bool(f.fail_rate) {
             Decision::Fail
-        } else if rng.gen_bool(f.throttle_rate) {
+        } else if rng.random_bool(f.throttle_rate) {
             Decision::Throttle
         } else {
             Decision::Pass
@@ -137,7 +137,7 @@ impl FaultSwitch {
 
     /// Whether this data transfer should have its connection dropped.
     pub fn roll_reset(&self) -> bool {
-        rand::thread_rng().gen_bool(self.get().reset_rate)
+        rand::rng().random_bool(self.get().reset_rate)
     }
 }
 

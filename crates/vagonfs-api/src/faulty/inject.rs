@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use rand::Rng;
+use rand::RngExt;
 use tokio::sync::Semaphore;
 
 use super::fault::*;
@@ -72,7 +72,7 @@ impl<A: FilesApi + ?Sized> FaultyFilesApi<A> {
             .get(&method)
             .or(st.all_methods.as_ref())
             .cloned()
-            && st.rng.gen_bool(rule.probability)
+            && st.rng.random_bool(rule.probability)
         {
             fault = Some((rule.fault.to_error(method), rule.timing));
         }
