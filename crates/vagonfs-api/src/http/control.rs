@@ -265,17 +265,9 @@ pub(super) fn clamp_per_page(per_page: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ClientOptions, DEFAULT_RECORDINGS_PATH};
+    use super::super::DEFAULT_RECORDINGS_PATH;
+    use super::super::tests::api;
     use super::*;
-    use crate::config::Credentials;
-
-    fn api(url: &str) -> HttpFilesApi {
-        HttpFilesApi::new(
-            Credentials::new(url, "k", "s").unwrap(),
-            ClientOptions::default(),
-        )
-        .unwrap()
-    }
 
     #[test]
     fn urls_keep_the_base_path_and_prefix() {

@@ -422,7 +422,8 @@ impl FilesApi for HttpFilesApi {
 mod tests {
     use super::*;
 
-    fn api(url: &str) -> HttpFilesApi {
+    /// A client of `url` with the default options (the tests of `control` use it too).
+    pub(super) fn api(url: &str) -> HttpFilesApi {
         HttpFilesApi::new(
             Credentials::new(url, "k", "s").unwrap(),
             ClientOptions::default(),

@@ -181,16 +181,9 @@ impl RangeState {
             self.done = true;
             return Some(err);
         }
-        match self.budget.after_failure(&self.label, err) {
-            Ok(wait) => {
-                tokio::time::sleep(wait).await;
-                None
-            }
-            Err(fatal) => {
-                self.done = true;
-                Some(fatal)
-            }
-        }
+        let fatal = wait_or_give_up(&mut self.budget, &self.label, err).await;
+        self.done |= fatal.is_some();
+        fatal
     }
 }
 
@@ -290,15 +283,19 @@ impl StreamState {
     /// Count a failure; wait before resuming, or give the final error (and end the stream).
     async fn failed(&mut self, err: ApiError) -> Option<ApiError> {
         self.opened = None;
-        match self.budget.after_failure(&self.label, err) {
-            Ok(wait) => {
-                tokio::time::sleep(wait).await;
-                None
-            }
-            Err(fatal) => {
-                self.done = true;
-                Some(fatal)
-            }
+        let fatal = wait_or_give_up(&mut self.budget, &self.label, err).await;
+        self.done |= fatal.is_some();
+        fatal
+    }
+}
+
+/// Count a failure against `budget`: wait before the next attempt (`None`), or the final error.
+async fn wait_or_give_up(budget: &mut Budget, label: &str, err: ApiError) -> Option<ApiError> {
+    match budget.after_failure(label, err) {
+        Ok(wait) => {
+            tokio::time::sleep(wait).await;
+            None
         }
+        Err(fatal) => Some(fatal),
     }
 }

@@ -166,14 +166,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::emulator::store::tree::tests::store;
     use crate::emulator::store::{NewEntry, Target};
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), 2, 1 << 30).unwrap();
-        (dir, s)
-    }
 
     #[test]
     fn keyset_pages_match_the_order_and_cost_the_same_anywhere() {

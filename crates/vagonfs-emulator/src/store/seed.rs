@@ -166,14 +166,8 @@ fn fake_mp4(machine: u64, name: &str, len: usize) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::emulator::store::StoreError;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), 2, 1 << 30).unwrap();
-        (dir, s)
-    }
+    use crate::emulator::store::tree::tests::store;
 
     #[test]
     fn recordings_are_seeded_per_machine_and_filtered() {

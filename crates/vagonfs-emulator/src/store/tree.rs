@@ -327,11 +327,12 @@ pub(super) fn insert_entry(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::emulator::store::UploadSpec;
 
-    fn store() -> (tempfile::TempDir, Store) {
+    /// A store in a fresh temporary folder (the tests of `pages` and `seed` use it too).
+    pub(in crate::store) fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), 2, 1 << 30).unwrap();
         (dir, s)
