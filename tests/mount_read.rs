@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use vagonfs::api::Space;
 
 const MIB: usize = 1024 * 1024;
@@ -30,8 +30,8 @@ fn check_random_reads(path: &std::path::Path, expected: &[u8], seed: u64, count:
             assert_eq!(file.read_at(&mut buf, 0).expect("read empty"), 0);
             return;
         }
-        let offset = rng.gen_range(0..expected.len());
-        let len = rng.gen_range(1..=(expected.len() - offset).min(256 * 1024));
+        let offset = rng.random_range(0..expected.len());
+        let len = rng.random_range(1..=(expected.len() - offset).min(256 * 1024));
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, offset as u64)
             .unwrap_or_else(|e| panic!("{}: read {len} at {offset}: {e}", path.display()));

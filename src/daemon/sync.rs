@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use super::control::{self, SyncFailure};
 use super::mounts;
 use super::status::{
-    EXIT_FAILURE, EXIT_INTERRUPTED, ProgressView, explain_unreachable, is_vagonfs_mount,
-    mount_table, runtime,
+    DaemonError, EXIT_FAILURE, EXIT_INTERRUPTED, ProgressView, explain_unreachable,
+    is_vagonfs_mount, mount_table, runtime,
 };
 
 /// `vagonfs sync` options.
@@ -98,13 +98,13 @@ async fn sync_main(args: &SyncArgs, dirs: &[PathBuf]) -> ExitCode {
     }
 }
 
-async fn sync_one(mountpoint: &Path, dirs: &[PathBuf]) -> Result<Vec<SyncFailure>, String> {
+async fn sync_one(mountpoint: &Path, dirs: &[PathBuf]) -> Result<Vec<SyncFailure>, DaemonError> {
     let client = control::connect_to_mount(dirs, mountpoint)
         .await
-        .map_err(|e| explain_unreachable(mountpoint, &e, is_vagonfs_mount(mountpoint)))?;
+        .map_err(|e| explain_unreachable(mountpoint, e, is_vagonfs_mount(mountpoint)))?;
     let mut view = ProgressView::new(std::io::stderr().is_terminal());
     client
         .sync(|s| view.update(s))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(DaemonError::Control)
 }

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::{MountError, MountPlan};
+pub use crate::daemon::control::UnmountRefused;
 use crate::daemon::control::{ControlHandler, ControlServer, SyncFailure};
 use crate::daemon::metrics::{CacheKind, Endpoint, Metrics, UploadQueueStats};
 use crate::daemon::metrics_http::MetricsServer;
@@ -69,25 +70,6 @@ pub fn mount_source(root: &RootSpec) -> String {
         RootSpec::All => "all".to_string(),
     };
     format!("{}:{what}", crate::daemon::mounts::FS_NAME)
-}
-
-/// Why an unmount asked over the control socket did not happen (sent to the client as text).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UnmountRefused {
-    #[error(
-        "not unmounted: {} file(s) could not be uploaded ({}); they stay in the mount. Fix the \
-         cause and retry, or `vagonfs unmount --force` (the local copies are kept and uploaded \
-         by the next mount)",
-        .0.len(),
-        .0.join("; ")
-    )]
-    UploadsFailed(Vec<String>),
-    #[error("interrupted by a signal: changes not uploaded stay in {}", .0.display())]
-    Interrupted(std::path::PathBuf),
-    #[error("the mount is already shutting down")]
-    ShuttingDown,
-    #[error("the daemon ended before unmounting")]
-    DaemonEnded,
 }
 
 /// An unmount asked over the control socket, for the session loop to carry out.
@@ -407,13 +389,7 @@ impl ControlHandler for MountControl {
             .collect()
     }
 
-    async fn unmount(&self, force: bool) -> Result<(), String> {
-        self.unmount_typed(force).await.map_err(|e| e.to_string())
-    }
-}
-
-impl MountControl {
-    async fn unmount_typed(&self, force: bool) -> Result<(), UnmountRefused> {
+    async fn unmount(&self, force: bool) -> Result<(), UnmountRefused> {
         if force {
             self.forced.send_replace(true);
             info!("forced unmount asked over the control socket");

@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
 use nix::fcntl::OFlag;
@@ -109,7 +109,7 @@ fn detach_stdio() {
     let Ok(null) = File::options().read(true).write(true).open("/dev/null") else {
         return;
     };
-    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO, libc::STDERR_FILENO] {
-        let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
-    }
+    let _ = nix::unistd::dup2_stdin(&null);
+    let _ = nix::unistd::dup2_stdout(&null);
+    let _ = nix::unistd::dup2_stderr(&null);
 }

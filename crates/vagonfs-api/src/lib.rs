@@ -30,6 +30,7 @@ pub mod http;
 pub mod mem;
 pub mod metered;
 pub mod model;
+pub mod name;
 pub mod paging;
 pub mod retry;
 

@@ -75,7 +75,7 @@ pub struct Page<T> {
 pub struct Collected<T> {
     /// Each id once, in the server's order.
     pub items: Vec<T>,
-    pub stopped: Option<String>,
+    pub stopped: Option<StopReason>,
     /// Pages requested.
     pub pages: u32,
 }
@@ -94,7 +94,7 @@ impl<T> Collected<T> {
     pub fn finish(self, what: &str, policy: OnStop) -> ApiResult<Vec<T>> {
         match (self.stopped, policy) {
             (None, _) => Ok(self.items),
-            (Some(why), OnStop::Fail) => Err(malformed(what, why)),
+            (Some(why), OnStop::Fail) => Err(malformed(what, why.to_string())),
             (Some(why), OnStop::Warn) => {
                 tracing::warn!(
                     listing = what,
@@ -105,6 +105,19 @@ impl<T> Collected<T> {
             }
         }
     }
+}
+
+/// Why a listing stopped before the server's last page (the guards of the module note).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StopReason {
+    #[error("the server repeated a page (page {0})")]
+    RepeatedPage(u32),
+    #[error("next_page {next} does not move past page {page}")]
+    NoProgress { next: u32, page: u32 },
+    #[error("more than {MAX_PAGES} pages")]
+    TooManyPages,
+    #[error("{0} empty pages in a row that announce more")]
+    EmptyPages(u32),
 }
 
 /// The guards of the module note, applied page after page in page order.
@@ -119,11 +132,11 @@ struct Guard<T> {
 
 impl<T> Guard<T> {
     /// Take page `page`; `Err` says why paging must stop (its new items are kept).
-    fn take(&mut self, page: u32, got: Page<T>) -> Result<(), String> {
+    fn take(&mut self, page: u32, got: Page<T>) -> Result<(), StopReason> {
         self.pages_read += 1;
         let ids: Vec<u64> = got.items.iter().map(self.id_of).collect();
         if !ids.is_empty() && ids == self.previous_ids {
-            return Err(format!("the server repeated a page (page {page})"));
+            return Err(StopReason::RepeatedPage(page));
         }
         for item in got.items {
             if self.seen.insert((self.id_of)(&item)) {
@@ -133,18 +146,15 @@ impl<T> Guard<T> {
         self.previous_ids = ids;
         if let Some(next) = got.next_page {
             if next <= page {
-                return Err(format!("next_page {next} does not move past page {page}"));
+                return Err(StopReason::NoProgress { next, page });
             }
             if self.pages_read >= MAX_PAGES {
-                return Err(format!("more than {MAX_PAGES} pages"));
+                return Err(StopReason::TooManyPages);
             }
             if self.previous_ids.is_empty() {
                 self.empty_in_a_row += 1;
                 if self.empty_in_a_row > MAX_EMPTY_PAGES_IN_A_ROW {
-                    return Err(format!(
-                        "{} empty pages in a row that announce more",
-                        self.empty_in_a_row
-                    ));
+                    return Err(StopReason::EmptyPages(self.empty_in_a_row));
                 }
             } else {
                 self.empty_in_a_row = 0;
@@ -153,7 +163,7 @@ impl<T> Guard<T> {
         Ok(())
     }
 
-    fn done(self, stopped: Option<String>) -> Collected<T> {
+    fn done(self, stopped: Option<StopReason>) -> Collected<T> {
         Collected {
             items: self.items,
             stopped,

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use rand::Rng;
+use rand::RngExt;
 
 use super::{ApiError, ApiResult};
 
@@ -98,7 +98,7 @@ impl RetryPolicy {
 
     /// Full jitter: a uniform wait in `[0, min(max_backoff, initial_backoff * 2^(attempt-1))]`
     /// after failed attempt number `attempt` (1-based).
-    pub fn backoff(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+    pub fn backoff(&self, attempt: u32, rng: &mut impl RngExt) -> Duration {
         let exp = attempt.saturating_sub(1).min(31);
         let ceiling = self
             .initial_backoff
@@ -107,7 +107,7 @@ impl RetryPolicy {
         if ceiling.is_zero() {
             return Duration::ZERO;
         }
-        Duration::from_nanos(rng.gen_range(0..=ceiling.as_nanos().min(u64::MAX as u128) as u64))
+        Duration::from_nanos(rng.random_range(0..=ceiling.as_nanos().min(u64::MAX as u128) as u64))
     }
 }
 
@@ -227,7 +227,7 @@ impl Budget {
                 retry_after: Some(secs),
                 ..
             } => Duration::from_secs((*secs).min(MAX_RETRY_AFTER.as_secs())),
-            _ => self.policy.backoff(self.failures, &mut rand::thread_rng()),
+            _ => self.policy.backoff(self.failures, &mut rand::rng()),
         };
         // Checked: a hostile `Retry-After` or an unbounded `max_elapsed` must not overflow.
         let retry_at = self.start.elapsed().checked_add(wait);

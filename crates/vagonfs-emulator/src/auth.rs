@@ -88,27 +88,27 @@ impl Authenticator {
         }
     }
 
-    /// Check one request; `Err` carries the 401 message.
+    /// Check one request; `Err` is the 401's reason.
     pub fn check(
         &self,
         authorization: Option<&str>,
         method: &str,
         path: &str,
         body: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), AuthError> {
         let header = authorization
             .and_then(parse_authorization)
-            .ok_or("missing or malformed Authorization header (expected HMAC key:signature:nonce:timestamp)")?;
+            .ok_or(AuthError::NoHeader)?;
         if header.api_key != self.api_key {
-            return Err("unknown API key".into());
+            return Err(AuthError::UnknownKey);
         }
         let now = now_ms();
         if header.timestamp_ms.abs_diff(now) > MAX_SKEW_MS.unsigned_abs() {
-            return Err("timestamp is more than 5 minutes away from the server clock (milliseconds expected)".into());
+            return Err(AuthError::ClockSkew);
         }
         let valid = verify(&self.api_secret, method, path, body, &header);
         if !valid {
-            return Err("invalid signature".into());
+            return Err(AuthError::BadSignature);
         }
         let fresh = self
             .nonces
@@ -120,10 +120,27 @@ impl Authenticator {
                 MAX_NONCES,
             );
         if !fresh {
-            return Err("nonce already used".into());
+            return Err(AuthError::NonceReused);
         }
         Ok(())
     }
+}
+
+/// Why a request is refused with 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "missing or malformed Authorization header (expected HMAC key:signature:nonce:timestamp)"
+    )]
+    NoHeader,
+    #[error("unknown API key")]
+    UnknownKey,
+    #[error("timestamp is more than 5 minutes away from the server clock (milliseconds expected)")]
+    ClockSkew,
+    #[error("invalid signature")]
+    BadSignature,
+    #[error("nonce already used")]
+    NonceReused,
 }
 
 /// Middleware for API routes: buffer the body, verify, hand the same bytes on.
@@ -150,7 +167,7 @@ pub async fn require_hmac(State(state): State<AppState>, req: Request, next: Nex
         &bytes,
     ) {
         tracing::debug!(path = parts.uri.path(), %message, "refused request");
-        return Failure::unauthorized(message).into_response();
+        return Failure::unauthorized(message.to_string()).into_response();
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
@@ -175,39 +192,37 @@ mod tests {
         let ok = header("k", "s", now, "n1", b"{}");
         assert_eq!(a.check(Some(&ok), "POST", PATH, b"{}"), Ok(()));
         assert_eq!(
-            a.check(Some(&ok), "POST", PATH, b"{}").unwrap_err(),
-            "nonce already used"
+            a.check(Some(&ok), "POST", PATH, b"{}"),
+            Err(AuthError::NonceReused)
         );
         assert!(a.check(None, "POST", PATH, b"").is_err());
         let other_key = header("x", "s", now, "n2", b"{}");
         assert_eq!(
-            a.check(Some(&other_key), "POST", PATH, b"{}").unwrap_err(),
-            "unknown API key"
+            a.check(Some(&other_key), "POST", PATH, b"{}"),
+            Err(AuthError::UnknownKey)
         );
         let stale = header("k", "s", now - MAX_SKEW_MS - 1000, "n3", b"{}");
-        assert!(
-            a.check(Some(&stale), "POST", PATH, b"{}")
-                .unwrap_err()
-                .starts_with("timestamp")
+        assert_eq!(
+            a.check(Some(&stale), "POST", PATH, b"{}"),
+            Err(AuthError::ClockSkew)
         );
         for extreme in [i64::MIN, i64::MAX, 0] {
             let h = format!("HMAC k:00:n-extreme:{extreme}");
-            assert!(
-                a.check(Some(&h), "POST", PATH, b"{}")
-                    .unwrap_err()
-                    .starts_with("timestamp")
+            assert_eq!(
+                a.check(Some(&h), "POST", PATH, b"{}"),
+                Err(AuthError::ClockSkew)
             );
         }
         let wrong = header("k", "bad", now, "n4", b"{}");
         assert_eq!(
-            a.check(Some(&wrong), "POST", PATH, b"{}").unwrap_err(),
-            "invalid signature"
+            a.check(Some(&wrong), "POST", PATH, b"{}"),
+            Err(AuthError::BadSignature)
         );
         // The body is part of what is signed.
         let signed = header("k", "s", now, "n5", b"{}");
         assert_eq!(
-            a.check(Some(&signed), "POST", PATH, b"{ }").unwrap_err(),
-            "invalid signature"
+            a.check(Some(&signed), "POST", PATH, b"{ }"),
+            Err(AuthError::BadSignature)
         );
         // A refused request does not burn its nonce.
         assert_eq!(a.check(Some(&signed), "POST", PATH, b"{}"), Ok(()));

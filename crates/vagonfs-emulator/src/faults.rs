@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rand::Rng;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -32,16 +32,37 @@ pub struct Faults {
     pub reset_rate: f64,
 }
 
+/// A fault setting out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultError {
+    #[error("{name} must be between 0 and 1, got {rate}")]
+    RateOutOfRange { name: &'static str, rate: f64 },
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    #[error("{0} is not between 0 and 1")]
+    NotARate(f64),
+}
+
+/// `--fail-rate` and friends: a number in `[0, 1]`.
+pub fn parse_rate(s: &str) -> Result<f64, FaultError> {
+    let rate: f64 = s.parse().map_err(|_| FaultError::NotANumber(s.into()))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(FaultError::NotARate(rate))
+    }
+}
+
 impl Faults {
     /// Rates must be in `[0, 1]`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FaultError> {
         for (name, rate) in [
             ("fail_rate", self.fail_rate),
             ("throttle_rate", self.throttle_rate),
             ("reset_rate", self.reset_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(format!("{name} must be between 0 and 1, got {rate}"));
+                return Err(FaultError::RateOutOfRange { name, rate });
             }
         }
         Ok(())
@@ -84,14 +105,14 @@ impl FaultSwitch {
     }
 
     /// Replace the settings; refused (unchanged) when a rate is out of range.
-    pub fn set(&self, faults: Faults) -> Result<(), String> {
+    pub fn set(&self, faults: Faults) -> Result<(), FaultError> {
         faults.validate()?;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = faults;
         Ok(())
     }
 
     /// Change the given fields; returns the new settings.
-    pub fn apply(&self, patch: FaultPatch) -> Result<Faults, String> {
+    pub fn apply(&self, patch: FaultPatch) -> Result<Faults, FaultError> {
         let mut next = self.get();
         next.fail_rate = patch.fail_rate.unwrap_or(next.fail_rate);
         next.throttle_rate = patch.throttle_rate.unwrap_or(next.throttle_rate);
@@ -103,10 +124,10 @@ impl FaultSwitch {
 
     fn decide(&self) -> (Duration, Decision) {
         let f = self.get();
-        let mut rng = rand::thread_rng();
-        let decision = if rng.gen_bool(f.fail_rate) {
+        let mut rng = rand::rng();
+        let decision = if rng.random_bool(f.fail_rate) {
             Decision::Fail
-        } else if rng.gen_bool(f.throttle_rate) {
+        } else if rng.random_bool(f.throttle_rate) {
             Decision::Throttle
         } else {
             Decision::Pass
@@ -116,7 +137,7 @@ impl FaultSwitch {
 
     /// Whether this data transfer should have its connection dropped.
     pub fn roll_reset(&self) -> bool {
-        rand::thread_rng().gen_bool(self.get().reset_rate)
+        rand::rng().random_bool(self.get().reset_rate)
     }
 }
 

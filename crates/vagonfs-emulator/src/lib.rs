@@ -59,6 +59,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 pub use faults::Faults;
+use faults::parse_rate;
 
 /// Default quota of each storage: 25 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 25 * 1024 * 1024 * 1024;
@@ -146,15 +147,6 @@ impl std::fmt::Debug for EmulatorConfig {
     }
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
-    let rate: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&rate) {
-        Ok(rate)
-    } else {
-        Err(format!("{rate} is not between 0 and 1"))
-    }
-}
-
 /// How to run an emulator.
 #[derive(Clone)]
 pub struct EmulatorConfig {
@@ -224,7 +216,7 @@ impl EmulatorConfig {
             "at most {MAX_MACHINES} machines"
         );
         anyhow::ensure!(i64::try_from(self.quota_bytes).is_ok(), "quota too large");
-        self.faults.validate().map_err(anyhow::Error::msg)
+        Ok(self.faults.validate()?)
     }
 }
 
@@ -293,7 +285,7 @@ impl RunningEmulator {
     }
 
     /// Change fault injection; refused when a rate is outside 0..1.
-    pub fn set_faults(&self, faults: Faults) -> Result<(), String> {
+    pub fn set_faults(&self, faults: Faults) -> Result<(), faults::FaultError> {
         self.state.faults.set(faults)
     }
 

@@ -66,7 +66,10 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
 
 async fn set_faults(State(state): State<AppState>, body: Bytes) -> Reply {
     let patch: FaultPatch = parse(&body)?;
-    let now = state.faults.apply(patch).map_err(Failure::bad_request)?;
+    let now = state
+        .faults
+        .apply(patch)
+        .map_err(|e| Failure::bad_request(e.to_string()))?;
     tracing::info!(?now, "fault injection changed");
     Ok(ok(now))
 }

@@ -115,7 +115,7 @@ fn spawn_zip_job(state: &AppState, download_id: u64, items: Vec<crate::emulator:
             Ok(size) => Ok((tmp, name, size)),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                Err(e.to_string())
+                Err(e)
             }
         };
         if let Err(e) = store.finish_zip(download_id, built) {

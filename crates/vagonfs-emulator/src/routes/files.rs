@@ -174,7 +174,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
     let name = field_str(&map, "file_name")?
         .ok_or_else(|| Failure::bad_request("file_name is required"))?
         .to_string();
-    check_name(&name).map_err(Failure::bad_request)?;
+    check_name(&name).map_err(|e| Failure::bad_request(e.to_string()))?;
     let kind = match field_str(&map, "object_type")? {
         Some("file") => ObjectType::File,
         Some("directory") => ObjectType::Directory,

@@ -209,10 +209,10 @@ impl Store {
     }
 
     /// Record a zip job's end: the archive built in `tmp` (moved into `zips/`), or a failure.
-    pub fn finish_zip(
+    pub fn finish_zip<E: std::error::Error>(
         &self,
         id: u64,
-        built: Result<(PathBuf, String, u64), String>,
+        built: Result<(PathBuf, String, u64), E>,
     ) -> StoreResult<()> {
         let db = self.db();
         match built {

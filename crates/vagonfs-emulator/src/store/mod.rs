@@ -27,6 +27,8 @@
 //!   assembly, zips) runs outside the mutex.
 
 mod downloads;
+mod pages;
+mod seed;
 mod tree;
 mod upload;
 
@@ -42,6 +44,8 @@ pub use downloads::{Download, DownloadStatus, Planned, ZipItem};
 pub use tree::{Folder, Listing, NewEntry, Target};
 pub use upload::UploadSpec;
 
+pub use crate::api::name::{MAX_NAME_BYTES, check_name};
+
 /// How long [`Store::open`] waits for another emulator (or a previous one in the same process,
 /// still shutting down) to release the data folder.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -53,8 +57,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_DEPTH: usize = 4096;
 /// MIME type of bytes whose type nobody stated.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
-/// Longest accepted name, in bytes (what common filesystems allow).
-pub const MAX_NAME_BYTES: usize = 255;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -268,7 +270,7 @@ pub struct Store {
     machine_storages: Vec<StorageInfo>,
     presign_key: Vec<u8>,
     /// Where each page of a folder listing starts (keyset pagination, see `tree`).
-    page_bounds: tree::BoundsCache,
+    page_bounds: pages::BoundsCache,
     /// Held (advisory lock) for the store's lifetime.
     _lock: File,
 }
@@ -312,7 +314,7 @@ impl Store {
             recordings,
             machine_storages,
             presign_key,
-            page_bounds: tree::BoundsCache::default(),
+            page_bounds: pages::BoundsCache::default(),
             _lock: lock,
         };
         for m in 1..=machines {
@@ -588,40 +590,9 @@ pub fn new_uid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Why a name is refused (the API's own create path; raw entries bypass this).
-pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("name must not be empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("name {name:?} is reserved"));
-    }
-    if name.contains('/') {
-        return Err("name must not contain '/'".into());
-    }
-    if name.contains('\0') {
-        return Err("name must not contain NUL".into());
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(format!("name is longer than {MAX_NAME_BYTES} bytes"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_checked() {
-        assert!(check_name("report.pdf").is_ok());
-        assert!(check_name("ünïcödé ✓").is_ok());
-        for bad in ["", ".", "..", "a/b", "a\0b"] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_name(&"x".repeat(MAX_NAME_BYTES)).is_ok());
-        assert!(check_name(&"x".repeat(MAX_NAME_BYTES + 1)).is_err());
-    }
 
     #[test]
     fn reopen_keeps_roots_and_key_and_lock_excludes() {

@@ -5,23 +5,15 @@
 //! root); a parent that is a file, pending, in another storage, or (for a recordings listing
 //! filtered by machine) owned by another machine is "not found"; listing order is folders first,
 //! then by name (byte order), then id (raw entries may repeat a name); `q` is a case-insensitive
-//! substring match done in Rust (SQLite's `lower()` only folds ASCII).
-//!
-//! Pages without `q` use keyset pagination: `OFFSET n` walks n rows, so with 100,000 entries the
-//! last page cost ~100 times the first. A [`PageBounds`] table holds the key `(is_dir, name, id)`
-//! of the last item of every page and the count, built by one scan of the
-//! `(parent_id, pending, is_dir, name, id)` index and cached per `(folder, owner, per_page)`
-//! until anything in the database changes (SQLite's `total_changes` of the one connection);
-//! page `p` is then the `per_page` items after page `p - 1`'s last key, read from the index.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//! substring match done in Rust (SQLite's `lower()` only folds ASCII).//!
+//! Keyset pagination is in `pages`; raw entries and the seeded recordings in `seed`.
 
 use rusqlite::{Connection, params};
 
+use super::pages::owner_clause;
 use super::{
     ENTRY_COLUMNS, Entry, MAX_DEPTH, StorageInfo, StorageKind, Store, StoreError, StoreResult,
-    get_entry, new_uid, publish, remove_quietly,
+    get_entry, new_uid, remove_quietly,
 };
 use crate::emulator::reply::now_ms;
 
@@ -71,64 +63,6 @@ pub struct NewEntry {
     pub modified_ms: Option<i64>,
 }
 
-/// Where a listing page starts: the key of the previous page's last item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PageKey {
-    is_dir: bool,
-    name: String,
-    id: u64,
-}
-
-/// A folder's page boundaries for one `per_page`.
-#[derive(Debug)]
-pub(super) struct PageBounds {
-    /// `after[i]`: the last key of page `i + 1`.
-    after: Vec<PageKey>,
-    /// Items on all pages.
-    count: u64,
-}
-
-/// Folders whose bounds are kept; past this the cache starts over.
-const BOUNDS_KEPT: usize = 64;
-
-type BoundsKey = (u64, Option<u64>, u64);
-
-/// [`PageBounds`] by `(folder, owner, per_page)`, with the change counter they were built at.
-#[derive(Debug, Default)]
-pub(super) struct BoundsCache(Mutex<HashMap<BoundsKey, (u64, Arc<PageBounds>)>>);
-
-impl BoundsCache {
-    fn get(&self, key: &BoundsKey) -> Option<(u64, Arc<PageBounds>)> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).map(|(g, b)| (*g, Arc::clone(b)))
-    }
-
-    fn put(&self, key: BoundsKey, generation: u64, bounds: Arc<PageBounds>) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= BOUNDS_KEPT && !map.contains_key(&key) {
-            map.clear();
-        }
-        map.insert(key, (generation, bounds));
-    }
-}
-
-/// The SQL filter on the recordings' owner, bound as parameter `?{param}` (a condition that is
-/// always true when there is no owner, so the parameter list stays the same).
-fn owner_clause(owner: Option<u64>, param: u8) -> String {
-    if owner.is_some() {
-        format!("AND owner_machine = ?{param}")
-    } else {
-        format!("AND ?{param} IS NULL")
-    }
-}
-
-/// Seeded recordings per machine: (session folder, file name, bytes).
-const SEED_RECORDINGS: &[(&str, &str, usize)] = &[
-    ("Session 2026-01-12 09-30", "recording-1.mp4", 4096),
-    ("Session 2026-01-12 09-30", "recording-2.mp4", 2500),
-    ("Session 2026-01-14 16-05", "recording-1.mp4", 6000),
-];
-
 impl Store {
     /// Where an API create lands; the recordings tree is read-only (403).
     pub(super) fn writable_target(
@@ -175,99 +109,6 @@ impl Store {
             )));
         }
         Ok((storage, folder))
-    }
-
-    /// The page boundaries of `parent`'s listing, cached while nothing changed.
-    fn page_bounds(
-        &self,
-        conn: &Connection,
-        parent: u64,
-        owner: Option<u64>,
-        per_page: u64,
-    ) -> StoreResult<Arc<PageBounds>> {
-        let generation = conn.total_changes();
-        let key = (parent, owner, per_page);
-        if let Some((g, bounds)) = self.page_bounds.get(&key)
-            && g == generation
-        {
-            return Ok(bounds);
-        }
-        let mut after = Vec::new();
-        let mut count: u64 = 0;
-        for is_dir in [true, false] {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT name, id FROM entries WHERE parent_id = ?1 AND pending = 0 \
-                 AND is_dir = ?2 {} ORDER BY name, id",
-                owner_clause(owner, 3)
-            ))?;
-            let mut rows = stmt.query(params![parent, is_dir, owner])?;
-            while let Some(row) = rows.next()? {
-                count += 1;
-                if per_page > 0 && count.is_multiple_of(per_page) {
-                    after.push(PageKey {
-                        is_dir,
-                        name: row.get(0)?,
-                        id: row.get(1)?,
-                    });
-                }
-            }
-        }
-        let bounds = Arc::new(PageBounds { after, count });
-        self.page_bounds.put(key, generation, Arc::clone(&bounds));
-        Ok(bounds)
-    }
-
-    /// Up to `per_page` items of `parent` after `after` (from the start when `None`), folders
-    /// first, each group by name then id.
-    fn keyset_page(
-        &self,
-        conn: &Connection,
-        parent: u64,
-        owner: Option<u64>,
-        after: Option<&PageKey>,
-        per_page: u64,
-    ) -> StoreResult<Vec<Entry>> {
-        let mut items = Vec::new();
-        for is_dir in [true, false] {
-            let left = per_page.saturating_sub(items.len() as u64);
-            if left == 0 {
-                break;
-            }
-            let from = match after {
-                None => None,
-                Some(k) if k.is_dir == is_dir => Some(k),
-                // Past the last folder: the files start from their first.
-                Some(k) if k.is_dir => None,
-                // The key is a file: no folder comes after it.
-                Some(_) => continue,
-            };
-            let owner_sql = owner_clause(owner, 3);
-            let limit = left.min(i64::MAX as u64);
-            let page: Vec<Entry> = match from {
-                None => {
-                    let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = ?1 AND pending = 0 \
-                         AND is_dir = ?2 {owner_sql} ORDER BY name, id LIMIT ?4"
-                    ))?;
-                    stmt.query_map(params![parent, is_dir, owner, limit], Entry::from_row)?
-                        .collect::<Result<_, _>>()?
-                }
-                Some(k) => {
-                    let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = ?1 AND pending = 0 \
-                         AND is_dir = ?2 {owner_sql} AND (name, id) > (?5, ?6) \
-                         ORDER BY name, id LIMIT ?4"
-                    ))?;
-                    stmt.query_map(
-                        params![parent, is_dir, owner, limit, k.name, k.id],
-                        Entry::from_row,
-                    )?
-                    .collect::<Result<_, _>>()?
-                }
-            };
-            items.extend(page);
-        }
-        Ok(items)
     }
 
     /// One page of `parent` (`None`/0/the root id: the root) in `storage`.
@@ -431,150 +272,6 @@ impl Store {
         }
         Ok(())
     }
-
-    /// Insert an entry without any check but the parent's existence (test hook, seeding).
-    pub fn insert_raw(&self, new: NewEntry) -> StoreResult<Entry> {
-        let blob = if new.is_dir {
-            None
-        } else {
-            let name = new_uid();
-            let tmp = self.dirs.tmp_file();
-            std::fs::write(&tmp, &new.content)?;
-            publish(&tmp, &self.blob_path(&name))?;
-            Some(name)
-        };
-        let mut db = self.db();
-        let inserted = (|| {
-            let (storage, parent) = self.resolve_target_in(&db, new.target, new.recordings)?;
-            let tx = db.transaction()?;
-            let entry = insert_entry(&tx, storage.id, &parent, &new, blob.as_deref())?;
-            tx.commit()?;
-            Ok(entry)
-        })();
-        if inserted.is_err()
-            && let Some(blob) = &blob
-        {
-            remove_quietly(&self.blob_path(blob));
-        }
-        inserted
-    }
-
-    /// `count` empty folders named `{prefix}{n:06}` (n from 0) under `target`, in one transaction
-    /// (test hook and benchmarks: big folders in a moment). Answers the ids of the first and the
-    /// last one. No name checks beyond the parent's existence, like [`Store::insert_raw`].
-    pub fn insert_folders(
-        &self,
-        target: Target,
-        prefix: &str,
-        count: u64,
-    ) -> StoreResult<(u64, u64)> {
-        let mut db = self.db();
-        let (storage, parent) = self.resolve_target_in(&db, target, false)?;
-        let tx = db.transaction()?;
-        let (mut first, mut last) = (0, 0);
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO entries (storage_id, parent_id, name, is_dir, size, modified_ms, uid)
-                 VALUES (?1, ?2, ?3, 1, 0, ?4, ?5)",
-            )?;
-            let now = now_ms();
-            for n in 0..count {
-                stmt.execute(params![
-                    storage.id,
-                    parent.id,
-                    format!("{prefix}{n:06}"),
-                    now,
-                    new_uid()
-                ])?;
-                last = u64::try_from(tx.last_insert_rowid()).unwrap_or_default();
-                if n == 0 {
-                    first = last;
-                }
-            }
-        }
-        tx.commit()?;
-        Ok((first, last))
-    }
-
-    /// Give machine `m` its recordings folder with a few small sessions, once.
-    pub(super) fn seed_recordings(&self, m: u64) -> StoreResult<()> {
-        let seeded: bool = self.db().query_row(
-            "SELECT EXISTS (SELECT 1 FROM entries WHERE storage_id = ?1 AND owner_machine = ?2)",
-            params![self.recordings.id, m],
-            |r| r.get(0),
-        )?;
-        if seeded {
-            return Ok(());
-        }
-        let folder = |parent: u64, name: &str, modified_ms: Option<i64>| {
-            self.insert_raw(NewEntry {
-                target: Target {
-                    machine_id: None,
-                    parent_id: Some(parent),
-                },
-                recordings: true,
-                owner_machine: Some(m),
-                name: name.into(),
-                is_dir: true,
-                modified_ms,
-                ..NewEntry::default()
-            })
-        };
-        let machine_dir = folder(self.recordings.root_id, &super::machine_name(m), None)?;
-        let mut session: Option<(String, u64)> = None;
-        for (session_name, file_name, len) in SEED_RECORDINGS {
-            let session_id = match &session {
-                Some((name, id)) if name == session_name => *id,
-                _ => {
-                    let id = folder(machine_dir.id, session_name, session_ms(session_name))?.id;
-                    session = Some((session_name.to_string(), id));
-                    id
-                }
-            };
-            self.insert_raw(NewEntry {
-                target: Target {
-                    machine_id: None,
-                    parent_id: Some(session_id),
-                },
-                recordings: true,
-                owner_machine: Some(m),
-                name: (*file_name).into(),
-                content: fake_mp4(m, file_name, *len),
-                content_type: Some("video/mp4".into()),
-                // Recorded during the session: its date, not the seeding time.
-                modified_ms: session_ms(session_name),
-                ..NewEntry::default()
-            })?;
-        }
-        Ok(())
-    }
-}
-
-/// The date a seeded session folder is named after (`Session 2026-01-12 09-30`), ms since
-/// the epoch (UTC).
-fn session_ms(name: &str) -> Option<i64> {
-    let stamp = name.strip_prefix("Session ")?;
-    chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H-%M")
-        .ok()
-        .map(|t| t.and_utc().timestamp_millis())
-}
-
-/// Deterministic bytes that start like an MP4 (`ftyp` box) and differ per machine and file.
-fn fake_mp4(machine: u64, name: &str, len: usize) -> Vec<u8> {
-    let mut bytes = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
-    let seed = name.bytes().fold(machine.wrapping_mul(31), |acc, b| {
-        acc.wrapping_mul(131).wrapping_add(u64::from(b))
-    });
-    let mut state = seed | 1;
-    while bytes.len() < len {
-        // xorshift64: cheap deterministic filler.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.push(state as u8);
-    }
-    bytes.truncate(len);
-    bytes
 }
 
 /// A visible folder (live, not pending) by id.
@@ -599,7 +296,7 @@ pub(super) fn same_name(conn: &Connection, parent: u64, name: &str) -> StoreResu
 }
 
 /// Insert `new` under `parent`; a recording inherits its parent's owner.
-fn insert_entry(
+pub(super) fn insert_entry(
     conn: &Connection,
     storage_id: i64,
     parent: &Entry,
@@ -630,65 +327,15 @@ fn insert_entry(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::emulator::store::UploadSpec;
 
-    fn store() -> (tempfile::TempDir, Store) {
+    /// A store in a fresh temporary folder (the tests of `pages` and `seed` use it too).
+    pub(in crate::store) fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), 2, 1 << 30).unwrap();
         (dir, s)
-    }
-
-    #[test]
-    fn keyset_pages_match_the_order_and_cost_the_same_anywhere() {
-        let (_d, s) = store();
-        let storage = s.machine_storage(1).unwrap();
-        let target = Target {
-            machine_id: Some(1),
-            parent_id: None,
-        };
-        let (first, last) = s.insert_folders(target, "d", 100_000).unwrap();
-        assert_eq!(last - first, 99_999);
-        // A few files after the folders, one name repeated (ordered by id then).
-        for name in ["b", "a", "a"] {
-            s.insert_raw(NewEntry {
-                target,
-                name: name.into(),
-                content: b"x".to_vec(),
-                ..NewEntry::default()
-            })
-            .unwrap();
-        }
-        let page = |p: u64| s.list(storage, None, None, p, 100, None).unwrap();
-        let one = page(1);
-        assert_eq!(one.count, 100_003);
-        assert_eq!(one.items[0].name, "d000000");
-        assert_eq!(page(2).items[0].name, "d000100");
-        let end = page(1001);
-        let names: Vec<&str> = end.items.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, vec!["a", "a", "b"]);
-        assert!(end.items[0].id < end.items[1].id);
-        assert!(page(1002).items.is_empty());
-        // The boundary table is built once; then the last page costs about the first.
-        let time = |p: u64| {
-            let mut best = std::time::Duration::MAX;
-            for _ in 0..5 {
-                let t = std::time::Instant::now();
-                page(p);
-                best = best.min(t.elapsed());
-            }
-            best
-        };
-        let (t_first, t_last) = (time(1), time(1000));
-        assert!(
-            t_last < t_first * 3,
-            "last page {t_last:?}, first {t_first:?}"
-        );
-        // A change is seen at once: the table is rebuilt.
-        s.create_dir(target, "0-first").unwrap();
-        assert_eq!(page(1).items[0].name, "0-first");
-        assert_eq!(page(1).count, 100_004);
     }
 
     #[test]
@@ -840,43 +487,5 @@ mod tests {
             Err(StoreError::RootFolder(_))
         ));
         assert!(matches!(s.delete(top.id), Err(StoreError::NotFound(_))));
-    }
-
-    #[test]
-    fn recordings_are_seeded_per_machine_and_filtered() {
-        let (_d, s) = store();
-        let all = s.list(s.recordings(), None, None, 1, 20, None).unwrap();
-        assert_eq!(all.items.len(), 2);
-        let one = s.list(s.recordings(), None, Some(1), 1, 20, None).unwrap();
-        assert_eq!(one.items.len(), 1);
-        let machine1 = &one.items[0];
-        assert!(matches!(
-            s.list(s.recordings(), Some(machine1.id), Some(2), 1, 20, None),
-            Err(StoreError::NotFound(_))
-        ));
-        let sessions = s
-            .list(s.recordings(), Some(machine1.id), Some(1), 1, 20, None)
-            .unwrap();
-        assert_eq!(sessions.items.len(), 2);
-        let files = s
-            .list(
-                s.recordings(),
-                Some(sessions.items[0].id),
-                None,
-                1,
-                20,
-                None,
-            )
-            .unwrap();
-        assert!(
-            files
-                .items
-                .iter()
-                .all(|e| e.name.ends_with(".mp4") && !e.is_dir)
-        );
-        assert!(matches!(
-            s.delete(files.items[0].id),
-            Err(StoreError::ReadOnly(_))
-        ));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use crate::api::faulty::{ApiMethod, Fault, FaultTiming, FaultyFilesApi, Variant};
 use crate::api::mem::{MemApi, mtime_of, pattern, status};
@@ -385,8 +385,8 @@ async fn reads_of_every_size_return_the_bytes() {
     let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
     let mut rng = StdRng::seed_from_u64(7);
     for _ in 0..300 {
-        let offset = rng.gen_range(0..big.len() as u64 + 10);
-        let len = rng.gen_range(0..3 * MIB as u32);
+        let offset = rng.random_range(0..big.len() as u64 + 10);
+        let len = rng.random_range(0..3 * MIB as u32);
         let got = fs.read(ino, open.fh, offset, len).await.expect("read");
         let from = (offset as usize).min(big.len());
         let to = (offset as usize)

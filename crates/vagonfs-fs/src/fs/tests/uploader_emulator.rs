@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use md5::{Digest, Md5};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use crate::api::{FilesApi, ListQuery, Space};
 use crate::emulator::{EmulatorConfig, RunningEmulator};
