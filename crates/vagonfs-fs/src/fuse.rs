@@ -42,14 +42,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use fuser::consts::{
-    FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FUSE_ASYNC_READ, FUSE_AUTO_INVAL_DATA, FUSE_BIG_WRITES,
-    FUSE_DO_READDIRPLUS, FUSE_PARALLEL_DIROPS,
-};
 use fuser::{
-    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow,
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::{Instrument, Span, debug, info, trace, warn};
@@ -79,7 +76,7 @@ const STAT_BLOCK_SIZE: u64 = 512;
 /// An operation slower than this is logged at debug (otherwise at trace).
 const SLOW_OP: Duration = Duration::from_secs(1);
 /// The lookup generation: inode numbers are never reused within a mount.
-const GENERATION: u64 = 0;
+const GENERATION: Generation = Generation(0);
 /// The longest name the kernel takes in a FUSE directory listing (`FUSE_NAME_MAX`).
 const FUSE_NAME_MAX: usize = 1024;
 
@@ -260,7 +257,7 @@ macro_rules! fuse_reply {
     ($($t:ty),* $(,)?) => {
         $(impl FuseReply for $t {
             fn fail(self, errno: i32) {
-                self.error(errno)
+                self.error(Errno::from_i32(errno))
             }
         })*
     };
@@ -290,7 +287,7 @@ fn file_type(kind: NodeKind) -> FileType {
 /// The kernel's view of a core [`Attr`].
 pub fn file_attr(attr: &Attr) -> FileAttr {
     FileAttr {
-        ino: attr.ino,
+        ino: INodeNo(attr.ino),
         size: attr.size,
         blocks: attr.size.div_ceil(STAT_BLOCK_SIZE),
         atime: attr.atime,
@@ -329,9 +326,11 @@ impl KernelNotifier {
             .spawn(move || {
                 for note in rx {
                     let (what, sent) = match &note {
-                        Note::Entry(parent, name) => ("entry", notifier.inval_entry(*parent, name)),
+                        Note::Entry(parent, name) => {
+                            ("entry", notifier.inval_entry(INodeNo(*parent), name))
+                        }
                         // Offset 0, length 0: attributes and every cached page.
-                        Note::Inode(ino) => ("inode", notifier.inval_inode(*ino, 0, 0)),
+                        Note::Inode(ino) => ("inode", notifier.inval_inode(INodeNo(*ino), 0, 0)),
                     };
                     // ENOENT: the kernel did not hold it; anything else after unmount.
                     if let Err(err) = sent {
@@ -374,7 +373,7 @@ enum Found {
 /// cache that answer for the entry TTL.
 fn negative_attr() -> FileAttr {
     FileAttr {
-        ino: 0,
+        ino: INodeNo(0),
         size: 0,
         blocks: 0,
         atime: SystemTime::UNIX_EPOCH,
@@ -392,13 +391,13 @@ fn negative_attr() -> FileAttr {
     }
 }
 
-fn open_flags(open: &OpenReply) -> u32 {
-    let mut flags = 0;
+fn open_flags(open: &OpenReply) -> FopenFlags {
+    let mut flags = FopenFlags::empty();
     if open.keep_cache {
-        flags |= FOPEN_KEEP_CACHE;
+        flags |= FopenFlags::FOPEN_KEEP_CACHE;
     }
     if open.direct_io {
-        flags |= FOPEN_DIRECT_IO;
+        flags |= FopenFlags::FOPEN_DIRECT_IO;
     }
     flags
 }
@@ -418,13 +417,19 @@ fn kernel_accepts(name: &OsStr) -> bool {
     !bytes.is_empty() && bytes.len() <= FUSE_NAME_MAX && !bytes.iter().any(|&b| b == b'/' || b == 0)
 }
 
-/// An offset from the kernel; negative offsets are refused.
-fn offset(offset: i64) -> Option<u64> {
-    u64::try_from(offset).ok()
+/// A listing offset for the kernel. The core's offsets are opaque cookies (`i64`, positive);
+/// the kernel's are `u64`: the bits go through unchanged both ways.
+fn kernel_offset(offset: i64) -> u64 {
+    offset.cast_unsigned()
+}
+
+/// The core's listing offset for one the kernel sends back (see [`kernel_offset`]).
+fn core_offset(offset: u64) -> i64 {
+    offset.cast_signed()
 }
 
 impl Filesystem for FuseAdapter {
-    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Async reads: the kernel may send several reads of one file at once (readahead).
         // Big writes: writes larger than a page. Readdirplus: listings carry attributes, so
         // `ls -l` needs no lookup per entry. Parallel dirops: lookups and listings in one
@@ -433,11 +438,11 @@ impl Filesystem for FuseAdapter {
         // Not asked: atomic O_TRUNC (the kernel truncates through setattr, which the core
         // handles), writeback cache (the core uploads on close and must see every write).
         for (cap, name) in [
-            (FUSE_ASYNC_READ, "async read"),
-            (FUSE_BIG_WRITES, "big writes"),
-            (FUSE_DO_READDIRPLUS, "readdirplus"),
-            (FUSE_PARALLEL_DIROPS, "parallel dirops"),
-            (FUSE_AUTO_INVAL_DATA, "auto inval data"),
+            (InitFlags::FUSE_ASYNC_READ, "async read"),
+            (InitFlags::FUSE_BIG_WRITES, "big writes"),
+            (InitFlags::FUSE_DO_READDIRPLUS, "readdirplus"),
+            (InitFlags::FUSE_PARALLEL_DIROPS, "parallel dirops"),
+            (InitFlags::FUSE_AUTO_INVAL_DATA, "auto inval data"),
         ] {
             if config.add_capabilities(cap).is_err() {
                 debug!("kernel does not offer FUSE capability {name}");
@@ -471,7 +476,7 @@ impl Filesystem for FuseAdapter {
         debug!("FUSE session destroyed");
     }
 
-    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, _req: &Request, INodeNo(parent): INodeNo, name: &OsStr, reply: ReplyEntry) {
         let fs = self.fs.clone();
         let name = name.to_os_string();
         self.dispatch(
@@ -494,16 +499,22 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
+    fn forget(&self, _req: &Request, INodeNo(ino): INodeNo, nlookup: u64) {
         trace!(ino, nlookup, "forget");
         self.count(FuseOp::Forget, false);
         self.fs.forget(ino, nlookup);
     }
 
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, fh: Option<u64>, reply: ReplyAttr) {
+    fn getattr(
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
+        fh: Option<FileHandle>,
+        reply: ReplyAttr,
+    ) {
         let fs = self.fs.clone();
         let ctx = match fh {
-            Some(fh) => OpCtx::fh(FuseOp::Getattr, ino, fh),
+            Some(FileHandle(fh)) => OpCtx::fh(FuseOp::Getattr, ino, fh),
             None => OpCtx::new(FuseOp::Getattr, ino),
         };
         self.dispatch(
@@ -515,9 +526,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn setattr(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
@@ -525,13 +536,14 @@ impl Filesystem for FuseAdapter {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        fh: Option<u64>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
-        _flags: Option<u32>,
+        _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let fh = fh.map(|FileHandle(fh)| fh);
         let set = SetAttr {
             size,
             mode,
@@ -554,7 +566,7 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+    fn readlink(&self, _req: &Request, INodeNo(ino): INodeNo, reply: ReplyData) {
         self.refuse(
             OpCtx::new(FuseOp::Readlink, ino),
             reply,
@@ -564,9 +576,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn mknod(
-        &mut self,
-        _req: &Request<'_>,
-        parent: u64,
+        &self,
+        _req: &Request,
+        INodeNo(parent): INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
@@ -601,9 +613,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn mkdir(
-        &mut self,
-        _req: &Request<'_>,
-        parent: u64,
+        &self,
+        _req: &Request,
+        INodeNo(parent): INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
@@ -619,7 +631,7 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, _req: &Request, INodeNo(parent): INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = self.fs.clone();
         let name = name.to_os_string();
         self.dispatch(
@@ -630,7 +642,7 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, _req: &Request, INodeNo(parent): INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = self.fs.clone();
         let name = name.to_os_string();
         self.dispatch(
@@ -642,9 +654,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn symlink(
-        &mut self,
-        _req: &Request<'_>,
-        parent: u64,
+        &self,
+        _req: &Request,
+        INodeNo(parent): INodeNo,
         _link_name: &OsStr,
         _target: &Path,
         reply: ReplyEntry,
@@ -658,13 +670,13 @@ impl Filesystem for FuseAdapter {
     }
 
     fn rename(
-        &mut self,
-        _req: &Request<'_>,
-        parent: u64,
+        &self,
+        _req: &Request,
+        INodeNo(parent): INodeNo,
         name: &OsStr,
-        newparent: u64,
+        INodeNo(newparent): INodeNo,
         newname: &OsStr,
-        flags: u32,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
@@ -673,16 +685,19 @@ impl Filesystem for FuseAdapter {
         self.dispatch(
             OpCtx::new(FuseOp::Rename, parent),
             reply,
-            async move { fs.rename(parent, &name, newparent, &newname, flags).await },
+            async move {
+                fs.rename(parent, &name, newparent, &newname, flags.bits())
+                    .await
+            },
             |reply, ()| reply.ok(),
         );
     }
 
     fn link(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        _newparent: u64,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
+        _newparent: INodeNo,
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
@@ -694,32 +709,28 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, INodeNo(ino): INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
         self.dispatch(
             OpCtx::new(FuseOp::Open, ino),
             reply,
-            async move { fs.open(ino, flags).await },
-            |reply, open: OpenReply| reply.opened(open.fh, open_flags(&open)),
+            async move { fs.open(ino, flags.0).await },
+            |reply, open: OpenReply| reply.opened(FileHandle(open.fh), open_flags(&open)),
         );
     }
 
     fn read(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        fh: u64,
-        off: i64,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
+        FileHandle(fh): FileHandle,
+        off: u64,
         size: u32,
-        _flags: i32,
-        _lock_owner: Option<u64>,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         let ctx = OpCtx::fh(FuseOp::Read, ino, fh);
-        let Some(off) = offset(off) else {
-            self.refuse(ctx, reply, libc::EINVAL, "negative offset");
-            return;
-        };
         let fs = self.fs.clone();
         self.dispatch(
             ctx,
@@ -730,22 +741,18 @@ impl Filesystem for FuseAdapter {
     }
 
     fn write(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        fh: u64,
-        off: i64,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
+        FileHandle(fh): FileHandle,
+        off: u64,
         data: &[u8],
-        _write_flags: u32,
-        _flags: i32,
-        _lock_owner: Option<u64>,
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let ctx = OpCtx::fh(FuseOp::Write, ino, fh);
-        let Some(off) = offset(off) else {
-            self.refuse(ctx, reply, libc::EINVAL, "negative offset");
-            return;
-        };
         // fuser reuses its request buffer: the task needs its own copy.
         let data = data.to_vec();
         let fs = self.fs.clone();
@@ -758,11 +765,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn flush(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        fh: u64,
-        _lock_owner: u64,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
+        FileHandle(fh): FileHandle,
+        _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
@@ -775,12 +782,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn release(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        fh: u64,
-        _flags: i32,
-        _lock_owner: Option<u64>,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
+        FileHandle(fh): FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
@@ -793,7 +800,14 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn fsync(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
+        FileHandle(fh): FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let fs = self.fs.clone();
         self.dispatch(
             OpCtx::fh(FuseOp::Fsync, ino, fh),
@@ -803,22 +817,22 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+    fn opendir(&self, _req: &Request, INodeNo(ino): INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
         self.dispatch(
             OpCtx::new(FuseOp::Opendir, ino),
             reply,
             async move { fs.opendir(ino).await },
-            |reply, fh| reply.opened(fh, 0),
+            |reply, fh| reply.opened(FileHandle(fh), FopenFlags::empty()),
         );
     }
 
     fn readdir(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
+        FileHandle(fh): FileHandle,
+        offset: u64,
         reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
@@ -826,7 +840,7 @@ impl Filesystem for FuseAdapter {
         self.dispatch(
             OpCtx::fh(FuseOp::Readdir, ino, fh),
             reply,
-            async move { fs.readdir(ino, fh, offset).await },
+            async move { fs.readdir(ino, fh, core_offset(offset)).await },
             move |mut reply, entries| {
                 for entry in &entries {
                     if !kernel_accepts(&entry.name) {
@@ -834,7 +848,12 @@ impl Filesystem for FuseAdapter {
                         continue;
                     }
                     let kind = file_type(entry.attr.kind);
-                    if reply.add(entry.attr.ino, entry.offset, kind, &entry.name) {
+                    if reply.add(
+                        INodeNo(entry.attr.ino),
+                        kernel_offset(entry.offset),
+                        kind,
+                        &entry.name,
+                    ) {
                         break;
                     }
                 }
@@ -846,11 +865,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readdirplus(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
+        FileHandle(fh): FileHandle,
+        offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
         let fs = self.fs.clone();
@@ -859,7 +878,7 @@ impl Filesystem for FuseAdapter {
         self.dispatch(
             OpCtx::fh(FuseOp::Readdirplus, ino, fh),
             reply,
-            async move { fs.readdir(ino, fh, offset).await },
+            async move { fs.readdir(ino, fh, core_offset(offset)).await },
             move |mut reply, entries| {
                 let mut sent = 0;
                 for entry in &entries {
@@ -870,7 +889,8 @@ impl Filesystem for FuseAdapter {
                         continue;
                     }
                     let attr = file_attr(&entry.attr);
-                    if reply.add(attr.ino, entry.offset, &entry.name, &ttl, &attr, GENERATION) {
+                    let offset = kernel_offset(entry.offset);
+                    if reply.add(attr.ino, offset, &entry.name, &ttl, &attr, GENERATION) {
                         break;
                     }
                     sent += 1;
@@ -883,11 +903,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn releasedir(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        fh: u64,
-        _flags: i32,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
+        FileHandle(fh): FileHandle,
+        _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
         let _entered = OpCtx::fh(FuseOp::Releasedir, ino, fh).span().entered();
@@ -897,10 +917,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn fsyncdir(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        _fh: u64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
@@ -909,7 +929,7 @@ impl Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    fn statfs(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &Request, INodeNo(ino): INodeNo, reply: ReplyStatfs) {
         let fs = self.fs.clone();
         self.dispatch(
             OpCtx::new(FuseOp::Statfs, ino),
@@ -931,9 +951,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn setxattr(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
         _name: &OsStr,
         _value: &[u8],
         _flags: i32,
@@ -949,9 +969,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
         _name: &OsStr,
         _size: u32,
         reply: ReplyXattr,
@@ -965,7 +985,7 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn listxattr(&mut self, _req: &Request<'_>, ino: u64, _size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, _req: &Request, INodeNo(ino): INodeNo, _size: u32, reply: ReplyXattr) {
         self.refuse(
             OpCtx::new(FuseOp::Listxattr, ino),
             reply,
@@ -974,7 +994,7 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn removexattr(&mut self, _req: &Request<'_>, ino: u64, _name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, _req: &Request, INodeNo(ino): INodeNo, _name: &OsStr, reply: ReplyEmpty) {
         self.refuse(
             OpCtx::new(FuseOp::Removexattr, ino),
             reply,
@@ -983,7 +1003,7 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn access(&mut self, _req: &Request<'_>, _ino: u64, _mask: i32, reply: ReplyEmpty) {
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // The mount uses `default_permissions`: the kernel checks modes itself and does not
         // normally ask. If it does, the answer is the same: allowed as far as we know.
         self.count(FuseOp::Access, false);
@@ -991,9 +1011,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn create(
-        &mut self,
-        _req: &Request<'_>,
-        parent: u64,
+        &self,
+        _req: &Request,
+        INodeNo(parent): INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
@@ -1011,7 +1031,7 @@ impl Filesystem for FuseAdapter {
                     &a.ttl,
                     &file_attr(&a.attr),
                     GENERATION,
-                    open.fh,
+                    FileHandle(open.fh),
                     open_flags(&open),
                 )
             },
@@ -1019,12 +1039,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn fallocate(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        fh: u64,
-        _offset: i64,
-        _length: i64,
+        &self,
+        _req: &Request,
+        INodeNo(ino): INodeNo,
+        FileHandle(fh): FileHandle,
+        _offset: u64,
+        _length: u64,
         _mode: i32,
         reply: ReplyEmpty,
     ) {
@@ -1068,7 +1088,7 @@ mod tests {
             gid: 8,
         };
         let fa = file_attr(&attr);
-        assert_eq!((fa.ino, fa.size, fa.blocks), (42, 1025, 3));
+        assert_eq!((fa.ino, fa.size, fa.blocks), (INodeNo(42), 1025, 3));
         assert_eq!(fa.kind, FileType::RegularFile);
         assert_eq!((fa.perm, fa.uid, fa.gid, fa.nlink), (0o640, 7, 8, 1));
         assert_eq!(fa.mtime, t);
@@ -1083,14 +1103,14 @@ mod tests {
             keep_cache: true,
             direct_io: false,
         };
-        assert_eq!(open_flags(&open), FOPEN_KEEP_CACHE);
+        assert_eq!(open_flags(&open), FopenFlags::FOPEN_KEEP_CACHE);
         let open = OpenReply {
             fh: 1,
             keep_cache: false,
             direct_io: true,
         };
-        assert_eq!(open_flags(&open), FOPEN_DIRECT_IO);
-        assert_eq!(offset(-1), None);
-        assert_eq!(offset(5), Some(5));
+        assert_eq!(open_flags(&open), FopenFlags::FOPEN_DIRECT_IO);
+        assert_eq!(core_offset(kernel_offset(5)), 5);
+        assert_eq!(core_offset(kernel_offset(i64::MAX)), i64::MAX);
     }
 }
