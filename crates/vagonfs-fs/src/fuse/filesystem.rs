@@ -8,7 +8,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, BsdFileFlags, FileHandle, Filesystem, FopenFlags, INodeNo, InitFlags,
@@ -16,23 +16,16 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace};
 
 use super::reply::{
-    GENERATION, core_offset, file_attr, file_type, kernel_accepts, kernel_offset, negative_attr,
-    open_flags, system_time,
+    GENERATION, Listing, ListingPlus, core_offset, file_attr, negative_attr, open_flags,
+    system_time,
 };
 use super::{
     CONGESTION_THRESHOLD, FuseAdapter, FuseOp, MAX_BACKGROUND, MAX_READAHEAD, MAX_WRITE, OpCtx,
 };
-use crate::fs::{AttrReply, FsError, OpenReply, SetAttr};
-
-/// What a lookup found.
-enum Found {
-    Entry(AttrReply),
-    /// Nothing by that name; the kernel may remember so for this long.
-    Missing(Duration),
-}
+use crate::fs::{AttrReply, Lookup, OpenReply, SetAttr};
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
@@ -88,19 +81,10 @@ impl Filesystem for FuseAdapter {
         self.dispatch(
             OpCtx::new(FuseOp::Lookup, parent),
             reply,
-            async move {
-                match fs.lookup(parent, &name).await {
-                    Ok(found) => Ok(Found::Entry(found)),
-                    // A name known missing: a negative entry lets the kernel remember it.
-                    Err(FsError::NotFound) if !fs.negative_lookup_ttl().is_zero() => {
-                        Ok(Found::Missing(fs.negative_lookup_ttl()))
-                    }
-                    Err(err) => Err(err),
-                }
-            },
+            async move { fs.lookup_entry(parent, &name).await },
             |reply, found| match found {
-                Found::Entry(a) => reply.entry(&a.ttl, &file_attr(&a.attr), GENERATION),
-                Found::Missing(ttl) => reply.entry(&ttl, &negative_attr(), GENERATION),
+                Lookup::Found(a) => reply.entry(&a.ttl, &file_attr(&a.attr), GENERATION),
+                Lookup::Missing(ttl) => reply.entry(&ttl, &negative_attr(), GENERATION),
             },
         );
     }
@@ -191,29 +175,12 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let ctx = OpCtx::new(FuseOp::Mknod, parent);
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            self.refuse(
-                ctx,
-                reply,
-                libc::EPERM,
-                "only regular files and folders can be stored",
-            );
-            return;
-        }
         let fs = self.fs.clone();
         let name = name.to_os_string();
         self.dispatch(
-            ctx,
+            OpCtx::new(FuseOp::Mknod, parent),
             reply,
-            async move {
-                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
-                let (attr, open) = fs.create(parent, &name, mode, flags).await?;
-                // An empty file exists once it is uploaded: flush does that. Release either way.
-                let flushed = fs.flush(attr.attr.ino, open.fh).await;
-                let released = fs.release(attr.attr.ino, open.fh).await;
-                flushed.and(released).map(|()| attr)
-            },
+            async move { fs.mknod(parent, &name, mode).await },
             |reply, a: AttrReply| reply.entry(&a.ttl, &file_attr(&a.attr), GENERATION),
         );
     }
@@ -448,23 +415,7 @@ impl Filesystem for FuseAdapter {
             reply,
             async move { fs.readdir(ino, fh, core_offset(offset)).await },
             move |mut reply, entries| {
-                for entry in &entries {
-                    if !kernel_accepts(&entry.name) {
-                        warn!(name = ?entry.name, "entry skipped: a name the kernel refuses");
-                        continue;
-                    }
-                    let kind = file_type(entry.attr.kind);
-                    if reply.add(
-                        INodeNo(entry.attr.ino),
-                        kernel_offset(entry.offset),
-                        kind,
-                        &entry.name,
-                    ) {
-                        break;
-                    }
-                }
-                // Plain readdir takes no lookup reference, delivered or not.
-                core.unsent(&entries);
+                core.send_listing(&entries, &mut Listing(&mut reply));
                 reply.ok();
             },
         );
@@ -486,23 +437,13 @@ impl Filesystem for FuseAdapter {
             reply,
             async move { fs.readdir(ino, fh, core_offset(offset)).await },
             move |mut reply, entries| {
-                let mut sent = 0;
-                for entry in &entries {
-                    if !kernel_accepts(&entry.name) {
-                        warn!(name = ?entry.name, "entry skipped: a name the kernel refuses");
-                        core.unsent(std::slice::from_ref(entry));
-                        sent += 1;
-                        continue;
-                    }
-                    let attr = file_attr(&entry.attr);
-                    let offset = kernel_offset(entry.offset);
-                    if reply.add(attr.ino, offset, &entry.name, &ttl, &attr, GENERATION) {
-                        break;
-                    }
-                    sent += 1;
-                }
-                // The kernel takes a reference only for the entries that fit its buffer.
-                core.unsent(&entries[sent..]);
+                core.send_listing(
+                    &entries,
+                    &mut ListingPlus {
+                        reply: &mut reply,
+                        ttl,
+                    },
+                );
                 reply.ok();
             },
         );

@@ -15,16 +15,16 @@
 //! debug, quota/permission answers at info, EIO/ETIMEDOUT and anything unexpected at warn.
 //!
 //! Subtle cases handled here:
-//! - readdir(plus): the core counts *every* entry it returns as a lookup (except `.`/`..`), but
-//!   the kernel only takes a reference for the entries that fit in its buffer (readdirplus) or
-//!   none at all (plain readdir). The adapter hands the rest back with `VagonFs::unsent`, so
-//!   the core's lookup counts stay exact.
-//! - A lookup of a missing name answers a negative entry (node id 0) with the core's negative
-//!   TTL, so `stat` storms on absent names (shells, editors) stay in the kernel.
+//! - readdir(plus): the fuser reply is handed to the core as a `DirectoryReplier`
+//!   (`reply::Listing`, `reply::ListingPlus`) through `VagonFs::send_listing`: the core learns
+//!   which entries the kernel took and keeps its lookup counts exact (the policy is the core's,
+//!   `fs::entries`).
+//! - A lookup the core answers `Lookup::Missing` becomes a negative entry (node id 0) with
+//!   the TTL the core gave.
 //! - readdirplus entries carry no TTL in the core's reply; they use [`AdapterConfig::entry_ttl`]
 //!   (the mount sets it to the TTL the core gives lookups).
 //! - Operations the API cannot express answer explicitly instead of fuser's ENOSYS defaults:
-//!   symlink/link → EPERM, mknod of anything but a regular file → EPERM, readlink → EINVAL
+//!   symlink/link → EPERM, readlink → EINVAL
 //!   (there are no links), setxattr/removexattr and fallocate → ENOTSUP. getxattr and
 //!   listxattr answer ENOSYS on purpose: the kernel then stops sending them for the rest of
 //!   the mount (a copy asked `security.capability` 1,240 times otherwise).
@@ -32,7 +32,8 @@
 //!   pushed to the kernel's caches as FUSE notifications ([`KernelNotifier`]), from a thread of
 //!   their own: a notification can block on the kernel's lock of the folder while a request on
 //!   that folder waits for its reply, so it must never be sent from a task that replies.
-//! - mknod(S_IFREG) is served as create + flush + release, so `mknod name` makes an empty file.
+//! - mknod goes to `VagonFs::mknod` (create + flush + release for a regular file, EPERM for
+//!   any other node type).
 //! - A name the kernel would refuse in a listing (too long, `/`, NUL) fails the whole listing
 //!   with EIO in the kernel; such an entry is skipped with a warning instead.
 //! - Every operation is counted (and, if answered with an error, counted as failed) in the

@@ -10,7 +10,7 @@
 //!   [`kernel_accepts`] is checked for every entry before it is added.
 
 use std::ffi::OsStr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileType, FopenFlags, Generation, INodeNo, ReplyAttr, ReplyCreate, ReplyData,
@@ -18,8 +18,10 @@ use fuser::{
     ReplyXattr, TimeOrNow,
 };
 
+use tracing::warn;
+
 use super::PREFERRED_IO_SIZE;
-use crate::fs::{Attr, NodeKind, OpenReply};
+use crate::fs::{Attr, DirEntry, DirectoryReplier, NodeKind, Offered, OpenReply};
 
 /// Size of a `st_blocks` unit.
 const STAT_BLOCK_SIZE: u64 = 512;
@@ -142,6 +144,59 @@ pub(super) fn kernel_offset(offset: i64) -> u64 {
 /// The core's listing offset for one the kernel sends back (see [`kernel_offset`]).
 pub(super) fn core_offset(offset: u64) -> i64 {
     offset.cast_signed()
+}
+
+/// A plain readdir reply as the core's [`DirectoryReplier`]: no lookup references.
+pub(super) struct Listing<'a>(pub &'a mut ReplyDirectory);
+
+impl DirectoryReplier for Listing<'_> {
+    fn counts_lookups(&self) -> bool {
+        false
+    }
+
+    fn add(&mut self, entry: &DirEntry) -> Offered {
+        if !kernel_accepts(&entry.name) {
+            warn!(name = ?entry.name, "entry skipped: a name the kernel refuses");
+            return Offered::Refused;
+        }
+        let (ino, offset) = (INodeNo(entry.attr.ino), kernel_offset(entry.offset));
+        match self
+            .0
+            .add(ino, offset, file_type(entry.attr.kind), &entry.name)
+        {
+            true => Offered::Full,
+            false => Offered::Taken,
+        }
+    }
+}
+
+/// A readdirplus reply as the core's [`DirectoryReplier`]: one lookup reference per entry
+/// sent, each entry's attributes cached for `ttl`.
+pub(super) struct ListingPlus<'a> {
+    pub reply: &'a mut ReplyDirectoryPlus,
+    pub ttl: Duration,
+}
+
+impl DirectoryReplier for ListingPlus<'_> {
+    fn counts_lookups(&self) -> bool {
+        true
+    }
+
+    fn add(&mut self, entry: &DirEntry) -> Offered {
+        if !kernel_accepts(&entry.name) {
+            warn!(name = ?entry.name, "entry skipped: a name the kernel refuses");
+            return Offered::Refused;
+        }
+        let attr = file_attr(&entry.attr);
+        let offset = kernel_offset(entry.offset);
+        match self
+            .reply
+            .add(attr.ino, offset, &entry.name, &self.ttl, &attr, GENERATION)
+        {
+            true => Offered::Full,
+            false => Offered::Taken,
+        }
+    }
 }
 
 #[cfg(test)]
