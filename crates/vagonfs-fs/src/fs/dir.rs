@@ -94,10 +94,13 @@ pub(crate) struct Listing {
     /// Every page was read and every object is shown: only then may the write path conclude
     /// that the folder holds nothing else (rmdir, folder moves delete what the server holds).
     pub(crate) complete: bool,
+    /// When its fetch started: it may lack what the server got after this (the overlay shows
+    /// such changes over it, see `overlay.rs`).
+    pub(crate) started: Instant,
 }
 
 impl Listing {
-    pub(crate) fn new(entries: Vec<ListedEntry>, complete: bool) -> Self {
+    pub(crate) fn new(entries: Vec<ListedEntry>, complete: bool, started: Instant) -> Self {
         let by_name = entries
             .iter()
             .enumerate()
@@ -118,6 +121,7 @@ impl Listing {
             by_loc,
             subdirs,
             complete,
+            started,
         }
     }
 
@@ -432,6 +436,7 @@ impl DirCache {
                     shared: &shared,
                     key: (dir, epoch),
                 };
+                let began = Instant::now();
                 let fetched = fetch_entries(
                     shared.api.as_ref(),
                     dir,
@@ -452,7 +457,7 @@ impl DirCache {
                         return Err(e);
                     }
                 };
-                let listing = Arc::new(Listing::new(entries, complete));
+                let listing = Arc::new(Listing::new(entries, complete, began));
                 if !ttl.is_zero() {
                     shared.store(dir, epoch, &listing);
                 }
@@ -498,7 +503,7 @@ impl DirCache {
     /// Cache an empty, complete listing for folder `dir` that this mount just created (mkdir):
     /// its first lookups need no request.
     pub(crate) fn seed_empty(&self, dir: Loc) {
-        let listing = Arc::new(Listing::new(Vec::new(), true));
+        let listing = Arc::new(Listing::new(Vec::new(), true, Instant::now()));
         lock(&self.shared.listings).insert(
             dir,
             Cached {
@@ -575,6 +580,26 @@ impl DirCache {
             }
         }
         neg.insert((dir, name.to_os_string()), now + ttl);
+    }
+
+    /// When the fetch of the cached listing of `dir` started, if one is cached.
+    pub(crate) fn listed_at(&self, dir: Loc) -> Option<Instant> {
+        lock(&self.shared.listings)
+            .get(&dir)
+            .map(|c| c.listing.started)
+    }
+
+    /// Invalidate the folders a sweep of the overlay named, whose cached listings started
+    /// before the swept names settled (they may lack them).
+    pub(crate) fn invalidate_swept(&self, swept: super::overlay::Swept) {
+        let Some(before) = swept.before else {
+            return;
+        };
+        for dir in swept.dirs {
+            if self.listed_at(dir).is_some_and(|at| at <= before) {
+                self.invalidate(dir);
+            }
+        }
     }
 
     /// The cached listing of `dir`, however old, without asking the API.

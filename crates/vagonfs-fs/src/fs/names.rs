@@ -102,7 +102,10 @@ pub(crate) struct Child {
 impl VagonFs {
     /// The object shown as `name` in folder `dir`, if any (no lookup counted, no inode made).
     pub(crate) async fn resolve(&self, dir: &Inode, name: &OsStr) -> FsResult<Option<Resolved>> {
-        if let Some(ino) = self.overlay.get(dir.loc, name) {
+        if let Some(ino) = self
+            .overlay
+            .get(dir.loc, name, self.dirs.listed_at(dir.loc))
+        {
             match self.inodes.get(ino) {
                 Some(node) => return Ok(Some(Resolved::Node(node))),
                 None => self.overlay.remove(dir.loc, name, Some(ino)),
@@ -118,6 +121,13 @@ impl VagonFs {
                 Ok(None)
             }
         }
+    }
+
+    /// The server now has what `name` in folder `dir` shows (an upload landed, a mkdir, a
+    /// move): shown over listings fetched before now (see `overlay.rs`).
+    pub(crate) fn settle_name(&self, dir: Loc, name: &OsStr, ino: u64) {
+        self.dirs
+            .invalidate_swept(self.overlay.settle(dir, name, ino));
     }
 
     /// [`VagonFs::resolve`] as facts for the write path.
@@ -156,7 +166,7 @@ impl VagonFs {
         let listing = self.dirs.get(dir.loc, Want::Open).await?;
         let local: Vec<(OsString, u64)> = self
             .overlay
-            .names(dir.loc)
+            .names(dir.loc, Some(listing.started))
             .into_iter()
             .filter(|(_, ino)| self.inodes.get(*ino).is_some())
             .collect();
@@ -178,7 +188,7 @@ impl VagonFs {
     /// The children of folder `loc` as shown (listing merged with the overlay).
     pub(crate) async fn children_of(&self, loc: Loc) -> FsResult<Vec<(OsString, Child)>> {
         let listing = self.dirs.listing(loc).await?;
-        let local = self.overlay.names(loc);
+        let local = self.overlay.names(loc, Some(listing.started));
         let shadowed: HashSet<&OsString> = local.iter().map(|(n, _)| n).collect();
         let mut out = Vec::with_capacity(listing.entries.len() + local.len());
         for e in &listing.entries {
@@ -212,12 +222,13 @@ impl VagonFs {
     /// Whether folder `loc` shows nothing, judged on a fresh listing (the server deletes a
     /// folder with everything in it, so a stale "empty" must never be trusted).
     pub(crate) async fn is_empty_dir(&self, loc: Loc) -> FsResult<bool> {
-        let local = self.overlay.names(loc);
+        self.dirs.invalidate(loc);
+        let listing = self.dirs.listing(loc).await?;
+        // Names held here (not uploaded yet), and settled ones this fresh listing cannot know.
+        let local = self.overlay.names(loc, Some(listing.started));
         if local.iter().any(|(_, ino)| self.inodes.get(*ino).is_some()) {
             return Ok(false);
         }
-        self.dirs.invalidate(loc);
-        let listing = self.dirs.listing(loc).await?;
         // A listing that stopped early or hides objects it cannot show proves nothing: the
         // server deletes whatever is there.
         Ok(listing.complete

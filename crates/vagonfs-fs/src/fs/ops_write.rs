@@ -56,6 +56,10 @@ pub(crate) struct OpenFile {
     pub(crate) file: Arc<SpooledFile>,
     /// Unlinked (or replaced by a rename onto it): never uploaded again.
     pub(crate) unlinked: bool,
+    /// An unlink or a rename onto it is deciding its fate ([`VagonFs::hold_fate`]): its spool
+    /// stays, whatever else asks, until that operation ends; a failed one gives it back its
+    /// pending changes ([`VagonFs::keep_fate`]).
+    pub(crate) deciding: bool,
 }
 
 /// First wait before recovery tries a transiently failed upload again; it doubles up to
@@ -196,6 +200,7 @@ impl VagonFs {
             OpenFile {
                 file,
                 unlinked: false,
+                deciding: false,
             },
         );
         self.inodes.set_spooled(ino, true);
@@ -246,6 +251,7 @@ impl VagonFs {
                         OpenFile {
                             file: Arc::clone(&made),
                             unlinked: false,
+                            deciding: false,
                         },
                     );
                     made
@@ -452,6 +458,47 @@ impl VagonFs {
         }
     }
 
+    /// An unlink of `ino`, or a rename onto it, starts: no new upload of it starts (one in
+    /// flight goes on: the caller waits for it), and its spool stays until the operation ends,
+    /// however it ends. Its spool, if it has one.
+    pub(crate) fn hold_fate(&self, ino: u64) -> Option<Arc<SpooledFile>> {
+        lock(&self.files).get_mut(&ino).map(|f| {
+            f.unlinked = true;
+            f.deciding = true;
+            Arc::clone(&f.file)
+        })
+    }
+
+    /// The unlink or rename that held `ino`'s fate failed: it keeps its name, and its pending
+    /// changes go up again.
+    pub(crate) fn keep_fate(&self, ino: u64) {
+        let file = lock(&self.files).get_mut(&ino).map(|f| {
+            f.unlinked = false;
+            f.deciding = false;
+            Arc::clone(&f.file)
+        });
+        // An upload of it that landed while it was held skipped its bookkeeping (it looked
+        // unlinked): the inode moves to what it landed now.
+        if let Some(file) = &file
+            && !file.is_dirty()
+            && let Some(base) = file.base()
+            && self.inodes.get(ino).is_some_and(|n| {
+                n.loc
+                    != Loc::Remote {
+                        space: file.space(),
+                        id: base.id,
+                    }
+            })
+        {
+            let done = Uploaded {
+                id: base.id,
+                size: base.size,
+            };
+            self.after_upload(ino, file, &done);
+        }
+        self.kick(ino);
+    }
+
     /// Drop the spool of `ino` when no handle is open and it has nothing left to upload.
     pub(crate) fn release_spool_if_done(&self, ino: u64) {
         if self.inodes.get(ino).is_some_and(|n| n.open_handles > 0) {
@@ -459,14 +506,24 @@ impl VagonFs {
         }
         let dropped = {
             let mut files = lock(&self.files);
-            // A clean spool of a file never listed (`Loc::Local`) is still the only way to
-            // its bytes: its upload finished but its bookkeeping (`after_upload`) has not yet.
-            let local = self
-                .inodes
-                .get(ino)
-                .is_some_and(|n| matches!(n.loc, Loc::Local { .. }));
+            // A clean spool whose upload finished but whose bookkeeping (`after_upload`: the
+            // inode moves to the uploaded id) has not run yet is still the only way to its
+            // bytes: the inode shows a file never listed (`Loc::Local`), or the version the
+            // upload replaced (a read there would show the old bytes).
+            let loc = self.inodes.get(ino).map(|n| n.loc);
+            let landed = |f: &SpooledFile| match (f.base(), loc) {
+                (Some(base), Some(Loc::Remote { space, id })) => {
+                    id == base.id && space == f.space()
+                }
+                (None, Some(loc)) => !matches!(loc, Loc::Local { .. }),
+                _ => false,
+            };
             match files.get(&ino) {
-                Some(f) if f.unlinked || (!f.file.is_dirty() && !local) => files.remove(&ino),
+                // An unlink or a rename onto it is deciding: it may yet keep its name.
+                Some(f) if f.deciding => None,
+                Some(f) if f.unlinked || (!f.file.is_dirty() && landed(&f.file)) => {
+                    files.remove(&ino)
+                }
                 // Dirty: the engine keeps uploading it; it comes back here when done.
                 Some(_) => None,
                 None => None,
@@ -493,7 +550,7 @@ impl VagonFs {
         match file.upload(&self.uploader).await {
             Ok(None) => Ok(()),
             Ok(Some(done)) => {
-                self.after_upload(ino, &file, &done).await;
+                self.after_upload(ino, &file, &done);
                 self.release_spool_if_done(ino);
                 Ok(())
             }
@@ -509,7 +566,7 @@ impl VagonFs {
     /// dropped: the overlay shows the file under its name (and hides the id it replaced) until
     /// any listing fetched before the upload has expired, so a new file costs exactly its three
     /// upload requests.
-    pub(crate) async fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
+    pub(crate) fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
         let unlinked = lock(&self.files).get(&ino).is_some_and(|f| f.unlinked);
         if unlinked {
             // Unlinked while its upload was in flight: the unlink waits for this upload and
@@ -542,11 +599,11 @@ impl VagonFs {
                 );
                 self.overlay.remove(dir_loc, name, Some(ino));
                 self.inodes.set_place(ino, (dir_ino, dir_loc), &landed);
-                self.overlay.settle(dir_loc, &landed, ino);
+                self.settle_name(dir_loc, &landed, ino);
                 // The listing has the other client's file under the name: fetch it again.
                 self.dirs.invalidate(dir_loc);
             } else {
-                self.overlay.settle(dir_loc, name, ino);
+                self.settle_name(dir_loc, name, ino);
             }
         }
     }
@@ -621,7 +678,7 @@ impl VagonFs {
             .insert_new(loc, NodeKind::Directory, name, (parent, dir.loc));
         // One request: the parent shows it through the overlay, and the new folder is known
         // to be empty.
-        self.overlay.settle(dir.loc, name, node.ino);
+        self.settle_name(dir.loc, name, node.ino);
         self.dirs.forget_missing(dir.loc, name);
         self.dirs.seed_empty(loc);
         self.dirs.touch(dir.loc);
@@ -653,13 +710,7 @@ impl VagonFs {
         name: &OsStr,
         child: &Child,
     ) -> FsResult<()> {
-        let file = child.ino.and_then(|ino| {
-            let mut files = lock(&self.files);
-            files.get_mut(&ino).map(|f| {
-                f.unlinked = true;
-                Arc::clone(&f.file)
-            })
-        });
+        let file = child.ino.and_then(|ino| self.hold_fate(ino));
         let remote = match &file {
             Some(f) => {
                 f.wait_idle().await;
@@ -673,12 +724,15 @@ impl VagonFs {
         if let Some(id) = remote
             && let Err(e) = delete_remote(self.api.as_ref(), id).await
         {
-            if let Some(ino) = child.ino
-                && let Some(f) = lock(&self.files).get_mut(&ino)
-            {
-                f.unlinked = false;
+            if let Some(ino) = child.ino {
+                self.keep_fate(ino);
             }
             return Err(e);
+        }
+        if let Some(ino) = child.ino
+            && let Some(f) = lock(&self.files).get_mut(&ino)
+        {
+            f.deciding = false;
         }
         if let (Some(f), Some(id)) = (&file, remote) {
             // What its upload landed is gone too (the listing may show it).

@@ -180,19 +180,48 @@ impl VagonFs {
         dst: Option<Child>,
     ) -> FsResult<()> {
         let target = self.file_target(to.ino, to.loc, dst_name)?;
-        let mut replace = dst.as_ref().and_then(remote_base);
         // The replaced file's own upload goes first (per-name order): no new one starts, one in
-        // flight is waited for, and what it landed is what this move replaces.
-        let replaced_file = dst
+        // flight is waited for, and what it landed is what this move replaces. Its spool stays
+        // until the move is decided: a failed move leaves it its name and pending changes.
+        let dino = dst
             .as_ref()
             .and_then(|d| d.ino)
-            .filter(|d| Some(*d) != src.ino)
-            .and_then(|dino| {
-                lock(&self.files).get_mut(&dino).map(|f| {
-                    f.unlinked = true;
-                    Arc::clone(&f.file)
-                })
-            });
+            .filter(|d| Some(*d) != src.ino);
+        let replaced_file = dino.and_then(|d| self.hold_fate(d));
+        let result = self
+            .move_file_held(
+                from,
+                src_name,
+                src,
+                to,
+                dst_name,
+                dst,
+                target,
+                replaced_file,
+            )
+            .await;
+        if result.is_err()
+            && let Some(d) = dino
+        {
+            self.keep_fate(d);
+        }
+        result
+    }
+
+    /// [`VagonFs::move_file`] once the replaced file's fate is held.
+    #[allow(clippy::too_many_arguments)]
+    async fn move_file_held(
+        &self,
+        from: DirRef,
+        src_name: &OsStr,
+        src: &Child,
+        to: DirRef,
+        dst_name: &OsStr,
+        dst: Option<Child>,
+        target: super::write::FileTarget,
+        replaced_file: Option<Arc<SpooledFile>>,
+    ) -> FsResult<()> {
+        let mut replace = dst.as_ref().and_then(remote_base);
         if let Some(f) = &replaced_file {
             f.wait_idle().await;
             if let Some(b) = f.base() {
@@ -252,13 +281,9 @@ impl VagonFs {
                     id: b.id,
                     size: b.size,
                 },
-                _ => {
-                    self.keep_replaced(dst.as_ref(), src);
-                    return Err(FsError::NotFound);
-                }
+                _ => return Err(FsError::NotFound),
             },
             Err(e) => {
-                self.keep_replaced(dst.as_ref(), src);
                 if temporary {
                     // Nothing of the user's is only here: the old file is untouched.
                     if let Err(d) = file.discard().await {
@@ -301,7 +326,7 @@ impl VagonFs {
                 }
                 self.inodes.set_uploaded(ino, done.size);
                 self.overlay.remove(from.loc, src_name, Some(ino));
-                self.overlay.settle(to.loc, dst_name, ino);
+                self.settle_name(to.loc, dst_name, ino);
             }
             None => self.overlay.remove(from.loc, src_name, None),
         }
@@ -322,16 +347,43 @@ impl VagonFs {
         Ok(())
     }
 
-    /// A move onto `dst` failed: the target keeps its own pending changes (marked unlinked
-    /// while the move waited for its upload).
-    fn keep_replaced(&self, dst: Option<&Child>, src: &Child) {
-        let Some(dino) = dst.and_then(|d| d.ino).filter(|d| Some(*d) != src.ino) else {
-            return;
+    /// A folder move failed after its new folder `new_loc` was made or chosen, `moved` entries
+    /// into it. Nothing moved: a folder this move made is deleted again when a fresh listing
+    /// shows it empty (the move changed nothing). Else both folders stay, each with what it holds, and the listings involved
+    /// are fetched again so the mount shows that.
+    async fn stopped_midway(
+        &self,
+        from: DirRef,
+        to: DirRef,
+        src: Loc,
+        new_loc: Loc,
+        moved: usize,
+        created: bool,
+    ) {
+        // Only a folder seen empty on a fresh, complete listing is deleted (a nested move may
+        // have put something there even when no entry of this level moved).
+        let empty = async {
+            self.dirs.invalidate(new_loc);
+            self.dirs
+                .listing(new_loc)
+                .await
+                .is_ok_and(|l| l.complete && l.entries.is_empty())
         };
-        if let Some(f) = lock(&self.files).get_mut(&dino) {
-            f.unlinked = false;
+        if moved == 0 && created && empty.await {
+            if let Loc::Remote { id, .. } = new_loc
+                && let Err(e) = delete_remote(self.api.as_ref(), id).await
+            {
+                tracing::warn!(error = %e, "a folder move failed, and the empty folder it made could not be removed");
+            }
+        } else {
+            tracing::warn!(
+                moved,
+                "a folder move stopped midway: what moved is in the new folder, the rest in the old one"
+            );
         }
-        self.kick(dino);
+        for loc in [from.loc, to.loc, src, new_loc] {
+            self.dirs.invalidate(loc);
+        }
     }
 
     /// Rename a file whose bytes were never uploaded: point its spool (and queued upload) at
@@ -352,10 +404,7 @@ impl VagonFs {
         replace: Option<super::write::RemoteBase>,
     ) -> FsResult<()> {
         let old_target = file.target();
-        if let Err(e) = file.retarget(target.clone(), replace).await {
-            self.keep_replaced(dst.as_ref(), src);
-            return Err(e.into());
-        }
+        file.retarget(target.clone(), replace).await?;
         if let Some(dino) = dst
             .as_ref()
             .and_then(|d| d.ino)
@@ -390,19 +439,20 @@ impl VagonFs {
             let Loc::Remote { space, id: src_id } = src.loc else {
                 return Err(FsError::ReadOnly);
             };
-            let new_id = match dst.as_ref().map(|d| d.loc) {
-                Some(Loc::Remote { id, .. }) => id,
+            let (new_id, created) = match dst.as_ref().map(|d| d.loc) {
+                Some(Loc::Remote { id, .. }) => (id, false),
                 Some(_) => return Err(FsError::ReadOnly),
                 None => {
                     let (_, parent_id) = folder_target(to.loc)?;
-                    self.api
+                    let made = self
+                        .api
                         .create(&CreateRequest::directory(
                             space,
                             parent_id,
                             api_name(dst_name)?,
                         ))
-                        .await?
-                        .id
+                        .await?;
+                    (made.id, true)
                 }
             };
             let new_loc = Loc::Remote { space, id: new_id };
@@ -415,19 +465,28 @@ impl VagonFs {
                 ino: src.ino,
                 loc: new_loc,
             };
-            for (name, child) in self.children_of(src.loc).await? {
-                match child.kind {
-                    NodeKind::File => {
-                        self.move_file(inner_from, &name, &child, inner_to, &name, None)
-                            .await?
+            let mut moved = 0usize;
+            let children = async {
+                for (name, child) in self.children_of(src.loc).await? {
+                    match child.kind {
+                        NodeKind::File => {
+                            self.move_file(inner_from, &name, &child, inner_to, &name, None)
+                                .await?
+                        }
+                        NodeKind::Directory => {
+                            self.move_dir(inner_from, &name, child, inner_to, &name, None)
+                                .await?
+                        }
                     }
-                    NodeKind::Directory => {
-                        self.move_dir(inner_from, &name, child, inner_to, &name, None)
-                            .await?
-                    }
+                    moved += 1;
                 }
+                delete_remote(self.api.as_ref(), src_id).await
+            };
+            if let Err(e) = children.await {
+                self.stopped_midway(from, to, src.loc, new_loc, moved, created)
+                    .await;
+                return Err(e);
             }
-            delete_remote(self.api.as_ref(), src_id).await?;
             self.overlay.mark_gone(src.loc);
             if let Some(d) = dst.and_then(|d| d.ino).filter(|d| Some(*d) != src.ino) {
                 self.inodes.unbind(d);
@@ -439,7 +498,7 @@ impl VagonFs {
                         self.inodes.set_place(ino, (pino, to.loc), dst_name);
                     }
                     self.overlay.remove(from.loc, src_name, Some(ino));
-                    self.overlay.settle(to.loc, dst_name, ino);
+                    self.settle_name(to.loc, dst_name, ino);
                 }
                 None => self.overlay.remove(from.loc, src_name, None),
             }
@@ -459,6 +518,7 @@ impl VagonFs {
     async fn drop_replaced(&self, dino: u64) {
         let replaced = lock(&self.files).get_mut(&dino).map(|f| {
             f.unlinked = true;
+            f.deciding = false;
             Arc::clone(&f.file)
         });
         if let Some(f) = replaced

@@ -209,7 +209,6 @@ impl SpooledFile {
         self.meta().target.space
     }
 
-    /// The remote file the next upload replaces (after an upload: the uploaded file).
     /// When the bytes last changed locally (or the server's time for an opened, unchanged file).
     pub fn modified(&self) -> SystemTime {
         self.meta().modified
@@ -221,6 +220,7 @@ impl SpooledFile {
         self.meta().modified = t;
     }
 
+    /// The remote file the next upload replaces (after an upload: the uploaded file).
     pub fn base(&self) -> Option<RemoteBase> {
         self.meta().base
     }
