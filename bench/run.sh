@@ -20,6 +20,8 @@
 #                       for the mount and the baselines alike (default 0; run 0 and 20)
 #   VAGONFS             the binary (default target/release/vagonfs, built if missing)
 #   BENCH_KEEP=1        keep the work folder (logs) instead of deleting it
+#   BENCH_ONLY=seq      run only the sequential read section (with its data GET count and the
+#                       daemon's CPU time), then report
 #
 # Every process started here is stopped by its PID; every mount is unmounted on exit
 # (umount -l as the fallback).
@@ -193,7 +195,11 @@ dd_speed() { # file -> MiB/s (wall time of the whole dd, open and close included
 }
 max_of() { tr ' ' '\n' | grep -v '^$' | sort -g | tail -1; }
 
+# The daemon's CPU time so far (user + system, ms).
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($14 + $15) * 1000 / hz }' "/proc/$MOUNT_PID/stat"; }
+
 S_CURL_COLD="" S_MNT_COLD="" S_CURL_WARM="" S_MNT_WARM="" S_MNT_FRESH="" RSS_READ=0
+S_GETS="" S_CPU=""
 for rep in $(seq 1 "$REPEAT"); do
     log "sequential read ($rep/$REPEAT): curl after drop_caches"
     drop_caches
@@ -212,7 +218,11 @@ for rep in $(seq 1 "$REPEAT"); do
     log "sequential read ($rep/$REPEAT): curl and a fresh mount, server data in page cache"
     S_CURL_WARM="$S_CURL_WARM $(curl_speed)"
     start_mount
+    client reset-stats >/dev/null
+    cpu0="$(cpu_ms)"
     S_MNT_FRESH="$S_MNT_FRESH $(dd_speed "$MNT/big.bin")"
+    S_CPU="$S_CPU $(($(cpu_ms) - cpu0))"
+    S_GETS="$S_GETS $(client stats | json 'd["data_get"]')"
     stop_mount
 done
 S_CURL_COLD="$(max_of <<<"$S_CURL_COLD")"
@@ -228,7 +238,20 @@ row "Sequential read ${SIZE_MIB} MiB, cold: drop_caches + fresh mount (MiB/s)" "
 row "Sequential read ${SIZE_MIB} MiB, fresh mount, server data in page cache (MiB/s)" "$S_MNT_FRESH" "$S_CURL_WARM (curl, same)" "$R_FRESH" "≥ $TARGET_SEQ_READ: $(verdict "$R_FRESH" "$TARGET_SEQ_READ")"
 row "Sequential read ${SIZE_MIB} MiB, warm: 2nd read on the same mount (MiB/s)" "$S_MNT_WARM" "$S_CURL_WARM (curl, server cached)" "$R_WARM" "—"
 RSS_BUDGET=$((CACHE_MIB + RSS_READ_SLACK_MIB))
+row "Sequential read ${SIZE_MIB} MiB, fresh mount: data GETs; daemon CPU (ms; medians of $REPEAT)" "$(median <<<"$S_GETS"); $(median <<<"$S_CPU")" "1 GET (curl)" "—" "—"
 row "Daemon peak RSS during the cold read (VmHWM, MiB; max of $REPEAT)" "$RSS_READ" "budget $RSS_BUDGET (cache $CACHE_MIB + $RSS_READ_SLACK_MIB)" "$(calc "$RSS_READ / $RSS_BUDGET")" "≤ 1: $(awk -v a="$RSS_READ" -v b="$RSS_BUDGET" 'BEGIN { print (a <= b) ? "pass" : "**FAIL**" }')"
+
+report() {
+    echo "| Benchmark | vagonfs | Baseline | Ratio (speed vs baseline) | Target |"
+    echo "|---|---|---|---|---|"
+    printf '%s\n' "${ROWS[@]}"
+    echo
+}
+if [[ "${BENCH_ONLY:-}" == seq ]]; then
+    report
+    echo "Emulator --latency-ms ${LATENCY_MS}. Size ${SIZE_MIB} MiB, --cache-size ${CACHE_MIB} MiB; sequential read only (BENCH_ONLY=seq), best of $REPEAT for both sides."
+    exit 0
+fi
 
 # --- random reads -----------------------------------------------------------------------------
 
@@ -398,8 +421,5 @@ fi
 
 # --- report -----------------------------------------------------------------------------------
 
-echo "| Benchmark | vagonfs | Baseline | Ratio (speed vs baseline) | Target |"
-echo "|---|---|---|---|---|"
-printf '%s\n' "${ROWS[@]}"
-echo
+report
 echo "Emulator --latency-ms ${LATENCY_MS} (every API and data request, baselines included). Size ${SIZE_MIB} MiB, --cache-size ${CACHE_MIB} MiB, $DIR_ENTRIES entries, $RAND_4K_IOS x 4 KiB / $RAND_256K_IOS x 256 KiB random reads, $SMALL_FILES small files; throughput and IOPS are the best of $REPEAT runs for both sides. Ratio: vagonfs speed ÷ baseline speed (> 1: vagonfs faster)."

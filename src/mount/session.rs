@@ -37,7 +37,7 @@ use std::time::Duration;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use fuser::{MountOption, SessionACL};
+use fuser::{Config, MountOption, SessionACL};
 use nix::mount::MsFlags;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
@@ -390,8 +390,18 @@ fn log_flush(report: &crate::fs::FlushReport) {
     }
 }
 
-/// The fuser mount options for `plan` (the fusermount path, without privilege).
-fn fuser_options(plan: &MountPlan) -> Vec<MountOption> {
+/// Who may use the mount: everyone with `--allow-other`, else its owner.
+fn session_acl(plan: &MountPlan) -> SessionACL {
+    if plan.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    }
+}
+
+/// The fuser session configuration for `plan`; its mount options serve the fusermount path
+/// (without privilege).
+fn fuser_config(plan: &MountPlan) -> Config {
     let mut options = vec![
         MountOption::FSName(super::control::mount_source(&plan.root)),
         MountOption::Subtype(FS_NAME.to_string()),
@@ -405,10 +415,11 @@ fn fuser_options(plan: &MountPlan) -> Vec<MountOption> {
     if plan.fs.read_only {
         options.push(MountOption::RO);
     }
-    if plan.allow_other {
-        options.push(MountOption::AllowOther);
-    }
-    options
+    let mut config = Config::default();
+    config.mount_options = options;
+    // allow_other goes to fusermount through the ACL.
+    config.acl = session_acl(plan);
+    config
 }
 
 /// mount(2) a FUSE filesystem at `plan.mountpoint`, served through a new /dev/fuse descriptor.
@@ -491,19 +502,19 @@ impl MountedSession {
             path: path.to_path_buf(),
             source,
         };
-        let mut session = match mount_direct(plan) {
+        let session = match mount_direct(plan) {
             Ok(device) => {
                 debug!("mounted {} with mount(2)", path.display());
-                let acl = if plan.allow_other {
-                    SessionACL::All
-                } else {
-                    SessionACL::Owner
-                };
-                fuser::Session::from_fd(adapter, device, acl)
+                // The kernel's INIT is answered here; if that fails, nobody serves the mount.
+                fuser::Session::from_fd(adapter, device, session_acl(plan), fuser_config(plan))
+                    .map_err(|err| {
+                        unmount(path);
+                        mount_error(err)
+                    })?
             }
             Err(err) if err.raw_os_error() == Some(libc::EPERM) => {
                 debug!("no privilege for mount(2): mounting through fusermount");
-                fuser::Session::new(adapter, path, &fuser_options(plan)).map_err(mount_error)?
+                fuser::Session::new(adapter, path, &fuser_config(plan)).map_err(mount_error)?
             }
             Err(err) => return Err(mount_error(err)),
         };
@@ -513,11 +524,11 @@ impl MountedSession {
         let thread = std::thread::Builder::new()
             .name("fuse-session".into())
             .spawn(move || {
+                // `run` consumes the session and drops it once the kernel let go; its own
+                // unmount is a no-op then.
                 if let Err(err) = session.run() {
                     error!("FUSE session failed: {err}");
                 }
-                // Dropping the session after the kernel let go; its own unmount is a no-op then.
-                drop(session);
                 let _ = ended_tx.send(());
             })
             .map_err(mount_error)?;

@@ -555,8 +555,9 @@ mod command_tests {
             "this test mounts, it needs root"
         );
         let s = setup();
-        let options = [fuser::MountOption::FSName("vagonfs:test".into())];
-        let session = fuser::spawn_mount2(NullFs, &s.mountpoint, &options).unwrap();
+        let mut options = fuser::Config::default();
+        options.mount_options = vec![fuser::MountOption::FSName("vagonfs:test".into())];
+        let session = fuser::spawn_mount(NullFs, &s.mountpoint, &options).unwrap();
         let _guard = MountGuard(s.mountpoint.clone());
         assert!(is_vagonfs_mount(&s.mountpoint), "{:?}", mount_table());
 

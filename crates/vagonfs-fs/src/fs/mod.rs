@@ -7,7 +7,9 @@
 //! The method set below is the contract between the adapter and the core; keep it stable.
 //!
 //! Layout: [`inode`] (the inode table, lookup counts, forget), [`dir`] (listings through every
-//! page, the listing cache, name sanitising, negative lookups), [`read`] (download links, block
+//! page, the listing cache, name sanitising, negative lookups), `entries` (what the kernel is
+//! told: negative entries, mknod, listings through a [`DirectoryReplier`]), [`read`] (download
+//! links, block
 //! cache, prefetch), [`attr`] (attributes from listings and options), [`statfs`] (quota),
 //! [`flight`] (single-flight fetches shared by all of them), [`errno`] (the one errno map),
 //! [`write`] (the write-path engine: spools, journal, uploader), `overlay` (local changes laid
@@ -24,8 +26,9 @@
 //! - readdir answers at most [`READDIR_BATCH`] entries per call from a snapshot of the listing
 //!   taken at `opendir` (re-taken on a rewind to offset 0), so offsets stay valid while the
 //!   folder changes; the snapshot shares the cached listing (`Arc`), never copies it; each
-//!   returned entry counts as a kernel lookup (readdirplus), and entries the adapter could not
-//!   send back must be handed to [`VagonFs::unsent`];
+//!   returned entry counts as a kernel lookup (readdirplus), and the adapter hands the answer to
+//!   the kernel through [`VagonFs::send_listing`], which gives back the lookups the kernel did
+//!   not take (`entries`);
 //! - no metadata operation waits on a relist when a listing exists (stale-while-revalidate, see
 //!   `dir`); one that must wait (a folder never listed) waits at most `--op-timeout`, and during
 //!   an outage cached listings keep answering (`health`);
@@ -44,6 +47,7 @@ pub mod attr;
 mod counters;
 pub mod dir;
 pub mod engine;
+mod entries;
 pub mod errno;
 mod flight;
 mod health;
@@ -86,10 +90,11 @@ pub use ops_write::{FlushReport, RecoveryReport};
 
 pub use counters::CacheCounters;
 pub use dir::{DEFAULT_DIR_REFRESH, DEFAULT_OP_TIMEOUT, KernelCache};
+pub use entries::{DirectoryReplier, Lookup, Offered};
 
 /// Most entries one `readdir` call answers (the kernel asks again from the last offset). About
 /// what a 32-64 KiB readdirplus buffer holds; entries beyond what the buffer takes are given back
-/// through [`VagonFs::unsent`].
+/// by [`VagonFs::send_listing`].
 pub const READDIR_BATCH: usize = 256;
 
 /// The root inode number (FUSE's convention).
@@ -456,17 +461,6 @@ impl VagonFs {
     /// The kernel dropped `nlookup` references to `ino`.
     pub fn forget(&self, ino: u64, nlookup: u64) {
         self.inodes.forget(ino, nlookup);
-    }
-
-    /// Give back the lookups of readdir entries the adapter could not send to the kernel (the
-    /// reply buffer was full): each entry `readdir` returns counts as a lookup, so the ones the
-    /// kernel never saw must be forgotten here. `.` and `..` are skipped.
-    pub fn unsent(&self, entries: &[DirEntry]) {
-        for e in entries {
-            if e.name != "." && e.name != ".." {
-                self.inodes.forget(e.attr.ino, 1);
-            }
-        }
     }
 
     pub async fn getattr(&self, ino: u64) -> FsResult<AttrReply> {

@@ -521,7 +521,14 @@ impl VagonFs {
             match files.get(&ino) {
                 // An unlink or a rename onto it is deciding: it may yet keep its name.
                 Some(f) if f.deciding => None,
-                Some(f) if f.unlinked || (!f.file.is_dirty() && landed(&f.file)) => {
+                // Clean and landed, and nobody else holds it: an open of it in progress (its
+                // handle not counted yet), an upload still doing its bookkeeping.
+                Some(f)
+                    if f.unlinked
+                        || (!f.file.is_dirty()
+                            && landed(&f.file)
+                            && Arc::strong_count(&f.file) == 1) =>
+                {
                     files.remove(&ino)
                 }
                 // Dirty: the engine keeps uploading it; it comes back here when done.

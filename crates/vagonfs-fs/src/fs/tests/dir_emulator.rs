@@ -10,11 +10,11 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::fs::errno::to_errno;
-use crate::fs::*;
 use crate::api::http::HttpFilesApi;
 use crate::api::{CompletedPart, CreateRequest, ObjectType};
 use crate::emulator::{EmulatorConfig, RunningEmulator};
+use crate::fs::errno::to_errno;
+use crate::fs::*;
 
 fn config() -> FsConfig {
     super::driver::read_config(1000, 1000, 64 << 20)

@@ -2,6 +2,8 @@
 //! network but loopback to an emulator in this process. Unit tests of one module stay inline
 //! in that module; end-to-end tests through a real mount live in `tests/`.
 //!
+//! - [`entries`]: what the kernel is told (negative entries, mknod, listings through a
+//!   `DirectoryReplier`).
 //! - [`core`]: browsing and reading against the in-memory double (`api::mem`) in the fault
 //!   injector (`api::faulty`); requests are counted, never timed.
 //! - [`write`]: the write path through `VagonFs`; the scenarios that only look at what the
@@ -20,6 +22,7 @@ mod core;
 mod dir_emulator;
 mod emulator;
 mod engine;
+mod entries;
 mod model;
 mod uploader;
 mod uploader_emulator;
