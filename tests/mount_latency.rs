@@ -269,7 +269,12 @@ fn a_read_blocked_by_a_frozen_api_fails_within_read_timeout_then_works_again() {
     let emu = EmulatorProcess::start();
     let data = test_bytes(12, 32 << 20);
     emu.upload(M1, None, "big.bin", &data);
-    let mount = TestMount::start(&emu, &["--machine", "1", "--read-timeout", "2"]);
+    // A small cache caps the read-ahead window (half the cache): bytes 30 MiB in are never
+    // prefetched by the first read before the freeze, whatever the kernel's read-ahead.
+    let mount = TestMount::start(
+        &emu,
+        &["--machine", "1", "--read-timeout", "2", "--cache-size", "8"],
+    );
     let file = std::fs::File::open(mount.join("big.bin")).expect("open");
     let mut head = vec![0u8; 4096];
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).expect("first read");
