@@ -644,6 +644,8 @@ impl VagonFs {
             let file = self.spool_of(&node).await?;
             self.make_room(ino, &file, size).await?;
             file.set_len(size).await?;
+            // Not held past here: a spool someone holds is never released.
+            drop(file);
             self.inodes.set_mtime_override(ino, None);
             let open = self.inodes.get(ino).is_some_and(|n| n.open_handles > 0);
             if !open {
