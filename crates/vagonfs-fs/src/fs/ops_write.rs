@@ -482,13 +482,7 @@ impl VagonFs {
         if let Some(file) = &file
             && !file.is_dirty()
             && let Some(base) = file.base()
-            && self.inodes.get(ino).is_some_and(|n| {
-                n.loc
-                    != Loc::Remote {
-                        space: file.space(),
-                        id: base.id,
-                    }
-            })
+            && !self.shows_upload(ino, file)
         {
             let done = Uploaded {
                 id: base.id,
@@ -510,14 +504,6 @@ impl VagonFs {
             // inode moves to the uploaded id) has not run yet is still the only way to its
             // bytes: the inode shows a file never listed (`Loc::Local`), or the version the
             // upload replaced (a read there would show the old bytes).
-            let loc = self.inodes.get(ino).map(|n| n.loc);
-            let landed = |f: &SpooledFile| match (f.base(), loc) {
-                (Some(base), Some(Loc::Remote { space, id })) => {
-                    id == base.id && space == f.space()
-                }
-                (None, Some(loc)) => !matches!(loc, Loc::Local { .. }),
-                _ => false,
-            };
             match files.get(&ino) {
                 // An unlink or a rename onto it is deciding: it may yet keep its name.
                 Some(f) if f.deciding => None,
@@ -526,7 +512,7 @@ impl VagonFs {
                 Some(f)
                     if f.unlinked
                         || (!f.file.is_dirty()
-                            && landed(&f.file)
+                            && self.shows_upload(ino, &f.file)
                             && Arc::strong_count(&f.file) == 1) =>
                 {
                     files.remove(&ino)
@@ -540,6 +526,17 @@ impl VagonFs {
             self.inodes.set_spooled(ino, false);
             // Room in `--cache-max-size` for a write waiting on it.
             self.engine.spool_freed.notify_waiters();
+        }
+    }
+
+    /// Whether inode `ino` shows what `file` last uploaded (or, never uploaded, a listed file):
+    /// until then its upload's bookkeeping (`after_upload`) has not run, and the spool is the
+    /// only way to its bytes.
+    fn shows_upload(&self, ino: u64, file: &SpooledFile) -> bool {
+        match (file.base(), self.inodes.get(ino).map(|n| n.loc)) {
+            (Some(base), Some(Loc::Remote { space, id })) => id == base.id && space == file.space(),
+            (None, Some(loc)) => !matches!(loc, Loc::Local { .. }),
+            _ => false,
         }
     }
 
