@@ -532,7 +532,7 @@ impl VagonFs {
     /// Whether inode `ino` shows what `file` last uploaded (or, never uploaded, a listed file):
     /// until then its upload's bookkeeping (`after_upload`) has not run, and the spool is the
     /// only way to its bytes.
-    fn shows_upload(&self, ino: u64, file: &SpooledFile) -> bool {
+    pub(crate) fn shows_upload(&self, ino: u64, file: &SpooledFile) -> bool {
         match (file.base(), self.inodes.get(ino).map(|n| n.loc)) {
             (Some(base), Some(Loc::Remote { space, id })) => id == base.id && space == file.space(),
             (None, Some(loc)) => !matches!(loc, Loc::Local { .. }),
@@ -602,7 +602,15 @@ impl VagonFs {
         // New bytes on the server: a remembered time of the old version no longer holds.
         self.time_moved(node.loc, new_loc, false, Some(ino));
         if let (Some((dir_ino, dir_loc)), Some(name)) = (node.parent, &node.name) {
-            let landed = std::ffi::OsString::from(file.target().name);
+            let target = file.target();
+            let landed = std::ffi::OsString::from(target.name);
+            let same_folder = folder_target(dir_loc).ok() == Some((target.space, target.parent_id));
+            if !same_folder || (&landed != name && !file.is_conflict_copy()) {
+                // A rename re-targeted the file and the engine's worker sent it before the
+                // rename moved the inode: the rename puts the name in place (and must not be
+                // taken for a conflict copy here, which would shadow a neighbour of that name).
+                return;
+            }
             if &landed != name {
                 // A conflict copy: the server's file keeps the name; this inode is the copy.
                 tracing::warn!(
