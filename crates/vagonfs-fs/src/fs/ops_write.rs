@@ -355,7 +355,16 @@ impl VagonFs {
         ))
     }
 
-    pub async fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    /// write(2). `data` is taken as owned bytes (the adapter's copy of fuser's buffer) and
+    /// goes to the spool on the blocking pool without another copy.
+    pub async fn write(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        data: impl Into<Vec<u8>>,
+    ) -> FsResult<u32> {
+        let data = data.into();
         let handle = self.file_handle(ino, fh)?;
         if !handle.write {
             let node = self.node(ino)?;

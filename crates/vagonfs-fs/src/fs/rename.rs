@@ -257,7 +257,9 @@ impl VagonFs {
         let (old_target, old_base) = match file.retarget(target.clone(), replace).await {
             Ok(previous) => previous,
             Err(e) => {
-                self.undo_retarget(&file, temporary, before).await;
+                // Not moved (a journal write failed); nothing could upload it meanwhile that
+                // the undo would not see.
+                self.undo_retarget(&file, temporary, before, replace).await;
                 return Err(e.into());
             }
         };
@@ -275,16 +277,25 @@ impl VagonFs {
             // The engine's worker sent the re-targeted bytes first (it found the file dirty):
             // what it landed is the move's upload.
             Ok(None) => match file.base() {
-                Some(b) if !file.is_dirty() && Some(b.id) != old_id => Uploaded {
+                Some(b) if Some(b) != replace && Some(b.id) != old_id => Uploaded {
                     id: b.id,
                     size: b.size,
                 },
                 _ => return Err(FsError::NotFound),
             },
             Err(e) => {
-                self.undo_retarget(&file, temporary, (old_target, old_base))
+                let undone = self
+                    .undo_retarget(&file, temporary, (old_target.clone(), old_base), replace)
                     .await;
-                return Err(e.into());
+                match undone {
+                    // The engine's worker landed the bytes under the new name after this
+                    // upload failed: the move happened, and must not be reported as failed.
+                    Some(b) => Uploaded {
+                        id: b.id,
+                        size: b.size,
+                    },
+                    None => return Err(e.into()),
+                }
             }
         };
         let new_loc = Loc::Remote {
@@ -418,19 +429,29 @@ impl VagonFs {
     }
 
     /// A move failed after `file` may have been re-targeted: a temporary spool is dropped (the
-    /// old file is untouched), a file's own spool points back at `old` (name and base).
+    /// old file is untouched), a file's own spool points back at `old` (name and base), unless
+    /// an upload under the new name landed meanwhile (the engine's worker may send a
+    /// re-targeted file at any time): then the move happened, and that upload's base is
+    /// returned.
     async fn undo_retarget(
         &self,
         file: &SpooledFile,
         temporary: bool,
         old: (super::write::FileTarget, Option<super::write::RemoteBase>),
-    ) {
+        moved_base: Option<super::write::RemoteBase>,
+    ) -> Option<super::write::RemoteBase> {
         if temporary {
             if let Err(d) = file.discard().await {
                 tracing::warn!(error = %d, "cannot remove a temporary rename spool");
             }
-        } else if let Err(r) = file.retarget(old.0, old.1).await {
-            tracing::warn!(error = %r, "cannot point a spool back at its old name");
+            return None;
+        }
+        match file.retarget_back(old.0, old.1, moved_base).await {
+            Ok(landed) => landed,
+            Err(r) => {
+                tracing::warn!(error = %r, "cannot point a spool back at its old name");
+                None
+            }
         }
     }
 

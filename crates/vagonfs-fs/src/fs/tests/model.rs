@@ -650,7 +650,7 @@ fn apply(w: &mut World, m: &mut Model, op: &Op) {
                     .open(ino, libc::O_WRONLY | libc::O_TRUNC)
                     .await
                     .expect("open");
-                fs.write(ino, open.fh, 0, mine).await.expect("write");
+                fs.write(ino, open.fh, 0, &mine[..]).await.expect("write");
                 w.mem.put_file(SPACE, parent, name, theirs);
                 fs.flush(ino, open.fh).await.expect("close");
                 fs.release(ino, open.fh).await.expect("release");
@@ -907,5 +907,75 @@ fn a_rename_out_of_a_folder_keeps_its_pending_neighbour() {
     ];
     for _ in 0..16 {
         check(&ops, Duration::from_secs(1), false).expect("follows the model");
+    }
+}
+
+/// The model's ninth finding (with faults): `b` (on the server, changed here) renamed onto
+/// `d/a`. The rename's own upload failed, and while it pointed the spool back at `b`, the
+/// engine's worker sent the re-targeted bytes to `d/a`: the rename answered EIO, yet `d/a` was
+/// replaced. Undoing a re-target now checks, under the upload gate, whether an upload under the
+/// new name landed; if so the move happened and succeeds.
+#[test]
+fn a_rename_whose_upload_fails_while_the_engine_lands_it_is_not_undone() {
+    let ops = [
+        Op::Unlink { file: 3 },
+        Op::Mkdir { dir: 0 },
+        Op::Write {
+            file: 1,
+            offset: 2,
+            data: vec![225],
+            trunc: true,
+            fsync: true,
+        },
+        Op::Rename { from: 4, to: 0 },
+        Op::Rename { from: 3, to: 3 },
+        Op::Write {
+            file: 4,
+            offset: 7,
+            data: vec![154, 169, 23, 217, 172, 7],
+            trunc: false,
+            fsync: false,
+        },
+        Op::Write {
+            file: 2,
+            offset: 10,
+            data: vec![17, 152, 111, 128, 224, 240, 34, 146],
+            trunc: false,
+            fsync: false,
+        },
+        Op::Unlink { file: 0 },
+        Op::Write {
+            file: 2,
+            offset: 8,
+            data: vec![100, 208, 247, 17, 87, 207, 7, 240, 209],
+            trunc: false,
+            fsync: false,
+        },
+        Op::Truncate { file: 4, size: 10 },
+        Op::Write {
+            file: 2,
+            offset: 7,
+            data: vec![232, 191, 212, 154, 40, 37, 95, 235, 1],
+            trunc: false,
+            fsync: true,
+        },
+        Op::Write {
+            file: 1,
+            offset: 4,
+            data: vec![101, 105, 7, 69, 0, 0, 93, 61],
+            trunc: true,
+            fsync: false,
+        },
+        Op::Rename { from: 1, to: 2 },
+        Op::Write {
+            file: 1,
+            offset: 3,
+            data: vec![135, 41, 179],
+            trunc: false,
+            fsync: false,
+        },
+    ];
+    for _ in 0..8 {
+        check(&ops, Duration::ZERO, true).expect("follows the model");
     }
 }

@@ -239,7 +239,8 @@ impl SpooledFile {
     }
 
     /// Write `data` at `offset`. Returns the byte count written (all of it).
-    pub async fn write(&self, offset: u64, data: &[u8]) -> WriteResult<u32> {
+    pub async fn write(&self, offset: u64, data: impl Into<Vec<u8>>) -> WriteResult<u32> {
+        let data = data.into();
         let n = u32::try_from(data.len()).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "write larger than 4 GiB")
         })?;
@@ -250,7 +251,8 @@ impl SpooledFile {
 
     /// Write `data` at the end (`O_APPEND`), atomically with respect to every other append of
     /// this file, whichever handle it comes through.
-    pub async fn append(&self, data: &[u8]) -> WriteResult<u32> {
+    pub async fn append(&self, data: impl Into<Vec<u8>>) -> WriteResult<u32> {
+        let data = data.into();
         let n = u32::try_from(data.len()).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "write larger than 4 GiB")
         })?;
@@ -327,23 +329,55 @@ impl SpooledFile {
         // worker may start one at any await): it lands under the old name and its bookkeeping
         // reads the old target; the next upload goes to the new one. Never both at once.
         let _gate = self.upload_gate.lock().await;
-        let previous = {
-            let mut m = self.meta();
-            let previous = (
-                std::mem::replace(&mut m.target, target),
-                std::mem::replace(&mut m.base, base),
-            );
-            m.conflict_copy = false;
-            m.space = space;
-            // A pending id names a file under the old name: no longer proof of anything.
-            m.pending_upload_id = None;
-            m.dirty = true;
-            // Force a record write even if it already said dirty.
-            m.record = None;
-            previous
-        };
+        let previous = self.point_at(target, base, space);
         self.note_mutation(false).await?;
         Ok(previous)
+    }
+
+    /// Undo [`SpooledFile::retarget`] after a failed move: point back at `target` and `base`,
+    /// unless an upload under the new name landed since (its base is no longer `moved_base`,
+    /// the one the move set): then the move happened, nothing changes, and the landed base is
+    /// returned.
+    pub async fn retarget_back(
+        &self,
+        target: FileTarget,
+        base: Option<RemoteBase>,
+        moved_base: Option<RemoteBase>,
+    ) -> WriteResult<Option<RemoteBase>> {
+        let space = JournalSpace::from_space(target.space)?;
+        let _gate = self.upload_gate.lock().await;
+        {
+            let m = self.meta();
+            if m.base != moved_base && !m.discarded {
+                return Ok(m.base);
+            }
+        }
+        self.point_at(target, base, space);
+        self.note_mutation(false).await?;
+        Ok(None)
+    }
+
+    /// Point at `target`/`base`, dirty (the caller holds the upload gate and writes the
+    /// record). Returns the target and base replaced.
+    fn point_at(
+        &self,
+        target: FileTarget,
+        base: Option<RemoteBase>,
+        space: JournalSpace,
+    ) -> (FileTarget, Option<RemoteBase>) {
+        let mut m = self.meta();
+        let previous = (
+            std::mem::replace(&mut m.target, target),
+            std::mem::replace(&mut m.base, base),
+        );
+        m.conflict_copy = false;
+        m.space = space;
+        // A pending id names a file under the old name: no longer proof of anything.
+        m.pending_upload_id = None;
+        m.dirty = true;
+        // Force a record write even if it already said dirty.
+        m.record = None;
+        previous
     }
 
     /// The file was unlinked: drop its record and spool file; the handle keeps working on the
