@@ -563,9 +563,13 @@ impl VagonFs {
         // What the upload replaces (a file renamed onto a listed name before its first upload
         // replaces that file, and its inode never pointed at it).
         let replaced = file.base().map(|b| b.id);
+        let replaced_size = file.base().map_or(0, |b| b.size);
         match file.upload(&self.uploader).await {
             Ok(None) => Ok(()),
             Ok(Some(done)) => {
+                // The quota check's numbers: the storage holds this much more now.
+                self.statfs
+                    .note_landed(file.space(), done.size.saturating_sub(replaced_size));
                 if let Some(old) = replaced.filter(|old| *old != done.id) {
                     self.overlay.mark_gone(Loc::Remote {
                         space: file.space(),
