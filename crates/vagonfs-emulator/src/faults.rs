@@ -18,7 +18,10 @@
 //!   a negative one, garbage: what a hostile or broken server might send);
 //! - `drop_answer`: the request is handled (its effect is stored), then the connection is
 //!   dropped without an answer, so the client cannot know the outcome (a `complete` that
-//!   "timed out" although the server finished).
+//!   "timed out" although the server finished);
+//! - `status`: answered with the given HTTP `status` (an error envelope) without being
+//!   handled, e.g. the 404 a real server may give a retried `complete` it already carried out
+//!   (the emulator itself answers that retry with the file).
 //!
 //! A scheduled fault wins over the rates; several for one family are used in the order given.
 
@@ -58,6 +61,8 @@ pub enum FaultError {
     UnknownFamily(String),
     #[error("a throttle needs a retry_after that is a valid header value, got {0:?}")]
     BadRetryAfter(Option<String>),
+    #[error("a status fault needs a status between 400 and 599, got {0:?}")]
+    BadStatus(Option<u16>),
 }
 
 /// `--fail-rate` and friends: a number in `[0, 1]`.
@@ -106,6 +111,8 @@ pub enum ScheduledKind {
     Throttle,
     /// Handle the request, then drop the connection without answering.
     DropAnswer,
+    /// Answer `status` without handling the request.
+    Status,
 }
 
 /// A fault for the next `count` requests of endpoint family `family` (a stats family:
@@ -119,6 +126,9 @@ pub struct Scheduled {
     pub fault: ScheduledKind,
     #[serde(default)]
     pub retry_after: Option<String>,
+    /// The status a `status` fault answers (400..=599).
+    #[serde(default)]
+    pub status: Option<u16>,
 }
 
 fn one() -> u32 {
@@ -137,6 +147,11 @@ impl Scheduled {
                 .is_some_and(|v| HeaderValue::from_str(v).is_ok())
         {
             return Err(FaultError::BadRetryAfter(self.retry_after.clone()));
+        }
+        if self.fault == ScheduledKind::Status
+            && !self.status.is_some_and(|s| (400..=599).contains(&s))
+        {
+            return Err(FaultError::BadStatus(self.status));
         }
         Ok(())
     }
@@ -254,6 +269,10 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
                 }
                 response
             }
+            ScheduledKind::Status => {
+                let status = s.status.unwrap_or(500);
+                Failure::new(status, format!("injected {status}")).into_response()
+            }
             ScheduledKind::DropAnswer => {
                 let kill = req.extensions().get::<ConnectionKill>().cloned();
                 let answer = next.run(req).await;
@@ -351,11 +370,16 @@ mod tests {
             count,
             fault,
             retry_after: retry_after.map(String::from),
+            status: (fault == ScheduledKind::Status).then_some(404),
         };
         let bad = [
             sched("nope", 1, ScheduledKind::DropAnswer, None),
             sched("list_files", 1, ScheduledKind::Throttle, None),
             sched("list_files", 1, ScheduledKind::Throttle, Some("a\nb")),
+            Scheduled {
+                status: Some(200),
+                ..sched("complete", 1, ScheduledKind::Status, None)
+            },
         ];
         for b in bad {
             let patch = FaultPatch {
