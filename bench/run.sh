@@ -382,15 +382,14 @@ case "$WRITE_MODE" in
 esac
 
 if [[ $RUN_WRITE -eq 1 ]]; then
-    # "Landed" = the emulator has received the last `complete` (polled every 10 ms from
-    # /_emulator/stats; its answer is one --latency-ms later), then checked by listing.
+    # "Landed" = the server lists the file with its full size (polled every 10 ms).
     log "sequential write: dd (no fsync) through a fresh mount, timed to close and to landed"
     start_mount
     client reset-stats >/dev/null
     t0="$(now_ns)"
     dd if="$WORK/big.src" of="$MNT/written.bin" bs=1M status=none
     T_W_CLOSE="$(secs_since "$t0")"
-    T_W_MNT="$(client wait-stats --family complete --count 1 --since-ns "$t0" | json 'd["seconds"]')"
+    T_W_MNT="$(client wait-file written.bin --size "$SIZE_BYTES" --machine 1 --since-ns "$t0" | json 'd["seconds"]')"
     RSS_WRITE="$(hwm_mib)"
     m_sync
     W_REQS="$(client stats | json '"%d create, %d PUT, %d complete" % (d["create"], d["data_put"], d["complete"])')"
