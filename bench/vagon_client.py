@@ -337,6 +337,39 @@ def cmd_stats(cl, a):
     return cl.admin("GET", "/_emulator/stats")
 
 
+def cmd_wait_stats(cl, a):
+    """Poll `/_emulator/stats` until `family` has counted `count` requests; answer the seconds
+    from `--since-ns` (a `date +%s%N` taken before the work started) to the poll that saw it."""
+    import time
+    deadline = time.time() + a.timeout
+    while True:
+        seen = cl.admin("GET", "/_emulator/stats").get(a.family, 0)
+        now_ns = time.time_ns()
+        if seen >= a.count:
+            return {"seconds": (now_ns - a.since_ns) / 1e9, "count": seen}
+        if time.time() > deadline:
+            raise ApiError(f"{a.family}: {seen} of {a.count} requests after {a.timeout} s")
+        time.sleep(a.poll_ms / 1000)
+
+
+def cmd_wait_file(cl, a):
+    """Poll the listing until `name` is listed with `--size` bytes (the upload of that version
+    is complete); answer the seconds from `--since-ns`."""
+    import time
+    deadline = time.time() + a.timeout
+    while True:
+        try:
+            size = cmd_find(cl, a)["size"]
+        except ApiError:
+            size = None
+        now_ns = time.time_ns()
+        if size == a.size:
+            return {"seconds": (now_ns - a.since_ns) / 1e9}
+        if time.time() > deadline:
+            raise ApiError(f"{a.name}: listed with {size} bytes, not {a.size}, after {a.timeout} s")
+        time.sleep(a.poll_ms / 1000)
+
+
 def cmd_reset_stats(cl, a):
     cl.admin("POST", "/_emulator/reset-stats")
     return {}
@@ -393,6 +426,13 @@ def main():
     sub.add_parser("peaks").set_defaults(fn=cmd_peaks)
     sub.add_parser("stats").set_defaults(fn=cmd_stats)
     sub.add_parser("reset-stats").set_defaults(fn=cmd_reset_stats)
+    s = sub.add_parser("wait-stats"); s.add_argument("--family", required=True); s.add_argument("--count", type=int, required=True)
+    s.add_argument("--since-ns", type=int, required=True); s.add_argument("--timeout", type=float, default=600)
+    s.add_argument("--poll-ms", type=int, default=10); s.set_defaults(fn=cmd_wait_stats)
+    s = sub.add_parser("wait-file"); s.add_argument("name"); s.add_argument("--size", type=int, required=True)
+    s.add_argument("--machine", type=int, default=1); s.add_argument("--parent", type=int)
+    s.add_argument("--since-ns", type=int, required=True); s.add_argument("--timeout", type=float, default=600)
+    s.add_argument("--poll-ms", type=int, default=10); s.set_defaults(fn=cmd_wait_file)
 
     a = p.parse_args()
     try:

@@ -284,7 +284,7 @@ async fn every_endpoint() {
     assert!(m1_cap.in_use >= 5000, "{m1_cap:?}");
 
     // Session recordings: read-only, seeded through the emulator's test hook.
-    let hook = reqwest::Client::new()
+    let hook = vagonfs_api::http::tls::client()
         .post(format!("{}/_emulator/raw-entry", emu.base()))
         .json(
             &json!({"name": "session-1.mp4", "object_type": "file", "machine_id": 1,

@@ -190,7 +190,7 @@ fn folder_metadata_follows_what_happens_inside() {
 fn bulk_folders(emu: &EmulatorProcess, parent: u64, count: u64) {
     let url = format!("{}/_emulator/bulk-folders", emu.url);
     rt().block_on(async {
-        let resp = reqwest::Client::new()
+        let resp = vagonfs_api::http::tls::client()
             .post(&url)
             .json(&serde_json::json!({"count": count, "prefix": "d", "machine_id": 1, "parent_id": parent}))
             .send()

@@ -428,7 +428,11 @@ fn metrics_endpoint_serves_counters_after_an_ls() {
     assert_eq!(names, vec!["hello.txt".to_string()]);
 
     let (content_type, page) = rt().block_on(async {
-        let response = reqwest::get(&url).await.expect("GET /metrics");
+        let response = vagonfs_api::http::tls::client()
+            .get(&url)
+            .send()
+            .await
+            .expect("GET /metrics");
         assert!(response.status().is_success(), "HTTP {}", response.status());
         let content_type = response
             .headers()
@@ -465,7 +469,7 @@ fn metrics_endpoint_serves_counters_after_an_ls() {
     assert!(
         wait_until(START_WAIT, || {
             last = rt().block_on(async {
-                match reqwest::get(&url).await {
+                match vagonfs_api::http::tls::client().get(&url).send().await {
                     Ok(response) => response.text().await.unwrap_or_default(),
                     Err(_) => String::new(),
                 }

@@ -34,7 +34,7 @@ fn count(stats: &serde_json::Value, key: &str) -> u64 {
 fn reset_stats(emu: &EmulatorProcess) {
     let url = format!("{}/_emulator/reset-stats", emu.url);
     rt().block_on(async {
-        let r = reqwest::Client::new()
+        let r = vagonfs_api::http::tls::client()
             .post(&url)
             .send()
             .await
@@ -153,7 +153,7 @@ fn a_bad_file_is_remembered_and_never_relists() {
     // Listed with 300,000 bytes, holding 100,000.
     let url = format!("{}/_emulator/raw-entry", emu.url);
     rt().block_on(async {
-        let r = reqwest::Client::new()
+        let r = vagonfs_api::http::tls::client()
             .post(&url)
             .json(&serde_json::json!({
                 "name": "bad.bin",

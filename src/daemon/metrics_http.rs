@@ -217,7 +217,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let base = format!("http://{}", server.local_addr());
-        let client = reqwest::Client::new();
+        let client = vagonfs_api::http::tls::client();
         let resp = client.get(format!("{base}/metrics")).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(

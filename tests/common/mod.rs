@@ -208,7 +208,11 @@ impl EmulatorProcess {
     pub fn stats(&self) -> serde_json::Value {
         let url = format!("{}/_emulator/stats", self.url);
         rt().block_on(async {
-            let response = reqwest::get(&url).await.expect("GET /_emulator/stats");
+            let response = vagonfs_api::http::tls::client()
+                .get(&url)
+                .send()
+                .await
+                .expect("GET /_emulator/stats");
             assert!(
                 response.status().is_success(),
                 "stats: HTTP {}",
@@ -225,7 +229,11 @@ impl EmulatorProcess {
     pub fn faults(&self) -> serde_json::Value {
         let url = format!("{}/_emulator/faults", self.url);
         rt().block_on(async {
-            let response = reqwest::get(&url).await.expect("GET /_emulator/faults");
+            let response = vagonfs_api::http::tls::client()
+                .get(&url)
+                .send()
+                .await
+                .expect("GET /_emulator/faults");
             assert!(
                 response.status().is_success(),
                 "faults: HTTP {}",
@@ -243,7 +251,7 @@ impl EmulatorProcess {
     pub fn set_faults(&self, faults: serde_json::Value) {
         let url = format!("{}/_emulator/faults", self.url);
         rt().block_on(async {
-            let response = reqwest::Client::new()
+            let response = vagonfs_api::http::tls::client()
                 .post(&url)
                 .json(&faults)
                 .send()

@@ -80,7 +80,7 @@ pub struct Client {
 impl Client {
     pub fn new(base: &str) -> Self {
         Client {
-            http: reqwest::Client::builder()
+            http: vagonfs_api::http::tls::client_builder()
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("reqwest client"),

@@ -10,7 +10,7 @@
 //! byte what goes on the wire. Both the client and the emulator use these functions; the test
 //! vector below was computed independently with Python's `hmac` module.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;

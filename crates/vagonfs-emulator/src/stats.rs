@@ -78,7 +78,7 @@ impl Stats {
         FAMILIES.iter().map(|f| (*f, 0)).collect()
     }
 
-    fn family(&self, method: &Method, route: &str) -> Option<&'static str> {
+    pub(crate) fn family(&self, method: &Method, route: &str) -> Option<&'static str> {
         // HEAD is served by the GET route.
         let method = if method == Method::HEAD {
             &Method::GET

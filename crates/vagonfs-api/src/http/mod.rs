@@ -39,12 +39,13 @@
 //! The files here: this one holds the client, its options and the [`FilesApi`] endpoints with
 //! their follow-ups; `control` sends a signed call with retries; `data` is the presigned data
 //! plane; `stream` the resumable download streams; `decode` the response decoding both planes
-//! share.
+//! share; `tls` builds every reqwest client of the process (crypto provider, verifier).
 
 mod control;
 mod data;
 mod decode;
 mod stream;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -168,8 +169,7 @@ impl HttpFilesApi {
                 "min_transfer_rate must be > 0".into(),
             ));
         }
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
+        let client = tls::client_builder()
             .user_agent(opts.user_agent.clone())
             .connect_timeout(opts.connect_timeout)
             .read_timeout(opts.request_timeout)

@@ -5,8 +5,11 @@
 //!   one listing fetched in parallel);
 //! - `POST /_emulator/reset-stats`: zero them (counts and peaks);
 //! - `GET /_emulator/faults`, `POST /_emulator/faults`: read or change the injected fault rates;
-//!   the body holds any of `fail_rate`, `throttle_rate`, `reset_rate` (0..1) and `latency_ms`;
-//!   answers the settings now in force;
+//!   the body holds any of `fail_rate`, `throttle_rate`, `reset_rate` (0..1) and `latency_ms`,
+//!   and `schedule`, exact faults for the next requests of an endpoint family, e.g.
+//!   `[{"family": "complete", "fault": "drop_answer"}, {"family": "list_files", "count": 2,
+//!   "fault": "throttle", "retry_after": "99999999999999999999"}]` (see `faults.rs`); answers the
+//!   rates now in force;
 //! - `POST /_emulator/raw-entry`: insert an entry bypassing validation, for hostile-data tests:
 //!   `{"name": "a/b", "object_type": "file"|"directory", "parent_id": 0, "machine_id": 1,
 //!     "recordings": false, "content": "text" | "content_base64": "...", "size": 999,

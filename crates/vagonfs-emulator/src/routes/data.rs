@@ -34,6 +34,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use super::{blocking, parse_id};
+use crate::emulator::faults::reset_connection;
 use crate::emulator::presign::LinkError;
 use crate::emulator::reply::{Failure, Reply};
 use crate::emulator::store::{DownloadStatus, StoreError};
@@ -67,19 +68,6 @@ fn check_link(state: &AppState, method: &str, req: &Request) -> Result<(), Failu
             LinkError::Expired => Failure::forbidden("link expired"),
             LinkError::Invalid => Failure::forbidden("link signature invalid"),
         })
-}
-
-/// Drop the connection carrying this request (an injected reset) and never answer.
-async fn reset_connection(req_kill: Option<ConnectionKill>) -> Response {
-    match req_kill {
-        Some(kill) => {
-            kill.0.cancel();
-            // The connection task drops this future once it sees the cancellation.
-            std::future::pending::<Response>().await
-        }
-        // Not served by our accept loop (no kill switch): the closest thing is an error.
-        None => Failure::internal("connection reset (injected)").into_response(),
-    }
 }
 
 /// Removes a temp file when dropped, unless [`TempFile::keep`] was called.

@@ -11,7 +11,7 @@
 //! Subtle cases handled here:
 //! - links are fetched at open (awaited at most [`OPEN_LINK_WAIT`], the fetch goes on in the
 //!   background after that) and reused; a link the storage refuses (`ApiError::LinkRefused`)
-//!   is replaced once per run and the run resumed where it stopped;
+//!   is replaced once per GET and the GET resumed where it stopped ([`get`]);
 //! - coherence: a link or a GET answering not-found, a link reporting another size than the
 //!   listing, or a GET whose validator (`ETag`) differs from the one seen before for this
 //!   version, all mean this version is gone: [`FsError::Gone`] (ESTALE), remembered per
@@ -45,9 +45,17 @@
 //!   runs go on in their own tasks, so an interrupted read does not waste a half-done fetch.
 //!   Whatever ends a run (error, panic, shutdown), its blocks still in flight are removed from
 //!   the map and their waiters get an error, never a hang.
+//!
+//! The files here: this one holds the [`Reader`] (open, read, the cache and in-flight map, the
+//! versions known bad); `run` the runs (one task per ranged GET of consecutive blocks, and the
+//! guard that cleans up after it); `get` the one ranged GET every read goes through (link,
+//! validator, refused-link retry, error mapping); `cache` the block LRU and buffer pools;
+//! `links` the download links; `seq` the sequential-reader detection.
 
 mod cache;
+mod get;
 mod links;
+mod run;
 mod seq;
 
 use std::collections::HashMap;
@@ -58,18 +66,17 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, Shared};
-use futures::{FutureExt, StreamExt};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Notify, Semaphore};
 
-use crate::api::{ApiError, ApiErrorKind, FilesApi};
+use crate::api::{ApiError, FilesApi};
 
 use super::counters::HitCounter;
 use super::{CacheStats, FsError, FsResult, lock};
 
 pub use cache::BLOCK_SIZE;
 use cache::{BlockCache, BlockKey, BufferPool};
+use links::Links;
 pub use links::{ASSUMED_LINK_LIFETIME, LINK_REUSE_FRACTION, OPEN_REVALIDATE};
-use links::{Link, Links};
 use seq::SeqState;
 pub use seq::{INITIAL_WINDOW_BLOCKS, MAX_WINDOW_BLOCKS, SEQ_SLACK};
 
@@ -95,12 +102,6 @@ pub const OPEN_LINK_WAIT: Duration = Duration::from_secs(5);
 
 /// Versions remembered as gone or bad; past this, the memory is cleared.
 const BAD_MAX: usize = 65_536;
-
-/// Validators remembered; past this, the memory is cleared.
-const VALIDATORS_MAX: usize = 4096;
-
-/// HTTP status of a Range the server cannot satisfy.
-const HTTP_RANGE_NOT_SATISFIABLE: u16 = 416;
 
 /// Which content a block belongs to: the object and what its listing said of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -434,32 +435,6 @@ impl Reader {
         out
     }
 
-    /// Start runs (of at most [`MAX_RUN_BLOCKS`]) for the missing blocks `blocks`; a read
-    /// waits for their memory in line.
-    fn start_runs(
-        self: &Arc<Self>,
-        fetching: &mut HashMap<BlockKey, BlockFlight>,
-        file: FileVersion,
-        blocks: Range<u64>,
-        prefetch: Option<(Arc<Semaphore>, OwnedSemaphorePermit)>,
-    ) -> Vec<Pending> {
-        let mut out = Vec::new();
-        let mut at = blocks.start;
-        let mut prefetch = prefetch;
-        while at < blocks.end {
-            let to = (at + MAX_RUN_BLOCKS).min(blocks.end);
-            let (senders, flights) = register(fetching, file, at..to);
-            out.extend(flights.into_iter().map(Pending::Fetching));
-            let grant = match prefetch.take() {
-                Some((permits, memory)) => Grant::Prefetch(permits, memory),
-                None => Grant::Demand,
-            };
-            self.spawn_run(file, at..to, senders, grant);
-            at = to;
-        }
-        out
-    }
-
     /// Prefetch the blocks `blocks` that are neither cached nor in flight, in runs of
     /// `run_len` blocks; stops at the first run the memory budget cannot grant at once.
     fn prefetch(self: &Arc<Self>, stream: &Stream, blocks: Range<u64>, run_len: u64) {
@@ -491,24 +466,6 @@ impl Reader {
         }
     }
 
-    fn spawn_run(
-        self: &Arc<Self>,
-        file: FileVersion,
-        blocks: Range<u64>,
-        senders: Vec<oneshot::Sender<FsResult<Bytes>>>,
-        grant: Grant,
-    ) {
-        self.running.count.fetch_add(1, Ordering::SeqCst);
-        let guard = RunGuard {
-            reader: Arc::clone(self),
-            file,
-            next: blocks.start,
-            senders: senders.into_iter().map(Some).collect(),
-            reserved: 0,
-        };
-        tokio::spawn(guard.run(blocks, grant));
-    }
-
     /// Uncached mode: exactly `range`, within the memory budget.
     async fn read_direct(&self, file: FileVersion, range: Range<u64>) -> FsResult<Bytes> {
         let n = u32::try_from((range.end - range.start).div_ceil(BLOCK_SIZE))
@@ -519,44 +476,8 @@ impl Reader {
             .await
             .map_err(|_| FsError::Io(std::io::Error::other("read budget closed")))?;
         let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
-        let mut refreshed = false;
-        let mut expect = self.validator(file);
-        while (out.len() as u64) < range.end - range.start {
-            let from = range.start + out.len() as u64;
-            let link = self.link_for(file, false).await?;
-            let body = self
-                .api
-                .get_range_stream(&link.url, from..range.end, expect.as_deref())
-                .await;
-            let failure = match body {
-                Ok(mut body) => {
-                    self.note_validator(file, &body.validator);
-                    expect = body.validator.clone().or(expect);
-                    let mut failed = None;
-                    while let Some(chunk) = body.chunks.next().await {
-                        match chunk {
-                            Ok(c) => out.extend_from_slice(&c),
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    match failed {
-                        None => break,
-                        Some(e) => e,
-                    }
-                }
-                Err(e) => e,
-            };
-            if failure.kind() == ApiErrorKind::LinkRefused && !refreshed {
-                refreshed = true;
-                tracing::debug!(file = file.id, "download link refused; getting a fresh one");
-                self.links.forget(file.id, Some(&link.url));
-                continue;
-            }
-            return Err(range_error(file, &(from..range.end), failure));
-        }
+        self.stream_range(file, range.clone(), |c| out.extend_from_slice(&c))
+            .await?;
         if out.len() as u64 != range.end - range.start {
             return Err(FsError::Inconsistent(format!(
                 "file {}: asked for bytes {}..{}, got {} bytes",
@@ -567,46 +488,6 @@ impl Reader {
             )));
         }
         Ok(out.freeze())
-    }
-
-    /// A link for `file` that agrees with its listed size (a fresh one when `fresh`).
-    async fn link_for(&self, file: FileVersion, fresh: bool) -> FsResult<Link> {
-        let mut link = if fresh {
-            self.links.fetch(file.id).await?
-        } else {
-            self.links.get(file.id).await?
-        };
-        if !fresh && link.size.is_some_and(|served| served != file.size) {
-            // A cached link tells the size of its day: ask again before concluding.
-            link = self.links.fetch(file.id).await?;
-        }
-        match link.size {
-            Some(served) if served != file.size => {
-                let why = format!(
-                    "file {}: listed with {} bytes, the server serves {served}",
-                    file.id, file.size
-                );
-                // The listing is probably older than the file: the first caller relists;
-                // if the listing keeps saying so, the file is bad (EIO).
-                self.mark_bad(file, Bad::Mismatch(why.clone()));
-                Err(FsError::Gone(why))
-            }
-            _ => Ok(link),
-        }
-    }
-
-    fn validator(&self, file: FileVersion) -> Option<String> {
-        lock(&self.validators).get(&file).cloned()
-    }
-
-    fn note_validator(&self, file: FileVersion, validator: &Option<String>) {
-        if let Some(v) = validator {
-            let mut map = lock(&self.validators);
-            if map.len() >= VALIDATORS_MAX {
-                map.clear();
-            }
-            map.entry(file).or_insert_with(|| v.clone());
-        }
     }
 
     /// Numbers of the block cache.
@@ -633,246 +514,6 @@ impl Reader {
             notified.await;
         }
         self.links.idle().await;
-    }
-}
-
-/// How a run got (or gets) its memory.
-enum Grant {
-    /// A read waits for it: in line for the budget.
-    Demand,
-    /// A prefetch: the budget was granted at once; it also waits for its handle's permit.
-    Prefetch(Arc<Semaphore>, OwnedSemaphorePermit),
-}
-
-/// Register the blocks `blocks` of `file` as in flight: one sender each for the run, one
-/// shared flight each for the waiters.
-fn register(
-    fetching: &mut HashMap<BlockKey, BlockFlight>,
-    file: FileVersion,
-    blocks: Range<u64>,
-) -> (Vec<oneshot::Sender<FsResult<Bytes>>>, Vec<BlockFlight>) {
-    let mut senders = Vec::new();
-    let mut flights = Vec::new();
-    for index in blocks {
-        let (tx, rx) = oneshot::channel::<FsResult<Bytes>>();
-        let flight = rx
-            .map(|r| {
-                r.unwrap_or_else(|_| {
-                    Err(FsError::Io(std::io::Error::other(
-                        "block fetch ended without an answer",
-                    )))
-                })
-            })
-            .boxed()
-            .shared();
-        fetching.insert(BlockKey { file, index }, flight.clone());
-        senders.push(tx);
-        flights.push(flight);
-    }
-    (senders, flights)
-}
-
-/// One run in flight. Whatever way it ends (dropped included), the blocks it has not delivered
-/// leave the in-flight map, their waiters get an error, and its memory is given back.
-struct RunGuard {
-    reader: Arc<Reader>,
-    file: FileVersion,
-    /// Index of the next block to deliver.
-    next: u64,
-    /// Senders of the blocks from `next` on.
-    senders: std::collections::VecDeque<Option<oneshot::Sender<FsResult<Bytes>>>>,
-    /// Bytes counted as in flight in the cache.
-    reserved: u64,
-}
-
-impl RunGuard {
-    async fn run(mut self, blocks: Range<u64>, grant: Grant) {
-        let file = self.file;
-        let n = (blocks.end - blocks.start) as u32;
-        let (_permit, mut memory) = match grant {
-            Grant::Demand => {
-                let want = n.min(self.reader.budget_blocks);
-                match Arc::clone(&self.reader.budget)
-                    .acquire_many_owned(want)
-                    .await
-                {
-                    Ok(m) => (None, m),
-                    Err(_) => {
-                        return self.fail(FsError::Io(std::io::Error::other("read budget closed")));
-                    }
-                }
-            }
-            Grant::Prefetch(permits, memory) => match permits.acquire_owned().await {
-                Ok(p) => (Some(p), memory),
-                Err(_) => {
-                    return self.fail(FsError::Io(std::io::Error::other(
-                        "prefetch permits closed",
-                    )));
-                }
-            },
-        };
-        let start = blocks.start * BLOCK_SIZE;
-        let end = (blocks.end * BLOCK_SIZE).min(file.size);
-        self.reserved = end - start;
-        lock(&self.reader.cache).reserve(self.reserved);
-        if let Err(e) = self.fetch(start..end, &mut memory).await {
-            self.fail(e);
-        }
-    }
-
-    /// GET `range` and deliver its blocks as they complete; a refused link is replaced once.
-    async fn fetch(
-        &mut self,
-        range: Range<u64>,
-        memory: &mut OwnedSemaphorePermit,
-    ) -> FsResult<()> {
-        let reader = Arc::clone(&self.reader);
-        let file = self.file;
-        let mut refreshed = false;
-        let mut expect = reader.validator(file);
-        let mut buf = reader.pool.take();
-        loop {
-            let from = self.next * BLOCK_SIZE + buf.len() as u64;
-            if from >= range.end {
-                return Ok(());
-            }
-            let link = reader.link_for(file, false).await?;
-            let failure = match reader
-                .api
-                .get_range_stream(&link.url, from..range.end, expect.as_deref())
-                .await
-            {
-                Ok(mut body) => {
-                    reader.note_validator(file, &body.validator);
-                    if let (Some(known), Some(now)) = (&expect, &body.validator)
-                        && known != now
-                    {
-                        return Err(FsError::Gone(format!(
-                            "file {}: the server now holds another version",
-                            file.id
-                        )));
-                    }
-                    expect = body.validator.clone().or(expect);
-                    let mut failed = None;
-                    while let Some(chunk) = body.chunks.next().await {
-                        match chunk {
-                            Ok(mut c) => {
-                                while !c.is_empty() {
-                                    let key = BlockKey {
-                                        file,
-                                        index: self.next,
-                                    };
-                                    let want = key.len() as usize;
-                                    let take = (want - buf.len()).min(c.len());
-                                    buf.extend_from_slice(&c.split_to(take));
-                                    if buf.len() == want {
-                                        let full = std::mem::replace(&mut buf, reader.pool.take());
-                                        self.deliver(key, reader.pool.seal(full), memory);
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    match failed {
-                        None => {
-                            let from = self.next * BLOCK_SIZE + buf.len() as u64;
-                            if from < range.end {
-                                return Err(FsError::Inconsistent(format!(
-                                    "file {}: the body of bytes {}..{} ended at {from}",
-                                    file.id, range.start, range.end
-                                )));
-                            }
-                            return Ok(());
-                        }
-                        Some(e) => e,
-                    }
-                }
-                Err(e) => e,
-            };
-            if failure.kind() == ApiErrorKind::LinkRefused && !refreshed {
-                refreshed = true;
-                tracing::debug!(file = file.id, "download link refused; getting a fresh one");
-                reader.links.forget(file.id, Some(&link.url));
-                continue;
-            }
-            return Err(range_error(file, &(from..range.end), failure));
-        }
-    }
-
-    /// Block `key` (the next one) is complete: into the cache, out of the in-flight map, to its
-    /// waiters.
-    fn deliver(&mut self, key: BlockKey, block: Bytes, memory: &mut OwnedSemaphorePermit) {
-        let len = block.len() as u64;
-        {
-            let mut fetching = lock(&self.reader.fetching);
-            lock(&self.reader.cache).land(key, block.clone(), len);
-            fetching.remove(&key);
-        }
-        self.reserved = self.reserved.saturating_sub(len);
-        // This block's memory is the cache's now.
-        drop(memory.split(1));
-        self.next += 1;
-        if let Some(Some(tx)) = self.senders.pop_front() {
-            let _ = tx.send(Ok(block));
-        }
-    }
-
-    /// The run failed: every block not delivered gets `err`.
-    fn fail(mut self, err: FsError) {
-        let mut fetching = lock(&self.reader.fetching);
-        for (i, tx) in self.senders.iter_mut().enumerate() {
-            fetching.remove(&BlockKey {
-                file: self.file,
-                index: self.next + i as u64,
-            });
-            if let Some(tx) = tx.take() {
-                let _ = tx.send(Err(err.clone()));
-            }
-        }
-        // Nothing left for `drop` to remove (a new run may register these blocks from now on).
-        self.senders.clear();
-    }
-}
-
-impl Drop for RunGuard {
-    fn drop(&mut self) {
-        {
-            let mut fetching = lock(&self.reader.fetching);
-            for i in 0..self.senders.len() {
-                fetching.remove(&BlockKey {
-                    file: self.file,
-                    index: self.next + i as u64,
-                });
-            }
-            lock(&self.reader.cache).release(self.reserved);
-        }
-        // Senders still here are dropped: their waiters get an error.
-        self.senders.clear();
-        if self.reader.running.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.reader.running.done.notify_waiters();
-        }
-    }
-}
-
-/// An error of a ranged GET, as the core reports it.
-fn range_error(file: FileVersion, range: &Range<u64>, e: ApiError) -> FsError {
-    let unsatisfiable = matches!(
-        &e,
-        ApiError::Status { status, .. } if *status == HTTP_RANGE_NOT_SATISFIABLE
-    );
-    if unsatisfiable || e.kind() == ApiErrorKind::Malformed {
-        FsError::Inconsistent(format!(
-            "file {}: listed with {} bytes but bytes {}..{} could not be served: {e}",
-            file.id, file.size, range.start, range.end
-        ))
-    } else if e.kind() == ApiErrorKind::NotFound {
-        FsError::Gone(format!("file {}: {e}", file.id))
-    } else {
-        FsError::Api(e)
     }
 }
 

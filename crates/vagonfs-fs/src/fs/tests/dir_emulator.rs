@@ -32,7 +32,7 @@ async fn start(latency_ms: u64) -> (RunningEmulator, Arc<HttpFilesApi>, tempfile
 async fn big_folder(running: &RunningEmulator, api: &HttpFilesApi, name: &str, count: u64) -> u64 {
     let req = CreateRequest::directory(Space::Machine(1), None, name);
     let id = api.create(&req).await.expect("mkdir").id;
-    let resp = reqwest::Client::new()
+    let resp = vagonfs_api::http::tls::client()
         .post(format!("{}/_emulator/bulk-folders", running.base_url()))
         .json(&serde_json::json!({"count": count, "prefix": "d", "machine_id": 1, "parent_id": id}))
         .send()

@@ -42,7 +42,7 @@ impl Emu {
         Emu {
             running: Some(running),
             api,
-            http: reqwest::Client::new(),
+            http: vagonfs_api::http::tls::client(),
             _dir: dir,
         }
     }
@@ -455,7 +455,7 @@ async fn ten_thousand_entries_cost_one_request_per_page_in_parallel() {
     let mut cfg = EmulatorConfig::new(dir.path());
     cfg.faults.latency_ms = 20;
     let (running, api) = super::driver::start_with_client(cfg).await;
-    let http = reqwest::Client::new();
+    let http = vagonfs_api::http::tls::client();
     let resp = http
         .post(format!("{}/_emulator/bulk-folders", running.base_url()))
         .json(&serde_json::json!({"count": 10_000, "prefix": "d", "machine_id": 1}))

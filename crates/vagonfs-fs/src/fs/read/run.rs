@@ -1,0 +1,237 @@
+//! Runs: one ranged GET for a stretch of consecutive missing blocks, in a task of its own,
+//! each block handed to the cache and its waiters the moment its last byte has arrived.
+//!
+//! Subtle cases handled here:
+//! - a run's memory: a read's run waits in line for the budget ([`Grant::Demand`]); a prefetch
+//!   run got its budget at once and also waits for a permit of its handle
+//!   ([`Grant::Prefetch`]); each delivered block's share of the budget becomes the cache's;
+//! - whatever way a run ends (error, panic, shutdown, dropped task), [`RunGuard`] removes the
+//!   blocks it has not delivered from the in-flight map, gives their waiters an error (never a
+//!   hang) and releases the bytes it reserved in the cache;
+//! - lock order: the in-flight map before the cache, never the other way round.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use super::cache::{BLOCK_SIZE, BlockKey};
+use super::{BlockFlight, FileVersion, FsError, FsResult, MAX_RUN_BLOCKS, Pending, Reader, lock};
+
+impl Reader {
+    /// Start runs (of at most [`MAX_RUN_BLOCKS`]) for the missing blocks `blocks`; a read
+    /// waits for their memory in line.
+    pub(super) fn start_runs(
+        self: &Arc<Self>,
+        fetching: &mut HashMap<BlockKey, BlockFlight>,
+        file: FileVersion,
+        blocks: Range<u64>,
+        prefetch: Option<(Arc<Semaphore>, OwnedSemaphorePermit)>,
+    ) -> Vec<Pending> {
+        let mut out = Vec::new();
+        let mut at = blocks.start;
+        let mut prefetch = prefetch;
+        while at < blocks.end {
+            let to = (at + MAX_RUN_BLOCKS).min(blocks.end);
+            let (senders, flights) = register(fetching, file, at..to);
+            out.extend(flights.into_iter().map(Pending::Fetching));
+            let grant = match prefetch.take() {
+                Some((permits, memory)) => Grant::Prefetch(permits, memory),
+                None => Grant::Demand,
+            };
+            self.spawn_run(file, at..to, senders, grant);
+            at = to;
+        }
+        out
+    }
+
+    fn spawn_run(
+        self: &Arc<Self>,
+        file: FileVersion,
+        blocks: Range<u64>,
+        senders: Vec<oneshot::Sender<FsResult<Bytes>>>,
+        grant: Grant,
+    ) {
+        self.running.count.fetch_add(1, Ordering::SeqCst);
+        let guard = RunGuard {
+            reader: Arc::clone(self),
+            file,
+            next: blocks.start,
+            senders: senders.into_iter().map(Some).collect(),
+            reserved: 0,
+        };
+        tokio::spawn(guard.run(blocks, grant));
+    }
+}
+
+/// How a run got (or gets) its memory.
+enum Grant {
+    /// A read waits for it: in line for the budget.
+    Demand,
+    /// A prefetch: the budget was granted at once; it also waits for its handle's permit.
+    Prefetch(Arc<Semaphore>, OwnedSemaphorePermit),
+}
+
+/// Register the blocks `blocks` of `file` as in flight: one sender each for the run, one
+/// shared flight each for the waiters.
+fn register(
+    fetching: &mut HashMap<BlockKey, BlockFlight>,
+    file: FileVersion,
+    blocks: Range<u64>,
+) -> (Vec<oneshot::Sender<FsResult<Bytes>>>, Vec<BlockFlight>) {
+    let mut senders = Vec::new();
+    let mut flights = Vec::new();
+    for index in blocks {
+        let (tx, rx) = oneshot::channel::<FsResult<Bytes>>();
+        let flight = rx
+            .map(|r| {
+                r.unwrap_or_else(|_| {
+                    Err(FsError::Io(std::io::Error::other(
+                        "block fetch ended without an answer",
+                    )))
+                })
+            })
+            .boxed()
+            .shared();
+        fetching.insert(BlockKey { file, index }, flight.clone());
+        senders.push(tx);
+        flights.push(flight);
+    }
+    (senders, flights)
+}
+
+/// One run in flight. Whatever way it ends (dropped included), the blocks it has not delivered
+/// leave the in-flight map, their waiters get an error, and its memory is given back.
+struct RunGuard {
+    reader: Arc<Reader>,
+    file: FileVersion,
+    /// Index of the next block to deliver.
+    next: u64,
+    /// Senders of the blocks from `next` on.
+    senders: std::collections::VecDeque<Option<oneshot::Sender<FsResult<Bytes>>>>,
+    /// Bytes counted as in flight in the cache.
+    reserved: u64,
+}
+
+impl RunGuard {
+    async fn run(mut self, blocks: Range<u64>, grant: Grant) {
+        let file = self.file;
+        let n = (blocks.end - blocks.start) as u32;
+        let (_permit, mut memory) = match grant {
+            Grant::Demand => {
+                let want = n.min(self.reader.budget_blocks);
+                match Arc::clone(&self.reader.budget)
+                    .acquire_many_owned(want)
+                    .await
+                {
+                    Ok(m) => (None, m),
+                    Err(_) => {
+                        return self.fail(FsError::Io(std::io::Error::other("read budget closed")));
+                    }
+                }
+            }
+            Grant::Prefetch(permits, memory) => match permits.acquire_owned().await {
+                Ok(p) => (Some(p), memory),
+                Err(_) => {
+                    return self.fail(FsError::Io(std::io::Error::other(
+                        "prefetch permits closed",
+                    )));
+                }
+            },
+        };
+        let start = blocks.start * BLOCK_SIZE;
+        let end = (blocks.end * BLOCK_SIZE).min(file.size);
+        self.reserved = end - start;
+        lock(&self.reader.cache).reserve(self.reserved);
+        if let Err(e) = self.fetch(start..end, &mut memory).await {
+            self.fail(e);
+        }
+    }
+
+    /// GET `range` and deliver its blocks as they complete (a refused link is replaced once,
+    /// in [`Reader::stream_range`]).
+    async fn fetch(
+        &mut self,
+        range: Range<u64>,
+        memory: &mut OwnedSemaphorePermit,
+    ) -> FsResult<()> {
+        let reader = Arc::clone(&self.reader);
+        let file = self.file;
+        let mut buf = reader.pool.take();
+        reader
+            .stream_range(file, range, |mut c| {
+                while !c.is_empty() {
+                    let key = BlockKey {
+                        file,
+                        index: self.next,
+                    };
+                    let want = key.len() as usize;
+                    let take = (want - buf.len()).min(c.len());
+                    buf.extend_from_slice(&c.split_to(take));
+                    if buf.len() == want {
+                        let full = std::mem::replace(&mut buf, reader.pool.take());
+                        self.deliver(key, reader.pool.seal(full), memory);
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Block `key` (the next one) is complete: into the cache, out of the in-flight map, to its
+    /// waiters.
+    fn deliver(&mut self, key: BlockKey, block: Bytes, memory: &mut OwnedSemaphorePermit) {
+        let len = block.len() as u64;
+        {
+            let mut fetching = lock(&self.reader.fetching);
+            lock(&self.reader.cache).land(key, block.clone(), len);
+            fetching.remove(&key);
+        }
+        self.reserved = self.reserved.saturating_sub(len);
+        // This block's memory is the cache's now.
+        drop(memory.split(1));
+        self.next += 1;
+        if let Some(Some(tx)) = self.senders.pop_front() {
+            let _ = tx.send(Ok(block));
+        }
+    }
+
+    /// The run failed: every block not delivered gets `err`.
+    fn fail(mut self, err: FsError) {
+        let mut fetching = lock(&self.reader.fetching);
+        for (i, tx) in self.senders.iter_mut().enumerate() {
+            fetching.remove(&BlockKey {
+                file: self.file,
+                index: self.next + i as u64,
+            });
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(Err(err.clone()));
+            }
+        }
+        // Nothing left for `drop` to remove (a new run may register these blocks from now on).
+        self.senders.clear();
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        {
+            let mut fetching = lock(&self.reader.fetching);
+            for i in 0..self.senders.len() {
+                fetching.remove(&BlockKey {
+                    file: self.file,
+                    index: self.next + i as u64,
+                });
+            }
+            lock(&self.reader.cache).release(self.reserved);
+        }
+        // Senders still here are dropped: their waiters get an error.
+        self.senders.clear();
+        if self.reader.running.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.reader.running.done.notify_waiters();
+        }
+    }
+}
