@@ -778,7 +778,11 @@ async fn fetch_entries(
             Ok((entries, complete))
         }
         // Only files are created locally; nothing to list.
-        Loc::Local { .. } => Err(super::FsError::NotADirectory),
+        Loc::Local { .. } | Loc::Held { .. } => Err(super::FsError::NotADirectory),
+        // Built from the storages' own trash folders by `trash.rs`, never listed here.
+        Loc::Trash(_) => Err(super::FsError::Unsupported(
+            "the merged trash is not a listed folder",
+        )),
     }
 }
 

@@ -62,6 +62,7 @@ pub mod statfs;
 #[cfg(test)]
 mod tests;
 pub mod times;
+mod trash;
 pub mod write;
 
 use std::collections::HashMap;
@@ -383,6 +384,8 @@ pub struct VagonFs {
     me: Weak<VagonFs>,
     /// Modification times set by users, kept across remounts ([`times`]).
     times: times::TimeStore,
+    /// The merged trash of the `--all` root (`trash`).
+    trash: trash::Trash,
 }
 
 impl VagonFs {
@@ -423,6 +426,7 @@ impl VagonFs {
             uploader,
             files: Mutex::new(HashMap::new()),
             times: times::TimeStore::new(),
+            trash: trash::Trash::new(),
             api,
             config,
         })
@@ -570,6 +574,9 @@ impl VagonFs {
 
     /// `flags` are the open(2) flags.
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
+        if let Some(held) = self.held_open(ino, flags) {
+            return held;
+        }
         let node = self.node(ino)?;
         if node.kind == NodeKind::Directory {
             return Err(FsError::IsADirectory);
@@ -622,6 +629,9 @@ impl VagonFs {
 
     pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.file_handle(ino, fh)?;
+        if let Some(held) = self.held_read(ino, offset, size).await {
+            return held;
+        }
         if let Some(file) = self.spooled_file(ino) {
             return Ok(file.read(offset, size).await?);
         }
