@@ -33,7 +33,11 @@ fn text(out: &Output) -> String {
 fn gio(home: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new("dbus-run-session");
     cmd.arg("--").arg("gio").args(args).env("HOME", home);
-    for var in ["XDG_DATA_HOME", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS"] {
+    for var in [
+        "XDG_DATA_HOME",
+        "XDG_RUNTIME_DIR",
+        "DBUS_SESSION_BUS_ADDRESS",
+    ] {
         cmd.env_remove(var);
     }
     run(&mut cmd)
@@ -109,7 +113,10 @@ fn gio_trash_at_the_root_of_an_all_mount_restore_and_empty() {
     gio_ok(home.path(), &["trash", file.to_str().unwrap()]);
     gio_ok(
         home.path(),
-        &["trash", mount.join("shared/shared-trash.txt").to_str().unwrap()],
+        &[
+            "trash",
+            mount.join("shared/shared-trash.txt").to_str().unwrap(),
+        ],
     );
     assert!(!file.exists());
     assert!(!mount.join("shared/shared-trash.txt").exists());
@@ -170,14 +177,24 @@ fn gio_trash_at_the_root_of_an_all_mount_restore_and_empty() {
     assert!(id_of(&emu, space, None, "trash-me.txt").is_some());
 
     // Through gvfs: list and restore the shared file, trash the machine's again, empty.
+    // `--list` prints `URI<TAB>original path`; the original path comes from the info file
+    // read through the root.
     let list = gio_ok(home.path(), &["trash", "--list"]);
-    assert!(list.contains("shared-trash.txt"), "gio trash --list: {list}");
-    gio_ok(home.path(), &["trash", "--restore", "trash:///shared-trash.txt"]);
+    let original = mount.join("shared/shared-trash.txt");
+    let uri = list
+        .lines()
+        .find_map(|line| {
+            let (uri, path) = line.split_once('\t')?;
+            (Path::new(path) == original).then(|| uri.to_string())
+        })
+        .unwrap_or_else(|| panic!("gio trash --list has no {}: {list}", original.display()));
+    gio_ok(home.path(), &["trash", "--restore", &uri]);
     assert_eq!(
         std::fs::read(mount.join("shared/shared-trash.txt")).expect("restored"),
         b"shared bytes"
     );
-    assert!(listed(&trash.join("files")).is_empty());
+    let left = listed(&trash.join("files"));
+    assert!(left.is_empty(), "{left:?}\n{}", mount.output_text());
     gio_ok(home.path(), &["trash", file.to_str().unwrap()]);
     assert_eq!(listed(&trash.join("files")), vec!["trash-me.txt"]);
     gio_ok(home.path(), &["trash", "--empty"]);
@@ -211,9 +228,15 @@ fn gio_trash_inside_a_machine_mount() {
     assert!(info.contains("\nPath=alone.txt\n"), "{info}");
     mount.sync_ok();
     assert_eq!(server_trash(&emu, space, "files"), vec!["alone.txt"]);
-    assert_eq!(server_trash(&emu, space, "info"), vec!["alone.txt.trashinfo"]);
-    std::fs::rename(mount.join(".Trash-0/files/alone.txt"), mount.join("alone.txt"))
-        .expect("restore");
+    assert_eq!(
+        server_trash(&emu, space, "info"),
+        vec!["alone.txt.trashinfo"]
+    );
+    std::fs::rename(
+        mount.join(".Trash-0/files/alone.txt"),
+        mount.join("alone.txt"),
+    )
+    .expect("restore");
     std::fs::remove_file(mount.join(".Trash-0/info/alone.txt.trashinfo")).expect("remove info");
     assert_eq!(
         std::fs::read(mount.join("alone.txt")).expect("read"),

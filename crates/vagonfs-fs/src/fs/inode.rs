@@ -60,6 +60,8 @@ pub(crate) enum TrashDir {
     Top,
     Files,
     Info,
+    /// Where gvfs moves an item before deleting it (Empty Trash): routed like `files/`.
+    Expunged,
 }
 
 impl Loc {

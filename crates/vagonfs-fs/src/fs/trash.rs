@@ -7,7 +7,8 @@
 //! virtual `.Trash-$uid` (`$uid` = the mount's `--uid`, the owner of every file it shows, so
 //! the only user GLib lets use it) holding `files/` and `info/`, views merging every writable
 //! storage's own `.Trash-$uid/files` and `.Trash-$uid/info` (shared first, then the machines in
-//! listing order; the recordings have no trash).
+//! listing order; the recordings have no trash). It holds `expunged/` too, where gvfs moves an
+//! item before deleting it (Empty Trash), merged and routed like `files/`.
 //!
 //! Subtle cases owned here:
 //! - a rename from storage S into `files/NAME` is a rename into S's `.Trash-$uid/files/NAME`
@@ -81,10 +82,11 @@ struct HeldFile {
 #[derive(Debug, Clone)]
 struct Shows {
     space: Space,
-    seen: Seen,
+    /// Its inode (the number stays when an upload re-binds it to a new id).
+    ino: u64,
     name: OsString,
-    /// Its folder (the storage's own `info/`): ino and location.
-    dir: (u64, Loc),
+    /// Its folder (the storage's own `info/`), to find it by name once its inode is gone.
+    dir: u64,
 }
 
 /// The merged trash's state: the held info files, by inode.
@@ -126,6 +128,21 @@ struct Merged {
     store: Store,
 }
 
+impl TrashDir {
+    /// The folders of `.Trash-$uid`, as listed.
+    const PARTS: [TrashDir; 3] = [TrashDir::Expunged, TrashDir::Files, TrashDir::Info];
+
+    /// Its name in `.Trash-$uid` (`None` for `.Trash-$uid` itself).
+    fn folder_name(self) -> Option<&'static str> {
+        match self {
+            TrashDir::Top => None,
+            TrashDir::Files => Some("files"),
+            TrashDir::Info => Some("info"),
+            TrashDir::Expunged => Some("expunged"),
+        }
+    }
+}
+
 impl VagonFs {
     /// `.Trash-$uid` for this mount's owner.
     fn trash_name(&self) -> OsString {
@@ -134,17 +151,10 @@ impl VagonFs {
 
     /// The inode of a folder of the merged trash (made at the first need).
     fn trash_node(&self, part: TrashDir) -> Inode {
-        let (name, parent) = match part {
-            TrashDir::Top => (self.trash_name(), (ROOT_INO, Loc::AllRoot)),
-            TrashDir::Files => (
-                OsString::from("files"),
-                (
-                    self.trash_node(TrashDir::Top).ino,
-                    Loc::Trash(TrashDir::Top),
-                ),
-            ),
-            TrashDir::Info => (
-                OsString::from("info"),
+        let (name, parent) = match part.folder_name() {
+            None => (self.trash_name(), (ROOT_INO, Loc::AllRoot)),
+            Some(name) => (
+                OsString::from(name),
                 (
                     self.trash_node(TrashDir::Top).ino,
                     Loc::Trash(TrashDir::Top),
@@ -178,11 +188,9 @@ impl VagonFs {
                     return Some(Ok(Some(Resolved::Node(self.trash_node(TrashDir::Top)))));
                 }
                 Loc::Trash(TrashDir::Top) => {
-                    let part = match name.as_bytes() {
-                        b"files" => Some(TrashDir::Files),
-                        b"info" => Some(TrashDir::Info),
-                        _ => None,
-                    };
+                    let part = TrashDir::PARTS
+                        .into_iter()
+                        .find(|p| p.folder_name().is_some_and(|n| name == n));
                     return Some(Ok(part.map(|p| Resolved::Node(self.trash_node(p)))));
                 }
                 Loc::Trash(part) => part,
@@ -208,10 +216,12 @@ impl VagonFs {
         Box::pin(async move {
             let part = match dir.loc {
                 Loc::Trash(TrashDir::Top) => {
-                    return Some(Ok(DirView::local_only(vec![
-                        ("files".into(), self.trash_node(TrashDir::Files).ino),
-                        ("info".into(), self.trash_node(TrashDir::Info).ino),
-                    ])));
+                    return Some(Ok(DirView::local_only(
+                        TrashDir::PARTS
+                            .into_iter()
+                            .filter_map(|p| Some((p.folder_name()?.into(), self.trash_node(p).ino)))
+                            .collect(),
+                    )));
                 }
                 Loc::Trash(part) => part,
                 _ => return None,
@@ -352,12 +362,10 @@ impl VagonFs {
         else {
             return Ok(None);
         };
-        let name = match part {
-            TrashDir::Top => return Ok(Some(top)),
-            TrashDir::Files => "files",
-            TrashDir::Info => "info",
-        };
-        self.sub_dir(&top, OsStr::new(name), create).await
+        match part.folder_name() {
+            None => Ok(Some(top)),
+            Some(name) => self.sub_dir(&top, OsStr::new(name), create).await,
+        }
     }
 
     /// What the merged `part` shows, storage by storage.
@@ -434,13 +442,15 @@ impl VagonFs {
         let Some(node) = self.inodes.get(m.ino) else {
             return m.ino;
         };
+        // Its length as shown (a spool not uploaded yet has its own).
+        let node = self.shown(node);
         if m.dir.name.as_deref() != Some(OsStr::new("info")) || node.kind != NodeKind::File {
             return m.ino;
         }
         let size = node.size + escape_path(&m.store.prefix).len() as u64;
         let existing = lock(&self.trash.held)
             .iter_mut()
-            .find(|(_, h)| h.shows.as_ref().is_some_and(|s| s.seen.loc == node.loc))
+            .find(|(_, h)| h.shows.as_ref().is_some_and(|s| s.ino == m.ino))
             .map(|(ino, h)| {
                 h.made = Instant::now();
                 *ino
@@ -473,14 +483,9 @@ impl VagonFs {
                 made: Instant::now(),
                 shows: Some(Shows {
                     space: m.store.space,
-                    seen: Seen {
-                        loc: node.loc,
-                        kind: node.kind,
-                        size: node.size,
-                        mtime: node.mtime,
-                    },
+                    ino: m.ino,
                     name: m.name.clone(),
-                    dir: (m.dir.ino, m.dir.loc),
+                    dir: m.dir.ino,
                 }),
             },
         );
@@ -696,9 +701,12 @@ impl VagonFs {
                 Some(store) => to_top_path(&body, &store.prefix),
                 None => body,
             };
+            let len = shown.len() as u64;
             if let Some(file) = lock(&self.trash.held).get_mut(&ino) {
                 file.data = shown;
             }
+            // The listed size was a guess (stored size + prefix): now it is known.
+            self.inodes.set_local_attrs(ino, Some(len), None);
         }
         let held = lock(&self.trash.held);
         let file = held.get(&ino).ok_or(FsError::NotFound)?;
@@ -711,17 +719,32 @@ impl VagonFs {
 
     /// The bytes of the storage's info file `shows`, at most [`HELD_BYTES_MAX`].
     async fn read_real_info(&self, shows: &Shows) -> FsResult<Vec<u8>> {
-        // Its inode, held (one lookup) for the read.
-        let real = match self
+        // Its inode, held (one lookup) for the read: the one the view found while it still
+        // shows that file, else whatever the storage's `info/` shows under its name now.
+        let linked = self
             .inodes
-            .ino_of(&shows.seen.loc)
-            .and_then(|ino| self.inodes.add_lookup(ino))
-        {
+            .get(shows.ino)
+            .filter(|n| self.inodes.is_linked(n))
+            .and_then(|n| self.inodes.add_lookup(n.ino));
+        let real = match linked {
             Some(node) => node.ino,
             None => {
-                self.inodes
-                    .upsert(&shows.seen, &shows.name, shows.dir, true)
-                    .ino
+                let dir = self.node(shows.dir)?;
+                let found: BoxFuture<'_, FsResult<Option<Resolved>>> =
+                    Box::pin(self.resolve(&dir, &shows.name));
+                match found.await?.ok_or(FsError::NotFound)? {
+                    Resolved::Node(n) => {
+                        self.inodes
+                            .add_lookup(n.ino)
+                            .ok_or(FsError::StaleInode(n.ino))?
+                            .ino
+                    }
+                    Resolved::Listed(e) => {
+                        self.inodes
+                            .upsert(&e.seen, &e.name, (dir.ino, dir.loc), true)
+                            .ino
+                    }
+                }
             }
         };
         let body = self.read_whole(real).await;
@@ -966,13 +989,13 @@ impl VagonFs {
             Box::pin(self.rename(from.ino, from_name, to.ino, newname, flags));
         match moved.await {
             Ok(()) => {
-                if let Some((ino, _)) = info {
-                    self.drop_held(ino);
+                if let (Some((ino, info_name)), Some((dir, file))) = (&info, &committed) {
+                    self.held_now_shows(*ino, store.space, *file, info_name, dir.ino);
                 }
                 Ok(())
             }
             Err(e) => {
-                if let (Some(dir), Some((_, info_name))) = (committed, &info) {
+                if let (Some((dir, _)), Some((_, info_name))) = (committed, &info) {
                     let undo: BoxFuture<'_, FsResult<()>> =
                         Box::pin(self.unlink(dir.ino, info_name));
                     if let Err(undo) = undo.await {
@@ -1019,8 +1042,8 @@ impl VagonFs {
     }
 
     /// Write held info file `ino` as `name` in `store`'s own `info/` (made if missing), its
-    /// `Path=` made relative to the storage. The folder it went to.
-    async fn commit_info(&self, store: &Store, ino: u64, name: &OsStr) -> FsResult<Inode> {
+    /// `Path=` made relative to the storage. The folder it went to and the file's inode.
+    async fn commit_info(&self, store: &Store, ino: u64, name: &OsStr) -> FsResult<(Inode, u64)> {
         let data = lock(&self.trash.held)
             .get(&ino)
             .map(|h| h.data.clone())
@@ -1070,7 +1093,25 @@ impl VagonFs {
             let _ = undo.await;
             return Err(e);
         }
-        Ok(dir)
+        Ok((dir, file))
+    }
+
+    /// Held info file `ino` was written to the storage as `file` (`name` in folder `dir`): it
+    /// is no longer pending, and goes on serving the same bytes as the merged view's inode for
+    /// that file, so the kernel's entry for it (and an open by gvfs right after the trash)
+    /// stays good.
+    fn held_now_shows(&self, ino: u64, space: Space, file: u64, name: &OsStr, dir: u64) {
+        if let Some(held) = lock(&self.trash.held).get_mut(&ino) {
+            held.shows = Some(Shows {
+                space,
+                ino: file,
+                name: name.to_os_string(),
+                dir,
+            });
+            held.made = Instant::now();
+        }
+        // The alias's own count (the kernel's is the create's), given back by `prune_held`.
+        self.inodes.add_lookup(ino);
     }
 }
 

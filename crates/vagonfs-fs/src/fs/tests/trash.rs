@@ -103,7 +103,10 @@ async fn the_root_shows_a_trash_of_files_and_info() {
         (attr.kind, attr.uid, attr.perm),
         (NodeKind::Directory, 1000, 0o755)
     );
-    assert_eq!(child_names(&s.fs, top).await, vec!["files", "info"]);
+    assert_eq!(
+        child_names(&s.fs, top).await,
+        vec!["expunged", "files", "info"]
+    );
     // Nothing trashed yet: empty, and no storage got a trash folder.
     assert!(
         child_names(&s.fs, ino(&s.fs, ".Trash-1000/files").await)
