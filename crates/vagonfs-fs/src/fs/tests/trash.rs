@@ -213,7 +213,6 @@ async fn trash_a_file_of_a_machine_and_of_shared_then_restore_and_empty() {
     assert_eq!(read_path(&s.fs, "machines/pc/dir/a.txt").await, b"alpha");
 
     // Restoring into another storage is what a cross-storage rename is: EXDEV.
-    let shared = ino(&s.fs, "shared").await;
     assert_eq!(
         errno(
             s.fs.rename(files, OsStr::new("s.txt"), dir, OsStr::new("s.txt"), 0)
@@ -222,7 +221,6 @@ async fn trash_a_file_of_a_machine_and_of_shared_then_restore_and_empty() {
         Some(libc::EXDEV)
     );
     assert_eq!(child_names(&s.fs, files).await, vec!["s.txt"]);
-    let _ = shared;
 
     // Empty Trash: what the view shows is deleted in its storage.
     s.fs.unlink(files, OsStr::new("s.txt"))
@@ -306,6 +304,10 @@ async fn names_taken_in_two_storages_pair_up_with_a_tag() {
     let files = ino(&s.fs, ".Trash-1000/files").await;
     let info = ino(&s.fs, ".Trash-1000/info").await;
     assert_eq!(child_names(&s.fs, files).await, vec!["s.txt", "s.txt.2"]);
+    assert_eq!(
+        child_names(&s.fs, info).await,
+        vec!["s.txt.2.trashinfo", "s.txt.trashinfo"]
+    );
     assert_eq!(
         read_path(&s.fs, ".Trash-1000/info/s.txt.trashinfo").await,
         info_text("machines/box/s.txt").into_bytes()
