@@ -360,8 +360,17 @@ impl VagonFs {
         ))
     }
 
-    pub async fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        if let Some(held) = self.held_write(ino, fh, offset, data) {
+    /// write(2). `data` is taken as owned bytes (the adapter's copy of fuser's buffer) and
+    /// goes to the spool on the blocking pool without another copy.
+    pub async fn write(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        data: impl Into<Vec<u8>>,
+    ) -> FsResult<u32> {
+        let data = data.into();
+        if let Some(held) = self.held_write(ino, fh, offset, &data) {
             return held;
         }
         let handle = self.file_handle(ino, fh)?;
@@ -540,7 +549,7 @@ impl VagonFs {
     /// Whether inode `ino` shows what `file` last uploaded (or, never uploaded, a listed file):
     /// until then its upload's bookkeeping (`after_upload`) has not run, and the spool is the
     /// only way to its bytes.
-    fn shows_upload(&self, ino: u64, file: &SpooledFile) -> bool {
+    pub(crate) fn shows_upload(&self, ino: u64, file: &SpooledFile) -> bool {
         match (file.base(), self.inodes.get(ino).map(|n| n.loc)) {
             (Some(base), Some(Loc::Remote { space, id })) => id == base.id && space == file.space(),
             (None, Some(loc)) => !matches!(loc, Loc::Local { .. }),
@@ -562,9 +571,13 @@ impl VagonFs {
         // What the upload replaces (a file renamed onto a listed name before its first upload
         // replaces that file, and its inode never pointed at it).
         let replaced = file.base().map(|b| b.id);
+        let replaced_size = file.base().map_or(0, |b| b.size);
         match file.upload(&self.uploader).await {
             Ok(None) => Ok(()),
             Ok(Some(done)) => {
+                // The quota check's numbers: the storage holds this much more now.
+                self.statfs
+                    .note_landed(file.space(), done.size.saturating_sub(replaced_size));
                 if let Some(old) = replaced.filter(|old| *old != done.id) {
                     self.overlay.mark_gone(Loc::Remote {
                         space: file.space(),
@@ -610,7 +623,15 @@ impl VagonFs {
         // New bytes on the server: a remembered time of the old version no longer holds.
         self.time_moved(node.loc, new_loc, false, Some(ino));
         if let (Some((dir_ino, dir_loc)), Some(name)) = (node.parent, &node.name) {
-            let landed = std::ffi::OsString::from(file.target().name);
+            let target = file.target();
+            let landed = std::ffi::OsString::from(target.name);
+            let same_folder = folder_target(dir_loc).ok() == Some((target.space, target.parent_id));
+            if !same_folder || (&landed != name && !file.is_conflict_copy()) {
+                // A rename re-targeted the file and the engine's worker sent it before the
+                // rename moved the inode: the rename puts the name in place (and must not be
+                // taken for a conflict copy here, which would shadow a neighbour of that name).
+                return;
+            }
             if &landed != name {
                 // A conflict copy: the server's file keeps the name; this inode is the copy.
                 tracing::warn!(

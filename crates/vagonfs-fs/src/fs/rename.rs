@@ -235,24 +235,10 @@ impl VagonFs {
             }
         }
         let spooled = src.ino.and_then(|i| self.spooled_file(i).map(|f| (i, f)));
-        if let Some((ino, f)) = &spooled {
-            f.wait_idle().await;
-            if !f.has_base() {
-                // Never on the server: re-target its queued upload. No bytes move.
-                return self
-                    .retarget_pending(
-                        *ino, f, from, src_name, src, to, dst_name, dst, target, replace,
-                    )
-                    .await;
-            }
-        }
-        let (file, old_id, temporary) = match spooled {
-            Some((_, f)) => {
-                // On the server under the old name (an upload in flight landed there, waited
-                // for above): upload under the new name, then delete the old one.
-                let old = f.base().map(|b| b.id);
-                (f, old, false)
-            }
+        let (file, listed_id, temporary) = match &spooled {
+            // On the server under the old name, or never uploaded: decided below, once the
+            // re-target is ordered after any upload of it (the engine may start one meanwhile).
+            Some((_, f)) => (Arc::clone(f), None, false),
             None => {
                 // The waits above may have let the source's own upload land (and its clean
                 // spool go): take where its inode is now.
@@ -273,32 +259,49 @@ impl VagonFs {
                 (f, Some(id), true)
             }
         };
-        let (old_target, old_base) = (file.target(), file.base());
-        let uploaded = match file.retarget(target.clone(), replace).await {
-            Ok(()) => file.upload(&self.uploader).await,
-            Err(e) => Err(e),
+        let before = (file.target(), file.base());
+        let (old_target, old_base) = match file.retarget(target.clone(), replace).await {
+            Ok(previous) => previous,
+            Err(e) => {
+                // Not moved (a journal write failed); nothing could upload it meanwhile that
+                // the undo would not see.
+                self.undo_retarget(&file, temporary, before, replace).await;
+                return Err(e.into());
+            }
         };
-        let done = match uploaded {
+        if let (Some((ino, _)), None) = (&spooled, old_base) {
+            // Never on the server: its queued upload now goes to the new name. No bytes move.
+            self.retargeted_pending(*ino, &file, from, src_name, src, to, dst_name, dst)
+                .await;
+            tracing::debug!(from = %old_target.display_path, to = %target.display_path, "queued upload re-targeted");
+            return Ok(());
+        }
+        // The object under the old name, deleted once the bytes are under the new one.
+        let old_id = old_base.map(|b| b.id).or(listed_id);
+        let done = match file.upload(&self.uploader).await {
             Ok(Some(done)) => done,
             // The engine's worker sent the re-targeted bytes first (it found the file dirty):
             // what it landed is the move's upload.
             Ok(None) => match file.base() {
-                Some(b) if !file.is_dirty() && Some(b.id) != old_id => Uploaded {
+                Some(b) if Some(b) != replace && Some(b.id) != old_id => Uploaded {
                     id: b.id,
                     size: b.size,
                 },
                 _ => return Err(FsError::NotFound),
             },
             Err(e) => {
-                if temporary {
-                    // Nothing of the user's is only here: the old file is untouched.
-                    if let Err(d) = file.discard().await {
-                        tracing::warn!(error = %d, "cannot remove a temporary rename spool");
-                    }
-                } else if let Err(r) = file.retarget(old_target, old_base).await {
-                    tracing::warn!(error = %r, "cannot point a spool back at its old name");
+                let undone = self
+                    .undo_retarget(&file, temporary, (old_target.clone(), old_base), replace)
+                    .await;
+                match undone {
+                    // The engine's worker landed the bytes under the new name after this
+                    // upload failed: the move happened, and must not be reported as failed.
+                    Some(b) => Uploaded {
+                        id: b.id,
+                        size: b.size,
+                    },
+                    None => return Err(e.into()),
                 }
-                return Err(e.into());
             }
         };
         let new_loc = Loc::Remote {
@@ -392,11 +395,11 @@ impl VagonFs {
         }
     }
 
-    /// Rename a file whose bytes were never uploaded: point its spool (and queued upload) at
-    /// the new name, replacing `dst` (its spool discarded; the server file it names is replaced
-    /// by the upload, by name). No request.
+    /// A move of a file whose bytes were never uploaded, once its spool (and queued upload)
+    /// points at the new name: replace `dst` (its spool discarded; the server file it names is
+    /// replaced by the upload, by name) and show the file there. No request.
     #[allow(clippy::too_many_arguments)]
-    async fn retarget_pending(
+    async fn retargeted_pending(
         &self,
         ino: u64,
         file: &Arc<SpooledFile>,
@@ -406,11 +409,7 @@ impl VagonFs {
         to: DirRef,
         dst_name: &OsStr,
         dst: Option<Child>,
-        target: super::write::FileTarget,
-        replace: Option<super::write::RemoteBase>,
-    ) -> FsResult<()> {
-        let old_target = file.target();
-        file.retarget(target.clone(), replace).await?;
+    ) {
         if let Some(dino) = dst
             .as_ref()
             .and_then(|d| d.ino)
@@ -424,11 +423,42 @@ impl VagonFs {
             self.inodes.set_place(ino, (pino, to.loc), dst_name);
         }
         self.overlay.remove(from.loc, src_name, Some(ino));
-        self.overlay.hold(to.loc, dst_name, ino);
+        if !file.is_dirty() && self.shows_upload(ino, file) {
+            // Its upload landed under the new name during the awaits above, and its bookkeeping
+            // left the name to this move.
+            self.settle_name(to.loc, dst_name, ino);
+        } else {
+            self.overlay.hold(to.loc, dst_name, ino);
+        }
         self.dirs.forget_missing(to.loc, dst_name);
         self.kick(ino);
-        tracing::debug!(from = %old_target.display_path, to = %target.display_path, "queued upload re-targeted");
-        Ok(())
+    }
+
+    /// A move failed after `file` may have been re-targeted: a temporary spool is dropped (the
+    /// old file is untouched), a file's own spool points back at `old` (name and base), unless
+    /// an upload under the new name landed meanwhile (the engine's worker may send a
+    /// re-targeted file at any time): then the move happened, and that upload's base is
+    /// returned.
+    async fn undo_retarget(
+        &self,
+        file: &SpooledFile,
+        temporary: bool,
+        old: (super::write::FileTarget, Option<super::write::RemoteBase>),
+        moved_base: Option<super::write::RemoteBase>,
+    ) -> Option<super::write::RemoteBase> {
+        if temporary {
+            if let Err(d) = file.discard().await {
+                tracing::warn!(error = %d, "cannot remove a temporary rename spool");
+            }
+            return None;
+        }
+        match file.retarget_back(old.0, old.1, moved_base).await {
+            Ok(landed) => landed,
+            Err(r) => {
+                tracing::warn!(error = %r, "cannot point a spool back at its old name");
+                None
+            }
+        }
     }
 
     /// Move folder `src` recursively (see the module note). Boxed: it recurses.

@@ -10,8 +10,9 @@
 //!   fit: its growth over the server file it replaces, plus the growth still pending in other
 //!   changed files of the same storage, is more than the free space; or the file alone is
 //!   (the server wants a file's whole size free at create, even for a replacement: it frees
-//!   the old bytes only at `complete`). Uploads landed since the numbers were learnt are not
-//!   subtracted (the check errs on accepting). Numbers older than
+//!   the old bytes only at `complete`). What uploads from here added since the numbers were
+//!   learnt is subtracted (another client's changes are not known: the check errs on
+//!   accepting, and the upload answers 507 for itself). Numbers older than
 //!   `STATFS_TTL` that say "full" are confirmed by one fresh capacity request before refusing
 //!   (a file deleted meanwhile freed room); when that request fails, the change is accepted and
 //!   the upload answers for itself;

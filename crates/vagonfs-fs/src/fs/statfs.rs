@@ -46,8 +46,9 @@ enum Scope {
     Team,
 }
 
-/// Capacity answers by `machine_id` asked, with when they arrived.
-type CapacityMap = HashMap<Option<u64>, (Instant, Capacity)>;
+/// Capacity answers by `machine_id` asked, with when they arrived and the bytes that uploads
+/// from here added to that storage since (not in the answer yet).
+type CapacityMap = HashMap<Option<u64>, (Instant, Capacity, u64)>;
 
 pub(crate) struct StatfsCache {
     api: Arc<dyn FilesApi>,
@@ -74,9 +75,10 @@ impl StatfsCache {
             Some(Space::Recordings { .. }) | None => (None, Scope::Team),
         };
         let capacity = self.capacity(machine).await?;
+        let landed = lock(&self.cached).get(&machine).map_or(0, |e| e.2);
         let (total, in_use) = match (scope, capacity.team_total, capacity.team_in_use) {
             (Scope::Team, Some(t), Some(u)) => (t, u),
-            _ => (capacity.total, capacity.in_use),
+            _ => (capacity.total, capacity.in_use.saturating_add(landed)),
         };
         Ok(numbers(total, in_use, files))
     }
@@ -84,15 +86,28 @@ impl StatfsCache {
     /// Free bytes of the storage of `space` as last learnt, without a request, and whether
     /// those numbers are older than [`STATFS_TTL`]. `None` when nothing is known, for spaces
     /// nothing is written to, and for a server without a quota (total 0).
+    /// Uploads landed since the numbers were learnt are subtracted.
     pub(crate) fn last_free(&self, space: Space) -> Option<(u64, bool)> {
         let machine = capacity_key(space)?;
-        let (at, cap) = lock(&self.cached).get(&machine).copied()?;
+        let (at, cap, landed) = lock(&self.cached).get(&machine).copied()?;
         (cap.total > 0).then(|| {
             (
-                cap.total.saturating_sub(cap.in_use),
+                cap.total.saturating_sub(cap.in_use).saturating_sub(landed),
                 at.elapsed() >= STATFS_TTL,
             )
         })
+    }
+
+    /// An upload from here grew the storage of `space` by `bytes`: counted against the last
+    /// numbers until the next capacity answer (which includes it, or is fetched so soon after
+    /// that it may not: then the check errs on accepting, as before).
+    pub(crate) fn note_landed(&self, space: Space, bytes: u64) {
+        let Some(machine) = capacity_key(space) else {
+            return;
+        };
+        if let Some(entry) = lock(&self.cached).get_mut(&machine) {
+            entry.2 = entry.2.saturating_add(bytes);
+        }
     }
 
     /// Free bytes of the storage of `space` from numbers at most [`STATFS_TTL`] old (fetched
@@ -105,7 +120,9 @@ impl StatfsCache {
     }
 
     async fn capacity(&self, machine: Option<u64>) -> FsResult<Capacity> {
-        let last = lock(&self.cached).get(&machine).copied();
+        let last = lock(&self.cached)
+            .get(&machine)
+            .map(|(at, cap, _)| (*at, *cap));
         if let Some((at, cap)) = last
             && at.elapsed() < STATFS_TTL
         {
@@ -115,7 +132,7 @@ impl StatfsCache {
         let cached = Arc::clone(&self.cached);
         let flight = self.flight.run(machine, move || async move {
             let cap = api.capacity(machine).await?;
-            lock(&cached).insert(machine, (Instant::now(), cap));
+            lock(&cached).insert(machine, (Instant::now(), cap, 0));
             Ok(cap)
         });
         let fetched = match tokio::time::timeout(self.op_timeout, flight).await {

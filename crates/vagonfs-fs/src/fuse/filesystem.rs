@@ -332,7 +332,7 @@ impl Filesystem for FuseAdapter {
         self.dispatch(
             ctx,
             reply,
-            async move { fs.write(ino, fh, off, &data).await },
+            async move { fs.write(ino, fh, off, data).await },
             |reply, written| reply.written(written),
         );
     }

@@ -654,6 +654,39 @@ async fn a_change_that_cannot_fit_the_known_quota_is_enospc_at_once() {
     assert_eq!(e.mem().content(SPACE, None, "first").unwrap(), vec![4; 90]);
 }
 
+/// The quota check subtracts what uploads from here added since the numbers were learnt: a
+/// file that landed counts against the free space at once, without a capacity request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_landed_upload_counts_against_the_known_quota() {
+    let e = env(Duration::ZERO);
+    e.mem().set_quota(1000);
+    e.fs.statfs(ROOT_INO).await.expect("statfs");
+    let asked = e.calls(ApiMethod::Capacity);
+    put(&e.fs, ROOT_INO, "first", &[1; 600]).await;
+    assert!(e.fs.wait_uploads().await.failed.is_empty());
+    let (attr, open) =
+        e.fs.create(ROOT_INO, OsStr::new("second"), 0o644, libc::O_WRONLY)
+            .await
+            .expect("create");
+    assert_eq!(
+        errno(e.fs.write(attr.attr.ino, open.fh, 0, &[2; 600]).await),
+        Some(libc::ENOSPC),
+        "600 landed + 600 > 1000"
+    );
+    e.fs.write(attr.attr.ino, open.fh, 0, &[2; 300])
+        .await
+        .expect("300 fit");
+    assert_eq!(e.calls(ApiMethod::Capacity), asked, "no capacity request");
+    // statfs shows it too (df after a copy).
+    let s = e.fs.statfs(ROOT_INO).await.expect("statfs");
+    assert_eq!(
+        s.blocks_free, 0,
+        "1000 - 600 bytes is less than one 4 KiB block"
+    );
+    e.fs.flush(attr.attr.ino, open.fh).await.expect("close");
+    e.fs.release(attr.attr.ino, open.fh).await.expect("release");
+}
+
 /// A 507 from an upload teaches the mount the quota (one capacity request, in the background),
 /// so the next change that cannot fit is refused at its write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -268,7 +268,7 @@ async fn parts_in_memory_stay_within_concurrency() {
     let f = SpooledFile::create_new(&e.dir, target("mem.bin"))
         .await
         .expect("create");
-    f.write(0, &data).await.expect("write");
+    f.write(0, &data[..]).await.expect("write");
     let ticket = e.uploader.registry().register("mem.bin", f.len());
     let tgt = UploadTarget {
         space: SPACE,
@@ -296,7 +296,7 @@ async fn the_part_budget_is_shared_by_all_uploads() {
         let f = SpooledFile::create_new(&e.dir, target(name))
             .await
             .expect("create");
-        f.write(0, &random_bytes(4 * MIB as usize, 20 + i as u64))
+        f.write(0, random_bytes(4 * MIB as usize, 20 + i as u64))
             .await
             .expect("write");
         files.push(f);
@@ -329,7 +329,7 @@ async fn quota_full_is_enospc_and_keeps_the_spool() {
     let f = SpooledFile::create_new(&e.dir, target("big.dat"))
         .await
         .expect("create");
-    f.write(0, &data).await.expect("write");
+    f.write(0, &data[..]).await.expect("write");
     let err = f.upload(&e.uploader).await.expect_err("quota");
     assert_eq!(errno_of(err), libc::ENOSPC);
     assert!(f.is_dirty());
@@ -360,7 +360,7 @@ async fn quota_exceeded_at_complete_is_enospc_too() {
     let f = SpooledFile::create_new(&e.dir, target("x.bin"))
         .await
         .expect("create");
-    f.write(0, &random_bytes(MIB as usize, 1))
+    f.write(0, random_bytes(MIB as usize, 1))
         .await
         .expect("write");
     // Fits at create, but someone else fills the storage before complete.
@@ -390,7 +390,7 @@ async fn a_failing_part_is_eio_and_keeps_the_journal() {
     let f = SpooledFile::create_new(&e.dir, target("fail.bin"))
         .await
         .expect("create");
-    f.write(0, &data).await.expect("write");
+    f.write(0, &data[..]).await.expect("write");
     let err = f.upload(&e.uploader).await.expect_err("part 2 fails");
     assert_eq!(errno_of(err), libc::EIO);
     assert_eq!(e.mem.completes(), 0);
@@ -420,7 +420,7 @@ async fn a_refused_part_link_restarts_from_create_once() {
     let f = SpooledFile::create_new(&e.dir, target("r.bin"))
         .await
         .expect("create");
-    f.write(0, &data).await.expect("write");
+    f.write(0, &data[..]).await.expect("write");
     e.api
         .fail_next(ApiMethod::UploadPart, 1, Fault::LinkRefused);
     f.upload(&e.uploader)
@@ -703,7 +703,7 @@ async fn crash_mid_upload_then_recover_uploads() {
         let f = SpooledFile::create_new(&dir, target("crash.bin"))
             .await
             .expect("create");
-        f.write(0, &data).await.expect("write");
+        f.write(0, &data[..]).await.expect("write");
         faulty.hold(ApiMethod::UploadPart, None);
         let (f2, up) = (Arc::clone(&f), uploader.clone());
         let task = tokio::spawn(async move { f2.upload(&up).await });

@@ -110,7 +110,7 @@ async fn forty_mib_in_16_mib_parts_arrives_byte_identical() {
     let mut off = 0;
     while off < size {
         rng.fill(&mut piece[..]);
-        f.write(off, &piece).await.expect("write");
+        f.write(off, &piece[..]).await.expect("write");
         local.update(&piece);
         off += MIB;
     }
@@ -141,7 +141,7 @@ async fn a_partial_overwrite_fills_from_the_server_and_replaces_the_file() {
     let f = SpooledFile::create_new(&env.dir, target("doc.bin"))
         .await
         .expect("create");
-    f.write(0, &original).await.expect("write");
+    f.write(0, &original[..]).await.expect("write");
     f.upload(&uploader).await.expect("upload");
     drop(f);
     let entry = env.entry("doc.bin").await;
@@ -177,7 +177,7 @@ async fn a_full_storage_is_enospc_and_the_spool_is_kept() {
     let f = SpooledFile::create_new(&env.dir, target("too-big.bin"))
         .await
         .expect("create");
-    f.write(0, &vec![7u8; 3 * MIB as usize])
+    f.write(0, vec![7u8; 3 * MIB as usize])
         .await
         .expect("write");
     let err = f.upload(&uploader).await.expect_err("storage full");

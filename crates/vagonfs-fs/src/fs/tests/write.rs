@@ -916,7 +916,7 @@ async fn recovery_after_a_crash_uploads_the_unsaved_file(backend: Backend) {
             .create(ROOT_INO, OsStr::new("crash.bin"), 0o644, libc::O_WRONLY)
             .await
             .expect("create");
-        fs.write(attr.attr.ino, open.fh, 0, &data)
+        fs.write(attr.attr.ino, open.fh, 0, &data[..])
             .await
             .expect("write");
         // Dropped without close: what a killed daemon leaves.

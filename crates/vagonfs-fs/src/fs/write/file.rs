@@ -65,6 +65,9 @@ struct Meta {
     discarded: bool,
     /// Last local change of the bytes (what getattr shows while the file is open).
     modified: SystemTime,
+    /// An upload went to a conflict copy beside `target`'s old name (see [`SpooledFile::upload`]);
+    /// cleared by a rename (re-target).
+    conflict_copy: bool,
 }
 
 /// The sequence of the last record change applied on disk.
@@ -175,6 +178,7 @@ impl SpooledFile {
                 seq: 0,
                 discarded: false,
                 modified,
+                conflict_copy: false,
             }),
             journal_io: Arc::new(Mutex::new(JournalIo::default())),
             upload_gate: tokio::sync::Mutex::new(()),
@@ -235,7 +239,8 @@ impl SpooledFile {
     }
 
     /// Write `data` at `offset`. Returns the byte count written (all of it).
-    pub async fn write(&self, offset: u64, data: &[u8]) -> WriteResult<u32> {
+    pub async fn write(&self, offset: u64, data: impl Into<Vec<u8>>) -> WriteResult<u32> {
+        let data = data.into();
         let n = u32::try_from(data.len()).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "write larger than 4 GiB")
         })?;
@@ -246,7 +251,8 @@ impl SpooledFile {
 
     /// Write `data` at the end (`O_APPEND`), atomically with respect to every other append of
     /// this file, whichever handle it comes through.
-    pub async fn append(&self, data: &[u8]) -> WriteResult<u32> {
+    pub async fn append(&self, data: impl Into<Vec<u8>>) -> WriteResult<u32> {
+        let data = data.into();
         let n = u32::try_from(data.len()).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "write larger than 4 GiB")
         })?;
@@ -277,6 +283,12 @@ impl SpooledFile {
         self.meta().base.is_some()
     }
 
+    /// Whether its name is a conflict copy's that an upload chose (not a rename): the bytes
+    /// went beside the name the user gave, because another client changed or took it.
+    pub fn is_conflict_copy(&self) -> bool {
+        self.meta().conflict_copy
+    }
+
     /// Read up to `size` bytes at `offset` (read-after-write sees the spool).
     pub async fn read(&self, offset: u64, size: u32) -> WriteResult<Bytes> {
         self.spool.read(offset, size).await
@@ -302,22 +314,70 @@ impl SpooledFile {
 
     /// Point the file at a new name/folder (rename) and, when given, a new base (the file that
     /// the rename replaces). Marks it dirty: the bytes must appear under the new name. The
-    /// caller deletes the old remote file (`base()` before this call) after the upload.
-    pub async fn retarget(&self, target: FileTarget, base: Option<RemoteBase>) -> WriteResult<()> {
+    /// caller deletes the old remote file (the base returned) after the upload.
+    ///
+    /// Returns the target and base it replaced, as they were once any upload in flight ended:
+    /// that upload may have put the bytes on the server under the old name meanwhile.
+    pub async fn retarget(
+        &self,
+        target: FileTarget,
+        base: Option<RemoteBase>,
+    ) -> WriteResult<(FileTarget, Option<RemoteBase>)> {
         let space = JournalSpace::from_space(target.space)?;
         self.spool.ensure_filled().await?;
+        // Ordered after an upload that started since the caller's `wait_idle` (the engine's
+        // worker may start one at any await): it lands under the old name and its bookkeeping
+        // reads the old target; the next upload goes to the new one. Never both at once.
+        let _gate = self.upload_gate.lock().await;
+        let previous = self.point_at(target, base, space);
+        self.note_mutation(false).await?;
+        Ok(previous)
+    }
+
+    /// Undo [`SpooledFile::retarget`] after a failed move: point back at `target` and `base`,
+    /// unless an upload under the new name landed since (its base is no longer `moved_base`,
+    /// the one the move set): then the move happened, nothing changes, and the landed base is
+    /// returned.
+    pub async fn retarget_back(
+        &self,
+        target: FileTarget,
+        base: Option<RemoteBase>,
+        moved_base: Option<RemoteBase>,
+    ) -> WriteResult<Option<RemoteBase>> {
+        let space = JournalSpace::from_space(target.space)?;
+        let _gate = self.upload_gate.lock().await;
         {
-            let mut m = self.meta();
-            m.target = target;
-            m.space = space;
-            m.base = base;
-            // A pending id names a file under the old name: no longer proof of anything.
-            m.pending_upload_id = None;
-            m.dirty = true;
-            // Force a record write even if it already said dirty.
-            m.record = None;
+            let m = self.meta();
+            if m.base != moved_base && !m.discarded {
+                return Ok(m.base);
+            }
         }
-        self.note_mutation(false).await
+        self.point_at(target, base, space);
+        self.note_mutation(false).await?;
+        Ok(None)
+    }
+
+    /// Point at `target`/`base`, dirty (the caller holds the upload gate and writes the
+    /// record). Returns the target and base replaced.
+    fn point_at(
+        &self,
+        target: FileTarget,
+        base: Option<RemoteBase>,
+        space: JournalSpace,
+    ) -> (FileTarget, Option<RemoteBase>) {
+        let mut m = self.meta();
+        let previous = (
+            std::mem::replace(&mut m.target, target),
+            std::mem::replace(&mut m.base, base),
+        );
+        m.conflict_copy = false;
+        m.space = space;
+        // A pending id names a file under the old name: no longer proof of anything.
+        m.pending_upload_id = None;
+        m.dirty = true;
+        // Force a record write even if it already said dirty.
+        m.record = None;
+        previous
     }
 
     /// The file was unlinked: drop its record and spool file; the handle keeps working on the
@@ -459,6 +519,7 @@ impl SpooledFile {
             m.pending_upload_id = None;
             if target.name != m.target.name {
                 // A conflict copy: later uploads of this file go there too.
+                m.conflict_copy = true;
                 m.target.display_path = match m.target.display_path.rsplit_once('/') {
                     Some((dir, _)) => format!("{dir}/{}", target.name),
                     None => target.name.clone(),

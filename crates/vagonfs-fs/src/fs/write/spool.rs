@@ -449,7 +449,8 @@ impl Spool {
 
     /// Write `data` at `offset`, growing the file (sparsely) if needed. Fills first when the
     /// spool is based on a remote file. Returns the new generation.
-    pub async fn write(&self, offset: u64, data: &[u8]) -> WriteResult<u64> {
+    pub async fn write(&self, offset: u64, data: impl Into<Vec<u8>>) -> WriteResult<u64> {
+        let data = data.into();
         let end = offset.checked_add(data.len() as u64).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -457,13 +458,21 @@ impl Spool {
             )
         })?;
         self.ensure_filled().await?;
-        // A small direct call: `data` is one kernel write (at most FUSE's max_write), going to
-        // the page cache.
-        let mut st = self.state();
-        self.file.write_all_at(data, offset)?;
-        st.len = st.len.max(end);
-        st.generation += 1;
-        Ok(st.generation)
+        // On the blocking pool: a page-cache write can stall for a long time under dirty-page
+        // throttling or a slow cache disk, and must not hold up an async worker (listings,
+        // reads and uploads run there).
+        let file = Arc::clone(&self.file);
+        let state = Arc::clone(&self.state);
+        tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let mut st = lock(&state);
+            file.write_all_at(&data, offset)?;
+            st.len = st.len.max(end);
+            st.generation += 1;
+            Ok(st.generation)
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(WriteError::from)
     }
 
     /// Read up to `size` bytes at `offset` (short at the end of the file).
@@ -483,9 +492,15 @@ impl Spool {
         };
         let mut out = Vec::with_capacity((end - offset) as usize);
         if local_end > offset {
-            out.resize((local_end - offset) as usize, 0);
-            // Small direct call: at most one kernel read.
-            self.file.read_exact_at(&mut out, offset)?;
+            // On the blocking pool, like writes: a cold page means a disk read.
+            let file = Arc::clone(&self.file);
+            out = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                out.resize((local_end - offset) as usize, 0);
+                file.read_exact_at(&mut out, offset)?;
+                Ok(out)
+            })
+            .await
+            .map_err(join_error)??;
         }
         if local_end < end {
             // Not filled yet, so nothing was written: the rest is the remote's bytes.
