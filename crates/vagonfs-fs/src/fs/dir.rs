@@ -779,7 +779,7 @@ async fn fetch_entries(
         }
         // Only files are created locally; nothing to list.
         Loc::Local { .. } | Loc::Held { .. } => Err(super::FsError::NotADirectory),
-        // Built from the storages' own trash folders by `trash.rs`, never listed here.
+        // Built from the storages' own trash folders by `trash/`, never listed here.
         Loc::Trash(_) => Err(super::FsError::Unsupported(
             "the merged trash is not a listed folder",
         )),

@@ -46,14 +46,14 @@ pub(crate) enum Loc {
     /// A file created locally and not uploaded yet (`n` is unique within the mount).
     Local { space: Space, n: u64 },
     /// `.Trash-$uid` at the root of the `RootSpec::All` layout, or its `files/` or `info/`:
-    /// views merging every storage's own trash (see `trash.rs`).
+    /// views merging every storage's own trash (see `trash/`).
     Trash(TrashDir),
     /// A file made in the merged `info/`, held in memory until the file it describes is
-    /// trashed (`n` is unique within the mount; see `trash.rs`).
+    /// trashed (`n` is unique within the mount; see `trash/`).
     Held { n: u64 },
 }
 
-/// Which folder of the merged trash (`trash.rs`).
+/// Which folder of the merged trash (`trash/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum TrashDir {
     /// `.Trash-$uid` itself: holds `files/` and `info/`.
@@ -77,7 +77,7 @@ impl Loc {
 
     /// Nothing can be written here, whatever the mount options: the virtual folders (machines
     /// cannot be created from a file system) and the session recordings.
-    /// The merged trash is not: what is written there goes to a storage (`trash.rs`).
+    /// The merged trash is not: what is written there goes to a storage (`trash/`).
     pub(crate) fn is_read_only(&self) -> bool {
         if matches!(self, Loc::Trash(_) | Loc::Held { .. }) {
             return false;

@@ -15,7 +15,8 @@
 //! [`write`] (the write-path engine: spools, journal, uploader), `overlay` (local changes laid
 //! over cached listings), `names` (name resolution and folder views merging both),
 //! `ops_write` (create, open for writing, write, flush, setattr, mkdir, unlink, rmdir, recovery),
-//! `rename` (file and folder moves), [`engine`] (background uploads: one worker per dirty
+//! `rename` (file and folder moves), `trash` (the merged desktop trash at the `--all` root),
+//! [`engine`] (background uploads: one worker per dirty
 //! file, `--transfers` at once, retries) and `room` (early ENOSPC from the known quota, the
 //! `--cache-max-size` bound of the spools).
 //!

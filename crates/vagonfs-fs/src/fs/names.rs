@@ -60,7 +60,7 @@ impl DirView {
         self.listing.entries.len() + self.local.len()
     }
 
-    /// A folder shown without a server listing of its own (the merged trash, `trash.rs`).
+    /// A folder shown without a server listing of its own (the merged trash, `trash/`).
     pub(crate) fn local_only(local: Vec<(OsString, u64)>) -> Arc<DirView> {
         Arc::new(DirView {
             listing: Arc::new(Listing::new(Vec::new(), true, std::time::Instant::now())),

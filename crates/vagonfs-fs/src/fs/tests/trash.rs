@@ -1,4 +1,4 @@
-//! The merged trash at the `--all` root (`fs/trash.rs`) against the in-memory double: the
+//! The merged trash at the `--all` root (`fs/trash/`) against the in-memory double: the
 //! syscalls GLib's `g_file_trash` makes, the restore and the Empty Trash of file managers, and
 //! what each leaves on the server.
 
