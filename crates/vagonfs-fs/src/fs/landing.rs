@@ -1,0 +1,201 @@
+//! What happens to a written file's spool between its changes and the server: holding its
+//! fate while an unlink or a rename decides it, uploading it (`upload_ino`, the engine's and
+//! fsync's one way to send a file), the bookkeeping once an upload landed (`after_upload`), and
+//! dropping the spool when nothing needs it any more.
+//!
+//! Subtle cases handled here:
+//! - a clean spool is kept until the inode points at what its upload landed
+//!   ([`VagonFs::shows_upload`]), and never dropped while someone else holds it (an open in
+//!   progress, a rename): until then it is the only way to the file's bytes;
+//! - an unlink or a rename onto a file holds its fate ([`VagonFs::hold_fate`]): no new upload
+//!   starts, its spool stays; a failed operation gives back its name and pending changes and
+//!   runs the bookkeeping an upload skipped meanwhile ([`VagonFs::keep_fate`]);
+//! - an upload that went to a conflict copy moves the inode to the copy's name; one that landed
+//!   a file a rename re-targeted (the engine may send it before the rename moved the inode)
+//!   leaves the name to the rename, so it never shadows a neighbour of the new name;
+//! - an upload marks the id it replaced as gone, and counts its growth against the storage's
+//!   known free space (the quota check, `room.rs`).
+
+use std::sync::Arc;
+
+use super::inode::Loc;
+use super::ops_write::folder_target;
+use super::write::{SpooledFile, Uploaded};
+use super::{FsError, FsResult, VagonFs, lock};
+
+impl VagonFs {
+    /// An unlink of `ino`, or a rename onto it, starts: no new upload of it starts (one in
+    /// flight goes on: the caller waits for it), and its spool stays until the operation ends,
+    /// however it ends. Its spool, if it has one.
+    pub(crate) fn hold_fate(&self, ino: u64) -> Option<Arc<SpooledFile>> {
+        lock(&self.files).get_mut(&ino).map(|f| {
+            f.unlinked = true;
+            f.deciding = true;
+            Arc::clone(&f.file)
+        })
+    }
+
+    /// The unlink or rename that held `ino`'s fate failed: it keeps its name, and its pending
+    /// changes go up again.
+    pub(crate) fn keep_fate(&self, ino: u64) {
+        let file = lock(&self.files).get_mut(&ino).map(|f| {
+            f.unlinked = false;
+            f.deciding = false;
+            Arc::clone(&f.file)
+        });
+        // An upload of it that landed while it was held skipped its bookkeeping (it looked
+        // unlinked): the inode moves to what it landed now.
+        if let Some(file) = &file
+            && !file.is_dirty()
+            && let Some(base) = file.base()
+            && !self.shows_upload(ino, file)
+        {
+            let done = Uploaded {
+                id: base.id,
+                size: base.size,
+            };
+            self.after_upload(ino, file, &done);
+        }
+        self.kick(ino);
+    }
+
+    /// Drop the spool of `ino` when no handle is open and it has nothing left to upload.
+    pub(crate) fn release_spool_if_done(&self, ino: u64) {
+        if self.inodes.get(ino).is_some_and(|n| n.open_handles > 0) {
+            return;
+        }
+        let dropped = {
+            let mut files = lock(&self.files);
+            // A clean spool whose upload finished but whose bookkeeping (`after_upload`: the
+            // inode moves to the uploaded id) has not run yet is still the only way to its
+            // bytes: the inode shows a file never listed (`Loc::Local`), or the version the
+            // upload replaced (a read there would show the old bytes).
+            match files.get(&ino) {
+                // An unlink or a rename onto it is deciding: it may yet keep its name.
+                Some(f) if f.deciding => None,
+                // Clean and landed, and nobody else holds it: an open of it in progress (its
+                // handle not counted yet), an upload still doing its bookkeeping.
+                Some(f)
+                    if f.unlinked
+                        || (!f.file.is_dirty()
+                            && self.shows_upload(ino, &f.file)
+                            && Arc::strong_count(&f.file) == 1) =>
+                {
+                    files.remove(&ino)
+                }
+                // Dirty: the engine keeps uploading it; it comes back here when done.
+                Some(_) => None,
+                None => None,
+            }
+        };
+        if dropped.is_some() {
+            self.inodes.set_spooled(ino, false);
+            // Room in `--cache-max-size` for a write waiting on it.
+            self.engine.spool_freed.notify_waiters();
+        }
+    }
+
+    /// Whether inode `ino` shows what `file` last uploaded (or, never uploaded, a listed file):
+    /// until then its upload's bookkeeping (`after_upload`) has not run, and the spool is the
+    /// only way to its bytes.
+    pub(crate) fn shows_upload(&self, ino: u64, file: &SpooledFile) -> bool {
+        match (file.base(), self.inodes.get(ino).map(|n| n.loc)) {
+            (Some(base), Some(Loc::Remote { space, id })) => id == base.id && space == file.space(),
+            (None, Some(loc)) => !matches!(loc, Loc::Local { .. }),
+            _ => false,
+        }
+    }
+
+    /// Upload `ino`'s spool if it is dirty.
+    pub(crate) async fn upload_ino(&self, ino: u64) -> FsResult<()> {
+        let Some((file, unlinked)) = lock(&self.files)
+            .get(&ino)
+            .map(|f| (Arc::clone(&f.file), f.unlinked))
+        else {
+            return Ok(());
+        };
+        if unlinked {
+            return Ok(());
+        }
+        // What the upload replaces (a file renamed onto a listed name before its first upload
+        // replaces that file, and its inode never pointed at it).
+        let replaced = file.base().map(|b| b.id);
+        let replaced_size = file.base().map_or(0, |b| b.size);
+        match file.upload(&self.uploader).await {
+            Ok(None) => Ok(()),
+            Ok(Some(done)) => {
+                // The quota check's numbers: the storage holds this much more now.
+                self.statfs
+                    .note_landed(file.space(), done.size.saturating_sub(replaced_size));
+                if let Some(old) = replaced.filter(|old| *old != done.id) {
+                    self.overlay.mark_gone(Loc::Remote {
+                        space: file.space(),
+                        id: old,
+                    });
+                }
+                self.after_upload(ino, &file, &done);
+                self.release_spool_if_done(ino);
+                Ok(())
+            }
+            Err(e) => {
+                let e = FsError::from(e);
+                tracing::debug!(ino, file = %file.target().display_path, error = %e, "upload failed; the spool is kept");
+                Err(e)
+            }
+        }
+    }
+
+    /// Bookkeeping after `ino`'s spool was uploaded as `done`. No listing is fetched or
+    /// dropped: the overlay shows the file under its name (and hides the id it replaced) until
+    /// any listing fetched before the upload has expired, so a new file costs exactly its three
+    /// upload requests.
+    pub(crate) fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
+        let unlinked = lock(&self.files).get(&ino).is_some_and(|f| f.unlinked);
+        if unlinked {
+            // Unlinked while its upload was in flight: the unlink waits for this upload and
+            // deletes what it landed (per-name order), so nothing to do here.
+            return;
+        }
+        let Some(node) = self.inodes.get(ino) else {
+            return;
+        };
+        let new_loc = Loc::Remote {
+            space: file.target().space,
+            id: done.id,
+        };
+        if node.loc != new_loc {
+            self.overlay.mark_gone(node.loc);
+            self.inodes.rebind(ino, new_loc);
+        }
+        self.inodes
+            .set_local_attrs(ino, Some(done.size), Some(file.modified()));
+        // New bytes on the server: a remembered time of the old version no longer holds.
+        self.time_moved(node.loc, new_loc, false, Some(ino));
+        if let (Some((dir_ino, dir_loc)), Some(name)) = (node.parent, &node.name) {
+            let target = file.target();
+            let landed = std::ffi::OsString::from(target.name);
+            let same_folder = folder_target(dir_loc).ok() == Some((target.space, target.parent_id));
+            if !same_folder || (&landed != name && !file.is_conflict_copy()) {
+                // A rename re-targeted the file and the engine's worker sent it before the
+                // rename moved the inode: the rename puts the name in place (and must not be
+                // taken for a conflict copy here, which would shadow a neighbour of that name).
+                return;
+            }
+            if &landed != name {
+                // A conflict copy: the server's file keeps the name; this inode is the copy.
+                tracing::warn!(
+                    file = %self.display_path(Some(dir_ino), name),
+                    copy = %landed.to_string_lossy(),
+                    "conflict with a change made elsewhere: this mount's version is kept as a copy"
+                );
+                self.overlay.remove(dir_loc, name, Some(ino));
+                self.inodes.set_place(ino, (dir_ino, dir_loc), &landed);
+                self.settle_name(dir_loc, &landed, ino);
+                // The listing has the other client's file under the name: fetch it again.
+                self.dirs.invalidate(dir_loc);
+            } else {
+                self.settle_name(dir_loc, name, ino);
+            }
+        }
+    }
+}
