@@ -78,6 +78,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::api::FilesApi;
+// The scenario tests (`tests/`) take these through `use crate::fs::*`.
+#[cfg(test)]
+use crate::api::{ApiError, Space};
 
 use attr::AttrPolicy;
 use dir::{DirCache, DirTimes, NAME_MAX};
