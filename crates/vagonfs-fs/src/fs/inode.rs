@@ -45,13 +45,30 @@ pub(crate) enum Loc {
     Remote { space: Space, id: u64 },
     /// A file created locally and not uploaded yet (`n` is unique within the mount).
     Local { space: Space, n: u64 },
+    /// `.Trash-$uid` at the root of the `RootSpec::All` layout, or its `files/` or `info/`:
+    /// views merging every storage's own trash (see `trash/`).
+    Trash(TrashDir),
+    /// A file made in the merged `info/`, held in memory until the file it describes is
+    /// trashed (`n` is unique within the mount; see `trash/`).
+    Held { n: u64 },
+}
+
+/// Which folder of the merged trash (`trash/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum TrashDir {
+    /// `.Trash-$uid` itself: holds `files/` and `info/`.
+    Top,
+    Files,
+    Info,
+    /// Where gvfs moves an item before deleting it (Empty Trash): routed like `files/`.
+    Expunged,
 }
 
 impl Loc {
     /// The storage tree this location belongs to (none for the virtual folders).
     pub(crate) fn space(&self) -> Option<Space> {
         match self {
-            Loc::AllRoot | Loc::Machines => None,
+            Loc::AllRoot | Loc::Machines | Loc::Trash(_) | Loc::Held { .. } => None,
             Loc::SpaceRoot(space) | Loc::Remote { space, .. } | Loc::Local { space, .. } => {
                 Some(*space)
             }
@@ -60,7 +77,11 @@ impl Loc {
 
     /// Nothing can be written here, whatever the mount options: the virtual folders (machines
     /// cannot be created from a file system) and the session recordings.
+    /// The merged trash is not: what is written there goes to a storage (`trash/`).
     pub(crate) fn is_read_only(&self) -> bool {
+        if matches!(self, Loc::Trash(_) | Loc::Held { .. }) {
+            return false;
+        }
         match self.space() {
             None => true,
             Some(Space::Recordings { .. }) => true,

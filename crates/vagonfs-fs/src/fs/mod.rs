@@ -15,7 +15,8 @@
 //! [`write`] (the write-path engine: spools, journal, uploader), `overlay` (local changes laid
 //! over cached listings), `names` (name resolution and folder views merging both),
 //! `ops_write` (create, open for writing, write, flush, setattr, mkdir, unlink, rmdir, recovery),
-//! `rename` (file and folder moves), [`engine`] (background uploads: one worker per dirty
+//! `rename` (file and folder moves), `trash` (the merged desktop trash at the `--all` root),
+//! [`engine`] (background uploads: one worker per dirty
 //! file, `--transfers` at once, retries) and `room` (early ENOSPC from the known quota, the
 //! `--cache-max-size` bound of the spools).
 //!
@@ -64,6 +65,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 pub mod times;
+mod trash;
 mod types;
 pub mod write;
 
@@ -76,6 +78,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::api::FilesApi;
+// The scenario tests (`tests/`) take these through `use crate::fs::*`.
+#[cfg(test)]
+use crate::api::{ApiError, Space};
 
 use attr::AttrPolicy;
 use dir::{DirCache, DirTimes, NAME_MAX};
@@ -163,6 +168,8 @@ pub struct VagonFs {
     me: Weak<VagonFs>,
     /// Modification times set by users, kept across remounts ([`times`]).
     times: times::TimeStore,
+    /// The merged trash of the `--all` root (`trash`).
+    trash: trash::Trash,
 }
 
 impl VagonFs {
@@ -203,6 +210,7 @@ impl VagonFs {
             uploader,
             files: Mutex::new(HashMap::new()),
             times: times::TimeStore::new(),
+            trash: trash::Trash::new(),
             api,
             config,
         })
@@ -350,6 +358,9 @@ impl VagonFs {
 
     /// `flags` are the open(2) flags.
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
+        if let Some(held) = self.held_open(ino, flags) {
+            return held;
+        }
         let node = self.node(ino)?;
         if node.kind == NodeKind::Directory {
             return Err(FsError::IsADirectory);
@@ -402,6 +413,9 @@ impl VagonFs {
 
     pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.file_handle(ino, fh)?;
+        if let Some(held) = self.held_read(ino, offset, size).await {
+            return held;
+        }
         if let Some(file) = self.spooled_file(ino) {
             return Ok(file.read(offset, size).await?);
         }

@@ -60,6 +60,15 @@ impl DirView {
         self.listing.entries.len() + self.local.len()
     }
 
+    /// A folder shown without a server listing of its own (the merged trash, `trash/`).
+    pub(crate) fn local_only(local: Vec<(OsString, u64)>) -> Arc<DirView> {
+        Arc::new(DirView {
+            listing: Arc::new(Listing::new(Vec::new(), true, std::time::Instant::now())),
+            hidden: HashSet::new(),
+            local,
+        })
+    }
+
     pub(crate) fn at(&self, pos: usize) -> Option<Shown<'_>> {
         let listed = self.listing.entries.len();
         if pos < listed {
@@ -102,6 +111,9 @@ pub(crate) struct Child {
 impl VagonFs {
     /// The object shown as `name` in folder `dir`, if any (no lookup counted, no inode made).
     pub(crate) async fn resolve(&self, dir: &Inode, name: &OsStr) -> FsResult<Option<Resolved>> {
+        if let Some(trash) = self.trash_resolve(dir, name).await {
+            return trash;
+        }
         if let Some(ino) = self
             .overlay
             .get(dir.loc, name, self.dirs.listed_at(dir.loc))
@@ -163,13 +175,17 @@ impl VagonFs {
     /// then the local names. A snapshot: readdir offsets index into it. The listing is the
     /// cached one, revalidated in the background once older than `--dir-refresh`.
     pub(crate) async fn view(&self, dir: &Inode) -> FsResult<Arc<DirView>> {
+        if let Some(trash) = self.trash_view(dir).await {
+            return trash;
+        }
         let listing = self.dirs.get(dir.loc, Want::Open).await?;
-        let local: Vec<(OsString, u64)> = self
+        let mut local: Vec<(OsString, u64)> = self
             .overlay
             .names(dir.loc, Some(listing.started))
             .into_iter()
             .filter(|(_, ino)| self.inodes.get(*ino).is_some())
             .collect();
+        local.extend(self.trash_root_entry(dir));
         let shadowed: HashSet<&OsString> = local.iter().map(|(n, _)| n).collect();
         let hidden = listing
             .entries

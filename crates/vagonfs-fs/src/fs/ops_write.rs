@@ -71,7 +71,9 @@ pub(crate) fn folder_target(loc: Loc) -> FsResult<(Space, Option<u64>)> {
     match loc {
         Loc::SpaceRoot(space) => Ok((space, None)),
         Loc::Remote { space, id } => Ok((space, Some(id))),
-        Loc::AllRoot | Loc::Machines | Loc::Local { .. } => Err(FsError::ReadOnly),
+        Loc::AllRoot | Loc::Machines | Loc::Local { .. } | Loc::Trash(_) | Loc::Held { .. } => {
+            Err(FsError::ReadOnly)
+        }
     }
 }
 
@@ -262,6 +264,9 @@ impl VagonFs {
         _mode: u32,
         flags: i32,
     ) -> FsResult<(AttrReply, OpenReply)> {
+        if let Some(trash) = self.trash_create(parent, name, flags).await {
+            return trash;
+        }
         let dir = self.dir_node(parent)?;
         self.check_writable(&dir.loc)?;
         let target = self.file_target(Some(parent), dir.loc, name)?;
@@ -329,6 +334,9 @@ impl VagonFs {
         data: impl Into<Vec<u8>>,
     ) -> FsResult<u32> {
         let data = data.into();
+        if let Some(held) = self.held_write(ino, fh, offset, &data) {
+            return held;
+        }
         let handle = self.file_handle(ino, fh)?;
         if !handle.write {
             let node = self.node(ino)?;
@@ -432,6 +440,9 @@ impl VagonFs {
     }
 
     pub async fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<AttrReply> {
+        if let Some(held) = self.held_setattr(ino, &set) {
+            return held;
+        }
         let node = self.node(ino)?;
         let changes = set.size.is_some()
             || set.mode.is_some()
@@ -513,6 +524,9 @@ impl VagonFs {
     }
 
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        if let Some(trash) = self.trash_unlink(parent, name).await {
+            return trash;
+        }
         let dir = self.dir_node(parent)?;
         self.check_writable(&dir.loc)?;
         let child = self.child(&dir, name).await?.ok_or(FsError::NotFound)?;
@@ -590,6 +604,9 @@ impl VagonFs {
     }
 
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        if let Some(trash) = self.trash_rmdir(parent, name).await {
+            return trash;
+        }
         let dir = self.dir_node(parent)?;
         self.check_writable(&dir.loc)?;
         let child = self.child(&dir, name).await?.ok_or(FsError::NotFound)?;

@@ -61,6 +61,12 @@ impl VagonFs {
         if flags & !libc::RENAME_NOREPLACE != 0 {
             return Err(FsError::InvalidArgument(format!("rename flags {flags:#x}")));
         }
+        if let Some(trash) = self
+            .trash_rename(parent, name, newparent, newname, flags)
+            .await
+        {
+            return trash;
+        }
         let src_dir = self.dir_node(parent)?;
         let dst_dir = self.dir_node(newparent)?;
         self.check_writable(&src_dir.loc)?;

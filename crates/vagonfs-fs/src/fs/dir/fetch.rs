@@ -47,7 +47,11 @@ pub(super) async fn fetch_entries(
             Ok((entries, complete))
         }
         // Only files are created locally; nothing to list.
-        Loc::Local { .. } => Err(crate::fs::FsError::NotADirectory),
+        Loc::Local { .. } | Loc::Held { .. } => Err(crate::fs::FsError::NotADirectory),
+        // Built from the storages' own trash folders by `trash/`, never listed here.
+        Loc::Trash(_) => Err(crate::fs::FsError::Unsupported(
+            "the merged trash is not a listed folder",
+        )),
     }
 }
 

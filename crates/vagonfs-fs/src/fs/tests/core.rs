@@ -153,7 +153,7 @@ async fn all_layout_with_machine_name_collisions() {
     let root = list(&fs, ROOT_INO).await;
     assert_eq!(
         names(&root),
-        vec![".", "..", "machines", "recordings", "shared"]
+        vec![".", "..", "machines", "recordings", "shared", ".Trash-1234"]
     );
     assert_eq!(root[2].attr.perm, 0o555, "machines cannot be created");
     assert_eq!(root[3].attr.perm, 0o555, "recordings are read-only");

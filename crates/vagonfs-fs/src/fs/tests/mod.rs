@@ -14,6 +14,7 @@
 //! - [`dir_emulator`]: folder listings through the real HTTP client against the emulator
 //!   (parallel pages, lookups answered by the page holding the name, forgetting one name).
 //! - [`model`]: a model-based property test of the write engine.
+//! - [`trash`]: the merged trash of the `--all` root (GLib's trash, restore, Empty Trash).
 
 #[macro_use]
 mod driver;
@@ -24,6 +25,7 @@ mod emulator;
 mod engine;
 mod entries;
 mod model;
+mod trash;
 mod uploader;
 mod uploader_emulator;
 mod write;
