@@ -32,10 +32,10 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::{FsError, VagonFs, lock};
 
-/// Default of `--transfers`: files uploaded at once.
-pub const DEFAULT_TRANSFERS: usize = 8;
-/// Default of `--upload-delay`: how long a new file waits after its close.
-pub const DEFAULT_UPLOAD_DELAY: Duration = Duration::from_secs(1);
+// The engine's options live with the mount's configuration (`types.rs`); re-exported here,
+// where callers look for them.
+pub use super::types::{DEFAULT_TRANSFERS, DEFAULT_UPLOAD_DELAY, WriteBack};
+
 /// First wait after a transient failure; doubled up to [`BACKOFF_MAX`].
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -45,42 +45,6 @@ pub(crate) const SLOW_RETRY: Duration = Duration::from_secs(300);
 pub const GROUP_COMMIT: Duration = Duration::from_secs(1);
 /// Quiet period before a file changed without a writer (truncate by path) is uploaded.
 pub(crate) const QUIET: Duration = Duration::from_millis(200);
-
-/// Options of the write-back engine (mount options `--transfers`, `--sync-close`,
-/// `--upload-delay`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriteBack {
-    /// Files uploaded at once (at least 1).
-    pub transfers: usize,
-    /// `close(2)` waits for the upload and returns its result (the pre-engine behaviour).
-    pub sync_close: bool,
-    /// How long a new file waits after its close before its upload starts.
-    pub upload_delay: Duration,
-    /// `--cache-max-size`: most bytes the spools may hold at once (`None`: no bound). A write
-    /// that would pass it waits for uploads to drain (see [`VagonFs::make_room`]).
-    pub spool_max: Option<u64>,
-}
-
-impl Default for WriteBack {
-    fn default() -> Self {
-        WriteBack {
-            transfers: DEFAULT_TRANSFERS,
-            sync_close: false,
-            upload_delay: DEFAULT_UPLOAD_DELAY,
-            spool_max: None,
-        }
-    }
-}
-
-impl WriteBack {
-    /// `close` uploads and waits (tests of the upload path itself use this).
-    pub fn sync_close() -> Self {
-        WriteBack {
-            sync_close: true,
-            ..WriteBack::default()
-        }
-    }
-}
 
 /// Why a file's last upload failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

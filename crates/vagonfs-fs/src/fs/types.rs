@@ -10,8 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::{ApiError, Space};
 
-use super::engine;
-
 /// Most entries one `readdir` call answers (the kernel asks again from the last offset). About
 /// what a 32-64 KiB readdirplus buffer holds; entries beyond what the buffer takes are given back
 /// by [`VagonFs::send_listing`].
@@ -216,7 +214,7 @@ pub struct FsConfig {
     /// ([`super::read::DEFAULT_READ_TIMEOUT`]).
     pub read_timeout: Duration,
     /// The write-back engine's options (`--transfers`, `--sync-close`, `--upload-delay`).
-    pub write_back: engine::WriteBack,
+    pub write_back: WriteBack,
 }
 
 /// Default of [`FsConfig::rename_dir_limit`].
@@ -234,4 +232,44 @@ pub struct CacheStats {
     pub cached_blocks: usize,
     /// Block fetches running (reads and prefetches).
     pub fetches_running: usize,
+}
+
+/// Default of `--transfers`: files uploaded at once.
+pub const DEFAULT_TRANSFERS: usize = 8;
+/// Default of `--upload-delay`: how long a new file waits after its close.
+pub const DEFAULT_UPLOAD_DELAY: Duration = Duration::from_secs(1);
+/// Options of the write-back engine (mount options `--transfers`, `--sync-close`,
+/// `--upload-delay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteBack {
+    /// Files uploaded at once (at least 1).
+    pub transfers: usize,
+    /// `close(2)` waits for the upload and returns its result (the pre-engine behaviour).
+    pub sync_close: bool,
+    /// How long a new file waits after its close before its upload starts.
+    pub upload_delay: Duration,
+    /// `--cache-max-size`: most bytes the spools may hold at once (`None`: no bound). A write
+    /// that would pass it waits for uploads to drain (see `VagonFs::make_room`).
+    pub spool_max: Option<u64>,
+}
+
+impl Default for WriteBack {
+    fn default() -> Self {
+        WriteBack {
+            transfers: DEFAULT_TRANSFERS,
+            sync_close: false,
+            upload_delay: DEFAULT_UPLOAD_DELAY,
+            spool_max: None,
+        }
+    }
+}
+
+impl WriteBack {
+    /// `close` uploads and waits (tests of the upload path itself use this).
+    pub fn sync_close() -> Self {
+        WriteBack {
+            sync_close: true,
+            ..WriteBack::default()
+        }
+    }
 }
