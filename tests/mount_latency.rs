@@ -267,10 +267,11 @@ fn a_cached_read_in_a_big_folder_does_not_wait_on_its_relist() {
 #[test]
 fn a_read_blocked_by_a_frozen_api_fails_within_read_timeout_then_works_again() {
     let emu = EmulatorProcess::start();
-    let data = test_bytes(12, 32 << 20);
+    let data = test_bytes(12, 96 << 20);
     emu.upload(M1, None, "big.bin", &data);
-    // A small cache caps the read-ahead window (half the cache): bytes 30 MiB in are never
-    // prefetched by the first read before the freeze, whatever the kernel's read-ahead.
+    // A small cache caps the read-ahead window (half the cache): bytes 90 MiB in are never
+    // prefetched by the first read before the freeze, whatever the kernel's read-ahead (at
+    // 30 MiB of a 32 MiB file, CI once found them fetched already).
     let mount = TestMount::start(
         &emu,
         &["--machine", "1", "--read-timeout", "2", "--cache-size", "8"],
@@ -286,7 +287,7 @@ fn a_read_blocked_by_a_frozen_api_fails_within_read_timeout_then_works_again() {
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).expect("cached read");
     assert!(started.elapsed() < Duration::from_secs(1));
     // Bytes never fetched: the read gives up after --read-timeout, with ETIMEDOUT.
-    let far = (30 << 20) as u64;
+    let far = (90 << 20) as u64;
     let mut buf = vec![0u8; 4096];
     let started = Instant::now();
     let err = std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, far)

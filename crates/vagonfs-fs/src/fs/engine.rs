@@ -13,6 +13,9 @@
 //!   sleeps or uploads only moves its due time (a newer version supersedes a queued one: the
 //!   upload always sends the spool as it is when it starts, and a write during an upload leaves
 //!   the file dirty, so the worker goes round once more);
+//! - a file **still open for writing** is uploaded only once its writes paused for
+//!   [`WRITING_QUIET`] (a close of one of several descriptors kicks the engine, e.g. `dd`'s
+//!   early close of the descriptor it dup'ed): never a half-written file and then the whole;
 //! - a **new file** (never on the server) waits `--upload-delay` after its close before its
 //!   upload starts, so an editor's write-temp-then-rename save costs one upload (the rename only
 //!   re-targets the queued upload) and a swap file deleted within the delay costs none;
@@ -45,6 +48,10 @@ pub(crate) const SLOW_RETRY: Duration = Duration::from_secs(300);
 pub const GROUP_COMMIT: Duration = Duration::from_secs(1);
 /// Quiet period before a file changed without a writer (truncate by path) is uploaded.
 pub(crate) const QUIET: Duration = Duration::from_millis(200);
+/// A file still open for writing is uploaded only once its writes paused this long: a close of
+/// one descriptor while another still writes (`dd` closes the descriptor it dup'ed onto its
+/// output at the start) must not send a half-written file and then the whole one again.
+pub(crate) const WRITING_QUIET: Duration = Duration::from_secs(1);
 
 /// Why a file's last upload failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +244,19 @@ impl VagonFs {
         self.needs_upload(ino)
     }
 
+    /// While `ino` is open for writing and was written less than [`WRITING_QUIET`] ago: how
+    /// long until that pause is reached (its upload waits; `fsync` and `--sync-close` do not).
+    fn still_written(&self, ino: u64) -> Option<Duration> {
+        let writing = lock(&self.handles)
+            .values()
+            .any(|h| matches!(h, super::Handle::File(f) if f.ino == ino && f.write));
+        if !writing {
+            return None;
+        }
+        let since = self.spooled_file(ino)?.since_change();
+        WRITING_QUIET.checked_sub(since).filter(|d| !d.is_zero())
+    }
+
     fn needs_upload(&self, ino: u64) -> bool {
         lock(&self.files)
             .get(&ino)
@@ -272,6 +292,10 @@ async fn drive(me: Weak<VagonFs>, ino: u64, w: Arc<Worker>) {
                 fs.release_spool_if_done(ino);
                 return;
             }
+        }
+        if let Some(wait) = fs.still_written(ino) {
+            *lock(&w.due) = Instant::now() + wait;
+            continue;
         }
         let transfers = Arc::clone(&fs.engine.transfers);
         let Ok(permit) = transfers.acquire_owned().await else {

@@ -654,6 +654,35 @@ async fn a_change_that_cannot_fit_the_known_quota_is_enospc_at_once() {
     assert_eq!(e.mem().content(SPACE, None, "first").unwrap(), vec![4; 90]);
 }
 
+/// `dd` closes the descriptor it dup'ed onto its output right after opening it, so the close
+/// (FLUSH) comes before the writes, while the handle stays open. The engine then waits for the
+/// writes to pause instead of sending a half-written file and then the whole one again (a
+/// 1 GiB `dd` was uploaded twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_early_close_of_a_file_still_written_uploads_it_once() {
+    let e = env(Duration::ZERO);
+    let (attr, open) =
+        e.fs.create(ROOT_INO, OsStr::new("dd.out"), 0o644, libc::O_WRONLY)
+            .await
+            .expect("create");
+    let ino = attr.attr.ino;
+    e.fs.flush(ino, open.fh).await.expect("dd's early close");
+    let mut expected = Vec::new();
+    for i in 0..12u8 {
+        let block = vec![i; 4096];
+        e.fs.write(ino, open.fh, expected.len() as u64, &block[..])
+            .await
+            .expect("write");
+        expected.extend_from_slice(&block);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    e.fs.flush(ino, open.fh).await.expect("close");
+    e.fs.release(ino, open.fh).await.expect("release");
+    assert!(e.fs.wait_uploads().await.failed.is_empty());
+    assert_eq!(e.mem().content(SPACE, None, "dd.out"), Some(expected));
+    assert_eq!(e.calls(ApiMethod::Create), 1, "uploaded once");
+}
+
 /// The quota check subtracts what uploads from here added since the numbers were learnt: a
 /// file that landed counts against the free space at once, without a capacity request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

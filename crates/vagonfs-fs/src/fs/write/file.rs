@@ -65,6 +65,9 @@ struct Meta {
     discarded: bool,
     /// Last local change of the bytes (what getattr shows while the file is open).
     modified: SystemTime,
+    /// Last change of the bytes, on the monotonic clock (unlike `modified`, never set by a
+    /// user): the engine waits for writes through an open handle to pause.
+    changed_at: std::time::Instant,
     /// An upload went to a conflict copy beside `target`'s old name (see [`SpooledFile::upload`]);
     /// cleared by a rename (re-target).
     conflict_copy: bool,
@@ -178,6 +181,7 @@ impl SpooledFile {
                 seq: 0,
                 discarded: false,
                 modified,
+                changed_at: std::time::Instant::now(),
                 conflict_copy: false,
             }),
             journal_io: Arc::new(Mutex::new(JournalIo::default())),
@@ -216,6 +220,11 @@ impl SpooledFile {
     /// When the bytes last changed locally (or the server's time for an opened, unchanged file).
     pub fn modified(&self) -> SystemTime {
         self.meta().modified
+    }
+
+    /// How long ago its bytes last changed here.
+    pub fn since_change(&self) -> std::time::Duration {
+        self.meta().changed_at.elapsed()
     }
 
     /// utimensat(2): the local modification time until the next change. The server sets its
@@ -561,6 +570,7 @@ impl SpooledFile {
             let mut m = self.meta();
             if touch {
                 m.modified = SystemTime::now();
+                m.changed_at = std::time::Instant::now();
             }
             if m.discarded {
                 return Ok(());
