@@ -461,12 +461,15 @@ fn a_name_held_twice_is_read_only_under_both_names() {
                 .expect_err("opened a name held twice for writing");
             assert_eq!(errno_of(&err), libc::EROFS, "{name}: {err}");
         }
-        let said = lines_with(&m, REFUSED);
-        assert_eq!(
-            said.len(),
-            2 * (i + 1),
-            "one log line per refusal: {said:?}"
-        );
+        // The daemon's log reaches its file a little after the refusal: wait for it (briefly).
+        let want = 2 * (i + 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut said = lines_with(&m, REFUSED);
+        while said.len() < want && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            said = lines_with(&m, REFUSED);
+        }
+        assert_eq!(said.len(), want, "one log line per refusal: {said:?}");
         assert!(
             said.last().is_some_and(|l| l.contains("budget")),
             "{said:?}"
