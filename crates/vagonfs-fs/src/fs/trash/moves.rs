@@ -4,6 +4,18 @@
 use super::*;
 
 impl VagonFs {
+    /// The merged-trash part that folder `parent` is, for an unlink or rmdir in it: `None`
+    /// when it is not in the merged trash; EROFS at its top, or when the mount is read-only.
+    fn trash_part_of(&self, parent: u64) -> Option<FsResult<TrashDir>> {
+        let dir = self.node(parent).ok()?;
+        let part = match dir.loc {
+            Loc::Trash(TrashDir::Top) => return Some(Err(FsError::ReadOnly)),
+            Loc::Trash(part) => part,
+            _ => return None,
+        };
+        Some(self.check_writable(&dir.loc).map(|()| part))
+    }
+
     /// `Some` for an unlink in the merged trash: a held file is dropped, a storage's object
     /// deleted in its own folder.
     pub(crate) fn trash_unlink<'a>(
@@ -12,15 +24,10 @@ impl VagonFs {
         name: &'a OsStr,
     ) -> BoxFuture<'a, Option<FsResult<()>>> {
         Box::pin(async move {
-            let dir = self.node(parent).ok()?;
-            let part = match dir.loc {
-                Loc::Trash(TrashDir::Top) => return Some(Err(FsError::ReadOnly)),
-                Loc::Trash(part) => part,
-                _ => return None,
+            let part = match self.trash_part_of(parent)? {
+                Ok(part) => part,
+                Err(e) => return Some(Err(e)),
             };
-            if let Err(e) = self.check_writable(&dir.loc) {
-                return Some(Err(e));
-            }
             if let Some(ino) = self.held_named(part, name) {
                 self.drop_held(ino);
                 return Some(Ok(()));
@@ -44,15 +51,10 @@ impl VagonFs {
         name: &'a OsStr,
     ) -> BoxFuture<'a, Option<FsResult<()>>> {
         Box::pin(async move {
-            let dir = self.node(parent).ok()?;
-            let part = match dir.loc {
-                Loc::Trash(TrashDir::Top) => return Some(Err(FsError::ReadOnly)),
-                Loc::Trash(part) => part,
-                _ => return None,
+            let part = match self.trash_part_of(parent)? {
+                Ok(part) => part,
+                Err(e) => return Some(Err(e)),
             };
-            if let Err(e) = self.check_writable(&dir.loc) {
-                return Some(Err(e));
-            }
             Some(match self.merged_find(part, name).await {
                 Ok(Some(m)) => {
                     let done: BoxFuture<'_, FsResult<()>> =
