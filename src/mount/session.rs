@@ -174,7 +174,7 @@ fn serve_mounted(
         rt.handle().clone(),
         AdapterConfig {
             // The TTL the core gives lookups, so readdirplus entries are cached no longer.
-            entry_ttl: crate::fs::attr::ATTR_TTL.min(plan.fs.dir_cache_ttl),
+            entry_ttl: crate::fs::attr::kernel_ttl(&plan.fs),
         },
         Some(ready_tx),
     )
