@@ -43,19 +43,6 @@ fn vagonfs(args: &[&str]) -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// `vagonfs status MOUNTPOINT --json`: the mount's snapshot (panics when it has none).
 fn status(mountpoint: &Path) -> serde_json::Value {
     let out = run(vagonfs(&["status", "--json"]).arg(mountpoint));

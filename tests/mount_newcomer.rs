@@ -19,20 +19,6 @@ const MOUNT_FAILURE: i32 = 32;
 /// `vagonfs mount`'s usage exit status.
 const EXIT_USAGE: i32 = 2;
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// `vagonfs status --json MOUNTPOINT`'s snapshot, if a daemon answers.
 fn status(mountpoint: &Path) -> Option<serde_json::Value> {
     let out = run(Command::new(env!("CARGO_BIN_EXE_vagonfs"))

@@ -14,20 +14,6 @@ use std::process::{Command, Output, Stdio};
 use common::*;
 use vagonfs::api::Space;
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// `gio ARGS` in a private D-Bus session (gvfs's trash backend runs there), with a private
 /// home so the user's own trash is not involved.
 fn gio(home: &Path, args: &[&str]) -> Output {

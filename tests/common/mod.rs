@@ -712,6 +712,22 @@ pub fn walk_server(
 }
 
 /// The OS error number of an io::Error (panics if there is none).
+/// Run `cmd` to its end with no input, and give back what it printed and how it ended.
+pub fn run(cmd: &mut Command) -> std::process::Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// A finished command's stdout then stderr, as text (for assertions and their messages).
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn errno_of(err: &std::io::Error) -> i32 {
     err.raw_os_error()
         .unwrap_or_else(|| panic!("not an OS error: {err}"))

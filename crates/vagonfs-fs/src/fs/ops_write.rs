@@ -235,14 +235,10 @@ impl VagonFs {
         let node = self.fresh_node(node.ino).await?;
         let file = self.spool_of(&node).await?;
         let truncate = flags & libc::O_TRUNC != 0;
-        if truncate && !file.is_empty() {
-            file.set_len(0).await?;
-        }
-        let shown = self.shown(node.clone());
-        let keep_cache = self
-            .inodes
-            .opened(node.ino, shown.size, shown.mtime)
-            .ok_or(FsError::StaleInode(node.ino))?;
+        // The handle first: from the truncation on, the engine's worker must see a writer (and
+        // wait for its writes to pause), or it could send the emptied file before the writes
+        // that follow the open (found by the model test: the server, and for a while the mount,
+        // showed the file empty).
         let fh = self.add_file_handle(FileHandle {
             ino: node.ino,
             parent: node.parent.map(|(_, l)| l),
@@ -250,6 +246,23 @@ impl VagonFs {
             write: true,
             append: flags & libc::O_APPEND != 0,
         });
+        let opened = async {
+            if truncate && !file.is_empty() {
+                file.set_len(0).await?;
+            }
+            let shown = self.shown(node.clone());
+            self.inodes
+                .opened(node.ino, shown.size, shown.mtime)
+                .ok_or(FsError::StaleInode(node.ino))
+        }
+        .await;
+        let keep_cache = match opened {
+            Ok(keep) => keep,
+            Err(e) => {
+                lock(&self.handles).remove(&fh);
+                return Err(e);
+            }
+        };
         Ok(OpenReply {
             fh,
             keep_cache: keep_cache && !truncate,
