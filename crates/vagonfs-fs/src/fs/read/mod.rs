@@ -7,6 +7,8 @@
 //! of a GET). A read that is not sequential fetches only the blocks it touches (128 KiB each);
 //! a sequential reader ([`seq`]) gets a prefetch window that grows 4-fold up to 64 MiB, fetched in
 //! runs of up to [`MAX_RUN_BLOCKS`] blocks, [`PREFETCH_CONCURRENCY`] runs at a time per handle.
+//! The run of a read's missing blocks goes on into the prefetch right behind them (one GET, same
+//! first byte since blocks are handed over as they arrive), when the budget has room at once.
 //!
 //! Subtle cases handled here:
 //! - links are fetched at open (awaited at most [`OPEN_LINK_WAIT`], the fetch goes on in the
@@ -78,7 +80,9 @@ use cache::{BlockCache, BlockKey, BufferPool};
 use links::Links;
 pub use links::{ASSUMED_LINK_LIFETIME, LINK_REUSE_FRACTION, OPEN_REVALIDATE};
 use seq::SeqState;
-pub use seq::{INITIAL_WINDOW_BLOCKS, MAX_WINDOW_BLOCKS, SEQ_SLACK};
+pub use seq::{
+    INITIAL_WINDOW_BLOCKS, MAX_WINDOW_BLOCKS, SEQ_SLACK, STREAM_HINT, STREAM_START_WINDOW,
+};
 
 /// Longest run (one ranged GET), in blocks (8 MiB).
 pub const MAX_RUN_BLOCKS: u64 = 64;
@@ -381,12 +385,16 @@ impl Reader {
         }
         let first = offset / BLOCK_SIZE;
         let last = (end - 1) / BLOCK_SIZE;
-        // The blocks this read needs go first, then the prefetch behind them.
-        let pending = self.demand(file, first..last + 1);
-        let ahead =
-            lock(&stream.seq).on_read(offset, end, file.size.div_ceil(BLOCK_SIZE), self.max_window);
+        tracing::trace!(file = file.id, offset, size, "read");
+        // The blocks this read needs go first (their GET going on into the prefetch right
+        // behind them), then the rest of the prefetch.
+        let (ahead, window) = {
+            let mut seq = lock(&stream.seq);
+            let ahead = seq.on_read(offset, end, file.size.div_ceil(BLOCK_SIZE), self.max_window);
+            (ahead, seq.window)
+        };
+        let pending = self.demand(file, first..last + 1, ahead.clone());
         if !ahead.is_empty() {
-            let window = lock(&stream.seq).window;
             self.prefetch(stream, ahead, (window / 4).clamp(1, MAX_RUN_BLOCKS));
         }
         let mut parts = Vec::with_capacity(pending.len());
@@ -406,7 +414,16 @@ impl Reader {
     }
 
     /// The blocks `blocks` of `file`: cached, joined, or fetched (in runs of missing blocks).
-    fn demand(self: &Arc<Self>, file: FileVersion, blocks: Range<u64>) -> Vec<Pending> {
+    /// When the last run ends where the prefetch `ahead` begins, its GET goes on into it (up to
+    /// [`MAX_RUN_BLOCKS`], and only if the memory budget has room now): one GET instead of a
+    /// demand GET plus prefetch GETs, with the same first byte (blocks are handed over as they
+    /// arrive). `head -c 1` on a fresh mount made 5 GETs (1 block, then 4 of 1 block); now 1.
+    fn demand(
+        self: &Arc<Self>,
+        file: FileVersion,
+        blocks: Range<u64>,
+        ahead: Range<u64>,
+    ) -> Vec<Pending> {
         let mut out = Vec::with_capacity((blocks.end - blocks.start) as usize);
         let mut fetching = lock(&self.fetching);
         let mut missing: Option<Range<u64>> = None;
@@ -430,7 +447,22 @@ impl Reader {
             }
         }
         if let Some(run) = missing {
-            out.extend(self.start_runs(&mut fetching, file, run, None));
+            let wanted = (run.end - run.start) as usize;
+            let mut to = run.end;
+            if ahead.start == run.end {
+                let room = self.budget.available_permits() as u64;
+                while to < ahead.end && to - run.start < MAX_RUN_BLOCKS.min(room) {
+                    let key = BlockKey { file, index: to };
+                    if fetching.contains_key(&key) || lock(&self.cache).lru.contains(&key) {
+                        break;
+                    }
+                    to += 1;
+                }
+                to = to.max(run.end);
+            }
+            let mut flights = self.start_runs(&mut fetching, file, run.start..to, None);
+            flights.truncate(wanted);
+            out.extend(flights);
         }
         out
     }

@@ -147,8 +147,20 @@ impl RunGuard {
         let end = (blocks.end * BLOCK_SIZE).min(file.size);
         self.reserved = end - start;
         lock(&self.reader.cache).reserve(self.reserved);
-        if let Err(e) = self.fetch(start..end, &mut memory).await {
-            self.fail(e);
+        tracing::debug!(
+            file = file.id,
+            from = blocks.start,
+            to = blocks.end,
+            "run start"
+        );
+        match self.fetch(start..end, &mut memory).await {
+            Ok(()) => tracing::debug!(
+                file = file.id,
+                from = blocks.start,
+                to = blocks.end,
+                "run done"
+            ),
+            Err(e) => self.fail(e),
         }
     }
 
@@ -162,8 +174,12 @@ impl RunGuard {
         let reader = Arc::clone(&self.reader);
         let file = self.file;
         let mut buf = reader.pool.take();
+        let mut first = true;
         reader
             .stream_range(file, range, |mut c| {
+                if std::mem::take(&mut first) {
+                    tracing::debug!(file = file.id, block = self.next, "run first byte");
+                }
                 while !c.is_empty() {
                     let key = BlockKey {
                         file,

@@ -611,6 +611,57 @@ async fn sequential_reads_prefetch_with_a_growing_window() {
     );
 }
 
+/// The GET of a first read goes on into the prefetch right behind it: `head -c 1` on a fresh
+/// mount is one GET (it was 5: the block, then 4 GETs of one block), and `dd bs=1M` starts
+/// with one GET of up to MAX_RUN_BLOCKS and the 8 MiB start window fetched at once.
+#[tokio::test]
+async fn a_first_read_and_its_prefetch_share_one_get() {
+    let api = server();
+    let data = pattern(40 * MIB, 5);
+    api.inner()
+        .add_file(Space::Shared, None, "small-first", data.clone());
+    api.inner()
+        .add_file(Space::Shared, None, "big-first", data.clone());
+    let fs = shared(&api);
+
+    // A small first read (what the kernel asks for `head -c 1`).
+    let ino = walk(&fs, "small-first")
+        .await
+        .expect("small-first")
+        .attr
+        .ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let got = fs.read(ino, open.fh, 0, 16 * 1024).await.expect("read");
+    assert!(got == data[..16 * 1024]);
+    fs.wait_background().await;
+    assert_eq!(
+        fetched_runs(&api),
+        vec![0..1 + read::INITIAL_WINDOW_BLOCKS],
+        "one GET: the block read and the initial window"
+    );
+    fs.release(ino, open.fh).await.expect("release");
+
+    // A big first read at 0 (dd bs=1M: the kernel asks 1 MiB).
+    let ino = walk(&fs, "big-first").await.expect("big-first").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let before = fetched_runs(&api).len();
+    let got = fs.read(ino, open.fh, 0, MIB as u32).await.expect("read");
+    assert!(got == data[..MIB]);
+    fs.wait_background().await;
+    let mut runs = fetched_runs(&api)[before..].to_vec();
+    runs.sort_by_key(|r| r.start);
+    let read_blocks = MIB as u64 / BLOCK_SIZE;
+    assert_eq!(runs[0].start, 0, "{runs:?}");
+    assert_eq!(runs[0].end, read::MAX_RUN_BLOCKS, "{runs:?}");
+    let fetched: u64 = runs.iter().map(|r| r.end - r.start).sum();
+    assert_eq!(
+        fetched,
+        read_blocks + read::STREAM_START_WINDOW,
+        "the read and the 8 MiB start window, each block once: {runs:?}"
+    );
+    fs.release(ino, open.fh).await.expect("release");
+}
+
 #[tokio::test]
 async fn random_reads_fetch_only_the_blocks_they_need() {
     let api = server();
