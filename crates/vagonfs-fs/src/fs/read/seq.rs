@@ -51,6 +51,8 @@ pub(super) struct SeqState {
     pub(super) window: u64,
     /// First block not yet prefetched.
     ra_next: u64,
+    /// Blocks before this one were handed to the kernel and released from the block cache.
+    pub(super) released_to: u64,
 }
 
 impl SeqState {
@@ -74,6 +76,7 @@ impl SeqState {
             self.next = end;
             self.window = 0;
             self.ra_next = 0;
+            self.released_to = 0;
             return 0..0;
         }
         let after = end.saturating_sub(1) / BLOCK_SIZE + 1;

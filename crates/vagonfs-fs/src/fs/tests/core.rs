@@ -662,6 +662,54 @@ async fn a_first_read_and_its_prefetch_share_one_get() {
     fs.release(ino, open.fh).await.expect("release");
 }
 
+/// What a sequential reader has read is in the kernel's page cache: the block cache keeps only
+/// the last KEEP_BEHIND blocks behind it, so the buffers come back for the blocks ahead. A
+/// random reader's blocks stay cached.
+#[tokio::test]
+async fn a_sequential_reader_does_not_keep_what_it_read_cached() {
+    let api = server();
+    let data = pattern(40 * MIB, 6);
+    api.inner()
+        .add_file(Space::Shared, None, "stream", data.clone());
+    let fs = shared(&api);
+    let ino = walk(&fs, "stream").await.expect("stream").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let mut offset = 0u64;
+    while offset < data.len() as u64 {
+        let got = fs
+            .read(ino, open.fh, offset, MIB as u32)
+            .await
+            .expect("read");
+        assert!(got == data[offset as usize..offset as usize + got.len()]);
+        offset += got.len() as u64;
+        fs.wait_background().await;
+    }
+    let stats = fs.cache_stats();
+    let last_read = MIB as u64 / BLOCK_SIZE;
+    assert!(stats.cached_blocks > 0, "{stats:?}");
+    assert!(
+        stats.cached_blocks as u64 <= read::KEEP_BEHIND + last_read,
+        "{stats:?}"
+    );
+    fs.release(ino, open.fh).await.expect("release");
+
+    // Random reads: kept, a second read of the same bytes makes no GET.
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let gets = api.calls(ApiMethod::GetRange);
+    for k in [200u64, 17, 99, 200, 17] {
+        let at = k * BLOCK_SIZE + 10;
+        let got = fs.read(ino, open.fh, at, 4096).await.expect("read");
+        assert!(got == data[at as usize..at as usize + 4096]);
+    }
+    fs.wait_background().await;
+    assert_eq!(
+        api.calls(ApiMethod::GetRange) - gets,
+        3,
+        "two re-reads from the cache"
+    );
+    fs.release(ino, open.fh).await.expect("release");
+}
+
 #[tokio::test]
 async fn random_reads_fetch_only_the_blocks_they_need() {
     let api = server();
