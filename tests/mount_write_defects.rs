@@ -522,6 +522,16 @@ fn a_folder_holding_a_300_byte_name_is_never_removed_or_moved() {
     assert_eq!(errno_of(&err), libc::ENOTEMPTY, "rmdir: {err}");
     let err = std::fs::rename(m.join("keep"), m.join("moved")).expect_err("rename");
     assert_eq!(errno_of(&err), libc::EXDEV, "rename: {err}");
+    // `mv` then copies and deletes: the copy lands under the cut name, and the delete of the
+    // read-only original is refused (EROFS), so `mv` fails and the real name stays.
+    let mv = std::process::Command::new("mv")
+        .arg(m.join("keep"))
+        .arg(m.join("moved"))
+        .output()
+        .expect("run mv");
+    assert!(!mv.status.success(), "mv succeeded: {mv:?}");
+    let err = std::fs::remove_file(m.join("keep").join(&shown[0])).expect_err("unlink");
+    assert_eq!(errno_of(&err), libc::EROFS, "unlink: {err}");
     m.sync_ok();
     let root: Vec<String> = emu
         .list(Space::Shared, None)
@@ -530,6 +540,13 @@ fn a_folder_holding_a_300_byte_name_is_never_removed_or_moved() {
         .map(|e| e.name)
         .collect();
     assert_eq!(root, vec!["keep".to_string()], "the folder is kept");
+    // What `mv` copied before it failed is a new folder beside it, holding the cut name.
+    let moved: Vec<_> = emu
+        .list(Space::Shared, None)
+        .into_iter()
+        .filter(|e| e.name == "moved")
+        .collect();
+    assert_eq!(moved.len(), 1, "mv's copy");
     let inside = emu.list(Space::Shared, Some(keep));
     assert_eq!(
         inside

@@ -180,7 +180,13 @@ impl VagonFs {
         };
         let uploader = Uploader::new(Arc::clone(&api), UploadRegistry::new())
             .with_chunk_size_mb(config.chunk_size_mb)
-            .with_concurrency(config.upload_concurrency);
+            .with_concurrency(config.upload_concurrency)
+            // One upload's worth of parts, shared by all (8 files at once use no more).
+            .with_part_memory(
+                (config.upload_concurrency as u64)
+                    .saturating_mul(config.chunk_size_mb)
+                    .saturating_mul(write::MIB),
+            );
         let inodes = Arc::new(InodeTable::new(root_loc));
         let health = Arc::new(Health::default());
         let times = DirTimes {

@@ -533,7 +533,24 @@ impl VagonFs {
         if child.kind == NodeKind::Directory {
             return Err(FsError::IsADirectory);
         }
+        self.refuse_read_only_removal(parent, name, &child)?;
         self.remove_file(&dir, name, &child).await
+    }
+
+    /// A name shown read-only (cut to fit, or held more than once on the server) is never
+    /// removed through the mount: `mv` of its folder falls back to copy-then-delete (the folder
+    /// answers EXDEV), and the copy can only carry the shown name, so the delete would lose the
+    /// object's real name (or, for a duplicate, which object is which). EROFS, logged once per
+    /// call; the web UI can remove it.
+    fn refuse_read_only_removal(&self, parent: u64, name: &OsStr, child: &Child) -> FsResult<()> {
+        if !child.read_only {
+            return Ok(());
+        }
+        tracing::warn!(
+            file = %self.display_path(Some(parent), name),
+            "refusing to remove a name shown read-only (longer than 255 bytes, or held more than once on the server): its real name cannot be kept through the mount"
+        );
+        Err(FsError::ReadOnly)
     }
 
     /// Delete a file shown as `name` in `dir`: on the server, and its spool (open descriptors
@@ -613,6 +630,7 @@ impl VagonFs {
         if child.kind != NodeKind::Directory {
             return Err(FsError::NotADirectory);
         }
+        self.refuse_read_only_removal(parent, name, &child)?;
         let Loc::Remote { id, .. } = child.loc else {
             // A storage root or a virtual folder.
             return Err(FsError::ReadOnly);

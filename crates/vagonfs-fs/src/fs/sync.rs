@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::write::RecoveryAction;
+use super::write::Recovered;
 use super::{FsError, FsResult, VagonFs, lock};
 
 /// What [`VagonFs::flush_all`] did.
@@ -167,20 +167,22 @@ impl VagonFs {
         );
         let results = futures::future::join_all(pending.into_iter().map(|p| {
             let shown = p.record.display_path.clone();
-            let copy = match &p.action {
-                RecoveryAction::ConflictCopy { name, .. } => Some(name.clone()),
-                _ => None,
-            };
             let uploader = self.uploader.clone();
-            async move { (shown, copy, p.run(&uploader).await) }
+            async move { (shown, p.run(&uploader).await) }
         }))
         .await;
         let mut retry = false;
-        for (shown, copy, result) in results {
-            match (result, copy) {
-                (Ok(_), None) => report.uploaded.push(shown),
-                (Ok(_), Some(copy)) => report.conflict_copies.push((shown, copy)),
-                (Err(e), _) => {
+        for (shown, result) in results {
+            match result {
+                Ok(Recovered {
+                    conflict_copy: None,
+                    ..
+                }) => report.uploaded.push(shown),
+                Ok(Recovered {
+                    conflict_copy: Some(copy),
+                    ..
+                }) => report.conflict_copies.push((shown, copy)),
+                Err(e) => {
                     let e = FsError::from(e);
                     if super::engine::transient(&e) {
                         tracing::info!(file = %shown, error = %e, "unsaved changes not uploaded yet; retrying with backoff");

@@ -305,6 +305,12 @@ async fn folders_with_hidden_entries_are_never_removed_or_moved() {
         errno(overwrite(&e.fs, dir.attr.ino, &shown[0], b"x").await),
         Some(libc::EROFS)
     );
+    // Nor removed: `mv` of its folder copies, then unlinks, and the copy can only carry the
+    // cut name, so the unlink would lose the real one.
+    assert_eq!(
+        errno(e.fs.unlink(dir.attr.ino, OsStr::new(&shown[0])).await),
+        Some(libc::EROFS)
+    );
     assert_eq!(
         e.mem().content(SPACE, Some(long), &cjk).expect("kept"),
         b"long name"
@@ -337,6 +343,11 @@ async fn a_name_held_twice_is_read_only() {
                 .await
             ),
             Some(libc::EROFS)
+        );
+        assert_eq!(
+            errno(e.fs.unlink(ROOT_INO, OsStr::new(name)).await),
+            Some(libc::EROFS),
+            "unlink {name}"
         );
     }
     put(&e.fs, ROOT_INO, "new.xlsx", b"new").await;

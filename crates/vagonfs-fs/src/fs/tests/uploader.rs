@@ -290,7 +290,7 @@ async fn parts_in_memory_stay_within_concurrency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_part_budget_is_shared_by_all_uploads() {
     let e = env(1, 2);
-    let uploader = e.uploader.clone().with_total_parts(3);
+    let uploader = e.uploader.clone().with_part_memory(3 * MIB);
     let mut files = Vec::new();
     for (i, name) in ["one.bin", "two.bin"].iter().enumerate() {
         let f = SpooledFile::create_new(&e.dir, target(name))
@@ -319,6 +319,55 @@ async fn the_part_budget_is_shared_by_all_uploads() {
         t.await.expect("joined").expect("upload").expect("dirty");
     }
     assert_eq!(e.api.max_in_flight(ApiMethod::UploadPart), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_parts_take_a_small_share_of_the_part_budget() {
+    // A budget of 1 MiB holds one 1 MiB part, but eight 4 KiB files all send at once: the
+    // budget counts bytes, not parts, so small files are not held back by large ones' share.
+    let e = env(1, 2);
+    let uploader = e.uploader.clone().with_part_memory(MIB);
+    let mut files = Vec::new();
+    for i in 0..8u64 {
+        let f = SpooledFile::create_new(&e.dir, target(&format!("small{i}.txt")))
+            .await
+            .expect("create");
+        f.write(0, random_bytes(4096, 40 + i)).await.expect("write");
+        files.push(f);
+    }
+    e.api.hold(ApiMethod::UploadPart, None);
+    let tasks: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let (f, u) = (Arc::clone(f), uploader.clone());
+            tokio::spawn(async move { f.upload(&u).await })
+        })
+        .collect();
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::UploadPart, 8))
+        .await
+        .expect("8 small parts out together");
+    e.api.unhold(ApiMethod::UploadPart);
+    for t in tasks {
+        t.await.expect("joined").expect("upload").expect("dirty");
+    }
+    // A part larger than the whole budget takes all of it and still goes.
+    let big = SpooledFile::create_new(&e.dir, target("big.bin"))
+        .await
+        .expect("create");
+    let data = random_bytes(3 * MIB as usize / 2, 50);
+    big.write(0, data.clone()).await.expect("write");
+    let uploader = e
+        .uploader
+        .clone()
+        .with_part_memory(64 * 1024)
+        .with_chunk_size_mb(1);
+    tokio::time::timeout(HANG_GUARD, big.upload(&uploader))
+        .await
+        .expect("a part larger than the budget does not wait forever")
+        .expect("upload")
+        .expect("dirty");
+    assert_eq!(uploader.part_memory(), 64 * 1024);
+    assert_eq!(e.mem.content(SPACE, None, "big.bin").expect("listed"), data);
 }
 
 #[tokio::test]
@@ -746,7 +795,8 @@ async fn crash_mid_upload_then_recover_uploads() {
         .run(&uploader)
         .await
         .expect("recovered upload");
-    assert_eq!(done.size, data.len() as u64);
+    assert_eq!(done.uploaded.size, data.len() as u64);
+    assert_eq!(done.conflict_copy, None);
     assert_eq!(api.content(SPACE, None, "crash.bin").expect("listed"), data);
     assert!(records(&dir).is_empty());
     assert_eq!(spool_files(&dir), 0);
@@ -952,6 +1002,70 @@ async fn recover_skips_what_it_cannot_check_and_stops_when_the_service_is_down()
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].name, "lost.txt");
     assert_eq!(spool_files(&dir), 1);
+}
+
+/// Recovery of an earlier run's spool for `same.txt` and this run's own upload of a new
+/// `same.txt` never run side by side: recovery waits for the name, looks again, and keeps both
+/// (its bytes go to a conflict copy) instead of meeting 409 or replacing the newer file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_waits_for_a_live_upload_of_the_same_name_and_keeps_both() {
+    let e = env(1, 2);
+    let dyn_api: Arc<dyn FilesApi> = e.api.clone();
+    // An earlier run's spool: its upload failed (quota), so it is kept with its record.
+    let left = SpooledFile::create_new(&e.dir, target("same.txt"))
+        .await
+        .expect("create");
+    left.write(0, b"recovered").await.expect("write");
+    e.mem.set_quota(1);
+    assert!(left.upload(&e.uploader).await.is_err());
+    drop(left);
+    e.mem.set_quota(1 << 30);
+    let pending = recover(&e.dir, dyn_api.as_ref()).await.expect("recover");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].action,
+        RecoveryAction::Upload { overwrite: false },
+        "nothing there when recovery looked"
+    );
+    // Meanwhile this run writes a new `same.txt`; its part is held on the wire.
+    let live = SpooledFile::create_new(&e.dir, target("same.txt"))
+        .await
+        .expect("create");
+    live.write(0, b"live").await.expect("write");
+    e.api.hold(ApiMethod::UploadPart, None);
+    let (f, up) = (Arc::clone(&live), e.uploader.clone());
+    let live_task = tokio::spawn(async move { f.upload(&up).await });
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::UploadPart, 1))
+        .await
+        .expect("live part sent");
+    let up = e.uploader.clone();
+    let p = pending.into_iter().next().expect("one");
+    let recovery = tokio::spawn(async move { p.run(&up).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!recovery.is_finished(), "recovery waits for the name");
+    assert_eq!(e.uploader.names_held(), 1);
+    e.api.unhold(ApiMethod::UploadPart);
+    live_task
+        .await
+        .expect("joined")
+        .expect("live upload")
+        .expect("dirty");
+    let recovered = tokio::time::timeout(HANG_GUARD, recovery)
+        .await
+        .expect("recovery ends")
+        .expect("joined")
+        .expect("recovered");
+    let copy = recovered.conflict_copy.expect("a conflict copy");
+    assert!(copy.starts_with("same (conflict "), "{copy}");
+    assert_eq!(
+        e.mem.content(SPACE, None, "same.txt").expect("live"),
+        b"live"
+    );
+    assert_eq!(
+        e.mem.content(SPACE, None, &copy).expect("copy"),
+        b"recovered"
+    );
+    assert_eq!(e.uploader.names_held(), 0);
 }
 
 #[tokio::test]

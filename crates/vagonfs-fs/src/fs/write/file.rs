@@ -8,8 +8,11 @@
 //!   part is sent; until then `dirty` already says "upload me"), and removes the record only
 //!   after `complete` succeeded *and* no write happened meanwhile (generation check); otherwise
 //!   the record goes back to `dirty` and the next flush sends the newer bytes;
-//! - uploads of one file are serialized (an async gate, the only lock held across `.await`), so
-//!   two handles closing at once produce one upload, and the second finds the file clean;
+//! - uploads of one file are serialized (an async gate), so two handles closing at once produce
+//!   one upload, and the second finds the file clean; under the gate, the upload also holds its
+//!   remote name (`name_hold.rs`) from its look at the server to its end, so recovery of an
+//!   earlier run's spool for the same name cannot run beside it. These two are the only locks
+//!   held across `.await`, always taken in that order;
 //! - record writes can be issued from several tasks; each carries a sequence number and an
 //!   older one never overwrites a newer one (nor resurrects a removed record).
 //!
@@ -447,6 +450,9 @@ impl SpooledFile {
             (target, generation, source, m.base, earlier)
         };
         let own_name = target.name.clone();
+        // No other upload of this name (recovery of an earlier run's spool) runs between the
+        // look at the server below and this upload's end.
+        let _name = uploader.hold_name(&target).await;
         let api = Arc::clone(uploader.api());
         let mut conflicts = 0u32;
         if let Some(b) = base {

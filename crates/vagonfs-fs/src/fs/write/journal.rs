@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::api::paging::find_by_name;
-use crate::api::{ApiErrorKind, FileEntry, FilesApi, ObjectType, Space};
+use crate::api::{ApiErrorKind, ApiResult, FileEntry, FilesApi, ObjectType, Space};
 
 use super::progress::UploadState;
 use super::spool::{SpoolClaim, SpoolDir, TEMP_EXT, remove_if_exists};
@@ -308,38 +308,25 @@ pub async fn recover(dir: &Arc<SpoolDir>, api: &dyn FilesApi) -> WriteResult<Vec
             tracing::error!(record = %path.display(), "journal record does not match its spool; left in place");
             continue;
         }
-        let space = record.space.space();
-        let (remote, parent_gone) =
-            match find_by_name(api, space, record.parent_id, &record.name, None).await {
-                Ok(e) => (e, false),
-                Err(e) if e.kind() == ApiErrorKind::NotFound && record.parent_id.is_some() => {
-                    (None, true)
-                }
-                // The service is unreachable or struggling: the same for every record, so stop
-                // and let the caller try the whole recovery again later.
-                Err(e) if e.is_retryable() => return Err(e.into()),
-                // Specific to this record (its machine is gone, access was revoked, ...): keep
-                // it for a later mount and go on with the others.
-                Err(e) => {
-                    tracing::error!(
-                        file = %record.display_path, error = %e,
-                        "cannot check the target of unsaved changes; kept for a later mount"
-                    );
-                    continue;
-                }
-            };
-        let action = decide(&record, remote.as_ref(), parent_gone, Utc::now());
+        let action = match look_and_decide(api, &record).await {
+            Ok(action) => action,
+            // The service is unreachable or struggling: the same for every record, so stop
+            // and let the caller try the whole recovery again later.
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            // Specific to this record (its machine is gone, access was revoked, ...): keep
+            // it for a later mount and go on with the others.
+            Err(e) => {
+                tracing::error!(
+                    file = %record.display_path, error = %e,
+                    "cannot check the target of unsaved changes; kept for a later mount"
+                );
+                continue;
+            }
+        };
         match &action {
             RecoveryAction::AlreadyDone { id: remote_id } => {
                 tracing::info!(file = %record.display_path, id = remote_id, "upload had completed before the restart; cleaning up");
-                let dir2 = Arc::clone(dir);
-                let sid = record.spool_id.clone();
-                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                    JournalRecord::remove(&dir2, &sid)?;
-                    remove_if_exists(&dir2.spool_path(&sid))
-                })
-                .await
-                .map_err(join_error)??;
+                forget_spool(dir, &record.spool_id).await?;
                 continue;
             }
             RecoveryAction::Upload { overwrite } => {
@@ -347,7 +334,7 @@ pub async fn recover(dir: &Arc<SpoolDir>, api: &dyn FilesApi) -> WriteResult<Vec
             }
             RecoveryAction::ConflictCopy { name, .. } => {
                 tracing::warn!(
-                    file = %record.display_path, conflict_copy = %name, parent_gone,
+                    file = %record.display_path, conflict_copy = %name,
                     "the remote file changed while these changes were unsaved; uploading them as a conflict copy"
                 );
             }
@@ -360,6 +347,40 @@ pub async fn recover(dir: &Arc<SpoolDir>, api: &dyn FilesApi) -> WriteResult<Vec
         });
     }
     Ok(pending)
+}
+
+/// What the server holds at `record`'s target now, and so what to do ([`decide`]).
+async fn look_and_decide(api: &dyn FilesApi, record: &JournalRecord) -> ApiResult<RecoveryAction> {
+    let space = record.space.space();
+    let (remote, parent_gone) = match find_by_name(api, space, record.parent_id, &record.name, None)
+        .await
+    {
+        Ok(e) => (e, false),
+        Err(e) if e.kind() == ApiErrorKind::NotFound && record.parent_id.is_some() => (None, true),
+        Err(e) => return Err(e),
+    };
+    Ok(decide(record, remote.as_ref(), parent_gone, Utc::now()))
+}
+
+/// Remove a spool and its record (its bytes are on the server).
+async fn forget_spool(dir: &Arc<SpoolDir>, spool_id: &str) -> WriteResult<()> {
+    let dir = Arc::clone(dir);
+    let sid = spool_id.to_string();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        JournalRecord::remove(&dir, &sid)?;
+        remove_if_exists(&dir.spool_path(&sid))
+    })
+    .await
+    .map_err(join_error)??;
+    Ok(())
+}
+
+/// A recovered upload that ended well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub uploaded: Uploaded,
+    /// The conflict copy's name, when it went to one.
+    pub conflict_copy: Option<String>,
 }
 
 /// Journals the id of each create during a recovered upload.
@@ -420,7 +441,39 @@ impl PendingUpload {
     /// Upload the spool; on success remove its record and spool. On failure both are kept (the
     /// next mount tries again). A conflict copy whose name got taken meanwhile tries the next
     /// numbered name.
-    pub async fn run(self, uploader: &Uploader) -> WriteResult<Uploaded> {
+    ///
+    /// The record's own name is held (one upload per name, see `name_hold.rs`) from a second
+    /// look at the server to the upload's end: this run's own upload of that name may have
+    /// landed since [`recover`] decided, and must then be kept beside (a conflict copy), never
+    /// replaced.
+    pub async fn run(mut self, uploader: &Uploader) -> WriteResult<Recovered> {
+        let own = UploadTarget {
+            space: self.record.space.space(),
+            parent_id: self.record.parent_id,
+            name: self.record.name.clone(),
+            content_type: None,
+            overwrite: false,
+        };
+        let _name = uploader.hold_name(&own).await;
+        let action = look_and_decide(uploader.api().as_ref(), &self.record).await?;
+        let same_kind = std::mem::discriminant(&action) == std::mem::discriminant(&self.action);
+        if !same_kind {
+            tracing::info!(file = %self.record.display_path, before = ?self.action, now = ?action, "the target changed since recovery looked; deciding again");
+        }
+        // A conflict copy keeps the name recovery announced (only its time stamp would differ).
+        if !same_kind || !matches!(action, RecoveryAction::ConflictCopy { .. }) {
+            self.action = action;
+        }
+        if let RecoveryAction::AlreadyDone { id } = self.action {
+            forget_spool(&self.dir, &self.record.spool_id).await?;
+            return Ok(Recovered {
+                uploaded: Uploaded {
+                    id,
+                    size: self.record.size,
+                },
+                conflict_copy: None,
+            });
+        }
         let Some(mut target) = self.target() else {
             return Err(WriteError::Protocol(
                 "nothing to upload for a completed record".into(),
@@ -462,15 +515,11 @@ impl PendingUpload {
                         file = %self.record.display_path, uploaded_as = %target.name, id = done.id,
                         "recovered unsaved changes uploaded"
                     );
-                    let dir = Arc::clone(&self.dir);
-                    let sid = self.record.spool_id.clone();
-                    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                        JournalRecord::remove(&dir, &sid)?;
-                        remove_if_exists(&dir.spool_path(&sid))
-                    })
-                    .await
-                    .map_err(join_error)??;
-                    return Ok(done);
+                    forget_spool(&self.dir, &self.record.spool_id).await?;
+                    return Ok(Recovered {
+                        uploaded: done,
+                        conflict_copy: conflict.then(|| target.name.clone()),
+                    });
                 }
                 Err(WriteError::Api(e))
                     if conflict

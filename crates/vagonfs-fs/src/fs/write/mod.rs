@@ -74,6 +74,7 @@
 mod content_type;
 mod file;
 mod journal;
+mod name_hold;
 mod progress;
 mod remote;
 mod spool;
@@ -87,8 +88,8 @@ use crate::fs::{FsError, RootSpec};
 pub use content_type::guess_content_type;
 pub use file::{FileTarget, SpooledFile};
 pub use journal::{
-    JournalRecord, JournalSpace, JournalState, PendingUpload, RecoveryAction, RemoteBase,
-    conflict_name, decide, recover,
+    JournalRecord, JournalSpace, JournalState, PendingUpload, Recovered, RecoveryAction,
+    RemoteBase, conflict_name, decide, recover,
 };
 pub use progress::{
     ProgressSnapshot, UploadObserver, UploadProgress, UploadRegistry, UploadState, UploadTicket,
@@ -96,7 +97,7 @@ pub use progress::{
 pub use remote::{ApiRemote, RemoteBytes};
 pub use spool::{FILL_BLOCK, GroupCommit, Spool, SpoolDir, ensure_private_dir};
 pub use uploader::{
-    DEFAULT_CHUNK_SIZE_MB, DEFAULT_CONCURRENCY, DEFAULT_TOTAL_PARTS, LINK_RESTARTS, MIB,
+    DEFAULT_CHUNK_SIZE_MB, DEFAULT_CONCURRENCY, DEFAULT_PART_MEMORY, LINK_RESTARTS, MIB,
     PartSource, UploadHooks, UploadTarget, Uploaded, Uploader,
 };
 
