@@ -51,7 +51,9 @@ pub(super) struct SeqState {
     pub(super) window: u64,
     /// First block not yet prefetched.
     ra_next: u64,
-    /// Blocks before this one were handed to the kernel and released from the block cache.
+    /// The blocks of this stream before this one were handed to the kernel and released from
+    /// the block cache (it starts where the stream started: blocks cached before it, by random
+    /// reads, are not the stream's to release).
     pub(super) released_to: u64,
 }
 
@@ -82,6 +84,8 @@ impl SeqState {
         let after = end.saturating_sub(1) / BLOCK_SIZE + 1;
         let ahead = self.ra_next.saturating_sub(after);
         if self.window == 0 {
+            // A new stream: it releases only what it reads itself, never blocks read before it.
+            self.released_to = offset / BLOCK_SIZE;
             let start = if first && end - offset >= STREAM_HINT {
                 STREAM_START_WINDOW
             } else {

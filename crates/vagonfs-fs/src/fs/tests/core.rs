@@ -707,6 +707,20 @@ async fn a_sequential_reader_does_not_keep_what_it_read_cached() {
         3,
         "two re-reads from the cache"
     );
+    // A sequential stream starting later releases only its own blocks, not those read before.
+    let mut at = 250 * BLOCK_SIZE;
+    while at < 290 * BLOCK_SIZE {
+        fs.read(ino, open.fh, at, MIB as u32).await.expect("read");
+        at += MIB as u64;
+    }
+    fs.wait_background().await;
+    let gets = api.calls(ApiMethod::GetRange);
+    for k in [17u64, 99, 200] {
+        let at = k * BLOCK_SIZE + 10;
+        let got = fs.read(ino, open.fh, at, 4096).await.expect("read");
+        assert!(got == data[at as usize..at as usize + 4096]);
+    }
+    assert_eq!(api.calls(ApiMethod::GetRange), gets, "still cached");
     fs.release(ino, open.fh).await.expect("release");
 }
 
