@@ -118,6 +118,10 @@ fn one_mount_per_folder_and_a_dead_mount_point_is_mounted_again() {
     let env = emu.mount_env();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache").display().to_string();
+    // A mount of the same storage with its own cache folder, mounted first: the message below
+    // must name the mount holding the folder, not the first one of that storage it finds.
+    let decoy_cache = dir.path().join("decoy-cache").display().to_string();
+    let decoy = TestMount::start(&emu, &["--machine", "1", "--cache-dir", &decoy_cache]);
     let first = TestMount::start(&emu, &["--machine", "1", "--cache-dir", &cache]);
 
     // A second mount on the same folder is refused and names what is there.
@@ -143,9 +147,11 @@ fn one_mount_per_folder_and_a_dead_mount_point_is_mounted_again() {
     assert!(
         said.contains("in use by another vagonfs mount")
             && said.contains(&first.path.display().to_string())
+            && !said.contains(&decoy.path.display().to_string())
             && said.contains("--cache-dir"),
         "{said}"
     );
+    drop(decoy);
     assert!(!is_mounted(&other.mountpoint));
 
     // kill -9: the mount point is dead (ENOTCONN) ...

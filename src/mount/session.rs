@@ -35,6 +35,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 
 use fuser::{Config, MountOption, SessionACL};
@@ -149,7 +150,7 @@ fn serve_mounted(
             // The folder's lock is held: another mount of the same storage.
             crate::fs::FsError::NotPermitted(_) => MountError::CacheInUse {
                 cache_dir: cache_dir.clone(),
-                other: other_mount_of(plan),
+                other: other_mount_of(plan, write::lock_holder(&cache_dir)),
             },
             source => MountError::Cache {
                 path: cache_dir.clone(),
@@ -174,7 +175,7 @@ fn serve_mounted(
         rt.handle().clone(),
         AdapterConfig {
             // The TTL the core gives lookups, so readdirplus entries are cached no longer.
-            entry_ttl: crate::fs::attr::ATTR_TTL.min(plan.fs.dir_cache_ttl),
+            entry_ttl: crate::fs::attr::kernel_ttl(&plan.fs),
         },
         Some(ready_tx),
     )
@@ -322,14 +323,47 @@ fn serve_mounted(
     Ok(())
 }
 
-/// Another vagonfs mount of the same target, from the mount table (for a message).
-fn other_mount_of(plan: &MountPlan) -> Option<PathBuf> {
+/// The vagonfs mount of the same target that holds the cache folder (for a message): the one
+/// whose mount point process `holder` (from the folder's lock file) was started with, else the
+/// first other mount of the same target in the mount table.
+fn other_mount_of(plan: &MountPlan, holder: Option<u32>) -> Option<PathBuf> {
     let source = super::control::mount_source(&plan.root);
-    mounts::vagonfs_mounts()
+    let others: Vec<PathBuf> = mounts::vagonfs_mounts()
         .ok()?
         .into_iter()
-        .find(|m| m.source == source && m.mountpoint != plan.mountpoint)
+        .filter(|m| m.source == source && m.mountpoint != plan.mountpoint)
         .map(|m| m.mountpoint)
+        .collect();
+    let started_with = holder.map(mount_points_named_by).unwrap_or_default();
+    others
+        .iter()
+        .find(|m| started_with.contains(m))
+        .or(others.first())
+        .cloned()
+}
+
+/// The existing folders process `pid`'s arguments name, made absolute against its working
+/// folder and canonical (empty when the process is gone or not readable).
+fn mount_points_named_by(pid: u32) -> Vec<PathBuf> {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let (Ok(cmdline), Ok(cwd)) = (
+        std::fs::read(proc.join("cmdline")),
+        std::fs::read_link(proc.join("cwd")),
+    ) else {
+        return Vec::new();
+    };
+    cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty() && !a.starts_with(b"-"))
+        .map(|a| cwd.join(std::ffi::OsStr::from_bytes(a)))
+        // Not the FUSE mount itself: canonicalizing a path inside a live mount would ask it.
+        .filter_map(|p| {
+            p.parent()
+                .and_then(|d| d.canonicalize().ok())
+                .zip(p.file_name().map(PathBuf::from))
+        })
+        .map(|(dir, name)| dir.join(name))
+        .collect()
 }
 
 /// Upload what a crashed or failed earlier run left in the spool folder; log the outcome.

@@ -8,16 +8,31 @@
 //!   recordings, and the virtual folders of the `RootSpec::All` layout;
 //! - a missing `modified` (the API may leave it out) shows the mount time, for every object the
 //!   same, so `make`-like tools see a stable time rather than "now";
-//! - the attribute TTL is [`ATTR_TTL`], never longer than the folder cache TTL: attributes come
-//!   from listings and must not outlive what the listing cache would answer.
+//! - the kernel's attribute and entry TTL ([`kernel_ttl`]) is `--dir-refresh` (10 s by
+//!   default), at least [`MIN_ATTR_TTL`] and never longer than the folder cache TTL: attributes
+//!   come from listings, and a listing older than `--dir-refresh` is revalidated when its folder
+//!   is opened, with every changed or removed entry invalidated in the kernel by a notification
+//!   (`fuse/notify.rs`); a local change invalidates its folder's attributes in the kernel
+//!   itself. So a longer TTL shows nothing older than the daemon would, while the `stat` storms
+//!   of file managers and build tools stay in the kernel (with 1 s, every file manager refresh
+//!   re-asked the daemon for every file shown).
 
 use std::time::{Duration, SystemTime};
 
 use super::inode::{Inode, Loc};
 use super::{Attr, AttrReply, FsConfig, NodeKind};
 
-/// How long the kernel may cache attributes and entries (bounded by `dir_cache_ttl`).
-pub const ATTR_TTL: Duration = Duration::from_secs(1);
+/// The shortest TTL the kernel is given for attributes and entries.
+pub const MIN_ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// How long the kernel may cache attributes and entries: `--dir-refresh`, at least
+/// [`MIN_ATTR_TTL`], at most the folder cache TTL (see the module note).
+pub fn kernel_ttl(config: &FsConfig) -> Duration {
+    config
+        .dir_refresh
+        .max(MIN_ATTR_TTL)
+        .min(config.dir_cache_ttl)
+}
 
 /// Permission bits of a writable file before the umask.
 const FILE_PERM: u16 = 0o666;
@@ -45,7 +60,7 @@ impl AttrPolicy {
             umask: config.umask,
             read_only: config.read_only,
             mount_time,
-            ttl: ATTR_TTL.min(config.dir_cache_ttl),
+            ttl: kernel_ttl(config),
         }
     }
 

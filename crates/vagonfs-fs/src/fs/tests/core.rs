@@ -94,7 +94,7 @@ async fn browse_a_tree() {
     assert_eq!(api.total_calls(), 0);
     let got = fs.getattr(looked.attr.ino).await.expect("getattr");
     assert_eq!(got.attr, looked.attr);
-    assert!(got.ttl <= attr::ATTR_TTL);
+    assert!(got.ttl <= attr::kernel_ttl(&config()));
 
     assert_eq!(
         read_path(&fs, "docs/report.pdf").await,

@@ -1156,6 +1156,8 @@ async fn a_second_mount_of_the_same_folder_is_refused() {
     let first = SpoolDir::open(tmp.path()).expect("first");
     let err = SpoolDir::open(tmp.path()).expect_err("busy");
     assert!(matches!(err, WriteError::CacheBusy(_)));
+    // The lock file names its holder, for the second mount's message.
+    assert_eq!(lock_holder(tmp.path()), Some(std::process::id()));
     drop(first);
     SpoolDir::open(tmp.path()).expect("free again");
 }

@@ -125,6 +125,12 @@ impl SpoolDir {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
         }
+        // Who holds it, for the message a second mount gives ([`lock_holder`]). Best effort:
+        // the lock, not this text, is what keeps a second mount out.
+        let pid = format!("{}\n", std::process::id());
+        let _ = lock
+            .set_len(0)
+            .and_then(|()| lock.write_all_at(pid.as_bytes(), 0));
         let dir = SpoolDir {
             path: path.to_path_buf(),
             _lock: lock,
@@ -227,6 +233,20 @@ impl SpoolDir {
 /// points at), owned by this process's effective user, and writable by nobody else. Another
 /// local user who could write there could plant journal records (uploads made with our
 /// credentials) or symlinks that make us overwrite their targets.
+/// The process id written by the process that holds the spool folder at `path` locked, when
+/// its lock file says (for "in use by …" messages; may name a process that is gone).
+pub fn lock_holder(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path.join(LOCK_FILE))
+        .ok()?;
+    let mut text = String::new();
+    file.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
 pub fn ensure_private_dir(path: &Path) -> WriteResult<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let unsafe_dir = |reason: String| WriteError::UnsafeCacheDir {
