@@ -24,13 +24,15 @@ use super::{BlockFlight, FileVersion, FsError, FsResult, MAX_RUN_BLOCKS, Pending
 
 impl Reader {
     /// Start runs (of at most [`MAX_RUN_BLOCKS`]) for the missing blocks `blocks`; a read
-    /// waits for their memory in line.
+    /// waits for their memory in line. `own_end`: the blocks a read needs end there, the rest
+    /// is prefetch riding on the same GET (see [`RunGuard::run`] for when that GET fails).
     pub(super) fn start_runs(
         self: &Arc<Self>,
         fetching: &mut HashMap<BlockKey, BlockFlight>,
         file: FileVersion,
         blocks: Range<u64>,
         prefetch: Option<(Arc<Semaphore>, OwnedSemaphorePermit)>,
+        own_end: Option<u64>,
     ) -> Vec<Pending> {
         let mut out = Vec::new();
         let mut at = blocks.start;
@@ -43,7 +45,8 @@ impl Reader {
                 Some((permits, memory)) => Grant::Prefetch(permits, memory),
                 None => Grant::Demand,
             };
-            self.spawn_run(file, at..to, senders, grant);
+            let own = own_end.filter(|&own| own > at && own < to);
+            self.spawn_run(file, at..to, senders, grant, own);
             at = to;
         }
         out
@@ -55,6 +58,7 @@ impl Reader {
         blocks: Range<u64>,
         senders: Vec<oneshot::Sender<FsResult<Bytes>>>,
         grant: Grant,
+        own_end: Option<u64>,
     ) {
         self.running.count.fetch_add(1, Ordering::SeqCst);
         let guard = RunGuard {
@@ -64,7 +68,7 @@ impl Reader {
             senders: senders.into_iter().map(Some).collect(),
             reserved: 0,
         };
-        tokio::spawn(guard.run(blocks, grant));
+        tokio::spawn(guard.run(blocks, grant, own_end));
     }
 }
 
@@ -118,7 +122,11 @@ struct RunGuard {
 }
 
 impl RunGuard {
-    async fn run(mut self, blocks: Range<u64>, grant: Grant) {
+    /// Fetch `blocks`. When the blocks a read needs end at `own_end` and the rest is prefetch
+    /// riding on the same GET, a GET refused as inconsistent before any block arrived (an
+    /// object shorter than listed refuses the whole range at once) is tried again for the
+    /// read's own blocks alone: the prefetch must not cost the read bytes the server has.
+    async fn run(mut self, blocks: Range<u64>, grant: Grant, own_end: Option<u64>) {
         let file = self.file;
         let n = (blocks.end - blocks.start) as u32;
         let (_permit, mut memory) = match grant {
@@ -147,8 +155,33 @@ impl RunGuard {
         let end = (blocks.end * BLOCK_SIZE).min(file.size);
         self.reserved = end - start;
         lock(&self.reader.cache).reserve(self.reserved);
-        if let Err(e) = self.fetch(start..end, &mut memory).await {
-            self.fail(e);
+        tracing::debug!(
+            file = file.id,
+            from = blocks.start,
+            to = blocks.end,
+            "run start"
+        );
+        match self.fetch(start..end, &mut memory).await {
+            Ok(()) => tracing::debug!(
+                file = file.id,
+                from = blocks.start,
+                to = blocks.end,
+                "run done"
+            ),
+            Err(e) => {
+                let retry = match (&e, own_end) {
+                    (FsError::Inconsistent(_), Some(own)) if self.next == blocks.start => {
+                        Some((own * BLOCK_SIZE).min(file.size))
+                    }
+                    _ => None,
+                };
+                if let Some(own) = retry
+                    && let Err(again) = self.fetch(start..own, &mut memory).await
+                {
+                    return self.fail(again);
+                }
+                self.fail(e)
+            }
         }
     }
 
@@ -162,8 +195,12 @@ impl RunGuard {
         let reader = Arc::clone(&self.reader);
         let file = self.file;
         let mut buf = reader.pool.take();
+        let mut first = true;
         reader
             .stream_range(file, range, |mut c| {
+                if std::mem::take(&mut first) {
+                    tracing::debug!(file = file.id, block = self.next, "run first byte");
+                }
                 while !c.is_empty() {
                     let key = BlockKey {
                         file,

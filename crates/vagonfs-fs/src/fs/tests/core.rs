@@ -611,6 +611,119 @@ async fn sequential_reads_prefetch_with_a_growing_window() {
     );
 }
 
+/// The GET of a first read goes on into the prefetch right behind it: `head -c 1` on a fresh
+/// mount is one GET (it was 5: the block, then 4 GETs of one block), and `dd bs=1M` starts
+/// with one GET of up to MAX_RUN_BLOCKS and the 8 MiB start window fetched at once.
+#[tokio::test]
+async fn a_first_read_and_its_prefetch_share_one_get() {
+    let api = server();
+    let data = pattern(40 * MIB, 5);
+    api.inner()
+        .add_file(Space::Shared, None, "small-first", data.clone());
+    api.inner()
+        .add_file(Space::Shared, None, "big-first", data.clone());
+    let fs = shared(&api);
+
+    // A small first read (what the kernel asks for `head -c 1`).
+    let ino = walk(&fs, "small-first")
+        .await
+        .expect("small-first")
+        .attr
+        .ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let got = fs.read(ino, open.fh, 0, 16 * 1024).await.expect("read");
+    assert!(got == data[..16 * 1024]);
+    fs.wait_background().await;
+    assert_eq!(
+        fetched_runs(&api),
+        vec![0..1 + read::INITIAL_WINDOW_BLOCKS],
+        "one GET: the block read and the initial window"
+    );
+    fs.release(ino, open.fh).await.expect("release");
+
+    // A big first read at 0 (dd bs=1M: the kernel asks 1 MiB).
+    let ino = walk(&fs, "big-first").await.expect("big-first").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let before = fetched_runs(&api).len();
+    let got = fs.read(ino, open.fh, 0, MIB as u32).await.expect("read");
+    assert!(got == data[..MIB]);
+    fs.wait_background().await;
+    let mut runs = fetched_runs(&api)[before..].to_vec();
+    runs.sort_by_key(|r| r.start);
+    let read_blocks = MIB as u64 / BLOCK_SIZE;
+    assert_eq!(runs[0].start, 0, "{runs:?}");
+    assert_eq!(runs[0].end, read::MAX_RUN_BLOCKS, "{runs:?}");
+    let fetched: u64 = runs.iter().map(|r| r.end - r.start).sum();
+    assert_eq!(
+        fetched,
+        read_blocks + read::STREAM_START_WINDOW,
+        "the read and the 8 MiB start window, each block once: {runs:?}"
+    );
+    fs.release(ino, open.fh).await.expect("release");
+}
+
+/// What a sequential reader has read is in the kernel's page cache: the block cache keeps only
+/// the last KEEP_BEHIND blocks behind it, so the buffers come back for the blocks ahead. A
+/// random reader's blocks stay cached.
+#[tokio::test]
+async fn a_sequential_reader_does_not_keep_what_it_read_cached() {
+    let api = server();
+    let data = pattern(40 * MIB, 6);
+    api.inner()
+        .add_file(Space::Shared, None, "stream", data.clone());
+    let fs = shared(&api);
+    let ino = walk(&fs, "stream").await.expect("stream").attr.ino;
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let mut offset = 0u64;
+    while offset < data.len() as u64 {
+        let got = fs
+            .read(ino, open.fh, offset, MIB as u32)
+            .await
+            .expect("read");
+        assert!(got == data[offset as usize..offset as usize + got.len()]);
+        offset += got.len() as u64;
+        fs.wait_background().await;
+    }
+    let stats = fs.cache_stats();
+    let last_read = MIB as u64 / BLOCK_SIZE;
+    assert!(stats.cached_blocks > 0, "{stats:?}");
+    assert!(
+        stats.cached_blocks as u64 <= read::KEEP_BEHIND + last_read,
+        "{stats:?}"
+    );
+    fs.release(ino, open.fh).await.expect("release");
+
+    // Random reads: kept, a second read of the same bytes makes no GET.
+    let open = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let gets = api.calls(ApiMethod::GetRange);
+    for k in [200u64, 17, 99, 200, 17] {
+        let at = k * BLOCK_SIZE + 10;
+        let got = fs.read(ino, open.fh, at, 4096).await.expect("read");
+        assert!(got == data[at as usize..at as usize + 4096]);
+    }
+    fs.wait_background().await;
+    assert_eq!(
+        api.calls(ApiMethod::GetRange) - gets,
+        3,
+        "two re-reads from the cache"
+    );
+    // A sequential stream starting later releases only its own blocks, not those read before.
+    let mut at = 250 * BLOCK_SIZE;
+    while at < 290 * BLOCK_SIZE {
+        fs.read(ino, open.fh, at, MIB as u32).await.expect("read");
+        at += MIB as u64;
+    }
+    fs.wait_background().await;
+    let gets = api.calls(ApiMethod::GetRange);
+    for k in [17u64, 99, 200] {
+        let at = k * BLOCK_SIZE + 10;
+        let got = fs.read(ino, open.fh, at, 4096).await.expect("read");
+        assert!(got == data[at as usize..at as usize + 4096]);
+    }
+    assert_eq!(api.calls(ApiMethod::GetRange), gets, "still cached");
+    fs.release(ino, open.fh).await.expect("release");
+}
+
 #[tokio::test]
 async fn random_reads_fetch_only_the_blocks_they_need() {
     let api = server();
