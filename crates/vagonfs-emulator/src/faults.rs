@@ -141,10 +141,10 @@ impl Scheduled {
             return Err(FaultError::UnknownFamily(self.family.clone()));
         }
         if self.fault == ScheduledKind::Throttle
-            && !self
+            && self
                 .retry_after
                 .as_deref()
-                .is_some_and(|v| HeaderValue::from_str(v).is_ok())
+                .is_none_or(|v| HeaderValue::from_str(v).is_err())
         {
             return Err(FaultError::BadRetryAfter(self.retry_after.clone()));
         }
