@@ -149,6 +149,44 @@ impl VagonFs {
     /// dropped: the overlay shows the file under its name (and hides the id it replaced) until
     /// any listing fetched before the upload has expired, so a new file costs exactly its three
     /// upload requests.
+    /// The inode for a listed child ([`super::inode::InodeTable::upsert`]), except that a
+    /// listed file which this mount's own upload just created is the uploading inode, not a
+    /// second inode beside it. The server answers a listing with the new file as soon as its
+    /// `complete` did, before this mount's bookkeeping of the landing ([`Self::after_upload`])
+    /// ran; a second inode would show the landed (older) bytes while the file's spool holds
+    /// newer ones still on their way (found by the model test: the mount showed a file's
+    /// previous version until its next upload landed).
+    pub(crate) fn upsert_listed(
+        &self,
+        seen: &super::inode::Seen,
+        name: &std::ffi::OsStr,
+        parent: (u64, Loc),
+        count_lookup: bool,
+    ) -> super::inode::Inode {
+        if let Loc::Remote { space, id } = seen.loc
+            && seen.kind == super::NodeKind::File
+            && self.inodes.ino_of(&seen.loc).is_none()
+        {
+            let own = lock(&self.files)
+                .iter()
+                .find(|(_, f)| {
+                    !f.unlinked
+                        && f.file.space() == space
+                        && f.file.base().is_some_and(|b| b.id == id)
+                })
+                .map(|(ino, _)| *ino);
+            if let Some(ino) = own
+                && let Some(node) = self.inodes.get(ino)
+                && node.loc != seen.loc
+            {
+                self.overlay.mark_gone(node.loc);
+                self.inodes.rebind(ino, seen.loc);
+                self.time_moved(node.loc, seen.loc, false, Some(ino));
+            }
+        }
+        self.inodes.upsert(seen, name, parent, count_lookup)
+    }
+
     pub(crate) fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
         let unlinked = lock(&self.files).get(&ino).is_some_and(|f| f.unlinked);
         if unlinked {

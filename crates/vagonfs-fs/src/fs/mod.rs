@@ -244,8 +244,7 @@ impl VagonFs {
                 .add_lookup(node.ino)
                 .ok_or(FsError::StaleInode(node.ino))?,
             Some(Resolved::Listed(entry)) => {
-                self.inodes
-                    .upsert(&entry.seen, &entry.name, (parent, dir.loc), true)
+                self.upsert_listed(&entry.seen, &entry.name, (parent, dir.loc), true)
             }
             None => return Err(FsError::NotFound),
         };
@@ -330,7 +329,7 @@ impl VagonFs {
                         Some(Shown::Hidden) => continue,
                         Some(Shown::Listed(listed)) => (
                             listed.name.as_os_str(),
-                            Some(self.inodes.upsert(
+                            Some(self.upsert_listed(
                                 &listed.seen,
                                 &listed.name,
                                 (ino, dir.loc),
