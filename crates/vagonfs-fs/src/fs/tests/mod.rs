@@ -4,8 +4,9 @@
 //!
 //! - [`entries`]: what the kernel is told (negative entries, mknod, listings through a
 //!   `DirectoryReplier`).
-//! - [`core`]: browsing and reading against the in-memory double (`api::mem`) in the fault
-//!   injector (`api::faulty`); requests are counted, never timed.
+//! - [`core`]: browsing, names and errors against the in-memory double (`api::mem`) in the
+//!   fault injector (`api::faulty`); [`core_read`]: reading, the same way. Requests are
+//!   counted, never timed.
 //! - [`write`]: the write path through `VagonFs`; the scenarios that only look at what the
 //!   server holds run against both the double and the emulator (`on_both!`).
 //! - [`engine`]: the write-back engine (background uploads, order per name, conflicts).
@@ -20,6 +21,7 @@
 mod driver;
 
 mod core;
+mod core_read;
 mod dir_emulator;
 mod emulator;
 mod engine;
