@@ -179,12 +179,22 @@ impl VagonFs {
                 && let Some(node) = self.inodes.get(ino)
                 && node.loc != seen.loc
             {
-                self.overlay.mark_gone(node.loc);
-                self.inodes.rebind(ino, seen.loc);
-                self.time_moved(node.loc, seen.loc, false, Some(ino));
+                self.bind_landed(ino, node.loc, seen.loc);
             }
         }
         self.inodes.upsert(seen, name, parent, count_lookup)
+    }
+
+    /// `ino` is now the object its upload landed as (`to`), no longer `from`: the old object
+    /// leaves listings, the inode moves, and a remembered time of the old version no longer
+    /// holds (new bytes on the server). Shared by the landing's bookkeeping and by a listing
+    /// that saw the landed object first ([`Self::upsert_listed`]).
+    fn bind_landed(&self, ino: u64, from: Loc, to: Loc) {
+        if from != to {
+            self.overlay.mark_gone(from);
+            self.inodes.rebind(ino, to);
+        }
+        self.time_moved(from, to, false, Some(ino));
     }
 
     pub(crate) fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
@@ -201,14 +211,9 @@ impl VagonFs {
             space: file.target().space,
             id: done.id,
         };
-        if node.loc != new_loc {
-            self.overlay.mark_gone(node.loc);
-            self.inodes.rebind(ino, new_loc);
-        }
+        self.bind_landed(ino, node.loc, new_loc);
         self.inodes
             .set_local_attrs(ino, Some(done.size), Some(file.modified()));
-        // New bytes on the server: a remembered time of the old version no longer holds.
-        self.time_moved(node.loc, new_loc, false, Some(ino));
         if let (Some((dir_ino, dir_loc)), Some(name)) = (node.parent, &node.name) {
             let target = file.target();
             let landed = std::ffi::OsString::from(target.name);

@@ -1036,6 +1036,17 @@ fn a_partial_folder_move_takes_conflict_copies_along() {
     check(&ops, Duration::ZERO, true).expect("follows the model");
 }
 
+/// `Op::Write` from its fields (for the hand-written regression inputs below).
+fn write_op(file: usize, offset: u8, data: &[u8], trunc: bool, fsync: bool) -> Op {
+    Op::Write {
+        file,
+        offset,
+        data: data.to_vec(),
+        trunc,
+        fsync,
+    }
+}
+
 /// The model's eleventh finding (20,000 cases, no faults; under CPU load about 1 run in 4 of
 /// the whole input failed). `d/a` is written and closed (its upload due at once), then opened
 /// again with `O_TRUNC` and rewritten. The open truncated the spool *before* registering its
@@ -1044,13 +1055,7 @@ fn a_partial_folder_move_takes_conflict_copies_along() {
 /// registered first, so the worker waits for the writes to pause.
 #[test]
 fn an_open_with_o_trunc_does_not_send_the_emptied_file() {
-    let w = |file, offset, data: &[u8], trunc, fsync| Op::Write {
-        file,
-        offset,
-        data: data.to_vec(),
-        trunc,
-        fsync,
-    };
+    let w = write_op;
     let ops = [
         w(0, 5, &[146, 171, 56, 201, 39, 128, 243], true, true),
         w(2, 1, &[98, 3, 244, 202], false, true),
@@ -1083,13 +1088,7 @@ fn an_open_with_o_trunc_does_not_send_the_emptied_file() {
 /// this mount's own upload created now map to the uploading inode (`upsert_listed`).
 #[test]
 fn a_listing_read_while_an_upload_lands_shows_the_newer_spool() {
-    let w = |file, offset, data: &[u8], trunc, fsync| Op::Write {
-        file,
-        offset,
-        data: data.to_vec(),
-        trunc,
-        fsync,
-    };
+    let w = write_op;
     let ops = [
         w(0, 1, &[72, 30, 250, 71], true, false),
         w(4, 6, &[231, 62, 227, 24], false, false),

@@ -287,6 +287,27 @@ async fn parts_in_memory_stay_within_concurrency() {
     assert_eq!(e.mem.content(SPACE, None, "mem.bin").expect("listed"), data);
 }
 
+/// Each file's upload in a task of its own, all through `uploader`.
+fn spawn_uploads(
+    files: &[Arc<SpooledFile>],
+    uploader: &Uploader,
+) -> Vec<tokio::task::JoinHandle<WriteResult<Option<Uploaded>>>> {
+    files
+        .iter()
+        .map(|f| {
+            let (f, u) = (Arc::clone(f), uploader.clone());
+            tokio::spawn(async move { f.upload(&u).await })
+        })
+        .collect()
+}
+
+/// Wait for [`spawn_uploads`]' tasks: each must have uploaded its (dirty) file.
+async fn join_uploads(tasks: Vec<tokio::task::JoinHandle<WriteResult<Option<Uploaded>>>>) {
+    for t in tasks {
+        t.await.expect("joined").expect("upload").expect("dirty");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_part_budget_is_shared_by_all_uploads() {
     let e = env(1, 2);
@@ -302,22 +323,14 @@ async fn the_part_budget_is_shared_by_all_uploads() {
         files.push(f);
     }
     e.api.hold(ApiMethod::UploadPart, None);
-    let tasks: Vec<_> = files
-        .iter()
-        .map(|f| {
-            let (f, u) = (Arc::clone(f), uploader.clone());
-            tokio::spawn(async move { f.upload(&u).await })
-        })
-        .collect();
+    let tasks = spawn_uploads(&files, &uploader);
     // Each upload alone may have 2 parts out; together they may have 3, not 4.
     tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::UploadPart, 3))
         .await
         .expect("3 parts out");
     assert_eq!(e.api.in_flight(ApiMethod::UploadPart), 3);
     e.api.unhold(ApiMethod::UploadPart);
-    for t in tasks {
-        t.await.expect("joined").expect("upload").expect("dirty");
-    }
+    join_uploads(tasks).await;
     assert_eq!(e.api.max_in_flight(ApiMethod::UploadPart), 3);
 }
 
@@ -336,20 +349,12 @@ async fn small_parts_take_a_small_share_of_the_part_budget() {
         files.push(f);
     }
     e.api.hold(ApiMethod::UploadPart, None);
-    let tasks: Vec<_> = files
-        .iter()
-        .map(|f| {
-            let (f, u) = (Arc::clone(f), uploader.clone());
-            tokio::spawn(async move { f.upload(&u).await })
-        })
-        .collect();
+    let tasks = spawn_uploads(&files, &uploader);
     tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::UploadPart, 8))
         .await
         .expect("8 small parts out together");
     e.api.unhold(ApiMethod::UploadPart);
-    for t in tasks {
-        t.await.expect("joined").expect("upload").expect("dirty");
-    }
+    join_uploads(tasks).await;
     // A part larger than the whole budget takes all of it and still goes.
     let big = SpooledFile::create_new(&e.dir, target("big.bin"))
         .await

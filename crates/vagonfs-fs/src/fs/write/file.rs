@@ -452,7 +452,9 @@ impl SpooledFile {
         let own_name = target.name.clone();
         // No other upload of this name (recovery of an earlier run's spool) runs between the
         // look at the server below and this upload's end.
-        let _name = uploader.hold_name(&target).await;
+        let _name = uploader
+            .hold_name(target.space, target.parent_id, &target.name)
+            .await;
         let api = Arc::clone(uploader.api());
         let mut conflicts = 0u32;
         if let Some(b) = base {

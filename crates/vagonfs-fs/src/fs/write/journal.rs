@@ -447,14 +447,13 @@ impl PendingUpload {
     /// landed since [`recover`] decided, and must then be kept beside (a conflict copy), never
     /// replaced.
     pub async fn run(mut self, uploader: &Uploader) -> WriteResult<Recovered> {
-        let own = UploadTarget {
-            space: self.record.space.space(),
-            parent_id: self.record.parent_id,
-            name: self.record.name.clone(),
-            content_type: None,
-            overwrite: false,
-        };
-        let _name = uploader.hold_name(&own).await;
+        let _name = uploader
+            .hold_name(
+                self.record.space.space(),
+                self.record.parent_id,
+                &self.record.name,
+            )
+            .await;
         let action = look_and_decide(uploader.api().as_ref(), &self.record).await?;
         let same_kind = std::mem::discriminant(&action) == std::mem::discriminant(&self.action);
         if !same_kind {

@@ -242,13 +242,16 @@ impl Uploader {
         &self.api
     }
 
-    /// Wait until no other upload of this uploader (or its clones) aims at `target`'s name,
-    /// then hold it until the hold is dropped: taken before looking at what the server holds
-    /// there, kept until the upload ended (see `name_hold.rs`).
-    pub(crate) async fn hold_name(&self, target: &UploadTarget) -> NameHold {
-        self.names
-            .hold((target.space, target.parent_id, target.name.clone()))
-            .await
+    /// Wait until no other upload of this uploader (or its clones) aims at `name` in
+    /// `parent_id` of `space`, then hold it until the hold is dropped: taken before looking at
+    /// what the server holds there, kept until the upload ended (see `name_hold.rs`).
+    pub(crate) async fn hold_name(
+        &self,
+        space: Space,
+        parent_id: Option<u64>,
+        name: &str,
+    ) -> NameHold {
+        self.names.hold((space, parent_id, name.to_string())).await
     }
 
     /// Names held or waited for now (for tests).
