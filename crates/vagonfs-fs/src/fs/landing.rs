@@ -211,9 +211,10 @@ impl VagonFs {
             space: file.target().space,
             id: done.id,
         };
-        self.bind_landed(ino, node.loc, new_loc);
+        // The landed size first: the remembered time is stored with it (`bind_landed`).
         self.inodes
             .set_local_attrs(ino, Some(done.size), Some(file.modified()));
+        self.bind_landed(ino, node.loc, new_loc);
         if let (Some((dir_ino, dir_loc)), Some(name)) = (node.parent, &node.name) {
             let target = file.target();
             let landed = std::ffi::OsString::from(target.name);
