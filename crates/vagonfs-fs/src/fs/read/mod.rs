@@ -60,9 +60,11 @@
 //! versions known bad); `run` the runs (one task per ranged GET of consecutive blocks, and the
 //! guard that cleans up after it); `get` the one ranged GET every read goes through (link,
 //! validator, refused-link retry, error mapping); `cache` the block LRU and buffer pools;
-//! `links` the download links; `seq` the sequential-reader detection.
+//! `links` the download links; `seq` the sequential-reader detection; `folder` the read-ahead
+//! of the next files of a folder walk.
 
 mod cache;
+mod folder;
 mod get;
 mod links;
 mod run;
@@ -85,6 +87,7 @@ use super::{CacheStats, FsError, FsResult, lock};
 
 pub use cache::BLOCK_SIZE;
 use cache::{BlockCache, BlockKey, BufferPool};
+pub use folder::{HEAD_BLOCKS, WALK_CONCURRENCY};
 use links::Links;
 pub use links::{ASSUMED_LINK_LIFETIME, LINK_REUSE_FRACTION, OPEN_REVALIDATE};
 use seq::SeqState;
@@ -177,6 +180,24 @@ struct Running {
     done: Notify,
 }
 
+/// Counts one background task in [`Reader::running`] while it lives.
+struct RunningGuard(Arc<Reader>);
+
+impl RunningGuard {
+    fn enter(reader: Arc<Reader>) -> Self {
+        reader.running.count.fetch_add(1, Ordering::SeqCst);
+        RunningGuard(reader)
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if self.0.running.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.running.done.notify_waiters();
+        }
+    }
+}
+
 /// The read path of one mount.
 pub(crate) struct Reader {
     api: Arc<dyn FilesApi>,
@@ -195,6 +216,8 @@ pub(crate) struct Reader {
     validators: Mutex<HashMap<FileVersion, String>>,
     bad: Mutex<HashMap<FileVersion, BadEntry>>,
     running: Running,
+    /// Files of folder walks read ahead at once ([`folder`]).
+    walk_permits: Arc<Semaphore>,
     /// Prefetch window cap, blocks.
     max_window: u64,
     /// The cache cannot hold a block: reads go straight to the server, exact ranges.
@@ -227,6 +250,7 @@ impl Reader {
             validators: Mutex::new(HashMap::new()),
             bad: Mutex::new(HashMap::new()),
             running: Running::default(),
+            walk_permits: Arc::new(Semaphore::new(WALK_CONCURRENCY)),
             max_window: MAX_WINDOW_BLOCKS.min(half_cache_blocks),
             uncached: cache_size < BLOCK_SIZE,
             read_timeout,

@@ -16,6 +16,7 @@
 //!   (parallel pages, lookups answered by the page holding the name, forgetting one name).
 //! - [`model`]: a model-based property test of the write engine.
 //! - [`trash`]: the merged trash of the `--all` root (GLib's trash, restore, Empty Trash).
+//! - [`walk`]: folder walks, whose next files are fetched ahead.
 
 #[macro_use]
 mod driver;
@@ -30,4 +31,5 @@ mod model;
 mod trash;
 mod uploader;
 mod uploader_emulator;
+mod walk;
 mod write;
