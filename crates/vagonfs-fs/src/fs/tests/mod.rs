@@ -6,7 +6,7 @@
 //!   `DirectoryReplier`).
 //! - [`core`]: browsing, names and errors against the in-memory double (`api::mem`) in the
 //!   fault injector (`api::faulty`); [`core_read`]: reading, the same way. Requests are
-//!   counted, never timed.
+//!   counted, never timed; [`core_outage`]: revalidation and outage, the same way.
 //! - [`write`]: the write path through `VagonFs`; the scenarios that only look at what the
 //!   server holds run against both the double and the emulator (`on_both!`).
 //! - [`engine`]: the write-back engine (background uploads, order per name, conflicts).
@@ -22,6 +22,7 @@
 mod driver;
 
 mod core;
+mod core_outage;
 mod core_read;
 mod dir_emulator;
 mod emulator;
