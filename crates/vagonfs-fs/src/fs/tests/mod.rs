@@ -15,7 +15,8 @@
 //! - [`emulator`]: browsing and reading through the real HTTP client against the emulator.
 //! - [`dir_emulator`]: folder listings through the real HTTP client against the emulator
 //!   (parallel pages, lookups answered by the page holding the name, forgetting one name).
-//! - [`model`]: a model-based property test of the write engine.
+//! - [`model`]: a model-based property test of the write engine; [`model_findings`]: the
+//!   inputs it found failing, kept as named tests.
 //! - [`trash`]: the merged trash of the `--all` root (GLib's trash, restore, Empty Trash).
 //! - [`walk`]: folder walks, whose next files are fetched ahead.
 
@@ -30,6 +31,7 @@ mod emulator;
 mod engine;
 mod entries;
 mod model;
+mod model_findings;
 mod trash;
 mod uploader;
 mod uploader_emulator;
