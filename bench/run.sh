@@ -14,6 +14,8 @@
 #   BENCH_RAND_256K_IOS random 256 KiB reads                              (default 500)
 #   BENCH_SMALL_FILES   4 KiB files created                               (default 1000)
 #   BENCH_REPEAT        runs of each read benchmark; the best is kept     (default 3)
+#   BENCH_WALK_FILES    files of the folder read with cp -r out of the mount (default 200)
+#   BENCH_WALK_SIZE     their size in bytes                               (default 16384)
 #   BENCH_TTFB_REPEAT   fresh mounts for time to first byte (median)      (default 5)
 #   BENCH_WRITE         auto (run if the mount accepts writes) | 0 | 1    (default auto)
 #   BENCH_LATENCY_MS    emulator --latency-ms: delay added to every API and data request,
@@ -25,6 +27,7 @@
 #   BENCH_ONLY=write    run only the write section (1 GiB write, RSS, cp -r of small files)
 #   BENCH_ONLY=rand     run only the random read section (fio against ranged GETs, with the
 #                       daemon's CPU time per read), then report
+#   BENCH_ONLY=walk     run only the folder read (cp -r of small files out of the mount)
 #
 # Every process started here is stopped by its PID; every mount is unmounted on exit
 # (umount -l as the fallback).
@@ -42,6 +45,8 @@ RAND_256K_IOS="${BENCH_RAND_256K_IOS:-500}"
 SMALL_FILES="${BENCH_SMALL_FILES:-1000}"
 TTFB_REPEAT="${BENCH_TTFB_REPEAT:-5}"
 REPEAT="${BENCH_REPEAT:-3}"
+WALK_FILES="${BENCH_WALK_FILES:-200}"
+WALK_SIZE="${BENCH_WALK_SIZE:-16384}"
 WRITE_MODE="${BENCH_WRITE:-auto}"
 LATENCY_MS="${BENCH_LATENCY_MS:-0}"
 VAGONFS="${VAGONFS:-$ROOT/target/release/vagonfs}"
@@ -200,6 +205,45 @@ report() {
     printf '%s\n' "${ROWS[@]}"
     echo
 }
+
+# --- reading a folder of small files: cp -r out of the mount -------------------------------------
+
+min_of() { tr ' ' '\n' | grep -v '^$' | sort -g | head -1; }
+walk_bench() {
+    log "reading a folder of $WALK_FILES files of $WALK_SIZE bytes: creating it (python client, latency 0)"
+    client latency 0 >/dev/null
+    local dir t_mnt="" t_seq="" t_par="" reqs="" rep t0 n
+    dir="$(client mkdir walk-src --machine 1 | json 'd["id"]')"
+    client small-files --count "$WALK_FILES" --size "$WALK_SIZE" --machine 1 --parent "$dir" >/dev/null
+    client latency "$LATENCY_MS" >/dev/null
+    for rep in $(seq 1 "$REPEAT"); do
+        log "folder read ($rep/$REPEAT): cp -r out of a fresh mount"
+        start_mount
+        client reset-stats >/dev/null
+        rm -rf "$WORK/walk-out"
+        t0="$(now_ns)"
+        cp -r "$MNT/walk-src" "$WORK/walk-out"
+        t_mnt="$t_mnt $(secs_since "$t0")"
+        reqs="$(client stats | json '"%d list, %d link, %d GET" % (d["list_files"], d["file_link"] + d["request_download"], d["data_get"])')"
+        stop_mount
+        n="$(find "$WORK/walk-out" -type f | wc -l)"
+        [[ "$n" -eq "$WALK_FILES" ]] || die "cp -r copied $n files, expected $WALK_FILES"
+        log "folder read ($rep/$REPEAT): python list + link + GET of each file, 1 and 8 at a time"
+        t_seq="$t_seq $(client read-all --machine 1 --parent "$dir" --parallel 1 | json 'd["seconds"]')"
+        t_par="$t_par $(client read-all --machine 1 --parent "$dir" --parallel 8 | json 'd["seconds"]')"
+    done
+    t_mnt="$(min_of <<<"$t_mnt")"
+    t_seq="$(min_of <<<"$t_seq")"
+    t_par="$(min_of <<<"$t_par")"
+    row "cp -r out of the mount: $WALK_FILES files of $WALK_SIZE bytes, fresh mount (s; requests of the last run)" "$(calc "$t_mnt" 3); $reqs" "$(calc "$t_seq" 3) (python: list, then link + GET of each file, one after the other)" "$(calc "$t_seq / $t_mnt")" "—"
+    row "cp -r out of the mount, against a parallel client (s)" "$(calc "$t_mnt" 3)" "$(calc "$t_par" 3) (python: the same, 8 files at a time)" "$(calc "$t_par / $t_mnt")" "—"
+}
+if [[ "${BENCH_ONLY:-}" == walk ]]; then
+    walk_bench
+    report
+    echo "Emulator --latency-ms ${LATENCY_MS}. Folder read only (BENCH_ONLY=walk): $WALK_FILES files of $WALK_SIZE bytes, best of $REPEAT for every side."
+    exit 0
+fi
 
 if [[ "${BENCH_ONLY:-}" != write ]]; then
 # --- sequential read --------------------------------------------------------------------------
@@ -369,6 +413,7 @@ TT_CHAIN="$(median <<<"$TT_CHAIN")"
 ms() { calc "$1 * 1000" 1; }
 row "Time to first byte, fresh mount: head -c 1 (ms, median of $TTFB_REPEAT; requests)" "$(ms "$TT_HEAD"); $TT_REQS" "$(ms "$TT_CURL") (curl time_starttransfer, URL known)" "$(calc "$TT_CURL / $TT_HEAD")" "—"
 row "Time to first byte, fresh mount: open + read(1) in-process (ms, median of $TTFB_REPEAT)" "$(ms "$TT_OPEN")" "$(ms "$TT_CHAIN") (python: list + link + GET byte 0, fresh connections)" "$(calc "$TT_CHAIN / $TT_OPEN")" "—"
+walk_bench
 fi
 
 # --- writes -----------------------------------------------------------------------------------

@@ -251,6 +251,38 @@ def cmd_small_files(cl, a):
     return {"count": a.count, "seconds": secs, "files_per_s": a.count / secs}
 
 
+def cmd_read_all(cl, a):
+    """Read every file of a folder whole: list it (all pages), then link + GET of each file,
+    `parallel` files at a time, each worker on its own keep-alive connections (1: one file
+    after the other, as `cp -r` reads). Files, bytes, seconds."""
+    t0 = time.monotonic()
+    ids, page = [], 1
+    while page:
+        doc = cl.list_page(a.machine, a.parent, page)
+        for f in doc.get("files", []):
+            if f.get("attributes", {}).get("object_type") == "file":
+                ids.append(int(f["id"]))
+        page = doc.get("next_page")
+
+    def worker(chunk):
+        client = Client(cl.url, cl.key, cl.secret)
+        data_conn, got = None, 0
+        for file_id in chunk:
+            u = urllib.parse.urlsplit(client.link(file_id)["url"])
+            if data_conn is None:
+                data_conn = Conn(f"{u.scheme}://{u.netloc}")
+            status, _, data = data_conn.request("GET", u.path + "?" + u.query)
+            if status != 200:
+                raise ApiError(f"GET of file {file_id} -> HTTP {status}")
+            got += len(data)
+        return got
+
+    chunks = [ids[i::a.parallel] for i in range(a.parallel)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=a.parallel) as pool:
+        got = sum(pool.map(worker, chunks))
+    return {"files": len(ids), "bytes": got, "seconds": time.monotonic() - t0}
+
+
 def cmd_ranged(cl, a):
     """`count` ranged GETs of `bs` bytes at random `bs`-aligned offsets of a `size`-byte object,
     one at a time over one keep-alive connection (what fio psync iodepth 1 asks of a mount)."""
@@ -405,6 +437,8 @@ def main():
     s.add_argument("--machine", type=int, default=1); s.add_argument("--parent", type=int, required=True)
     s.add_argument("--chunk-mb", type=int, default=16); s.set_defaults(fn=cmd_small_files)
 
+    s = sub.add_parser("read-all"); s.add_argument("--machine", type=int, default=1); s.add_argument("--parent", type=int, required=True)
+    s.add_argument("--parallel", type=int, default=1); s.set_defaults(fn=cmd_read_all)
     s = sub.add_parser("ranged"); s.add_argument("url"); s.add_argument("--size", type=int, required=True)
     s.add_argument("--bs", type=int, required=True); s.add_argument("--count", type=int, required=True)
     s.add_argument("--seed", type=int, default=1); s.set_defaults(fn=cmd_ranged)

@@ -11,7 +11,9 @@
 //!   `--read-timeout` (+1 s), cached bytes still answer, and reads work again once it is back;
 //! - metadata: folder times move with the changes made in them, a new folder shows its creation
 //!   time, a folder's link count is 2 + its subfolders, an open file that was unlinked has
-//!   nlink 0, and `df -i` never shows a negative count.
+//!   nlink 0, and `df -i` never shows a negative count;
+//! - folder walks: `cp -r` out of the mount at 20 ms a request asks each file once, several at
+//!   a time.
 //!
 //! Wall-clock bounds here are the generous ones the issue names, not benchmarks.
 
@@ -21,6 +23,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -311,5 +314,61 @@ fn a_read_blocked_by_a_frozen_api_fails_within_read_timeout_then_works_again() {
     assert_eq!(
         std::fs::read(mount.join("big.bin")).expect("read all"),
         data
+    );
+}
+
+/// `cp -r` of a folder out of the mount, at 20 ms a request: each file's link and bytes are
+/// asked once (the folder walk fetches ahead what the opens and reads would have asked, never
+/// more), and several at a time although `cp` reads one file after the other.
+#[test]
+fn cp_r_out_of_a_folder_asks_each_file_once_and_several_at_a_time() {
+    let emu = EmulatorProcess::start_with(&["--latency-ms", "20"]);
+    let dir = emu.mkdir(Space::Shared, None, "walk");
+    let files: Vec<(String, Bytes)> = (0..40u64)
+        .map(|i| {
+            let name = format!("f{i:02}.txt");
+            (name, Bytes::from(test_bytes(i + 300, 20_000 + i as usize)))
+        })
+        .collect();
+    emu.seed_many(Space::Shared, Some(dir), files.clone());
+    let mount = TestMount::start(&emu, &["--shared"]);
+    let count = |stats: &serde_json::Value, keys: &[&str]| -> u64 {
+        keys.iter()
+            .filter_map(|k| stats.get(*k).and_then(|v| v.as_u64()))
+            .sum()
+    };
+    let before = emu.stats();
+    let out = tempfile::tempdir().unwrap();
+    let copied = out.path().join("walk");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(mount.join("walk"))
+        .arg(&copied)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -r failed");
+    for (name, data) in &files {
+        assert_eq!(
+            sha256(&std::fs::read(copied.join(name)).unwrap()),
+            sha256(data),
+            "{name}"
+        );
+    }
+    let after = emu.stats();
+    let links = ["file_link", "request_download"];
+    assert_eq!(
+        count(&after, &links) - count(&before, &links),
+        40,
+        "{after}"
+    );
+    assert_eq!(
+        count(&after, &["data_get"]) - count(&before, &["data_get"]),
+        40,
+        "{after}"
+    );
+    let peaks = emu.peaks();
+    assert!(
+        count(&peaks, &["file_link"]) > 1 && count(&peaks, &["data_get"]) > 1,
+        "links and GETs overlapped: {peaks}"
     );
 }

@@ -204,24 +204,33 @@ impl EmulatorProcess {
         ]
     }
 
-    /// `GET /_emulator/stats`.
+    /// `GET /_emulator/stats`: requests handled, per family.
     pub fn stats(&self) -> serde_json::Value {
-        let url = format!("{}/_emulator/stats", self.url);
+        self.admin_get("stats")
+    }
+
+    /// `GET /_emulator/peaks`: the most requests of each family handled at once.
+    pub fn peaks(&self) -> serde_json::Value {
+        self.admin_get("peaks")
+    }
+
+    fn admin_get(&self, what: &str) -> serde_json::Value {
+        let url = format!("{}/_emulator/{what}", self.url);
         rt().block_on(async {
             let response = vagonfs_api::http::tls::client()
                 .get(&url)
                 .send()
                 .await
-                .expect("GET /_emulator/stats");
+                .unwrap_or_else(|e| panic!("GET /_emulator/{what}: {e}"));
             assert!(
                 response.status().is_success(),
-                "stats: HTTP {}",
+                "{what}: HTTP {}",
                 response.status()
             );
             response
                 .json::<serde_json::Value>()
                 .await
-                .expect("stats JSON")
+                .unwrap_or_else(|e| panic!("{what} JSON: {e}"))
         })
     }
 

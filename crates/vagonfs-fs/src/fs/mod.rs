@@ -67,6 +67,7 @@ mod tests;
 pub mod times;
 mod trash;
 mod types;
+mod walk;
 pub mod write;
 
 use std::collections::HashMap;
@@ -170,6 +171,8 @@ pub struct VagonFs {
     times: times::TimeStore,
     /// The merged trash of the `--all` root (`trash`).
     trash: trash::Trash,
+    /// Folder walks, whose next files are read ahead (`walk`).
+    walks: walk::Walks,
 }
 
 impl VagonFs {
@@ -217,6 +220,7 @@ impl VagonFs {
             files: Mutex::new(HashMap::new()),
             times: times::TimeStore::new(),
             trash: trash::Trash::new(),
+            walks: walk::Walks::default(),
             api,
             config,
         })
@@ -390,6 +394,9 @@ impl VagonFs {
                 if let Err(e) = self.reader.open(version).await {
                     self.file_gone(ino, node.parent.map(|(_, l)| l), version, &e);
                     return Err(e);
+                }
+                if let Some((_, dir)) = node.parent {
+                    self.read_ahead_walk(dir, &node.loc);
                 }
                 Some(Arc::new(Stream::new(version)))
             }

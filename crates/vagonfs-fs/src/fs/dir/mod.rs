@@ -136,6 +136,11 @@ impl Listing {
         self.by_name.get(name).and_then(|&i| self.entries.get(i))
     }
 
+    /// Where the object `loc` is in [`Listing::entries`].
+    pub(crate) fn position(&self, loc: &Loc) -> Option<usize> {
+        self.by_loc.get(loc).copied()
+    }
+
     pub(crate) fn find_loc(&self, loc: &Loc) -> Option<&ListedEntry> {
         self.by_loc.get(loc).and_then(|&i| self.entries.get(i))
     }

@@ -66,9 +66,11 @@
 //! guard that cleans up after it); `get` the one ranged GET every read goes through (link,
 //! validator, refused-link retry, error mapping); `cache` the block LRU and buffer pools;
 //! `segment` the buffers runs write their blocks into (and the zero-copy join of a read);
-//! `links` the download links; `seq` the sequential-reader detection.
+//! `links` the download links; `seq` the sequential-reader detection; `folder` the read-ahead
+//! of the next files of a folder walk.
 
 mod cache;
+mod folder;
 mod get;
 mod links;
 mod run;
@@ -92,6 +94,7 @@ use super::{CacheStats, FsError, FsResult, lock};
 
 pub use cache::BLOCK_SIZE;
 use cache::{BlockCache, BlockKey, BufferPool};
+pub use folder::{HEAD_BLOCKS, WALK_CONCURRENCY};
 use links::Links;
 pub use links::{ASSUMED_LINK_LIFETIME, LINK_REUSE_FRACTION, OPEN_REVALIDATE};
 use segment::Block;
@@ -186,6 +189,24 @@ struct Running {
     done: Notify,
 }
 
+/// Counts one background task in [`Reader::running`] while it lives.
+struct RunningGuard(Arc<Reader>);
+
+impl RunningGuard {
+    fn enter(reader: Arc<Reader>) -> Self {
+        reader.running.count.fetch_add(1, Ordering::SeqCst);
+        RunningGuard(reader)
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if self.0.running.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.running.done.notify_waiters();
+        }
+    }
+}
+
 /// The read path of one mount.
 pub(crate) struct Reader {
     api: Arc<dyn FilesApi>,
@@ -205,6 +226,8 @@ pub(crate) struct Reader {
     validators: Mutex<HashMap<FileVersion, String>>,
     bad: Mutex<HashMap<FileVersion, BadEntry>>,
     running: Running,
+    /// Files of folder walks read ahead at once ([`folder`]).
+    walk_permits: Arc<Semaphore>,
     /// Prefetch window cap, blocks.
     max_window: u64,
     /// The cache cannot hold a block: reads go straight to the server, exact ranges.
@@ -237,6 +260,7 @@ impl Reader {
             validators: Mutex::new(HashMap::new()),
             bad: Mutex::new(HashMap::new()),
             running: Running::default(),
+            walk_permits: Arc::new(Semaphore::new(WALK_CONCURRENCY)),
             max_window: MAX_WINDOW_BLOCKS.min(half_cache_blocks),
             uncached: cache_size < BLOCK_SIZE,
             read_timeout,

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::api::faulty::{ApiMethod, Fault, FaultTiming};
-use crate::api::mem::pattern;
+use crate::api::mem::{mtime_of, pattern};
 use crate::fs::errno::to_errno;
 use crate::fs::read::BLOCK_SIZE;
 use crate::fs::*;
@@ -497,4 +497,59 @@ async fn no_cache_fetches_exactly_what_is_read() {
         .map(|(_, r)| r.end - r.start)
         .sum();
     assert_eq!(fetched, data.len() as u64, "no block rounding, no prefetch");
+}
+
+#[tokio::test]
+async fn keep_cache_only_while_the_file_is_unchanged() {
+    let api = server();
+    let id = api
+        .inner()
+        .add_file(Space::Shared, None, "f", pattern(100, 1));
+    let fs = shared(&api);
+    let ino = walk(&fs, "f").await.expect("f").attr.ino;
+    let first = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(!first.keep_cache);
+    fs.release(ino, first.fh).await.expect("release");
+    let second = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(second.keep_cache);
+    fs.release(ino, second.fh).await.expect("release");
+
+    api.inner()
+        .replace_data(id, pattern(120, 2), mtime_of(9999));
+    fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
+    // The stale listing answers at once and is revalidated in the background.
+    assert_eq!(fs.getattr(ino).await.expect("getattr").attr.size, 100);
+    fs.wait_background().await;
+    let third = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(!third.keep_cache, "changed on the server");
+    let got = fs.read(ino, third.fh, 0, 4096).await.expect("read");
+    assert_eq!(
+        &got[..],
+        &pattern(120, 2)[..],
+        "new content, not cached old blocks"
+    );
+    fs.release(ino, third.fh).await.expect("release");
+    assert_eq!(fs.getattr(ino).await.expect("getattr").attr.size, 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_files_read_at_once() {
+    let api = server();
+    let files: Vec<_> = (0..12u64)
+        .map(|i| pattern(3 * MIB + i as usize * 1000, i))
+        .collect();
+    for (i, data) in files.iter().enumerate() {
+        api.inner()
+            .add_file(Space::Shared, None, &format!("c{i}"), data.clone());
+    }
+    let fs = shared(&api);
+    let tasks = files.iter().enumerate().map(|(i, data)| {
+        let fs = Arc::clone(&fs);
+        let data = data.clone();
+        tokio::spawn(async move { read_path(&fs, &format!("c{i}")).await == data[..] })
+    });
+    for ok in futures::future::join_all(tasks).await {
+        assert!(matches!(ok, Ok(true)));
+    }
+    assert_eq!(api.calls(ApiMethod::FileLink), 12, "one link per file");
 }

@@ -6,7 +6,7 @@
 //!   `DirectoryReplier`).
 //! - [`core`]: browsing, names and errors against the in-memory double (`api::mem`) in the
 //!   fault injector (`api::faulty`); [`core_read`]: reading, the same way. Requests are
-//!   counted, never timed.
+//!   counted, never timed; [`core_outage`]: revalidation and outage, the same way.
 //! - [`write`]: the write path through `VagonFs`; the scenarios that only look at what the
 //!   server holds run against both the double and the emulator (`on_both!`).
 //! - [`engine`]: the write-back engine (background uploads, order per name, conflicts).
@@ -16,11 +16,13 @@
 //!   (parallel pages, lookups answered by the page holding the name, forgetting one name).
 //! - [`model`]: a model-based property test of the write engine.
 //! - [`trash`]: the merged trash of the `--all` root (GLib's trash, restore, Empty Trash).
+//! - [`walk`]: folder walks, whose next files are fetched ahead.
 
 #[macro_use]
 mod driver;
 
 mod core;
+mod core_outage;
 mod core_read;
 mod dir_emulator;
 mod emulator;
@@ -30,4 +32,5 @@ mod model;
 mod trash;
 mod uploader;
 mod uploader_emulator;
+mod walk;
 mod write;

@@ -1,0 +1,238 @@
+//! Folder walks: a program opening the files of one folder in their listed order.
+//!
+//! `cp -r`, `tar`, `grep -r`, `rsync` and file managers read a folder's files one after the
+//! other, in the order readdir gave them (rsync and shell globs sort by name, which is the
+//! server's order for files). Each open costs a link request and each first read a GET, in
+//! series. Once two opens of one folder come in listed order, the next [`WALK_AHEAD`] files of
+//! the listing are handed to the reader (`read/folder.rs`), which fetches their links and first
+//! bytes in the background, several at a time.
+//!
+//! Subtle cases handled here:
+//! - a walk is recognised only when an open lands a little ahead of the previous one in the
+//!   same listing (at most [`WALK_AHEAD`] entries further, within [`WALK_GAP`]): random opens,
+//!   an editor opening one file, or opens in an order of their own fetch nothing ahead, so a
+//!   walk in another order wastes at most one window;
+//! - each file is handed over once per walk (`ahead_to`), not again at every open;
+//! - the positions belong to one listing (`Arc` identity): a folder relisted meanwhile starts
+//!   a new walk, since its entries may have moved;
+//! - only files are read ahead, never folders; a file that has an inode is read ahead as the
+//!   inode knows it (its version keys the block cache), and skipped if it has a local spool
+//!   (its reads are served from the spool);
+//! - memory: walks of at most [`WALKS_MAX`] folders are remembered; past that, the oldest go.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::dir::Listing;
+use super::inode::Loc;
+use super::read::FileVersion;
+use super::{NodeKind, VagonFs, lock};
+
+/// Files read ahead of a walk's last open.
+pub const WALK_AHEAD: usize = 16;
+
+/// Longest pause between two opens of one walk.
+pub const WALK_GAP: Duration = Duration::from_secs(5);
+
+/// Folders whose walk is remembered.
+const WALKS_MAX: usize = 64;
+
+struct Walk {
+    /// The listing the positions are in (compared by address, never dereferenced).
+    listing: usize,
+    /// Position of the last file opened.
+    last: usize,
+    /// Position after the last file handed over for reading ahead.
+    ahead_to: usize,
+    at: Instant,
+}
+
+/// The walks of one mount.
+#[derive(Default)]
+pub(crate) struct Walks {
+    map: Mutex<HashMap<Loc, Walk>>,
+}
+
+impl Walks {
+    /// A file at `file` in folder `dir`, listed as `listing`, was opened for reading: the
+    /// listing positions to read ahead now (empty unless this open continues a walk).
+    pub(crate) fn opened(
+        &self,
+        dir: Loc,
+        listing: &Arc<Listing>,
+        file: &Loc,
+    ) -> std::ops::Range<usize> {
+        let Some(pos) = listing.position(file) else {
+            return 0..0;
+        };
+        let id = Arc::as_ptr(listing) as usize;
+        let now = Instant::now();
+        let mut map = lock(&self.map);
+        if map.len() >= WALKS_MAX && !map.contains_key(&dir) {
+            let oldest = map.iter().min_by_key(|(_, w)| w.at).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+        let walk = map.entry(dir).or_insert(Walk {
+            listing: id,
+            last: pos,
+            ahead_to: pos + 1,
+            at: now,
+        });
+        let continues = walk.listing == id
+            && pos > walk.last
+            && pos - walk.last <= WALK_AHEAD
+            && now.duration_since(walk.at) < WALK_GAP;
+        if !continues {
+            *walk = Walk {
+                listing: id,
+                last: pos,
+                ahead_to: pos + 1,
+                at: now,
+            };
+            return 0..0;
+        }
+        walk.last = pos;
+        walk.at = now;
+        let from = walk.ahead_to.max(pos + 1);
+        let to = (pos + 1 + WALK_AHEAD).min(listing.entries.len());
+        walk.ahead_to = to.max(from);
+        from..to.max(from)
+    }
+}
+
+impl VagonFs {
+    /// A file at `file` in folder `dir` was opened for reading: if that continues a walk,
+    /// read the next files ahead.
+    pub(crate) fn read_ahead_walk(&self, dir: Loc, file: &Loc) {
+        let Some(listing) = self.dirs.peek(dir) else {
+            return;
+        };
+        let range = self.walks.opened(dir, &listing, file);
+        let Some(entries) = listing.entries.get(range) else {
+            return;
+        };
+        let files: Vec<FileVersion> = entries
+            .iter()
+            .filter(|e| e.seen.kind == NodeKind::File)
+            .filter_map(|e| {
+                let Loc::Remote { id, .. } = e.seen.loc else {
+                    return None;
+                };
+                match self.inodes.ino_of(&e.seen.loc) {
+                    Some(ino) if self.spooled_file(ino).is_some() => None,
+                    Some(ino) => self.inodes.get(ino).map(|node| FileVersion {
+                        id,
+                        size: node.size,
+                        mtime: node.mtime,
+                    }),
+                    None => Some(FileVersion {
+                        id,
+                        size: e.seen.size,
+                        mtime: e.seen.mtime,
+                    }),
+                }
+            })
+            .collect();
+        if !files.is_empty() {
+            tracing::debug!(folder = ?dir, files = files.len(), "folder walk: reading ahead");
+            self.reader.read_ahead_files(files);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Space;
+    use crate::fs::NodeKind;
+    use crate::fs::dir::ListedEntry;
+    use crate::fs::inode::Seen;
+
+    fn listing(n: u64) -> Arc<Listing> {
+        let entries = (1..=n)
+            .map(|id| ListedEntry {
+                name: format!("f{id}").into(),
+                seen: Seen {
+                    loc: file(id),
+                    kind: NodeKind::File,
+                    size: 10,
+                    mtime: None,
+                },
+                read_only: false,
+            })
+            .collect();
+        Arc::new(Listing::new(entries, true, Instant::now()))
+    }
+
+    fn file(id: u64) -> Loc {
+        Loc::Remote {
+            space: Space::Shared,
+            id,
+        }
+    }
+
+    const DIR: Loc = Loc::SpaceRoot(Space::Shared);
+
+    #[test]
+    fn two_opens_in_listed_order_start_a_walk_and_each_file_is_handed_over_once() {
+        let walks = Walks::default();
+        let l = listing(100);
+        assert_eq!(walks.opened(DIR, &l, &file(1)), 0..0);
+        assert_eq!(walks.opened(DIR, &l, &file(2)), 2..2 + WALK_AHEAD);
+        // The next open hands over only the one file newly in the window.
+        assert_eq!(
+            walks.opened(DIR, &l, &file(3)),
+            2 + WALK_AHEAD..3 + WALK_AHEAD
+        );
+        // Skipping a few (a folder in between, a file the program filters out) still walks.
+        assert_eq!(
+            walks.opened(DIR, &l, &file(6)),
+            3 + WALK_AHEAD..6 + WALK_AHEAD
+        );
+    }
+
+    #[test]
+    fn random_or_backward_opens_read_nothing_ahead() {
+        let walks = Walks::default();
+        let l = listing(100);
+        assert_eq!(walks.opened(DIR, &l, &file(50)), 0..0);
+        assert_eq!(walks.opened(DIR, &l, &file(10)), 0..0);
+        assert_eq!(walks.opened(DIR, &l, &file(90)), 0..0);
+        assert_eq!(
+            walks.opened(DIR, &l, &file(90)),
+            0..0,
+            "the same file again"
+        );
+        // Not in the listing (a file created here since).
+        assert_eq!(walks.opened(DIR, &l, &file(1000)), 0..0);
+    }
+
+    #[test]
+    fn a_new_listing_starts_a_new_walk_and_the_window_stops_at_the_end() {
+        let walks = Walks::default();
+        let l = listing(10);
+        walks.opened(DIR, &l, &file(1));
+        assert_eq!(walks.opened(DIR, &l, &file(2)), 2..10);
+        let relisted = listing(10);
+        assert_eq!(walks.opened(DIR, &relisted, &file(3)), 0..0);
+        assert_eq!(walks.opened(DIR, &relisted, &file(4)), 4..10);
+        assert_eq!(walks.opened(DIR, &relisted, &file(5)), 10..10);
+    }
+
+    #[test]
+    fn walks_of_many_folders_stay_bounded() {
+        let walks = Walks::default();
+        let l = listing(3);
+        for id in 0..(WALKS_MAX as u64 * 3) {
+            let dir = Loc::Remote {
+                space: Space::Shared,
+                id: 1_000_000 + id,
+            };
+            walks.opened(dir, &l, &file(1));
+        }
+        assert!(lock(&walks.map).len() <= WALKS_MAX);
+    }
+}
