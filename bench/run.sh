@@ -209,34 +209,64 @@ report() {
 # --- reading a folder of small files: cp -r out of the mount -------------------------------------
 
 min_of() { tr ' ' '\n' | grep -v '^$' | sort -g | head -1; }
+# cp -r of $1 (a folder at the root of machine 1) out of a fresh mount: sets WALK_T (seconds) and
+# WALK_REQS (the requests it made); checks the number of files copied ($2).
+walk_cp() {
+    local t0 n
+    start_mount
+    client reset-stats >/dev/null
+    rm -rf "$WORK/walk-out"
+    t0="$(now_ns)"
+    cp -r "$MNT/$1" "$WORK/walk-out"
+    WALK_T="$(secs_since "$t0")"
+    WALK_REQS="$(client stats | json '"%d list, %d link, %d GET" % (d["list_files"], d["file_link"] + d["request_download"], d["data_get"])')"
+    stop_mount
+    n="$(find "$WORK/walk-out" -type f | wc -l)"
+    [[ "$n" -eq "$2" ]] || die "cp -r of $1 copied $n files, expected $2"
+}
+# python: list + link + GET of each file of folders $@, one file after the other -> seconds
+read_all_seq() {
+    local total=0 f
+    for f in "$@"; do
+        total="$(calc "$total + $(client read-all --machine 1 --parent "$f" --parallel 1 | json 'd["seconds"]')" 4)"
+    done
+    echo "$total"
+}
 walk_bench() {
-    log "reading a folder of $WALK_FILES files of $WALK_SIZE bytes: creating it (python client, latency 0)"
+    local flat tree subs=() per=$((WALK_FILES / 10)) k sub
+    local t_flat="" t_tree="" t_seq="" t_par="" t_tseq="" r_flat r_tree rep
+    log "reading folders of small files: $WALK_FILES files of $WALK_SIZE bytes, flat and as 10 folders (python client, latency 0)"
     client latency 0 >/dev/null
-    local dir t_mnt="" t_seq="" t_par="" reqs="" rep t0 n
-    dir="$(client mkdir walk-src --machine 1 | json 'd["id"]')"
-    client small-files --count "$WALK_FILES" --size "$WALK_SIZE" --machine 1 --parent "$dir" >/dev/null
+    flat="$(client mkdir walk-src --machine 1 | json 'd["id"]')"
+    client small-files --count "$WALK_FILES" --size "$WALK_SIZE" --machine 1 --parent "$flat" >/dev/null
+    tree="$(client mkdir walk-tree --machine 1 | json 'd["id"]')"
+    for k in $(seq 1 10); do
+        sub="$(client mkdir "d$k" --machine 1 --parent "$tree" | json 'd["id"]')"
+        subs+=("$sub")
+        client small-files --count "$per" --size "$WALK_SIZE" --machine 1 --parent "$sub" >/dev/null
+    done
     client latency "$LATENCY_MS" >/dev/null
     for rep in $(seq 1 "$REPEAT"); do
-        log "folder read ($rep/$REPEAT): cp -r out of a fresh mount"
-        start_mount
-        client reset-stats >/dev/null
-        rm -rf "$WORK/walk-out"
-        t0="$(now_ns)"
-        cp -r "$MNT/walk-src" "$WORK/walk-out"
-        t_mnt="$t_mnt $(secs_since "$t0")"
-        reqs="$(client stats | json '"%d list, %d link, %d GET" % (d["list_files"], d["file_link"] + d["request_download"], d["data_get"])')"
-        stop_mount
-        n="$(find "$WORK/walk-out" -type f | wc -l)"
-        [[ "$n" -eq "$WALK_FILES" ]] || die "cp -r copied $n files, expected $WALK_FILES"
-        log "folder read ($rep/$REPEAT): python list + link + GET of each file, 1 and 8 at a time"
-        t_seq="$t_seq $(client read-all --machine 1 --parent "$dir" --parallel 1 | json 'd["seconds"]')"
-        t_par="$t_par $(client read-all --machine 1 --parent "$dir" --parallel 8 | json 'd["seconds"]')"
+        log "folder read ($rep/$REPEAT): cp -r out of a fresh mount, flat then the tree"
+        walk_cp walk-src "$WALK_FILES"
+        t_flat="$t_flat $WALK_T"
+        r_flat="$WALK_REQS"
+        walk_cp walk-tree $((per * 10))
+        t_tree="$t_tree $WALK_T"
+        r_tree="$WALK_REQS"
+        log "folder read ($rep/$REPEAT): python list + link + GET of each file"
+        t_seq="$t_seq $(read_all_seq "$flat")"
+        t_par="$t_par $(client read-all --machine 1 --parent "$flat" --parallel 8 | json 'd["seconds"]')"
+        t_tseq="$t_tseq $(read_all_seq "${subs[@]}")"
     done
-    t_mnt="$(min_of <<<"$t_mnt")"
+    t_flat="$(min_of <<<"$t_flat")"
+    t_tree="$(min_of <<<"$t_tree")"
     t_seq="$(min_of <<<"$t_seq")"
     t_par="$(min_of <<<"$t_par")"
-    row "cp -r out of the mount: $WALK_FILES files of $WALK_SIZE bytes, fresh mount (s; requests of the last run)" "$(calc "$t_mnt" 3); $reqs" "$(calc "$t_seq" 3) (python: list, then link + GET of each file, one after the other)" "$(calc "$t_seq / $t_mnt")" "—"
-    row "cp -r out of the mount, against a parallel client (s)" "$(calc "$t_mnt" 3)" "$(calc "$t_par" 3) (python: the same, 8 files at a time)" "$(calc "$t_par / $t_mnt")" "—"
+    t_tseq="$(min_of <<<"$t_tseq")"
+    row "cp -r out of the mount: $WALK_FILES files of $WALK_SIZE bytes in one folder, fresh mount (s; requests of the last run)" "$(calc "$t_flat" 3); $r_flat" "$(calc "$t_seq" 3) (python: list, then link + GET of each file, one after the other)" "$(calc "$t_seq / $t_flat")" "—"
+    row "cp -r out of the mount, one folder, against a parallel client (s)" "$(calc "$t_flat" 3)" "$(calc "$t_par" 3) (python: the same, 8 files at a time)" "$(calc "$t_par / $t_flat")" "—"
+    row "cp -r out of the mount: 10 folders of $per files of $WALK_SIZE bytes, fresh mount (s; requests of the last run)" "$(calc "$t_tree" 3); $r_tree" "$(calc "$t_tseq" 3) (python: each folder listed, then link + GET of each file, one after the other)" "$(calc "$t_tseq / $t_tree")" "—"
 }
 if [[ "${BENCH_ONLY:-}" == walk ]]; then
     walk_bench

@@ -367,6 +367,12 @@ impl VagonFs {
 
     /// `flags` are the open(2) flags.
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<OpenReply> {
+        self.open_by(ino, flags, None).await
+    }
+
+    /// [`VagonFs::open`] by process `pid`, when the kernel says which: a process reading the
+    /// files of folders in their listed order gets the next files read ahead (`walk`).
+    pub async fn open_by(&self, ino: u64, flags: i32, pid: Option<u32>) -> FsResult<OpenReply> {
         if let Some(held) = self.held_open(ino, flags) {
             return held;
         }
@@ -391,12 +397,13 @@ impl VagonFs {
                 // The link now, so the first read is one round trip; and a file replaced or
                 // deleted elsewhere is noticed here: ESTALE makes the kernel look the name up
                 // again, in the folder listed afresh.
+                // The files a walk reads next go ahead now, beside this one's link.
+                if let Some((_, dir)) = node.parent {
+                    self.read_ahead_walk(dir, &node.loc, pid);
+                }
                 if let Err(e) = self.reader.open(version).await {
                     self.file_gone(ino, node.parent.map(|(_, l)| l), version, &e);
                     return Err(e);
-                }
-                if let Some((_, dir)) = node.parent {
-                    self.read_ahead_walk(dir, &node.loc);
                 }
                 Some(Arc::new(Stream::new(version)))
             }

@@ -45,6 +45,8 @@ struct Walk {
     last: usize,
     /// Position after the last file handed over for reading ahead.
     ahead_to: usize,
+    /// Opens that continued this walk in a row.
+    streak: u32,
     at: Instant,
 }
 
@@ -52,65 +54,97 @@ struct Walk {
 #[derive(Default)]
 pub(crate) struct Walks {
     map: Mutex<HashMap<Loc, Walk>>,
+    /// Processes that walked a folder lately (pid, when): the first file they open in another
+    /// folder starts its walk at once (`cp -r` of a tree moves from folder to folder).
+    walkers: Mutex<HashMap<u32, Instant>>,
 }
 
 impl Walks {
-    /// A file at `file` in folder `dir`, listed as `listing`, was opened for reading: the
-    /// listing positions to read ahead now (empty unless this open continues a walk).
+    /// A file at `file` in folder `dir`, listed as `listing`, was opened for reading by process
+    /// `pid` (when known): the listing positions to read ahead now (empty unless this open
+    /// continues a walk, or starts one for a process that walks).
     pub(crate) fn opened(
         &self,
         dir: Loc,
         listing: &Arc<Listing>,
         file: &Loc,
+        pid: Option<u32>,
     ) -> std::ops::Range<usize> {
         let Some(pos) = listing.position(file) else {
             return 0..0;
         };
         let id = Arc::as_ptr(listing) as usize;
         let now = Instant::now();
+        let walker = pid.filter(|p| {
+            lock(&self.walkers)
+                .get(p)
+                .is_some_and(|at| now.duration_since(*at) < WALK_GAP)
+        });
         let mut map = lock(&self.map);
         if map.len() >= WALKS_MAX && !map.contains_key(&dir) {
-            let oldest = map.iter().min_by_key(|(_, w)| w.at).map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                map.remove(&k);
-            }
+            evict_oldest(&mut map, |w| w.at);
         }
-        let walk = map.entry(dir).or_insert(Walk {
+        let fresh = Walk {
             listing: id,
             last: pos,
             ahead_to: pos + 1,
+            streak: 0,
             at: now,
-        });
+        };
+        let walk = map.entry(dir).or_insert(Walk { ..fresh });
         let continues = walk.listing == id
             && pos > walk.last
             && pos - walk.last <= WALK_AHEAD
             && now.duration_since(walk.at) < WALK_GAP;
-        if !continues {
-            *walk = Walk {
-                listing: id,
-                last: pos,
-                ahead_to: pos + 1,
-                at: now,
-            };
-            return 0..0;
+        if continues {
+            walk.streak += 1;
+        } else {
+            *walk = fresh;
+            if walker.is_none() {
+                return 0..0;
+            }
         }
         walk.last = pos;
         walk.at = now;
         let from = walk.ahead_to.max(pos + 1);
         let to = (pos + 1 + WALK_AHEAD).min(listing.entries.len());
         walk.ahead_to = to.max(from);
+        let streak = walk.streak;
+        drop(map);
+        if let Some(p) = pid
+            && (streak >= WALKER_STREAK || walker.is_some())
+        {
+            let mut walkers = lock(&self.walkers);
+            if walkers.len() >= WALKS_MAX && !walkers.contains_key(&p) {
+                evict_oldest(&mut walkers, |at| *at);
+            }
+            walkers.insert(p, now);
+        }
         from..to.max(from)
     }
 }
 
+/// Opens in a row that make a process a walker (three files of one folder in listed order).
+const WALKER_STREAK: u32 = 2;
+
+fn evict_oldest<K: Copy + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    when: impl Fn(&V) -> Instant,
+) {
+    let oldest = map.iter().min_by_key(|(_, v)| when(v)).map(|(k, _)| *k);
+    if let Some(k) = oldest {
+        map.remove(&k);
+    }
+}
+
 impl VagonFs {
-    /// A file at `file` in folder `dir` was opened for reading: if that continues a walk,
-    /// read the next files ahead.
-    pub(crate) fn read_ahead_walk(&self, dir: Loc, file: &Loc) {
+    /// A file at `file` in folder `dir` was opened for reading by process `pid`: if that
+    /// continues a walk (or starts one for a process that walks), read the next files ahead.
+    pub(crate) fn read_ahead_walk(&self, dir: Loc, file: &Loc, pid: Option<u32>) {
         let Some(listing) = self.dirs.peek(dir) else {
             return;
         };
-        let range = self.walks.opened(dir, &listing, file);
+        let range = self.walks.opened(dir, &listing, file, pid);
         let Some(entries) = listing.entries.get(range) else {
             return;
         };
@@ -180,16 +214,16 @@ mod tests {
     fn two_opens_in_listed_order_start_a_walk_and_each_file_is_handed_over_once() {
         let walks = Walks::default();
         let l = listing(100);
-        assert_eq!(walks.opened(DIR, &l, &file(1)), 0..0);
-        assert_eq!(walks.opened(DIR, &l, &file(2)), 2..2 + WALK_AHEAD);
+        assert_eq!(walks.opened(DIR, &l, &file(1), None), 0..0);
+        assert_eq!(walks.opened(DIR, &l, &file(2), None), 2..2 + WALK_AHEAD);
         // The next open hands over only the one file newly in the window.
         assert_eq!(
-            walks.opened(DIR, &l, &file(3)),
+            walks.opened(DIR, &l, &file(3), None),
             2 + WALK_AHEAD..3 + WALK_AHEAD
         );
         // Skipping a few (a folder in between, a file the program filters out) still walks.
         assert_eq!(
-            walks.opened(DIR, &l, &file(6)),
+            walks.opened(DIR, &l, &file(6), None),
             3 + WALK_AHEAD..6 + WALK_AHEAD
         );
     }
@@ -198,28 +232,57 @@ mod tests {
     fn random_or_backward_opens_read_nothing_ahead() {
         let walks = Walks::default();
         let l = listing(100);
-        assert_eq!(walks.opened(DIR, &l, &file(50)), 0..0);
-        assert_eq!(walks.opened(DIR, &l, &file(10)), 0..0);
-        assert_eq!(walks.opened(DIR, &l, &file(90)), 0..0);
+        assert_eq!(walks.opened(DIR, &l, &file(50), None), 0..0);
+        assert_eq!(walks.opened(DIR, &l, &file(10), None), 0..0);
+        assert_eq!(walks.opened(DIR, &l, &file(90), None), 0..0);
         assert_eq!(
-            walks.opened(DIR, &l, &file(90)),
+            walks.opened(DIR, &l, &file(90), None),
             0..0,
             "the same file again"
         );
         // Not in the listing (a file created here since).
-        assert_eq!(walks.opened(DIR, &l, &file(1000)), 0..0);
+        assert_eq!(walks.opened(DIR, &l, &file(1000), None), 0..0);
     }
 
     #[test]
     fn a_new_listing_starts_a_new_walk_and_the_window_stops_at_the_end() {
         let walks = Walks::default();
         let l = listing(10);
-        walks.opened(DIR, &l, &file(1));
-        assert_eq!(walks.opened(DIR, &l, &file(2)), 2..10);
+        walks.opened(DIR, &l, &file(1), None);
+        assert_eq!(walks.opened(DIR, &l, &file(2), None), 2..10);
         let relisted = listing(10);
-        assert_eq!(walks.opened(DIR, &relisted, &file(3)), 0..0);
-        assert_eq!(walks.opened(DIR, &relisted, &file(4)), 4..10);
-        assert_eq!(walks.opened(DIR, &relisted, &file(5)), 10..10);
+        assert_eq!(walks.opened(DIR, &relisted, &file(3), None), 0..0);
+        assert_eq!(walks.opened(DIR, &relisted, &file(4), None), 4..10);
+        assert_eq!(walks.opened(DIR, &relisted, &file(5), None), 10..10);
+    }
+
+    #[test]
+    fn a_process_that_walked_starts_walking_the_next_folder_at_its_first_open() {
+        let walks = Walks::default();
+        let l = listing(100);
+        let (a, b, c) = (folder(1), folder(2), folder(3));
+        // Two opens in order: a walk, but the process is not a walker yet.
+        walks.opened(a, &l, &file(1), Some(7));
+        assert_eq!(walks.opened(a, &l, &file(2), Some(7)), 2..2 + WALK_AHEAD);
+        assert_eq!(walks.opened(b, &l, &file(1), Some(7)), 0..0);
+        // A third in order makes it one: its first open in the next folder reads ahead.
+        walks.opened(a, &l, &file(3), Some(7));
+        assert_eq!(walks.opened(c, &l, &file(1), Some(7)), 1..1 + WALK_AHEAD);
+        assert_eq!(
+            walks.opened(c, &l, &file(2), Some(7)),
+            1 + WALK_AHEAD..2 + WALK_AHEAD
+        );
+        // Another process opening a file there (or nobody known) does not.
+        let d = folder(4);
+        assert_eq!(walks.opened(d, &l, &file(1), Some(8)), 0..0);
+        assert_eq!(walks.opened(d, &l, &file(50), None), 0..0);
+    }
+
+    fn folder(id: u64) -> Loc {
+        Loc::Remote {
+            space: Space::Shared,
+            id: 1_000_000 + id,
+        }
     }
 
     #[test]
@@ -227,12 +290,11 @@ mod tests {
         let walks = Walks::default();
         let l = listing(3);
         for id in 0..(WALKS_MAX as u64 * 3) {
-            let dir = Loc::Remote {
-                space: Space::Shared,
-                id: 1_000_000 + id,
-            };
-            walks.opened(dir, &l, &file(1));
+            for f in 1..=3 {
+                walks.opened(folder(id), &l, &file(f), Some(id as u32));
+            }
         }
         assert!(lock(&walks.map).len() <= WALKS_MAX);
+        assert!(lock(&walks.walkers).len() <= WALKS_MAX);
     }
 }

@@ -282,12 +282,13 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn open(&self, _req: &Request, INodeNo(ino): INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, INodeNo(ino): INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
+        let pid = Some(req.pid());
         self.dispatch(
             OpCtx::new(FuseOp::Open, ino),
             reply,
-            async move { fs.open(ino, flags.0).await },
+            async move { fs.open_by(ino, flags.0, pid).await },
             |reply, open: OpenReply| reply.opened(FileHandle(open.fh), open_flags(&open)),
         );
     }

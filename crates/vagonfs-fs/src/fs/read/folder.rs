@@ -27,8 +27,9 @@ use tokio::sync::Semaphore;
 use super::cache::BlockKey;
 use super::{FileVersion, Pending, Reader, lock};
 
-/// Files read ahead at once, per mount.
-pub const WALK_CONCURRENCY: usize = 8;
+/// Files read ahead at once, per mount (as many as a walk hands over at once, so that the
+/// last of a window does not wait two more round trips for a slot).
+pub const WALK_CONCURRENCY: usize = 16;
 
 /// Blocks read ahead from the start of each file of a walk (1 MiB: the whole of most files a
 /// walk reads, and a sequential reader's first kernel read).

@@ -7,10 +7,11 @@
 //! - [`core`]: browsing, names and errors against the in-memory double (`api::mem`) in the
 //!   fault injector (`api::faulty`); [`core_read`]: reading, the same way. Requests are
 //!   counted, never timed; [`core_outage`]: revalidation and outage, the same way.
-//! - [`write`]: the write path through `VagonFs`; the scenarios that only look at what the
-//!   server holds run against both the double and the emulator (`on_both!`).
+//! - [`write`]: the write path through `VagonFs`; [`write_both`]: the scenarios that only look
+//!   at what the server holds, run against both the double and the emulator (`on_both!`).
 //! - [`engine`]: the write-back engine (background uploads, order per name, conflicts).
-//! - [`uploader`], [`uploader_emulator`]: the spool, journal and uploader below `VagonFs`.
+//! - [`uploader`], [`uploader_emulator`]: the spool, journal and uploader below `VagonFs`;
+//!   [`uploader_life`]: recovery of an earlier run's spools, and the spool folder's life.
 //! - [`emulator`]: browsing and reading through the real HTTP client against the emulator.
 //! - [`dir_emulator`]: folder listings through the real HTTP client against the emulator
 //!   (parallel pages, lookups answered by the page holding the name, forgetting one name).
@@ -32,5 +33,7 @@ mod model;
 mod trash;
 mod uploader;
 mod uploader_emulator;
+mod uploader_life;
 mod walk;
 mod write;
+mod write_both;
