@@ -8,7 +8,10 @@
 //! - whatever way a run ends (error, panic, shutdown, dropped task), [`RunGuard`] removes the
 //!   blocks it has not delivered from the in-flight map, gives their waiters an error (never a
 //!   hang) and releases the bytes it reserved in the cache;
-//! - lock order: the in-flight map before the cache, never the other way round.
+//! - lock order: the in-flight map before the cache, never the other way round;
+//! - a run writes its blocks into segments (`super::segment`), a new one at each 1 MiB boundary
+//!   of the file, so that a 1 MiB read of them is one view; a retried or resumed GET goes on
+//!   writing where the last byte landed.
 
 use std::collections::HashMap;
 use std::ops::Range;
