@@ -25,6 +25,8 @@
 #   BENCH_ONLY=seq      run only the sequential read section (with its data GET count and the
 #                       daemon's CPU time), then report
 #   BENCH_ONLY=write    run only the write section (1 GiB write, RSS, cp -r of small files)
+#   BENCH_ONLY=rand     run only the random read section (fio against ranged GETs, with the
+#                       daemon's CPU time per read), then report
 #   BENCH_ONLY=walk     run only the folder read (cp -r of small files out of the mount)
 #
 # Every process started here is stopped by its PID; every mount is unmounted on exit
@@ -290,6 +292,7 @@ cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($14 + $15) * 1000 /
 
 S_CURL_COLD="" S_MNT_COLD="" S_CURL_WARM="" S_MNT_WARM="" S_MNT_FRESH="" RSS_READ=0
 S_GETS="" S_CPU=""
+if [[ "${BENCH_ONLY:-}" != rand ]]; then
 for rep in $(seq 1 "$REPEAT"); do
     log "sequential read ($rep/$REPEAT): curl after drop_caches"
     drop_caches
@@ -330,6 +333,7 @@ row "Sequential read ${SIZE_MIB} MiB, warm: 2nd read on the same mount (MiB/s)" 
 RSS_BUDGET=$((CACHE_MIB + RSS_READ_SLACK_MIB))
 row "Sequential read ${SIZE_MIB} MiB, fresh mount: data GETs; daemon CPU (ms; medians of $REPEAT)" "$(median <<<"$S_GETS"); $(median <<<"$S_CPU")" "1 GET (curl)" "—" "—"
 row "Daemon peak RSS during the cold read (VmHWM, MiB; max of $REPEAT)" "$RSS_READ" "budget $RSS_BUDGET (cache $CACHE_MIB + $RSS_READ_SLACK_MIB)" "$(calc "$RSS_READ / $RSS_BUDGET")" "≤ 1: $(awk -v a="$RSS_READ" -v b="$RSS_BUDGET" 'BEGIN { print (a <= b) ? "pass" : "**FAIL**" }')"
+fi # BENCH_ONLY != rand
 
 if [[ "${BENCH_ONLY:-}" == seq ]]; then
     report
@@ -340,16 +344,18 @@ fi
 # --- random reads -----------------------------------------------------------------------------
 
 rand_bench() { # bs_bytes count label
-    local bs="$1" count="$2" label="$3" fio_best="" base_best="" gets="" rep iops
+    local bs="$1" count="$2" label="$3" fio_best="" base_best="" gets="" cpu="" rep iops c0
     for rep in $(seq 1 "$REPEAT"); do
         log "random $label reads ($rep/$REPEAT): fio on a fresh mount ($count reads)"
         start_mount
         client reset-stats >/dev/null
+        c0="$(cpu_ms)"
         fio --name="rand" --filename="$MNT/big.bin" --readonly --rw=randread --bs="$bs" \
             --ioengine=psync --direct=0 --iodepth=1 --numjobs=1 --size="$SIZE_BYTES" \
             --number_ios="$count" --io_size=$((bs * count)) --randrepeat=0 \
             --output-format=json --output="$WORK/fio.json" >/dev/null
         gets="$gets $(client stats | json 'd["data_get"]')"
+        cpu="$cpu $(awk -v a="$(($(cpu_ms) - c0))" -v n="$count" 'BEGIN { printf "%.0f", a * 1000 / n }')"
         stop_mount
         fio_best="$fio_best $(json 'round(d["jobs"][0]["read"]["iops"], 1)' <"$WORK/fio.json")"
         log "random $label reads ($rep/$REPEAT): ranged GETs without a mount"
@@ -357,10 +363,16 @@ rand_bench() { # bs_bytes count label
     done
     fio_best="$(max_of <<<"$fio_best")"
     base_best="$(max_of <<<"$base_best")"
-    row "Random $label reads, fio psync qd1, $count reads, fresh mount (IOPS; data GETs made)" "$fio_best; $(median <<<"$gets") GETs" "$base_best; $count GETs ($label ranged GETs, keep-alive)" "$(calc "$fio_best / $base_best")" "—"
+    row "Random $label reads, fio psync qd1, $count reads, fresh mount (IOPS; data GETs made; daemon CPU µs per read, median)" "$fio_best; $(median <<<"$gets") GETs; $(median <<<"$cpu") µs" "$base_best; $count GETs ($label ranged GETs, keep-alive)" "$(calc "$fio_best / $base_best")" "—"
 }
 rand_bench 4096 "$RAND_4K_IOS" "4 KiB"
 rand_bench $((256 * 1024)) "$RAND_256K_IOS" "256 KiB"
+
+if [[ "${BENCH_ONLY:-}" == rand ]]; then
+    report
+    echo "Emulator --latency-ms ${LATENCY_MS}. Size ${SIZE_MIB} MiB, --cache-size ${CACHE_MIB} MiB; random reads only (BENCH_ONLY=rand), best of $REPEAT for both sides."
+    exit 0
+fi
 
 # --- ls -l of a big folder, at --latency-ms 0 and 20 -------------------------------------------
 

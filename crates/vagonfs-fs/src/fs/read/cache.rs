@@ -7,7 +7,9 @@
 //! - bytes being fetched are counted from the moment a fetch is granted memory
 //!   ([`BlockCache::reserve`]) until its block lands (or the fetch ends), and landing blocks
 //!   evict least recently used ones so that cached + in flight stays within the bound;
-//! - a block larger than the whole bound is never kept.
+//! - a block larger than the whole bound is never kept;
+//! - a block keeps its whole segment's buffer alive ([`super::segment`]): eviction takes the
+//!   other blocks of the evicted block's segment with it, so that the memory comes back.
 
 use std::ops::Range;
 
@@ -15,6 +17,7 @@ use bytes::Bytes;
 use lru::LruCache;
 
 use super::FileVersion;
+use super::segment::Block;
 
 /// Unit of fetching and caching, bytes (128 KiB): what a random read fetches at least, and what
 /// the kernel asks per read, so that a read is usually one block, handed over without a copy.
@@ -40,7 +43,7 @@ impl BlockKey {
 
 /// The LRU of blocks plus the bytes reserved by fetches in flight.
 pub(super) struct BlockCache {
-    pub(super) lru: LruCache<BlockKey, Bytes>,
+    pub(super) lru: LruCache<BlockKey, Block>,
     pub(super) limit: u64,
     pub(super) cached: u64,
     pub(super) inflight: u64,
@@ -62,12 +65,32 @@ impl BlockCache {
         self.peak = self.peak.max(self.cached + self.inflight);
     }
 
-    /// Evict least recently used blocks until `extra` more bytes fit (or nothing is left).
+    /// Evict least recently used blocks until `extra` more bytes fit (or nothing is left),
+    /// each with the other blocks of its segment (they share one buffer: evicting one alone
+    /// would free nothing).
     fn evict_for(&mut self, extra: u64) {
         while self.cached + self.inflight + extra > self.limit {
-            match self.lru.pop_lru() {
-                Some((_, bytes)) => self.cached = self.cached.saturating_sub(bytes.len() as u64),
-                None => break,
+            let Some((key, block)) = self.lru.pop_lru() else {
+                break;
+            };
+            self.cached = self.cached.saturating_sub(block.len() as u64);
+            self.pop_segment_of(key, &block);
+        }
+    }
+
+    /// Remove the blocks of `block`'s segment other than `key` (already removed).
+    pub(super) fn pop_segment_of(&mut self, key: BlockKey, block: &Block) {
+        let Some((pos, count)) = block.segment_blocks() else {
+            return;
+        };
+        let first = key.index.saturating_sub(pos);
+        for index in first..first.saturating_add(count) {
+            let other = BlockKey { index, ..key };
+            if index == key.index || !self.lru.peek(&other).is_some_and(|b| b.same_segment(block)) {
+                continue;
+            }
+            if let Some(b) = self.lru.pop(&other) {
+                self.cached = self.cached.saturating_sub(b.len() as u64);
             }
         }
     }
@@ -84,13 +107,13 @@ impl BlockCache {
     }
 
     /// A fetched block lands: its reservation of `reserved` bytes becomes a cached block.
-    pub(super) fn land(&mut self, key: BlockKey, bytes: Bytes, reserved: u64) {
+    pub(super) fn land(&mut self, key: BlockKey, block: Block, reserved: u64) {
         self.release(reserved);
-        let len = bytes.len() as u64;
+        let len = block.len() as u64;
         if len > self.limit {
             return;
         }
-        if let Some(old) = self.lru.put(key, bytes) {
+        if let Some(old) = self.lru.put(key, block) {
             self.cached = self.cached.saturating_sub(old.len() as u64);
         }
         self.cached += len;
@@ -111,7 +134,7 @@ mod tests {
             size: 10 * BLOCK_SIZE,
             mtime: None,
         };
-        let block = || Bytes::from(vec![0u8; BLOCK_SIZE as usize]);
+        let block = || Block::plain(Bytes::from(vec![0u8; BLOCK_SIZE as usize]));
         for index in 0..3 {
             c.reserve(BLOCK_SIZE);
             c.land(BlockKey { file, index }, block(), BLOCK_SIZE);
@@ -145,21 +168,17 @@ pub(super) struct BufferPool {
     max: usize,
 }
 
-/// Most block buffers the pool keeps (8 MiB of blocks): part of the read path's fixed overhead.
+/// Most single-block buffers the pool keeps (8 MiB of blocks): part of the read path's fixed
+/// overhead.
 pub(super) const POOL_MAX: usize = 64;
 
-/// Reply buffers (a read spanning several blocks is copied into one): their size, and the most
+/// Reply buffers (a read spanning blocks of several segments is copied into one): their size, and the most
 /// kept (8 MiB): part of the read path's fixed overhead. A read larger than this gets a buffer
 /// of its own, not kept.
 pub(super) const REPLY_BUFFER: usize = 1 << 20;
 pub(super) const REPLY_POOL_MAX: usize = 8;
 
 impl BufferPool {
-    /// The pool of block buffers.
-    pub(super) fn new() -> std::sync::Arc<Self> {
-        Self::sized(BLOCK_SIZE as usize, POOL_MAX)
-    }
-
     /// A pool of buffers of `size` bytes, keeping at most `max` of them.
     pub(super) fn sized(size: usize, max: usize) -> std::sync::Arc<Self> {
         std::sync::Arc::new(BufferPool {
@@ -197,7 +216,7 @@ impl BufferPool {
         })
     }
 
-    fn give(&self, buf: Vec<u8>) {
+    pub(super) fn give(&self, buf: Vec<u8>) {
         if buf.capacity() < self.size || buf.capacity() > self.size * 2 {
             return;
         }
@@ -208,7 +227,7 @@ impl BufferPool {
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         super::lock(&self.free).len()
     }
 }
@@ -231,12 +250,51 @@ impl Drop for Pooled {
 }
 
 #[cfg(test)]
+mod segment_tests {
+    use super::super::segment::SegmentWriter;
+    use super::*;
+
+    #[test]
+    fn eviction_takes_a_segment_whole() {
+        let bs = BLOCK_SIZE as usize;
+        let file = FileVersion {
+            id: 1,
+            size: 10 * BLOCK_SIZE,
+            mtime: None,
+        };
+        let pool = BufferPool::sized(4 * bs, 1);
+        let mut c = BlockCache::new(6 * BLOCK_SIZE);
+        // Blocks 2..6 are one segment; block 0 a block of its own.
+        let mut w = SegmentWriter::new(4 * bs, &pool);
+        for index in 2..6 {
+            c.reserve(BLOCK_SIZE);
+            let (_, block) = w.fill(&vec![index as u8; bs], bs);
+            if let Some(block) = block {
+                c.land(BlockKey { file, index }, block, BLOCK_SIZE);
+            }
+        }
+        drop(w);
+        c.reserve(BLOCK_SIZE);
+        let lone = Block::plain(Bytes::from(vec![0u8; bs]));
+        c.land(BlockKey { file, index: 0 }, lone, BLOCK_SIZE);
+        // Block 3 is the least recently used: making room evicts 2..6 together.
+        for index in [2, 4, 5, 0] {
+            assert!(c.lru.get(&BlockKey { file, index }).is_some());
+        }
+        c.reserve(2 * BLOCK_SIZE);
+        assert_eq!(c.lru.len(), 1);
+        assert_eq!(c.cached, BLOCK_SIZE);
+        assert_eq!(pool.len(), 1, "the segment's buffer came back");
+    }
+}
+
+#[cfg(test)]
 mod pool_tests {
     use super::*;
 
     #[test]
     fn buffers_come_back_when_the_last_reference_goes() {
-        let pool = BufferPool::new();
+        let pool = BufferPool::sized(BLOCK_SIZE as usize, POOL_MAX);
         let mut buf = pool.take();
         buf.extend_from_slice(b"hello");
         let ptr = buf.as_ptr();

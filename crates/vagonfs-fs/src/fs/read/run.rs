@@ -8,18 +8,21 @@
 //! - whatever way a run ends (error, panic, shutdown, dropped task), [`RunGuard`] removes the
 //!   blocks it has not delivered from the in-flight map, gives their waiters an error (never a
 //!   hang) and releases the bytes it reserved in the cache;
-//! - lock order: the in-flight map before the cache, never the other way round.
+//! - lock order: the in-flight map before the cache, never the other way round;
+//! - a run writes its blocks into segments (`super::segment`), a new one at each 1 MiB boundary
+//!   of the file, so that a 1 MiB read of them is one view; a retried or resumed GET goes on
+//!   writing where the last byte landed.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use super::cache::{BLOCK_SIZE, BlockKey};
+use super::cache::{BLOCK_SIZE, BlockKey, BufferPool};
+use super::segment::{Block, SEGMENT_BLOCKS, SegmentWriter};
 use super::{BlockFlight, FileVersion, FsError, FsResult, MAX_RUN_BLOCKS, Pending, Reader, lock};
 
 impl Reader {
@@ -52,11 +55,17 @@ impl Reader {
         out
     }
 
+    /// The pool for a segment buffer of `len` bytes.
+    pub(super) fn segment_pool(&self, len: u64) -> &Arc<BufferPool> {
+        let blocks = len.div_ceil(BLOCK_SIZE).clamp(1, SEGMENT_BLOCKS) as usize;
+        &self.segments[blocks - 1]
+    }
+
     fn spawn_run(
         self: &Arc<Self>,
         file: FileVersion,
         blocks: Range<u64>,
-        senders: Vec<oneshot::Sender<FsResult<Bytes>>>,
+        senders: Vec<oneshot::Sender<FsResult<Block>>>,
         grant: Grant,
         own_end: Option<u64>,
     ) {
@@ -86,11 +95,11 @@ fn register(
     fetching: &mut HashMap<BlockKey, BlockFlight>,
     file: FileVersion,
     blocks: Range<u64>,
-) -> (Vec<oneshot::Sender<FsResult<Bytes>>>, Vec<BlockFlight>) {
+) -> (Vec<oneshot::Sender<FsResult<Block>>>, Vec<BlockFlight>) {
     let mut senders = Vec::new();
     let mut flights = Vec::new();
     for index in blocks {
-        let (tx, rx) = oneshot::channel::<FsResult<Bytes>>();
+        let (tx, rx) = oneshot::channel::<FsResult<Block>>();
         let flight = rx
             .map(|r| {
                 r.unwrap_or_else(|_| {
@@ -116,7 +125,7 @@ struct RunGuard {
     /// Index of the next block to deliver.
     next: u64,
     /// Senders of the blocks from `next` on.
-    senders: std::collections::VecDeque<Option<oneshot::Sender<FsResult<Bytes>>>>,
+    senders: std::collections::VecDeque<Option<oneshot::Sender<FsResult<Block>>>>,
     /// Bytes counted as in flight in the cache.
     reserved: u64,
 }
@@ -186,7 +195,9 @@ impl RunGuard {
     }
 
     /// GET `range` and deliver its blocks as they complete (a refused link is replaced once,
-    /// in [`Reader::stream_range`]).
+    /// in [`Reader::stream_range`]). The blocks are written into segments ([`super::segment`]):
+    /// one buffer per 1 MiB-aligned stretch of the run, so that a 1 MiB read of them is one
+    /// view, not a copy.
     async fn fetch(
         &mut self,
         range: Range<u64>,
@@ -194,24 +205,37 @@ impl RunGuard {
     ) -> FsResult<()> {
         let reader = Arc::clone(&self.reader);
         let file = self.file;
-        let mut buf = reader.pool.take();
+        let mut seg: Option<SegmentWriter> = None;
         let mut first = true;
         reader
-            .stream_range(file, range, |mut c| {
+            .stream_range(file, range.clone(), |c| {
                 if std::mem::take(&mut first) {
                     tracing::debug!(file = file.id, block = self.next, "run first byte");
                 }
+                let mut c = &c[..];
                 while !c.is_empty() {
                     let key = BlockKey {
                         file,
                         index: self.next,
                     };
-                    let want = key.len() as usize;
-                    let take = (want - buf.len()).min(c.len());
-                    buf.extend_from_slice(&c.split_to(take));
-                    if buf.len() == want {
-                        let full = std::mem::replace(&mut buf, reader.pool.take());
-                        self.deliver(key, reader.pool.seal(full), memory);
+                    let writer = seg.get_or_insert_with(|| {
+                        // From this block to the next 1 MiB boundary of the file, within the run.
+                        let seg_end =
+                            ((self.next / SEGMENT_BLOCKS + 1) * SEGMENT_BLOCKS * BLOCK_SIZE)
+                                .min(range.end);
+                        let len = seg_end.saturating_sub(self.next * BLOCK_SIZE);
+                        SegmentWriter::new(len as usize, reader.segment_pool(len))
+                    });
+                    let (taken, block) = writer.fill(c, key.len() as usize);
+                    c = &c[taken..];
+                    if writer.is_full() {
+                        seg = None;
+                    }
+                    if let Some(block) = block {
+                        self.deliver(key, block, memory);
+                    } else if taken == 0 {
+                        // Cannot happen (a segment ends on a block end); never spin.
+                        break;
                     }
                 }
             })
@@ -220,7 +244,7 @@ impl RunGuard {
 
     /// Block `key` (the next one) is complete: into the cache, out of the in-flight map, to its
     /// waiters.
-    fn deliver(&mut self, key: BlockKey, block: Bytes, memory: &mut OwnedSemaphorePermit) {
+    fn deliver(&mut self, key: BlockKey, block: Block, memory: &mut OwnedSemaphorePermit) {
         let len = block.len() as u64;
         {
             let mut fetching = lock(&self.reader.fetching);
