@@ -320,8 +320,10 @@ fn many_concurrent_readers_stay_within_the_cache_bound() {
         .saturating_sub(before)
         / 1024;
     // The block memory is bounded by the cache (or the 8 MiB fetch budget); the rest is the
-    // documented fixed overhead (runtime, buffers of the replies in flight).
-    let allowed = cache_mib + 8 + 64;
+    // documented fixed overhead (runtime, buffers kept for reuse, replies in flight: a reply
+    // that is a view of a segment keeps that segment's 1 MiB buffer until the kernel took it).
+    // Measured: 77-81 MiB before segments, 84-92 with them.
+    let allowed = cache_mib + 8 + 76;
     eprintln!("RSS grew by {grew_mib} MiB with {readers} concurrent 1 MiB O_DIRECT readers");
     assert!(
         grew_mib <= allowed,

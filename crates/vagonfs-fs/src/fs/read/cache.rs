@@ -159,7 +159,8 @@ mod tests {
 /// Block buffers given back when their last reference goes (evicted and no longer read),
 /// reused for new blocks. A fresh 128 KiB allocation is a fresh mapping (glibc serves it with
 /// `mmap`, or gives trimmed heap back to the kernel): writing it page-faults on every 4 KiB,
-/// which measured as the read path's main CPU cost. Holds at most [`POOL_MAX`] buffers.
+/// which measured as the read path's main CPU cost. Holds at most `max` buffers (the pools and
+/// their bounds: `segment::pools`).
 pub(super) struct BufferPool {
     free: std::sync::Mutex<Vec<Vec<u8>>>,
     /// Capacity of the buffers handed out (at least).
@@ -167,10 +168,6 @@ pub(super) struct BufferPool {
     /// Most buffers kept.
     max: usize,
 }
-
-/// Most single-block buffers the pool keeps (8 MiB of blocks): part of the read path's fixed
-/// overhead.
-pub(super) const POOL_MAX: usize = 64;
 
 /// Reply buffers (a read spanning blocks of several segments is copied into one): their size, and the most
 /// kept (8 MiB): part of the read path's fixed overhead. A read larger than this gets a buffer
@@ -294,6 +291,7 @@ mod pool_tests {
 
     #[test]
     fn buffers_come_back_when_the_last_reference_goes() {
+        const POOL_MAX: usize = 16;
         let pool = BufferPool::sized(BLOCK_SIZE as usize, POOL_MAX);
         let mut buf = pool.take();
         buf.extend_from_slice(b"hello");

@@ -22,24 +22,30 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::cache::{BLOCK_SIZE, BufferPool, POOL_MAX};
+use super::cache::{BLOCK_SIZE, BufferPool};
 
 /// Blocks per segment (1 MiB): the kernel's largest read.
 pub const SEGMENT_BLOCKS: u64 = 8;
 
-/// Full segment buffers kept for reuse (16 MiB): part of the read path's fixed overhead.
-pub(super) const SEGMENT_POOL_MAX: usize = 16;
+/// Full segment buffers kept for reuse (8 MiB): part of the read path's fixed overhead. A
+/// sequential reader gives one back for each one it takes (the blocks it leaves behind), so a
+/// few are enough to keep its reads in warm memory.
+pub(super) const SEGMENT_POOL_MAX: usize = 8;
+
+/// Single-block buffers kept for reuse (4 MiB).
+const SINGLE_POOL_MAX: usize = 32;
 
 /// One pool of buffers per segment length in blocks (index `blocks - 1`): single blocks keep
-/// [`POOL_MAX`] (random reads), full segments [`SEGMENT_POOL_MAX`] (sequential reads), the
-/// lengths in between (the ends of runs) about 1 MiB each.
+/// [`SINGLE_POOL_MAX`] (random reads), full segments [`SEGMENT_POOL_MAX`] (sequential reads),
+/// the lengths in between (the ends of runs) about 512 KiB each: about 16 MiB in all, plus the
+/// reply buffers (`cache::REPLY_POOL_MAX`).
 pub(super) fn pools() -> Vec<Arc<BufferPool>> {
     (1..=SEGMENT_BLOCKS)
         .map(|n| {
             let max = match n {
-                1 => POOL_MAX,
+                1 => SINGLE_POOL_MAX,
                 SEGMENT_BLOCKS => SEGMENT_POOL_MAX,
-                n => (SEGMENT_BLOCKS / n) as usize,
+                n => ((SEGMENT_BLOCKS / 2) / n).max(1) as usize,
             };
             BufferPool::sized((n * BLOCK_SIZE) as usize, max)
         })
