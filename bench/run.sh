@@ -556,7 +556,11 @@ if [[ $RUN_WRITE -eq 1 ]]; then
         row "cp -r $SMALL_FILES files of 4 KiB, landed (files/s)" "$(calc "$SMALL_FILES / $T_SF_LANDED" 0)" "$(calc "$SMALL_FILES / $T_SF_API" 0) (python create+PUT+complete, sequential)" "$(calc "$T_SF_API / $T_SF_LANDED")" "—"
     fi
 else
-    row "Writes" "not run" "—" "—" "write path not in this build"
+    if [[ "$WRITE_MODE" == 0 ]]; then
+        row "Writes" "not run" "—" "—" "BENCH_WRITE=0"
+    else
+        row "Writes" "not run" "—" "—" "the mount refused writes (read-only build?)"
+    fi
 fi
 
 # --- report -----------------------------------------------------------------------------------
