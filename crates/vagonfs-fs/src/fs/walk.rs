@@ -3,8 +3,8 @@
 //! `cp -r`, `tar`, `grep -r`, `rsync` and file managers read a folder's files one after the
 //! other, in the order readdir gave them (rsync and shell globs sort by name, which is the
 //! server's order for files). Each open costs a link request and each first read a GET, in
-//! series. Once two opens of one folder come in listed order, the next [`WALK_AHEAD`] files of
-//! the listing are handed to the reader (`read/folder.rs`), which fetches their links and first
+//! series. Once three opens of one folder come in listed order ([`WALK_STREAK`]), the next
+//! [`WALK_AHEAD`] files of the listing are handed to the reader (`read/folder.rs`), which fetches their links and first
 //! bytes in the background, several at a time.
 //!
 //! Subtle cases handled here:
@@ -55,7 +55,7 @@ struct Walk {
 pub(crate) struct Walks {
     map: Mutex<HashMap<Loc, Walk>>,
     /// Processes that walked a folder lately (pid, when): the first file they open in another
-    /// folder starts its walk at once (`cp -r` of a tree moves from folder to folder).
+    /// folder starts its read-ahead at once (`cp -r` of a tree moves from folder to folder).
     walkers: Mutex<HashMap<u32, Instant>>,
 }
 
@@ -100,20 +100,18 @@ impl Walks {
             walk.streak += 1;
         } else {
             *walk = fresh;
-            if walker.is_none() {
-                return 0..0;
-            }
         }
         walk.last = pos;
         walk.at = now;
+        if walker.is_none() && walk.streak < WALK_STREAK {
+            walk.ahead_to = walk.ahead_to.max(pos + 1);
+            return 0..0;
+        }
         let from = walk.ahead_to.max(pos + 1);
         let to = (pos + 1 + WALK_AHEAD).min(listing.entries.len());
         walk.ahead_to = to.max(from);
-        let streak = walk.streak;
         drop(map);
-        if let Some(p) = pid
-            && (streak >= WALKER_STREAK || walker.is_some())
-        {
+        if let Some(p) = pid {
             let mut walkers = lock(&self.walkers);
             if walkers.len() >= WALKS_MAX && !walkers.contains_key(&p) {
                 evict_oldest(&mut walkers, |at| *at);
@@ -124,8 +122,10 @@ impl Walks {
     }
 }
 
-/// Opens in a row that make a process a walker (three files of one folder in listed order).
-const WALKER_STREAK: u32 = 2;
+/// Opens that must continue a walk before it reads ahead: three files of one folder opened in
+/// listed order (two is `diff a b`, `cat a b`: not worth 16 files fetched ahead). The process
+/// that opened them is a walker from then on.
+pub const WALK_STREAK: u32 = 2;
 
 fn evict_oldest<K: Copy + Eq + std::hash::Hash, V>(
     map: &mut HashMap<K, V>,
@@ -215,16 +215,18 @@ mod tests {
         let walks = Walks::default();
         let l = listing(100);
         assert_eq!(walks.opened(DIR, &l, &file(1), None), 0..0);
-        assert_eq!(walks.opened(DIR, &l, &file(2), None), 2..2 + WALK_AHEAD);
+        // Two files in order (`diff a b`) are not a walk yet; the third is.
+        assert_eq!(walks.opened(DIR, &l, &file(2), None), 0..0);
+        assert_eq!(walks.opened(DIR, &l, &file(3), None), 3..3 + WALK_AHEAD);
         // The next open hands over only the one file newly in the window.
         assert_eq!(
-            walks.opened(DIR, &l, &file(3), None),
-            2 + WALK_AHEAD..3 + WALK_AHEAD
+            walks.opened(DIR, &l, &file(4), None),
+            3 + WALK_AHEAD..4 + WALK_AHEAD
         );
         // Skipping a few (a folder in between, a file the program filters out) still walks.
         assert_eq!(
-            walks.opened(DIR, &l, &file(6), None),
-            3 + WALK_AHEAD..6 + WALK_AHEAD
+            walks.opened(DIR, &l, &file(7), None),
+            4 + WALK_AHEAD..7 + WALK_AHEAD
         );
     }
 
@@ -249,11 +251,13 @@ mod tests {
         let walks = Walks::default();
         let l = listing(10);
         walks.opened(DIR, &l, &file(1), None);
-        assert_eq!(walks.opened(DIR, &l, &file(2), None), 2..10);
+        walks.opened(DIR, &l, &file(2), None);
+        assert_eq!(walks.opened(DIR, &l, &file(3), None), 3..10);
         let relisted = listing(10);
-        assert_eq!(walks.opened(DIR, &relisted, &file(3), None), 0..0);
-        assert_eq!(walks.opened(DIR, &relisted, &file(4), None), 4..10);
-        assert_eq!(walks.opened(DIR, &relisted, &file(5), None), 10..10);
+        assert_eq!(walks.opened(DIR, &relisted, &file(4), None), 0..0);
+        assert_eq!(walks.opened(DIR, &relisted, &file(5), None), 0..0);
+        assert_eq!(walks.opened(DIR, &relisted, &file(6), None), 6..10);
+        assert_eq!(walks.opened(DIR, &relisted, &file(7), None), 10..10);
     }
 
     #[test]
@@ -261,12 +265,13 @@ mod tests {
         let walks = Walks::default();
         let l = listing(100);
         let (a, b, c) = (folder(1), folder(2), folder(3));
-        // Two opens in order: a walk, but the process is not a walker yet.
+        // Two opens in order: the process is not a walker yet.
         walks.opened(a, &l, &file(1), Some(7));
-        assert_eq!(walks.opened(a, &l, &file(2), Some(7)), 2..2 + WALK_AHEAD);
+        assert_eq!(walks.opened(a, &l, &file(2), Some(7)), 0..0);
         assert_eq!(walks.opened(b, &l, &file(1), Some(7)), 0..0);
-        // A third in order makes it one: its first open in the next folder reads ahead.
-        walks.opened(a, &l, &file(3), Some(7));
+        // A third in order makes the walk, and the process a walker: its first open in the
+        // next folder reads ahead.
+        assert_eq!(walks.opened(a, &l, &file(3), Some(7)), 3..3 + WALK_AHEAD);
         assert_eq!(walks.opened(c, &l, &file(1), Some(7)), 1..1 + WALK_AHEAD);
         assert_eq!(
             walks.opened(c, &l, &file(2), Some(7)),

@@ -64,7 +64,7 @@
 //! The files here: this one holds the [`Reader`] (open, read, the cache and in-flight map, the
 //! versions known bad); `run` the runs (one task per ranged GET of consecutive blocks, and the
 //! guard that cleans up after it); `get` the one ranged GET every read goes through (link,
-//! validator, refused-link retry, error mapping); `cache` the block LRU and buffer pools;
+//! validator, refused-link retry, error mapping); `cache` the block LRU; `pool` the buffer pools;
 //! `segment` the buffers runs write their blocks into (and the zero-copy join of a read);
 //! `links` the download links; `seq` the sequential-reader detection; `folder` the read-ahead
 //! of the next files of a folder walk.
@@ -73,6 +73,7 @@ mod cache;
 mod folder;
 mod get;
 mod links;
+mod pool;
 mod run;
 mod segment;
 mod seq;
@@ -92,11 +93,12 @@ use crate::api::{ApiError, FilesApi};
 use super::counters::HitCounter;
 use super::{CacheStats, FsError, FsResult, lock};
 
-pub use cache::BLOCK_SIZE;
-use cache::{BlockCache, BlockKey, BufferPool};
+use cache::{BlockCache, BlockKey};
 pub use folder::{HEAD_BLOCKS, WALK_CONCURRENCY};
 use links::Links;
 pub use links::{ASSUMED_LINK_LIFETIME, LINK_REUSE_FRACTION, OPEN_REVALIDATE};
+use pool::BufferPool;
+pub use segment::BLOCK_SIZE;
 use segment::Block;
 pub use segment::SEGMENT_BLOCKS;
 use seq::SeqState;
@@ -253,7 +255,7 @@ impl Reader {
             api,
             cache: Arc::new(Mutex::new(BlockCache::new(cache_size))),
             segments: segment::pools(),
-            replies: BufferPool::sized(cache::REPLY_BUFFER, cache::REPLY_POOL_MAX),
+            replies: BufferPool::sized(pool::REPLY_BUFFER, pool::REPLY_POOL_MAX),
             fetching: Mutex::new(HashMap::new()),
             budget: Arc::new(Semaphore::new(budget_blocks as usize)),
             budget_blocks,
@@ -676,7 +678,7 @@ mod tests {
     fn assemble_within_one_block_shares_the_cached_bytes() {
         let block = Block::plain(Bytes::from(vec![3u8; 4096]));
         let base = BLOCK_SIZE;
-        let pool = BufferPool::sized(cache::REPLY_BUFFER, 1);
+        let pool = BufferPool::sized(pool::REPLY_BUFFER, 1);
         let got = assemble(
             std::slice::from_ref(&block),
             1,
@@ -693,7 +695,7 @@ mod tests {
 
     #[test]
     fn assemble_across_blocks() {
-        let pool = BufferPool::sized(cache::REPLY_BUFFER, 1);
+        let pool = BufferPool::sized(pool::REPLY_BUFFER, 1);
         let b0 = Bytes::from((0..BLOCK_SIZE).map(|i| (i % 251) as u8).collect::<Vec<_>>());
         let b1 = Block::plain(Bytes::from(vec![7u8; 10]));
         let parts = [Block::plain(b0.clone()), b1];

@@ -21,7 +21,9 @@ use std::sync::atomic::Ordering;
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use super::cache::{BLOCK_SIZE, BlockKey, BufferPool};
+use super::cache::BlockKey;
+use super::pool::BufferPool;
+use super::segment::BLOCK_SIZE;
 use super::segment::{Block, SEGMENT_BLOCKS, SegmentWriter};
 use super::{BlockFlight, FileVersion, FsError, FsResult, MAX_RUN_BLOCKS, Pending, Reader, lock};
 

@@ -22,7 +22,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::cache::{BLOCK_SIZE, BufferPool};
+use super::pool::BufferPool;
+
+/// Unit of fetching and caching, bytes (128 KiB): what a random read fetches at least, and what
+/// the kernel asks per read, so that a read is usually one block, handed over without a copy.
+pub const BLOCK_SIZE: u64 = 128 * 1024;
 
 /// Blocks per segment (1 MiB): the kernel's largest read.
 pub const SEGMENT_BLOCKS: u64 = 8;
@@ -38,7 +42,7 @@ const SINGLE_POOL_MAX: usize = 32;
 /// One pool of buffers per segment length in blocks (index `blocks - 1`): single blocks keep
 /// [`SINGLE_POOL_MAX`] (random reads), full segments [`SEGMENT_POOL_MAX`] (sequential reads),
 /// the lengths in between (the ends of runs) about 512 KiB each: about 16 MiB in all, plus the
-/// reply buffers (`cache::REPLY_POOL_MAX`).
+/// reply buffers (`pool::REPLY_POOL_MAX`).
 pub(super) fn pools() -> Vec<Arc<BufferPool>> {
     (1..=SEGMENT_BLOCKS)
         .map(|n| {

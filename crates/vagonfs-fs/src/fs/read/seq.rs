@@ -21,7 +21,7 @@
 
 use std::ops::Range;
 
-use super::cache::BLOCK_SIZE;
+use super::segment::BLOCK_SIZE;
 
 /// First prefetch window of a sequential reader, in blocks (512 KiB).
 pub const INITIAL_WINDOW_BLOCKS: u64 = 4;

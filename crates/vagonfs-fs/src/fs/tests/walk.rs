@@ -57,20 +57,21 @@ async fn a_walk_in_listed_order_finds_the_next_files_fetched_ahead() {
     let listed = names(&list(&fs, dir).await);
     assert_eq!(listed.iter().filter(|n| n.starts_with('f')).count(), n);
 
-    read_file(&fs, dir, 0, size(0)).await;
-    read_file(&fs, dir, 1, size(1)).await;
+    for i in 0..3 {
+        read_file(&fs, dir, i, size(i)).await;
+    }
     fs.wait_background().await;
-    // The two opens made a walk: the next files' links and first bytes are here already.
+    // The three opens made a walk: the next files' links and first bytes are here already.
     let before = requests(&api);
-    for i in 2..2 + WALK_AHEAD.min(7) {
+    for i in 3..3 + WALK_AHEAD.min(6) {
         read_file(&fs, dir, i, size(i)).await;
     }
     assert_eq!(
         requests(&api),
         before,
-        "files 2..9 open and read with no request"
+        "files 3..9 open and read with no request"
     );
-    for i in 2 + WALK_AHEAD.min(7)..n {
+    for i in 3 + WALK_AHEAD.min(6)..n {
         read_file(&fs, dir, i, size(i)).await;
     }
     fs.wait_background().await;
@@ -92,6 +93,20 @@ async fn a_walk_in_listed_order_finds_the_next_files_fetched_ahead() {
         gets >= small + big && gets <= small + big * (per_big + 1),
         "{gets} GETs for {small} small and {big} big files ({per_big} for a big one alone)"
     );
+}
+
+#[tokio::test]
+async fn two_files_opened_in_order_fetch_nothing_ahead() {
+    // `diff f004 f005`, `cat f004 f005`: not a walk.
+    let api = server();
+    folder(&api, 40, |_| 5000);
+    let fs = shared(&api);
+    let dir = ino(&fs, "d").await;
+    list(&fs, dir).await;
+    read_file(&fs, dir, 4, 5000).await;
+    read_file(&fs, dir, 5, 5000).await;
+    fs.wait_background().await;
+    assert_eq!(requests(&api), (2, 2));
 }
 
 #[tokio::test]
@@ -155,6 +170,7 @@ async fn a_file_with_local_changes_is_not_fetched_ahead() {
     fs.write(f3, w.fh, 0, b"local").await.expect("write");
     read_file(&fs, dir, 0, 5000).await;
     read_file(&fs, dir, 1, 5000).await;
+    read_file(&fs, dir, 2, 5000).await;
     fs.wait_background().await;
     let (links, gets) = requests(&api);
     assert_eq!(links, 9, "all but f003");
