@@ -9,7 +9,8 @@
 //!   counted, never timed; [`core_outage`]: revalidation and outage, the same way.
 //! - [`write`]: the write path through `VagonFs`; [`write_both`]: the scenarios that only look
 //!   at what the server holds, run against both the double and the emulator (`on_both!`).
-//! - [`engine`]: the write-back engine (background uploads, order per name, conflicts).
+//! - [`engine`]: the write-back engine (background uploads, order per name, conflicts);
+//!   [`engine_room`]: the quota and the spool bound seen through it.
 //! - [`uploader`], [`uploader_emulator`]: the spool, journal and uploader below `VagonFs`;
 //!   [`uploader_life`]: recovery of an earlier run's spools, and the spool folder's life.
 //! - [`emulator`]: browsing and reading through the real HTTP client against the emulator.
@@ -29,6 +30,7 @@ mod core_read;
 mod dir_emulator;
 mod emulator;
 mod engine;
+mod engine_room;
 mod entries;
 mod model;
 mod model_findings;
