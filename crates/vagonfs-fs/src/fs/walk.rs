@@ -38,6 +38,7 @@ pub const WALK_GAP: Duration = Duration::from_secs(5);
 /// Folders whose walk is remembered.
 const WALKS_MAX: usize = 64;
 
+#[derive(Clone, Copy)]
 struct Walk {
     /// The listing the positions are in (compared by address, never dereferenced).
     listing: usize,
@@ -91,7 +92,7 @@ impl Walks {
             streak: 0,
             at: now,
         };
-        let walk = map.entry(dir).or_insert(Walk { ..fresh });
+        let walk = map.entry(dir).or_insert(fresh);
         let continues = walk.listing == id
             && pos > walk.last
             && pos - walk.last <= WALK_AHEAD

@@ -68,10 +68,9 @@ impl Reader {
         let blocks = 0..file.size.div_ceil(super::BLOCK_SIZE).min(HEAD_BLOCKS);
         let flights = {
             let mut fetching = lock(&self.fetching);
-            let busy = blocks.clone().any(|index| {
-                let key = BlockKey { file, index };
-                fetching.contains_key(&key) || lock(&self.cache).lru.contains(&key)
-            });
+            let busy = blocks
+                .clone()
+                .any(|index| self.is_there(&fetching, &BlockKey { file, index }));
             if busy {
                 return;
             }

@@ -528,7 +528,7 @@ impl Reader {
                 let room = self.budget.available_permits() as u64;
                 while to < ahead.end && to - run.start < MAX_RUN_BLOCKS.min(room) {
                     let key = BlockKey { file, index: to };
-                    if fetching.contains_key(&key) || lock(&self.cache).lru.contains(&key) {
+                    if self.is_there(&fetching, &key) {
                         break;
                     }
                     to += 1;
@@ -543,6 +543,12 @@ impl Reader {
         out
     }
 
+    /// Whether block `key` is cached or being fetched; `fetching` is the in-flight map, already
+    /// locked (it is locked before the cache, never after).
+    fn is_there(&self, fetching: &HashMap<BlockKey, BlockFlight>, key: &BlockKey) -> bool {
+        fetching.contains_key(key) || lock(&self.cache).lru.contains(key)
+    }
+
     /// Prefetch the blocks `blocks` that are neither cached nor in flight, in runs of
     /// `run_len` blocks; stops at the first run the memory budget cannot grant at once.
     fn prefetch(self: &Arc<Self>, stream: &Stream, blocks: Range<u64>, run_len: u64) {
@@ -552,14 +558,14 @@ impl Reader {
         while index < blocks.end {
             // Skip what is there or coming.
             let key = BlockKey { file, index };
-            if fetching.contains_key(&key) || lock(&self.cache).lru.contains(&key) {
+            if self.is_there(&fetching, &key) {
                 index += 1;
                 continue;
             }
             let mut to = index + 1;
             while to < blocks.end && to - index < run_len {
                 let k = BlockKey { file, index: to };
-                if fetching.contains_key(&k) || lock(&self.cache).lru.contains(&k) {
+                if self.is_there(&fetching, &k) {
                     break;
                 }
                 to += 1;
