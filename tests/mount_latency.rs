@@ -13,7 +13,9 @@
 //!   time, a folder's link count is 2 + its subfolders, an open file that was unlinked has
 //!   nlink 0, and `df -i` never shows a negative count;
 //! - folder walks: `cp -r` out of the mount at 20 ms a request asks each file once, several at
-//!   a time.
+//!   a time;
+//! - the mount's probe reads the root's first page whole: a root of one page answers its first
+//!   lookups and `ls` with no request; a root of more pages is listed as any folder.
 //!
 //! Wall-clock bounds here are the generous ones the issue names, not benchmarks.
 
@@ -190,7 +192,7 @@ fn folder_metadata_follows_what_happens_inside() {
 }
 
 /// `count` empty folders in `parent` of machine 1, through the emulator's bulk hook.
-fn bulk_folders(emu: &EmulatorProcess, parent: u64, count: u64) {
+fn bulk_folders(emu: &EmulatorProcess, parent: Option<u64>, count: u64) {
     let url = format!("{}/_emulator/bulk-folders", emu.url);
     rt().block_on(async {
         let resp = vagonfs_api::http::tls::client()
@@ -217,7 +219,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn directory_handles_share_one_listing_in_memory() {
     let emu = EmulatorProcess::start();
     let big = emu.mkdir(M1, None, "big");
-    bulk_folders(&emu, big, 20_000);
+    bulk_folders(&emu, Some(big), 20_000);
     let mount = TestMount::start(&emu, &["--machine", "1"]);
     let path = mount.join("big");
     // List it once (the listing and the inodes exist from here on).
@@ -244,7 +246,7 @@ fn directory_handles_share_one_listing_in_memory() {
 fn a_cached_read_in_a_big_folder_does_not_wait_on_its_relist() {
     let emu = EmulatorProcess::start_with(&["--latency-ms", "20"]);
     let big = emu.mkdir(M1, None, "big");
-    bulk_folders(&emu, big, 20_000);
+    bulk_folders(&emu, Some(big), 20_000);
     emu.upload(M1, Some(big), "zz-file.bin", b"0123456789");
     let mount = TestMount::start(&emu, &["--machine", "1", "--dir-cache-ttl", "1"]);
     let file = std::fs::File::open(mount.join("big/zz-file.bin")).expect("open");
@@ -371,4 +373,39 @@ fn cp_r_out_of_a_folder_asks_each_file_once_and_several_at_a_time() {
         count(&peaks, &["file_link"]) > 1 && count(&peaks, &["data_get"]) > 1,
         "links and GETs overlapped: {peaks}"
     );
+}
+
+#[test]
+fn a_fresh_mount_answers_at_its_root_from_the_probes_page() {
+    let emu = EmulatorProcess::start();
+    let docs = emu.mkdir(M1, None, "docs");
+    emu.upload(M1, None, "a.txt", b"alpha");
+    emu.upload(M1, Some(docs), "inner.txt", b"inner");
+    let mount = TestMount::start(&emu, &["--machine", "1"]);
+    emu.reset_stats();
+    assert_eq!(names(&mount.path).unwrap(), ["a.txt", "docs"]);
+    assert_eq!(std::fs::metadata(mount.join("a.txt")).unwrap().len(), 5);
+    assert_eq!(
+        std::fs::metadata(mount.join("missing")).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    let stats = emu.stats();
+    assert_eq!(
+        stats["list_files"], 0,
+        "the probe's page was the root: {stats}"
+    );
+    // The folder below is listed as before.
+    assert_eq!(names(&mount.join("docs")).unwrap(), ["inner.txt"]);
+    assert_eq!(emu.stats()["list_files"], 1);
+    drop(mount);
+
+    // A root of more than one page: the probe's page is not taken as the listing.
+    bulk_folders(&emu, None, 150);
+    let mount = TestMount::start(&emu, &["--machine", "1"]);
+    emu.reset_stats();
+    let shown = names(&mount.path).unwrap();
+    assert_eq!(shown.len(), 152, "150 folders, a.txt and docs");
+    assert!(shown.iter().any(|n| n == "a.txt"));
+    let stats = emu.stats();
+    assert_eq!(stats["list_files"], 2, "both pages of the root: {stats}");
 }

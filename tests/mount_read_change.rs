@@ -31,18 +31,6 @@ fn count(stats: &serde_json::Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {stats}"))
 }
 
-fn reset_stats(emu: &EmulatorProcess) {
-    let url = format!("{}/_emulator/reset-stats", emu.url);
-    rt().block_on(async {
-        let r = vagonfs_api::http::tls::client()
-            .post(&url)
-            .send()
-            .await
-            .expect("reset");
-        assert!(r.status().is_success(), "reset-stats: {}", r.status());
-    });
-}
-
 /// Replace `name` with `data` as another client would (`overwrite: true`): the server gives
 /// the new bytes a new id and deletes the old object. Returns the new id.
 fn replace(emu: &EmulatorProcess, parent: Option<u64>, name: &str, data: &[u8]) -> u64 {
@@ -97,7 +85,7 @@ fn open_and_first_byte_cost_one_link_and_one_small_get() {
     let mount = TestMount::start(&emu, &["--shared"]);
     // The root is listed by the mount's start; the folder `docs` is not listed yet.
     std::fs::metadata(mount.join("docs")).expect("stat docs");
-    reset_stats(&emu);
+    emu.reset_stats();
     let mut byte = [0u8; 1];
     let f = File::open(mount.join("docs/a.bin")).expect("open a");
     let after_open = emu.stats();
@@ -116,7 +104,7 @@ fn open_and_first_byte_cost_one_link_and_one_small_get() {
     assert_eq!(count(&stats, "data_get"), 1, "{stats}");
     drop(f);
     // Listed folder: link and GET only.
-    reset_stats(&emu);
+    emu.reset_stats();
     let f = File::open(mount.join("docs/b.bin")).expect("open b");
     f.read_exact_at(&mut byte, 0).expect("read b");
     assert_eq!(byte[0], b[0]);
@@ -132,7 +120,7 @@ fn short_lived_links_are_reused_for_most_of_their_life() {
     let data = test_bytes(7, 64 * MIB);
     emu.upload(Space::Shared, None, "big.bin", &data);
     let mount = TestMount::start(&emu, &["--shared"]);
-    reset_stats(&emu);
+    emu.reset_stats();
     let mut got = Vec::new();
     File::open(mount.join("big.bin"))
         .expect("open")
@@ -168,7 +156,7 @@ fn a_bad_file_is_remembered_and_never_relists() {
     });
     emu.upload(Space::Shared, None, "good.bin", b"fine");
     let mount = TestMount::start(&emu, &["--shared"]);
-    reset_stats(&emu);
+    emu.reset_stats();
     for i in 0..3 {
         let out = std::process::Command::new("cat")
             .arg(mount.join("bad.bin"))

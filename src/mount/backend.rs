@@ -1,6 +1,8 @@
 //! Which storage the mount talks to: the Vagon API (credentials found) or the embedded demo
 //! emulator (`--demo`, or none configured in an interactive terminal; otherwise missing
-//! credentials are an error), checked with one cheap request before mounting.
+//! credentials are an error), checked with one request before mounting: the root's first page,
+//! which is kept as the root's listing when it is all of it (a mount's first `ls` or lookup at
+//! the root then costs no request).
 //!
 //! The probe turns the usual first-run mistakes into clear messages before anything is
 //! mounted: refused credentials, an unreachable API (with a progress line per retry, then one
@@ -12,12 +14,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::{debug, info};
 
 use super::client::{StartupProgress, api_cause, connect, error_chain};
 use super::{DemoChoice, MountError, MountPlan, demo};
-use crate::api::{ApiErrorKind, FilesApi, ListQuery, Space};
+use crate::api::paging::{self, Collected};
+use crate::api::{ApiErrorKind, FileEntry, FilesApi, ListQuery, Space};
 use crate::config::Credentials;
 use crate::daemon::metrics::Metrics;
 use crate::emulator::RunningEmulator;
@@ -39,6 +43,9 @@ pub struct Backend {
     emulator: Option<RunningEmulator>,
     /// The demo emulator, not a Vagon API (`vagonfs status` says so).
     pub demo: bool,
+    /// The storage root's listing, when the probe's page was all of it, and when it was asked:
+    /// the mount starts with it cached (`VagonFs::seed_root_listing`).
+    pub root_listing: Option<(Collected<FileEntry>, Instant)>,
 }
 
 impl Backend {
@@ -86,11 +93,14 @@ pub async fn open(plan: &MountPlan) -> Result<Backend, MountError> {
                 metrics: Arc::clone(&metrics),
                 emulator: None,
                 demo: false,
+                root_listing: None,
             };
             let probed = probe(backend.api.as_ref(), &plan.root, &backend.url).await;
             startup.finish();
-            probed?;
-            backend
+            Backend {
+                root_listing: probed?,
+                ..backend
+            }
         }
         None if plan.demo == DemoChoice::Never => return Err(MountError::NoCredentials),
         None => {
@@ -118,30 +128,42 @@ pub async fn open(plan: &MountPlan) -> Result<Backend, MountError> {
                 metrics: Arc::clone(&metrics),
                 emulator: Some(demo.emulator),
                 demo: true,
+                root_listing: None,
             };
-            probe(backend.api.as_ref(), &plan.root, &backend.url).await?;
-            backend
+            Backend {
+                root_listing: probe(backend.api.as_ref(), &plan.root, &backend.url).await?,
+                ..backend
+            }
         }
     };
     info!(backend = %backend.description, "API reachable");
     Ok(backend)
 }
 
-/// One small request that the mount's root needs anyway. A 404 for `--machine` is told apart
-/// from a wrong API URL by one more request (only on that failure).
-async fn probe(api: &dyn FilesApi, root: &RootSpec, url: &str) -> Result<(), MountError> {
+/// One request that the mount's root needs anyway: the root's first page, whole, which is
+/// the root's listing when no page follows (returned, with when it was asked). A 404 for
+/// `--machine` is told apart from a wrong API URL by one more request (only on that failure).
+async fn probe(
+    api: &dyn FilesApi,
+    root: &RootSpec,
+    url: &str,
+) -> Result<Option<(Collected<FileEntry>, Instant)>, MountError> {
     let first = ListQuery {
         parent_id: None,
         page: 1,
-        per_page: 1,
+        per_page: paging::PAGE_SIZE,
         search: None,
     };
+    let asked = Instant::now();
     let result = match root {
-        RootSpec::All => api.list_machines(1, 1).await.map(drop),
-        RootSpec::Space(space) => api.list_files(*space, &first).await.map(drop),
+        RootSpec::All => api.list_machines(1, 1).await.map(|_| None),
+        RootSpec::Space(space) => api
+            .list_files(*space, &first)
+            .await
+            .map(|page| paging::only_page(page).map(|got| (got, asked))),
     };
     let err = match result {
-        Ok(()) => return Ok(()),
+        Ok(listing) => return Ok(listing),
         Err(err) => err,
     };
     debug!("probe of {url} failed: {}", error_chain(&err));

@@ -140,6 +140,9 @@ fn serve_mounted(
         fs_config.write_back.spool_max = Some(max);
     }
     let fs = VagonFs::new(backend.api.clone(), plan.root.clone(), fs_config);
+    if let Some((listing, asked)) = backend.root_listing.clone() {
+        fs.seed_root_listing(listing, asked);
+    }
     if !plan.fs.read_only {
         // The base folder too: whoever can write it could swap our per-mount folder.
         write::ensure_private_dir(&plan.cache_base).map_err(|err| MountError::Cache {

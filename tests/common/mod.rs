@@ -209,6 +209,19 @@ impl EmulatorProcess {
         self.admin_get("stats")
     }
 
+    /// `POST /_emulator/reset-stats`: the counters and peaks start again from zero.
+    pub fn reset_stats(&self) {
+        let url = format!("{}/_emulator/reset-stats", self.url);
+        rt().block_on(async {
+            let r = vagonfs_api::http::tls::client()
+                .post(&url)
+                .send()
+                .await
+                .expect("reset-stats");
+            assert!(r.status().is_success(), "reset-stats: {}", r.status());
+        });
+    }
+
     /// `GET /_emulator/peaks`: the most requests of each family handled at once.
     pub fn peaks(&self) -> serde_json::Value {
         self.admin_get("peaks")

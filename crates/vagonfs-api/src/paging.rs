@@ -4,9 +4,13 @@
 //! first; when it carries `count`, the remaining pages are known and fetched in parallel, at
 //! most [`PAGES_IN_FLIGHT`] at once, and consumed in page order (so the result keeps the
 //! server's order). Without `count` it follows `next_page` one page after the other. 10,000
-//! entries at a 20 ms round trip cost one round trip for page 1 and three for the 99 others.
+//! entries at a 20 ms round trip cost one round trip for page 1 and two for the 99 others (50,
+//! then 49). Many pages in flight means many connections over HTTP/1.1 (one handshake each, the
+//! first time); over HTTP/2, which the client offers, they share one connection.
 //! [`collect_pages_observed`] hands each page's new items to an observer as they are taken (in
 //! page order), so a lookup of one name can be answered by the page that holds it.
+//! [`only_page`] turns a page 1 fetched already (the mount's probe) into the whole listing when
+//! no page follows, through the same guards.
 //!
 //! A buggy or hostile server cannot make it loop forever or grow without bound; paging *stops*
 //! (with what was gathered and a reason, [`Collected::stopped`]) when:
@@ -43,8 +47,8 @@ use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
 
 use super::{
-    ApiError, ApiResult, DownloadLink, DownloadState, DownloadTarget, FileEntry, FilesApi,
-    ListQuery, MAX_PER_PAGE, Machine, ObjectType, Space,
+    ApiError, ApiResult, DownloadLink, DownloadState, DownloadTarget, FileEntry, FilePage,
+    FilesApi, ListQuery, MAX_PER_PAGE, Machine, ObjectType, Space,
 };
 
 /// Items asked per page: the most the API serves.
@@ -53,9 +57,9 @@ pub const PAGE_SIZE: u32 = MAX_PER_PAGE;
 pub const MAX_PAGES: u32 = 100_000;
 /// Empty pages that still announce a next page, tolerated in a row.
 pub const MAX_EMPTY_PAGES_IN_A_ROW: u32 = 3;
-/// Pages of one listing requested at once once page 1 told the count: 99 pages after the
-/// first take three round trips.
-pub const PAGES_IN_FLIGHT: usize = 40;
+/// Pages of one listing requested at once once page 1 told the count: the 99 pages after the
+/// first of a 10,000-entry folder take two round trips (the bound is four in all).
+pub const PAGES_IN_FLIGHT: usize = 50;
 /// First wait between two download status polls.
 pub const DOWNLOAD_POLL_FIRST: Duration = Duration::from_millis(200);
 /// Longest wait between two download status polls.
@@ -131,6 +135,17 @@ struct Guard<T> {
 }
 
 impl<T> Guard<T> {
+    fn new(id_of: fn(&T) -> u64) -> Self {
+        Guard {
+            id_of,
+            pages_read: 0,
+            empty_in_a_row: 0,
+            previous_ids: Vec::new(),
+            seen: HashSet::new(),
+            items: Vec::new(),
+        }
+    }
+
     /// Take page `page`; `Err` says why paging must stop (its new items are kept).
     fn take(&mut self, page: u32, got: Page<T>) -> Result<(), StopReason> {
         self.pages_read += 1;
@@ -194,14 +209,7 @@ where
     Fut: Future<Output = ApiResult<Page<T>>>,
     O: FnMut(&[T]),
 {
-    let mut guard = Guard {
-        id_of,
-        pages_read: 0,
-        empty_in_a_row: 0,
-        previous_ids: Vec::new(),
-        seen: HashSet::new(),
-        items: Vec::new(),
-    };
+    let mut guard = Guard::new(id_of);
     let first = fetch(1).await?;
     let per_page = first.items.len() as u64;
     let (count, mut next) = (first.count, first.next_page);
@@ -243,6 +251,27 @@ where
         }
     }
     Ok(guard.done(None))
+}
+
+/// Page 1 of a folder, fetched already (the mount's probe asks the root's first page), as the
+/// whole listing when it is the only page (`next_page` absent), through the same guards as
+/// [`collect_pages`] (each id once); `None` when more pages follow.
+pub fn only_page(first: FilePage) -> Option<Collected<FileEntry>> {
+    if first.next_page.is_some() {
+        return None;
+    }
+    let mut guard = Guard::new(|e: &FileEntry| e.id);
+    let stopped = guard
+        .take(
+            1,
+            Page {
+                items: first.entries,
+                next_page: None,
+                count: first.count,
+            },
+        )
+        .err();
+    Some(guard.done(stopped))
 }
 
 fn malformed(what: &str, detail: String) -> ApiError {
@@ -447,6 +476,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_page_is_the_listing_when_no_page_follows_and_keeps_each_id_once() {
+        let mut first = page(1..4, 1, None);
+        first.entries.push(entry(2));
+        let got = only_page(first).expect("the only page");
+        assert_eq!(
+            got.items.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert!(got.stopped.is_none());
+        assert_eq!(got.pages, 1);
+        assert!(
+            only_page(page(1..101, 1, Some(2))).is_none(),
+            "more pages follow"
+        );
+        let empty = only_page(page(0..0, 1, None)).expect("an empty folder");
+        assert!(empty.items.is_empty() && empty.stopped.is_none());
+    }
+
     #[tokio::test]
     async fn follows_next_page_and_dedups() {
         let api = ScriptedApi::with_pages(vec![
@@ -579,8 +627,8 @@ mod tests {
         assert_eq!(asked.lock().unwrap().len(), 100, "one request per page");
         let most = peak.1.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(most, PAGES_IN_FLIGHT, "bounded, and that many together");
-        // Page 1, then 99 pages 40 at a time: four round trips of 20 ms.
-        assert_eq!(started.elapsed(), Duration::from_millis(80));
+        // Page 1, then 99 pages 50 at a time: three round trips of 20 ms.
+        assert_eq!(started.elapsed(), Duration::from_millis(60));
     }
 
     #[tokio::test(start_paused = true)]

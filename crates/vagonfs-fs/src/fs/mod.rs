@@ -652,6 +652,19 @@ impl VagonFs {
         }
     }
 
+    /// Take the storage root's listing read before mounting (the probe's page 1, when it was
+    /// the only page: [`crate::api::paging::only_page`]), started at `began`, as if this mount
+    /// had fetched it: the first lookups need no request. Call it before anything else.
+    pub fn seed_root_listing(
+        &self,
+        got: crate::api::paging::Collected<crate::api::FileEntry>,
+        began: std::time::Instant,
+    ) {
+        if let Some(root) = self.inodes.get(ROOT_INO) {
+            self.dirs.seed_root(root.loc, got, began);
+        }
+    }
+
     /// Open the store of user-set modification times in the cache folder (see [`times`]).
     /// A mount that made no cache folder (read-only, never written) has nothing to open.
     pub fn open_time_store(&self) -> Result<(), times::TimeStoreError> {

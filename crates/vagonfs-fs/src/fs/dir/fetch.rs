@@ -40,11 +40,7 @@ pub(super) async fn fetch_entries(
                 }
             })
             .await?;
-            let (raw, paged_all) = report_stop(space, parent, got);
-            let before = raw.len();
-            let entries = sanitize(space, raw, warned);
-            let complete = paged_all && entries.len() == before;
-            Ok((entries, complete))
+            Ok(listed_entries(space, parent, got, warned))
         }
         // Only files are created locally; nothing to list.
         Loc::Local { .. } | Loc::Held { .. } => Err(crate::fs::FsError::NotADirectory),
@@ -53,6 +49,21 @@ pub(super) async fn fetch_entries(
             "the merged trash is not a listed folder",
         )),
     }
+}
+
+/// A folder's paged objects as entries Linux can show, and whether they are all of them (every
+/// page read, every object shown): for a fetch, and for the root's page the mount's probe read.
+pub(super) fn listed_entries(
+    space: Space,
+    parent: Option<u64>,
+    got: paging::Collected<FileEntry>,
+    warned: &Mutex<HashSet<Loc>>,
+) -> (Vec<ListedEntry>, bool) {
+    let (raw, paged_all) = report_stop(space, parent, got);
+    let before = raw.len();
+    let entries = sanitize(space, raw, warned);
+    let complete = paged_all && entries.len() == before;
+    (entries, complete)
 }
 
 fn all_root_entries() -> Vec<ListedEntry> {

@@ -47,7 +47,7 @@ use super::{FsResult, NodeKind, lock};
 mod fetch;
 mod naming;
 
-use fetch::fetch_entries;
+use fetch::{fetch_entries, listed_entries};
 pub(crate) use naming::name_problem;
 use naming::{listed_entry, visible_name};
 
@@ -523,6 +523,26 @@ impl DirCache {
                 fetched: Instant::now(),
             },
         );
+    }
+
+    /// Cache the listing of storage root `dir` read before the mount (the probe's page 1, when
+    /// it was the only page), as a fetch started at `began` would: the first lookups after
+    /// mounting need no request. Nothing for other folders.
+    pub(crate) fn seed_root(
+        &self,
+        dir: Loc,
+        got: crate::api::paging::Collected<FileEntry>,
+        began: Instant,
+    ) {
+        let Loc::SpaceRoot(space) = dir else {
+            return;
+        };
+        if self.times.ttl.is_zero() {
+            return;
+        }
+        let (entries, complete) = listed_entries(space, None, got, &self.shared.warned);
+        let listing = Arc::new(Listing::new(entries, complete, began));
+        self.shared.store(dir, self.epoch(dir), &listing);
     }
 
     /// Forget every cached listing and negative entry (after recovery uploaded files the

@@ -211,7 +211,7 @@ async fn a_file_gone_elsewhere_forgets_its_name_not_its_folder() {
 }
 
 /// Issue 12's target for an emulator that scales: 100,000 entries listed through the client on
-/// loopback in < 5 s (1,000 pages, 40 in flight).
+/// loopback in < 5 s (1,000 pages, 50 in flight).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_entries_are_listed_within_five_seconds() {
     let (running, api, _dir) = start(0).await;
