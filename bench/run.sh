@@ -352,9 +352,20 @@ max_of() { tr ' ' '\n' | grep -v '^$' | sort -g | tail -1; }
 
 # The daemon's CPU time so far (user + system, ms).
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($14 + $15) * 1000 / hz }' "/proc/$MOUNT_PID/stat"; }
+# CPU time the whole machine has spent busy so far (every core, ms: user, nice, system, irq,
+# softirq, steal of /proc/stat): the reader, the daemon, the emulator and the kernel's network
+# and FUSE work together.
+busy_ms() { awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%.0f", ($2 + $3 + $4 + $7 + $8 + $9) * 1000 / hz }' /proc/stat; }
 
+rand_fio() { # bs count seed -> IOPS (fio's JSON in $WORK/fio.json)
+    fio --name="rand" --filename="$MNT/big.bin" --readonly --rw=randread --bs="$1" \
+        --ioengine=psync --direct=0 --iodepth=1 --numjobs=1 --size="$SIZE_BYTES" \
+        --number_ios="$2" --io_size=$(($1 * $2)) --randrepeat=1 --randseed="$3" \
+        --output-format=json --output="$WORK/fio.json" >/dev/null
+    json 'round(d["jobs"][0]["read"]["iops"], 1)' <"$WORK/fio.json"
+}
 S_CURL_COLD="" S_MNT_COLD="" S_CURL_WARM="" S_MNT_WARM="" S_MNT_FRESH="" RSS_READ=0
-S_GETS="" S_CPU=""
+S_GETS="" S_CPU="" S_MNT_FLOOR="" S_FLOOR_GETS="" B_CURL="" B_FRESH="" B_FLOOR=""
 if [[ "${BENCH_ONLY:-}" != rand ]]; then
 for rep in $(seq 1 "$REPEAT"); do
     log "sequential read ($rep/$REPEAT): curl after drop_caches"
@@ -372,15 +383,31 @@ for rep in $(seq 1 "$REPEAT"); do
     fi
     stop_mount
     log "sequential read ($rep/$REPEAT): curl and a fresh mount, server data in page cache"
+    b0="$(busy_ms)"
     S_CURL_WARM="$S_CURL_WARM $(curl_speed)"
+    B_CURL="$B_CURL $(($(busy_ms) - b0))"
     start_mount
     client reset-stats >/dev/null
     cpu0="$(cpu_ms)"
+    b0="$(busy_ms)"
     S_MNT_FRESH="$S_MNT_FRESH $(dd_speed "$MNT/big.bin")"
+    B_FRESH="$B_FRESH $(($(busy_ms) - b0))"
     S_CPU="$S_CPU $(($(cpu_ms) - cpu0))"
     S_GETS="$S_GETS $(client stats | json 'd["data_get"]')"
+    # The floor: the same dd with every block in the daemon's cache (fio's 1 MiB reads in
+    # random order put them there, and random reads stay cached) and the kernel's page cache
+    # emptied, so every read crosses FUSE and none makes a request.
+    log "sequential read ($rep/$REPEAT): the same file from the daemon's cache (the FUSE floor)"
+    rand_fio $((1024 * 1024)) "$SIZE_MIB" "$rep" >/dev/null
+    drop_caches
+    client reset-stats >/dev/null
+    b0="$(busy_ms)"
+    S_MNT_FLOOR="$S_MNT_FLOOR $(dd_speed "$MNT/big.bin")"
+    B_FLOOR="$B_FLOOR $(($(busy_ms) - b0))"
+    S_FLOOR_GETS="$S_FLOOR_GETS $(client stats | json 'd["data_get"]')"
     stop_mount
 done
+S_MNT_FLOOR="$(max_of <<<"$S_MNT_FLOOR")"
 S_CURL_COLD="$(max_of <<<"$S_CURL_COLD")"
 S_MNT_COLD="$(max_of <<<"$S_MNT_COLD")"
 S_CURL_WARM="$(max_of <<<"$S_CURL_WARM")"
@@ -393,6 +420,13 @@ R_WARM="$(calc "$S_MNT_WARM / $S_CURL_WARM")"
 row "Sequential read ${SIZE_MIB} MiB, cold: drop_caches + fresh mount (MiB/s)" "$S_MNT_COLD" "$S_CURL_COLD (curl after drop_caches)" "$R_COLD" "≥ $TARGET_SEQ_READ: $(verdict "$R_COLD" "$TARGET_SEQ_READ")"
 row "Sequential read ${SIZE_MIB} MiB, fresh mount, server data in page cache (MiB/s)" "$S_MNT_FRESH" "$S_CURL_WARM (curl, same)" "$R_FRESH" "≥ $TARGET_SEQ_READ: $(verdict "$R_FRESH" "$TARGET_SEQ_READ")"
 row "Sequential read ${SIZE_MIB} MiB, warm: 2nd read on the same mount (MiB/s)" "$S_MNT_WARM" "$S_CURL_WARM (curl, server cached)" "$R_WARM" "—"
+row "Sequential read ${SIZE_MIB} MiB from the daemon's cache, kernel cache dropped: the FUSE floor (MiB/s; data GETs, median)" "$S_MNT_FLOOR; $(median <<<"$S_FLOOR_GETS") GETs" "$S_CURL_WARM (curl, server cached)" "$(calc "$S_MNT_FLOOR / $S_CURL_WARM")" "—"
+# Machine CPU of each (medians): with both cores busy, a read costing B ms of CPU cannot take
+# less than B / 2 ms of wall time, which bounds its speed whatever the code does.
+NCPU="$(nproc)"
+B_CURL="$(median <<<"$B_CURL")" B_FRESH="$(median <<<"$B_FRESH")" B_FLOOR="$(median <<<"$B_FLOOR")"
+row "Sequential read ${SIZE_MIB} MiB: machine CPU (ms, all $NCPU cores, medians): fresh mount; from the daemon's cache; curl" "$B_FRESH; $B_FLOOR; $B_CURL" "—" "—" "—"
+row "Sequential read ${SIZE_MIB} MiB, fresh mount: the most $NCPU cores allow (the CPU of the FUSE floor + curl's, spread over every core; MiB/s)" "$(calc "$SIZE_MIB * 1000 * $NCPU / ($B_FLOOR + $B_CURL)" 1)" "$S_CURL_WARM (curl, server cached)" "$(calc "$SIZE_MIB * 1000 * $NCPU / ($B_FLOOR + $B_CURL) / $S_CURL_WARM")" "—"
 RSS_BUDGET=$((CACHE_MIB + RSS_READ_SLACK_MIB))
 row "Sequential read ${SIZE_MIB} MiB, fresh mount: data GETs; daemon CPU (ms; medians of $REPEAT)" "$(median <<<"$S_GETS"); $(median <<<"$S_CPU")" "1 GET (curl)" "—" "—"
 row "Daemon peak RSS during the cold read (VmHWM, MiB; max of $REPEAT)" "$RSS_READ" "budget $RSS_BUDGET (cache $CACHE_MIB + $RSS_READ_SLACK_MIB)" "$(calc "$RSS_READ / $RSS_BUDGET")" "≤ 1: $(awk -v a="$RSS_READ" -v b="$RSS_BUDGET" 'BEGIN { print (a <= b) ? "pass" : "**FAIL**" }')"
@@ -406,27 +440,34 @@ fi
 
 # --- random reads -----------------------------------------------------------------------------
 
+# Random reads on a fresh mount against ranged GETs of the same size; then the same reads again
+# on that mount after drop_caches (the kernel's page cache emptied, the daemon's block cache
+# kept): what FUSE and the daemon cost with no request, the floor under the first figure.
 rand_bench() { # bs_bytes count label
-    local bs="$1" count="$2" label="$3" fio_best="" base_best="" gets="" cpu="" rep iops c0
+    local bs="$1" count="$2" label="$3" fio_best="" base_best="" floor_best="" gets="" floor_gets="" cpu="" rep c0
     for rep in $(seq 1 "$REPEAT"); do
-        log "random $label reads ($rep/$REPEAT): fio on a fresh mount ($count reads)"
+        log "random $label reads ($rep/$REPEAT): fio on a fresh mount ($count reads), then again from the daemon's cache"
         start_mount
         client reset-stats >/dev/null
         c0="$(cpu_ms)"
-        fio --name="rand" --filename="$MNT/big.bin" --readonly --rw=randread --bs="$bs" \
-            --ioengine=psync --direct=0 --iodepth=1 --numjobs=1 --size="$SIZE_BYTES" \
-            --number_ios="$count" --io_size=$((bs * count)) --randrepeat=0 \
-            --output-format=json --output="$WORK/fio.json" >/dev/null
+        fio_best="$fio_best $(rand_fio "$bs" "$count" "$rep")"
         gets="$gets $(client stats | json 'd["data_get"]')"
         cpu="$cpu $(awk -v a="$(($(cpu_ms) - c0))" -v n="$count" 'BEGIN { printf "%.0f", a * 1000 / n }')"
+        drop_caches
+        client reset-stats >/dev/null
+        floor_best="$floor_best $(rand_fio "$bs" "$count" "$rep")"
+        floor_gets="$floor_gets $(client stats | json 'd["data_get"]')"
         stop_mount
-        fio_best="$fio_best $(json 'round(d["jobs"][0]["read"]["iops"], 1)' <"$WORK/fio.json")"
         log "random $label reads ($rep/$REPEAT): ranged GETs without a mount"
         base_best="$base_best $(client ranged "$BIG_URL" --size "$SIZE_BYTES" --bs "$bs" --count "$count" --seed "$rep" | json 'round(d["iops"], 1)')"
     done
     fio_best="$(max_of <<<"$fio_best")"
     base_best="$(max_of <<<"$base_best")"
+    floor_best="$(max_of <<<"$floor_best")"
     row "Random $label reads, fio psync qd1, $count reads, fresh mount (IOPS; data GETs made; daemon CPU µs per read, median)" "$fio_best; $(median <<<"$gets") GETs; $(median <<<"$cpu") µs" "$base_best; $count GETs ($label ranged GETs, keep-alive)" "$(calc "$fio_best / $base_best")" "—"
+    # What a read cost beyond the floor is the daemon's GET path; the best the mount can do is
+    # one floor read plus one baseline GET per read.
+    row "Random $label reads again after drop_caches, from the daemon's cache (IOPS; data GETs): the FUSE floor" "$floor_best; $(median <<<"$floor_gets") GETs" "$base_best (ranged GETs)" "$(calc "$floor_best / $base_best")" "ceiling for the first row: $(calc "1 / (1 + $base_best / $floor_best)")"
 }
 rand_bench 4096 "$RAND_4K_IOS" "4 KiB"
 rand_bench $((256 * 1024)) "$RAND_256K_IOS" "256 KiB"
