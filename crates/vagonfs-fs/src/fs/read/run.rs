@@ -4,7 +4,9 @@
 //! Subtle cases handled here:
 //! - a run's memory: a read's run waits in line for the budget ([`Grant::Demand`]); a prefetch
 //!   run got its budget at once and also waits for a permit of its handle
-//!   ([`Grant::Prefetch`]); each delivered block's share of the budget becomes the cache's;
+//!   ([`Grant::Prefetch`]), in the line it joined when it was started, so permits go to runs
+//!   in the stream's order whatever order their tasks start in ([`in_line_for`]); each
+//!   delivered block's share of the budget becomes the cache's;
 //! - whatever way a run ends (error, panic, shutdown, dropped task), [`RunGuard`] removes the
 //!   blocks it has not delivered from the in-flight map, gives their waiters an error (never a
 //!   hang) and releases the bytes it reserved in the cache;
@@ -14,12 +16,15 @@
 //!   writing where the last byte landed.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 
 use futures::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::cache::BlockKey;
 use super::pool::BufferPool;
@@ -47,7 +52,7 @@ impl Reader {
             let (senders, flights) = register(fetching, file, at..to);
             out.extend(flights.into_iter().map(Pending::Fetching));
             let grant = match prefetch.take() {
-                Some((permits, memory)) => Grant::Prefetch(permits, memory),
+                Some((permits, memory)) => Grant::Prefetch(in_line_for(permits), memory),
                 None => Grant::Demand,
             };
             let own = own_end.filter(|&own| own > at && own < to);
@@ -87,8 +92,27 @@ impl Reader {
 enum Grant {
     /// A read waits for it: in line for the budget.
     Demand,
-    /// A prefetch: the budget was granted at once; it also waits for its handle's permit.
-    Prefetch(Arc<Semaphore>, OwnedSemaphorePermit),
+    /// A prefetch: the budget was granted at once; it also waits for its handle's permit, in
+    /// the line it joined when it was started ([`in_line_for`]).
+    Prefetch(PermitWait, OwnedSemaphorePermit),
+}
+
+/// A prefetch run's wait for a permit of its handle.
+type PermitWait = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// Join the line for one of `permits` now, in the order runs are started (the stream's order,
+/// under the in-flight map's lock), not when the run's task first runs: tasks start in any
+/// order on the multi-threaded runtime, and at 20 ms a run far ahead often took the permit of
+/// the run the reader needed next, which then waited a whole round trip more (measured). The
+/// semaphore serves its line first come, first served; the wait is polled once here with a
+/// no-op waker to take its place, and the run's task polls it again with its own.
+fn in_line_for(permits: Arc<Semaphore>) -> PermitWait {
+    let mut wait: PermitWait = Box::pin(permits.acquire_owned());
+    let mut cx = Context::from_waker(Waker::noop());
+    match wait.as_mut().poll(&mut cx) {
+        Poll::Ready(got) => Box::pin(std::future::ready(got)),
+        Poll::Pending => wait,
+    }
 }
 
 /// Register the blocks `blocks` of `file` as in flight: one sender each for the run, one
@@ -153,7 +177,7 @@ impl RunGuard {
                     }
                 }
             }
-            Grant::Prefetch(permits, memory) => match permits.acquire_owned().await {
+            Grant::Prefetch(wait, memory) => match wait.await {
                 Ok(p) => (Some(p), memory),
                 Err(_) => {
                     return self.fail(FsError::Io(std::io::Error::other(
@@ -296,5 +320,34 @@ impl Drop for RunGuard {
         if self.reader.running.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.reader.running.done.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn permits_go_to_runs_in_the_order_they_were_started_not_first_polled() {
+        let permits = Arc::new(Semaphore::new(0));
+        let first = in_line_for(Arc::clone(&permits));
+        let second = in_line_for(Arc::clone(&permits));
+        // The second run's task runs first: it still waits behind the first.
+        let mut second = tokio::spawn(second);
+        tokio::task::yield_now().await;
+        permits.add_permits(1);
+        tokio::task::yield_now().await;
+        assert!(
+            futures::poll!(&mut second).is_pending(),
+            "the later run took the permit"
+        );
+        let got = first.await.expect("the first run's permit");
+        drop(got);
+        second.await.expect("task").expect("then the second's");
+        // A permit free at once is taken at once.
+        let free = Arc::new(Semaphore::new(1));
+        let wait = in_line_for(Arc::clone(&free));
+        assert_eq!(free.available_permits(), 0);
+        wait.await.expect("the free permit");
     }
 }
