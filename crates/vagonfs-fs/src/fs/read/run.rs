@@ -343,11 +343,11 @@ mod tests {
         );
         let got = first.await.expect("the first run's permit");
         drop(got);
-        second.await.expect("task").expect("then the second's");
+        let _permit = second.await.expect("task").expect("then the second's");
         // A permit free at once is taken at once.
         let free = Arc::new(Semaphore::new(1));
         let wait = in_line_for(Arc::clone(&free));
         assert_eq!(free.available_permits(), 0);
-        wait.await.expect("the free permit");
+        let _permit = wait.await.expect("the free permit");
     }
 }
