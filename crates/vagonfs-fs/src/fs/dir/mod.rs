@@ -27,7 +27,10 @@
 //!   de-duplicated the same way (`~{id}` at the end);
 //! - negative lookups: a name missing from a listing is remembered for [`NEGATIVE_TTL`] (bounded
 //!   by the folder TTL), so a program probing for a missing file does not relist a big folder
-//!   each time its listing expires; [`DirCache::invalidate`] forgets both.
+//!   each time its listing expires; [`DirCache::invalidate`] forgets both;
+//! - the storage root may start with the listing the mount's probe read before mounting
+//!   ([`DirCache::seed_root`]: its first page, when no page followed), stored as a fetch started
+//!   at the probe's time would be, so a fresh mount's first lookups at the root ask nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
