@@ -14,14 +14,24 @@
 //!   a file a rename re-targeted (the engine may send it before the rename moved the inode)
 //!   leaves the name to the rename, so it never shadows a neighbour of the new name;
 //! - an upload marks the id it replaced as gone, and counts its growth against the storage's
-//!   known free space (the quota check, `room.rs`).
+//!   known free space (the quota check, `room.rs`);
+//! - a listed file that this mount's own upload just created is the uploading inode
+//!   (`upsert_listed`), found through one map of the spooled files per readdir batch
+//!   (`spooled_by_base`), made only when an entry of the batch has no inode yet.
 
+use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use crate::api::Space;
 
 use super::inode::Loc;
 use super::ops_write::folder_target;
 use super::write::{SpooledFile, Uploaded};
 use super::{FsError, FsResult, VagonFs, lock};
+
+/// Spooled files' inodes by the remote object each one replaces: [`VagonFs::spooled_by_base`].
+pub(crate) type SpooledByBase = HashMap<(Space, u64), u64>;
 
 impl VagonFs {
     /// An unlink of `ino`, or a rename onto it, starts: no new upload of it starts (one in
@@ -145,10 +155,6 @@ impl VagonFs {
         }
     }
 
-    /// Bookkeeping after `ino`'s spool was uploaded as `done`. No listing is fetched or
-    /// dropped: the overlay shows the file under its name (and hides the id it replaced) until
-    /// any listing fetched before the upload has expired, so a new file costs exactly its three
-    /// upload requests.
     /// The inode for a listed child ([`super::inode::InodeTable::upsert`]), except that a
     /// listed file which this mount's own upload just created is the uploading inode, not a
     /// second inode beside it. The server answers a listing with the new file as soon as its
@@ -156,25 +162,26 @@ impl VagonFs {
     /// ran; a second inode would show the landed (older) bytes while the file's spool holds
     /// newer ones still on their way (found by the model test: the mount showed a file's
     /// previous version until its next upload landed).
+    ///
+    /// `spooled` is [`Self::spooled_by_base`], made at most once for all the entries of one
+    /// readdir batch (and only if one of them needs it), not a scan of every spooled file per
+    /// listed file.
     pub(crate) fn upsert_listed(
         &self,
         seen: &super::inode::Seen,
         name: &std::ffi::OsStr,
         parent: (u64, Loc),
         count_lookup: bool,
+        spooled: &OnceCell<SpooledByBase>,
     ) -> super::inode::Inode {
         if let Loc::Remote { space, id } = seen.loc
             && seen.kind == super::NodeKind::File
             && self.inodes.ino_of(&seen.loc).is_none()
         {
-            let own = lock(&self.files)
-                .iter()
-                .find(|(_, f)| {
-                    !f.unlinked
-                        && f.file.space() == space
-                        && f.file.base().is_some_and(|b| b.id == id)
-                })
-                .map(|(ino, _)| *ino);
+            let own = spooled
+                .get_or_init(|| self.spooled_by_base())
+                .get(&(space, id))
+                .copied();
             if let Some(ino) = own
                 && let Some(node) = self.inodes.get(ino)
                 && node.loc != seen.loc
@@ -183,6 +190,23 @@ impl VagonFs {
             }
         }
         self.inodes.upsert(seen, name, parent, count_lookup)
+    }
+
+    /// The inodes of this mount's spooled files (not unlinked) by the remote object each one
+    /// replaces, `(space, id)`; the lowest inode when two replace the same object.
+    pub(crate) fn spooled_by_base(&self) -> SpooledByBase {
+        let mut map = SpooledByBase::new();
+        for (ino, f) in lock(&self.files).iter() {
+            if f.unlinked {
+                continue;
+            }
+            if let Some(base) = f.file.base() {
+                map.entry((f.file.space(), base.id))
+                    .and_modify(|v| *v = (*v).min(*ino))
+                    .or_insert(*ino);
+            }
+        }
+        map
     }
 
     /// `ino` is now the object its upload landed as (`to`), no longer `from`: the old object
@@ -197,6 +221,10 @@ impl VagonFs {
         self.time_moved(from, to, false, Some(ino));
     }
 
+    /// Bookkeeping after `ino`'s spool was uploaded as `done`. No listing is fetched or
+    /// dropped: the overlay shows the file under its name (and hides the id it replaced) until
+    /// any listing fetched before the upload has expired, so a new file costs exactly its three
+    /// upload requests.
     pub(crate) fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
         let unlinked = lock(&self.files).get(&ino).is_some_and(|f| f.unlinked);
         if unlinked {

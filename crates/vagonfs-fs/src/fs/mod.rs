@@ -247,9 +247,13 @@ impl VagonFs {
                 .inodes
                 .add_lookup(node.ino)
                 .ok_or(FsError::StaleInode(node.ino))?,
-            Some(Resolved::Listed(entry)) => {
-                self.upsert_listed(&entry.seen, &entry.name, (parent, dir.loc), true)
-            }
+            Some(Resolved::Listed(entry)) => self.upsert_listed(
+                &entry.seen,
+                &entry.name,
+                (parent, dir.loc),
+                true,
+                &std::cell::OnceCell::new(),
+            ),
             None => return Err(FsError::NotFound),
         };
         Ok(self.reply(node))
@@ -309,6 +313,7 @@ impl VagonFs {
         };
         let total = view.len() + 2;
         let mut out = Vec::new();
+        let spooled = std::cell::OnceCell::new();
         for index in start..total.min(start.saturating_add(READDIR_BATCH)) {
             let next = i64::try_from(index + 1).unwrap_or(i64::MAX);
             let entry = match index {
@@ -338,6 +343,7 @@ impl VagonFs {
                                 &listed.name,
                                 (ino, dir.loc),
                                 true,
+                                &spooled,
                             )),
                         ),
                         // Gone since the snapshot (unlinked and forgotten): skipped.
