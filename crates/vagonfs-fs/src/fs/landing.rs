@@ -17,7 +17,8 @@
 //!   known free space (the quota check, `room.rs`);
 //! - a listed file that this mount's own upload just created is the uploading inode
 //!   (`upsert_listed`), found through one map of the spooled files per readdir batch
-//!   (`spooled_by_base`), made only when an entry of the batch has no inode yet.
+//!   (`spooled_by_base`), made only when an entry of the batch has no inode yet, or by one
+//!   scan for a single lookup; both through `each_spooled_base`.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -163,25 +164,37 @@ impl VagonFs {
     /// newer ones still on their way (found by the model test: the mount showed a file's
     /// previous version until its next upload landed).
     ///
-    /// `spooled` is [`Self::spooled_by_base`], made at most once for all the entries of one
-    /// readdir batch (and only if one of them needs it), not a scan of every spooled file per
-    /// listed file.
+    /// `spooled`: a readdir batch's [`Self::spooled_by_base`], made at most once for all its
+    /// entries (and only if one of them needs it), so that each listed file is one map lookup,
+    /// not a scan of every spooled file; `None` (one lookup) scans once, without building a
+    /// map. Both find the lowest inode that replaces the listed object.
     pub(crate) fn upsert_listed(
         &self,
         seen: &super::inode::Seen,
         name: &std::ffi::OsStr,
         parent: (u64, Loc),
         count_lookup: bool,
-        spooled: &OnceCell<SpooledByBase>,
+        spooled: Option<&OnceCell<SpooledByBase>>,
     ) -> super::inode::Inode {
         if let Loc::Remote { space, id } = seen.loc
             && seen.kind == super::NodeKind::File
             && self.inodes.ino_of(&seen.loc).is_none()
         {
-            let own = spooled
-                .get_or_init(|| self.spooled_by_base())
-                .get(&(space, id))
-                .copied();
+            let own = match spooled {
+                Some(batch) => batch
+                    .get_or_init(|| self.spooled_by_base())
+                    .get(&(space, id))
+                    .copied(),
+                None => {
+                    let mut lowest: Option<u64> = None;
+                    self.each_spooled_base(|base, ino| {
+                        if base == (space, id) {
+                            lowest = Some(lowest.map_or(ino, |l| l.min(ino)));
+                        }
+                    });
+                    lowest
+                }
+            };
             if let Some(ino) = own
                 && let Some(node) = self.inodes.get(ino)
                 && node.loc != seen.loc
@@ -196,17 +209,24 @@ impl VagonFs {
     /// replaces, `(space, id)`; the lowest inode when two replace the same object.
     pub(crate) fn spooled_by_base(&self) -> SpooledByBase {
         let mut map = SpooledByBase::new();
+        self.each_spooled_base(|base, ino| {
+            map.entry(base)
+                .and_modify(|v| *v = (*v).min(ino))
+                .or_insert(ino);
+        });
+        map
+    }
+
+    /// `visit((space, id), inode)` for each spooled file (not unlinked) that replaces a remote
+    /// object, under the `files` lock: the one rule of which upload a listed object may be.
+    fn each_spooled_base(&self, mut visit: impl FnMut((Space, u64), u64)) {
         for (ino, f) in lock(&self.files).iter() {
-            if f.unlinked {
-                continue;
-            }
-            if let Some(base) = f.file.base() {
-                map.entry((f.file.space(), base.id))
-                    .and_modify(|v| *v = (*v).min(*ino))
-                    .or_insert(*ino);
+            if !f.unlinked
+                && let Some(base) = f.file.base()
+            {
+                visit((f.file.space(), base.id), *ino);
             }
         }
-        map
     }
 
     /// `ino` is now the object its upload landed as (`to`), no longer `from`: the old object

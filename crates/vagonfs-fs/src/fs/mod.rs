@@ -247,13 +247,9 @@ impl VagonFs {
                 .inodes
                 .add_lookup(node.ino)
                 .ok_or(FsError::StaleInode(node.ino))?,
-            Some(Resolved::Listed(entry)) => self.upsert_listed(
-                &entry.seen,
-                &entry.name,
-                (parent, dir.loc),
-                true,
-                &std::cell::OnceCell::new(),
-            ),
+            Some(Resolved::Listed(entry)) => {
+                self.upsert_listed(&entry.seen, &entry.name, (parent, dir.loc), true, None)
+            }
             None => return Err(FsError::NotFound),
         };
         Ok(self.reply(node))
@@ -343,7 +339,7 @@ impl VagonFs {
                                 &listed.name,
                                 (ino, dir.loc),
                                 true,
-                                &spooled,
+                                Some(&spooled),
                             )),
                         ),
                         // Gone since the snapshot (unlinked and forgotten): skipped.
