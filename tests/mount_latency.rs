@@ -193,16 +193,10 @@ fn folder_metadata_follows_what_happens_inside() {
 
 /// `count` empty folders in `parent` of machine 1, through the emulator's bulk hook.
 fn bulk_folders(emu: &EmulatorProcess, parent: Option<u64>, count: u64) {
-    let url = format!("{}/_emulator/bulk-folders", emu.url);
-    rt().block_on(async {
-        let resp = vagonfs_api::http::tls::client()
-            .post(&url)
-            .json(&serde_json::json!({"count": count, "prefix": "d", "machine_id": 1, "parent_id": parent}))
-            .send()
-            .await
-            .expect("bulk-folders");
-        assert!(resp.status().is_success(), "bulk-folders: {}", resp.status());
-    });
+    emu.admin_post(
+        "bulk-folders",
+        Some(&serde_json::json!({"count": count, "prefix": "d", "machine_id": 1, "parent_id": parent})),
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {

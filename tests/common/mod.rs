@@ -211,15 +211,7 @@ impl EmulatorProcess {
 
     /// `POST /_emulator/reset-stats`: the counters and peaks start again from zero.
     pub fn reset_stats(&self) {
-        let url = format!("{}/_emulator/reset-stats", self.url);
-        rt().block_on(async {
-            let r = vagonfs_api::http::tls::client()
-                .post(&url)
-                .send()
-                .await
-                .expect("reset-stats");
-            assert!(r.status().is_success(), "reset-stats: {}", r.status());
-        });
+        self.admin_post("reset-stats", None);
     }
 
     /// `GET /_emulator/peaks`: the most requests of each family handled at once.
@@ -249,39 +241,31 @@ impl EmulatorProcess {
 
     /// The fault rates in force (`GET /_emulator/faults`).
     pub fn faults(&self) -> serde_json::Value {
-        let url = format!("{}/_emulator/faults", self.url);
-        rt().block_on(async {
-            let response = vagonfs_api::http::tls::client()
-                .get(&url)
-                .send()
-                .await
-                .expect("GET /_emulator/faults");
-            assert!(
-                response.status().is_success(),
-                "faults: HTTP {}",
-                response.status()
-            );
-            response
-                .json::<serde_json::Value>()
-                .await
-                .expect("faults JSON")
-        })
+        self.admin_get("faults")
     }
 
     /// Switch fault injection on or off (`POST /_emulator/faults`), e.g.
     /// `{"fail_rate": 0.2, "throttle_rate": 0.1, "reset_rate": 0.05}`.
     pub fn set_faults(&self, faults: serde_json::Value) {
-        let url = format!("{}/_emulator/faults", self.url);
+        self.admin_post("faults", Some(&faults));
+    }
+
+    /// `POST /_emulator/{what}` with `body` as JSON (or none); fails the test unless it
+    /// succeeds.
+    pub fn admin_post(&self, what: &str, body: Option<&serde_json::Value>) {
+        let url = format!("{}/_emulator/{what}", self.url);
         rt().block_on(async {
-            let response = vagonfs_api::http::tls::client()
-                .post(&url)
-                .json(&faults)
+            let mut request = vagonfs_api::http::tls::client().post(&url);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request
                 .send()
                 .await
-                .expect("POST /_emulator/faults");
+                .unwrap_or_else(|e| panic!("POST /_emulator/{what}: {e}"));
             assert!(
                 response.status().is_success(),
-                "faults: HTTP {}",
+                "{what}: HTTP {}",
                 response.status()
             );
         })
