@@ -631,3 +631,63 @@ fn eight_writers_and_a_reader_at_once() {
         );
     }
 }
+
+/// `git clone` into the mount, then what git does next, with every folder revalidated when it
+/// is opened (`--dir-refresh 0`) and the kernel's caches dropped: every file and folder the
+/// clone made stays shown. (A folder made here showed only through the inodes the kernel held:
+/// once they were forgotten, `.git/logs/refs` and the files under `.git/objects/xx/` vanished
+/// until their folders were listed again, and git said "not a git repository".)
+#[test]
+fn git_clone_then_status_log_and_fsck_after_the_kernel_forgets() {
+    let emu = EmulatorProcess::start();
+    let cache = tempdir();
+    let m = mount(&emu, cache.path(), &["--dir-refresh", "0"]);
+    let src = tempdir();
+    let commit = "git -c user.name=t -c user.email=t@example.com commit -q";
+    sh(&format!(
+        "cd '{}' && git init -q && mkdir -p a/b c && echo one > a/b/f && echo two > c/g \
+         && git add . && {commit} -m one && echo three >> a/b/f && {commit} -am two",
+        src.path().display()
+    ));
+    run_ok(
+        Command::new("git")
+            .args(["clone", "-q"])
+            .arg(src.path())
+            .arg(m.join("repo")),
+    );
+    let git = |args: &[&str]| {
+        let out = run(Command::new("git").arg("-C").arg(m.join("repo")).args(args));
+        assert!(
+            out.status.success(),
+            "git {args:?} failed with {}:\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let check = |when: &str| {
+        assert_eq!(git(&["status", "--porcelain"]), "", "{when}: a clean tree");
+        assert_eq!(
+            git(&["log", "--format=%s"]),
+            "two\none\n",
+            "{when}: the history"
+        );
+        git(&["fsck", "--full"]);
+        assert_eq!(
+            std::fs::read_to_string(m.join("repo/a/b/f")).expect("read a/b/f"),
+            "one\nthree\n",
+            "{when}"
+        );
+    };
+    check("right after the clone");
+    m.sync_ok();
+    check("once everything landed");
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop the kernel's dentries and inodes");
+    check("after the kernel forgot its inodes");
+    assert_eq!(
+        tree_sums(&m.join("repo/.git")),
+        server_tree_sums(&emu, "repo/.git"),
+        "the mount shows what the server holds"
+    );
+}

@@ -120,18 +120,66 @@ impl VagonFs {
         {
             match self.inodes.get(ino) {
                 Some(node) => return Ok(Some(Resolved::Node(node))),
-                None => self.overlay.remove(dir.loc, name, Some(ino)),
+                None => {
+                    // The kernel forgot the inode, and the cached listing predates the name.
+                    self.overlay.remove(dir.loc, name, Some(ino));
+                    let listing = self.dirs.relist(dir.loc).await?;
+                    return Ok(self.listed(dir.loc, &listing, name));
+                }
             }
         }
         if self.dirs.is_known_missing(dir.loc, name) {
             return Ok(None);
         }
-        match self.dirs.entry(dir.loc, name).await? {
-            Some(e) if !self.overlay.is_gone(&e.seen.loc) => Ok(Some(Resolved::Listed(e))),
+        let found = self.dirs.entry(dir.loc, name).await?;
+        Ok(self.found(dir.loc, name, found))
+    }
+
+    /// `name` as `listing` of folder `dir` shows it.
+    fn listed(&self, dir: Loc, listing: &Listing, name: &OsStr) -> Option<Resolved> {
+        self.found(dir, name, listing.find(name).cloned())
+    }
+
+    /// What a listed entry shows (nothing when this mount removed it); a name found missing is
+    /// remembered.
+    fn found(&self, dir: Loc, name: &OsStr, entry: Option<ListedEntry>) -> Option<Resolved> {
+        match entry {
+            Some(e) if !self.overlay.is_gone(&e.seen.loc) => Some(Resolved::Listed(e)),
             _ => {
-                self.dirs.note_missing(dir.loc, name);
-                Ok(None)
+                self.dirs.note_missing(dir, name);
+                None
             }
+        }
+    }
+
+    /// The names this mount put in folder `dir` that show over `listing`, with live inodes.
+    /// A name whose inode the kernel forgot (an upload or a mkdir that landed, not held) is
+    /// something `listing` predates: the folder is listed again, waited for, and that listing
+    /// is the one to show (returned with the names over it).
+    async fn local_names(
+        &self,
+        dir: Loc,
+        mut listing: Arc<Listing>,
+    ) -> FsResult<(Arc<Listing>, Vec<(OsString, u64)>)> {
+        /// A name can only be lost again if it landed and was forgotten during the relist.
+        const RELISTS: usize = 2;
+        let mut relists = 0;
+        loop {
+            let mut lost = false;
+            let mut live = Vec::new();
+            for (name, ino) in self.overlay.names(dir, Some(listing.started)) {
+                if self.inodes.get(ino).is_some() {
+                    live.push((name, ino));
+                } else {
+                    self.overlay.remove(dir, &name, Some(ino));
+                    lost = true;
+                }
+            }
+            if !lost || relists == RELISTS {
+                return Ok((listing, live));
+            }
+            listing = self.dirs.relist(dir).await?;
+            relists += 1;
         }
     }
 
@@ -179,12 +227,7 @@ impl VagonFs {
             return trash;
         }
         let listing = self.dirs.get(dir.loc, Want::Open).await?;
-        let mut local: Vec<(OsString, u64)> = self
-            .overlay
-            .names(dir.loc, Some(listing.started))
-            .into_iter()
-            .filter(|(_, ino)| self.inodes.get(*ino).is_some())
-            .collect();
+        let (listing, mut local) = self.local_names(dir.loc, listing).await?;
         local.extend(self.trash_root_entry(dir));
         let shadowed: HashSet<&OsString> = local.iter().map(|(n, _)| n).collect();
         let hidden = listing
@@ -204,7 +247,7 @@ impl VagonFs {
     /// The children of folder `loc` as shown (listing merged with the overlay).
     pub(crate) async fn children_of(&self, loc: Loc) -> FsResult<Vec<(OsString, Child)>> {
         let listing = self.dirs.listing(loc).await?;
-        let local = self.overlay.names(loc, Some(listing.started));
+        let (listing, local) = self.local_names(loc, listing).await?;
         let shadowed: HashSet<&OsString> = local.iter().map(|(n, _)| n).collect();
         let mut out = Vec::with_capacity(listing.entries.len() + local.len());
         for e in &listing.entries {
@@ -240,9 +283,9 @@ impl VagonFs {
     pub(crate) async fn is_empty_dir(&self, loc: Loc) -> FsResult<bool> {
         self.dirs.invalidate(loc);
         let listing = self.dirs.listing(loc).await?;
-        // Names held here (not uploaded yet), and settled ones this fresh listing cannot know.
-        let local = self.overlay.names(loc, Some(listing.started));
-        if local.iter().any(|(_, ino)| self.inodes.get(*ino).is_some()) {
+        // Names held here (not uploaded yet), and settled ones this fresh listing cannot know
+        // (even when the kernel forgot their inodes: the server has them).
+        if !self.overlay.names(loc, Some(listing.started)).is_empty() {
             return Ok(false);
         }
         // A listing that stopped early or hides objects it cannot show proves nothing: the

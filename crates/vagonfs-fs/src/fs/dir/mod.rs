@@ -501,18 +501,31 @@ impl DirCache {
     /// the next caller lists it again and waits for it, and a fetch already running is not
     /// cached (it may predate the change that made the caller invalidate).
     pub(crate) fn invalidate(&self, dir: Loc) {
-        {
-            let mut epochs = lock(&self.shared.epochs);
-            epochs.0 += 1;
-            let next = epochs.0;
-            if epochs.1.len() >= EPOCHS_MAX {
-                let floor = next.saturating_sub(EPOCHS_MAX as u64 / 2);
-                epochs.1.retain(|_, e| *e > floor);
-            }
-            epochs.1.insert(dir, next);
-        }
+        self.new_epoch(dir);
         lock(&self.shared.listings).remove(&dir);
         lock(&self.shared.negative).retain(|(d, _), _| *d != dir);
+    }
+
+    /// A fetch of `dir` running now is not cached and not joined by later callers (it may
+    /// predate a change the caller knows of).
+    fn new_epoch(&self, dir: Loc) {
+        let mut epochs = lock(&self.shared.epochs);
+        epochs.0 += 1;
+        let next = epochs.0;
+        if epochs.1.len() >= EPOCHS_MAX {
+            let floor = next.saturating_sub(EPOCHS_MAX as u64 / 2);
+            epochs.1.retain(|_, e| *e > floor);
+        }
+        epochs.1.insert(dir, next);
+    }
+
+    /// A listing of `dir` whose fetch starts now (one already running may predate what the
+    /// caller knows, so it is not joined), waited for at most `--op-timeout`. No fallback on the
+    /// cached listing: the caller knows it lacks something. Until it lands, the cached listing
+    /// still serves everyone else, and stays the outage fallback.
+    pub(crate) async fn relist(&self, dir: Loc) -> FsResult<Arc<Listing>> {
+        self.new_epoch(dir);
+        self.wait_fetch(dir).await
     }
 
     /// Cache an empty, complete listing for folder `dir` that this mount just created (mkdir):
@@ -735,6 +748,21 @@ impl Shared {
         }
     }
 
+    /// Whether the kernel was given `entry`'s object under its name in folder `parent` (this
+    /// mount made it there: mkdir, an upload, a move), so its entry there is right already.
+    /// Invalidating it would make the kernel drop the whole subtree under it (a folder
+    /// revalidated after `git clone` dropped every inode of `.git`).
+    fn known_as(&self, parent: u64, entry: &ListedEntry) -> bool {
+        self.inodes
+            .ino_of(&entry.seen.loc)
+            .and_then(|ino| self.inodes.get(ino))
+            .is_some_and(|node| {
+                node.kind == entry.seen.kind
+                    && node.parent.map(|(p, _)| p) == Some(parent)
+                    && node.name.as_deref() == Some(entry.name.as_os_str())
+            })
+    }
+
     /// Invalidate the kernel's entries and inodes that differ between `old` and `new`.
     fn tell_kernel(&self, dir: Loc, old: &Listing, new: &Listing) {
         let Some(kernel) = self.kernel.get() else {
@@ -765,7 +793,7 @@ impl Shared {
             }
         }
         for after in &new.entries {
-            if old.find(&after.name).is_none() {
+            if old.find(&after.name).is_none() && !self.known_as(parent, after) {
                 // The kernel may hold a negative entry for it.
                 kernel.forget_entry(parent, &after.name);
                 entries += 1;

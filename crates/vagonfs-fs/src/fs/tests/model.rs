@@ -89,6 +89,9 @@ pub(super) enum Op {
     },
     /// The daemon dies (no flush), and a new one mounts the same cache folder.
     Crash,
+    /// The kernel forgets every inode it holds no handle on (memory pressure, `drop_caches`,
+    /// a folder's entries invalidated), leaves first.
+    Forget,
 }
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -117,6 +120,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (file.clone(), prop::option::of(bytes(10))).prop_map(|(file, data)| Op::Other { file, data }),
         1 => (file, bytes(6), bytes(6)).prop_map(|(file, mine, theirs)| Op::Race { file, mine, theirs }),
         1 => Just(Op::Crash),
+        1 => Just(Op::Forget),
     ]
 }
 
@@ -674,7 +678,30 @@ fn apply(w: &mut World, m: &mut Model, op: &Op) {
             // What the mount shows of `path` is defined again once the copy is up.
             w.settle();
         }
+        Op::Forget => w.run(forget_all(&fs)),
         Op::Crash => unreachable!("handled above"),
+    }
+}
+
+/// What the kernel does under memory pressure: every inode below the root it reached through
+/// readdir is forgotten (its whole lookup count), leaves first.
+async fn forget_all(fs: &VagonFs) {
+    let mut seen = Vec::new();
+    let mut stack = vec![ROOT_INO];
+    while let Some(ino) = stack.pop() {
+        for e in list(fs, ino).await {
+            let name = e.name.to_string_lossy();
+            if name == "." || name == ".." {
+                continue;
+            }
+            seen.push(e.attr.ino);
+            if e.attr.kind == NodeKind::Directory {
+                stack.push(e.attr.ino);
+            }
+        }
+    }
+    for ino in seen.into_iter().rev() {
+        fs.forget(ino, u64::MAX);
     }
 }
 

@@ -363,3 +363,25 @@ fn a_listing_read_while_an_upload_lands_shows_the_newer_spool() {
         check(&ops, Duration::ZERO, false).expect("follows the model");
     }
 }
+
+/// Found by the model once it could make the kernel forget inodes (`Op::Forget`: memory
+/// pressure, `drop_caches`, or the dentries a folder's revalidation invalidates): a folder made
+/// here, then forgotten, vanished from its parent until the parent was listed again, and so did
+/// a file that landed in a folder made here (`git clone` into the mount, then `git status`:
+/// "not a git repository"). The names showed through the overlay only, over listings that
+/// predate them, and pointed at inodes that were gone. Such a name now makes the folder be
+/// listed again.
+#[test]
+fn a_name_made_here_stays_shown_after_the_kernel_forgets_its_inode() {
+    check(&[Op::Mkdir { dir: 0 }, Op::Forget], Duration::ZERO, false).expect("follows the model");
+    for delay in [Duration::ZERO, Duration::from_secs(1)] {
+        let ops = [
+            Op::Mkdir { dir: 0 },
+            write_op(2, 0, b"x", false, false),
+            Op::Forget,
+            write_op(3, 1, b"yz", false, true),
+            Op::Forget,
+        ];
+        check(&ops, delay, false).expect("follows the model");
+    }
+}
