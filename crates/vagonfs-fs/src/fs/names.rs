@@ -8,8 +8,13 @@
 //! Subtle cases handled here:
 //! - a name in the overlay shadows a listed entry of the same name (the listing may be older
 //!   than an overwrite or a rename onto that name);
-//! - an overlay name whose inode is gone (forgotten after its upload settled) falls back to the
-//!   listing, and is dropped from the overlay;
+//! - an overlay name whose inode is gone (the kernel forgot it after its upload or mkdir
+//!   settled: `drop_caches`, memory pressure, a parent's revalidation) is dropped from the
+//!   overlay, and the folder is listed again first
+//!   ([`DirCache::relist`](super::dir::DirCache::relist)): the cached listing
+//!   predates the name (the empty one mkdir seeds, say), so falling back on it lost the name
+//!   (`git clone` into the mount, then `git status`: "not a git repository"); `rmdir` counts
+//!   such a name as content;
 //! - listed objects this mount deleted, replaced or moved are hidden until the listing is
 //!   fetched again (see `overlay.rs`);
 //! - a folder is empty only on a fresh *complete* listing (every page read, every object

@@ -30,14 +30,23 @@
 //!   each time its listing expires; [`DirCache::invalidate`] forgets both;
 //! - the storage root may start with the listing the mount's probe read before mounting
 //!   ([`DirCache::seed_root`]: its first page, when no page followed), stored as a fetch started
-//!   at the probe's time would be, so a fresh mount's first lookups at the root ask nothing.
+//!   at the probe's time would be, so a fresh mount's first lookups at the root ask nothing;
+//! - a listing that replaces another tells the kernel what changed (entries gone or now another
+//!   object, attributes changed), but not the entries it already holds as listed (an inode of
+//!   that object with that parent and name, made here by mkdir, an upload or a move):
+//!   invalidating those made the kernel drop every inode under them;
+//! - a caller that knows the cached listing lacks something asks [`DirCache::relist`]: a fetch
+//!   started then, not one already running (which may predate it).
+//!
+//! `fetch` walks the pages; `naming` turns objects into shown names; `progress` answers lookups
+//! from the pages of a listing still arriving.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::api::{FileEntry, FilesApi, Space};
+use crate::api::{FileEntry, FilesApi};
 
 use futures::FutureExt;
 
@@ -49,10 +58,11 @@ use super::{FsResult, NodeKind, lock};
 
 mod fetch;
 mod naming;
+mod progress;
 
 use fetch::{fetch_entries, listed_entries};
 pub(crate) use naming::name_problem;
-use naming::{listed_entry, visible_name};
+use progress::{Progress, ProgressDone};
 
 /// Longest file name Linux accepts, bytes.
 pub const NAME_MAX: usize = 255;
@@ -205,56 +215,6 @@ struct Shared {
     /// The pages that have arrived of each running fetch, by folder and epoch: a lookup in a
     /// folder never listed is answered by the page that holds its name ([`DirCache::entry`]).
     progress: Mutex<HashMap<(Loc, u64), Arc<Progress>>>,
-}
-
-/// The pages of one running folder fetch that have arrived so far, by shown name.
-struct Progress {
-    space: Space,
-    /// Shown name → the entry, or `None` when two arrived objects show under it (then only
-    /// the whole listing can tell which one keeps the name).
-    names: Mutex<HashMap<OsString, Option<ListedEntry>>>,
-    /// Bumped at each page taken.
-    pages: tokio::sync::watch::Sender<u32>,
-    /// Names answered from a page before the listing was whole, with what they were answered:
-    /// checked against the whole listing when it lands.
-    answered: Mutex<Vec<(OsString, Loc)>>,
-}
-
-impl Progress {
-    fn new(space: Space) -> Self {
-        Progress {
-            space,
-            names: Mutex::new(HashMap::new()),
-            pages: tokio::sync::watch::Sender::new(0),
-            answered: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Take one page's new objects (the pager's observer).
-    fn take(&self, page: &[FileEntry]) {
-        {
-            let mut names = lock(&self.names);
-            for e in page {
-                let Some((name, long)) = visible_name(e) else {
-                    continue;
-                };
-                let shown = listed_entry(self.space, e, name, long);
-                names
-                    .entry(shown.name.clone())
-                    .and_modify(|slot| *slot = None)
-                    .or_insert(Some(shown));
-            }
-        }
-        self.pages.send_modify(|n| *n += 1);
-    }
-
-    /// The entry shown as `name` in the pages arrived so far, when exactly one object holds it;
-    /// remembered as answered.
-    fn early(&self, name: &OsStr) -> Option<ListedEntry> {
-        let hit = lock(&self.names).get(name).cloned().flatten()?;
-        lock(&self.answered).push((name.to_os_string(), hit.seen.loc));
-        Some(hit)
-    }
 }
 
 /// The listing cache of one mount.
@@ -679,39 +639,7 @@ impl DirCache {
     }
 }
 
-/// Unregisters a fetch's [`Progress`] when the fetch ends, however it ends.
-struct ProgressDone<'a> {
-    shared: &'a Shared,
-    key: (Loc, u64),
-}
-
-impl Drop for ProgressDone<'_> {
-    fn drop(&mut self) {
-        lock(&self.shared.progress).remove(&self.key);
-    }
-}
-
 impl Shared {
-    /// Names answered from a page before the whole listing of `dir` was known, that the whole
-    /// listing shows otherwise (a later page held the same name with a lower id): the kernel
-    /// forgets its entry, and the next lookup resolves the name in the whole listing.
-    fn check_early_answers(&self, dir: Loc, progress: &Progress, listing: &Listing) {
-        let answered = std::mem::take(&mut *lock(&progress.answered));
-        if answered.is_empty() {
-            return;
-        }
-        let parent = self.inodes.ino_of(&dir);
-        for (name, loc) in answered {
-            if listing.find(&name).map(|e| e.seen.loc) == Some(loc) {
-                continue;
-            }
-            tracing::debug!(?dir, name = ?name, "a name answered from an early page is shown otherwise");
-            if let (Some(kernel), Some(parent)) = (self.kernel.get(), parent) {
-                kernel.forget_entry(parent, &name);
-            }
-        }
-    }
-
     /// Cache `listing` of `dir`, fetched at `epoch`, unless `dir` was invalidated since; tell
     /// the kernel what changed against the listing it replaces.
     fn store(&self, dir: Loc, epoch: u64, listing: &Arc<Listing>) {
