@@ -1,5 +1,8 @@
 //! Whether the API answers: failures of interactive metadata requests remembered for a few
 //! seconds, so a storm of lookups during an outage does not send (and wait on) a request each.
+//! The changes a user waits on that are one request (mkdir, rmdir, unlink) go through
+//! [`Health::bounded`] too: `rm -rf` of a folder on a frozen server fails within `--op-timeout`
+//! and then at once, not after the client's 60 s budget per file.
 //!
 //! Only failures that say "the API cannot be reached" count ([`unreachable`]): connection
 //! errors and timeouts (the client's, and [`FsConfig::op_timeout`](super::FsConfig) running
@@ -96,6 +99,41 @@ impl Health {
     /// Since when the API is unreachable, if it is.
     pub(crate) fn unreachable_since(&self) -> Option<SystemTime> {
         lock(&self.state).since.map(|(t, _)| t)
+    }
+
+    /// One request a user waits on that is not a listing (mkdir, rmdir, unlink): it fails at
+    /// once while a failure is remembered, and waits at most `limit` (then `op_timed_out`,
+    /// remembered). The request is dropped at the limit: a frozen server that acts on it
+    /// later makes the change the user asked for, and the next listing shows it.
+    pub(crate) async fn bounded<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        call: impl std::future::Future<Output = Result<T, FsError>>,
+    ) -> Result<T, FsError> {
+        if let Some(err) = self.recent_failure() {
+            return Err(err);
+        }
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok(v)) => {
+                self.ok();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if unreachable(&e) {
+                    self.failed(&e);
+                } else if matches!(e, FsError::Api(_)) {
+                    // An answer, if not the one hoped for: the API is there.
+                    self.ok();
+                }
+                Err(e)
+            }
+            Err(_) => {
+                let e = op_timed_out(what, limit);
+                self.failed(&e);
+                Err(e)
+            }
+        }
     }
 
     /// Log "serving cached listing" once per outage.

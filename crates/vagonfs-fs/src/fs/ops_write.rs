@@ -514,9 +514,12 @@ impl VagonFs {
         if self.child(&dir, name).await?.is_some() {
             return Err(FsError::Exists);
         }
+        let request = CreateRequest::directory(space, parent_id, api_name);
         let created = self
-            .api
-            .create(&CreateRequest::directory(space, parent_id, api_name))
+            .health
+            .bounded("create folder", self.config.op_timeout, async {
+                Ok(self.api.create(&request).await?)
+            })
             .await?;
         let loc = Loc::Remote {
             space,
@@ -591,7 +594,14 @@ impl VagonFs {
             },
         };
         if let Some(id) = remote
-            && let Err(e) = delete_remote(self.api.as_ref(), id).await
+            && let Err(e) = self
+                .health
+                .bounded(
+                    "delete",
+                    self.config.op_timeout,
+                    delete_remote(self.api.as_ref(), id),
+                )
+                .await
         {
             if let Some(ino) = child.ino {
                 self.keep_fate(ino);
@@ -651,7 +661,13 @@ impl VagonFs {
         if !self.is_empty_dir(child.loc).await? {
             return Err(FsError::NotEmpty);
         }
-        delete_remote(self.api.as_ref(), id).await?;
+        self.health
+            .bounded(
+                "delete folder",
+                self.config.op_timeout,
+                delete_remote(self.api.as_ref(), id),
+            )
+            .await?;
         self.forget_removed(&dir, name, &child);
         self.dirs.invalidate(child.loc);
         Ok(())

@@ -217,3 +217,58 @@ async fn a_changed_listing_tells_the_kernel() {
     );
     assert_eq!(list(&fs, ROOT_INO).await.len(), 5);
 }
+
+/// mkdir, unlink and rmdir on a hung API: the first fails within `--op-timeout` (not the
+/// client's 60 s budget), the next ones at once without a request while the failure is
+/// remembered (`rm -rf` of a folder is one unlink per file), and nothing is shown changed.
+/// Once the API answers again they work, with no remount.
+#[tokio::test]
+async fn a_hung_api_fails_mkdir_unlink_and_rmdir_within_the_op_timeout_then_at_once() {
+    let api = server();
+    api.inner().add_dir(Space::Shared, None, "d");
+    api.inner()
+        .add_file(Space::Shared, None, "f", pattern(3, 1));
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            op_timeout: Duration::from_millis(300),
+            ..config()
+        },
+    );
+    walk(&fs, "f").await.expect("f");
+    api.hold(ApiMethod::Create, None);
+    api.hold(ApiMethod::Delete, None);
+    let started = std::time::Instant::now();
+    let err = fs
+        .mkdir(ROOT_INO, OsStr::new("new"), 0o755)
+        .await
+        .unwrap_err();
+    assert_eq!(to_errno(&err), libc::EIO, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(fs.api_unreachable_since().is_some());
+    let err = fs.unlink(ROOT_INO, OsStr::new("f")).await.unwrap_err();
+    assert_eq!(to_errno(&err), libc::EIO, "{err}");
+    let err = fs.rmdir(ROOT_INO, OsStr::new("d")).await.unwrap_err();
+    assert_eq!(to_errno(&err), libc::EIO, "{err}");
+    assert_eq!(
+        api.calls(ApiMethod::Delete),
+        0,
+        "the remembered failure answers: no request waits"
+    );
+    let mut shown = list(&fs, ROOT_INO).await;
+    shown.retain(|e| e.name != "." && e.name != "..");
+    let names: Vec<_> = shown.iter().map(|e| e.name.clone()).collect();
+    assert_eq!(names, ["d", "f"]);
+
+    api.unhold(ApiMethod::Create);
+    api.unhold(ApiMethod::Delete);
+    tokio::time::sleep(crate::fs::health::FAILURE_MEMORY).await;
+    fs.mkdir(ROOT_INO, OsStr::new("new"), 0o755)
+        .await
+        .expect("mkdir once the API answers");
+    fs.unlink(ROOT_INO, OsStr::new("f")).await.expect("unlink");
+    fs.rmdir(ROOT_INO, OsStr::new("d")).await.expect("rmdir");
+    assert!(fs.api_unreachable_since().is_none());
+    assert_eq!(api.inner().names(Space::Shared, None), ["new"]);
+}
