@@ -486,6 +486,50 @@ async fn a_live_conflict_becomes_a_conflict_copy() {
     assert_eq!(e.mem().content(SPACE, None, copy).expect("copy"), b"MINE");
 }
 
+/// Another client lands its version while this mount's upload of the file is being sent (two
+/// machines saving the same file within a second): both are kept. The check that the name
+/// still holds the version this mount started from comes just before `complete`; made before
+/// the transfer, it let the later `complete` replace the other client's version unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_version_landed_during_the_upload_is_kept_beside_it() {
+    let e = env(Duration::ZERO);
+    e.mem().put_file(SPACE, None, "model.bin", b"base");
+    let a =
+        e.fs.lookup(ROOT_INO, OsStr::new("model.bin"))
+            .await
+            .expect("lookup");
+    let open =
+        e.fs.open(a.attr.ino, libc::O_WRONLY | libc::O_TRUNC)
+            .await
+            .expect("open");
+    let mine = crate::api::mem::pattern(2 << 20, 5).to_vec();
+    e.fs.write(a.attr.ino, open.fh, 0, &mine[..])
+        .await
+        .expect("write");
+    e.hold_parts();
+    let fs = Arc::clone(&e.fs);
+    let (ino, fh) = (a.attr.ino, open.fh);
+    let fsync = tokio::spawn(async move { fs.fsync(ino, fh).await });
+    e.until("the upload is sending its part", |e| {
+        e.calls(ApiMethod::UploadPart) >= 1
+    })
+    .await;
+    e.mem().put_file(SPACE, None, "model.bin", b"theirs");
+    e.open_parts();
+    fsync.await.expect("join").expect("fsync");
+    e.fs.release(ino, fh).await.expect("release");
+    assert_eq!(
+        e.mem().content(SPACE, None, "model.bin").expect("theirs"),
+        b"theirs"
+    );
+    let names = e.mem().names(SPACE, None);
+    let copy = names
+        .iter()
+        .find(|n| n.starts_with("model (conflict ") && n.ends_with(").bin"))
+        .unwrap_or_else(|| panic!("no conflict copy: {names:?}"));
+    assert!(e.mem().content(SPACE, None, copy).expect("copy") == mine);
+}
+
 /// Transient failures are retried by the engine on its own; permanent ones are kept, shown
 /// with their reason, and reported by sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

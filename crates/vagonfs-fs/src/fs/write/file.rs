@@ -28,7 +28,7 @@ use bytes::Bytes;
 use chrono::Utc;
 
 use crate::api::paging::find_by_name;
-use crate::api::{ApiErrorKind, ObjectType, Space};
+use crate::api::{ApiErrorKind, FilesApi, ObjectType, Space};
 
 use super::journal::{
     JOURNAL_VERSION, JournalRecord, JournalSpace, JournalState, RemoteBase, conflict_name,
@@ -413,10 +413,13 @@ impl SpooledFile {
     /// Upload if dirty. `Ok(None)`: nothing to send. On error the record and spool are kept and
     /// the file stays dirty.
     ///
-    /// Conflicts: an overwrite first checks that the server still holds the version the spool
-    /// started from (one search listing); if another client changed or replaced it, the bytes go
-    /// to `name (conflict …).ext` beside it, and so do a new file's when the name was taken by
-    /// someone else meanwhile (409). A 409 caused by this file's own earlier attempt (its
+    /// Conflicts: an overwrite checks that the server still holds the version the spool
+    /// started from (one search listing) just before its `complete`, while a small file's one
+    /// part is sent or after a bigger file's last part (a check before the transfer let a
+    /// version another client landed during it be replaced unseen); if another client changed
+    /// or replaced it, the created upload is abandoned and the bytes go to
+    /// `name (conflict …).ext` beside it, and so do a new file's when the name was taken by
+    /// someone else meanwhile (409; the server checks that at `complete` too). A 409 caused by this file's own earlier attempt (its
     /// `complete` answered too late) is recognised by the attempt's id and overwritten instead.
     pub async fn upload(&self, uploader: &Uploader) -> WriteResult<Option<Uploaded>> {
         if !self.is_dirty() {
@@ -456,41 +459,37 @@ impl SpooledFile {
             .hold_name(target.space, target.parent_id, &target.name)
             .await;
         let api = Arc::clone(uploader.api());
+        // Conflict names used so far, and passes through the loop below (bounded).
         let mut conflicts = 0u32;
-        if let Some(b) = base {
-            let there = find_by_name(
-                api.as_ref(),
-                target.space,
-                target.parent_id,
-                &target.name,
-                None,
-            )
-            .await
-            .map_err(WriteError::from)?;
-            match there {
-                Some(e) if b.matches(&e) || Some(e.id) == earlier => {}
-                // Deleted meanwhile: put it back.
-                None => target.overwrite = false,
-                Some(e) => {
-                    tracing::warn!(file = %own_name, theirs = e.id, "changed on the server by another client since it was opened; keeping both");
-                    conflicts += 1;
-                    target.overwrite = false;
-                    target.name = conflict_name(&own_name, Utc::now(), conflicts);
-                }
-            }
-        }
+        let mut passes = 0u32;
         let size = source.len();
         let done = loop {
-            let hooks = FileHooks { file: self };
+            passes += 1;
+            // An overwrite replaces only the version it started from (or this file's own
+            // earlier attempt): checked just before `complete`, not before the transfer, so a
+            // client that lands its version meanwhile is not overwritten unseen.
+            let hooks = FileHooks {
+                file: self,
+                replacing: base.filter(|_| target.overwrite).map(|b| Replacing {
+                    api: Arc::clone(&api),
+                    base: b,
+                    earlier,
+                    space: target.space,
+                    parent_id: target.parent_id,
+                    name: target.name.clone(),
+                }),
+            };
             let result = uploader
                 .upload_tracked(source.clone(), &target, &ticket, Some(&hooks))
                 .await;
-            match result {
+            let taken = match result {
                 Ok(done) => break done,
+                Err(WriteError::ChangedMeanwhile { theirs }) if passes <= CONFLICT_TRIES => {
+                    tracing::warn!(file = %own_name, theirs, "changed on the server by another client since it was opened; keeping both");
+                    true
+                }
                 Err(WriteError::Api(e))
-                    if e.kind() == ApiErrorKind::AlreadyExists
-                        && !target.overwrite
-                        && conflicts < CONFLICT_TRIES =>
+                    if e.kind() == ApiErrorKind::AlreadyExists && passes <= CONFLICT_TRIES =>
                 {
                     let there = find_by_name(
                         api.as_ref(),
@@ -505,23 +504,28 @@ impl SpooledFile {
                         // Our own earlier attempt landed after all: replace it.
                         Some(f) if f.object_type == ObjectType::File && Some(f.id) == earlier => {
                             target.overwrite = true;
+                            false
                         }
                         Some(_) => {
                             if conflicts == 0 {
                                 tracing::warn!(file = %own_name, "the name was taken on the server meanwhile; keeping both");
                             }
-                            conflicts += 1;
-                            target.name = conflict_name(&own_name, Utc::now(), conflicts);
+                            true
                         }
                         // Gone again: try the same name once more.
-                        None => conflicts += 1,
+                        None => false,
                     }
-                    ticket
-                        .progress()
-                        .set_state(super::progress::UploadState::Queued);
                 }
                 Err(e) => return Err(e),
+            };
+            if taken {
+                conflicts += 1;
+                target.overwrite = false;
+                target.name = conflict_name(&own_name, Utc::now(), conflicts);
             }
+            ticket
+                .progress()
+                .set_state(super::progress::UploadState::Queued);
         };
         if target.name != own_name {
             tracing::warn!(file = %own_name, saved_as = %target.name, "conflict: this mount's version was saved under another name");
@@ -649,9 +653,23 @@ impl SpooledFile {
     }
 }
 
-/// Journals each create's id for [`SpooledFile::upload`].
+/// Journals each create's id for [`SpooledFile::upload`], and checks an overwrite's target
+/// before `complete`.
 struct FileHooks<'a> {
     file: &'a SpooledFile,
+    /// Set when the attempt replaces a version: what the name may hold for it to go ahead.
+    replacing: Option<Replacing>,
+}
+
+/// The version an overwrite may replace, and where.
+struct Replacing {
+    api: Arc<dyn FilesApi>,
+    base: RemoteBase,
+    /// This file's own earlier attempt (its `complete` may have landed unseen).
+    earlier: Option<u64>,
+    space: Space,
+    parent_id: Option<u64>,
+    name: String,
 }
 
 #[async_trait]
@@ -667,6 +685,20 @@ impl UploadHooks for FileHooks<'_> {
             self.file.next_op(&mut m, RecordOp::Write(Box::new(rec)))
         };
         self.file.apply(op).await
+    }
+
+    /// The name still holds the version this overwrite started from, this file's earlier
+    /// attempt, or nothing (deleted meanwhile: the upload puts it back); anything else is
+    /// another client's version: [`WriteError::ChangedMeanwhile`]. One search listing.
+    async fn before_complete(&self) -> WriteResult<()> {
+        let Some(r) = &self.replacing else {
+            return Ok(());
+        };
+        match find_by_name(r.api.as_ref(), r.space, r.parent_id, &r.name, None).await? {
+            Some(e) if r.base.matches(&e) || Some(e.id) == r.earlier => Ok(()),
+            None => Ok(()),
+            Some(e) => Err(WriteError::ChangedMeanwhile { theirs: e.id }),
+        }
     }
 }
 

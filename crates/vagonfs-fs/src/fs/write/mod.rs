@@ -129,6 +129,11 @@ pub enum WriteError {
     /// The target cannot be written (e.g. session recordings).
     #[error("not writable: {0}")]
     NotWritable(String),
+    /// Just before `complete`, the name held another client's file (`theirs`), not the version
+    /// this upload was to replace: the upload is abandoned (never completed), and the bytes go
+    /// to a conflict copy instead (see `SpooledFile::upload`).
+    #[error("changed on the server by another client (file {theirs})")]
+    ChangedMeanwhile { theirs: u64 },
 }
 
 pub type WriteResult<T> = Result<T, WriteError>;
@@ -146,6 +151,8 @@ impl From<WriteError> for FsError {
                 FsError::NotPermitted("spool folder in use by another mount")
             }
             WriteError::NotWritable(_) => FsError::ReadOnly,
+            // Handled by the upload itself (a conflict copy); never a user's answer.
+            e @ WriteError::ChangedMeanwhile { .. } => FsError::Inconsistent(e.to_string()),
             e @ (WriteError::UnsafeCacheDir { .. } | WriteError::NoCacheDir(_)) => FsError::Io(
                 std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()),
             ),

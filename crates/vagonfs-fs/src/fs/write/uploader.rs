@@ -128,11 +128,22 @@ pub struct Uploaded {
     pub size: u64,
 }
 
+/// Largest upload whose check before `complete` ([`UploadHooks::before_complete`]) runs while
+/// its part is sent (1 MiB: about a round trip's transfer on a common link).
+const CHECK_OVERLAP_MAX: u64 = 1 << 20;
+
 /// Told about steps of an upload, e.g. to journal the id of the file being created.
 #[async_trait]
 pub trait UploadHooks: Send + Sync {
     /// `POST /files` answered `file_id` (called once per attempt, before any part is sent).
     async fn created(&self, file_id: u64) -> WriteResult<()>;
+
+    /// May this attempt now replace what its name holds? Asked as late as possible before
+    /// `complete` (while the only part is sent, or once every part is): an `Err` abandons the
+    /// attempt, which is never completed, so nothing on the server is replaced.
+    async fn before_complete(&self) -> WriteResult<()> {
+        Ok(())
+    }
 }
 
 /// Uploads files in parts, with bounded parallelism.
@@ -360,36 +371,52 @@ impl Uploader {
 
         // Owned values in each part future (no borrowed closure arguments), so the upload
         // future stays `Send` for callers that spawn it.
-        let mut parts: Vec<CompletedPart> =
-            futures::stream::iter(created.upload_urls.into_iter().enumerate())
-                .map(|(i, url)| {
-                    let api = Arc::clone(&self.api);
-                    let source = source.clone();
-                    let progress = Arc::clone(progress);
-                    let budget = Arc::clone(&self.parts_budget);
-                    let offset = i as u64 * chunk;
-                    let len = chunk.min(size - offset);
-                    let units = self.units_for(len);
-                    async move {
-                        // Never closed; an error here would be a bug, reported, not a panic.
-                        let _permit = budget
-                            .acquire_many_owned(units)
-                            .await
-                            .map_err(|e| WriteError::Protocol(format!("part budget: {e}")))?;
-                        let guard = progress.part_buffer();
-                        let data = source.read(offset, len as usize).await?;
-                        let etag = api.upload_part(&url, Bytes::from(data)).await?;
-                        drop(guard);
-                        progress.add_sent(len);
-                        Ok::<_, WriteError>(CompletedPart {
-                            part_number: (i + 1) as u32,
-                            etag,
-                        })
-                    }
-                })
-                .buffer_unordered(self.concurrency)
-                .try_collect()
-                .await?;
+        let sending = futures::stream::iter(created.upload_urls.into_iter().enumerate())
+            .map(|(i, url)| {
+                let api = Arc::clone(&self.api);
+                let source = source.clone();
+                let progress = Arc::clone(progress);
+                let budget = Arc::clone(&self.parts_budget);
+                let offset = i as u64 * chunk;
+                let len = chunk.min(size - offset);
+                let units = self.units_for(len);
+                async move {
+                    // Never closed; an error here would be a bug, reported, not a panic.
+                    let _permit = budget
+                        .acquire_many_owned(units)
+                        .await
+                        .map_err(|e| WriteError::Protocol(format!("part budget: {e}")))?;
+                    let guard = progress.part_buffer();
+                    let data = source.read(offset, len as usize).await?;
+                    let etag = api.upload_part(&url, Bytes::from(data)).await?;
+                    drop(guard);
+                    progress.add_sent(len);
+                    Ok::<_, WriteError>(CompletedPart {
+                        part_number: (i + 1) as u32,
+                        etag,
+                    })
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect::<Vec<CompletedPart>>();
+        let check = async {
+            match hooks {
+                Some(h) => h.before_complete().await,
+                None => Ok(()),
+            }
+        };
+        // A small file: the check overlaps its one part (no round trip added; the window
+        // between the check and `complete` stays about one round trip). Otherwise the check
+        // follows the last part, so a long transfer does not widen that window.
+        let mut parts = if url_count <= 1 && size <= CHECK_OVERLAP_MAX {
+            let (parts, checked) = tokio::join!(sending, check);
+            checked?;
+            parts?
+        } else {
+            let parts = sending.await?;
+            check.await?;
+            parts
+        };
         parts.sort_by_key(|p| p.part_number);
 
         progress.set_state(UploadState::Completing);
