@@ -298,6 +298,8 @@ impl Uploader {
                     restarts += 1;
                     tracing::warn!(name = %target.name, error = %e, "a part link was refused; restarting the upload from create");
                 }
+                // Not a failure: the caller uploads a conflict copy instead.
+                Err(AttemptError::Fatal(e @ WriteError::ChangedMeanwhile { .. })) => return Err(e),
                 Err(AttemptError::LinkRefused(e) | AttemptError::Fatal(e)) => {
                     tracing::warn!(name = %target.name, error = %e, "upload failed");
                     progress.fail(e.to_string());
