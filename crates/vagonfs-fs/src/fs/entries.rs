@@ -64,7 +64,11 @@ impl VagonFs {
         match self.lookup(parent, name).await {
             Ok(found) => Ok(Lookup::Found(found)),
             Err(FsError::NotFound) if !self.negative_lookup_ttl().is_zero() => {
-                Ok(Lookup::Missing(self.negative_lookup_ttl()))
+                let ttl = self.negative_lookup_ttl();
+                if let Some(dir) = self.inodes.get(parent) {
+                    self.dirs.told_missing(dir.loc, name, ttl);
+                }
+                Ok(Lookup::Missing(ttl))
             }
             Err(err) => Err(err),
         }

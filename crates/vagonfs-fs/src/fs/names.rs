@@ -191,6 +191,7 @@ impl VagonFs {
     /// The server now has what `name` in folder `dir` shows (an upload landed, a mkdir, a
     /// move): shown over listings fetched before now (see `overlay.rs`).
     pub(crate) fn settle_name(&self, dir: Loc, name: &OsStr, ino: u64) {
+        self.dirs.forget_missing(dir, name);
         self.dirs
             .invalidate_swept(self.overlay.settle(dir, name, ino));
     }

@@ -33,6 +33,9 @@ impl KernelNotifier {
             .name("fuse-notify".into())
             .spawn(move || {
                 for note in rx {
+                    if let Note::Entry(parent, name) = &note {
+                        trace!(parent, ?name, "invalidating a kernel entry");
+                    }
                     let (what, sent) = match &note {
                         Note::Entry(parent, name) => {
                             ("entry", notifier.inval_entry(INodeNo(*parent), name))

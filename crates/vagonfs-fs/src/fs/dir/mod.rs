@@ -31,10 +31,12 @@
 //! - the storage root may start with the listing the mount's probe read before mounting
 //!   ([`DirCache::seed_root`]: its first page, when no page followed), stored as a fetch started
 //!   at the probe's time would be, so a fresh mount's first lookups at the root ask nothing;
-//! - a listing that replaces another tells the kernel what changed (entries gone or now another
-//!   object, attributes changed), but not the entries it already holds as listed (an inode of
-//!   that object with that parent and name, made here by mkdir, an upload or a move):
-//!   invalidating those made the kernel drop every inode under them;
+//! - a listing that replaces another tells the kernel what changed: entries gone or now another
+//!   object, attributes changed, and new names only where the kernel may hold a negative entry
+//!   ([`DirCache::told_missing`]). A new name is otherwise this mount's own object, shown before
+//!   the server listed it: invalidating its entry dropped every inode under it (all of `.git`
+//!   after a clone), and unhashed the working folder of a process inside it (`git -C`:
+//!   "Unable to read current working directory");
 //! - a caller that knows the cached listing lacks something asks [`DirCache::relist`]: a fetch
 //!   started then, not one already running (which may predate it).
 //!
@@ -200,6 +202,9 @@ struct Shared {
     listings: Mutex<HashMap<Loc, Cached>>,
     warned: Mutex<HashSet<Loc>>,
     negative: Mutex<HashMap<(Loc, OsString), Instant>>,
+    /// Names the kernel was answered "no such name" for, until its negative entry expires:
+    /// the only new names of a listing whose kernel entries need invalidating.
+    told_missing: Mutex<ToldMissing>,
     /// Names dropped from a cached listing ([`DirCache::forget_name`]): a lookup of one waits
     /// for the folder's refresh instead of answering from the cache.
     stale_names: Mutex<HashSet<(Loc, OsString)>>,
@@ -215,6 +220,40 @@ struct Shared {
     /// The pages that have arrived of each running fetch, by folder and epoch: a lookup in a
     /// folder never listed is answered by the page that holds its name ([`DirCache::entry`]).
     progress: Mutex<HashMap<(Loc, u64), Arc<Progress>>>,
+}
+
+/// Negative entries the kernel may hold, by folder and name, with when they expire. Past
+/// [`NEGATIVE_MAX`] unexpired ones, the record is dropped and, until what it held has expired,
+/// every new name of a listing is invalidated (as if each had been answered missing).
+#[derive(Default)]
+struct ToldMissing {
+    names: HashMap<(Loc, OsString), Instant>,
+    overflow_until: Option<Instant>,
+}
+
+impl ToldMissing {
+    fn note(&mut self, dir: Loc, name: &OsStr, until: Instant) {
+        let now = Instant::now();
+        if self.names.len() >= NEGATIVE_MAX {
+            self.names.retain(|_, u| now < *u);
+            if self.names.len() >= NEGATIVE_MAX {
+                let latest = self.names.values().copied().max().unwrap_or(until);
+                self.overflow_until = Some(latest.max(until));
+                self.names.clear();
+            }
+        }
+        self.names.insert((dir, name.to_os_string()), until);
+    }
+
+    /// Whether the kernel may hold a negative entry for `name` in `dir` now.
+    fn may_hold(&self, dir: Loc, name: &OsStr) -> bool {
+        let now = Instant::now();
+        self.overflow_until.is_some_and(|u| now < u)
+            || self
+                .names
+                .get(&(dir, name.to_os_string()))
+                .is_some_and(|u| now < *u)
+    }
 }
 
 /// The listing cache of one mount.
@@ -239,6 +278,7 @@ impl DirCache {
                 listings: Mutex::new(HashMap::new()),
                 warned: Mutex::new(HashSet::new()),
                 negative: Mutex::new(HashMap::new()),
+                told_missing: Mutex::new(ToldMissing::default()),
                 stale_names: Mutex::new(HashSet::new()),
                 touched: Mutex::new(HashMap::new()),
                 epochs: Mutex::new((0, HashMap::new())),
@@ -568,9 +608,12 @@ impl DirCache {
         }
     }
 
-    /// Forget that `name` was found missing in `dir` (it was just created here).
+    /// Forget that `name` was found missing in `dir` (it was just created or moved here, and
+    /// the kernel's entry for it is this mount's object now, not a negative one).
     pub(crate) fn forget_missing(&self, dir: Loc, name: &OsStr) {
-        lock(&self.shared.negative).remove(&(dir, name.to_os_string()));
+        let key = (dir, name.to_os_string());
+        lock(&self.shared.told_missing).names.remove(&key);
+        lock(&self.shared.negative).remove(&key);
     }
 
     /// Remember that `name` is missing in `dir`.
@@ -588,6 +631,12 @@ impl DirCache {
             }
         }
         neg.insert((dir, name.to_os_string()), now + ttl);
+    }
+
+    /// The kernel was answered "no such name" for `name` in `dir`, a negative entry it may keep
+    /// for `ttl`: a listing that shows the name later invalidates that entry.
+    pub(crate) fn told_missing(&self, dir: Loc, name: &OsStr, ttl: Duration) {
+        lock(&self.shared.told_missing).note(dir, name, Instant::now() + ttl);
     }
 
     /// When the fetch of the cached listing of `dir` started, if one is cached.
@@ -676,11 +725,9 @@ impl Shared {
         }
     }
 
-    /// Whether the kernel was given `entry`'s object under its name in folder `parent` (this
-    /// mount made it there: mkdir, an upload, a move), so its entry there is right already.
-    /// Invalidating it would make the kernel drop the whole subtree under it (a folder
-    /// revalidated after `git clone` dropped every inode of `.git`).
-    fn known_as(&self, parent: u64, entry: &ListedEntry) -> bool {
+    /// Whether `entry`'s object has an inode last seen under its name in folder `parent`: the
+    /// kernel's entry there already leads to it.
+    fn holds_as(&self, parent: u64, entry: &ListedEntry) -> bool {
         self.inodes
             .ino_of(&entry.seen.loc)
             .and_then(|ino| self.inodes.get(ino))
@@ -713,6 +760,9 @@ impl Shared {
                         inodes += 1;
                     }
                 }
+                // Another object under the same name that the kernel already holds there (this
+                // mount's upload replaced the file: its inode moved to the new id).
+                Some(after) if self.holds_as(parent, after) => {}
                 // Gone, or another object under the same name.
                 _ => {
                     kernel.forget_entry(parent, &before.name);
@@ -721,8 +771,13 @@ impl Shared {
             }
         }
         for after in &new.entries {
-            if old.find(&after.name).is_none() && !self.known_as(parent, after) {
-                // The kernel may hold a negative entry for it.
+            // A new name: only a negative entry the kernel may hold needs dropping. A positive
+            // one is this mount's own object (mkdir, an upload, a move: shown before the server
+            // listed it); invalidating it dropped every inode under it, and a process whose
+            // working folder it was could no longer read its path (`git -C`).
+            if old.find(&after.name).is_none()
+                && lock(&self.told_missing).may_hold(dir, &after.name)
+            {
                 kernel.forget_entry(parent, &after.name);
                 entries += 1;
             }

@@ -197,10 +197,16 @@ async fn a_changed_listing_tells_the_kernel() {
     fs.set_kernel_cache(Arc::clone(&seen) as Arc<dyn KernelCache>);
     let changes_ino = walk(&fs, "changes").await.expect("changes").attr.ino;
     walk(&fs, "keep").await.expect("keep");
+    // The kernel is answered "no such name" for `new` (a negative entry it keeps a while).
+    let missing = fs.lookup_entry(ROOT_INO, OsStr::new("new")).await;
+    assert!(matches!(missing, Ok(Lookup::Missing(_))), "{missing:?}");
     api.inner()
         .replace_data(changes, pattern(9, 3), mtime_of(77));
     api.inner()
         .add_file(Space::Shared, None, "new", pattern(1, 4));
+    // Never asked for: the kernel holds no entry to drop.
+    api.inner()
+        .add_file(Space::Shared, None, "unasked", pattern(1, 5));
     let _ = keep;
     fs.dirs.expire(Loc::SpaceRoot(Space::Shared));
     // The revalidation behind this opendir finds the differences.
@@ -215,7 +221,7 @@ async fn a_changed_listing_tells_the_kernel() {
             format!("inode {changes_ino}")
         ]
     );
-    assert_eq!(list(&fs, ROOT_INO).await.len(), 5);
+    assert_eq!(list(&fs, ROOT_INO).await.len(), 6);
 }
 
 /// mkdir, unlink and rmdir on a hung API: the first fails within `--op-timeout` (not the
