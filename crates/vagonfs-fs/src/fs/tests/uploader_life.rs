@@ -586,3 +586,53 @@ fn mount_keys_differ_by_target_and_endpoint() {
     let base = std::path::Path::new("/c/vagonfs");
     assert_eq!(mount_cache_dir(base, &a), base.join(&a));
 }
+
+/// Recovery overwrites a file whose server version is still the one the spool started from,
+/// but another client lands its version while recovery's parts are on the wire: both are kept.
+/// The check is just before `complete`, as for a running file's upload (made before the
+/// transfer, the later `complete` replaced the other version unseen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_keeps_a_version_another_client_landed_during_its_upload() {
+    let e = env(1, 2);
+    let dyn_api: Arc<dyn FilesApi> = e.api.clone();
+    let entry = e.mem.put_file(SPACE, None, "shared.bin", b"base");
+    let mine = random_bytes(2 << 20, 9);
+    {
+        let f = SpooledFile::open_existing(
+            &e.dir,
+            target("shared.bin"),
+            RemoteBase::from_entry(&entry),
+            ApiRemote::new(Arc::clone(&dyn_api), entry.id),
+        )
+        .expect("open");
+        f.write(0, &mine[..]).await.expect("write");
+        drop(f);
+    }
+    let pending = recover(&e.dir, dyn_api.as_ref()).await.expect("recover");
+    assert_eq!(
+        pending[0].action,
+        RecoveryAction::Upload { overwrite: true }
+    );
+    e.api.hold(ApiMethod::UploadPart, None);
+    let up = e.uploader.clone();
+    let p = pending.into_iter().next().expect("one");
+    let recovery = tokio::spawn(async move { p.run(&up).await });
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::UploadPart, 1))
+        .await
+        .expect("a part sent");
+    e.mem.put_file(SPACE, None, "shared.bin", b"theirs");
+    e.api.unhold(ApiMethod::UploadPart);
+    let recovered = tokio::time::timeout(HANG_GUARD, recovery)
+        .await
+        .expect("recovery ends")
+        .expect("joined")
+        .expect("recovered");
+    let copy = recovered.conflict_copy.expect("a conflict copy");
+    assert!(copy.starts_with("shared (conflict "), "{copy}");
+    assert_eq!(
+        e.mem.content(SPACE, None, "shared.bin").expect("theirs"),
+        b"theirs"
+    );
+    assert!(e.mem.content(SPACE, None, &copy).expect("copy") == mine);
+    assert!(records(&e.dir).is_empty(), "nothing left to recover");
+}

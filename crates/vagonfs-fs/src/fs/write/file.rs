@@ -28,10 +28,11 @@ use bytes::Bytes;
 use chrono::Utc;
 
 use crate::api::paging::find_by_name;
-use crate::api::{ApiErrorKind, FilesApi, ObjectType, Space};
+use crate::api::{ApiErrorKind, ObjectType, Space};
 
 use super::journal::{
-    JOURNAL_VERSION, JournalRecord, JournalSpace, JournalState, RemoteBase, conflict_name,
+    JOURNAL_VERSION, JournalRecord, JournalSpace, JournalState, RemoteBase, Replacing,
+    conflict_name,
 };
 use super::remote::RemoteBytes;
 use super::spool::{Spool, SpoolDir, remove_if_exists};
@@ -661,17 +662,6 @@ struct FileHooks<'a> {
     replacing: Option<Replacing>,
 }
 
-/// The version an overwrite may replace, and where.
-struct Replacing {
-    api: Arc<dyn FilesApi>,
-    base: RemoteBase,
-    /// This file's own earlier attempt (its `complete` may have landed unseen).
-    earlier: Option<u64>,
-    space: Space,
-    parent_id: Option<u64>,
-    name: String,
-}
-
 #[async_trait]
 impl UploadHooks for FileHooks<'_> {
     async fn created(&self, file_id: u64) -> WriteResult<()> {
@@ -687,17 +677,10 @@ impl UploadHooks for FileHooks<'_> {
         self.file.apply(op).await
     }
 
-    /// The name still holds the version this overwrite started from, this file's earlier
-    /// attempt, or nothing (deleted meanwhile: the upload puts it back); anything else is
-    /// another client's version: [`WriteError::ChangedMeanwhile`]. One search listing.
     async fn before_complete(&self) -> WriteResult<()> {
-        let Some(r) = &self.replacing else {
-            return Ok(());
-        };
-        match find_by_name(r.api.as_ref(), r.space, r.parent_id, &r.name, None).await? {
-            Some(e) if r.base.matches(&e) || Some(e.id) == r.earlier => Ok(()),
+        match &self.replacing {
+            Some(r) => r.check().await,
             None => Ok(()),
-            Some(e) => Err(WriteError::ChangedMeanwhile { theirs: e.id }),
         }
     }
 }

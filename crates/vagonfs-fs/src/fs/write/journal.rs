@@ -270,6 +270,39 @@ pub fn decide(
     }
 }
 
+/// The version an overwrite may replace, and where: checked just before its `complete`
+/// ([`UploadHooks::before_complete`]), by a running file's upload and by recovery alike.
+pub(crate) struct Replacing {
+    pub(crate) api: Arc<dyn FilesApi>,
+    pub(crate) base: RemoteBase,
+    /// This file's own earlier attempt (its `complete` may have landed unseen).
+    pub(crate) earlier: Option<u64>,
+    pub(crate) space: Space,
+    pub(crate) parent_id: Option<u64>,
+    pub(crate) name: String,
+}
+
+impl Replacing {
+    /// The name still holds the version this overwrite started from, the earlier attempt, or
+    /// nothing (deleted meanwhile: the upload puts it back); anything else is another client's
+    /// version: [`WriteError::ChangedMeanwhile`]. One search listing.
+    pub(crate) async fn check(&self) -> WriteResult<()> {
+        match find_by_name(
+            self.api.as_ref(),
+            self.space,
+            self.parent_id,
+            &self.name,
+            None,
+        )
+        .await?
+        {
+            Some(e) if self.base.matches(&e) || Some(e.id) == self.earlier => Ok(()),
+            None => Ok(()),
+            Some(e) => Err(WriteError::ChangedMeanwhile { theirs: e.id }),
+        }
+    }
+}
+
 /// A recovered spool waiting to be uploaded.
 #[derive(Debug)]
 pub struct PendingUpload {
@@ -387,6 +420,8 @@ pub struct Recovered {
 struct RecordHooks {
     dir: Arc<SpoolDir>,
     record: Mutex<JournalRecord>,
+    /// Set when the upload replaces a version (see [`Replacing`]).
+    replacing: Option<Replacing>,
 }
 
 #[async_trait]
@@ -399,6 +434,13 @@ impl UploadHooks for RecordHooks {
             r.clone()
         };
         write_record(&self.dir, rec).await
+    }
+
+    async fn before_complete(&self) -> WriteResult<()> {
+        match &self.replacing {
+            Some(r) => r.check().await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -445,7 +487,8 @@ impl PendingUpload {
     /// The record's own name is held (one upload per name, see `name_hold.rs`) from a second
     /// look at the server to the upload's end: this run's own upload of that name may have
     /// landed since [`recover`] decided, and must then be kept beside (a conflict copy), never
-    /// replaced.
+    /// replaced. Another client's version landed during the transfer is found just before
+    /// `complete` ([`Replacing`]), and the bytes go to a conflict copy too.
     pub async fn run(mut self, uploader: &Uploader) -> WriteResult<Recovered> {
         let _name = uploader
             .hold_name(
@@ -482,7 +525,9 @@ impl PendingUpload {
         let ticket = uploader
             .registry()
             .register(self.record.display_path.clone(), source.len());
-        let conflict = matches!(self.action, RecoveryAction::ConflictCopy { .. });
+        let mut conflict = matches!(self.action, RecoveryAction::ConflictCopy { .. });
+        // The crashed run's attempt, which may have completed unseen.
+        let earlier = self.record.pending_upload_id;
         let mut n = 1;
         loop {
             // The record now describes this upload: a crash during it is recognised next time
@@ -498,9 +543,21 @@ impl PendingUpload {
                 rec.base = None;
             }
             write_record(&self.dir, rec.clone()).await?;
+            let replacing = match self.record.base {
+                Some(base) if target.overwrite && !conflict => Some(Replacing {
+                    api: Arc::clone(uploader.api()),
+                    base,
+                    earlier,
+                    space: target.space,
+                    parent_id: target.parent_id,
+                    name: target.name.clone(),
+                }),
+                _ => None,
+            };
             let hooks = RecordHooks {
                 dir: Arc::clone(&self.dir),
                 record: Mutex::new(rec),
+                replacing,
             };
             ticket
                 .progress()
@@ -526,6 +583,14 @@ impl PendingUpload {
                         && n < CONFLICT_NAME_TRIES =>
                 {
                     n += 1;
+                    target.name = conflict_name(&self.record.name, Utc::now(), n);
+                    ticket.progress().set_state(UploadState::Queued);
+                }
+                // Another client landed its version during this upload: keep both.
+                Err(WriteError::ChangedMeanwhile { theirs }) if !conflict => {
+                    tracing::warn!(file = %self.record.display_path, theirs, "changed on the server by another client during recovery; keeping both");
+                    conflict = true;
+                    target.overwrite = false;
                     target.name = conflict_name(&self.record.name, Utc::now(), n);
                     ticket.progress().set_state(UploadState::Queued);
                 }
