@@ -8,7 +8,8 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::faulty::{ApiMethod, Fault};
+use crate::api::faulty::{ApiMethod, Fault, FaultyFilesApi};
+use crate::api::mem::MemApi;
 use crate::api::mem::{mtime_of, pattern};
 use crate::fs::errno::to_errno;
 use crate::fs::*;
@@ -103,18 +104,23 @@ async fn outage_serves_cached_listings_and_fails_fast_without() {
     assert_eq!(api.calls(ApiMethod::ListFiles), 1);
 }
 
-#[tokio::test]
-async fn a_hung_api_fails_uncached_lookups_within_the_op_timeout() {
-    let api = server();
-    let dir = api.inner().add_dir(Space::Shared, None, "d");
-    let fs = mount(
-        &api,
+/// The shared storage mounted with a 300 ms `--op-timeout`.
+fn with_short_op_timeout(api: &Arc<FaultyFilesApi<MemApi>>) -> Arc<VagonFs> {
+    mount(
+        api,
         RootSpec::Space(Space::Shared),
         FsConfig {
             op_timeout: Duration::from_millis(300),
             ..config()
         },
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_hung_api_fails_uncached_lookups_within_the_op_timeout() {
+    let api = server();
+    let dir = api.inner().add_dir(Space::Shared, None, "d");
+    let fs = with_short_op_timeout(&api);
     let d = walk(&fs, "d").await.expect("d").attr.ino;
     api.hold(ApiMethod::ListFiles, Some(dir));
     let started = std::time::Instant::now();
@@ -234,14 +240,7 @@ async fn a_hung_api_fails_mkdir_unlink_and_rmdir_within_the_op_timeout_then_at_o
     api.inner().add_dir(Space::Shared, None, "d");
     api.inner()
         .add_file(Space::Shared, None, "f", pattern(3, 1));
-    let fs = mount(
-        &api,
-        RootSpec::Space(Space::Shared),
-        FsConfig {
-            op_timeout: Duration::from_millis(300),
-            ..config()
-        },
-    );
+    let fs = with_short_op_timeout(&api);
     walk(&fs, "f").await.expect("f");
     api.hold(ApiMethod::Create, None);
     api.hold(ApiMethod::Delete, None);

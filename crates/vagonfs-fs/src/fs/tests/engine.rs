@@ -455,25 +455,29 @@ async fn a_complete_with_an_unknown_outcome_is_resolved_by_id() {
     );
 }
 
-/// Another client changes a file this mount has open: both versions are kept.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_live_conflict_becomes_a_conflict_copy() {
-    let e = env(Duration::ZERO);
-    e.mem().put_file(SPACE, None, "notes.txt", b"base");
+/// A file `name` holding "base" on the server, opened here for a full rewrite (`O_TRUNC`).
+async fn rewrite_of_base(e: &Env, name: &str) -> (u64, u64) {
+    e.mem().put_file(SPACE, None, name, b"base");
     let a =
-        e.fs.lookup(ROOT_INO, OsStr::new("notes.txt"))
+        e.fs.lookup(ROOT_INO, OsStr::new(name))
             .await
             .expect("lookup");
     let open =
         e.fs.open(a.attr.ino, libc::O_WRONLY | libc::O_TRUNC)
             .await
             .expect("open");
+    (a.attr.ino, open.fh)
+}
+
+/// Another client changes a file this mount has open: both versions are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_conflict_becomes_a_conflict_copy() {
+    let e = env(Duration::ZERO);
+    let (ino, fh) = rewrite_of_base(&e, "notes.txt").await;
     e.mem().put_file(SPACE, None, "notes.txt", b"theirs");
-    e.fs.write(a.attr.ino, open.fh, 0, b"MINE")
-        .await
-        .expect("write");
-    e.fs.fsync(a.attr.ino, open.fh).await.expect("fsync");
-    e.fs.release(a.attr.ino, open.fh).await.expect("release");
+    e.fs.write(ino, fh, 0, b"MINE").await.expect("write");
+    e.fs.fsync(ino, fh).await.expect("fsync");
+    e.fs.release(ino, fh).await.expect("release");
     assert_eq!(
         e.mem().content(SPACE, None, "notes.txt").expect("theirs"),
         b"theirs"
@@ -493,22 +497,11 @@ async fn a_live_conflict_becomes_a_conflict_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_version_landed_during_the_upload_is_kept_beside_it() {
     let e = env(Duration::ZERO);
-    e.mem().put_file(SPACE, None, "model.bin", b"base");
-    let a =
-        e.fs.lookup(ROOT_INO, OsStr::new("model.bin"))
-            .await
-            .expect("lookup");
-    let open =
-        e.fs.open(a.attr.ino, libc::O_WRONLY | libc::O_TRUNC)
-            .await
-            .expect("open");
+    let (ino, fh) = rewrite_of_base(&e, "model.bin").await;
     let mine = crate::api::mem::pattern(2 << 20, 5).to_vec();
-    e.fs.write(a.attr.ino, open.fh, 0, &mine[..])
-        .await
-        .expect("write");
+    e.fs.write(ino, fh, 0, &mine[..]).await.expect("write");
     e.hold_parts();
     let fs = Arc::clone(&e.fs);
-    let (ino, fh) = (a.attr.ino, open.fh);
     let fsync = tokio::spawn(async move { fs.fsync(ino, fh).await });
     e.until("the upload is sending its part", |e| {
         e.calls(ApiMethod::UploadPart) >= 1
