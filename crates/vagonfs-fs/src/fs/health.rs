@@ -101,10 +101,12 @@ impl Health {
         lock(&self.state).since.map(|(t, _)| t)
     }
 
-    /// One request a user waits on that is not a listing (mkdir, rmdir, unlink): it fails at
-    /// once while a failure is remembered, and waits at most `limit` (then `op_timed_out`,
-    /// remembered). The request is dropped at the limit: a frozen server that acts on it
-    /// later makes the change the user asked for, and the next listing shows it.
+    /// A wait on the API that a user's operation makes (a folder listing; the one request of
+    /// mkdir, rmdir, unlink): it fails at once while a failure is remembered (`call` is then
+    /// never polled), and waits at most `limit` (then `op_timed_out`, remembered); a success
+    /// clears the outage, an unreachable API is remembered. The call is dropped at the limit:
+    /// a frozen server that acts on a dropped change later makes the change the user asked
+    /// for, and the next listing shows it.
     pub(crate) async fn bounded<T>(
         &self,
         what: &str,
@@ -120,12 +122,7 @@ impl Health {
                 Ok(v)
             }
             Ok(Err(e)) => {
-                if unreachable(&e) {
-                    self.failed(&e);
-                } else if matches!(e, FsError::Api(_)) {
-                    // An answer, if not the one hoped for: the API is there.
-                    self.ok();
-                }
+                self.failed(&e);
                 Err(e)
             }
             Err(_) => {

@@ -129,7 +129,7 @@ impl VagonFs {
                     // The kernel forgot the inode, and the cached listing predates the name.
                     self.overlay.remove(dir.loc, name, Some(ino));
                     let listing = self.dirs.relist(dir.loc).await?;
-                    return Ok(self.listed(dir.loc, &listing, name));
+                    return Ok(self.found(dir.loc, name, listing.find(name).cloned()));
                 }
             }
         }
@@ -138,11 +138,6 @@ impl VagonFs {
         }
         let found = self.dirs.entry(dir.loc, name).await?;
         Ok(self.found(dir.loc, name, found))
-    }
-
-    /// `name` as `listing` of folder `dir` shows it.
-    fn listed(&self, dir: Loc, listing: &Listing, name: &OsStr) -> Option<Resolved> {
-        self.found(dir, name, listing.find(name).cloned())
     }
 
     /// What a listed entry shows (nothing when this mount removed it); a name found missing is

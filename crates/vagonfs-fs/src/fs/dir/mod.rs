@@ -301,13 +301,10 @@ impl DirCache {
             return Ok(listing.find(name).cloned());
         }
         self.counter.miss();
-        if let Some(err) = self.shared.health.recent_failure() {
-            return Err(err);
-        }
-        let epoch = self.epoch(dir);
-        let mut flight = self.start(dir);
-        let progress = lock(&self.shared.progress).get(&(dir, epoch)).cloned();
         let wait = async {
+            let epoch = self.epoch(dir);
+            let mut flight = self.start(dir);
+            let progress = lock(&self.shared.progress).get(&(dir, epoch)).cloned();
             let Some(progress) = progress else {
                 return flight.await.map(|l| l.find(name).cloned());
             };
@@ -326,14 +323,10 @@ impl DirCache {
                 }
             }
         };
-        match tokio::time::timeout(self.times.op_timeout, wait).await {
-            Ok(result) => result,
-            Err(_) => {
-                let err = health::op_timed_out("folder listing", self.times.op_timeout);
-                self.shared.health.failed(&err);
-                Err(err)
-            }
-        }
+        self.shared
+            .health
+            .bounded("folder listing", self.times.op_timeout, wait)
+            .await
     }
 
     /// Whether a fetch of folder `dir` is running (its pages are arriving).
@@ -369,18 +362,12 @@ impl DirCache {
     /// Fetch `dir` (or join its running fetch) and wait for it, at most `--op-timeout`; fail at
     /// once while a recent failure says the API is down.
     async fn wait_fetch(&self, dir: Loc) -> FsResult<Arc<Listing>> {
-        if let Some(err) = self.shared.health.recent_failure() {
-            return Err(err);
-        }
-        let flight = self.start(dir);
-        match tokio::time::timeout(self.times.op_timeout, flight).await {
-            Ok(result) => result,
-            Err(_) => {
-                let err = health::op_timed_out("folder listing", self.times.op_timeout);
-                self.shared.health.failed(&err);
-                Err(err)
-            }
-        }
+        // Started only once the health check let it (`bounded` polls it after that).
+        let flight = async { self.start(dir).await };
+        self.shared
+            .health
+            .bounded("folder listing", self.times.op_timeout, flight)
+            .await
     }
 
     /// Refresh `dir` in the background (joining a refresh already running), unless the API

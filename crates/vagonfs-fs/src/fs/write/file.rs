@@ -471,14 +471,7 @@ impl SpooledFile {
             // client that lands its version meanwhile is not overwritten unseen.
             let hooks = FileHooks {
                 file: self,
-                replacing: base.filter(|_| target.overwrite).map(|b| Replacing {
-                    api: Arc::clone(&api),
-                    base: b,
-                    earlier,
-                    space: target.space,
-                    parent_id: target.parent_id,
-                    name: target.name.clone(),
-                }),
+                replacing: Replacing::of_upload(&api, base, earlier, &target),
             };
             let result = uploader
                 .upload_tracked(source.clone(), &target, &ticket, Some(&hooks))
@@ -678,10 +671,7 @@ impl UploadHooks for FileHooks<'_> {
     }
 
     async fn before_complete(&self) -> WriteResult<()> {
-        match &self.replacing {
-            Some(r) => r.check().await,
-            None => Ok(()),
-        }
+        Replacing::check_if(self.replacing.as_ref()).await
     }
 }
 

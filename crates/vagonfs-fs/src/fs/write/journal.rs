@@ -283,6 +283,32 @@ pub(crate) struct Replacing {
 }
 
 impl Replacing {
+    /// What an upload to `target` may replace: `base` (and this file's `earlier` attempt), when
+    /// it overwrites; `None` for a new name or a conflict copy, which replace nothing.
+    pub(crate) fn of_upload(
+        api: &Arc<dyn FilesApi>,
+        base: Option<RemoteBase>,
+        earlier: Option<u64>,
+        target: &UploadTarget,
+    ) -> Option<Replacing> {
+        base.filter(|_| target.overwrite).map(|base| Replacing {
+            api: Arc::clone(api),
+            base,
+            earlier,
+            space: target.space,
+            parent_id: target.parent_id,
+            name: target.name.clone(),
+        })
+    }
+
+    /// [`Replacing::check`] when there is something to check (an upload hook's answer).
+    pub(crate) async fn check_if(replacing: Option<&Replacing>) -> WriteResult<()> {
+        match replacing {
+            Some(r) => r.check().await,
+            None => Ok(()),
+        }
+    }
+
     /// The name still holds the version this overwrite started from, the earlier attempt, or
     /// nothing (deleted meanwhile: the upload puts it back); anything else is another client's
     /// version: [`WriteError::ChangedMeanwhile`]. One search listing.
@@ -437,10 +463,7 @@ impl UploadHooks for RecordHooks {
     }
 
     async fn before_complete(&self) -> WriteResult<()> {
-        match &self.replacing {
-            Some(r) => r.check().await,
-            None => Ok(()),
-        }
+        Replacing::check_if(self.replacing.as_ref()).await
     }
 }
 
@@ -543,21 +566,11 @@ impl PendingUpload {
                 rec.base = None;
             }
             write_record(&self.dir, rec.clone()).await?;
-            let replacing = match self.record.base {
-                Some(base) if target.overwrite && !conflict => Some(Replacing {
-                    api: Arc::clone(uploader.api()),
-                    base,
-                    earlier,
-                    space: target.space,
-                    parent_id: target.parent_id,
-                    name: target.name.clone(),
-                }),
-                _ => None,
-            };
+            // A conflict copy never overwrites: nothing to check for it.
             let hooks = RecordHooks {
                 dir: Arc::clone(&self.dir),
                 record: Mutex::new(rec),
-                replacing,
+                replacing: Replacing::of_upload(uploader.api(), self.record.base, earlier, &target),
             };
             ticket
                 .progress()
