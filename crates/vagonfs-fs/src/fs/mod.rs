@@ -55,6 +55,7 @@ mod health;
 mod inode;
 mod landing;
 mod names;
+mod new_folders;
 mod ops_write;
 mod overlay;
 pub mod read;
@@ -144,7 +145,10 @@ enum Handle {
 /// The filesystem core.
 pub struct VagonFs {
     config: FsConfig,
+    /// The API, through [`new_folders::NewFolders`] (the same object as `folders`).
     api: Arc<dyn FilesApi>,
+    /// Folders made by mkdir, created on the server in the background.
+    folders: Arc<new_folders::NewFolders>,
     attrs: AttrPolicy,
     inodes: Arc<InodeTable>,
     dirs: DirCache,
@@ -181,6 +185,8 @@ impl VagonFs {
             RootSpec::Space(space) => Loc::SpaceRoot(space),
             RootSpec::All => Loc::AllRoot,
         };
+        let folders = new_folders::NewFolders::new(api);
+        let api: Arc<dyn FilesApi> = Arc::clone(&folders) as Arc<dyn FilesApi>;
         let uploader = Uploader::new(Arc::clone(&api), UploadRegistry::new())
             .with_chunk_size_mb(config.chunk_size_mb)
             .with_concurrency(config.upload_concurrency)
@@ -222,6 +228,7 @@ impl VagonFs {
             trash: trash::Trash::new(),
             walks: walk::Walks::default(),
             api,
+            folders,
             config,
         })
     }

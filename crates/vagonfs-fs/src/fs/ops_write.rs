@@ -125,6 +125,8 @@ impl VagonFs {
             return Ok(Arc::clone(dir));
         }
         let dir = SpoolDir::open(&self.config.cache_dir)?;
+        let journaled = !dir.journaled_ids()?.is_empty();
+        self.folders.load(&dir, journaled)?;
         super::engine::start_group_commit(&dir);
         *slot = Some(Arc::clone(&dir));
         Ok(dir)
@@ -506,6 +508,9 @@ impl VagonFs {
         self.getattr(ino).await
     }
 
+    /// Answered at once: the folder gets a placeholder id and is made on the server in the
+    /// background (`new_folders.rs`). Its name is held in the overlay and its inode pinned
+    /// until the server has it, like a created file's.
     pub async fn mkdir(&self, parent: u64, name: &OsStr, _mode: u32) -> FsResult<AttrReply> {
         let dir = self.dir_node(parent)?;
         self.check_writable(&dir.loc)?;
@@ -514,29 +519,45 @@ impl VagonFs {
         if self.child(&dir, name).await?.is_some() {
             return Err(FsError::Exists);
         }
+        // While the API is known to be down, say so at once rather than promise a folder.
+        if let Some(err) = self.health.recent_failure() {
+            return Err(err);
+        }
+        let spool = self.spool_dir()?;
         let request = CreateRequest::directory(space, parent_id, api_name);
-        let created = self
-            .health
-            .bounded("create folder", self.config.op_timeout, async {
-                Ok(self.api.create(&request).await?)
-            })
-            .await?;
-        let loc = Loc::Remote {
-            space,
-            id: created.id,
-        };
+        let id = self.folders.create_later(&spool, request)?;
+        let loc = Loc::Remote { space, id };
         let node = self
             .inodes
             .insert_new(loc, NodeKind::Directory, name, (parent, dir.loc));
-        // One request: the parent shows it through the overlay, and the new folder is known
-        // to be empty.
-        self.settle_name(dir.loc, name, node.ino);
+        self.inodes.set_spooled(node.ino, true);
+        self.overlay.hold(dir.loc, name, node.ino);
         self.dirs.forget_missing(dir.loc, name);
+        // Known to be empty: nothing to list.
         self.dirs.seed_empty(loc);
         self.dirs.touch(dir.loc);
         // A new folder shows its creation time until the server lists it.
         self.dirs.touch(loc);
+        self.settle_when_made(id, dir.loc, name.to_os_string(), node.ino);
         Ok(self.reply(node))
+    }
+
+    /// Once folder `id` (a placeholder) is on the server, its name shows as the server lists
+    /// it and its inode is no longer pinned.
+    fn settle_when_made(&self, id: u64, dir: Loc, name: std::ffi::OsString, ino: u64) {
+        let me = self.me.clone();
+        let folders = Arc::clone(&self.folders);
+        tokio::spawn(async move {
+            let made = folders.made(id).await;
+            let Some(fs) = me.upgrade() else { return };
+            if made.is_ok() && fs.overlay.get(dir, &name, None) == Some(ino) {
+                fs.settle_name(dir, &name, ino);
+            }
+            // Refused for good: the name stays held (and logged), its content in the spools.
+            if made.is_ok() {
+                fs.inodes.set_spooled(ino, false);
+            }
+        });
     }
 
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {

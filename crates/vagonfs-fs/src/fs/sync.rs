@@ -59,8 +59,16 @@ impl VagonFs {
     /// One [`VagonFs::flush_all`] round; `true` when every failure was transient.
     async fn flush_round(&self) -> (FlushReport, bool) {
         use futures::StreamExt;
-        let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
         let mut report = FlushReport::default();
+        let mut all_transient = true;
+        // Folders first: files made inside them wait for them anyway.
+        for (name, e) in self.folders.make_pending().await {
+            all_transient &= e.is_retryable();
+            report
+                .failed
+                .push((format!("folder {name}"), e.to_string()));
+        }
+        let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
         let results: Vec<_> = futures::stream::iter(inos.iter().copied())
             .map(|ino| async move {
                 let file = self.spooled_file(ino)?;
@@ -73,7 +81,6 @@ impl VagonFs {
             .buffer_unordered(self.engine.config.transfers.max(1))
             .collect()
             .await;
-        let mut all_transient = true;
         for (name, result) in results.into_iter().flatten() {
             match result {
                 Ok(()) => report.uploaded += 1,
@@ -157,9 +164,22 @@ impl VagonFs {
     /// failed transiently (and so wants another pass).
     async fn recover_round(&self, report: &mut RecoveryReport) -> FsResult<bool> {
         let dir = self.spool_dir()?;
+        // Folders an earlier run was asked for (loaded with the spool folder) come first: the
+        // files below may be inside them.
+        let mut retry = false;
+        for (name, e) in self.folders.make_pending().await {
+            if e.is_retryable() {
+                tracing::info!(folder = %name, error = %e, "folder not made yet; retrying with backoff");
+                retry = true;
+            } else {
+                report
+                    .failed
+                    .push((format!("folder {name}"), e.to_string()));
+            }
+        }
         let pending = super::write::recover(&dir, self.api.as_ref()).await?;
         if pending.is_empty() {
-            return Ok(false);
+            return Ok(retry);
         }
         tracing::info!(
             files = pending.len(),
@@ -171,7 +191,6 @@ impl VagonFs {
             async move { (shown, p.run(&uploader).await) }
         }))
         .await;
-        let mut retry = false;
         for (shown, result) in results {
             match result {
                 Ok(Recovered {

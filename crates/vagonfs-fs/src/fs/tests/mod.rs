@@ -34,6 +34,7 @@ mod engine_room;
 mod entries;
 mod model;
 mod model_findings;
+mod new_folders;
 mod trash;
 mod uploader;
 mod uploader_emulator;

@@ -370,7 +370,7 @@ impl World {
             if let Some(e) = self.mem.entry(SPACE, None, d) {
                 fs.dirs.expire(Loc::Remote {
                     space: SPACE,
-                    id: e.id,
+                    id: fs.folders.shown_id(SPACE, e.id),
                 });
             }
         }

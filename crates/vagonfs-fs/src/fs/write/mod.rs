@@ -95,6 +95,7 @@ pub use progress::{
     ProgressSnapshot, UploadObserver, UploadProgress, UploadRegistry, UploadState, UploadTicket,
 };
 pub use remote::{ApiRemote, RemoteBytes};
+pub(crate) use spool::TEMP_EXT;
 pub use spool::{FILL_BLOCK, GroupCommit, Spool, SpoolDir, ensure_private_dir, lock_holder};
 pub use uploader::{
     DEFAULT_CHUNK_SIZE_MB, DEFAULT_CONCURRENCY, DEFAULT_PART_MEMORY, LINK_RESTARTS, MIB,

@@ -69,6 +69,12 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
+    /// Something in the folder changed: the next commit makes it durable.
+    pub fn note(&self) {
+        self.unsynced
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// When anything changed since the last commit, flush the filesystem holding the spool
     /// folder (`syncfs(2)`: every spool and record on it, and the folder entries, in one call).
     /// Blocking; run it off the async workers.
