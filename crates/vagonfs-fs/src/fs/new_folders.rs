@@ -123,6 +123,9 @@ struct Maps {
 struct State {
     maps: Mutex<Maps>,
     log: Mutex<Option<Log>>,
+    /// Folders loaded from the log outside a runtime (the mount opens its spool folder before
+    /// it runs): their tasks start at the first call made on one.
+    unstarted: Mutex<Vec<(u64, CreateRequest, Arc<Notify>)>>,
 }
 
 /// The [`FilesApi`] the core talks through; see the module note.
@@ -160,6 +163,7 @@ impl NewFolders {
 
     /// Wait until folder `p` is made (its server id) or refused for good. Does not hurry it.
     pub(crate) async fn made(&self, p: u64) -> ApiResult<u64> {
+        self.launch();
         let Some(mut rx) = lock(&self.state.maps)
             .folders
             .get(&p)
@@ -182,6 +186,7 @@ impl NewFolders {
     /// Try every folder not made yet now (`vagonfs sync`, unmount, recovery), and wait for
     /// those attempts: the folders that are still not made, with why.
     pub(crate) async fn make_pending(&self) -> Vec<(String, ApiError)> {
+        self.launch();
         let pending: Vec<(u64, String)> = lock(&self.state.maps)
             .folders
             .iter()
@@ -200,8 +205,9 @@ impl NewFolders {
 
     /// Read the log left in spool folder `dir` by earlier runs (once, when the folder is
     /// opened): folders made keep their placeholders while `journaled` (a journal record may
-    /// name one as its parent); folders not made are made now. The log is rewritten with what
-    /// is kept.
+    /// name one as its parent); folders not made are made now, or from the first call made in
+    /// a runtime (recovery at mount) when loaded outside one. The log is rewritten with what is
+    /// kept.
     pub(crate) fn load(&self, dir: &SpoolDir, journaled: bool) -> std::io::Result<()> {
         let path = dir.path().join(LOG_FILE);
         let lines = match File::open(&path) {
@@ -295,9 +301,21 @@ impl NewFolders {
         if !fresh {
             return;
         }
-        let state = Arc::downgrade(&self.state);
-        let inner = Arc::clone(&self.inner);
-        tokio::spawn(make(state, inner, p, req, nudge));
+        lock(&self.state.unstarted).push((p, req, nudge));
+        self.launch();
+    }
+
+    /// Start the tasks of the folders not started yet, when there is a runtime to run them.
+    fn launch(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let waiting = std::mem::take(&mut *lock(&self.state.unstarted));
+        for (p, req, nudge) in waiting {
+            let state = Arc::downgrade(&self.state);
+            let inner = Arc::clone(&self.inner);
+            tokio::spawn(make(state, inner, p, req, nudge));
+        }
     }
 
     fn append(&self, dir: &SpoolDir, line: &LogLine) -> std::io::Result<()> {
@@ -314,6 +332,9 @@ impl NewFolders {
     /// The server id `id` stands for: itself, or the id of the folder placeholder `id` was
     /// given to, waited for (at most until the current attempt ends).
     async fn real(&self, id: u64) -> ApiResult<u64> {
+        if is_placeholder(id) {
+            self.launch();
+        }
         real(&self.state, id).await
     }
 

@@ -100,6 +100,8 @@ async fn close_returns_before_the_upload_and_a_small_file_costs_three_requests()
             .await
             .expect("mkdir");
     let lists_before = e.calls(ApiMethod::ListFiles);
+    // mkdir answers before its request; the folder is made in the background.
+    assert!(e.fs.wait_uploads().await.failed.is_empty());
     assert_eq!(e.calls(ApiMethod::Create), 1, "mkdir is one request");
     // Parts held at the server: close must still return.
     e.hold_parts();

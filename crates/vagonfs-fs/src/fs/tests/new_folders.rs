@@ -189,12 +189,14 @@ fn folders_not_made_before_a_crash_are_made_at_the_next_mount() {
     api.unhold(ApiMethod::Create);
     api.inner().add_dir(Space::Shared, None, "d");
 
+    // As the mount does: the spool folder (and the log in it) is opened before the runtime runs.
+    let fs = mount(&api, cache.path());
+    fs.open_spool_dir().expect("spool folder");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let fs = mount(&api, cache.path());
         let report = fs.recover().await.expect("recover");
         assert_eq!(report.uploaded.len(), 1, "{report:?}");
         assert!(report.failed.is_empty(), "{report:?}");
