@@ -73,8 +73,8 @@ pub struct MountArgs {
     pub dir_refresh: Duration,
 
     /// Longest wait of lookup, stat, opendir and readdir on an unreachable API when nothing
-    /// is cached (then EIO; cached listings are answered at once), and of mkdir, rmdir and
-    /// unlink: seconds, or with a unit.
+    /// is cached (then EIO; cached listings are answered at once), and of rmdir and unlink
+    /// (mkdir answers at once; the folder is made in the background): seconds, or with a unit.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_op_timeout)]
     pub op_timeout: Duration,
 

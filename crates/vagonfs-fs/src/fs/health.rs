@@ -1,7 +1,8 @@
 //! Whether the API answers: failures of interactive metadata requests remembered for a few
 //! seconds, so a storm of lookups during an outage does not send (and wait on) a request each.
-//! The changes a user waits on that are one request (mkdir, rmdir, unlink) go through
-//! [`Health::bounded`] too: `rm -rf` of a folder on a frozen server fails within `--op-timeout`
+//! The changes a user waits on that are one request (rmdir, unlink) go through
+//! [`Health::bounded`] too (mkdir answers at once, `new_folders.rs`, but fails at once here
+//! while an outage is remembered): `rm -rf` of a folder on a frozen server fails within `--op-timeout`
 //! and then at once, not after the client's 60 s budget per file.
 //!
 //! Only failures that say "the API cannot be reached" count ([`unreachable`]): connection
@@ -102,7 +103,7 @@ impl Health {
     }
 
     /// A wait on the API that a user's operation makes (a folder listing; the one request of
-    /// mkdir, rmdir, unlink): it fails at once while a failure is remembered (`call` is then
+    /// rmdir, unlink): it fails at once while a failure is remembered (`call` is then
     /// never polled), and waits at most `limit` (then `op_timed_out`, remembered); a success
     /// clears the outage, an unreachable API is remembered. The call is dropped at the limit:
     /// a frozen server that acts on a dropped change later makes the change the user asked

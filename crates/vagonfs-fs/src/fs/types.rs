@@ -196,7 +196,7 @@ pub struct FsConfig {
     /// background), so a file manager's refresh shows other machines' changes within seconds.
     pub dir_refresh: Duration,
     /// Longest wait of lookup, getattr, opendir, readdir (and statfs) on the API when no cached
-    /// answer exists, and of the one request of mkdir, rmdir and unlink; then EIO.
+    /// answer exists, and of the one request of rmdir and unlink; then EIO.
     pub op_timeout: Duration,
     /// Memory block cache, bytes.
     pub cache_size: u64,
