@@ -205,7 +205,7 @@ impl NewFolders {
 
     /// Read the log left in spool folder `dir` by earlier runs (once, when the folder is
     /// opened): folders made keep their placeholders while `journaled` (a journal record may
-    /// name one as its parent); folders not made are made now, or from the first call made in
+    /// name one as its parent) or while a folder not made yet is inside one; folders not made are made now, or from the first call made in
     /// a runtime (recovery at mount) when loaded outside one. The log is rewritten with what is
     /// kept.
     pub(crate) fn load(&self, dir: &SpoolDir, journaled: bool) -> std::io::Result<()> {
@@ -221,6 +221,14 @@ impl NewFolders {
                 made.insert(*p, *id);
             }
         }
+        // A made folder is still needed as the parent of one not made yet.
+        let parents: std::collections::HashSet<u64> = lines
+            .iter()
+            .filter_map(|line| match line {
+                LogLine::Asked { p, parent, .. } if !made.contains_key(p) => *parent,
+                _ => None,
+            })
+            .collect();
         let mut kept = Vec::new();
         let mut to_make = Vec::new();
         for line in lines {
@@ -234,7 +242,7 @@ impl NewFolders {
                 continue;
             };
             match made.get(&p) {
-                Some(&id) if journaled => {
+                Some(&id) if journaled || parents.contains(&p) => {
                     self.register(p, name, Status::Made(id));
                     lock(&self.state.maps)
                         .by_real

@@ -210,3 +210,47 @@ fn folders_not_made_before_a_crash_are_made_at_the_next_mount() {
         assert_eq!(read_path(&fs, "d/e/f").await, b"unsaved");
     });
 }
+
+/// A crash with a folder made and a folder inside it not made yet, and nothing else unsaved:
+/// the next mount still knows the made one, and makes the other inside it.
+#[test]
+fn a_folder_inside_a_made_one_is_made_after_a_crash() {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fs = rt.block_on(async {
+        let fs = mount(&api, cache.path());
+        let d = mkdir(&fs, ROOT_INO, "d").await;
+        let Some(node) = fs.inodes.get(d) else {
+            panic!("d has no inode")
+        };
+        let Loc::Remote { id, .. } = node.loc else {
+            panic!("d at {:?}", node.loc)
+        };
+        fs.folders.made(id).await.expect("d made");
+        api.hold(ApiMethod::Create, None);
+        mkdir(&fs, d, "e").await;
+        fs
+    });
+    drop(rt);
+    drop(fs);
+    api.unhold(ApiMethod::Create);
+    assert_eq!(tree(&api), [("d".to_string(), None)].into());
+
+    let fs = mount(&api, cache.path());
+    fs.open_spool_dir().expect("spool folder");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let report = fs.recover().await.expect("recover");
+        assert!(report.failed.is_empty(), "{report:?}");
+        let want: BTreeMap<String, Option<Vec<u8>>> =
+            [("d".to_string(), None), ("d/e".to_string(), None)].into();
+        assert_eq!(tree(&api), want);
+    });
+}
