@@ -314,6 +314,8 @@ fn cp_r_rsync_tar_mkdir_p_and_rm_r() {
 
     // mkdir -p, rm -r.
     run_ok(Command::new("mkdir").arg("-p").arg(m.join("p/q/r")));
+    // mkdir answers before the server has the folder; `vagonfs sync` waits for it.
+    m.sync_ok();
     assert!(server_entry(&emu, "p/q/r").is_some());
     run_ok(Command::new("mkdir").arg("-p").arg(m.join("p/q/r")));
     run_ok(

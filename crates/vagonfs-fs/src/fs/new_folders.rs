@@ -13,6 +13,8 @@
 //!
 //! Subtle cases handled here:
 //! - a folder made inside a folder still being made waits for its parent's id (`mkdir -p`);
+//!   at most [`CREATES_AT_ONCE`] creates are in flight, a permit taken only once the parent's
+//!   id is known (so waiting children cannot starve their parents of permits);
 //! - a failed create that may succeed later (network, 5xx, timeout) is retried in the
 //!   background with backoff, forever; a caller waiting for the id gets that attempt's error
 //!   (so a lookup or upload is never held longer than one attempt) and nudges the next try;
@@ -63,6 +65,10 @@ const LOG_FILE: &str = ".new-folders.log";
 /// Backoff between attempts of one folder's create.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Folder creates in flight at once. A create waits for its parent's id before it takes a
+/// permit, so a folder whose parent is not made never holds one.
+const CREATES_AT_ONCE: usize = 16;
 
 /// Numbered conflict names tried when a file holds the folder's name.
 const CONFLICT_NAME_TRIES: u32 = 20;
@@ -119,9 +125,10 @@ struct Maps {
     by_real: HashMap<(Space, u64), u64>,
 }
 
-#[derive(Default)]
 struct State {
     maps: Mutex<Maps>,
+    /// Folder creates in flight at once (`git clone` makes hundreds in a burst).
+    permits: tokio::sync::Semaphore,
     log: Mutex<Option<Log>>,
     /// Folders loaded from the log outside a runtime (the mount opens its spool folder before
     /// it runs): their tasks start at the first call made on one.
@@ -138,7 +145,12 @@ impl NewFolders {
     pub(crate) fn new(inner: Arc<dyn FilesApi>) -> Arc<Self> {
         Arc::new(NewFolders {
             inner,
-            state: Arc::new(State::default()),
+            state: Arc::new(State {
+                maps: Mutex::default(),
+                permits: tokio::sync::Semaphore::new(CREATES_AT_ONCE),
+                log: Mutex::default(),
+                unstarted: Mutex::default(),
+            }),
         })
     }
 
@@ -482,6 +494,9 @@ async fn attempt(state: &State, api: &dyn FilesApi, req: &CreateRequest) -> ApiR
     };
     let mut req = req.clone();
     req.parent_id = parent;
+    let Ok(_permit) = state.permits.acquire().await else {
+        return Err(stopping());
+    };
     match api.create(&req).await {
         Ok(created) => Ok(created.id),
         Err(e) if e.kind() == ApiErrorKind::AlreadyExists => {

@@ -510,7 +510,8 @@ impl VagonFs {
 
     /// Answered at once: the folder gets a placeholder id and is made on the server in the
     /// background (`new_folders.rs`). Its name is held in the overlay and its inode pinned
-    /// until the server has it, like a created file's.
+    /// until the server has it, like a created file's. With `--sync-close` it waits for the
+    /// server instead (at most `--op-timeout`), as close does.
     pub async fn mkdir(&self, parent: u64, name: &OsStr, _mode: u32) -> FsResult<AttrReply> {
         let dir = self.dir_node(parent)?;
         self.check_writable(&dir.loc)?;
@@ -519,26 +520,39 @@ impl VagonFs {
         if self.child(&dir, name).await?.is_some() {
             return Err(FsError::Exists);
         }
-        // While the API is known to be down, say so at once rather than promise a folder.
-        if let Some(err) = self.health.recent_failure() {
-            return Err(err);
-        }
-        let spool = self.spool_dir()?;
         let request = CreateRequest::directory(space, parent_id, api_name);
-        let id = self.folders.create_later(&spool, request)?;
+        let later = !self.engine.config.sync_close;
+        let id = if later {
+            // While the API is known to be down, say so at once rather than promise a folder.
+            if let Some(err) = self.health.recent_failure() {
+                return Err(err);
+            }
+            let spool = self.spool_dir()?;
+            self.folders.create_later(&spool, request)?
+        } else {
+            self.health
+                .bounded("create folder", self.config.op_timeout, async {
+                    Ok(self.api.create(&request).await?.id)
+                })
+                .await?
+        };
         let loc = Loc::Remote { space, id };
         let node = self
             .inodes
             .insert_new(loc, NodeKind::Directory, name, (parent, dir.loc));
-        self.inodes.set_spooled(node.ino, true);
-        self.overlay.hold(dir.loc, name, node.ino);
-        self.dirs.forget_missing(dir.loc, name);
+        if later {
+            self.inodes.set_spooled(node.ino, true);
+            self.overlay.hold(dir.loc, name, node.ino);
+            self.dirs.forget_missing(dir.loc, name);
+            self.settle_when_made(id, dir.loc, name.to_os_string(), node.ino);
+        } else {
+            self.settle_name(dir.loc, name, node.ino);
+        }
         // Known to be empty: nothing to list.
         self.dirs.seed_empty(loc);
         self.dirs.touch(dir.loc);
         // A new folder shows its creation time until the server lists it.
         self.dirs.touch(loc);
-        self.settle_when_made(id, dir.loc, name.to_os_string(), node.ino);
         Ok(self.reply(node))
     }
 

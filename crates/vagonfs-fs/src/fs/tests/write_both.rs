@@ -163,6 +163,8 @@ async fn mkdir_rmdir_and_their_errors(backend: Backend) {
         .await
         .expect("mkdir");
     assert_eq!(d.attr.kind, NodeKind::Directory);
+    // mkdir answered before the server had the folder; `vagonfs sync` waits for it.
+    assert!(fs.wait_uploads().await.failed.is_empty());
     assert!(server.names(None).await.contains(&"d".to_string()));
     assert_eq!(walk(&fs, "d").await.expect("lookup").attr.ino, d.attr.ino);
     assert_eq!(
