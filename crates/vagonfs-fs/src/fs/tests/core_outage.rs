@@ -231,7 +231,8 @@ async fn a_changed_listing_tells_the_kernel() {
 }
 
 /// mkdir, unlink and rmdir on a hung API. mkdir answers at once (the folder is made on the
-/// server in the background, `new_folders.rs`); the first unlink fails within `--op-timeout`
+/// server in the background, `new_folders.rs`; with `--sync-close` it fails within
+/// `--op-timeout`); the first unlink fails within `--op-timeout`
 /// (not the client's 60 s budget), and the next changes at once without a request while the
 /// failure is remembered (`rm -rf` of a folder is one unlink per file), nothing shown changed
 /// but the new folder. Once the API answers again everything works, with no remount, and the
@@ -242,10 +243,29 @@ async fn a_hung_api_answers_mkdir_at_once_and_fails_unlink_and_rmdir_within_the_
     api.inner().add_dir(Space::Shared, None, "d");
     api.inner()
         .add_file(Space::Shared, None, "f", pattern(3, 1));
-    let fs = with_short_op_timeout(&api);
+    // With --sync-close, mkdir waits for the server as close does: at most --op-timeout.
+    let synced = with_short_op_timeout(&api);
+    let cache = tempfile::tempdir().expect("tempdir");
+    let fs = mount(
+        &api,
+        RootSpec::Space(Space::Shared),
+        FsConfig {
+            op_timeout: Duration::from_millis(300),
+            write_back: crate::fs::engine::WriteBack::default(),
+            ..super::driver::config(cache.path(), 1)
+        },
+    );
     walk(&fs, "f").await.expect("f");
+    walk(&synced, "f").await.expect("f");
     api.hold(ApiMethod::Create, None);
     api.hold(ApiMethod::Delete, None);
+    let started = std::time::Instant::now();
+    let err = synced
+        .mkdir(ROOT_INO, OsStr::new("synced"), 0o755)
+        .await
+        .unwrap_err();
+    assert_eq!(to_errno(&err), libc::EIO, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
     let started = std::time::Instant::now();
     fs.mkdir(ROOT_INO, OsStr::new("new"), 0o755)
         .await
