@@ -177,6 +177,8 @@ pub struct VagonFs {
     trash: trash::Trash,
     /// Folder walks, whose next files are read ahead (`walk`).
     walks: walk::Walks,
+    /// Set once the first recovery round ran (`sync.rs`).
+    first_recovery: tokio::sync::OnceCell<()>,
 }
 
 impl VagonFs {
@@ -227,6 +229,7 @@ impl VagonFs {
             times: times::TimeStore::new(),
             trash: trash::Trash::new(),
             walks: walk::Walks::default(),
+            first_recovery: tokio::sync::OnceCell::new(),
             api,
             folders,
             config,

@@ -5,6 +5,10 @@
 //! - [`VagonFs::wait_uploads`] makes rounds while failures are transient (a few, with backoff),
 //!   then waits for uploads still running in the background (the engine's, recovery's): a
 //!   graceful unmount must not return while bytes are on their way;
+//! - the first recovery round is run once, by [`VagonFs::recover`] (the mount's background
+//!   task) or by [`VagonFs::wait_uploads`] if a `vagonfs sync` comes first; either waits for
+//!   the other's, so a sync right after a mount does not answer "everything is uploaded"
+//!   before recovery's uploads are even queued;
 //! - recovery skips spools in use in this process, retries transient failures with backoff
 //!   without a time limit (the API may be down at mount time), keeps spools that fail for good
 //!   for the next try, and decides per file between its own name and a conflict copy (in
@@ -47,6 +51,14 @@ pub struct RecoveryReport {
     pub conflict_copies: Vec<(String, String)>,
     /// Not uploaded (kept for the next try): `(file, error)`.
     pub failed: Vec<(String, String)>,
+}
+
+impl RecoveryReport {
+    fn merge(&mut self, other: RecoveryReport) {
+        self.uploaded.extend(other.uploaded);
+        self.conflict_copies.extend(other.conflict_copies);
+        self.failed.extend(other.failed);
+    }
 }
 
 impl VagonFs {
@@ -113,6 +125,12 @@ impl VagonFs {
     /// backoff), then wait until no upload is queued or running (recovery runs its uploads in
     /// the background). Returns the files that still failed.
     pub async fn wait_uploads(&self) -> FlushReport {
+        if !self.config.read_only {
+            // What an earlier run left: its first recovery round (run here if the mount's
+            // background recovery has not started it yet, else waited for), so a sync right
+            // after the mount does not answer before recovery's uploads are even queued.
+            self.first_recovery_round().await;
+        }
         let mut wait = SYNC_BACKOFF;
         let mut round = 1;
         let report = loop {
@@ -142,8 +160,16 @@ impl VagonFs {
             return Ok(report);
         }
         let mut wait = RECOVERY_FIRST_RETRY;
+        let mut first = self.first_recovery_round().await;
         loop {
-            let retry = match self.recover_round(&mut report).await {
+            let round = match first.take() {
+                Some((done, result)) => {
+                    report.merge(done);
+                    result
+                }
+                None => self.recover_round(&mut report).await,
+            };
+            let retry = match round {
                 Ok(retry) => retry,
                 Err(e) if super::engine::transient(&e) => {
                     tracing::info!(error = %e, "recovery of unsaved changes could not start; retrying");
@@ -158,6 +184,21 @@ impl VagonFs {
             wait = (wait * 2).min(RECOVERY_MAX_RETRY);
         }
         Ok(report)
+    }
+
+    /// The mount's first recovery round, run once by whichever of [`Self::recover`] and
+    /// [`Self::wait_uploads`] comes first; the other waits for it. Its report and result go to
+    /// the caller that ran it (`None` for the others).
+    async fn first_recovery_round(&self) -> Option<(RecoveryReport, FsResult<bool>)> {
+        let mut ran = None;
+        self.first_recovery
+            .get_or_init(|| async {
+                let mut report = RecoveryReport::default();
+                let result = self.recover_round(&mut report).await;
+                ran = Some((report, result));
+            })
+            .await;
+        ran
     }
 
     /// One pass of [`Self::recover`]: upload every pending spool once. Returns whether one
