@@ -28,6 +28,22 @@ fn mount(api: &Arc<Server>, cache: &std::path::Path) -> Arc<VagonFs> {
     )
 }
 
+/// The server, the cache folder and a mount of it.
+fn setup() -> (Arc<Server>, tempfile::TempDir, Arc<VagonFs>) {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let fs = mount(&api, cache.path());
+    (api, cache, fs)
+}
+
+/// A daemon's runtime: dropping it stops every task of the mount where it stands (a crash).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 async fn mkdir(fs: &VagonFs, parent: u64, name: &str) -> u64 {
     let made = tokio::time::timeout(
         Duration::from_secs(1),
@@ -44,9 +60,7 @@ fn tree(api: &Server) -> BTreeMap<String, Option<Vec<u8>>> {
 
 #[tokio::test]
 async fn mkdir_answers_before_the_server_and_what_is_written_inside_lands() {
-    let api = server();
-    let cache = tempfile::tempdir().expect("tempdir");
-    let fs = mount(&api, cache.path());
+    let (api, _cache, fs) = setup();
     api.hold(ApiMethod::Create, None);
     let a = mkdir(&fs, ROOT_INO, "a").await;
     let b = mkdir(&fs, a, "b").await;
@@ -97,9 +111,7 @@ async fn mkdir_answers_before_the_server_and_what_is_written_inside_lands() {
 /// left alone: the folder is made beside it as a conflict copy.
 #[tokio::test]
 async fn a_name_taken_on_the_server_meanwhile_is_merged_or_kept_beside() {
-    let api = server();
-    let cache = tempfile::tempdir().expect("tempdir");
-    let fs = mount(&api, cache.path());
+    let (api, _cache, fs) = setup();
     api.hold(ApiMethod::Create, None);
     let x = mkdir(&fs, ROOT_INO, "x").await;
     let y = mkdir(&fs, ROOT_INO, "y").await;
@@ -145,9 +157,7 @@ async fn a_name_taken_on_the_server_meanwhile_is_merged_or_kept_beside() {
 /// `wait_uploads`) hurries them and reports the folder until it is made.
 #[tokio::test]
 async fn a_folder_whose_create_fails_for_a_while_is_made_later() {
-    let api = server();
-    let cache = tempfile::tempdir().expect("tempdir");
-    let fs = mount(&api, cache.path());
+    let (api, _cache, fs) = setup();
     api.fail_next(ApiMethod::Create, 2, Fault::Transport);
     let z = mkdir(&fs, ROOT_INO, "z").await;
     put(&fs, z, "f", b"data").await.1.expect("close");
@@ -188,10 +198,7 @@ enum Next {
 fn crash_before_the_folders_are_made_then(next: Next) {
     let api = server();
     let cache = tempfile::tempdir().expect("tempdir");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let fs = rt.block_on(async {
         let fs = mount(&api, cache.path());
         api.hold(ApiMethod::Create, None);
@@ -209,10 +216,7 @@ fn crash_before_the_folders_are_made_then(next: Next) {
     // As the mount does: the spool folder (and the log in it) is opened before the runtime runs.
     let fs = mount(&api, cache.path());
     fs.open_spool_dir().expect("spool folder");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         match next {
             Next::Recover => {
@@ -245,10 +249,7 @@ fn crash_before_the_folders_are_made_then(next: Next) {
 fn a_folder_inside_a_made_one_is_made_after_a_crash() {
     let api = server();
     let cache = tempfile::tempdir().expect("tempdir");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let fs = rt.block_on(async {
         let fs = mount(&api, cache.path());
         let d = mkdir(&fs, ROOT_INO, "d").await;
@@ -270,10 +271,7 @@ fn a_folder_inside_a_made_one_is_made_after_a_crash() {
 
     let fs = mount(&api, cache.path());
     fs.open_spool_dir().expect("spool folder");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let report = fs.recover().await.expect("recover");
         assert!(report.failed.is_empty(), "{report:?}");
