@@ -216,10 +216,10 @@ impl NewFolders {
     }
 
     /// Read the log left in spool folder `dir` by earlier runs (once, when the folder is
-    /// opened): folders made keep their placeholders while `journaled` (a journal record may
-    /// name one as its parent) or while a folder not made yet is inside one; folders not made are made now, or from the first call made in
-    /// a runtime (recovery at mount) when loaded outside one. The log is rewritten with what is
-    /// kept.
+    /// opened). Folders made keep their placeholders while `journaled` (a journal record may
+    /// name one as its parent) or while a folder not made yet is inside one. Folders not made
+    /// are made now, or from the first call made in a runtime (recovery at mount) when loaded
+    /// outside one. The log is rewritten with what is kept.
     pub(crate) fn load(&self, dir: &SpoolDir, journaled: bool) -> std::io::Result<()> {
         let path = dir.path().join(LOG_FILE);
         let lines = match File::open(&path) {
