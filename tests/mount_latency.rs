@@ -8,7 +8,8 @@
 //! - revalidation: a file added straight to the emulator shows in `ls` within `--dir-refresh`
 //!   + 1 s;
 //! - a read of bytes never fetched while the API is frozen fails with ETIMEDOUT within
-//!   `--read-timeout` (+1 s), cached bytes still answer, and reads work again once it is back;
+//!   `--read-timeout` (+1 s), and the first read of a file opened meanwhile within the open's
+//!   link wait (+1.5 s); cached bytes still answer, and reads work again once it is back;
 //! - metadata: folder times move with the changes made in them, a new folder shows its creation
 //!   time, a folder's link count is 2 + its subfolders, an open file that was unlinked has
 //!   nlink 0, and `df -i` never shows a negative count;
@@ -268,6 +269,7 @@ fn a_read_blocked_by_a_frozen_api_fails_within_read_timeout_then_works_again() {
     let emu = EmulatorProcess::start();
     let data = test_bytes(12, 96 << 20);
     emu.upload(M1, None, "big.bin", &data);
+    emu.upload(M1, None, "other.bin", &data[..4096]);
     // A small cache caps the read-ahead window (half the cache): bytes 90 MiB in are never
     // prefetched by the first read before the freeze, whatever the kernel's read-ahead (at
     // 30 MiB of a 32 MiB file, CI once found them fetched already).
@@ -300,6 +302,19 @@ fn a_read_blocked_by_a_frozen_api_fails_within_read_timeout_then_works_again() {
         "failed after {took:?} with --read-timeout 2"
     );
 
+    // A file opened while the API is frozen: its open waits for the link at most
+    // min(5 s, --read-timeout), and then its first read only a moment, not --read-timeout more.
+    let started = Instant::now();
+    let other = std::fs::File::open(mount.join("other.bin")).expect("open while frozen");
+    let err = std::os::unix::fs::FileExt::read_exact_at(&other, &mut buf, 0)
+        .expect_err("a first read with the API frozen");
+    let took = started.elapsed();
+    assert_eq!(errno_of(&err), libc::ETIMEDOUT, "{err}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(3500),
+        "open + first read failed after {took:?} with --read-timeout 2"
+    );
+
     drop(frozen);
     let back = wait_until(Duration::from_secs(20), || {
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, far).is_ok()
@@ -310,6 +325,13 @@ fn a_read_blocked_by_a_frozen_api_fails_within_read_timeout_then_works_again() {
     assert_eq!(
         std::fs::read(mount.join("big.bin")).expect("read all"),
         data
+    );
+    let back = wait_until(Duration::from_secs(20), || {
+        std::fs::read(mount.join("other.bin")).is_ok_and(|d| d == data[..4096])
+    });
+    assert!(
+        back,
+        "the file opened during the outage is read once the API is back"
     );
 }
 

@@ -54,7 +54,9 @@
 //!   fills the cache. The version is then marked stalled for `read_timeout`: reads of it that
 //!   need the network wait only [`STALLED_WAIT`] meanwhile (cached bytes are served at once).
 //!   The kernel retries a failed readahead with a read of its own, so without the mark a frozen
-//!   server made one `pread` wait twice `read_timeout`; a read that succeeds clears the mark;
+//!   server made one `pread` wait twice `read_timeout`; a read that succeeds clears the mark.
+//!   An open whose link did not come within [`OPEN_LINK_WAIT`] marks it too: a frozen server
+//!   answers `cat` in about 5 s, not 5 s plus `read_timeout`;
 //! - locks: the in-flight map may be locked before the cache, never the other way round;
 //! - in-flight fetches are shared: a read needing a block being fetched waits for that block;
 //!   runs go on in their own tasks, so an interrupted read does not waste a half-done fetch.
@@ -297,10 +299,24 @@ impl Reader {
                 Ok(())
             }
             Err(_) => {
+                // A server that cannot give a link in this time will not give the bytes soon:
+                // the first read waits only `STALLED_WAIT` (the fetch goes on), so `cat` on a
+                // frozen server answers ETIMEDOUT after about this wait, not this wait plus
+                // `read_timeout`.
                 tracing::debug!(file = file.id, "download link not there within {wait:?}");
+                self.mark_stalled(file);
                 Ok(())
             }
         }
+    }
+
+    /// Reads of `file` that need the network wait only [`STALLED_WAIT`] for a while.
+    fn mark_stalled(&self, file: FileVersion) {
+        let mut marks = lock(&self.stalled);
+        if marks.len() >= BAD_MAX {
+            marks.clear();
+        }
+        marks.insert(file, std::time::Instant::now());
     }
 
     /// Read `size` bytes at `offset` (fewer at the end of the file).
@@ -326,11 +342,7 @@ impl Reader {
             Ok(r) => r,
             Err(_) => {
                 if !stalled {
-                    let mut marks = lock(&self.stalled);
-                    if marks.len() >= BAD_MAX {
-                        marks.clear();
-                    }
-                    marks.insert(file, std::time::Instant::now());
+                    self.mark_stalled(file);
                 }
                 Err(FsError::Api(ApiError::Timeout {
                     endpoint: format!("read of file {}", file.id),
