@@ -156,11 +156,14 @@ pub struct StatusSnapshot {
     /// Since when the API cannot be reached, while it cannot (cached listings are served).
     #[serde(default)]
     pub api_unreachable_since: Option<DateTime<Utc>>,
+    /// Folders made by mkdir that the server does not have yet (made in the background).
+    #[serde(default)]
+    pub folders_not_made: u64,
 }
 
 impl StatusSnapshot {
     /// Nothing left to upload.
     pub fn uploads_done(&self) -> bool {
-        self.queued == 0 && self.in_flight == 0
+        self.queued == 0 && self.in_flight == 0 && self.folders_not_made == 0
     }
 }

@@ -61,6 +61,7 @@ impl ControlHandler for FakeMount {
             recent_errors: vec![],
             cache: CacheStats::default(),
             api_unreachable_since: None,
+            folders_not_made: 0,
             retries: 0,
             endpoints: vec![],
         }

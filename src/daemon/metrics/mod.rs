@@ -587,6 +587,7 @@ impl StatusSnapshot {
             retries: metrics.retries_total(),
             endpoints: metrics.endpoint_stats(),
             api_unreachable_since: None,
+            folders_not_made: 0,
         }
     }
 }

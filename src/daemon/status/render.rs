@@ -189,6 +189,12 @@ pub fn render_snapshot(s: &StatusSnapshot) -> String {
     for l in render_uploads(s) {
         line(format!("  {l}"));
     }
+    if s.folders_not_made > 0 {
+        line(format!(
+            "  folders   {} made here, not on the server yet (retried in the background)",
+            s.folders_not_made
+        ));
+    }
     let c = &s.cache;
     line(format!(
         "  cache     block {}; dir {}",
@@ -305,6 +311,7 @@ pub(crate) mod tests {
                 bytes_down: 0,
             }],
             api_unreachable_since: None,
+            folders_not_made: 0,
         }
     }
 
@@ -385,6 +392,24 @@ pub(crate) mod tests {
             text.contains("  api       http://127.0.0.1:8080\n            API unreachable since 2026-02-02 02:41:00Z"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn folders_not_made_yet_are_shown_and_keep_sync_waiting() {
+        let mut s = known_snapshot();
+        s.queued = 0;
+        s.in_flight = 0;
+        assert!(!render_snapshot(&s).contains("  folders "));
+        assert!(s.uploads_done());
+        s.folders_not_made = 3;
+        let text = render_snapshot(&s);
+        assert!(
+            text.contains(
+                "  folders   3 made here, not on the server yet (retried in the background)\n"
+            ),
+            "{text}"
+        );
+        assert!(!s.uploads_done());
     }
 
     #[test]

@@ -511,6 +511,11 @@ impl VagonFs {
     }
 
     /// Since when the API cannot be reached, while it cannot (`vagonfs status`).
+    /// Folders made by mkdir that the server does not have yet (`new_folders.rs`).
+    pub fn folders_not_made(&self) -> usize {
+        self.folders.not_made()
+    }
+
     pub fn api_unreachable_since(&self) -> Option<SystemTime> {
         self.health.unreachable_since()
     }

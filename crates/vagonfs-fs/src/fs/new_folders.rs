@@ -195,6 +195,15 @@ impl NewFolders {
         }
     }
 
+    /// How many folders are not made on the server yet (`vagonfs status`).
+    pub(crate) fn not_made(&self) -> usize {
+        lock(&self.state.maps)
+            .folders
+            .values()
+            .filter(|f| matches!(*f.status.borrow(), Status::Pending { .. }))
+            .count()
+    }
+
     /// Try every folder not made yet now (`vagonfs sync`, unmount, recovery), and wait for
     /// those attempts: the folders that are still not made, with why.
     pub(crate) async fn make_pending(&self) -> Vec<(String, ApiError)> {
