@@ -510,12 +510,12 @@ impl VagonFs {
         self.statfs.statfs(loc, self.inodes.len() as u64).await
     }
 
-    /// Since when the API cannot be reached, while it cannot (`vagonfs status`).
     /// Folders made by mkdir that the server does not have yet (`new_folders.rs`).
     pub fn folders_not_made(&self) -> usize {
         self.folders.not_made()
     }
 
+    /// Since when the API cannot be reached, while it cannot (`vagonfs status`).
     pub fn api_unreachable_since(&self) -> Option<SystemTime> {
         self.health.unreachable_since()
     }

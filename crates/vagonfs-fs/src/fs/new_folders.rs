@@ -349,13 +349,11 @@ impl NewFolders {
 
     fn append(&self, dir: &SpoolDir, line: &LogLine) -> std::io::Result<()> {
         let mut slot = lock(&self.state.log);
-        if slot.is_none() {
-            *slot = Some(open_log(&dir.path().join(LOG_FILE), dir.group_commit())?);
-        }
-        let Some(log) = slot.as_mut() else {
-            unreachable!("opened above")
+        let log = match slot.take() {
+            Some(log) => log,
+            None => open_log(&dir.path().join(LOG_FILE), dir.group_commit())?,
         };
-        write_line(log, line)
+        write_line(slot.insert(log), line)
     }
 
     /// The server id `id` stands for: itself, or the id of the folder placeholder `id` was
@@ -630,8 +628,7 @@ impl FilesApi for NewFolders {
     async fn create(&self, req: &CreateRequest) -> ApiResult<Created> {
         let mut r = req.clone();
         r.parent_id = self.real_opt(req.parent_id).await?;
-        let created = self.inner.create(&r).await?;
-        Ok(created)
+        self.inner.create(&r).await
     }
 
     async fn upload_part(&self, url: &str, body: Bytes) -> ApiResult<String> {

@@ -562,15 +562,15 @@ impl VagonFs {
         let me = self.me.clone();
         let folders = Arc::clone(&self.folders);
         tokio::spawn(async move {
-            let made = folders.made(id).await;
+            // Refused for good: the name stays held (and logged), its content in the spools.
+            if folders.made(id).await.is_err() {
+                return;
+            }
             let Some(fs) = me.upgrade() else { return };
-            if made.is_ok() && fs.overlay.get(dir, &name, None) == Some(ino) {
+            if fs.overlay.get(dir, &name, None) == Some(ino) {
                 fs.settle_name(dir, &name, ino);
             }
-            // Refused for good: the name stays held (and logged), its content in the spools.
-            if made.is_ok() {
-                fs.inodes.set_spooled(ino, false);
-            }
+            fs.inodes.set_spooled(ino, false);
         });
     }
 
