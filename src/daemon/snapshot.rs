@@ -159,11 +159,18 @@ pub struct StatusSnapshot {
     /// Folders made by mkdir that the server does not have yet (made in the background).
     #[serde(default)]
     pub folders_not_made: u64,
+    /// Files removed through the mount that the server has not deleted yet (retried in the
+    /// background).
+    #[serde(default)]
+    pub deletes_pending: u64,
 }
 
 impl StatusSnapshot {
     /// Nothing left to upload.
     pub fn uploads_done(&self) -> bool {
-        self.queued == 0 && self.in_flight == 0 && self.folders_not_made == 0
+        self.queued == 0
+            && self.in_flight == 0
+            && self.folders_not_made == 0
+            && self.deletes_pending == 0
     }
 }

@@ -376,6 +376,7 @@ impl ControlHandler for MountControl {
         );
         snapshot.api_unreachable_since = self.fs.api_unreachable_since().map(DateTime::<Utc>::from);
         snapshot.folders_not_made = self.fs.folders_not_made() as u64;
+        snapshot.deletes_pending = self.fs.deletes_pending() as u64;
         snapshot.failed = failed_uploads(&self.fs);
         snapshot
     }

@@ -62,6 +62,7 @@ impl ControlHandler for FakeMount {
             cache: CacheStats::default(),
             api_unreachable_since: None,
             folders_not_made: 0,
+            deletes_pending: 0,
             retries: 0,
             endpoints: vec![],
         }

@@ -588,6 +588,7 @@ impl StatusSnapshot {
             endpoints: metrics.endpoint_stats(),
             api_unreachable_since: None,
             folders_not_made: 0,
+            deletes_pending: 0,
         }
     }
 }

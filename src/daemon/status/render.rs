@@ -195,6 +195,12 @@ pub fn render_snapshot(s: &StatusSnapshot) -> String {
             s.folders_not_made
         ));
     }
+    if s.deletes_pending > 0 {
+        line(format!(
+            "  deletes   {} removed here, not deleted on the server yet (retried in the background)",
+            s.deletes_pending
+        ));
+    }
     let c = &s.cache;
     line(format!(
         "  cache     block {}; dir {}",
@@ -312,6 +318,7 @@ pub(crate) mod tests {
             }],
             api_unreachable_since: None,
             folders_not_made: 0,
+            deletes_pending: 0,
         }
     }
 
@@ -406,6 +413,23 @@ pub(crate) mod tests {
         assert!(
             text.contains(
                 "  folders   3 made here, not on the server yet (retried in the background)\n"
+            ),
+            "{text}"
+        );
+        assert!(!s.uploads_done());
+    }
+
+    #[test]
+    fn deletes_not_done_yet_are_shown_and_keep_sync_waiting() {
+        let mut s = known_snapshot();
+        s.queued = 0;
+        s.in_flight = 0;
+        assert!(!render_snapshot(&s).contains("  deletes "));
+        s.deletes_pending = 12;
+        let text = render_snapshot(&s);
+        assert!(
+            text.contains(
+                "  deletes   12 removed here, not deleted on the server yet (retried in the background)\n"
             ),
             "{text}"
         );

@@ -46,6 +46,7 @@
 
 pub mod attr;
 mod counters;
+mod deletes;
 pub mod dir;
 pub mod engine;
 mod entries;
@@ -54,6 +55,7 @@ mod flight;
 mod health;
 mod inode;
 mod landing;
+mod line_log;
 mod names;
 mod new_folders;
 mod ops_write;
@@ -149,6 +151,8 @@ pub struct VagonFs {
     api: Arc<dyn FilesApi>,
     /// Folders made by mkdir, created on the server in the background.
     folders: Arc<new_folders::NewFolders>,
+    /// Files removed by unlink, deleted on the server in the background.
+    deletes: deletes::Deletes,
     attrs: AttrPolicy,
     inodes: Arc<InodeTable>,
     dirs: DirCache,
@@ -230,6 +234,7 @@ impl VagonFs {
             trash: trash::Trash::new(),
             walks: walk::Walks::default(),
             first_recovery: tokio::sync::OnceCell::new(),
+            deletes: deletes::Deletes::default(),
             api,
             folders,
             config,
@@ -513,6 +518,11 @@ impl VagonFs {
     /// Folders made by mkdir that the server does not have yet (`new_folders.rs`).
     pub fn folders_not_made(&self) -> usize {
         self.folders.not_made()
+    }
+
+    /// Files removed through the mount that the server has not deleted yet (`deletes.rs`).
+    pub fn deletes_pending(&self) -> usize {
+        self.deletes.pending()
     }
 
     /// Since when the API cannot be reached, while it cannot (`vagonfs status`).

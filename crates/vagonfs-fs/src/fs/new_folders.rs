@@ -33,11 +33,7 @@
 //!   deleted folder would.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, Write};
 use std::ops::Range;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -53,8 +49,9 @@ use crate::api::{
     FilePage, FilesApi, ListQuery, LiveEntry, MachinePage, ObjectType, RangeBody, Space,
 };
 
+use super::line_log::{self, LineLog};
 use super::lock;
-use super::write::{GroupCommit, JournalSpace, SpoolDir, conflict_name};
+use super::write::{JournalSpace, SpoolDir, conflict_name};
 
 /// Set in every placeholder id, never in a server's.
 const PLACEHOLDER_BIT: u64 = 1 << 63;
@@ -113,11 +110,6 @@ enum LogLine {
     Made { p: u64, id: u64 },
 }
 
-struct Log {
-    file: File,
-    commit: GroupCommit,
-}
-
 #[derive(Default)]
 struct Maps {
     folders: HashMap<u64, Folder>,
@@ -129,7 +121,7 @@ struct State {
     maps: Mutex<Maps>,
     /// Folder creates in flight at once (`git clone` makes hundreds in a burst).
     permits: tokio::sync::Semaphore,
-    log: Mutex<Option<Log>>,
+    log: Mutex<Option<LineLog>>,
     /// Folders loaded from the log outside a runtime (the mount opens its spool folder before
     /// it runs): their tasks start at the first call made on one.
     unstarted: Mutex<Vec<(u64, CreateRequest, Arc<Notify>)>>,
@@ -231,11 +223,7 @@ impl NewFolders {
     /// outside one. The log is rewritten with what is kept.
     pub(crate) fn load(&self, dir: &SpoolDir, journaled: bool) -> std::io::Result<()> {
         let path = dir.path().join(LOG_FILE);
-        let lines = match File::open(&path) {
-            Ok(f) => read_log(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let lines: Vec<LogLine> = line_log::read_lines(&path, LOG_FILE)?;
         let mut made: HashMap<u64, u64> = HashMap::new();
         for line in &lines {
             if let LogLine::Made { p, id } = line {
@@ -281,8 +269,8 @@ impl NewFolders {
                 }
             }
         }
-        rewrite_log(&path, &kept)?;
-        *lock(&self.state.log) = Some(open_log(&path, dir.group_commit())?);
+        line_log::rewrite(&path, &kept)?;
+        *lock(&self.state.log) = Some(LineLog::open(&path, dir.group_commit())?);
         if !to_make.is_empty() {
             tracing::info!(
                 folders = to_make.len(),
@@ -351,9 +339,9 @@ impl NewFolders {
         let mut slot = lock(&self.state.log);
         let log = match slot.take() {
             Some(log) => log,
-            None => open_log(&dir.path().join(LOG_FILE), dir.group_commit())?,
+            None => LineLog::open(&dir.path().join(LOG_FILE), dir.group_commit())?,
         };
-        write_line(slot.insert(log), line)
+        slot.insert(log).append(line)
     }
 
     /// The server id `id` stands for: itself, or the id of the folder placeholder `id` was
@@ -450,7 +438,7 @@ async fn make(
         let status = match outcome {
             Ok(id) => {
                 if let Some(log) = lock(&st.log).as_mut()
-                    && let Err(e) = write_line(log, &LogLine::Made { p, id })
+                    && let Err(e) = log.append(&LogLine::Made { p, id })
                 {
                     tracing::warn!(folder = %req.name, error = %e, "cannot note a made folder in the cache folder's log");
                 }
@@ -547,69 +535,6 @@ fn stopping() -> ApiError {
         endpoint: "folder made through the mount".into(),
         detail: "the mount is stopping".into(),
     }
-}
-
-fn open_log(path: &Path, commit: GroupCommit) -> std::io::Result<Log> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    Ok(Log { file, commit })
-}
-
-fn write_line(log: &mut Log, line: &LogLine) -> std::io::Result<()> {
-    let mut text = serde_json::to_vec(line).map_err(std::io::Error::other)?;
-    text.push(b'\n');
-    log.file.write_all(&text)?;
-    log.commit.note();
-    Ok(())
-}
-
-/// Every line that parses; a torn last line (a crash mid-write) is skipped.
-fn read_log(file: File) -> Vec<LogLine> {
-    let mut lines = Vec::new();
-    for (n, text) in std::io::BufReader::new(file).lines().enumerate() {
-        let Ok(text) = text else { break };
-        match serde_json::from_str(&text) {
-            Ok(line) => lines.push(line),
-            Err(e) => {
-                tracing::warn!(line = n + 1, error = %e, "skipping an unreadable line of the cache folder's folder log")
-            }
-        }
-    }
-    lines
-}
-
-/// Replace the log with `lines` (temp file, rename).
-fn rewrite_log(path: &Path, lines: &[LogLine]) -> std::io::Result<()> {
-    if lines.is_empty() {
-        return match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
-    }
-    let tmp: PathBuf = path.with_extension(format!(
-        "{}.{}",
-        uuid::Uuid::new_v4().simple(),
-        super::write::TEMP_EXT
-    ));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        for line in lines {
-            let mut text = serde_json::to_vec(line).map_err(std::io::Error::other)?;
-            text.push(b'\n');
-            f.write_all(&text)?;
-        }
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 #[async_trait]

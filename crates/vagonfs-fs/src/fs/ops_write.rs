@@ -127,6 +127,7 @@ impl VagonFs {
         let dir = SpoolDir::open(&self.config.cache_dir)?;
         let journaled = !dir.journaled_ids()?.is_empty();
         self.folders.load(&dir, journaled)?;
+        self.load_deletes(&dir)?;
         super::engine::start_group_commit(&dir);
         *slot = Some(Arc::clone(&dir));
         Ok(dir)
@@ -520,6 +521,7 @@ impl VagonFs {
         if self.child(&dir, name).await?.is_some() {
             return Err(FsError::Exists);
         }
+        self.wait_name_free(dir.loc, &api_name).await?;
         let request = CreateRequest::directory(space, parent_id, api_name);
         let later = !self.engine.config.sync_close;
         let id = if later {
@@ -617,6 +619,9 @@ impl VagonFs {
         name: &OsStr,
         child: &Child,
     ) -> FsResult<()> {
+        if self.remove_later(dir, name, child).await? {
+            return Ok(());
+        }
         let file = child.ino.and_then(|ino| self.hold_fate(ino));
         let remote = match &file {
             Some(f) => {
@@ -667,6 +672,63 @@ impl VagonFs {
         Ok(())
     }
 
+    /// With write-back, a file that is only on the server (no spool here) is removed at once
+    /// and deleted in the background, its name held until then (`deletes.rs`). `false`: it is
+    /// to be removed in the foreground (a spool to settle, `--sync-close`).
+    async fn remove_later(&self, dir: &Inode, name: &OsStr, child: &Child) -> FsResult<bool> {
+        let Loc::Remote { space, .. } = child.loc else {
+            return Ok(false);
+        };
+        let Some(text) = name.to_str() else {
+            return Ok(false);
+        };
+        if self.engine.config.sync_close
+            || child
+                .ino
+                .is_some_and(|ino| lock(&self.files).contains_key(&ino))
+        {
+            return Ok(false);
+        }
+        // While the API is known to be down, say so at once rather than promise a delete.
+        if let Some(err) = self.health.recent_failure() {
+            return Err(err);
+        }
+        let Ok(spool) = self.spool_dir() else {
+            return Ok(false);
+        };
+        let (_, parent_id) = folder_target(dir.loc)?;
+        let hold = tokio::time::timeout(
+            self.config.op_timeout,
+            self.uploader.hold_name(space, parent_id, text),
+        )
+        .await
+        .map_err(|_| super::health::op_timed_out("delete", self.config.op_timeout))?;
+        let shown = self.display_path(Some(dir.ino), name);
+        if let Err(e) = self.delete_later(&spool, child.loc, parent_id, text, shown, hold) {
+            tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
+            return Ok(false);
+        }
+        self.overlay.mark_gone(child.loc);
+        if let Some(ino) = child.ino {
+            self.clear_failure(ino);
+        }
+        self.forget_removed(dir, name, child);
+        Ok(true)
+    }
+
+    /// Wait (at most `--op-timeout`) until no upload or pending delete holds `name` in folder
+    /// `dir`, before making a folder of that name: a file just removed there is gone first.
+    pub(crate) async fn wait_name_free(&self, dir: Loc, name: &str) -> FsResult<()> {
+        let (space, parent_id) = folder_target(dir)?;
+        tokio::time::timeout(
+            self.config.op_timeout,
+            self.uploader.hold_name(space, parent_id, name),
+        )
+        .await
+        .map(drop)
+        .map_err(|_| super::health::op_timed_out("waiting for a delete", self.config.op_timeout))
+    }
+
     /// Local bookkeeping once the object shown as `name` in `dir` no longer exists there.
     pub(crate) fn forget_removed(&self, dir: &Inode, name: &OsStr, child: &Child) {
         self.overlay.mark_gone(child.loc);
@@ -704,6 +766,7 @@ impl VagonFs {
             )
             .await?;
         self.forget_removed(&dir, name, &child);
+        self.deletes.folder_deleted(child.loc);
         self.dirs.invalidate(child.loc);
         Ok(())
     }

@@ -215,6 +215,11 @@ impl Overlay {
         st.gone.insert(loc, now);
     }
 
+    /// The removal of `loc` did not happen after all (a delete refused by the server).
+    pub(crate) fn unmark_gone(&self, loc: &Loc) {
+        lock(&self.inner).gone.remove(loc);
+    }
+
     /// Whether a listed object is one this mount removed.
     pub(crate) fn is_gone(&self, loc: &Loc) -> bool {
         lock(&self.inner).gone.contains_key(loc)

@@ -480,6 +480,7 @@ impl VagonFs {
                 Some(_) => return Err(FsError::ReadOnly),
                 None => {
                     let (_, parent_id) = folder_target(to.loc)?;
+                    self.wait_name_free(to.loc, &api_name(dst_name)?).await?;
                     let made = self
                         .api
                         .create(&CreateRequest::directory(

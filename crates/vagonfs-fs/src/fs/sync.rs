@@ -80,6 +80,13 @@ impl VagonFs {
                 .failed
                 .push((format!("folder {name}"), e.to_string()));
         }
+        self.launch_deletes();
+        for (name, e) in self.deletes.hurry().await {
+            all_transient &= e.is_retryable();
+            report
+                .failed
+                .push((format!("delete of {name}"), e.to_string()));
+        }
         let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
         let results: Vec<_> = futures::stream::iter(inos.iter().copied())
             .map(|ino| async move {
@@ -218,6 +225,8 @@ impl VagonFs {
                     .push((format!("folder {name}"), e.to_string()));
             }
         }
+        // Deletes an earlier run was asked for (loaded with the spool folder, their names held).
+        self.launch_deletes();
         let pending = super::write::recover(&dir, self.api.as_ref()).await?;
         if pending.is_empty() {
             return Ok(retry);

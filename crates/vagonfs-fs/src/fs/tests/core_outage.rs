@@ -230,20 +230,23 @@ async fn a_changed_listing_tells_the_kernel() {
     assert_eq!(list(&fs, ROOT_INO).await.len(), 6);
 }
 
-/// mkdir, unlink and rmdir on a hung API. mkdir answers at once (the folder is made on the
-/// server in the background, `new_folders.rs`; with `--sync-close` it fails within
-/// `--op-timeout`); the first unlink fails within `--op-timeout`
-/// (not the client's 60 s budget), and the next changes at once without a request while the
-/// failure is remembered (`rm -rf` of a folder is one unlink per file), nothing shown changed
-/// but the new folder. Once the API answers again everything works, with no remount, and the
-/// folder asked for during the outage is on the server.
+/// mkdir, unlink and rmdir on a hung API. mkdir and unlink answer at once (the folder is made
+/// and the file deleted on the server in the background, `new_folders.rs`, `deletes.rs`; with
+/// `--sync-close` both fail within `--op-timeout`); the first rmdir fails within `--op-timeout`
+/// (not the client's 60 s budget), and the next changes fail at once without a request while
+/// the failure is remembered (`rm -rf` of a folder is one unlink per file), nothing shown
+/// changed but the new folder and the removed file. Once the API answers again everything
+/// works, with no remount, and what was asked for during the outage is on the server.
 #[tokio::test]
-async fn a_hung_api_answers_mkdir_at_once_and_fails_unlink_and_rmdir_within_the_op_timeout() {
+async fn a_hung_api_answers_mkdir_and_unlink_at_once_and_fails_rmdir_within_the_op_timeout() {
     let api = server();
     api.inner().add_dir(Space::Shared, None, "d");
     api.inner()
         .add_file(Space::Shared, None, "f", pattern(3, 1));
-    // With --sync-close, mkdir waits for the server as close does: at most --op-timeout.
+    api.inner()
+        .add_file(Space::Shared, None, "g", pattern(3, 2));
+    // With --sync-close, mkdir and unlink wait for the server as close does: at most
+    // --op-timeout.
     let synced = with_short_op_timeout(&api);
     let cache = tempfile::tempdir().expect("tempdir");
     let fs = mount(
@@ -266,12 +269,20 @@ async fn a_hung_api_answers_mkdir_at_once_and_fails_unlink_and_rmdir_within_the_
         .unwrap_err();
     assert_eq!(to_errno(&err), libc::EIO, "{err}");
     assert!(started.elapsed() < Duration::from_secs(2));
+    let err = synced.unlink(ROOT_INO, OsStr::new("g")).await.unwrap_err();
+    assert_eq!(to_errno(&err), libc::EIO, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4));
     let started = std::time::Instant::now();
     fs.mkdir(ROOT_INO, OsStr::new("new"), 0o755)
         .await
         .expect("mkdir answers without the server");
+    fs.unlink(ROOT_INO, OsStr::new("f"))
+        .await
+        .expect("unlink answers without the server");
     assert!(started.elapsed() < Duration::from_secs(1));
-    let err = fs.unlink(ROOT_INO, OsStr::new("f")).await.unwrap_err();
+    assert_eq!(fs.deletes_pending(), 1);
+    let started = std::time::Instant::now();
+    let err = fs.rmdir(ROOT_INO, OsStr::new("d")).await.unwrap_err();
     assert_eq!(to_errno(&err), libc::EIO, "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(fs.api_unreachable_since().is_some());
@@ -280,17 +291,17 @@ async fn a_hung_api_answers_mkdir_at_once_and_fails_unlink_and_rmdir_within_the_
         .await
         .unwrap_err();
     assert_eq!(to_errno(&err), libc::EIO, "{err}");
-    let err = fs.rmdir(ROOT_INO, OsStr::new("d")).await.unwrap_err();
+    let err = fs.unlink(ROOT_INO, OsStr::new("g")).await.unwrap_err();
     assert_eq!(to_errno(&err), libc::EIO, "{err}");
     assert_eq!(
         api.calls(ApiMethod::Delete),
-        1,
-        "the remembered failure answers: only the first unlink's request waits"
+        2,
+        "f's background delete and rmdir's: remembered failures answer the rest"
     );
     let mut shown = list(&fs, ROOT_INO).await;
     shown.retain(|e| e.name != "." && e.name != "..");
     let names: Vec<_> = shown.iter().map(|e| e.name.clone()).collect();
-    assert_eq!(names, ["d", "f", "new"]);
+    assert_eq!(names, ["d", "g", "new"]);
 
     api.unhold(ApiMethod::Create);
     api.unhold(ApiMethod::Delete);
@@ -298,9 +309,10 @@ async fn a_hung_api_answers_mkdir_at_once_and_fails_unlink_and_rmdir_within_the_
     fs.mkdir(ROOT_INO, OsStr::new("new2"), 0o755)
         .await
         .expect("mkdir once the API answers");
-    fs.unlink(ROOT_INO, OsStr::new("f")).await.expect("unlink");
+    fs.unlink(ROOT_INO, OsStr::new("g")).await.expect("unlink");
     fs.rmdir(ROOT_INO, OsStr::new("d")).await.expect("rmdir");
     assert!(fs.wait_uploads().await.failed.is_empty());
+    assert_eq!(fs.deletes_pending(), 0);
     assert!(fs.api_unreachable_since().is_none());
     assert_eq!(api.inner().names(Space::Shared, None), ["new", "new2"]);
 }

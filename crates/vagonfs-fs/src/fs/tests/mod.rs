@@ -27,6 +27,7 @@ mod driver;
 mod core;
 mod core_outage;
 mod core_read;
+mod deletes;
 mod dir_emulator;
 mod emulator;
 mod engine;

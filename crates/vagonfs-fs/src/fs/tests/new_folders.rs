@@ -18,7 +18,7 @@ use super::core::{Server, server};
 use super::driver::{config, list, put, read_path, walk};
 
 /// A mount of the shared storage with spools under `cache` and uploads in the background.
-fn mount(api: &Arc<Server>, cache: &std::path::Path) -> Arc<VagonFs> {
+pub(super) fn mount(api: &Arc<Server>, cache: &std::path::Path) -> Arc<VagonFs> {
     let mut cfg = config(cache, 1);
     cfg.write_back = WriteBack::default();
     VagonFs::new(
@@ -29,7 +29,7 @@ fn mount(api: &Arc<Server>, cache: &std::path::Path) -> Arc<VagonFs> {
 }
 
 /// The server, the cache folder and a mount of it.
-fn setup() -> (Arc<Server>, tempfile::TempDir, Arc<VagonFs>) {
+pub(super) fn setup() -> (Arc<Server>, tempfile::TempDir, Arc<VagonFs>) {
     let api = server();
     let cache = tempfile::tempdir().expect("tempdir");
     let fs = mount(&api, cache.path());
@@ -37,7 +37,7 @@ fn setup() -> (Arc<Server>, tempfile::TempDir, Arc<VagonFs>) {
 }
 
 /// A daemon's runtime: dropping it stops every task of the mount where it stands (a crash).
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -54,7 +54,7 @@ async fn mkdir(fs: &VagonFs, parent: u64, name: &str) -> u64 {
     made.expect("mkdir").attr.ino
 }
 
-fn tree(api: &Server) -> BTreeMap<String, Option<Vec<u8>>> {
+pub(super) fn tree(api: &Server) -> BTreeMap<String, Option<Vec<u8>>> {
     api.inner().tree(Space::Shared)
 }
 

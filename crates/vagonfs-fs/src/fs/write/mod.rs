@@ -91,6 +91,7 @@ pub use journal::{
     JournalRecord, JournalSpace, JournalState, PendingUpload, Recovered, RecoveryAction,
     RemoteBase, conflict_name, decide, recover,
 };
+pub(crate) use name_hold::NameHold;
 pub use progress::{
     ProgressSnapshot, UploadObserver, UploadProgress, UploadRegistry, UploadState, UploadTicket,
 };

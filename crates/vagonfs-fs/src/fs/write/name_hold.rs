@@ -52,6 +52,19 @@ impl UploadNames {
         }
     }
 
+    /// Hold `key` if nobody holds it now.
+    pub(crate) fn try_hold(self: &Arc<Self>, key: NameKey) -> Option<NameHold> {
+        let slot = Arc::clone(lock(&self.held).entry(key.clone()).or_default());
+        // On failure the hold's drop below removes the slot if it was the last.
+        let guard = slot.try_lock_owned().ok();
+        let hold = NameHold {
+            names: Arc::clone(self),
+            key,
+            guard,
+        };
+        hold.guard.is_some().then_some(hold)
+    }
+
     /// Names held or waited for now (for tests).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

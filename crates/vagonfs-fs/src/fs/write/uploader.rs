@@ -265,6 +265,16 @@ impl Uploader {
         self.names.hold((space, parent_id, name.to_string())).await
     }
 
+    /// [`Self::hold_name`] when nobody holds or waits for the name, else `None`.
+    pub(crate) fn try_hold_name(
+        &self,
+        space: Space,
+        parent_id: Option<u64>,
+        name: &str,
+    ) -> Option<NameHold> {
+        self.names.try_hold((space, parent_id, name.to_string()))
+    }
+
     /// Names held or waited for now (for tests).
     #[cfg(test)]
     pub(crate) fn names_held(&self) -> usize {

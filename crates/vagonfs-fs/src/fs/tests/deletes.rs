@@ -1,0 +1,229 @@
+//! unlink answered before the server deleted the file (`deletes.rs`), against the in-memory
+//! double behind the fault injector: the delete lands, a new file or folder of the removed name
+//! waits for it, a refusal shows the file again, rmdir does not wait, and a crash before the
+//! delete was sent. Requests are counted, never timed (the one bound, "unlink did not wait for
+//! a held delete", is a hang guard of a second).
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use crate::api::ApiError;
+use crate::api::faulty::{ApiMethod, Fault};
+use crate::fs::*;
+
+use super::core::server;
+use super::driver::{list, put, read_path, walk};
+use super::new_folders::{mount, runtime, setup, tree};
+
+/// The names folder `ino` shows.
+async fn shown(fs: &VagonFs, ino: u64) -> Vec<String> {
+    let mut names: Vec<String> = list(fs, ino)
+        .await
+        .into_iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    names.sort();
+    names
+}
+
+async fn unlink(fs: &VagonFs, parent: u64, name: &str) {
+    tokio::time::timeout(Duration::from_secs(1), fs.unlink(parent, OsStr::new(name)))
+        .await
+        .expect("unlink waited on the server")
+        .expect("unlink");
+}
+
+fn files(entries: &[(&str, Option<&[u8]>)]) -> BTreeMap<String, Option<Vec<u8>>> {
+    entries
+        .iter()
+        .map(|(name, data)| (name.to_string(), data.map(<[u8]>::to_vec)))
+        .collect()
+}
+
+#[tokio::test]
+async fn unlink_answers_before_the_server_and_the_deletes_land_sixteen_at_a_time() {
+    let (api, _cache, fs) = setup();
+    let names: Vec<String> = (0..20).map(|n| format!("f{n:02}")).collect();
+    for name in &names {
+        api.inner().add_file(Space::Shared, None, name, b"x");
+    }
+    assert_eq!(shown(&fs, ROOT_INO).await, names);
+    api.hold(ApiMethod::Delete, None);
+    for name in &names {
+        unlink(&fs, ROOT_INO, name).await;
+    }
+    assert!(shown(&fs, ROOT_INO).await.is_empty());
+    let err = fs
+        .lookup(ROOT_INO, OsStr::new("f00"))
+        .await
+        .expect_err("removed");
+    assert!(matches!(err, FsError::NotFound), "{err}");
+    assert_eq!(fs.deletes_pending(), 20);
+    assert_eq!(
+        api.inner().names(Space::Shared, None),
+        names,
+        "nothing deleted yet"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(api.in_flight(ApiMethod::Delete), 16);
+
+    api.unhold(ApiMethod::Delete);
+    let report = fs.wait_uploads().await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(api.inner().names(Space::Shared, None).is_empty());
+    assert_eq!(api.calls(ApiMethod::Delete), 20, "one delete per file");
+    assert_eq!(api.max_in_flight(ApiMethod::Delete), 16);
+    assert_eq!(fs.deletes_pending(), 0);
+    fs.dirs.invalidate_all();
+    assert!(shown(&fs, ROOT_INO).await.is_empty());
+}
+
+/// `rm f; echo new > f` and `rm x; mkdir x`: the new object's create reaches the server only
+/// once the old one is deleted, so it is neither refused (409) nor kept as a conflict copy.
+#[tokio::test]
+async fn a_file_or_folder_made_under_a_removed_name_waits_for_the_delete() {
+    let (api, _cache, fs) = setup();
+    api.inner().add_file(Space::Shared, None, "f", b"old");
+    api.inner()
+        .add_file(Space::Shared, None, "x", b"was a file");
+    walk(&fs, "f").await.expect("f");
+    walk(&fs, "x").await.expect("x");
+    api.hold(ApiMethod::Delete, None);
+    unlink(&fs, ROOT_INO, "f").await;
+    unlink(&fs, ROOT_INO, "x").await;
+    put(&fs, ROOT_INO, "f", b"new").await.1.expect("close");
+    assert_eq!(read_path(&fs, "f").await, b"new");
+    let mkdir = tokio::spawn({
+        let fs = std::sync::Arc::clone(&fs);
+        async move { fs.mkdir(ROOT_INO, OsStr::new("x"), 0o755).await }
+    });
+    // The upload is asked for now, and waits for the delete.
+    let flushed = tokio::spawn({
+        let fs = std::sync::Arc::clone(&fs);
+        async move { fs.wait_uploads().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!mkdir.is_finished(), "mkdir waits for the delete of x");
+    assert!(api.inner().creates().is_empty(), "nothing made yet");
+
+    api.unhold(ApiMethod::Delete);
+    mkdir.await.expect("task").expect("mkdir");
+    let report = flushed.await.expect("task");
+    assert!(report.failed.is_empty(), "{report:?}");
+    let report = fs.wait_uploads().await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(
+        tree(&api),
+        files(&[("f", Some(b"new".as_slice())), ("x", None)])
+    );
+}
+
+/// A delete the server refuses for good: the file shows again, and `vagonfs sync` says so.
+#[tokio::test]
+async fn a_refused_delete_shows_the_file_again() {
+    let (api, _cache, fs) = setup();
+    api.inner().add_file(Space::Shared, None, "keep", b"k");
+    walk(&fs, "keep").await.expect("keep");
+    api.fail_where(
+        ApiMethod::Delete,
+        |_| true,
+        Fault::Error(ApiError::Status {
+            endpoint: "DELETE /files".into(),
+            status: 403,
+            client_code: None,
+            message: "forbidden".into(),
+            retry_after: None,
+        }),
+    );
+    unlink(&fs, ROOT_INO, "keep").await;
+    let report = fs.wait_uploads().await;
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert!(report.failed[0].0.contains("keep"), "{report:?}");
+    assert_eq!(fs.deletes_pending(), 0);
+    assert_eq!(shown(&fs, ROOT_INO).await, ["keep"]);
+    assert_eq!(read_path(&fs, "keep").await, b"k");
+    assert_eq!(api.calls(ApiMethod::Delete), 1, "a refusal is not retried");
+}
+
+/// `rm -r d`: rmdir does not wait for the deletes inside (the server deletes a folder with
+/// everything in it); a delete still in flight then finds its file gone, which counts as done.
+#[tokio::test]
+async fn rmdir_does_not_wait_for_the_deletes_inside() {
+    let (api, _cache, fs) = setup();
+    let d = api.inner().add_dir(Space::Shared, None, "d");
+    let a = api.inner().add_file(Space::Shared, Some(d), "a", b"a");
+    api.inner().add_file(Space::Shared, Some(d), "b", b"b");
+    let d_ino = walk(&fs, "d").await.expect("d").attr.ino;
+    assert_eq!(shown(&fs, d_ino).await, ["a", "b"]);
+    api.hold(ApiMethod::Delete, Some(a));
+    unlink(&fs, d_ino, "a").await;
+    unlink(&fs, d_ino, "b").await;
+    tokio::time::timeout(Duration::from_secs(1), fs.rmdir(ROOT_INO, OsStr::new("d")))
+        .await
+        .expect("rmdir waited for a's delete")
+        .expect("rmdir");
+    assert!(api.inner().names(Space::Shared, None).is_empty());
+    api.unhold(ApiMethod::Delete);
+    let report = fs.wait_uploads().await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(fs.deletes_pending(), 0);
+    assert!(tree(&api).is_empty());
+}
+
+/// The daemon dies before the delete was sent, with a new file written under the removed name:
+/// the next mount hides the old file at once, deletes it, then uploads the new one under its
+/// own name (no conflict copy).
+#[test]
+fn a_delete_not_sent_before_a_crash_is_sent_at_the_next_mount() {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    api.inner().add_file(Space::Shared, None, "gone", b"old");
+    api.inner().add_file(Space::Shared, None, "kept", b"k");
+    let rt = runtime();
+    let fs = rt.block_on(async {
+        let fs = mount(&api, cache.path());
+        walk(&fs, "gone").await.expect("gone");
+        api.hold(ApiMethod::Delete, None);
+        unlink(&fs, ROOT_INO, "gone").await;
+        put(&fs, ROOT_INO, "gone", b"new").await.1.expect("close");
+        fs
+    });
+    drop(rt);
+    drop(fs);
+    api.unhold(ApiMethod::Delete);
+    assert_eq!(api.calls(ApiMethod::Delete), 1, "held, not done");
+    assert_eq!(
+        tree(&api),
+        files(&[("gone", Some(b"old".as_slice())), ("kept", Some(b"k"))])
+    );
+
+    // As the mount does: the spool folder (and the logs in it) is opened before the runtime
+    // runs.
+    let fs = mount(&api, cache.path());
+    fs.open_spool_dir().expect("spool folder");
+    let rt = runtime();
+    rt.block_on(async {
+        assert_eq!(
+            shown(&fs, ROOT_INO).await,
+            ["kept"],
+            "hidden before it is deleted"
+        );
+        let report = fs.recover().await.expect("recover");
+        assert_eq!(report.uploaded, ["gone"], "{report:?}");
+        assert!(report.conflict_copies.is_empty(), "{report:?}");
+        assert!(fs.wait_uploads().await.failed.is_empty());
+        assert_eq!(
+            tree(&api),
+            files(&[("gone", Some(b"new".as_slice())), ("kept", Some(b"k"))])
+        );
+        assert_eq!(read_path(&fs, "gone").await, b"new");
+    });
+    drop(rt);
+    drop(fs);
+    // Ended: a third mount has nothing left to delete.
+    let fs = mount(&api, cache.path());
+    fs.open_spool_dir().expect("spool folder");
+    assert_eq!(fs.deletes_pending(), 0);
+}
