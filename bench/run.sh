@@ -16,6 +16,7 @@
 #   BENCH_REPEAT        runs of each read benchmark; the best is kept     (default 3)
 #   BENCH_WALK_FILES    files of the folder read with cp -r out of the mount (default 200)
 #   BENCH_WALK_SIZE     their size in bytes                               (default 16384)
+#   BENCH_RM_FILES      files removed with rm -r, as 10 folders            (default 200)
 #   BENCH_TTFB_REPEAT   fresh mounts for time to first byte (median)      (default 5)
 #   BENCH_WRITE         auto (run if the mount accepts writes) | 0 | 1    (default auto)
 #   BENCH_LATENCY_MS    emulator --latency-ms: delay added to every API and data request,
@@ -29,6 +30,7 @@
 #                       daemon's CPU time per read), then report
 #   BENCH_ONLY=walk     run only the folder read (cp -r of small files out of the mount)
 #   BENCH_ONLY=ls       run only the listing (cold and warm ls -l at latency 0 and 20)
+#   BENCH_ONLY=rm       run only the removal (rm -r of a tree of small files, then vagonfs sync)
 #
 # Every process started here is stopped by its PID; every mount is unmounted on exit
 # (umount -l as the fallback).
@@ -48,6 +50,7 @@ TTFB_REPEAT="${BENCH_TTFB_REPEAT:-5}"
 REPEAT="${BENCH_REPEAT:-3}"
 WALK_FILES="${BENCH_WALK_FILES:-200}"
 WALK_SIZE="${BENCH_WALK_SIZE:-16384}"
+RM_FILES="${BENCH_RM_FILES:-200}"
 WRITE_MODE="${BENCH_WRITE:-auto}"
 LATENCY_MS="${BENCH_LATENCY_MS:-0}"
 VAGONFS="${VAGONFS:-$ROOT/target/release/vagonfs}"
@@ -269,6 +272,51 @@ walk_bench() {
     row "cp -r out of the mount, one folder, against a parallel client (s)" "$(calc "$t_flat" 3)" "$(calc "$t_par" 3) (python: the same, 8 files at a time)" "$(calc "$t_par / $t_flat")" "—"
     row "cp -r out of the mount: 10 folders of $per files of $WALK_SIZE bytes, fresh mount (s; requests of the last run)" "$(calc "$t_tree" 3); $r_tree" "$(calc "$t_tseq" 3) (python: each folder listed, then link + GET of each file, one after the other)" "$(calc "$t_tseq / $t_tree")" "—"
 }
+# --- rm -r of a tree of small files -------------------------------------------------------------
+
+# A tree `name` of 10 folders of RM_FILES/10 small files at the root, made through the API at
+# latency 0; prints its id.
+rm_tree() {
+    local top k sub
+    client latency 0 >/dev/null
+    top="$(client mkdir "$1" --machine 1 | json 'd["id"]')"
+    for k in $(seq 1 10); do
+        sub="$(client mkdir "d$k" --machine 1 --parent "$top" | json 'd["id"]')"
+        client small-files --count $((RM_FILES / 10)) --size 1024 --machine 1 --parent "$sub" >/dev/null
+    done
+    client latency "$LATENCY_MS" >/dev/null
+    echo "$top"
+}
+# rm -r of the tree from a fresh mount (the folders listed first, as a file manager has them),
+# then `vagonfs sync` (until the server has deleted everything), against a client deleting the
+# same tree one object after the other (what rm -r cost when each unlink waited on its delete).
+rm_bench() {
+    local rep top t0 t_rm="" t_all="" t_base="" dels n
+    for rep in $(seq 1 "$REPEAT"); do
+        log "rm -r ($rep/$REPEAT): $RM_FILES files in 10 folders, fresh mount, --latency-ms $LATENCY_MS"
+        rm_tree "rm-tree-$rep" >/dev/null
+        start_mount
+        n="$(find "$MNT/rm-tree-$rep" -type f | wc -l)"
+        [[ "$n" -eq $((RM_FILES / 10 * 10)) ]] || die "the tree shows $n files"
+        client reset-stats >/dev/null
+        t0="$(now_ns)"
+        rm -r "$MNT/rm-tree-$rep"
+        t_rm="$t_rm $(secs_since "$t0")"
+        m_sync
+        t_all="$t_all $(secs_since "$t0")"
+        dels="$(client stats | json 'd["delete"]')"
+        ! client find "rm-tree-$rep" --machine 1 >/dev/null 2>&1 || die "rm-tree-$rep is still on the server"
+        stop_mount
+        top="$(rm_tree "rm-base-$rep")"
+        t_base="$t_base $(client delete-tree --machine 1 --parent "$top" | json 'd["seconds"]')"
+    done
+    t_rm="$(min_of <<<"$t_rm")"
+    t_all="$(min_of <<<"$t_all")"
+    t_base="$(min_of <<<"$t_base")"
+    row "rm -r of $RM_FILES files in 10 folders, fresh mount, --latency-ms $LATENCY_MS (s; delete requests of the last run)" "$(calc "$t_rm" 3); $dels" "$(calc "$t_base" 3) (python: each folder listed, then DELETE of each file and folder, one after the other)" "$(calc "$t_base / $t_rm")" "—"
+    row "rm -r then vagonfs sync: the server has deleted everything (s)" "$(calc "$t_all" 3)" "$(calc "$t_base" 3) (same)" "$(calc "$t_base / $t_all")" "—"
+}
+
 # --- ls -l of a big folder, at --latency-ms 0 and 20 -------------------------------------------
 
 lists_made() { client stats | json 'd["list_files"]'; }
@@ -333,6 +381,13 @@ if [[ "${BENCH_ONLY:-}" == ls ]]; then
     echo "Listing only (BENCH_ONLY=ls): $DIR_ENTRIES folders, at emulator --latency-ms 0 and 20, $REPEAT fresh mounts each."
     exit 0
 fi
+if [[ "${BENCH_ONLY:-}" == rm ]]; then
+    rm_bench
+    report
+    echo "Emulator --latency-ms ${LATENCY_MS}. Removal only (BENCH_ONLY=rm): $RM_FILES files of 1 KiB in 10 folders, best of $REPEAT for both sides."
+    exit 0
+fi
+
 if [[ "${BENCH_ONLY:-}" == walk ]]; then
     walk_bench
     report
@@ -511,6 +566,7 @@ ms() { calc "$1 * 1000" 1; }
 row "Time to first byte, fresh mount: head -c 1 (ms, median of $TTFB_REPEAT; requests)" "$(ms "$TT_HEAD"); $TT_REQS" "$(ms "$TT_CURL") (curl time_starttransfer, URL known)" "$(calc "$TT_CURL / $TT_HEAD")" "—"
 row "Time to first byte, fresh mount: open + read(1) in-process (ms, median of $TTFB_REPEAT)" "$(ms "$TT_OPEN")" "$(ms "$TT_CHAIN") (python: list + link + GET byte 0, fresh connections)" "$(calc "$TT_CHAIN / $TT_OPEN")" "—"
 walk_bench
+rm_bench
 fi
 
 # --- writes -----------------------------------------------------------------------------------

@@ -251,6 +251,33 @@ def cmd_small_files(cl, a):
     return {"count": a.count, "seconds": secs, "files_per_s": a.count / secs}
 
 
+def cmd_delete_tree(cl, a):
+    """Delete a folder as a client that removes one object at a time does (`rm -r` through a
+    mount that waits on each delete): list each folder (all pages), DELETE each file, recurse into
+    each subfolder, then DELETE the folder; one request after the other. Deletes, seconds."""
+    t0 = time.monotonic()
+
+    def walk(folder):
+        files, dirs, page = [], [], 1
+        while page:
+            doc = cl.list_page(a.machine, folder, page)
+            for f in doc.get("files", []):
+                kind = f.get("attributes", {}).get("object_type")
+                (files if kind == "file" else dirs).append(int(f["id"]))
+            page = doc.get("next_page")
+        n = 0
+        for file_id in files:
+            cl.call("DELETE", f"/files/{file_id}")
+            n += 1
+        for sub_id in dirs:
+            n += walk(sub_id)
+        cl.call("DELETE", f"/files/{folder}")
+        return n + 1
+
+    deletes = walk(a.parent)
+    return {"deletes": deletes, "seconds": time.monotonic() - t0}
+
+
 def cmd_read_all(cl, a):
     """Read every file of a folder whole: list it (all pages), then link + GET of each file,
     `parallel` files at a time, each worker on its own keep-alive connections (1: one file
@@ -437,6 +464,8 @@ def main():
     s.add_argument("--machine", type=int, default=1); s.add_argument("--parent", type=int, required=True)
     s.add_argument("--chunk-mb", type=int, default=16); s.set_defaults(fn=cmd_small_files)
 
+    s = sub.add_parser("delete-tree"); s.add_argument("--machine", type=int, default=1); s.add_argument("--parent", type=int, required=True)
+    s.set_defaults(fn=cmd_delete_tree)
     s = sub.add_parser("read-all"); s.add_argument("--machine", type=int, default=1); s.add_argument("--parent", type=int, required=True)
     s.add_argument("--parallel", type=int, default=1); s.set_defaults(fn=cmd_read_all)
     s = sub.add_parser("ranged"); s.add_argument("url"); s.add_argument("--size", type=int, required=True)

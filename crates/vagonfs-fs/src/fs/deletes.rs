@@ -208,15 +208,26 @@ impl Deletes {
     }
 
     /// The delete of `loc` ended with `status`: noted in the log, waiters see it, and it is no
-    /// longer pending.
+    /// longer pending. The last one pending empties the log instead (every line in it is done
+    /// with), so it holds no more than the deletes not done.
     fn finish(&self, loc: &Loc, status: Status) {
-        if let (Some(log), Loc::Remote { space, id }) = (lock(&self.log).as_mut(), *loc)
+        let mut log = lock(&self.log);
+        let ended = lock(&self.pending).remove(loc);
+        let none_left = lock(&self.pending).is_empty();
+        if let (Some(log), Loc::Remote { space, id }) = (log.as_mut(), *loc)
             && let Ok(space) = JournalSpace::from_space(space)
-            && let Err(e) = log.append(&LogLine::Ended { space, id })
         {
-            tracing::warn!(error = %e, "cannot note an ended delete in the cache folder's log");
+            let noted = if none_left {
+                log.clear()
+            } else {
+                log.append(&LogLine::Ended { space, id })
+            };
+            if let Err(e) = noted {
+                tracing::warn!(error = %e, "cannot note an ended delete in the cache folder's log");
+            }
         }
-        if let Some(p) = lock(&self.pending).remove(loc) {
+        drop(log);
+        if let Some(p) = ended {
             p.status.send_replace(status);
         }
     }
@@ -298,8 +309,14 @@ impl VagonFs {
             shown,
             hold: Some(hold),
         };
-        self.deletes.note_asked(dir, &job)?;
-        self.queue_delete(job);
+        // Pending before it is in the log: the log is emptied only when nothing is pending.
+        self.deletes
+            .register(job.loc(), job.dir(), job.shown.clone());
+        if let Err(e) = self.deletes.note_asked(dir, &job) {
+            lock(&self.deletes.pending).remove(&job.loc());
+            return Err(e);
+        }
+        self.start_delete(job);
         Ok(())
     }
 
@@ -358,15 +375,15 @@ impl VagonFs {
             );
         }
         for job in jobs {
-            self.queue_delete(job);
+            self.deletes
+                .register(job.loc(), job.dir(), job.shown.clone());
+            self.start_delete(job);
         }
         Ok(())
     }
 
-    /// Register `job` as pending and start its task when there is a runtime.
-    fn queue_delete(&self, job: Job) {
-        self.deletes
-            .register(job.loc(), job.dir(), job.shown.clone());
+    /// Start the task of `job` (registered as pending) when there is a runtime.
+    fn start_delete(&self, job: Job) {
         lock(&self.deletes.unstarted).push(job);
         self.launch_deletes();
     }

@@ -41,6 +41,13 @@ impl LineLog {
         self.commit.note();
         Ok(())
     }
+
+    /// Empty the log: every line in it is done with. Appends go on from the start.
+    pub(crate) fn clear(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.commit.note();
+        Ok(())
+    }
 }
 
 fn to_line<T: Serialize>(line: &T) -> std::io::Result<Vec<u8>> {

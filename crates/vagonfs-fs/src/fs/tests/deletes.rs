@@ -44,7 +44,7 @@ fn files(entries: &[(&str, Option<&[u8]>)]) -> BTreeMap<String, Option<Vec<u8>>>
 
 #[tokio::test]
 async fn unlink_answers_before_the_server_and_the_deletes_land_sixteen_at_a_time() {
-    let (api, _cache, fs) = setup();
+    let (api, cache, fs) = setup();
     let names: Vec<String> = (0..20).map(|n| format!("f{n:02}")).collect();
     for name in &names {
         api.inner().add_file(Space::Shared, None, name, b"x");
@@ -78,6 +78,28 @@ async fn unlink_answers_before_the_server_and_the_deletes_land_sixteen_at_a_time
     assert_eq!(fs.deletes_pending(), 0);
     fs.dirs.invalidate_all();
     assert!(shown(&fs, ROOT_INO).await.is_empty());
+    assert_eq!(
+        log_len(cache.path()),
+        Some(0),
+        "the log holds only deletes not done"
+    );
+}
+
+/// The length of the deletes log under cache folder `cache`, if there is one.
+fn log_len(cache: &std::path::Path) -> Option<u64> {
+    let mut dirs = vec![cache.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let path = entry.path();
+            if path.file_name() == Some(OsStr::new(".deletes.log")) {
+                return Some(entry.metadata().expect("stat").len());
+            }
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    None
 }
 
 /// `rm f; echo new > f` and `rm x; mkdir x`: the new object's create reaches the server only
