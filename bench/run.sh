@@ -17,6 +17,7 @@
 #   BENCH_WALK_FILES    files of the folder read with cp -r out of the mount (default 200)
 #   BENCH_WALK_SIZE     their size in bytes                               (default 16384)
 #   BENCH_RM_FILES      files removed with rm -r, as 10 folders            (default 200)
+#   BENCH_TREE_FANOUT   the scanned tree: this many folders, each with this many (default 10)
 #   BENCH_TTFB_REPEAT   fresh mounts for time to first byte (median)      (default 5)
 #   BENCH_WRITE         auto (run if the mount accepts writes) | 0 | 1    (default auto)
 #   BENCH_LATENCY_MS    emulator --latency-ms: delay added to every API and data request,
@@ -31,6 +32,7 @@
 #   BENCH_ONLY=walk     run only the folder read (cp -r of small files out of the mount)
 #   BENCH_ONLY=ls       run only the listing (cold and warm ls -l at latency 0 and 20)
 #   BENCH_ONLY=rm       run only the removal (rm -r of a tree of small files, then vagonfs sync)
+#   BENCH_ONLY=tree     run only the tree scan (find of a tree of folders, fresh mount)
 #
 # Every process started here is stopped by its PID; every mount is unmounted on exit
 # (umount -l as the fallback).
@@ -51,6 +53,7 @@ REPEAT="${BENCH_REPEAT:-3}"
 WALK_FILES="${BENCH_WALK_FILES:-200}"
 WALK_SIZE="${BENCH_WALK_SIZE:-16384}"
 RM_FILES="${BENCH_RM_FILES:-200}"
+TREE_FANOUT="${BENCH_TREE_FANOUT:-10}"
 WRITE_MODE="${BENCH_WRITE:-auto}"
 LATENCY_MS="${BENCH_LATENCY_MS:-0}"
 VAGONFS="${VAGONFS:-$ROOT/target/release/vagonfs}"
@@ -317,6 +320,36 @@ rm_bench() {
     row "rm -r then vagonfs sync: the server has deleted everything (s)" "$(calc "$t_all" 3)" "$(calc "$t_base" 3) (same)" "$(calc "$t_base / $t_all")" "—"
 }
 
+# --- find of a tree of folders ------------------------------------------------------------------
+
+# `find` of a tree of TREE_FANOUT folders of TREE_FANOUT folders from a fresh
+# mount, against a client listing the same folders one after the other (what a mount that lists
+# each folder when it is opened costs), with the list requests it made.
+tree_bench() {
+    local top rep t0 t="" t_base="" lists n want
+    log "making a tree of $TREE_FANOUT x $TREE_FANOUT folders (python client, latency 0)"
+    client latency 0 >/dev/null
+    top="$(client mkdir scan-tree --machine 1 | json 'd["id"]')"
+    client make-tree --machine 1 --parent "$top" --fanout "$TREE_FANOUT" --depth 2 >/dev/null
+    client latency "$LATENCY_MS" >/dev/null
+    want=$((1 + TREE_FANOUT + TREE_FANOUT * TREE_FANOUT))
+    for rep in $(seq 1 "$REPEAT"); do
+        log "find ($rep/$REPEAT): fresh mount, --latency-ms $LATENCY_MS"
+        start_mount
+        client reset-stats >/dev/null
+        t0="$(now_ns)"
+        n="$(find "$MNT/scan-tree" | wc -l)"
+        t="$t $(secs_since "$t0")"
+        [[ "$n" -eq "$want" ]] || die "find showed $n names, expected $want"
+        lists="$(client stats | json 'd["list_files"]')"
+        stop_mount
+        t_base="$t_base $(client list-tree --machine 1 --parent "$top" | json 'd["seconds"]')"
+    done
+    t="$(min_of <<<"$t")"
+    t_base="$(min_of <<<"$t_base")"
+    row "find of a tree of $((1 + TREE_FANOUT + TREE_FANOUT * TREE_FANOUT)) folders, fresh mount, --latency-ms $LATENCY_MS (s; list requests of the last run)" "$(calc "$t" 3); $lists" "$(calc "$t_base" 3) (python: each folder listed, one after the other)" "$(calc "$t_base / $t")" "—"
+}
+
 # --- ls -l of a big folder, at --latency-ms 0 and 20 -------------------------------------------
 
 lists_made() { client stats | json 'd["list_files"]'; }
@@ -381,6 +414,13 @@ if [[ "${BENCH_ONLY:-}" == ls ]]; then
     echo "Listing only (BENCH_ONLY=ls): $DIR_ENTRIES folders, at emulator --latency-ms 0 and 20, $REPEAT fresh mounts each."
     exit 0
 fi
+if [[ "${BENCH_ONLY:-}" == tree ]]; then
+    tree_bench
+    report
+    echo "Emulator --latency-ms ${LATENCY_MS}. Tree scan only (BENCH_ONLY=tree), best of $REPEAT for both sides."
+    exit 0
+fi
+
 if [[ "${BENCH_ONLY:-}" == rm ]]; then
     rm_bench
     report
@@ -567,6 +607,7 @@ row "Time to first byte, fresh mount: head -c 1 (ms, median of $TTFB_REPEAT; req
 row "Time to first byte, fresh mount: open + read(1) in-process (ms, median of $TTFB_REPEAT)" "$(ms "$TT_OPEN")" "$(ms "$TT_CHAIN") (python: list + link + GET byte 0, fresh connections)" "$(calc "$TT_CHAIN / $TT_OPEN")" "—"
 walk_bench
 rm_bench
+tree_bench
 fi
 
 # --- writes -----------------------------------------------------------------------------------

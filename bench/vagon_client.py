@@ -251,6 +251,50 @@ def cmd_small_files(cl, a):
     return {"count": a.count, "seconds": secs, "files_per_s": a.count / secs}
 
 
+def cmd_make_tree(cl, a):
+    """Folders `fanout` wide and `depth` deep under `parent` (d0…, one POST each). Folders
+    made, seconds."""
+    t0 = time.monotonic()
+
+    def make(parent, level):
+        n = 0
+        for i in range(a.fanout):
+            made = int(cl.create_dir(f"d{i}", a.machine, parent=parent)["id"])
+            n += 1
+            if level + 1 < a.depth:
+                n += make(made, level + 1)
+        return n
+
+    folders = make(a.parent, 0)
+    return {"folders": folders, "seconds": time.monotonic() - t0}
+
+
+def cmd_list_tree(cl, a):
+    """List a folder and every folder below it as a client without a cache walks a tree (`find`
+    through a mount that lists each folder when it is opened): one folder after the other, all
+    pages. Folders, entries, seconds."""
+    t0 = time.monotonic()
+
+    def walk(folder):
+        dirs, entries, page = [], 0, 1
+        while page:
+            doc = cl.list_page(a.machine, folder, page)
+            for f in doc.get("files", []):
+                entries += 1
+                if f.get("attributes", {}).get("object_type") == "directory":
+                    dirs.append(int(f["id"]))
+            page = doc.get("next_page")
+        folders = 1
+        for d in dirs:
+            f, e = walk(d)
+            folders += f
+            entries += e
+        return folders, entries
+
+    folders, entries = walk(a.parent)
+    return {"folders": folders, "entries": entries, "seconds": time.monotonic() - t0}
+
+
 def cmd_delete_tree(cl, a):
     """Delete a folder as a client that removes one object at a time does (`rm -r` through a
     mount that waits on each delete): list each folder (all pages), DELETE each file, recurse into
@@ -464,6 +508,11 @@ def main():
     s.add_argument("--machine", type=int, default=1); s.add_argument("--parent", type=int, required=True)
     s.add_argument("--chunk-mb", type=int, default=16); s.set_defaults(fn=cmd_small_files)
 
+    s = sub.add_parser("make-tree"); s.add_argument("--machine", type=int, default=1); s.add_argument("--parent", type=int, required=True)
+    s.add_argument("--fanout", type=int, required=True); s.add_argument("--depth", type=int, required=True)
+    s.set_defaults(fn=cmd_make_tree)
+    s = sub.add_parser("list-tree"); s.add_argument("--machine", type=int, default=1); s.add_argument("--parent", type=int, required=True)
+    s.set_defaults(fn=cmd_list_tree)
     s = sub.add_parser("delete-tree"); s.add_argument("--machine", type=int, default=1); s.add_argument("--parent", type=int, required=True)
     s.set_defaults(fn=cmd_delete_tree)
     s = sub.add_parser("read-all"); s.add_argument("--machine", type=int, default=1); s.add_argument("--parent", type=int, required=True)

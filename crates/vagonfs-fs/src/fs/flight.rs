@@ -111,6 +111,11 @@ where
         Some(flight)
     }
 
+    /// Whether a fetch for `key` is running.
+    pub(crate) fn is_running(&self, key: &K) -> bool {
+        lock(&self.inner).running.contains_key(key)
+    }
+
     /// Number of fetches running.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

@@ -69,6 +69,7 @@ mod sync;
 mod tests;
 pub mod times;
 mod trash;
+mod tree_walk;
 mod types;
 mod walk;
 pub mod write;
@@ -181,6 +182,8 @@ pub struct VagonFs {
     trash: trash::Trash,
     /// Folder walks, whose next files are read ahead (`walk`).
     walks: walk::Walks,
+    /// Folders opened lately, whose next folders are listed ahead (`tree_walk`).
+    tree_walks: tree_walk::TreeWalks,
     /// Set once the first recovery round ran (`sync.rs`).
     first_recovery: tokio::sync::OnceCell<()>,
 }
@@ -233,6 +236,7 @@ impl VagonFs {
             times: times::TimeStore::new(),
             trash: trash::Trash::new(),
             walks: walk::Walks::default(),
+            tree_walks: tree_walk::TreeWalks::default(),
             first_recovery: tokio::sync::OnceCell::new(),
             deletes: deletes::Deletes::default(),
             api,
@@ -282,7 +286,11 @@ impl VagonFs {
 
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
         let dir = self.dir_node(ino)?;
+        let walking = self.tree_walk_step(&dir);
         let view = self.view(&dir).await?;
+        if walking {
+            self.tree_walk_entered(dir.loc);
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let handle = DirHandle {
             ino,

@@ -607,6 +607,21 @@ impl DirCache {
         }
     }
 
+    /// List `dir` in the background when nothing is cached or being fetched for it (a tree walk
+    /// will open it soon): whether a fetch was started. Nothing while an API failure is
+    /// remembered, or when listings are not cached.
+    pub(crate) fn prefetch(&self, dir: Loc) -> bool {
+        if self.times.ttl.is_zero()
+            || self.shared.health.recent_failure().is_some()
+            || lock(&self.shared.listings).contains_key(&dir)
+            || self.flight.is_running(&(dir, self.epoch(dir)))
+        {
+            return false;
+        }
+        drop(self.start(dir));
+        true
+    }
+
     /// The cached listing of `dir`, however old, without asking the API.
     pub(crate) fn peek(&self, dir: Loc) -> Option<Arc<Listing>> {
         lock(&self.shared.listings)

@@ -37,6 +37,7 @@ mod model;
 mod model_findings;
 mod new_folders;
 mod trash;
+mod tree_walk;
 mod uploader;
 mod uploader_emulator;
 mod uploader_life;
