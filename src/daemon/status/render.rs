@@ -402,38 +402,31 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn folders_not_made_yet_are_shown_and_keep_sync_waiting() {
-        let mut s = known_snapshot();
-        s.queued = 0;
-        s.in_flight = 0;
-        assert!(!render_snapshot(&s).contains("  folders "));
-        assert!(s.uploads_done());
-        s.folders_not_made = 3;
-        let text = render_snapshot(&s);
-        assert!(
-            text.contains(
-                "  folders   3 made here, not on the server yet (retried in the background)\n"
+    fn folders_not_made_and_deletes_not_done_are_shown_and_keep_sync_waiting() {
+        type Set = fn(&mut StatusSnapshot);
+        let cases: [(Set, &str, &str); 2] = [
+            (
+                |s| s.folders_not_made = 3,
+                "  folders ",
+                "  folders   3 made here, not on the server yet (retried in the background)\n",
             ),
-            "{text}"
-        );
-        assert!(!s.uploads_done());
-    }
-
-    #[test]
-    fn deletes_not_done_yet_are_shown_and_keep_sync_waiting() {
-        let mut s = known_snapshot();
-        s.queued = 0;
-        s.in_flight = 0;
-        assert!(!render_snapshot(&s).contains("  deletes "));
-        s.deletes_pending = 12;
-        let text = render_snapshot(&s);
-        assert!(
-            text.contains(
-                "  deletes   12 removed here, not deleted on the server yet (retried in the background)\n"
+            (
+                |s| s.deletes_pending = 12,
+                "  deletes ",
+                "  deletes   12 removed here, not deleted on the server yet (retried in the background)\n",
             ),
-            "{text}"
-        );
-        assert!(!s.uploads_done());
+        ];
+        for (set, label, line) in cases {
+            let mut s = known_snapshot();
+            s.queued = 0;
+            s.in_flight = 0;
+            assert!(!render_snapshot(&s).contains(label));
+            assert!(s.uploads_done());
+            set(&mut s);
+            let text = render_snapshot(&s);
+            assert!(text.contains(line), "{text}");
+            assert!(!s.uploads_done());
+        }
     }
 
     #[test]

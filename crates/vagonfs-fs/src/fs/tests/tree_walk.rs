@@ -2,16 +2,18 @@
 //! a depth-first walk waits on few listings and asks each folder once; one opendir alone, or a
 //! folder opened long after its parent, lists nothing ahead. Requests are counted, never timed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::faulty::ApiMethod;
 use crate::fs::*;
 
-use super::core::{config, mount, server};
+use super::core::{Server, config, mount, server};
 use super::driver::{ino, list, names};
 
-/// `t/d0..d9`, each with `e0..e2`.
-fn tree(api: &super::core::Server) {
+/// A server holding `t/d0..d9`, each with `e0..e2`, and a mount of it that opened `t`.
+async fn opened_top() -> (Arc<Server>, Arc<VagonFs>) {
+    let api = server();
     let t = api.inner().add_dir(Space::Shared, None, "t");
     for i in 0..10 {
         let d = api
@@ -22,6 +24,10 @@ fn tree(api: &super::core::Server) {
                 .add_dir(Space::Shared, Some(d), &format!("e{j}"));
         }
     }
+    let fs = mount(&api, RootSpec::Space(Space::Shared), config());
+    let t = ino(&fs, "t").await;
+    list(&fs, t).await;
+    (api, fs)
 }
 
 /// `find t`: opendir of t, then of each folder in turn, depth first. Once the walk went down
@@ -29,11 +35,7 @@ fn tree(api: &super::core::Server) {
 /// finds them listed, and every folder is asked for once.
 #[tokio::test]
 async fn a_depth_first_walk_finds_the_next_folders_listed_and_asks_each_once() {
-    let api = server();
-    tree(&api);
-    let fs = mount(&api, RootSpec::Space(Space::Shared), config());
-    let t = ino(&fs, "t").await;
-    list(&fs, t).await;
+    let (api, fs) = opened_top().await;
     let d0 = ino(&fs, "t/d0").await;
     list(&fs, d0).await;
     fs.wait_background().await;
@@ -61,11 +63,7 @@ async fn a_depth_first_walk_finds_the_next_folders_listed_and_asks_each_once() {
 /// browsing slowly): nothing is listed ahead.
 #[tokio::test(start_paused = true)]
 async fn one_opendir_or_a_slow_browse_lists_nothing_ahead() {
-    let api = server();
-    tree(&api);
-    let fs = mount(&api, RootSpec::Space(Space::Shared), config());
-    let t = ino(&fs, "t").await;
-    list(&fs, t).await;
+    let (api, fs) = opened_top().await;
     fs.wait_background().await;
     assert_eq!(api.calls(ApiMethod::ListFiles), 2, "the root and t");
     tokio::time::advance(Duration::from_secs(6)).await;
