@@ -282,8 +282,8 @@ async fn next_outcome(mut rx: watch::Receiver<Status>) -> Result<(), ApiError> {
 impl VagonFs {
     /// Delete remote file `file`, named `name` in folder `parent` of its space (shown as
     /// `shown`), in the background; `hold` keeps its name taken until the delete ended (see the
-    /// module note). Noted in the log of spool folder `dir` first; the caller hides the file
-    /// once this returned.
+    /// module note). Noted in the log of spool folder `dir` first. The caller hides the file
+    /// once this returned, then starts the delete with [`Self::launch_deletes`].
     pub(crate) fn delete_later(
         &self,
         dir: &SpoolDir,
@@ -316,7 +316,7 @@ impl VagonFs {
             lock(&self.deletes.pending).remove(&job.loc());
             return Err(e);
         }
-        self.start_delete(job);
+        lock(&self.deletes.unstarted).push(job);
         Ok(())
     }
 
@@ -377,15 +377,10 @@ impl VagonFs {
         for job in jobs {
             self.deletes
                 .register(job.loc(), job.dir(), job.shown.clone());
-            self.start_delete(job);
+            lock(&self.deletes.unstarted).push(job);
         }
-        Ok(())
-    }
-
-    /// Start the task of `job` (registered as pending) when there is a runtime.
-    fn start_delete(&self, job: Job) {
-        lock(&self.deletes.unstarted).push(job);
         self.launch_deletes();
+        Ok(())
     }
 
     /// Start the tasks of the deletes not started yet, when there is a runtime to run them.

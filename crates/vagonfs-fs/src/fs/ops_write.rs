@@ -708,11 +708,12 @@ impl VagonFs {
             tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
             return Ok(false);
         }
-        self.overlay.mark_gone(child.loc);
         if let Some(ino) = child.ino {
             self.clear_failure(ino);
         }
         self.forget_removed(dir, name, child);
+        // Sent only once hidden, so a refusal (which shows it again) comes after.
+        self.launch_deletes();
         Ok(true)
     }
 
