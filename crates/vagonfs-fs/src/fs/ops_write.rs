@@ -36,7 +36,9 @@ use crate::api::{ApiErrorKind, CreateRequest, Space};
 use super::dir::name_problem;
 use super::inode::{Inode, Loc};
 use super::names::Child;
-use super::write::{ApiRemote, FileTarget, RemoteBase, SpoolDir, SpooledFile, UploadRegistry};
+use super::write::{
+    ApiRemote, FileTarget, NameHold, RemoteBase, SpoolDir, SpooledFile, UploadRegistry,
+};
 use super::{
     AttrReply, FileHandle, FsError, FsResult, NAME_MAX, NodeKind, OpenReply, SetAttr, VagonFs, lock,
 };
@@ -676,7 +678,7 @@ impl VagonFs {
     /// and deleted in the background, its name held until then (`deletes.rs`). `false`: it is
     /// to be removed in the foreground (a spool to settle, `--sync-close`).
     async fn remove_later(&self, dir: &Inode, name: &OsStr, child: &Child) -> FsResult<bool> {
-        let Loc::Remote { space, .. } = child.loc else {
+        let Loc::Remote { .. } = child.loc else {
             return Ok(false);
         };
         let Some(text) = name.to_str() else {
@@ -697,12 +699,7 @@ impl VagonFs {
             return Ok(false);
         };
         let (_, parent_id) = folder_target(dir.loc)?;
-        let hold = tokio::time::timeout(
-            self.config.op_timeout,
-            self.uploader.hold_name(space, parent_id, text),
-        )
-        .await
-        .map_err(|_| super::health::op_timed_out("delete", self.config.op_timeout))?;
+        let hold = self.hold_name_bounded(dir.loc, text, "delete").await?;
         let shown = self.display_path(Some(dir.ino), name);
         if let Err(e) = self.delete_later(&spool, child.loc, parent_id, text, shown, hold) {
             tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
@@ -720,14 +717,21 @@ impl VagonFs {
     /// Wait (at most `--op-timeout`) until no upload or pending delete holds `name` in folder
     /// `dir`, before making a folder of that name: a file just removed there is gone first.
     pub(crate) async fn wait_name_free(&self, dir: Loc, name: &str) -> FsResult<()> {
+        self.hold_name_bounded(dir, name, "waiting for a delete")
+            .await
+            .map(drop)
+    }
+
+    /// The uploader's hold on `name` in folder `dir`, waited for at most `--op-timeout` (then
+    /// the op-timeout error for `what`).
+    async fn hold_name_bounded(&self, dir: Loc, name: &str, what: &str) -> FsResult<NameHold> {
         let (space, parent_id) = folder_target(dir)?;
         tokio::time::timeout(
             self.config.op_timeout,
             self.uploader.hold_name(space, parent_id, name),
         )
         .await
-        .map(drop)
-        .map_err(|_| super::health::op_timed_out("waiting for a delete", self.config.op_timeout))
+        .map_err(|_| super::health::op_timed_out(what, self.config.op_timeout))
     }
 
     /// Local bookkeeping once the object shown as `name` in `dir` no longer exists there.
