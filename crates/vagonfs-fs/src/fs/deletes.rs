@@ -1,10 +1,12 @@
-//! Files removed by `unlink`, answered at once and deleted on the server in the background.
+//! Files removed by `unlink` and folders removed by `rmdir`, answered at once and deleted on
+//! the server in the background.
 //!
 //! Over a real network `DELETE /files/{id}` costs a round trip, and `rm -r`, `git clean` and
 //! file managers remove files one after another: a folder of 1,000 files took 1,000 round trips
-//! in series. So with write-back, unlink of a file that exists only on the server (no spool
-//! here) hides it at once (the overlay's `gone`, the same mark a finished delete leaves) and
-//! returns; a task sends the delete, at most [`DELETES_AT_ONCE`] in flight.
+//! in series, and each folder two more (its fresh listing, its delete). So with write-back,
+//! unlink of a file that exists only on the server (no spool here), and rmdir of a folder that
+//! shows empty, hide it at once (the overlay's `gone`, the same mark a finished delete leaves)
+//! and return; a task sends the delete, at most [`DELETES_AT_ONCE`] in flight.
 //!
 //! Subtle cases handled here:
 //! - **the name stays taken until the delete lands.** The task holds the file's remote name in
@@ -20,20 +22,29 @@
 //!   every pending delete and report those that still fail;
 //! - a refusal (anything but 404, which counts as deleted) is final: the file shows again (its
 //!   `gone` mark is lifted and its folder listed again), logged at error level;
-//! - rmdir does not wait for the deletes inside: the server deletes a folder with everything in
-//!   it, and the files are hidden already, so a fresh listing shows the folder empty. Deletes
-//!   not sent yet in a folder that was deleted are dropped ([`Deletes::folder_deleted`]);
+//! - **a folder is deleted only once a fresh listing shows nothing but what was removed here**
+//!   (the server deletes a folder with everything in it): rmdir answers on the folder's
+//!   listing if one started within `--dir-refresh` (else it lists it first, as before), and the
+//!   task lists the folder again right before its `DELETE` (unless rmdir's own fresh listing
+//!   is under [`CHECK_FRESH`] old). Anything else there (another client's file, an object the
+//!   mount cannot show, a page that did not come) and the folder is kept and shows again, with
+//!   what is in it, logged at error level: never deleted unseen;
+//! - a folder's delete waits for the deletes of the folders removed inside it (`rm -r` removes
+//!   them first): each may find something and be kept, and then its parent must be kept too.
+//!   It does not wait for the files inside: they are hidden already, and the server deletes
+//!   them with it; deletes of files in it not sent yet are then dropped
+//!   ([`Deletes::folder_deleted`]), and one in flight answers 404, which counts as done;
 //! - while an outage is remembered, unlink fails at once, as before (nothing is promised);
 //! - a crash: `.deletes.log` in the spool folder (one JSON line per delete asked for and per
 //!   delete ended, made durable by the spool folder's group commit, `line_log.rs`) is read when
-//!   the next mount opens its spool folder: the files are hidden again at once, their names
-//!   taken before recovery uploads anything (a file written under the same name after the rm
-//!   waits, as it did before the crash), and the deletes are sent from the mount's first
-//!   recovery round.
+//!   the next mount opens its spool folder: the files and folders are hidden again at once,
+//!   their names taken before recovery uploads anything (a file written under the same name
+//!   after the rm waits, as it did before the crash), and the deletes are sent from the mount's
+//!   first recovery round (a folder's after a fresh listing, always).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -42,6 +53,7 @@ use crate::api::{ApiError, ApiErrorKind, Space};
 
 use super::inode::Loc;
 use super::line_log::{self, LineLog};
+use super::types::FsError;
 use super::write::{JournalSpace, NameHold, SpoolDir};
 use super::{VagonFs, lock};
 
@@ -51,6 +63,10 @@ const LOG_FILE: &str = ".deletes.log";
 /// Deletes in flight at once.
 const DELETES_AT_ONCE: usize = 16;
 
+/// A folder's delete trusts rmdir's own fresh listing this long; after that (its subfolders'
+/// deletes took time, or an attempt failed) it lists the folder again before deleting it.
+const CHECK_FRESH: Duration = Duration::from_secs(1);
+
 /// Backoff between attempts of one delete.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -59,19 +75,23 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 enum LogLine {
-    /// unlink answered; file `id` (named `name` in folder `parent`) is to be deleted.
+    /// unlink (or rmdir, `folder`) answered; object `id` (named `name` in folder `parent`) is
+    /// to be deleted.
     Asked {
         space: JournalSpace,
         id: u64,
         parent: Option<u64>,
         name: String,
         shown: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        folder: bool,
     },
     /// The delete of `id` ended (deleted, found gone, dropped with its folder, or refused).
     Ended { space: JournalSpace, id: u64 },
 }
 
-/// A delete to send: the file, its remote name, and the hold on that name when taken already.
+/// A delete to send: the object, its remote name, and the hold on that name when taken
+/// already.
 struct Job {
     space: JournalSpace,
     id: u64,
@@ -79,6 +99,10 @@ struct Job {
     name: String,
     shown: String,
     hold: Option<NameHold>,
+    /// A folder: deleted only after a fresh listing (see the module note).
+    folder: bool,
+    /// When the fresh listing rmdir judged the folder on started, if it fetched one.
+    checked: Option<Instant>,
 }
 
 impl Job {
@@ -102,23 +126,64 @@ fn dir_loc(space: Space, parent: Option<u64>) -> Loc {
     }
 }
 
+/// Why a delete did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum DeleteError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The folder's listing before its delete failed.
+    #[error("listing the folder before deleting it: {detail}")]
+    Listing { detail: String, retryable: bool },
+    /// The folder holds what was not removed through the mount: kept.
+    #[error(
+        "the folder holds entries on the server that were not removed through this mount (another client's, or ones the mount cannot show); it was kept and shows again"
+    )]
+    NotEmpty,
+}
+
+impl DeleteError {
+    /// Whether a later attempt may succeed.
+    pub(crate) fn is_retryable(&self) -> bool {
+        match self {
+            DeleteError::Api(e) => e.is_retryable(),
+            DeleteError::Listing { retryable, .. } => *retryable,
+            DeleteError::NotEmpty => false,
+        }
+    }
+
+    /// A listing's failure: final only when the server refused it for good (a 403); an
+    /// outage, a timeout or a 5xx may pass.
+    fn listing(e: &FsError) -> Self {
+        let retryable = match e {
+            FsError::Api(a) => a.is_retryable() || a.kind() == ApiErrorKind::Timeout,
+            _ => true,
+        };
+        DeleteError::Listing {
+            detail: e.to_string(),
+            retryable,
+        }
+    }
+}
+
 /// Where one delete stands.
 #[derive(Debug, Clone)]
 enum Status {
     /// Not done yet; `failures` attempts failed, the last with `last`.
     Pending {
         failures: u32,
-        last: Option<ApiError>,
+        last: Option<DeleteError>,
     },
     /// Deleted (or found gone, or its folder was deleted).
     Done,
-    /// Refused for good: the file shows again.
-    Refused(ApiError),
+    /// Refused for good: the file or folder shows again.
+    Refused(DeleteError),
 }
 
 struct Pending {
     /// The folder it was in.
     dir: Loc,
+    /// A folder's delete (its parent's delete waits for it).
+    folder: bool,
     /// Its path, for logs and reports.
     shown: String,
     status: watch::Sender<Status>,
@@ -167,8 +232,8 @@ impl Deletes {
     }
 
     /// Try every pending delete now (`vagonfs sync`, unmount) and wait for those attempts: the
-    /// files whose delete still failed, with why.
-    pub(crate) async fn hurry(&self) -> Vec<(String, ApiError)> {
+    /// files and folders whose delete still failed, with why.
+    pub(crate) async fn hurry(&self) -> Vec<(String, DeleteError)> {
         let waits: Vec<_> = lock(&self.pending)
             .values()
             .map(|p| {
@@ -186,16 +251,26 @@ impl Deletes {
             .collect()
     }
 
-    fn register(&self, loc: Loc, dir: Loc, shown: String) {
+    /// The folders inside `dir` whose deletes are pending: their status and nudge.
+    fn subfolders(&self, dir: Loc) -> Vec<(watch::Receiver<Status>, Arc<Notify>)> {
+        lock(&self.pending)
+            .values()
+            .filter(|p| p.folder && p.dir == dir)
+            .map(|p| (p.status.subscribe(), Arc::clone(&p.nudge)))
+            .collect()
+    }
+
+    fn register(&self, job: &Job) {
         let status = watch::Sender::new(Status::Pending {
             failures: 0,
             last: None,
         });
         lock(&self.pending).insert(
-            loc,
+            job.loc(),
             Pending {
-                dir,
-                shown,
+                dir: job.dir(),
+                folder: job.folder,
+                shown: job.shown.clone(),
                 status,
                 nudge: Arc::new(Notify::new()),
                 dropped: false,
@@ -246,13 +321,14 @@ impl Deletes {
             parent: job.parent,
             name: job.name.clone(),
             shown: job.shown.clone(),
+            folder: job.folder,
         })
     }
 }
 
 /// The outcome of the attempt after the one `rx` shows now: done, refused, or that attempt's
 /// error.
-async fn next_outcome(mut rx: watch::Receiver<Status>) -> Result<(), ApiError> {
+async fn next_outcome(mut rx: watch::Receiver<Status>) -> Result<(), DeleteError> {
     let seen = match rx.borrow_and_update().clone() {
         Status::Done => return Ok(()),
         Status::Refused(e) => return Err(e),
@@ -269,34 +345,45 @@ async fn next_outcome(mut rx: watch::Receiver<Status>) -> Result<(), ApiError> {
             } if failures > seen => return Err(e),
             Status::Pending { .. } if changed.is_err() => {
                 // The task ended without a word: the mount is going away.
-                return Err(ApiError::Transport {
+                return Err(DeleteError::Api(ApiError::Transport {
                     endpoint: "delete".into(),
                     detail: "the mount is stopping".into(),
-                });
+                }));
             }
             Status::Pending { .. } => {}
         }
     }
 }
 
+/// What [`VagonFs::delete_later`] is to delete.
+pub(crate) struct Removed<'a> {
+    /// The file or folder.
+    pub(crate) loc: Loc,
+    /// A folder, and when the fresh listing rmdir judged it on started (if it fetched one).
+    pub(crate) folder: Option<Option<Instant>>,
+    /// Its folder's id (`None`: the space's root).
+    pub(crate) parent: Option<u64>,
+    /// Its remote name.
+    pub(crate) name: &'a str,
+    /// Its path, for logs and reports.
+    pub(crate) shown: String,
+}
+
 impl VagonFs {
-    /// Delete remote file `file`, named `name` in folder `parent` of its space (shown as
-    /// `shown`), in the background; `hold` keeps its name taken until the delete ended (see the
-    /// module note). Noted in the log of spool folder `dir` first. The caller hides the file
-    /// once this returned, then starts the delete with [`Self::launch_deletes`].
+    /// Delete remote object `what` in the background; `hold` keeps its name taken until the
+    /// delete ended (see the module note). Noted in the log of spool folder `dir` first. The
+    /// caller hides it once this returned, then starts the delete with
+    /// [`Self::launch_deletes`].
     pub(crate) fn delete_later(
         &self,
         dir: &SpoolDir,
-        file: Loc,
-        parent: Option<u64>,
-        name: &str,
-        shown: String,
+        what: Removed<'_>,
         hold: NameHold,
     ) -> std::io::Result<()> {
-        let Loc::Remote { space, id } = file else {
+        let Loc::Remote { space, id } = what.loc else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "not a remote file",
+                "not a remote file or folder",
             ));
         };
         let space = JournalSpace::from_space(space)
@@ -304,14 +391,15 @@ impl VagonFs {
         let job = Job {
             space,
             id,
-            parent,
-            name: name.to_string(),
-            shown,
+            parent: what.parent,
+            name: what.name.to_string(),
+            shown: what.shown,
             hold: Some(hold),
+            folder: what.folder.is_some(),
+            checked: what.folder.flatten(),
         };
         // Pending before it is in the log: the log is emptied only when nothing is pending.
-        self.deletes
-            .register(job.loc(), job.dir(), job.shown.clone());
+        self.deletes.register(&job);
         if let Err(e) = self.deletes.note_asked(dir, &job) {
             lock(&self.deletes.pending).remove(&job.loc());
             return Err(e);
@@ -345,6 +433,7 @@ impl VagonFs {
                 parent,
                 ref name,
                 ref shown,
+                folder,
             } = line
             else {
                 continue;
@@ -356,6 +445,8 @@ impl VagonFs {
                 name: name.clone(),
                 shown: shown.clone(),
                 hold: None,
+                folder,
+                checked: None,
             };
             if ended.contains(&job.loc()) || lock(&self.deletes.pending).contains_key(&job.loc()) {
                 continue;
@@ -370,13 +461,12 @@ impl VagonFs {
         *lock(&self.deletes.log) = Some(LineLog::open(&path, dir.group_commit())?);
         if !jobs.is_empty() {
             tracing::info!(
-                files = jobs.len(),
-                "deleting files an earlier run removed but had not deleted on the server"
+                objects = jobs.len(),
+                "deleting files and folders an earlier run removed but had not deleted on the server"
             );
         }
         for job in jobs {
-            self.deletes
-                .register(job.loc(), job.dir(), job.shown.clone());
+            self.deletes.register(&job);
             lock(&self.deletes.unstarted).push(job);
         }
         self.launch_deletes();
@@ -403,6 +493,14 @@ impl VagonFs {
     }
 }
 
+/// What one attempt came to.
+enum Attempt {
+    Done,
+    Failed(DeleteError),
+    /// The mount is gone.
+    Stop,
+}
+
 /// The task of one delete: attempts until done or refused.
 async fn run(
     me: Weak<VagonFs>,
@@ -422,40 +520,36 @@ async fn run(
                 .await,
         );
     }
+    let what = if job.folder { "folder" } else { "file" };
     let mut wait = FIRST_RETRY;
     let mut failures = 0u32;
     loop {
-        let Ok(permit) = permits.acquire().await else {
-            return;
+        let outcome = if job.folder {
+            attempt_folder(&me, &permits, &mut job).await
+        } else {
+            attempt_file(&me, &permits, &job).await
         };
         let Some(fs) = me.upgrade() else { return };
-        if fs.deletes.dropped(&loc) {
-            fs.deletes.finish(&loc, Status::Done);
-            return;
-        }
-        // Still hidden, however long the retries last (the overlay sweeps old marks).
-        fs.overlay.mark_gone(loc);
-        let outcome = fs.api.delete(job.id).await;
-        drop(permit);
         match outcome {
-            Ok(()) => {
+            Attempt::Stop => return,
+            Attempt::Done => {
                 fs.deletes.finish(&loc, Status::Done);
+                if job.folder {
+                    fs.deletes.folder_deleted(loc);
+                    fs.dirs.invalidate(loc);
+                }
                 return;
             }
-            Err(e) if e.kind() == ApiErrorKind::NotFound => {
-                fs.deletes.finish(&loc, Status::Done);
-                return;
-            }
-            Err(e) if e.is_retryable() => {
+            Attempt::Failed(e) if e.is_retryable() => {
                 failures += 1;
-                tracing::info!(file = %job.shown, error = %e, retry_in = ?wait, "file removed here not deleted on the server yet; retrying");
+                tracing::info!(%what, path = %job.shown, error = %e, retry_in = ?wait, "removed here, not deleted on the server yet; retrying");
                 status.send_replace(Status::Pending {
                     failures,
                     last: Some(e),
                 });
             }
-            Err(e) => {
-                tracing::error!(file = %job.shown, error = %e, "the server refused to delete a file removed through the mount; it shows again");
+            Attempt::Failed(e) => {
+                tracing::error!(%what, path = %job.shown, error = %e, "not deleted on the server although removed through the mount; it shows again");
                 fs.overlay.unmark_gone(&loc);
                 fs.dirs.invalidate(dir);
                 fs.deletes.finish(&loc, Status::Refused(e));
@@ -468,5 +562,90 @@ async fn run(
             () = nudge.notified() => {}
         }
         wait = (wait * 2).min(MAX_RETRY);
+    }
+}
+
+/// One attempt at a file: its `DELETE`.
+async fn attempt_file(me: &Weak<VagonFs>, permits: &Semaphore, job: &Job) -> Attempt {
+    let Ok(_permit) = permits.acquire().await else {
+        return Attempt::Stop;
+    };
+    let Some(fs) = me.upgrade() else {
+        return Attempt::Stop;
+    };
+    send_delete(&fs, job).await
+}
+
+/// The `DELETE` of `job`'s object (a permit held).
+async fn send_delete(fs: &VagonFs, job: &Job) -> Attempt {
+    let loc = job.loc();
+    if fs.deletes.dropped(&loc) {
+        return Attempt::Done;
+    }
+    // Still hidden, however long the retries last (the overlay sweeps old marks).
+    fs.overlay.mark_gone(loc);
+    match fs.api.delete(job.id).await {
+        Ok(()) => Attempt::Done,
+        Err(e) if e.kind() == ApiErrorKind::NotFound => Attempt::Done,
+        Err(e) => Attempt::Failed(e.into()),
+    }
+}
+
+/// One attempt at a folder: the deletes of the folders removed inside it first (each nudged
+/// to try now), then a fresh listing of it, then its `DELETE` (see the module note).
+async fn attempt_folder(me: &Weak<VagonFs>, permits: &Semaphore, job: &mut Job) -> Attempt {
+    let loc = job.loc();
+    loop {
+        let Some(fs) = me.upgrade() else {
+            return Attempt::Stop;
+        };
+        if fs.deletes.dropped(&loc) {
+            return Attempt::Done;
+        }
+        fs.overlay.mark_gone(loc);
+        let inside = fs.deletes.subfolders(loc);
+        drop(fs);
+        if inside.is_empty() {
+            break;
+        }
+        let tries = inside.into_iter().map(|(rx, nudge)| {
+            nudge.notify_one();
+            next_outcome(rx)
+        });
+        let failed = futures::future::join_all(tries)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .find(DeleteError::is_retryable);
+        if let Some(e) = failed {
+            return Attempt::Failed(e);
+        }
+        // Done or refused (a refused one shows again, and the listing below finds it).
+        job.checked = None;
+    }
+    let Ok(_permit) = permits.acquire().await else {
+        return Attempt::Stop;
+    };
+    let Some(fs) = me.upgrade() else {
+        return Attempt::Stop;
+    };
+    let checked = job.checked.take();
+    if !checked.is_some_and(|at| at.elapsed() < CHECK_FRESH) {
+        match fs.dirs.relist(loc).await {
+            Ok(listing) if fs.shows_nothing(loc, &listing) => {}
+            Ok(_) => return Attempt::Failed(DeleteError::NotEmpty),
+            Err(e) if is_not_found(&e) => return Attempt::Done,
+            Err(e) => return Attempt::Failed(DeleteError::listing(&e)),
+        }
+    }
+    send_delete(&fs, job).await
+}
+
+/// A listing that found its folder gone.
+fn is_not_found(e: &FsError) -> bool {
+    match e {
+        FsError::NotFound => true,
+        FsError::Api(a) => a.kind() == ApiErrorKind::NotFound,
+        _ => false,
     }
 }

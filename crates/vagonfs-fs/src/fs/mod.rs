@@ -61,6 +61,7 @@ mod new_folders;
 mod ops_write;
 mod overlay;
 pub mod read;
+mod removes;
 mod rename;
 mod room;
 pub mod statfs;

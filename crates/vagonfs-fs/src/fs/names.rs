@@ -284,18 +284,24 @@ impl VagonFs {
     pub(crate) async fn is_empty_dir(&self, loc: Loc) -> FsResult<bool> {
         self.dirs.invalidate(loc);
         let listing = self.dirs.listing(loc).await?;
-        // Names held here (not uploaded yet), and settled ones this fresh listing cannot know
-        // (even when the kernel forgot their inodes: the server has them).
+        Ok(self.shows_nothing(loc, &listing))
+    }
+
+    /// Whether `listing` of folder `loc` shows nothing this mount did not remove: no name held
+    /// here, and every listed object removed through the mount (`gone`).
+    pub(crate) fn shows_nothing(&self, loc: Loc, listing: &Listing) -> bool {
+        // Names held here (not uploaded yet), and settled ones this listing cannot know (even
+        // when the kernel forgot their inodes: the server has them).
         if !self.overlay.names(loc, Some(listing.started)).is_empty() {
-            return Ok(false);
+            return false;
         }
         // A listing that stopped early or hides objects it cannot show proves nothing: the
         // server deletes whatever is there.
-        Ok(listing.complete
+        listing.complete
             && listing
                 .entries
                 .iter()
-                .all(|e| self.overlay.is_gone(&e.seen.loc)))
+                .all(|e| self.overlay.is_gone(&e.seen.loc))
     }
 
     /// EROFS for a file shown under a name the server does not hold alone (a name held more

@@ -629,6 +629,14 @@ impl DirCache {
             .map(|c| Arc::clone(&c.listing))
     }
 
+    /// The cached listing of `dir` if its fetch started less than `--dir-refresh` ago (what an
+    /// opened folder is served without asking again), without asking the API.
+    pub(crate) fn recent(&self, dir: Loc) -> Option<Arc<Listing>> {
+        let refresh = self.times.refresh.min(self.times.ttl);
+        self.peek(dir)
+            .filter(|listing| listing.started.elapsed() < refresh)
+    }
+
     /// Wait until no listing fetch is running (tests, clean unmount).
     pub(crate) async fn idle(&self) {
         self.flight.idle().await;

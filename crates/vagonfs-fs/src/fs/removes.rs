@@ -1,0 +1,290 @@
+//! The core's removals: unlink and rmdir, answered at once with write-back and deleted on the
+//! server in the background (`deletes.rs`), or in the foreground (`--sync-close`, a file with a
+//! spool to settle, a folder whose create may not have landed).
+//!
+//! Subtle cases handled here:
+//! - a name shown read-only (cut to fit, held more than once on the server) is never removed
+//!   through the mount (EROFS): its real name could not be kept;
+//! - unlink of a file with a spool is ordered after its own upload (a queued one is cancelled,
+//!   one in flight is waited for and what it landed deleted), so a late upload can never bring
+//!   the name back;
+//! - a removed name stays held in the uploader's name table until its delete landed, so a new
+//!   file or folder made under it waits (at most `--op-timeout`) and never meets the old one;
+//! - rmdir judges emptiness on a listing that started within `--dir-refresh`, or on a fresh one;
+//!   the background delete lists the folder again before deleting it (the server deletes a
+//!   folder with everything in it), and keeps it if anything else is there;
+//! - while an API failure is remembered, removals fail at once: nothing is promised.
+
+use std::ffi::OsStr;
+
+use super::deletes::Removed;
+use super::inode::{Inode, Loc};
+use super::names::Child;
+use super::ops_write::{delete_remote, folder_target};
+use super::write::NameHold;
+use super::{FsError, FsResult, NodeKind, VagonFs, lock};
+
+impl VagonFs {
+    pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        if let Some(trash) = self.trash_unlink(parent, name).await {
+            return trash;
+        }
+        let dir = self.dir_node(parent)?;
+        self.check_writable(&dir.loc)?;
+        let child = self.child(&dir, name).await?.ok_or(FsError::NotFound)?;
+        if child.kind == NodeKind::Directory {
+            return Err(FsError::IsADirectory);
+        }
+        self.refuse_read_only_removal(parent, name, &child)?;
+        self.remove_file(&dir, name, &child).await
+    }
+
+    /// A name shown read-only (cut to fit, or held more than once on the server) is never
+    /// removed through the mount: `mv` of its folder falls back to copy-then-delete (the folder
+    /// answers EXDEV), and the copy can only carry the shown name, so the delete would lose the
+    /// object's real name (or, for a duplicate, which object is which). EROFS, logged once per
+    /// call; the web UI can remove it.
+    fn refuse_read_only_removal(&self, parent: u64, name: &OsStr, child: &Child) -> FsResult<()> {
+        if !child.read_only {
+            return Ok(());
+        }
+        tracing::warn!(
+            file = %self.display_path(Some(parent), name),
+            "refusing to remove a name shown read-only (longer than 255 bytes, or held more than once on the server): its real name cannot be kept through the mount"
+        );
+        Err(FsError::ReadOnly)
+    }
+
+    /// Delete a file shown as `name` in `dir`: on the server, and its spool (open descriptors
+    /// keep working on the unlinked spool).
+    ///
+    /// Ordered after the file's own upload: no new upload starts once it is marked unlinked, a
+    /// queued one is cancelled for free, and one in flight is waited for and what it landed is
+    /// deleted, so a late upload can never bring the name back or destroy a newer file of the
+    /// same name.
+    pub(crate) async fn remove_file(
+        &self,
+        dir: &Inode,
+        name: &OsStr,
+        child: &Child,
+    ) -> FsResult<()> {
+        if self.remove_later(dir, name, child).await? {
+            return Ok(());
+        }
+        let file = child.ino.and_then(|ino| self.hold_fate(ino));
+        let remote = match &file {
+            Some(f) => {
+                f.wait_idle().await;
+                f.base().map(|b| b.id)
+            }
+            None => match child.loc {
+                Loc::Remote { id, .. } => Some(id),
+                _ => None,
+            },
+        };
+        if let Some(id) = remote
+            && let Err(e) = self
+                .health
+                .bounded(
+                    "delete",
+                    self.config.op_timeout,
+                    delete_remote(self.api.as_ref(), id),
+                )
+                .await
+        {
+            if let Some(ino) = child.ino {
+                self.keep_fate(ino);
+            }
+            return Err(e);
+        }
+        if let Some(ino) = child.ino
+            && let Some(f) = lock(&self.files).get_mut(&ino)
+        {
+            f.deciding = false;
+        }
+        if let (Some(f), Some(id)) = (&file, remote) {
+            // What its upload landed is gone too (the listing may show it).
+            self.overlay.mark_gone(Loc::Remote {
+                space: f.target().space,
+                id,
+            });
+        }
+        if let Some(file) = file
+            && let Err(e) = file.discard().await
+        {
+            tracing::warn!(file = %file.target().display_path, error = %e, "cannot remove the spool of an unlinked file");
+        }
+        if let Some(ino) = child.ino {
+            self.clear_failure(ino);
+        }
+        self.forget_removed(dir, name, child);
+        Ok(())
+    }
+
+    /// With write-back, a file that is only on the server (no spool here) is removed at once
+    /// and deleted in the background, its name held until then (`deletes.rs`). `false`: it is
+    /// to be removed in the foreground (a spool to settle, `--sync-close`).
+    async fn remove_later(&self, dir: &Inode, name: &OsStr, child: &Child) -> FsResult<bool> {
+        let Loc::Remote { .. } = child.loc else {
+            return Ok(false);
+        };
+        let Some(text) = name.to_str() else {
+            return Ok(false);
+        };
+        if self.engine.config.sync_close
+            || child
+                .ino
+                .is_some_and(|ino| lock(&self.files).contains_key(&ino))
+        {
+            return Ok(false);
+        }
+        // While the API is known to be down, say so at once rather than promise a delete.
+        if let Some(err) = self.health.recent_failure() {
+            return Err(err);
+        }
+        let Ok(spool) = self.spool_dir() else {
+            return Ok(false);
+        };
+        let (_, parent_id) = folder_target(dir.loc)?;
+        let hold = self.hold_name_bounded(dir.loc, text, "delete").await?;
+        let shown = self.display_path(Some(dir.ino), name);
+        let removed = Removed {
+            loc: child.loc,
+            folder: None,
+            parent: parent_id,
+            name: text,
+            shown,
+        };
+        if let Err(e) = self.delete_later(&spool, removed, hold) {
+            tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
+            return Ok(false);
+        }
+        if let Some(ino) = child.ino {
+            self.clear_failure(ino);
+        }
+        self.forget_removed(dir, name, child);
+        // Sent only once hidden, so a refusal (which shows it again) comes after.
+        self.launch_deletes();
+        Ok(true)
+    }
+
+    /// Wait (at most `--op-timeout`) until no upload or pending delete holds `name` in folder
+    /// `dir`, before making a folder of that name: a file just removed there is gone first.
+    pub(crate) async fn wait_name_free(&self, dir: Loc, name: &str) -> FsResult<()> {
+        self.hold_name_bounded(dir, name, "waiting for a delete")
+            .await
+            .map(drop)
+    }
+
+    /// The uploader's hold on `name` in folder `dir`, waited for at most `--op-timeout` (then
+    /// the op-timeout error for `what`).
+    async fn hold_name_bounded(&self, dir: Loc, name: &str, what: &str) -> FsResult<NameHold> {
+        let (space, parent_id) = folder_target(dir)?;
+        tokio::time::timeout(
+            self.config.op_timeout,
+            self.uploader.hold_name(space, parent_id, name),
+        )
+        .await
+        .map_err(|_| super::health::op_timed_out(what, self.config.op_timeout))
+    }
+
+    /// Local bookkeeping once the object shown as `name` in `dir` no longer exists there.
+    pub(crate) fn forget_removed(&self, dir: &Inode, name: &OsStr, child: &Child) {
+        self.overlay.mark_gone(child.loc);
+        self.overlay.remove(dir.loc, name, child.ino);
+        if let Some(ino) = child.ino {
+            self.inodes.unbind(ino);
+            self.release_spool_if_done(ino);
+        }
+        self.dirs.touch(dir.loc);
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        if let Some(trash) = self.trash_rmdir(parent, name).await {
+            return trash;
+        }
+        let dir = self.dir_node(parent)?;
+        self.check_writable(&dir.loc)?;
+        let child = self.child(&dir, name).await?.ok_or(FsError::NotFound)?;
+        if child.kind != NodeKind::Directory {
+            return Err(FsError::NotADirectory);
+        }
+        self.refuse_read_only_removal(parent, name, &child)?;
+        let Loc::Remote { id, .. } = child.loc else {
+            // A storage root or a virtual folder.
+            return Err(FsError::ReadOnly);
+        };
+        if self.rmdir_later(&dir, name, &child, id).await? {
+            return Ok(());
+        }
+        if !self.is_empty_dir(child.loc).await? {
+            return Err(FsError::NotEmpty);
+        }
+        self.health
+            .bounded(
+                "delete folder",
+                self.config.op_timeout,
+                delete_remote(self.api.as_ref(), id),
+            )
+            .await?;
+        self.forget_removed(&dir, name, &child);
+        self.deletes.folder_deleted(child.loc);
+        self.dirs.invalidate(child.loc);
+        Ok(())
+    }
+
+    /// With write-back, a folder that shows empty is removed at once and deleted in the
+    /// background once a fresh listing confirms it (`deletes.rs`), its name held until then.
+    /// It is judged here on its listing if one started within `--dir-refresh`, else on a fresh
+    /// one. `false`: to be removed in the foreground (`--sync-close`; a folder this mount made
+    /// whose create may not have landed; no cache folder).
+    async fn rmdir_later(
+        &self,
+        dir: &Inode,
+        name: &OsStr,
+        child: &Child,
+        id: u64,
+    ) -> FsResult<bool> {
+        let Some(text) = name.to_str() else {
+            return Ok(false);
+        };
+        if self.engine.config.sync_close || super::new_folders::is_placeholder(id) {
+            return Ok(false);
+        }
+        // While the API is known to be down, say so at once rather than promise a delete.
+        if let Some(err) = self.health.recent_failure() {
+            return Err(err);
+        }
+        let Ok(spool) = self.spool_dir() else {
+            return Ok(false);
+        };
+        let (_, parent_id) = folder_target(dir.loc)?;
+        let checked = match self.dirs.recent(child.loc) {
+            Some(listing) if self.shows_nothing(child.loc, &listing) => None,
+            _ => {
+                let listing = self.dirs.relist(child.loc).await?;
+                if !self.shows_nothing(child.loc, &listing) {
+                    return Err(FsError::NotEmpty);
+                }
+                Some(listing.started)
+            }
+        };
+        let hold = self
+            .hold_name_bounded(dir.loc, text, "delete folder")
+            .await?;
+        let removed = Removed {
+            loc: child.loc,
+            folder: Some(checked),
+            parent: parent_id,
+            name: text,
+            shown: self.display_path(Some(dir.ino), name),
+        };
+        if let Err(e) = self.delete_later(&spool, removed, hold) {
+            tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
+            return Ok(false);
+        }
+        self.forget_removed(dir, name, child);
+        self.launch_deletes();
+        Ok(true)
+    }
+}
