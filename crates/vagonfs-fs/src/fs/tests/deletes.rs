@@ -255,3 +255,146 @@ fn a_delete_not_sent_before_a_crash_is_sent_at_the_next_mount() {
     fs.open_spool_dir().expect("spool folder");
     assert_eq!(fs.deletes_pending(), 0);
 }
+
+async fn rmdir(fs: &VagonFs, parent: u64, name: &str) {
+    tokio::time::timeout(Duration::from_secs(1), fs.rmdir(parent, OsStr::new(name)))
+        .await
+        .expect("rmdir waited on the server")
+        .expect("rmdir");
+}
+
+/// Wait (at most 5 s) until `n` calls of `method` were made.
+async fn calls_reach(api: &super::core::Server, method: ApiMethod, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while api.calls(method) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{method:?}: {} calls, not {n}",
+            api.calls(method)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `rm -r d` of `d/{e/{x,y},z}`, every folder listed moments before (as `rm` just read them):
+/// each rmdir answers without a request, the tree is hidden at once, and a folder's delete is
+/// sent only after the delete of the folder inside it landed, each after a fresh listing.
+#[tokio::test]
+async fn rm_r_answers_each_rmdir_at_once_and_deletes_a_folder_after_its_subfolders() {
+    let (api, _cache, fs) = setup();
+    let d = api.inner().add_dir(Space::Shared, None, "d");
+    let e = api.inner().add_dir(Space::Shared, Some(d), "e");
+    api.inner().add_file(Space::Shared, Some(e), "x", b"x");
+    api.inner().add_file(Space::Shared, Some(e), "y", b"y");
+    api.inner().add_file(Space::Shared, Some(d), "z", b"z");
+    let d_ino = walk(&fs, "d").await.expect("d").attr.ino;
+    let e_ino = walk(&fs, "d/e").await.expect("e").attr.ino;
+    assert_eq!(shown(&fs, d_ino).await, ["e", "z"]);
+    assert_eq!(shown(&fs, e_ino).await, ["x", "y"]);
+    let lists = api.calls(ApiMethod::ListFiles);
+    api.hold(ApiMethod::Delete, Some(e));
+    unlink(&fs, e_ino, "x").await;
+    unlink(&fs, e_ino, "y").await;
+    rmdir(&fs, d_ino, "e").await;
+    unlink(&fs, d_ino, "z").await;
+    rmdir(&fs, ROOT_INO, "d").await;
+    assert!(shown(&fs, ROOT_INO).await.is_empty());
+    assert!(matches!(
+        fs.lookup(ROOT_INO, OsStr::new("d")).await,
+        Err(FsError::NotFound)
+    ));
+    // x, y, z and e are sent (e's held); d waits for e.
+    calls_reach(&api, ApiMethod::Delete, 4).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(api.calls(ApiMethod::Delete), 4, "d's delete waits for e's");
+    assert_eq!(tree(&api).len(), 2, "d and e are still on the server");
+    api.unhold(ApiMethod::Delete);
+    let report = fs.wait_uploads().await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(tree(&api).is_empty());
+    assert_eq!(api.calls(ApiMethod::Delete), 5, "one delete per file and folder");
+    assert_eq!(
+        api.calls(ApiMethod::ListFiles) - lists,
+        2,
+        "one fresh listing per folder, by its background delete; none by rmdir"
+    );
+    assert_eq!(fs.deletes_pending(), 0);
+}
+
+/// Another client puts a file in `p/d` after `rmdir p/d; rmdir p` answered: d's listing before
+/// its delete (held until then) finds it, so d is kept, and p (which waited for d, though its
+/// own listing was free to go) finds d and is kept too.
+/// Nothing is deleted, both show again with the other client's file, and `vagonfs sync`
+/// reports both.
+#[tokio::test]
+async fn a_folder_that_gained_a_file_elsewhere_is_kept_with_its_parent_and_shows_again() {
+    let (api, _cache, fs) = setup();
+    let p = api.inner().add_dir(Space::Shared, None, "p");
+    let d = api.inner().add_dir(Space::Shared, Some(p), "d");
+    let p_ino = walk(&fs, "p").await.expect("p").attr.ino;
+    let d_ino = walk(&fs, "p/d").await.expect("d").attr.ino;
+    assert_eq!(shown(&fs, p_ino).await, ["d"]);
+    assert!(shown(&fs, d_ino).await.is_empty());
+    api.hold(ApiMethod::ListFiles, Some(d));
+    rmdir(&fs, p_ino, "d").await;
+    rmdir(&fs, ROOT_INO, "p").await;
+    assert!(shown(&fs, ROOT_INO).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    api.inner().add_file(Space::Shared, Some(d), "theirs", b"keep me");
+    api.unhold(ApiMethod::ListFiles);
+    let report = fs.wait_uploads().await;
+    let mut failed: Vec<_> = report.failed.iter().map(|(what, _)| what.clone()).collect();
+    failed.sort();
+    assert_eq!(failed, ["delete of p", "delete of p/d"], "{report:?}");
+    assert!(
+        report.failed.iter().all(|(_, why)| why.contains("kept")),
+        "{report:?}"
+    );
+    assert_eq!(api.calls(ApiMethod::Delete), 0, "nothing deleted");
+    assert_eq!(fs.deletes_pending(), 0);
+    assert_eq!(tree(&api).len(), 3, "p, p/d and p/d/theirs");
+    assert_eq!(shown(&fs, ROOT_INO).await, ["p"]);
+    assert_eq!(read_path(&fs, "p/d/theirs").await, b"keep me");
+}
+
+/// The daemon dies after `rmdir d` answered, before its delete was sent: the next mount hides
+/// d at once, lists it again, and deletes it; a third mount has nothing pending.
+#[test]
+fn a_folder_delete_not_sent_before_a_crash_is_sent_at_the_next_mount_after_a_fresh_listing() {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    api.inner().add_dir(Space::Shared, None, "d");
+    api.inner().add_file(Space::Shared, None, "kept", b"k");
+    let rt = runtime();
+    let fs = rt.block_on(async {
+        let fs = mount(&api, cache.path());
+        walk(&fs, "d").await.expect("d");
+        api.hold(ApiMethod::Delete, None);
+        rmdir(&fs, ROOT_INO, "d").await;
+        fs
+    });
+    drop(rt);
+    drop(fs);
+    api.unhold(ApiMethod::Delete);
+    assert_eq!(tree(&api).len(), 2, "d is still on the server");
+
+    let fs = mount(&api, cache.path());
+    fs.open_spool_dir().expect("spool folder");
+    let rt = runtime();
+    rt.block_on(async {
+        assert_eq!(shown(&fs, ROOT_INO).await, ["kept"], "hidden at once");
+        let lists = api.calls(ApiMethod::ListFiles);
+        fs.recover().await.expect("recover");
+        assert!(fs.wait_uploads().await.failed.is_empty());
+        assert_eq!(tree(&api), files(&[("kept", Some(b"k".as_slice()))]));
+        assert!(
+            api.calls(ApiMethod::ListFiles) > lists,
+            "listed again before its delete"
+        );
+    });
+    drop(rt);
+    drop(fs);
+    let fs = mount(&api, cache.path());
+    fs.open_spool_dir().expect("spool folder");
+    assert_eq!(fs.deletes_pending(), 0);
+}
