@@ -21,7 +21,7 @@ use super::deletes::Removed;
 use super::inode::{Inode, Loc};
 use super::names::Child;
 use super::ops_write::{delete_remote, folder_target};
-use super::write::NameHold;
+use super::write::{FileTarget, NameHold};
 use super::{FsError, FsResult, NodeKind, VagonFs, lock};
 
 impl VagonFs {
@@ -166,6 +166,38 @@ impl VagonFs {
         // Sent only once hidden, so a refusal (which shows it again) comes after.
         self.launch_deletes();
         Ok(true)
+    }
+
+    /// With write-back, the object a file's move left under its old name (`old_target`) is
+    /// deleted in the background, the old name held until then (a new file of that name uploads
+    /// after it). `false`: to be deleted now (`--sync-close`, the name held by an upload, no
+    /// cache folder). The caller has hidden it already.
+    pub(crate) fn delete_moved_later(&self, old: Loc, old_target: &FileTarget) -> bool {
+        if self.engine.config.sync_close {
+            return false;
+        }
+        let Ok(spool) = self.spool_dir() else {
+            return false;
+        };
+        let Some(hold) =
+            self.uploader
+                .try_hold_name(old_target.space, old_target.parent_id, &old_target.name)
+        else {
+            return false;
+        };
+        let removed = Removed {
+            loc: old,
+            folder: None,
+            parent: old_target.parent_id,
+            name: &old_target.name,
+            shown: old_target.display_path.clone(),
+        };
+        if let Err(e) = self.delete_later(&spool, removed, hold) {
+            tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
+            return false;
+        }
+        self.launch_deletes();
+        true
     }
 
     /// Wait (at most `--op-timeout`) until no upload or pending delete holds `name` in folder

@@ -10,7 +10,9 @@
 //!   open handles go on writing to it, and later uploads go to the new name), else its
 //!   bytes are streamed
 //!   through a temporary spool (ranged downloads to local disk, then the upload; never the whole
-//!   file in memory). Then the old object is deleted. Its inode number stays.
+//!   file in memory). Then the old object is deleted: in the background with write-back
+//!   (`deletes.rs`, its old name held until then, retried), else at once. Its inode number
+//!   stays.
 //! - Onto an existing file: the upload overwrites it (`overwrite` with the target as base), so a
 //!   reader never finds the name missing: the editors' save (write a temp file, rename it over)
 //!   works. A spool of the replaced file is discarded (its pending changes were replaced too).
@@ -318,11 +320,14 @@ impl VagonFs {
             }
         }
         if let Some(old) = old_id.filter(|o| *o != done.id) {
-            self.overlay.mark_gone(Loc::Remote {
+            let old_loc = Loc::Remote {
                 space: target.space,
                 id: old,
-            });
-            if let Err(e) = delete_remote(self.api.as_ref(), old).await {
+            };
+            self.overlay.mark_gone(old_loc);
+            if !self.delete_moved_later(old_loc, &old_target)
+                && let Err(e) = delete_remote(self.api.as_ref(), old).await
+            {
                 // The bytes are safe under the new name; a copy stays under the old one.
                 tracing::warn!(file = %old_target.display_path, error = %e, "moved, but the old copy could not be deleted");
             }

@@ -190,7 +190,10 @@ async fn rmdir_does_not_wait_for_the_deletes_inside() {
     // The folder's delete does not wait for a's either (it only waits for folders inside).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while api.calls(ApiMethod::Delete) < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "d's delete not sent");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "d's delete not sent"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     api.unhold(ApiMethod::Delete);
@@ -312,7 +315,11 @@ async fn rm_r_answers_each_rmdir_at_once_and_deletes_a_folder_after_its_subfolde
     let report = fs.wait_uploads().await;
     assert!(report.failed.is_empty(), "{report:?}");
     assert!(tree(&api).is_empty());
-    assert_eq!(api.calls(ApiMethod::Delete), 5, "one delete per file and folder");
+    assert_eq!(
+        api.calls(ApiMethod::Delete),
+        5,
+        "one delete per file and folder"
+    );
     assert_eq!(
         api.calls(ApiMethod::ListFiles) - lists,
         2,
@@ -340,7 +347,8 @@ async fn a_folder_that_gained_a_file_elsewhere_is_kept_with_its_parent_and_shows
     rmdir(&fs, ROOT_INO, "p").await;
     assert!(shown(&fs, ROOT_INO).await.is_empty());
     tokio::time::sleep(Duration::from_millis(100)).await;
-    api.inner().add_file(Space::Shared, Some(d), "theirs", b"keep me");
+    api.inner()
+        .add_file(Space::Shared, Some(d), "theirs", b"keep me");
     api.unhold(ApiMethod::ListFiles);
     let report = fs.wait_uploads().await;
     let mut failed: Vec<_> = report.failed.iter().map(|(what, _)| what.clone()).collect();
@@ -397,4 +405,40 @@ fn a_folder_delete_not_sent_before_a_crash_is_sent_at_the_next_mount_after_a_fre
     let fs = mount(&api, cache.path());
     fs.open_spool_dir().expect("spool folder");
     assert_eq!(fs.deletes_pending(), 0);
+}
+
+/// `mv a b` of a file only on the server: its bytes are uploaded as `b`, and the rename answers
+/// without waiting for the delete of `a` (held here). A new `a` written meanwhile waits for that
+/// delete, then lands under its own name: no conflict copy, nothing lost.
+#[tokio::test]
+async fn a_move_answers_before_the_old_copy_is_deleted_and_the_old_name_waits_for_it() {
+    let (api, _cache, fs) = setup();
+    let a = api.inner().add_file(Space::Shared, None, "a", b"moved");
+    walk(&fs, "a").await.expect("a");
+    api.hold(ApiMethod::Delete, Some(a));
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        fs.rename(ROOT_INO, OsStr::new("a"), ROOT_INO, OsStr::new("b"), 0),
+    )
+    .await
+    .expect("the move waited for the old copy's delete")
+    .expect("rename");
+    assert_eq!(shown(&fs, ROOT_INO).await, ["b"]);
+    assert_eq!(fs.deletes_pending(), 1);
+    let (_, closed) = put(&fs, ROOT_INO, "a", b"new").await;
+    closed.expect("close");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        api.inner().names(Space::Shared, None),
+        ["a", "b"],
+        "the new a waits for the old one's delete"
+    );
+    api.unhold(ApiMethod::Delete);
+    let report = fs.wait_uploads().await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(
+        tree(&api),
+        files(&[("a", Some(b"new".as_slice())), ("b", Some(b"moved"))])
+    );
+    assert_eq!(api.calls(ApiMethod::Delete), 1);
 }
