@@ -53,6 +53,7 @@ use crate::api::{ApiError, ApiErrorKind, Space};
 
 use super::inode::Loc;
 use super::line_log::{self, LineLog};
+use super::new_folders::is_placeholder;
 use super::types::FsError;
 use super::write::{JournalSpace, NameHold, SpoolDir};
 use super::{VagonFs, lock};
@@ -355,6 +356,37 @@ async fn next_outcome(mut rx: watch::Receiver<Status>) -> Result<(), DeleteError
     }
 }
 
+/// The deletes asked for in `lines` and not ended, in order.
+fn not_ended(lines: Vec<LogLine>) -> Vec<LogLine> {
+    let ended: HashSet<Loc> = lines
+        .iter()
+        .filter_map(|line| match *line {
+            LogLine::Ended { space, id } => Some(Loc::Remote {
+                space: space.space(),
+                id,
+            }),
+            LogLine::Asked { .. } => None,
+        })
+        .collect();
+    lines
+        .into_iter()
+        .filter(|line| match *line {
+            LogLine::Asked { space, id, .. } => !ended.contains(&Loc::Remote {
+                space: space.space(),
+                id,
+            }),
+            LogLine::Ended { .. } => false,
+        })
+        .collect()
+}
+
+/// Whether the log in spool folder `dir` holds a delete not ended (read before the folders'
+/// log, whose placeholders such a delete may name).
+pub(crate) fn any_pending(dir: &SpoolDir) -> std::io::Result<bool> {
+    let lines = line_log::read_lines(&dir.path().join(LOG_FILE), LOG_FILE)?;
+    Ok(!not_ended(lines).is_empty())
+}
+
 /// What [`VagonFs::delete_later`] is to delete.
 pub(crate) struct Removed<'a> {
     /// The file or folder.
@@ -413,17 +445,7 @@ impl VagonFs {
     /// from the first call made in a runtime. The log is rewritten with those.
     pub(crate) fn load_deletes(&self, dir: &SpoolDir) -> std::io::Result<()> {
         let path = dir.path().join(LOG_FILE);
-        let lines: Vec<LogLine> = line_log::read_lines(&path, LOG_FILE)?;
-        let ended: HashSet<Loc> = lines
-            .iter()
-            .filter_map(|line| match *line {
-                LogLine::Ended { space, id } => Some(Loc::Remote {
-                    space: space.space(),
-                    id,
-                }),
-                LogLine::Asked { .. } => None,
-            })
-            .collect();
+        let lines = not_ended(line_log::read_lines(&path, LOG_FILE)?);
         let mut kept = Vec::new();
         let mut jobs = Vec::new();
         for line in lines {
@@ -448,7 +470,7 @@ impl VagonFs {
                 folder,
                 checked: None,
             };
-            if ended.contains(&job.loc()) || lock(&self.deletes.pending).contains_key(&job.loc()) {
+            if lock(&self.deletes.pending).contains_key(&job.loc()) {
                 continue;
             }
             // Nothing runs yet: the name is free, so recovery's uploads wait for the delete.
@@ -622,6 +644,19 @@ async fn attempt_folder(me: &Weak<VagonFs>, permits: &Semaphore, job: &mut Job) 
         }
         // Done or refused (a refused one shows again, and the listing below finds it).
         job.checked = None;
+    }
+    if is_placeholder(job.id) {
+        // Made by this mount: its create first (a refused or unknown one left nothing to delete).
+        let Some(fs) = me.upgrade() else {
+            return Attempt::Stop;
+        };
+        let folders = Arc::clone(&fs.folders);
+        drop(fs);
+        match folders.made(job.id).await {
+            Ok(_) => {}
+            Err(e) if e.is_retryable() => return Attempt::Failed(e.into()),
+            Err(_) => return Attempt::Done,
+        }
     }
     let Ok(_permit) = permits.acquire().await else {
         return Attempt::Stop;

@@ -126,7 +126,9 @@ impl VagonFs {
             return Ok(Arc::clone(dir));
         }
         let dir = SpoolDir::open(&self.config.cache_dir)?;
-        let journaled = !dir.journaled_ids()?.is_empty();
+        // Made folders keep their placeholders while a journal record or a pending delete may
+        // name one.
+        let journaled = !dir.journaled_ids()?.is_empty() || super::deletes::any_pending(&dir)?;
         self.folders.load(&dir, journaled)?;
         self.load_deletes(&dir)?;
         super::engine::start_group_commit(&dir);

@@ -246,7 +246,7 @@ impl VagonFs {
             // A storage root or a virtual folder.
             return Err(FsError::ReadOnly);
         };
-        if self.rmdir_later(&dir, name, &child, id).await? {
+        if self.rmdir_later(&dir, name, &child).await? {
             return Ok(());
         }
         if !self.is_empty_dir(child.loc).await? {
@@ -268,19 +268,13 @@ impl VagonFs {
     /// With write-back, a folder that shows empty is removed at once and deleted in the
     /// background once a fresh listing confirms it (`deletes.rs`), its name held until then.
     /// It is judged here on its listing if one started within `--dir-refresh`, else on a fresh
-    /// one. `false`: to be removed in the foreground (`--sync-close`; a folder this mount made
-    /// whose create may not have landed; no cache folder).
-    async fn rmdir_later(
-        &self,
-        dir: &Inode,
-        name: &OsStr,
-        child: &Child,
-        id: u64,
-    ) -> FsResult<bool> {
+    /// one. `false`: to be removed in the foreground (`--sync-close`, no cache folder). A folder
+    /// made by this mount is deleted once its create landed (`deletes.rs`).
+    async fn rmdir_later(&self, dir: &Inode, name: &OsStr, child: &Child) -> FsResult<bool> {
         let Some(text) = name.to_str() else {
             return Ok(false);
         };
-        if self.engine.config.sync_close || super::new_folders::is_placeholder(id) {
+        if self.engine.config.sync_close {
             return Ok(false);
         }
         // While the API is known to be down, say so at once rather than promise a delete.

@@ -442,3 +442,43 @@ async fn a_move_answers_before_the_old_copy_is_deleted_and_the_old_name_waits_fo
     );
     assert_eq!(api.calls(ApiMethod::Delete), 1);
 }
+
+/// `mkdir d; rmdir d` on this mount, its create landed, then the daemon dies before d's delete
+/// was sent: the next mount still knows d's placeholder (the pending delete names it) and
+/// deletes the folder on the server.
+#[test]
+fn a_folder_made_here_and_removed_is_deleted_after_a_crash() {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let fs = rt.block_on(async {
+        let fs = mount(&api, cache.path());
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755),
+        )
+        .await
+        .expect("mkdir waited")
+        .expect("mkdir");
+        assert!(fs.wait_uploads().await.failed.is_empty());
+        assert_eq!(tree(&api).len(), 1, "d made");
+        api.hold(ApiMethod::Delete, None);
+        rmdir(&fs, ROOT_INO, "d").await;
+        assert!(shown(&fs, ROOT_INO).await.is_empty());
+        fs
+    });
+    drop(rt);
+    drop(fs);
+    api.unhold(ApiMethod::Delete);
+    assert_eq!(tree(&api).len(), 1, "d is still on the server");
+
+    let fs = mount(&api, cache.path());
+    fs.open_spool_dir().expect("spool folder");
+    let rt = runtime();
+    rt.block_on(async {
+        assert!(shown(&fs, ROOT_INO).await.is_empty(), "hidden at once");
+        fs.recover().await.expect("recover");
+        assert!(fs.wait_uploads().await.failed.is_empty());
+        assert!(tree(&api).is_empty(), "{:?}", tree(&api));
+    });
+}

@@ -101,6 +101,7 @@ async fn mkdir_answers_before_the_server_and_what_is_written_inside_lands() {
     // rmdir of a made folder deletes the server's.
     fs.unlink(b, OsStr::new("f")).await.expect("unlink");
     fs.rmdir(a, OsStr::new("b")).await.expect("rmdir");
+    assert!(fs.wait_uploads().await.failed.is_empty());
     assert_eq!(api.inner().names(Space::Shared, None), ["a"]);
     let a_id = api.inner().entry(Space::Shared, None, "a").expect("a").id;
     assert!(api.inner().names(Space::Shared, Some(a_id)).is_empty());
