@@ -1,7 +1,11 @@
 //! `statfs`: the storage quota as `df` shows it, from `GET /files/capacity`.
 //!
 //! Numbers are cached for [`STATFS_TTL`] per capacity query (desktop file managers call statfs
-//! very often) and fetched single-flight.
+//! very often) and fetched single-flight. Older numbers are still answered at once, and
+//! refreshed in the background (`rm -r`, `find` and file managers call statfs as they start:
+//! none of them waits a round trip for numbers that move slowly); only the first statfs of a
+//! storage waits for its numbers, and the quota check before a write
+//! ([`StatfsCache::fresh_free`]) waits for fresh ones.
 //!
 //! Subtle cases handled here:
 //! - which numbers: a machine's tree shows that machine's capacity; the shared tree shows the
@@ -74,7 +78,18 @@ impl StatfsCache {
             Some(Space::Shared) => (None, Scope::Storage),
             Some(Space::Recordings { .. }) | None => (None, Scope::Team),
         };
-        let capacity = self.capacity(machine).await?;
+        let last = lock(&self.cached)
+            .get(&machine)
+            .map(|(at, cap, _)| (*at, *cap));
+        let capacity = match last {
+            Some((at, cap)) => {
+                if at.elapsed() >= STATFS_TTL {
+                    self.refresh_later(machine);
+                }
+                cap
+            }
+            None => self.capacity(machine).await?,
+        };
         let landed = lock(&self.cached).get(&machine).map_or(0, |e| e.2);
         let (total, in_use) = match (scope, capacity.team_total, capacity.team_in_use) {
             (Scope::Team, Some(t), Some(u)) => (t, u),
@@ -128,13 +143,14 @@ impl StatfsCache {
         {
             return Ok(cap);
         }
-        let api = Arc::clone(&self.api);
-        let cached = Arc::clone(&self.cached);
-        let flight = self.flight.run(machine, move || async move {
-            let cap = api.capacity(machine).await?;
-            lock(&cached).insert(machine, (Instant::now(), cap, 0));
-            Ok(cap)
-        });
+        let flight = async {
+            match self.fetch(machine) {
+                Some(flight) => flight.await,
+                None => Err(super::FsError::Io(std::io::Error::other(
+                    "capacity fetch not started",
+                ))),
+            }
+        };
         let fetched = match tokio::time::timeout(self.op_timeout, flight).await {
             Ok(result) => result,
             Err(_) => Err(super::health::op_timed_out("capacity", self.op_timeout)),
@@ -149,6 +165,43 @@ impl StatfsCache {
                 Ok(cap)
             }
             (Err(e), None) => Err(e),
+        }
+    }
+}
+
+impl StatfsCache {
+    /// The running fetch of `machine`'s numbers, or a new one (cached once it lands).
+    fn fetch(&self, machine: Option<u64>) -> Option<super::flight::Flight<Capacity>> {
+        let api = Arc::clone(&self.api);
+        let cached = Arc::clone(&self.cached);
+        self.flight.join_or_start(machine, move || {
+            Some(async move {
+                let cap = api.capacity(machine).await?;
+                lock(&cached).insert(machine, (Instant::now(), cap, 0));
+                Ok(cap)
+            })
+        })
+    }
+
+    /// Refresh `machine`'s numbers in the background (joining a refresh already running).
+    fn refresh_later(&self, machine: Option<u64>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if let Some(flight) = self.fetch(machine) {
+            tokio::spawn(async move {
+                if let Err(e) = flight.await {
+                    tracing::debug!(?machine, "capacity refresh failed, stale numbers stay: {e}");
+                }
+            });
+        }
+    }
+
+    /// Make every cached number older than [`STATFS_TTL`] (tests: "the TTL has passed").
+    #[cfg(test)]
+    pub(crate) fn expire(&self) {
+        for entry in lock(&self.cached).values_mut() {
+            entry.0 = Instant::now().checked_sub(STATFS_TTL).unwrap_or(entry.0);
         }
     }
 }

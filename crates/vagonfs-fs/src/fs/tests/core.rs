@@ -526,6 +526,30 @@ async fn statfs_shows_the_quota() {
     assert_eq!(s.name_max, 255);
     fs.statfs(ROOT_INO).await.expect("statfs");
     assert_eq!(api.calls(ApiMethod::Capacity), 1, "cached");
+    // Older numbers are answered at once and refreshed in the background.
+    api.inner().set_capacity(
+        Some(5),
+        Capacity {
+            total: 10 * gib,
+            in_use: 2 * gib,
+            team_total: None,
+            team_in_use: None,
+        },
+    );
+    fs.statfs.expire();
+    api.hold(ApiMethod::Capacity, None);
+    let s = tokio::time::timeout(Duration::from_secs(1), fs.statfs(ROOT_INO))
+        .await
+        .expect("statfs waited for the refresh")
+        .expect("statfs");
+    assert_eq!(s.blocks_free, 9 * gib / 4096, "the last numbers");
+    api.unhold(ApiMethod::Capacity);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fs.statfs(ROOT_INO).await.expect("statfs").blocks_free != 8 * gib / 4096 {
+        assert!(std::time::Instant::now() < deadline, "not refreshed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(api.calls(ApiMethod::Capacity), 2, "one refresh");
 
     let all = mount(&api, RootSpec::All, config());
     let root = all.statfs(ROOT_INO).await.expect("statfs");
