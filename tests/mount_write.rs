@@ -324,6 +324,8 @@ fn cp_r_rsync_tar_mkdir_p_and_rm_r() {
             .arg(m.join("cp_tree"))
             .arg(m.join("p")),
     );
+    // rm -r answers before the server has deleted the tree; `vagonfs sync` waits for it.
+    m.sync_ok();
     assert!(server_entry(&emu, "cp_tree").is_none());
     assert!(server_entry(&emu, "p").is_none());
     assert!(!m.join("cp_tree").exists());
@@ -408,6 +410,8 @@ fn appends_truncation_overwrite_mv_and_the_editor_save() {
             .arg(m.join("e.txt"))
             .arg(m.join("dir/f.txt")),
     );
+    // The old copy is deleted in the background; `vagonfs sync` waits for it.
+    m.sync_ok();
     assert!(server_entry(&emu, "e.txt").is_none());
     assert_eq!(content("dir/f.txt"), sha(b"replaced"));
     run_ok(Command::new("mv").arg(m.join("dir")).arg(m.join("dir2")));

@@ -143,6 +143,10 @@ fn serve_mounted(
     if let Some((listing, asked)) = backend.root_listing.clone() {
         fs.seed_root_listing(listing, asked);
     }
+    {
+        let _in_runtime = rt.enter();
+        fs.prefetch_statfs();
+    }
     if !plan.fs.read_only {
         // The base folder too: whoever can write it could swap our per-mount folder.
         write::ensure_private_dir(&plan.cache_base).map_err(|err| MountError::Cache {

@@ -665,7 +665,7 @@ async fn attempt_folder(me: &Weak<VagonFs>, permits: &Semaphore, job: &mut Job) 
         return Attempt::Stop;
     };
     let checked = job.checked.take();
-    if !checked.is_some_and(|at| at.elapsed() < CHECK_FRESH) {
+    if checked.is_none_or(|at| at.elapsed() >= CHECK_FRESH) {
         match fs.dirs.relist(loc).await {
             Ok(listing) if fs.shows_nothing(loc, &listing) => {}
             Ok(_) => return Attempt::Failed(DeleteError::NotEmpty),

@@ -3,8 +3,9 @@
 //! Numbers are cached for [`STATFS_TTL`] per capacity query (desktop file managers call statfs
 //! very often) and fetched single-flight. Older numbers are still answered at once, and
 //! refreshed in the background (`rm -r`, `find` and file managers call statfs as they start:
-//! none of them waits a round trip for numbers that move slowly); only the first statfs of a
-//! storage waits for its numbers, and the quota check before a write
+//! none of them waits a round trip for numbers that move slowly). The mount's root numbers are
+//! fetched in the background as it starts ([`StatfsCache::prefetch`]); a statfs with nothing
+//! cached waits for its numbers, and the quota check before a write
 //! ([`StatfsCache::fresh_free`]) waits for fresh ones.
 //!
 //! Subtle cases handled here:
@@ -71,13 +72,18 @@ impl StatfsCache {
         }
     }
 
+    /// Fetch the numbers `statfs` at `loc` shows in the background, when none are cached (a
+    /// mount's start: `df`, file managers and `rm -r`'s first `fstatfs` then need no request).
+    pub(crate) fn prefetch(&self, loc: Loc) {
+        let (machine, _) = query_of(loc);
+        if !lock(&self.cached).contains_key(&machine) {
+            self.refresh_later(machine);
+        }
+    }
+
     /// statfs for an inode at `loc`; `files` is the number of live inodes.
     pub(crate) async fn statfs(&self, loc: Loc, files: u64) -> FsResult<StatFs> {
-        let (machine, scope) = match loc.space() {
-            Some(Space::Machine(id)) => (Some(id), Scope::Storage),
-            Some(Space::Shared) => (None, Scope::Storage),
-            Some(Space::Recordings { .. }) | None => (None, Scope::Team),
-        };
+        let (machine, scope) = query_of(loc);
         let last = lock(&self.cached)
             .get(&machine)
             .map(|(at, cap, _)| (*at, *cap));
@@ -203,6 +209,15 @@ impl StatfsCache {
         for entry in lock(&self.cached).values_mut() {
             entry.0 = Instant::now().checked_sub(STATFS_TTL).unwrap_or(entry.0);
         }
+    }
+}
+
+/// The capacity query whose numbers `statfs` at `loc` shows, and which of them.
+fn query_of(loc: Loc) -> (Option<u64>, Scope) {
+    match loc.space() {
+        Some(Space::Machine(id)) => (Some(id), Scope::Storage),
+        Some(Space::Shared) => (None, Scope::Storage),
+        Some(Space::Recordings { .. }) | None => (None, Scope::Team),
     }
 }
 
