@@ -16,6 +16,7 @@
 //! - while an API failure is remembered, removals fail at once: nothing is promised.
 
 use std::ffi::OsStr;
+use std::time::Instant;
 
 use super::deletes::Removed;
 use super::inode::{Inode, Loc};
@@ -128,32 +129,58 @@ impl VagonFs {
         let Loc::Remote { .. } = child.loc else {
             return Ok(false);
         };
-        let Some(text) = name.to_str() else {
-            return Ok(false);
-        };
-        if self.engine.config.sync_close
-            || child
-                .ino
-                .is_some_and(|ino| lock(&self.files).contains_key(&ino))
+        if child
+            .ino
+            .is_some_and(|ino| lock(&self.files).contains_key(&ino))
+            || !self.may_remove_later()?
         {
             return Ok(false);
         }
-        // While the API is known to be down, say so at once rather than promise a delete.
-        if let Some(err) = self.health.recent_failure() {
-            return Err(err);
+        self.remove_in_background(dir, name, child, None).await
+    }
+
+    /// Whether removals may be answered before the server acted: not with `--sync-close`; the
+    /// error at once while the API is known to be down (nothing is promised then).
+    fn may_remove_later(&self) -> FsResult<bool> {
+        if self.engine.config.sync_close {
+            return Ok(false);
         }
+        match self.health.recent_failure() {
+            Some(err) => Err(err),
+            None => Ok(true),
+        }
+    }
+
+    /// Remove `child` (`name` in `dir`; a folder when `folder` is given, with when rmdir's
+    /// fresh listing of it started) now and have it deleted in the background: its name held
+    /// (at most `--op-timeout` to take it), the delete noted in the log, the object hidden, then
+    /// the delete started. `false`: not noted (the caller removes it in the foreground).
+    async fn remove_in_background(
+        &self,
+        dir: &Inode,
+        name: &OsStr,
+        child: &Child,
+        folder: Option<Option<Instant>>,
+    ) -> FsResult<bool> {
+        let Some(text) = name.to_str() else {
+            return Ok(false);
+        };
         let Ok(spool) = self.spool_dir() else {
             return Ok(false);
         };
         let (_, parent_id) = folder_target(dir.loc)?;
-        let hold = self.hold_name_bounded(dir.loc, text, "delete").await?;
-        let shown = self.display_path(Some(dir.ino), name);
+        let what = if folder.is_some() {
+            "delete folder"
+        } else {
+            "delete"
+        };
+        let hold = self.hold_name_bounded(dir.loc, text, what).await?;
         let removed = Removed {
             loc: child.loc,
-            folder: None,
+            folder,
             parent: parent_id,
             name: text,
-            shown,
+            shown: self.display_path(Some(dir.ino), name),
         };
         if let Err(e) = self.delete_later(&spool, removed, hold) {
             tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
@@ -271,20 +298,9 @@ impl VagonFs {
     /// one. `false`: to be removed in the foreground (`--sync-close`, no cache folder). A folder
     /// made by this mount is deleted once its create landed (`deletes.rs`).
     async fn rmdir_later(&self, dir: &Inode, name: &OsStr, child: &Child) -> FsResult<bool> {
-        let Some(text) = name.to_str() else {
-            return Ok(false);
-        };
-        if self.engine.config.sync_close {
+        if name.to_str().is_none() || !self.may_remove_later()? {
             return Ok(false);
         }
-        // While the API is known to be down, say so at once rather than promise a delete.
-        if let Some(err) = self.health.recent_failure() {
-            return Err(err);
-        }
-        let Ok(spool) = self.spool_dir() else {
-            return Ok(false);
-        };
-        let (_, parent_id) = folder_target(dir.loc)?;
         let checked = match self.dirs.recent(child.loc) {
             Some(listing) if self.shows_nothing(child.loc, &listing) => None,
             _ => {
@@ -295,22 +311,7 @@ impl VagonFs {
                 Some(listing.started)
             }
         };
-        let hold = self
-            .hold_name_bounded(dir.loc, text, "delete folder")
-            .await?;
-        let removed = Removed {
-            loc: child.loc,
-            folder: Some(checked),
-            parent: parent_id,
-            name: text,
-            shown: self.display_path(Some(dir.ino), name),
-        };
-        if let Err(e) = self.delete_later(&spool, removed, hold) {
-            tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
-            return Ok(false);
-        }
-        self.forget_removed(dir, name, child);
-        self.launch_deletes();
-        Ok(true)
+        self.remove_in_background(dir, name, child, Some(checked))
+            .await
     }
 }
