@@ -140,13 +140,6 @@ fn serve_mounted(
         fs_config.write_back.spool_max = Some(max);
     }
     let fs = VagonFs::new(backend.api.clone(), plan.root.clone(), fs_config);
-    if let Some((listing, asked)) = backend.root_listing.clone() {
-        fs.seed_root_listing(listing, asked);
-    }
-    {
-        let _in_runtime = rt.enter();
-        fs.prefetch_statfs();
-    }
     if !plan.fs.read_only {
         // The base folder too: whoever can write it could swap our per-mount folder.
         write::ensure_private_dir(&plan.cache_base).map_err(|err| MountError::Cache {
@@ -164,6 +157,14 @@ fn serve_mounted(
                 source,
             },
         })?;
+    }
+    // After the spool folder: its logs name folders an earlier run made by placeholder ids.
+    if let Some((listing, asked)) = backend.root_listing.clone() {
+        fs.seed_root_listing(listing, asked);
+    }
+    {
+        let _in_runtime = rt.enter();
+        fs.prefetch_statfs();
     }
     if let Err(err) = fs.open_time_store() {
         warn!("{err}; modification times set in this mount are kept only until it ends");

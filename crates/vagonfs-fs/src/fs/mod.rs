@@ -690,15 +690,25 @@ impl VagonFs {
 
     /// Take the storage root's listing read before mounting (the probe's page 1, when it was
     /// the only page: [`crate::api::paging::only_page`]), started at `began`, as if this mount
-    /// had fetched it: the first lookups need no request. Call it before anything else.
+    /// had fetched it: the first lookups need no request. Call it once the spool folder is
+    /// open (folders made by an earlier run keep their placeholder ids, [`new_folders`]: the
+    /// probe's answer came from the API itself and names them by their server ids) and before
+    /// anything else.
     pub fn seed_root_listing(
         &self,
-        got: crate::api::paging::Collected<crate::api::FileEntry>,
+        mut got: crate::api::paging::Collected<crate::api::FileEntry>,
         began: std::time::Instant,
     ) {
-        if let Some(root) = self.inodes.get(ROOT_INO) {
-            self.dirs.seed_root(root.loc, got, began);
+        let Some(root) = self.inodes.get(ROOT_INO) else {
+            return;
+        };
+        if let Some(space) = root.loc.space() {
+            for e in &mut got.items {
+                e.id = self.folders.shown_id(space, e.id);
+                e.parent_id = e.parent_id.map(|p| self.folders.shown_id(space, p));
+            }
         }
+        self.dirs.seed_root(root.loc, got, began);
     }
 
     /// Fetch the root's `statfs` numbers in the background (call in a runtime, as the mount

@@ -361,7 +361,6 @@ impl NewFolders {
     }
 
     /// The id the core knows server object `id` of `space` by: its placeholder, or itself.
-    #[cfg(test)]
     pub(crate) fn shown_id(&self, space: Space, id: u64) -> u64 {
         lock(&self.state.maps)
             .by_real

@@ -444,8 +444,9 @@ async fn a_move_answers_before_the_old_copy_is_deleted_and_the_old_name_waits_fo
 }
 
 /// `mkdir d; rmdir d` on this mount, its create landed, then the daemon dies before d's delete
-/// was sent: the next mount still knows d's placeholder (the pending delete names it) and
-/// deletes the folder on the server.
+/// was sent: the next mount still knows d's placeholder (the pending delete names it), hides d
+/// even in the root listing its probe read from the API itself (server ids), and deletes the
+/// folder on the server.
 #[test]
 fn a_folder_made_here_and_removed_is_deleted_after_a_crash() {
     let api = server();
@@ -476,6 +477,14 @@ fn a_folder_made_here_and_removed_is_deleted_after_a_crash() {
     fs.open_spool_dir().expect("spool folder");
     let rt = runtime();
     rt.block_on(async {
+        // As the mount does: the probe's root page, read from the API before mounting.
+        let probe = std::time::Instant::now();
+        let root =
+            crate::api::paging::folder_pages(api.inner().as_ref(), Space::Shared, None, None)
+                .await
+                .expect("probe");
+        assert_eq!(root.items.len(), 1);
+        fs.seed_root_listing(root, probe);
         assert!(shown(&fs, ROOT_INO).await.is_empty(), "hidden at once");
         fs.recover().await.expect("recover");
         assert!(fs.wait_uploads().await.failed.is_empty());
