@@ -711,14 +711,6 @@ impl VagonFs {
         self.dirs.seed_root(root.loc, got, began);
     }
 
-    /// Fetch the root's `statfs` numbers in the background (call in a runtime, as the mount
-    /// starts): the first `statfs` (`df`, a file manager, `rm -r`) then waits for nothing.
-    pub fn prefetch_statfs(&self) {
-        if let Some(root) = self.inodes.get(ROOT_INO) {
-            self.statfs.prefetch(root.loc);
-        }
-    }
-
     /// Open the store of user-set modification times in the cache folder (see [`times`]).
     /// A mount that made no cache folder (read-only, never written) has nothing to open.
     pub fn open_time_store(&self) -> Result<(), times::TimeStoreError> {

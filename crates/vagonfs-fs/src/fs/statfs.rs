@@ -3,10 +3,9 @@
 //! Numbers are cached for [`STATFS_TTL`] per capacity query (desktop file managers call statfs
 //! very often) and fetched single-flight. Older numbers are still answered at once, and
 //! refreshed in the background (`rm -r`, `find` and file managers call statfs as they start:
-//! none of them waits a round trip for numbers that move slowly). The mount's root numbers are
-//! fetched in the background as it starts ([`StatfsCache::prefetch`]); a statfs with nothing
-//! cached waits for its numbers, and the quota check before a write
-//! ([`StatfsCache::fresh_free`]) waits for fresh ones.
+//! none of them waits a round trip for numbers that move slowly); a statfs with nothing cached
+//! waits for its numbers, and the quota check before a write ([`StatfsCache::fresh_free`])
+//! waits for fresh ones.
 //!
 //! Subtle cases handled here:
 //! - which numbers: a machine's tree shows that machine's capacity; the shared tree shows the
@@ -69,15 +68,6 @@ impl StatfsCache {
             op_timeout,
             cached: Arc::new(Mutex::new(HashMap::new())),
             flight: SingleFlight::new(),
-        }
-    }
-
-    /// Fetch the numbers `statfs` at `loc` shows in the background, when none are cached (a
-    /// mount's start: `df`, file managers and `rm -r`'s first `fstatfs` then need no request).
-    pub(crate) fn prefetch(&self, loc: Loc) {
-        let (machine, _) = query_of(loc);
-        if !lock(&self.cached).contains_key(&machine) {
-            self.refresh_later(machine);
         }
     }
 

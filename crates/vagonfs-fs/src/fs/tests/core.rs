@@ -567,28 +567,6 @@ async fn statfs_shows_the_quota() {
     );
 }
 
-/// The root's numbers are fetched in the background as the mount starts: the first statfs
-/// (`df`, a file manager, `rm -r`'s `fstatfs`) waits for no request.
-#[tokio::test]
-async fn the_first_statfs_finds_the_numbers_fetched_at_mount() {
-    let api = server();
-    let fs = mount(&api, RootSpec::Space(Space::Shared), config());
-    fs.prefetch_statfs();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while api.calls(ApiMethod::Capacity) < 1 {
-        assert!(std::time::Instant::now() < deadline, "not fetched");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    api.hold(ApiMethod::Capacity, None);
-    tokio::time::timeout(Duration::from_secs(1), fs.statfs(ROOT_INO))
-        .await
-        .expect("statfs waited on the server")
-        .expect("statfs");
-    fs.prefetch_statfs();
-    assert_eq!(api.calls(ApiMethod::Capacity), 1, "fetched once");
-    api.unhold(ApiMethod::Capacity);
-}
-
 #[tokio::test]
 async fn missing_names_are_remembered_briefly() {
     let api = server();
