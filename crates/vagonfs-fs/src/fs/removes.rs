@@ -1,6 +1,7 @@
 //! The core's removals: unlink and rmdir, answered at once with write-back and deleted on the
 //! server in the background (`deletes.rs`), or in the foreground (`--sync-close`, a file with a
-//! spool to settle, a folder whose create may not have landed).
+//! spool to settle, no cache folder). A folder made by this mount is deleted once its create
+//! landed (the delete waits for it).
 //!
 //! Subtle cases handled here:
 //! - a name shown read-only (cut to fit, held more than once on the server) is never removed
