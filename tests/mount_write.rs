@@ -415,6 +415,8 @@ fn appends_truncation_overwrite_mv_and_the_editor_save() {
     assert!(server_entry(&emu, "e.txt").is_none());
     assert_eq!(content("dir/f.txt"), sha(b"replaced"));
     run_ok(Command::new("mv").arg(m.join("dir")).arg(m.join("dir2")));
+    // The old folder too, after its fresh listing.
+    m.sync_ok();
     assert!(server_entry(&emu, "dir").is_none());
     assert_eq!(content("dir2/f.txt"), sha(b"replaced"));
     assert_eq!(

@@ -19,8 +19,14 @@
 //! - `RENAME_NOREPLACE`: EEXIST when the target exists. `RENAME_EXCHANGE`: EINVAL (the API has
 //!   no way to swap two objects).
 //! - A folder is moved recursively: make the new folder (or reuse an empty one it replaces),
-//!   move every child, delete the old folder. Not atomic: a failure midway leaves the children
-//!   moved so far in the new folder and the rest in the old one, both visible (nothing lost).
+//!   move every child, `--transfers` files at a time across the whole tree, then delete the old
+//!   folder. Not atomic: a failure midway leaves the children moved so far in the new folder
+//!   and the rest in the old one, both visible (nothing lost); once one move failed no more
+//!   start, and those in flight end (a move is never dropped halfway).
+//! - The old folder is deleted only when a fresh listing shows nothing the move did not move
+//!   (another client may have put a file there meanwhile, and the server deletes a folder with
+//!   everything in it): else it is kept with that, and shows again. With write-back that delete
+//!   is a background one (`deletes.rs`, after the deletes of the subfolders moved out of it).
 //!   More than `FsConfig::rename_dir_limit` entries under it (counted before anything is done)
 //!   answers EXDEV, so `mv` falls back to copy and delete with its own progress.
 //! - A folder into itself or under itself: EINVAL. Across storage spaces: EXDEV.
@@ -28,10 +34,15 @@
 use std::ffi::OsStr;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use futures::StreamExt;
 use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
 
 use crate::api::CreateRequest;
 
+use super::deletes::Removed;
 use super::inode::Loc;
 use super::names::Child;
 use super::ops_write::{api_name, delete_remote, folder_target, remote_base};
@@ -138,7 +149,9 @@ impl VagonFs {
                         "folder holds more than {limit} entries"
                     )));
                 }
-                self.move_dir(from, name, src, to, newname, dst).await
+                let lanes = Semaphore::new(self.engine.config.transfers.max(1));
+                self.move_dir(from, name, src, to, newname, dst, &lanes)
+                    .await
             }
         }
     }
@@ -467,6 +480,8 @@ impl VagonFs {
     }
 
     /// Move folder `src` recursively (see the module note). Boxed: it recurses.
+    /// `lanes` bounds the files moved at once, across the whole tree.
+    #[allow(clippy::too_many_arguments)]
     fn move_dir<'a>(
         &'a self,
         from: DirRef,
@@ -475,9 +490,10 @@ impl VagonFs {
         to: DirRef,
         dst_name: &'a OsStr,
         dst: Option<Child>,
+        lanes: &'a Semaphore,
     ) -> BoxFuture<'a, FsResult<()>> {
         Box::pin(async move {
-            let Loc::Remote { space, id: src_id } = src.loc else {
+            let Loc::Remote { space, .. } = src.loc else {
                 return Err(FsError::ReadOnly);
             };
             let (new_id, created) = match dst.as_ref().map(|d| d.loc) {
@@ -486,6 +502,7 @@ impl VagonFs {
                 None => {
                     let (_, parent_id) = folder_target(to.loc)?;
                     self.wait_name_free(to.loc, &api_name(dst_name)?).await?;
+                    let _lane = lanes.acquire().await;
                     let made = self
                         .api
                         .create(&CreateRequest::directory(
@@ -507,29 +524,77 @@ impl VagonFs {
                 ino: src.ino,
                 loc: new_loc,
             };
-            let mut moved = 0usize;
+            let moved = AtomicUsize::new(0);
             let children = async {
-                for (name, child) in self.children_of(src.loc).await? {
-                    match child.kind {
-                        NodeKind::File => {
-                            self.move_file(inner_from, &name, &child, inner_to, &name, None)
-                                .await?
+                let entries = self.children_of(src.loc).await?;
+                // Every child is moved or left whole: once one failed no more start, and those
+                // in flight are waited for (a move is never dropped halfway).
+                let failed = AtomicBool::new(false);
+                let mut moves = futures::stream::iter(entries)
+                    .map(|(name, child)| {
+                        let (failed, moved) = (&failed, &moved);
+                        async move {
+                            if failed.load(Ordering::Relaxed) {
+                                return Ok(());
+                            }
+                            let result = match child.kind {
+                                NodeKind::File => {
+                                    let _lane = lanes.acquire().await;
+                                    self.move_file(inner_from, &name, &child, inner_to, &name, None)
+                                        .await
+                                }
+                                NodeKind::Directory => {
+                                    self.move_dir(
+                                        inner_from, &name, child, inner_to, &name, None, lanes,
+                                    )
+                                    .await
+                                }
+                            };
+                            match &result {
+                                Ok(()) => moved.fetch_add(1, Ordering::Relaxed),
+                                Err(_) => {
+                                    failed.store(true, Ordering::Relaxed);
+                                    0
+                                }
+                            };
+                            result
                         }
-                        NodeKind::Directory => {
-                            self.move_dir(inner_from, &name, child, inner_to, &name, None)
-                                .await?
-                        }
+                    })
+                    .buffer_unordered(self.engine.config.transfers.max(1));
+                let mut first_error = None;
+                while let Some(r) = moves.next().await {
+                    if let Err(e) = r {
+                        first_error.get_or_insert(e);
                     }
-                    moved += 1;
                 }
-                delete_remote(self.api.as_ref(), src_id).await
+                match first_error {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
             };
-            if let Err(e) = children.await {
-                self.stopped_midway(from, to, src.loc, new_loc, moved, created)
+            let moved_all = children.await;
+            let gone = match moved_all {
+                Ok(()) => self.delete_moved_folder(from, src_name, src.loc).await,
+                Err(e) => Err(e),
+            };
+            let gone = match gone {
+                Ok(gone) => gone,
+                Err(e) => {
+                    self.stopped_midway(
+                        from,
+                        to,
+                        src.loc,
+                        new_loc,
+                        moved.load(Ordering::Relaxed),
+                        created,
+                    )
                     .await;
-                return Err(e);
+                    return Err(e);
+                }
+            };
+            if gone {
+                self.overlay.mark_gone(src.loc);
             }
-            self.overlay.mark_gone(src.loc);
             if let Some(d) = dst.and_then(|d| d.ino).filter(|d| Some(*d) != src.ino) {
                 self.inodes.unbind(d);
             }
@@ -555,6 +620,56 @@ impl VagonFs {
 }
 
 impl VagonFs {
+    /// The old folder of a move, once everything it showed was moved out: deleted, but only
+    /// when a fresh listing shows nothing else (another client may have put a file there
+    /// while the move ran; the server deletes a folder with everything in it). With
+    /// write-back in the background (`deletes.rs`: the same listing, after the deletes of the
+    /// folders moved out of it), its name held until then. `Ok(false)`: kept, with what it
+    /// holds (logged); it shows again.
+    async fn delete_moved_folder(&self, from: DirRef, name: &OsStr, old: Loc) -> FsResult<bool> {
+        let Loc::Remote { id, .. } = old else {
+            return Err(FsError::ReadOnly);
+        };
+        let (space, parent) = folder_target(from.loc)?;
+        let text = api_name(name)?;
+        let hold = match (self.engine.config.sync_close, self.spool_dir()) {
+            (false, Ok(spool)) => self
+                .uploader
+                .try_hold_name(space, parent, &text)
+                .map(|hold| (spool, hold)),
+            _ => None,
+        };
+        if let Some((spool, hold)) = hold {
+            let removed = Removed {
+                loc: old,
+                folder: Some(None),
+                parent,
+                name: &text,
+                shown: self.display_path(from.ino, name),
+            };
+            match self.delete_later(&spool, removed, hold) {
+                Ok(()) => {
+                    self.launch_deletes();
+                    return Ok(true);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
+                }
+            }
+        }
+        let listing = self.dirs.relist(old).await?;
+        if !self.shows_nothing(old, &listing) {
+            tracing::warn!(
+                folder = %self.display_path(from.ino, name),
+                "moved, but the old folder holds something the move did not move (put there meanwhile, or not shown by the mount): kept with it"
+            );
+            return Ok(false);
+        }
+        delete_remote(self.api.as_ref(), id).await?;
+        self.deletes.folder_deleted(old);
+        Ok(true)
+    }
+
     /// The file shown as inode `dino` was replaced by a rename onto its name: it is gone, and
     /// its own pending changes with it (its spool is discarded, its inode unbound).
     async fn drop_replaced(&self, dino: u64) {

@@ -20,6 +20,8 @@
 //!   inputs it found failing, kept as named tests.
 //! - [`trash`]: the merged trash of the `--all` root (GLib's trash, restore, Empty Trash).
 //! - [`walk`]: folder walks, whose next files are fetched ahead.
+//! - [`moves`]: folder moves (files moved `--transfers` at a time; the old folder kept with
+//!   what another client put there).
 
 #[macro_use]
 mod driver;
@@ -35,6 +37,7 @@ mod engine_room;
 mod entries;
 mod model;
 mod model_findings;
+mod moves;
 mod new_folders;
 mod trash;
 mod tree_walk;

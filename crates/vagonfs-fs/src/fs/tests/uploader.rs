@@ -15,7 +15,7 @@ use crate::fs::FsError;
 use crate::fs::errno::to_errno;
 
 use crate::api::ApiError;
-use crate::api::faulty::{ApiMethod, Fault, FaultyFilesApi, Variant};
+use crate::api::faulty::{ApiMethod, Fault, FaultTiming, FaultyFilesApi, Variant};
 use crate::api::mem::{MemApi, part_number, status};
 use crate::fs::write::*;
 
@@ -634,6 +634,89 @@ async fn the_fill_survives_an_expired_download_link() {
         e.mem.content(SPACE, None, "long.bin").expect("listed"),
         expected
     );
+}
+
+/// The fill of a file of 6 pieces and a bit: the first piece alone (it fetches the link), then
+/// [`FILL_AHEAD`] pieces in flight at once, written in order; a piece that fails keeps what came
+/// before it, and the next mutation resumes there, each byte fetched once more at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fill_fetches_pieces_four_at_a_time_and_resumes_after_a_failure() {
+    let e = env(1, 2);
+    let len = 6 * FILL_BLOCK as usize + 17;
+    let original = random_bytes(len, 21);
+    let entry = e.mem.put_file(SPACE, None, "big.bin", &original);
+    let dyn_api: Arc<dyn FilesApi> = e.api.clone();
+    let f = SpooledFile::open_existing(
+        &e.dir,
+        target("big.bin"),
+        RemoteBase::from_entry(&entry),
+        ApiRemote::new(dyn_api, entry.id),
+    )
+    .expect("open");
+    e.api.hold(ApiMethod::GetRange, None);
+    let f2 = Arc::clone(&f);
+    let append = tokio::spawn(async move { f2.write(len as u64, b"tail").await });
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::GetRange, 1))
+        .await
+        .expect("first piece asked");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(e.api.in_flight(ApiMethod::GetRange), 1, "the first alone");
+    e.api.release(ApiMethod::GetRange, 1);
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::GetRange, 5))
+        .await
+        .expect("four more asked");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        e.api.in_flight(ApiMethod::GetRange),
+        4,
+        "FILL_AHEAD pieces at once"
+    );
+    e.api.unhold(ApiMethod::GetRange);
+    append
+        .await
+        .expect("joined")
+        .expect("append after the fill");
+    assert_eq!(e.api.calls(ApiMethod::GetRange), 7, "one GET per piece");
+    assert_eq!(e.api.max_in_flight(ApiMethod::GetRange), FILL_AHEAD);
+    assert_eq!(e.api.calls(ApiMethod::FileLink), 1, "one link for the fill");
+    f.upload(&e.uploader).await.expect("upload");
+    let mut expected = original.clone();
+    expected.extend_from_slice(b"tail");
+    assert!(e.mem.content(SPACE, None, "big.bin").expect("listed") == expected);
+
+    // Another file; its third piece fails: the fill stops there, and the write with it.
+    let other = e.mem.put_file(SPACE, None, "other.bin", &original[..len]);
+    let dyn_api: Arc<dyn FilesApi> = e.api.clone();
+    let g = SpooledFile::open_existing(
+        &e.dir,
+        target("other.bin"),
+        RemoteBase::from_entry(&other),
+        ApiRemote::new(dyn_api, other.id),
+    )
+    .expect("open");
+    e.api.reset_counters();
+    let served = e.mem.bytes_served();
+    e.api.fail_after_calls(
+        ApiMethod::GetRange,
+        2,
+        1,
+        Fault::Transport,
+        FaultTiming::Before,
+    );
+    g.write(len as u64, b"end")
+        .await
+        .expect_err("a piece failed");
+    assert!(!g.spool().is_filled());
+    g.write(len as u64, b"end").await.expect("resumed");
+    let refetched = e.mem.bytes_served() - served - len as u64;
+    assert!(
+        refetched <= 2 * FILL_BLOCK,
+        "only the pieces in flight past the failure are fetched again: {refetched}"
+    );
+    g.upload(&e.uploader).await.expect("upload");
+    let mut expected = original[..len].to_vec();
+    expected.extend_from_slice(b"end");
+    assert!(e.mem.content(SPACE, None, "other.bin").expect("listed") == expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

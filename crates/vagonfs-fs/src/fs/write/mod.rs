@@ -97,7 +97,9 @@ pub use progress::{
 };
 pub use remote::{ApiRemote, RemoteBytes};
 pub(crate) use spool::TEMP_EXT;
-pub use spool::{FILL_BLOCK, GroupCommit, Spool, SpoolDir, ensure_private_dir, lock_holder};
+pub use spool::{
+    FILL_AHEAD, FILL_BLOCK, GroupCommit, Spool, SpoolDir, ensure_private_dir, lock_holder,
+};
 pub use uploader::{
     DEFAULT_CHUNK_SIZE_MB, DEFAULT_CONCURRENCY, DEFAULT_PART_MEMORY, LINK_RESTARTS, MIB,
     PartSource, UploadHooks, UploadTarget, Uploaded, Uploader,

@@ -13,7 +13,8 @@
 //! `[0, n)`). Reads before that pass through to the remote source for the part not yet copied.
 //!
 //! Subtle cases:
-//! - The fill fetches in [`FILL_BLOCK`] pieces (bounded memory) and writes each piece under the
+//! - The fill fetches in [`FILL_BLOCK`] pieces, [`FILL_AHEAD`] at once (bounded memory, and the
+//!   round trips overlap), and writes each piece, in order, under the
 //!   state lock, clipped to the current `remote_limit`, so a `truncate` racing the fill is never
 //!   undone by a late piece.
 //! - Mutations wait for the fill to finish: a dirty spool is always complete on disk, which is
@@ -30,13 +31,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use super::remote::RemoteBytes;
 use super::uploader::PartSource;
 use super::{WriteError, WriteResult, join_error};
+use crate::api::ApiResult;
 
 /// Bytes fetched from the remote per fill step (bounds the fill's memory).
 pub const FILL_BLOCK: u64 = 4 * 1024 * 1024;
+
+/// Fill pieces fetched at once (one round trip each; a fill's memory is at most this many
+/// pieces).
+pub const FILL_AHEAD: usize = 4;
 
 /// Spool folder and spool file permissions: the user's data, the user's eyes only.
 const DIR_MODE: u32 = 0o700;
@@ -425,8 +432,9 @@ impl Spool {
         self.state().filled()
     }
 
-    /// Copy the remote bytes still missing, in [`FILL_BLOCK`] pieces. Idempotent; a failed fill
-    /// keeps what was copied and resumes there next time.
+    /// Copy the remote bytes still missing, in [`FILL_BLOCK`] pieces, [`FILL_AHEAD`] of them
+    /// fetched at once and written in order. Idempotent; a failed fill keeps what was copied
+    /// (in order, so `[0, filled_to)` stays one run) and resumes there next time.
     pub async fn ensure_filled(&self) -> WriteResult<()> {
         if self.state().filled() {
             return Ok(());
@@ -435,42 +443,68 @@ impl Spool {
             return Ok(());
         };
         let _gate = self.fill_gate.lock().await;
-        loop {
-            let (from, to) = {
-                let st = self.state();
-                if st.filled() {
-                    return Ok(());
-                }
-                (
-                    st.filled_to,
-                    (st.filled_to + FILL_BLOCK).min(st.remote_limit),
-                )
-            };
-            let bytes = source.fetch(from..to).await?;
-            if bytes.len() as u64 != to - from {
-                return Err(WriteError::Protocol(format!(
-                    "remote source returned {} bytes for range {from}..{to}",
-                    bytes.len()
-                )));
+        let (start, limit) = {
+            let st = self.state();
+            if st.filled() {
+                return Ok(());
             }
-            let file = Arc::clone(&self.file);
-            let state = Arc::clone(&self.state);
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let mut st = lock(&state);
-                // A truncate may have lowered the limit while this piece was in flight.
-                let end = to.min(st.remote_limit);
-                if end > from {
-                    // `end - from <= bytes.len()`, checked above.
-                    file.write_all_at(&bytes[..(end - from) as usize], from)?;
-                }
-                // `[0, min(to, limit))` is now local; when the limit fell below `from`, all that
-                // is still needed was already there.
-                st.filled_to = st.filled_to.max(to.min(st.remote_limit.max(from)));
-                Ok(())
-            })
-            .await
-            .map_err(join_error)??;
+            (st.filled_to, st.remote_limit)
+        };
+        // The first piece alone: it also fetches the source's link, which the others reuse.
+        let pieces: Vec<(u64, u64)> = (start..limit)
+            .step_by(FILL_BLOCK as usize)
+            .map(|from| (from, (from + FILL_BLOCK).min(limit)))
+            .collect();
+        let Some((&first, rest)) = pieces.split_first() else {
+            return Ok(());
+        };
+        self.fill_piece(first, source.fetch(first.0..first.1).await)
+            .await?;
+        let mut fetches = futures::stream::iter(rest.iter().copied())
+            .map(|(from, to)| async move { ((from, to), source.fetch(from..to).await) })
+            .buffered(FILL_AHEAD);
+        while let Some((piece, fetched)) = fetches.next().await {
+            if self.state().filled() {
+                // A truncate lowered the limit below what is still in flight.
+                return Ok(());
+            }
+            self.fill_piece(piece, fetched).await?;
         }
+        Ok(())
+    }
+
+    /// Write fetched piece `from..to` (the next one after `filled_to`), clipped to the current
+    /// `remote_limit`.
+    async fn fill_piece(
+        &self,
+        (from, to): (u64, u64),
+        fetched: ApiResult<Bytes>,
+    ) -> WriteResult<()> {
+        let bytes = fetched?;
+        if bytes.len() as u64 != to - from {
+            return Err(WriteError::Protocol(format!(
+                "remote source returned {} bytes for range {from}..{to}",
+                bytes.len()
+            )));
+        }
+        let file = Arc::clone(&self.file);
+        let state = Arc::clone(&self.state);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut st = lock(&state);
+            // A truncate may have lowered the limit while this piece was in flight.
+            let end = to.min(st.remote_limit);
+            if end > from {
+                // `end - from <= bytes.len()`, checked above.
+                file.write_all_at(&bytes[..(end - from) as usize], from)?;
+            }
+            // `[0, min(to, limit))` is now local; when the limit fell below `from`, all that
+            // is still needed was already there.
+            st.filled_to = st.filled_to.max(to.min(st.remote_limit.max(from)));
+            Ok(())
+        })
+        .await
+        .map_err(join_error)??;
+        Ok(())
     }
 
     /// Write `data` at `offset`, growing the file (sparsely) if needed. Fills first when the
