@@ -274,6 +274,8 @@ impl VagonFs {
                 (f, Some(id), true)
             }
         };
+        // The source's own place (a temporary spool below is made for the new name already).
+        let source_place = self.file_target(from.ino, from.loc, src_name)?;
         let before = (file.target(), file.base());
         let (old_target, old_base) = match file.retarget(target.clone(), replace).await {
             Ok(previous) => previous,
@@ -293,6 +295,13 @@ impl VagonFs {
         }
         // The object under the old name, deleted once the bytes are under the new one.
         let old_id = old_base.map(|b| b.id).or(listed_id);
+        // Where that object is: a temporary spool was made for the new name already, so the
+        // old name is the source's (the delete holds it, and a crash's log names it).
+        let old_place = if temporary {
+            source_place
+        } else {
+            old_target.clone()
+        };
         let done = match file.upload(&self.uploader).await {
             Ok(Some(done)) => done,
             // The engine's worker sent the re-targeted bytes first (it found the file dirty):
@@ -338,11 +347,11 @@ impl VagonFs {
                 id: old,
             };
             self.overlay.mark_gone(old_loc);
-            if !self.delete_moved_later(old_loc, &old_target)
+            if !self.delete_moved_later(old_loc, &old_place)
                 && let Err(e) = delete_remote(self.api.as_ref(), old).await
             {
                 // The bytes are safe under the new name; a copy stays under the old one.
-                tracing::warn!(file = %old_target.display_path, error = %e, "moved, but the old copy could not be deleted");
+                tracing::warn!(file = %old_place.display_path, error = %e, "moved, but the old copy could not be deleted");
             }
         }
         match src.ino {
@@ -370,7 +379,7 @@ impl VagonFs {
         self.dirs.forget_missing(to.loc, dst_name);
         self.dirs.touch(from.loc);
         self.dirs.touch(to.loc);
-        tracing::debug!(from = %old_target.display_path, to = %target.display_path, "file moved");
+        tracing::debug!(from = %old_place.display_path, to = %target.display_path, "file moved");
         Ok(())
     }
 

@@ -425,6 +425,19 @@ async fn a_move_answers_before_the_old_copy_is_deleted_and_the_old_name_waits_fo
     .expect("rename");
     assert_eq!(shown(&fs, ROOT_INO).await, ["b"]);
     assert_eq!(fs.deletes_pending(), 1);
+    // The delete holds the old name (a new `a` waits for it), not the new one.
+    assert!(
+        fs.uploader
+            .try_hold_name(Space::Shared, None, "a")
+            .is_none(),
+        "the old name is held"
+    );
+    assert!(
+        fs.uploader
+            .try_hold_name(Space::Shared, None, "b")
+            .is_some(),
+        "the new name is free"
+    );
     let (_, closed) = put(&fs, ROOT_INO, "a", b"new").await;
     closed.expect("close");
     tokio::time::sleep(Duration::from_millis(100)).await;
