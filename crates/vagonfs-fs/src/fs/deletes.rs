@@ -55,7 +55,7 @@ use super::inode::Loc;
 use super::line_log::{self, LineLog};
 use super::new_folders::is_placeholder;
 use super::types::FsError;
-use super::write::{JournalSpace, NameHold, SpoolDir};
+use super::write::{JournalRecord, JournalSpace, NameHold, SpoolDir};
 use super::{VagonFs, lock};
 
 /// The log's file name in the spool folder.
@@ -202,7 +202,15 @@ pub(crate) struct Deletes {
     /// Deletes loaded from the log outside a runtime (the mount opens its spool folder before
     /// it runs): their tasks start at the first chance on one ([`VagonFs::launch_deletes`]).
     unstarted: Mutex<Vec<Job>>,
+    /// The old names of moves an earlier run answered before their uploads (their journal
+    /// records name the objects left there), held from the spool folder's opening until those
+    /// objects' deletes, by object: a new file of such a name uploads after it, as it would
+    /// have before the crash.
+    move_holds: Mutex<HashMap<Loc, (MoveName, NameHold)>>,
 }
+
+/// A remote name: space, folder, name.
+pub(crate) type MoveName = (Space, Option<u64>, String);
 
 impl Default for Deletes {
     fn default() -> Self {
@@ -211,6 +219,7 @@ impl Default for Deletes {
             permits: Arc::new(Semaphore::new(DELETES_AT_ONCE)),
             log: Mutex::default(),
             unstarted: Mutex::default(),
+            move_holds: Mutex::default(),
         }
     }
 }
@@ -403,14 +412,14 @@ pub(crate) struct Removed<'a> {
 
 impl VagonFs {
     /// Delete remote object `what` in the background; `hold` keeps its name taken until the
-    /// delete ended (see the module note). Noted in the log of spool folder `dir` first. The
-    /// caller hides it once this returned, then starts the delete with
-    /// [`Self::launch_deletes`].
+    /// delete ended (see the module note; `None`: the task takes it first). Noted in the log of
+    /// spool folder `dir` first. The caller hides it once this returned, then starts the delete
+    /// with [`Self::launch_deletes`].
     pub(crate) fn delete_later(
         &self,
         dir: &SpoolDir,
         what: Removed<'_>,
-        hold: NameHold,
+        hold: Option<NameHold>,
     ) -> std::io::Result<()> {
         let Loc::Remote { space, id } = what.loc else {
             return Err(std::io::Error::new(
@@ -426,7 +435,7 @@ impl VagonFs {
             parent: what.parent,
             name: what.name.to_string(),
             shown: what.shown,
-            hold: Some(hold),
+            hold,
             folder: what.folder.is_some(),
             checked: what.folder.flatten(),
         };
@@ -493,6 +502,48 @@ impl VagonFs {
         }
         self.launch_deletes();
         Ok(())
+    }
+
+    /// The journal records in spool folder `dir` that name a move's source (opened once): each
+    /// such object is hidden again and its name held until its delete (see `move_holds`).
+    pub(crate) fn load_move_sources(&self, dir: &SpoolDir) -> std::io::Result<()> {
+        let ids = dir.journaled_ids().map_err(std::io::Error::other)?;
+        for id in ids {
+            // An unreadable record is recovery's to report.
+            let Ok(record) = JournalRecord::read(&dir.journal_path(&id)) else {
+                continue;
+            };
+            let Some(from) = record.moved_from else {
+                continue;
+            };
+            let space = record.space.space();
+            let loc = Loc::Remote { space, id: from.id };
+            self.overlay.mark_gone(loc);
+            if let Some(hold) = self
+                .uploader
+                .try_hold_name(space, from.parent_id, &from.name)
+            {
+                lock(&self.deletes.move_holds)
+                    .insert(loc, ((space, from.parent_id, from.name), hold));
+            }
+        }
+        Ok(())
+    }
+
+    /// The hold an earlier run's move left on the old name of `loc`, if any.
+    pub(crate) fn take_move_hold(&self, loc: &Loc) -> Option<NameHold> {
+        lock(&self.deletes.move_holds)
+            .remove(loc)
+            .map(|(_, hold)| hold)
+    }
+
+    /// Whether an earlier run's move still holds `name` (its source not deleted yet): a
+    /// recovered upload of that name waits for a later round, rather than in this one, whose
+    /// end the move's own recovered upload may need first.
+    pub(crate) fn move_holds_name(&self, name: &MoveName) -> bool {
+        lock(&self.deletes.move_holds)
+            .values()
+            .any(|(held, _)| held == name)
     }
 
     /// Start the tasks of the deletes not started yet, when there is a runtime to run them.

@@ -145,6 +145,10 @@ impl VagonFs {
                     });
                 }
                 self.after_upload(ino, &file, &done);
+                if let Err(e) = file.move_source_noted().await {
+                    // A stale record costs only a look at the server at the next mount.
+                    tracing::warn!(file = %file.target().display_path, error = %e, "upload done but its journal record could not be removed");
+                }
                 self.release_spool_if_done(ino);
                 Ok(())
             }
@@ -246,18 +250,37 @@ impl VagonFs {
     /// any listing fetched before the upload has expired, so a new file costs exactly its three
     /// upload requests.
     pub(crate) fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
-        let unlinked = lock(&self.files).get(&ino).is_some_and(|f| f.unlinked);
+        let (unlinked, old_name) = match lock(&self.files).get_mut(&ino) {
+            Some(f) if f.unlinked => (true, None),
+            Some(f) => (false, f.old_name.take()),
+            None => (false, None),
+        };
         if unlinked {
             // Unlinked while its upload was in flight: the unlink waits for this upload and
             // deletes what it landed (per-name order), so nothing to do here.
             return;
         }
-        let Some(node) = self.inodes.get(ino) else {
-            return;
-        };
         let new_loc = Loc::Remote {
             space: file.target().space,
             id: done.id,
+        };
+        // A move answered before this upload: its bytes are under the new name now, so the
+        // object left under the old name goes (its time carried to the new one).
+        let _moved = file.take_moved_from().map(|from| {
+            let old = Loc::Remote {
+                space: file.target().space,
+                id: from.id,
+            };
+            self.time_moved(old, new_loc, true, None);
+            MovedDelete {
+                fs: self,
+                space: file.target().space,
+                from: Some(from),
+                hold: old_name,
+            }
+        });
+        let Some(node) = self.inodes.get(ino) else {
+            return;
         };
         // The landed size first: the remembered time is stored with it (`bind_landed`).
         self.inodes
@@ -288,6 +311,24 @@ impl VagonFs {
             } else {
                 self.settle_name(dir_loc, name, ino);
             }
+        }
+    }
+}
+
+/// The delete of a move's source, queued when dropped: after the landing's bookkeeping, on
+/// every way out of it.
+struct MovedDelete<'a> {
+    fs: &'a VagonFs,
+    space: Space,
+    from: Option<super::write::MovedFrom>,
+    hold: Option<super::write::NameHold>,
+}
+
+impl Drop for MovedDelete<'_> {
+    fn drop(&mut self) {
+        if let Some(from) = self.from.take() {
+            self.fs
+                .delete_move_source(self.space, from, self.hold.take());
         }
     }
 }

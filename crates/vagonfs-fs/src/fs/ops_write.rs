@@ -37,7 +37,9 @@ use crate::api::{ApiErrorKind, CreateRequest, Space};
 use super::dir::name_problem;
 use super::inode::{Inode, Loc};
 use super::names::Child;
-use super::write::{ApiRemote, FileTarget, RemoteBase, SpoolDir, SpooledFile, UploadRegistry};
+use super::write::{
+    ApiRemote, FileTarget, NameHold, RemoteBase, SpoolDir, SpooledFile, UploadRegistry,
+};
 use super::{
     AttrReply, FileHandle, FsError, FsResult, NAME_MAX, NodeKind, OpenReply, SetAttr, VagonFs, lock,
 };
@@ -51,6 +53,9 @@ pub(crate) struct OpenFile {
     /// stays, whatever else asks, until that operation ends; a failed one gives it back its
     /// pending changes ([`VagonFs::keep_fate`]).
     pub(crate) deciding: bool,
+    /// A move answered before its upload (`rename.rs`): the hold on the old name, kept until
+    /// the old object's delete (queued once the file landed, or was removed) ends.
+    pub(crate) old_name: Option<NameHold>,
 }
 
 /// A name the API can carry: valid for Linux and UTF-8 (names travel in JSON).
@@ -131,6 +136,7 @@ impl VagonFs {
         let journaled = !dir.journaled_ids()?.is_empty() || super::deletes::any_pending(&dir)?;
         self.folders.load(&dir, journaled)?;
         self.load_deletes(&dir)?;
+        self.load_move_sources(&dir)?;
         super::engine::start_group_commit(&dir);
         *slot = Some(Arc::clone(&dir));
         Ok(dir)
@@ -173,6 +179,7 @@ impl VagonFs {
                 file,
                 unlinked: false,
                 deciding: false,
+                old_name: None,
             },
         );
         self.inodes.set_spooled(ino, true);
@@ -224,6 +231,7 @@ impl VagonFs {
                             file: Arc::clone(&made),
                             unlinked: false,
                             deciding: false,
+                            old_name: None,
                         },
                     );
                     made

@@ -19,11 +19,13 @@
 use std::ffi::OsStr;
 use std::time::Instant;
 
+use crate::api::Space;
+
 use super::deletes::Removed;
 use super::inode::{Inode, Loc};
 use super::names::Child;
 use super::ops_write::{delete_remote, folder_target};
-use super::write::{FileTarget, NameHold};
+use super::write::{FileTarget, MovedFrom, NameHold};
 use super::{FsError, FsResult, NodeKind, VagonFs, lock};
 
 impl VagonFs {
@@ -99,10 +101,18 @@ impl VagonFs {
             }
             return Err(e);
         }
-        if let Some(ino) = child.ino
-            && let Some(f) = lock(&self.files).get_mut(&ino)
-        {
+        let old_name = child.ino.and_then(|ino| {
+            let mut files = lock(&self.files);
+            let f = files.get_mut(&ino)?;
             f.deciding = false;
+            f.old_name.take()
+        });
+        if let Some(f) = &file
+            && let Some(from) = f.take_moved_from()
+        {
+            // Moved here and removed before its bytes landed: the object it was moved from
+            // goes too.
+            self.delete_move_source(f.target().space, from, old_name);
         }
         if let (Some(f), Some(id)) = (&file, remote) {
             // What its upload landed is gone too (the listing may show it).
@@ -183,7 +193,7 @@ impl VagonFs {
             name: text,
             shown: self.display_path(Some(dir.ino), name),
         };
-        if let Err(e) = self.delete_later(&spool, removed, hold) {
+        if let Err(e) = self.delete_later(&spool, removed, Some(hold)) {
             tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
             return Ok(false);
         }
@@ -220,12 +230,47 @@ impl VagonFs {
             name: &old_target.name,
             shown: old_target.display_path.clone(),
         };
-        if let Err(e) = self.delete_later(&spool, removed, hold) {
+        if let Err(e) = self.delete_later(&spool, removed, Some(hold)) {
             tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
             return false;
         }
         self.launch_deletes();
         true
+    }
+
+    /// The object a move left under its old name (`from`, in `space`), once the moved bytes
+    /// landed or the moved file was removed: hidden, and deleted in the background, its old
+    /// name held until then (`hold`, when the move still has it). Without a cache folder's log
+    /// (it is gone), deleted by a task of its own.
+    pub(crate) fn delete_move_source(&self, space: Space, from: MovedFrom, hold: Option<NameHold>) {
+        let loc = Loc::Remote { space, id: from.id };
+        self.overlay.mark_gone(loc);
+        let hold = hold.or_else(|| self.take_move_hold(&loc));
+        if let Ok(spool) = self.spool_dir() {
+            let removed = Removed {
+                loc,
+                folder: None,
+                parent: from.parent_id,
+                name: &from.name,
+                shown: from.display_path.clone(),
+            };
+            match self.delete_later(&spool, removed, hold) {
+                Ok(()) => {
+                    self.launch_deletes();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
+                }
+            }
+        }
+        let api = std::sync::Arc::clone(&self.api);
+        tokio::spawn(async move {
+            if let Err(e) = delete_remote(api.as_ref(), from.id).await {
+                // The bytes are safe under the new name; a copy stays under the old one.
+                tracing::warn!(file = %from.display_path, error = %e, "moved, but the old copy could not be deleted");
+            }
+        });
     }
 
     /// Wait (at most `--op-timeout`) until no upload or pending delete holds `name` in folder

@@ -45,8 +45,8 @@ use crate::api::CreateRequest;
 use super::deletes::Removed;
 use super::inode::Loc;
 use super::names::Child;
-use super::ops_write::{api_name, delete_remote, folder_target, remote_base};
-use super::write::{ApiRemote, SpooledFile, Uploaded};
+use super::ops_write::{OpenFile, api_name, delete_remote, folder_target, remote_base};
+use super::write::{ApiRemote, MovedFrom, NameHold, SpooledFile, Uploaded};
 use super::{FsError, FsResult, NodeKind, VagonFs, lock};
 
 /// A folder of a move: its location and, when the table has one, its inode.
@@ -125,7 +125,10 @@ impl VagonFs {
             loc: dst_dir.loc,
         };
         match src.kind {
-            NodeKind::File => self.move_file(from, name, &src, to, newname, dst).await,
+            NodeKind::File => {
+                self.move_file(from, name, &src, to, newname, dst, true)
+                    .await
+            }
             NodeKind::Directory => {
                 if src.ino.is_some_and(|s| self.is_within(newparent, s)) {
                     return Err(FsError::InvalidArgument(
@@ -190,7 +193,9 @@ impl VagonFs {
     }
 
     /// Move the file `src` (shown as `src_name` in `from`) to `dst_name` in `to`, replacing
-    /// `dst` when given.
+    /// `dst` when given. `later`: with write-back, a file only on the server may be uploaded
+    /// under its new name in the background (see the module note).
+    #[allow(clippy::too_many_arguments)]
     async fn move_file(
         &self,
         from: DirRef,
@@ -199,6 +204,7 @@ impl VagonFs {
         to: DirRef,
         dst_name: &OsStr,
         dst: Option<Child>,
+        later: bool,
     ) -> FsResult<()> {
         let target = self.file_target(to.ino, to.loc, dst_name)?;
         // The replaced file's own upload goes first (per-name order): no new one starts, one in
@@ -219,6 +225,7 @@ impl VagonFs {
                 dst,
                 target,
                 replaced_file,
+                later,
             )
             .await;
         if result.is_err()
@@ -241,6 +248,7 @@ impl VagonFs {
         dst: Option<Child>,
         target: super::write::FileTarget,
         replaced_file: Option<Arc<SpooledFile>>,
+        later: bool,
     ) -> FsResult<()> {
         let mut replace = dst.as_ref().and_then(remote_base);
         if let Some(f) = &replaced_file {
@@ -276,6 +284,25 @@ impl VagonFs {
         };
         // The source's own place (a temporary spool below is made for the new name already).
         let source_place = self.file_target(from.ino, from.loc, src_name)?;
+        // A file only on the server: its record names the object left under the old name, so
+        // that a crash before that object's delete does not forget it. With write-back, a
+        // top-level move answers once the bytes are in that journaled spool, the old name held.
+        let mut old_hold = None;
+        if let (true, Some(id)) = (temporary, listed_id) {
+            file.set_moved_from(Some(MovedFrom {
+                id,
+                parent_id: source_place.parent_id,
+                name: source_place.name.clone(),
+                display_path: source_place.display_path.clone(),
+            }));
+            if later && src.ino.is_some() && !self.engine.config.sync_close {
+                old_hold = self.uploader.try_hold_name(
+                    source_place.space,
+                    source_place.parent_id,
+                    &source_place.name,
+                );
+            }
+        }
         let before = (file.target(), file.base());
         let (old_target, old_base) = match file.retarget(target.clone(), replace).await {
             Ok(previous) => previous,
@@ -291,6 +318,18 @@ impl VagonFs {
             self.retargeted_pending(*ino, &file, from, src_name, src, to, dst_name, dst)
                 .await;
             tracing::debug!(from = %old_target.display_path, to = %target.display_path, "queued upload re-targeted");
+            return Ok(());
+        }
+        if let (Some(hold), Some(ino), Some(id)) = (old_hold, src.ino, listed_id)
+            && self.adopt_moved(ino, &file, hold)
+        {
+            self.overlay.mark_gone(Loc::Remote {
+                space: source_place.space,
+                id,
+            });
+            self.retargeted_pending(ino, &file, from, src_name, src, to, dst_name, dst)
+                .await;
+            tracing::debug!(from = %source_place.display_path, to = %target.display_path, "moved; uploading under the new name in the background");
             return Ok(());
         }
         // The object under the old name, deleted once the bytes are under the new one.
@@ -422,6 +461,30 @@ impl VagonFs {
         }
     }
 
+    /// A move answered before its upload: the temporary spool becomes `ino`'s (reads come
+    /// from it, the engine uploads it), holding the old name until the old object's delete
+    /// ended. `false`: `ino` got a spool of its own meanwhile (an open for writing), and the
+    /// move goes on in the foreground.
+    fn adopt_moved(&self, ino: u64, file: &Arc<SpooledFile>, hold: NameHold) -> bool {
+        {
+            let mut files = lock(&self.files);
+            if files.contains_key(&ino) {
+                return false;
+            }
+            files.insert(
+                ino,
+                OpenFile {
+                    file: Arc::clone(file),
+                    unlinked: false,
+                    deciding: false,
+                    old_name: Some(hold),
+                },
+            );
+        }
+        self.inodes.set_spooled(ino, true);
+        true
+    }
+
     /// A move of a file whose bytes were never uploaded, once its spool (and queued upload)
     /// points at the new name: replace `dst` (its spool discarded; the server file it names is
     /// replaced by the upload, by name) and show the file there. No request.
@@ -549,8 +612,12 @@ impl VagonFs {
                             let result = match child.kind {
                                 NodeKind::File => {
                                     let _lane = lanes.acquire().await;
-                                    self.move_file(inner_from, &name, &child, inner_to, &name, None)
-                                        .await
+                                    // Each file's bytes under the new folder before the
+                                    // old folder's delete: in the foreground.
+                                    self.move_file(
+                                        inner_from, &name, &child, inner_to, &name, None, false,
+                                    )
+                                    .await
                                 }
                                 NodeKind::Directory => {
                                     self.move_dir(
@@ -656,7 +723,7 @@ impl VagonFs {
                 name: &text,
                 shown: self.display_path(from.ino, name),
             };
-            match self.delete_later(&spool, removed, hold) {
+            match self.delete_later(&spool, removed, Some(hold)) {
                 Ok(()) => {
                     self.launch_deletes();
                     return Ok(true);
@@ -685,7 +752,15 @@ impl VagonFs {
         let replaced = lock(&self.files).get_mut(&dino).map(|f| {
             f.unlinked = true;
             f.deciding = false;
-            Arc::clone(&f.file)
+            (Arc::clone(&f.file), f.old_name.take())
+        });
+        let replaced = replaced.map(|(f, old_name)| {
+            if let Some(from) = f.take_moved_from() {
+                // Moved there and replaced before its bytes landed: the object it was moved
+                // from goes too.
+                self.delete_move_source(f.target().space, from, old_name);
+            }
+            f
         });
         if let Some(f) = replaced
             && let Err(e) = f.discard().await

@@ -109,6 +109,19 @@ impl VagonFs {
                 }
             }
         }
+        // Deletes queued by what just landed (the old copies of files moved in the
+        // background).
+        if self.deletes.pending() > 0 {
+            self.launch_deletes();
+            for (name, e) in self.deletes.hurry().await {
+                let what = format!("delete of {name}");
+                if report.failed.iter().any(|(w, _)| *w == what) {
+                    continue;
+                }
+                all_transient &= e.is_retryable();
+                report.failed.push((what, e.to_string()));
+            }
+        }
         for ino in inos {
             self.release_spool_if_done(ino);
             if !self.needs_upload_now(ino) {
@@ -227,7 +240,19 @@ impl VagonFs {
         }
         // Deletes an earlier run was asked for (loaded with the spool folder, their names held).
         self.launch_deletes();
-        let pending = super::write::recover(&dir, self.api.as_ref()).await?;
+        let mut pending = super::write::recover(&dir, self.api.as_ref()).await?;
+        let all = pending.len();
+        pending.retain(|p| {
+            !self.move_holds_name(&(
+                p.record.space.space(),
+                p.record.parent_id,
+                p.record.name.clone(),
+            ))
+        });
+        if pending.len() < all {
+            // Their turn comes once the moves holding their names landed.
+            retry = true;
+        }
         if pending.is_empty() {
             return Ok(retry);
         }
@@ -237,8 +262,20 @@ impl VagonFs {
         );
         let results = futures::future::join_all(pending.into_iter().map(|p| {
             let shown = p.record.display_path.clone();
+            // A move's source: deleted once these bytes landed (under any name).
+            let moved = p
+                .record
+                .moved_from
+                .clone()
+                .map(|from| (p.record.space.space(), from));
             let uploader = self.uploader.clone();
-            async move { (shown, p.run(&uploader).await) }
+            async move {
+                let result = p.run(&uploader).await;
+                if let (Ok(_), Some((space, from))) = (&result, moved) {
+                    self.delete_move_source(space, from, None);
+                }
+                (shown, result)
+            }
         }))
         .await;
         for (shown, result) in results {

@@ -407,9 +407,10 @@ fn a_folder_delete_not_sent_before_a_crash_is_sent_at_the_next_mount_after_a_fre
     assert_eq!(fs.deletes_pending(), 0);
 }
 
-/// `mv a b` of a file only on the server: its bytes are uploaded as `b`, and the rename answers
-/// without waiting for the delete of `a` (held here). A new `a` written meanwhile waits for that
-/// delete, then lands under its own name: no conflict copy, nothing lost.
+/// `mv a b` of a file only on the server: the rename answers before its bytes are uploaded as
+/// `b` and before the delete of `a` (held here). The old name stays held, so a new `a` written
+/// meanwhile waits for that delete, then lands under its own name: no conflict copy, nothing
+/// lost.
 #[tokio::test]
 async fn a_move_answers_before_the_old_copy_is_deleted_and_the_old_name_waits_for_it() {
     let (api, _cache, fs) = setup();
@@ -424,8 +425,7 @@ async fn a_move_answers_before_the_old_copy_is_deleted_and_the_old_name_waits_fo
     .expect("the move waited for the old copy's delete")
     .expect("rename");
     assert_eq!(shown(&fs, ROOT_INO).await, ["b"]);
-    assert_eq!(fs.deletes_pending(), 1);
-    // The delete holds the old name (a new `a` waits for it), not the new one.
+    // The move (until its delete) holds the old name (a new `a` waits for it), not the new one.
     assert!(
         fs.uploader
             .try_hold_name(Space::Shared, None, "a")
@@ -440,10 +440,13 @@ async fn a_move_answers_before_the_old_copy_is_deleted_and_the_old_name_waits_fo
     );
     let (_, closed) = put(&fs, ROOT_INO, "a", b"new").await;
     closed.expect("close");
+    let b = fs.lookup(ROOT_INO, OsStr::new("b")).await.expect("b");
+    fs.upload_ino(b.attr.ino).await.expect("b lands");
     tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fs.deletes_pending(), 1, "b landed; a's delete is held");
     assert_eq!(
-        api.inner().names(Space::Shared, None),
-        ["a", "b"],
+        api.inner().content(Space::Shared, None, "a").as_deref(),
+        Some(b"moved".as_slice()),
         "the new a waits for the old one's delete"
     );
     api.unhold(ApiMethod::Delete);

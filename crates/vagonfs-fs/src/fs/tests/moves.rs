@@ -147,3 +147,109 @@ async fn a_folder_move_deletes_the_old_folders_once_empty() {
     fs.dirs.invalidate_all();
     assert_eq!(shown(&fs, ROOT_INO).await, ["e"]);
 }
+
+async fn rename(fs: &VagonFs, from: &str, to: &str) {
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        fs.rename(ROOT_INO, OsStr::new(from), ROOT_INO, OsStr::new(to), 0),
+    )
+    .await
+    .expect("the move waited on its upload")
+    .expect("rename");
+}
+
+fn only(entries: &[(&str, &[u8])]) -> BTreeMap<String, Option<Vec<u8>>> {
+    entries
+        .iter()
+        .map(|(name, data)| (name.to_string(), Some(data.to_vec())))
+        .collect()
+}
+
+/// `mv a b` of a file only on the server, with write-back: the move answers once the bytes are
+/// in a journaled spool (its link and GET), before any upload request; `b` reads them at once;
+/// `a` stays on the server until `b` landed, then is deleted: 1 create, 1 delete.
+#[tokio::test]
+async fn a_move_answers_before_its_upload_and_deletes_the_old_copy_after_it_landed() {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let fs = mount(&api, cache.path(), false);
+    api.inner()
+        .add_file(Space::Shared, None, "a", b"moved bytes");
+    walk(&fs, "a").await.expect("a");
+    api.hold(ApiMethod::Create, None);
+    rename(&fs, "a", "b").await;
+    assert_eq!(shown(&fs, ROOT_INO).await, ["b"]);
+    assert_eq!(read_path(&fs, "b").await, b"moved bytes");
+    assert_eq!(
+        tree(&api),
+        only(&[("a", b"moved bytes")]),
+        "nothing sent yet"
+    );
+    assert_eq!(fs.deletes_pending(), 0, "a's delete waits for b");
+    api.unhold(ApiMethod::Create);
+    let report = fs.wait_uploads().await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(fs.deletes_pending(), 0);
+    assert_eq!(tree(&api), only(&[("b", b"moved bytes")]));
+    assert_eq!(api.calls(ApiMethod::Create), 1);
+    assert_eq!(api.calls(ApiMethod::Delete), 1);
+    fs.dirs.invalidate_all();
+    assert_eq!(shown(&fs, ROOT_INO).await, ["b"]);
+}
+
+/// `mv a b; rm b` before b's upload: nothing is uploaded, and `a` is deleted (the user moved
+/// it, then removed it). `mv a b; mv b c`: one upload, as `c`, then `a` is deleted.
+#[tokio::test]
+async fn a_moved_file_removed_or_moved_again_before_its_upload() {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let fs = mount(&api, cache.path(), false);
+    api.inner().add_file(Space::Shared, None, "a", b"A");
+    api.inner().add_file(Space::Shared, None, "x", b"X");
+    walk(&fs, "a").await.expect("a");
+    walk(&fs, "x").await.expect("x");
+    api.hold(ApiMethod::Create, None);
+    rename(&fs, "a", "b").await;
+    fs.unlink(ROOT_INO, OsStr::new("b")).await.expect("rm b");
+    rename(&fs, "x", "y").await;
+    rename(&fs, "y", "z").await;
+    assert_eq!(shown(&fs, ROOT_INO).await, ["z"]);
+    api.unhold(ApiMethod::Create);
+    let report = fs.wait_uploads().await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(tree(&api), only(&[("z", b"X")]));
+    assert_eq!(api.calls(ApiMethod::Create), 1, "only z uploaded");
+}
+
+/// The daemon dies after `mv a b` answered, before b's upload: the next mount's recovery
+/// uploads b from the journaled spool, then deletes a (the record names it): the move is
+/// whole, nothing lost, no copy left.
+#[test]
+fn a_move_cut_by_a_crash_is_completed_by_the_next_mount() {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    api.inner()
+        .add_file(Space::Shared, None, "a", b"moved bytes");
+    let rt = super::new_folders::runtime();
+    let fs = rt.block_on(async {
+        let fs = mount(&api, cache.path(), false);
+        walk(&fs, "a").await.expect("a");
+        api.hold(ApiMethod::Create, None);
+        rename(&fs, "a", "b").await;
+        fs
+    });
+    drop(rt);
+    drop(fs);
+    api.unhold(ApiMethod::Create);
+    assert_eq!(tree(&api), only(&[("a", b"moved bytes")]));
+
+    let fs = mount(&api, cache.path(), false);
+    fs.open_spool_dir().expect("spool folder");
+    let rt = super::new_folders::runtime();
+    rt.block_on(async {
+        fs.recover().await.expect("recover");
+        let report = fs.wait_uploads().await;
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert_eq!(tree(&api), only(&[("b", b"moved bytes")]));
+    });
+}

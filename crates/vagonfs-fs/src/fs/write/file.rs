@@ -31,7 +31,7 @@ use crate::api::paging::find_by_name;
 use crate::api::{ApiErrorKind, ObjectType, Space};
 
 use super::journal::{
-    JOURNAL_VERSION, JournalRecord, JournalSpace, JournalState, RemoteBase, Replacing,
+    JOURNAL_VERSION, JournalRecord, JournalSpace, JournalState, MovedFrom, RemoteBase, Replacing,
     conflict_name,
 };
 use super::remote::RemoteBytes;
@@ -75,6 +75,8 @@ struct Meta {
     /// An upload went to a conflict copy beside `target`'s old name (see [`SpooledFile::upload`]);
     /// cleared by a rename (re-target).
     conflict_copy: bool,
+    /// A move's source, to delete once this file landed (kept in the record).
+    moved_from: Option<MovedFrom>,
 }
 
 /// The sequence of the last record change applied on disk.
@@ -187,6 +189,7 @@ impl SpooledFile {
                 modified,
                 changed_at: std::time::Instant::now(),
                 conflict_copy: false,
+                moved_from: None,
             }),
             journal_io: Arc::new(Mutex::new(JournalIo::default())),
             upload_gate: tokio::sync::Mutex::new(()),
@@ -294,6 +297,40 @@ impl SpooledFile {
     /// server file (a file with a base is replaced by its uploads; one without is new).
     pub fn has_base(&self) -> bool {
         self.meta().base.is_some()
+    }
+
+    /// Note that a move left the object these bytes came from under its old name (deleted
+    /// once this file landed). Set before [`Self::retarget`], whose record write carries it.
+    pub fn set_moved_from(&self, from: Option<MovedFrom>) {
+        self.meta().moved_from = from;
+    }
+
+    /// The move's source still to delete, taken (the file landed, or was removed).
+    pub fn take_moved_from(&self) -> Option<MovedFrom> {
+        self.meta().moved_from.take()
+    }
+
+    /// The delete of the move's source is noted (in the deletes' log) after this file's upload
+    /// landed: the record the upload kept for it goes, unless a write made the file dirty
+    /// again (then the record says so, without the source).
+    pub async fn move_source_noted(&self) -> WriteResult<()> {
+        let op = {
+            let mut m = self.meta();
+            if m.dirty
+                || m.discarded
+                || m.moved_from.is_some()
+                || m.record != Some(JournalState::Uploading)
+            {
+                None
+            } else {
+                m.record = None;
+                Some(self.next_op(&mut m, RecordOp::Remove))
+            }
+        };
+        if let Some(op) = op {
+            self.apply(op).await?;
+        }
+        Ok(())
     }
 
     /// Whether its name is a conflict copy's that an upload chose (not a rename): the bytes
@@ -545,6 +582,15 @@ impl SpooledFile {
                 None
             } else if self.spool.generation() == generation
                 && m.record == Some(JournalState::Uploading)
+                && m.moved_from.is_some()
+            {
+                // A move's upload: the record (`uploading` with this attempt's id, so recovery
+                // knows it landed) stays until the source's delete is noted, so that a crash
+                // in between still deletes it ([`Self::move_source_noted`]).
+                m.dirty = false;
+                None
+            } else if self.spool.generation() == generation
+                && m.record == Some(JournalState::Uploading)
             {
                 m.dirty = false;
                 m.record = None;
@@ -616,6 +662,7 @@ impl SpooledFile {
             size: self.spool.len(),
             pending_upload_id: m.pending_upload_id,
             updated_at: Utc::now(),
+            moved_from: m.moved_from.clone(),
         }
     }
 

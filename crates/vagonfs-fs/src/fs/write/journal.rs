@@ -153,6 +153,21 @@ pub struct JournalRecord {
     /// Id answered by `POST /files` for the current upload attempt.
     pub pending_upload_id: Option<u64>,
     pub updated_at: DateTime<Utc>,
+    /// A move's source: the object left under the old name, deleted once these bytes landed
+    /// (here, so that a crash before that does not forget it; absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<MovedFrom>,
+}
+
+/// The object a move of a file on the server left under its old name (same space as the
+/// record): its bytes go up under the new name first, then it is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedFrom {
+    pub id: u64,
+    /// Its folder (`None`: the root of the space).
+    pub parent_id: Option<u64>,
+    pub name: String,
+    pub display_path: String,
 }
 
 impl JournalRecord {
@@ -383,10 +398,15 @@ pub async fn recover(dir: &Arc<SpoolDir>, api: &dyn FilesApi) -> WriteResult<Vec
             }
         };
         match &action {
-            RecoveryAction::AlreadyDone { id: remote_id } => {
+            RecoveryAction::AlreadyDone { id: remote_id } if record.moved_from.is_none() => {
                 tracing::info!(file = %record.display_path, id = remote_id, "upload had completed before the restart; cleaning up");
                 forget_spool(dir, &record.spool_id).await?;
                 continue;
+            }
+            RecoveryAction::AlreadyDone { id: remote_id } => {
+                // Its run cleans up and reports it landed, so that the caller deletes the
+                // object it was moved from.
+                tracing::info!(file = %record.display_path, id = remote_id, "a move's upload had completed before the restart");
             }
             RecoveryAction::Upload { overwrite } => {
                 tracing::info!(file = %record.display_path, overwrite, "unsaved changes found; will upload");
@@ -650,6 +670,7 @@ mod tests {
             size: 10,
             pending_upload_id: pending,
             updated_at: at(),
+            moved_from: None,
         }
     }
 

@@ -88,7 +88,7 @@ use crate::fs::{FsError, RootSpec};
 pub use content_type::guess_content_type;
 pub use file::{FileTarget, SpooledFile};
 pub use journal::{
-    JournalRecord, JournalSpace, JournalState, PendingUpload, Recovered, RecoveryAction,
+    JournalRecord, JournalSpace, JournalState, MovedFrom, PendingUpload, Recovered, RecoveryAction,
     RemoteBase, conflict_name, decide, recover,
 };
 pub(crate) use name_hold::NameHold;
@@ -373,6 +373,7 @@ mod cache_base_tests {
             size: 0,
             pending_upload_id: None,
             updated_at: chrono::Utc::now(),
+            moved_from: None,
         };
         rec.write_atomic(&dir).expect("write");
         assert_eq!(std::fs::read(&victim).expect("read"), b"keep me");
