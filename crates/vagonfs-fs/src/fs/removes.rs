@@ -206,11 +206,17 @@ impl VagonFs {
         Ok(true)
     }
 
-    /// With write-back, the object a file's move left under its old name (`old_target`) is
-    /// deleted in the background, the old name held until then (a new file of that name uploads
-    /// after it). `false`: to be deleted now (`--sync-close`, the name held by an upload, no
-    /// cache folder). The caller has hidden it already.
-    pub(crate) fn delete_moved_later(&self, old: Loc, old_target: &FileTarget) -> bool {
+    /// With write-back, the object a move left under its old name (`old_target`: a file, or
+    /// with `folder` the old folder of a folder move, whose delete lists it first) is deleted
+    /// in the background, the old name held until then (a new file of that name uploads after
+    /// it). `false`: to be deleted now (`--sync-close`, the name held by an upload, no cache
+    /// folder).
+    pub(crate) fn delete_moved_later(
+        &self,
+        old: Loc,
+        old_target: &FileTarget,
+        folder: bool,
+    ) -> bool {
         if self.engine.config.sync_close {
             return false;
         }
@@ -225,7 +231,7 @@ impl VagonFs {
         };
         let removed = Removed {
             loc: old,
-            folder: None,
+            folder: folder.then_some(None),
             parent: old_target.parent_id,
             name: &old_target.name,
             shown: old_target.display_path.clone(),

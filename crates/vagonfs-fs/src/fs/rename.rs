@@ -42,7 +42,6 @@ use tokio::sync::Semaphore;
 
 use crate::api::CreateRequest;
 
-use super::deletes::Removed;
 use super::inode::Loc;
 use super::names::Child;
 use super::ops_write::{OpenFile, api_name, delete_remote, folder_target, remote_base};
@@ -386,7 +385,7 @@ impl VagonFs {
                 id: old,
             };
             self.overlay.mark_gone(old_loc);
-            if !self.delete_moved_later(old_loc, &old_place)
+            if !self.delete_moved_later(old_loc, &old_place, false)
                 && let Err(e) = delete_remote(self.api.as_ref(), old).await
             {
                 // The bytes are safe under the new name; a copy stays under the old one.
@@ -706,32 +705,8 @@ impl VagonFs {
         let Loc::Remote { id, .. } = old else {
             return Err(FsError::ReadOnly);
         };
-        let (space, parent) = folder_target(from.loc)?;
-        let text = api_name(name)?;
-        let hold = match (self.engine.config.sync_close, self.spool_dir()) {
-            (false, Ok(spool)) => self
-                .uploader
-                .try_hold_name(space, parent, &text)
-                .map(|hold| (spool, hold)),
-            _ => None,
-        };
-        if let Some((spool, hold)) = hold {
-            let removed = Removed {
-                loc: old,
-                folder: Some(None),
-                parent,
-                name: &text,
-                shown: self.display_path(from.ino, name),
-            };
-            match self.delete_later(&spool, removed, Some(hold)) {
-                Ok(()) => {
-                    self.launch_deletes();
-                    return Ok(true);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
-                }
-            }
+        if self.delete_moved_later(old, &self.file_target(from.ino, from.loc, name)?, true) {
+            return Ok(true);
         }
         let listing = self.dirs.relist(old).await?;
         if !self.shows_nothing(old, &listing) {

@@ -17,7 +17,7 @@ use super::driver::{list, put, read_path, walk};
 use super::new_folders::{mount, runtime, setup, tree};
 
 /// The names folder `ino` shows.
-async fn shown(fs: &VagonFs, ino: u64) -> Vec<String> {
+pub(super) async fn shown(fs: &VagonFs, ino: u64) -> Vec<String> {
     let mut names: Vec<String> = list(fs, ino)
         .await
         .into_iter()

@@ -13,7 +13,8 @@ use crate::api::faulty::ApiMethod;
 use crate::fs::*;
 
 use super::core::{Server, server};
-use super::driver::{config, list, read_path, walk};
+use super::deletes::shown;
+use super::driver::{config, read_path, walk};
 use super::new_folders::tree;
 
 /// Files moved at once in these tests (`--transfers`).
@@ -31,17 +32,6 @@ fn mount(api: &Arc<Server>, cache: &std::path::Path, sync_close: bool) -> Arc<Va
         RootSpec::Space(Space::Shared),
         cfg,
     )
-}
-
-async fn shown(fs: &VagonFs, ino: u64) -> Vec<String> {
-    let mut names: Vec<String> = list(fs, ino)
-        .await
-        .into_iter()
-        .map(|e| e.name.to_string_lossy().into_owned())
-        .filter(|n| n != "." && n != "..")
-        .collect();
-    names.sort();
-    names
 }
 
 /// `mv d e` of `d/{f0..f7, s/{g0,g1}}`: at most [`TRANSFERS`] files in flight (their
