@@ -13,6 +13,14 @@
 //!   file in memory). Then the old object is deleted: in the background with write-back
 //!   (`deletes.rs`, its old name held until then, retried), else at once. Its inode number
 //!   stays.
+//! - With write-back, a top-level move of a file only on the server answers once the bytes are
+//!   in that (journaled) temporary spool: it becomes the file's spool ([`VagonFs::adopt_moved`]),
+//!   holding the old name, and the engine uploads it. Its record names the old object
+//!   (`moved_from`): deleted once the bytes landed (`landing.rs`), or once the moved file is
+//!   removed or replaced, or by the next mount's recovery after a crash. Moved back to that
+//!   name before it landed, that move lands first, in the foreground (the move's own hold on
+//!   the name would otherwise make the new upload wait for itself). The files of a folder move
+//!   are moved in the foreground: the old folder's delete must come after them.
 //! - Onto an existing file: the upload overwrites it (`overwrite` with the target as base), so a
 //!   reader never finds the name missing: the editors' save (write a temp file, rename it over)
 //!   works. A spool of the replaced file is discarded (its pending changes were replaced too).
@@ -256,6 +264,16 @@ impl VagonFs {
                 replace = Some(b);
             }
         }
+        // Moved back to the name that a move answered before its upload still holds: that
+        // move lands first (its old object's delete then holds the name, not this file, whose
+        // upload would otherwise wait for itself).
+        if let Some(ino) = src.ino
+            && let Some(f) = self.spooled_file(ino)
+            && f.target().space == target.space
+            && f.moved_from_is(target.parent_id, &target.name)
+        {
+            self.upload_ino(ino).await?;
+        }
         let spooled = src.ino.and_then(|i| self.spooled_file(i).map(|f| (i, f)));
         let (file, listed_id, temporary) = match &spooled {
             // On the server under the old name, or never uploaded: decided below, once the
@@ -390,6 +408,29 @@ impl VagonFs {
             {
                 // The bytes are safe under the new name; a copy stays under the old one.
                 tracing::warn!(file = %old_place.display_path, error = %e, "moved, but the old copy could not be deleted");
+            }
+        }
+        // The record of a file moved from the server names the object it left (`moved_from`),
+        // kept by its upload until that object's delete is noted. This move's own temporary
+        // spool: that is `old_id`, deleted or logged above. A file a move answered before its
+        // upload: its bytes landed here, so the object that move left goes now.
+        if let Some(moved) = file.take_moved_from() {
+            if !temporary {
+                let hold = src.ino.and_then(|i| {
+                    lock(&self.files)
+                        .get_mut(&i)
+                        .and_then(|f| f.old_name.take())
+                });
+                let source = Loc::Remote {
+                    space: target.space,
+                    id: moved.id,
+                };
+                self.time_moved(source, new_loc, true, None);
+                self.delete_move_source(target.space, moved, hold);
+            }
+            if let Err(e) = file.move_source_noted().await {
+                // A stale record costs only a look at the server at the next mount.
+                tracing::warn!(file = %target.display_path, error = %e, "moved, but its journal record could not be removed");
             }
         }
         match src.ino {

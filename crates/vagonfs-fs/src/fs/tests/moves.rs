@@ -9,12 +9,12 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::faulty::ApiMethod;
+use crate::api::faulty::{ApiMethod, Fault};
 use crate::fs::*;
 
 use super::core::{Server, server};
 use super::deletes::shown;
-use super::driver::{config, read_path, walk};
+use super::driver::{config, put, read_path, walk};
 use super::new_folders::tree;
 
 /// Files moved at once in these tests (`--transfers`).
@@ -242,4 +242,80 @@ fn a_move_cut_by_a_crash_is_completed_by_the_next_mount() {
         assert!(report.failed.is_empty(), "{report:?}");
         assert_eq!(tree(&api), only(&[("b", b"moved bytes")]));
     });
+}
+
+/// `mv a b; mv b a` before b's upload: the first move holds the name `a` until its old object
+/// is deleted, so b's upload would wait for the hold of its own move. b lands first (in the
+/// foreground), then moves back: a write between the moves lands too, no conflict copy, nothing
+/// else left, and nothing waits for itself.
+#[tokio::test]
+async fn a_file_moved_back_before_its_upload_lands_first() {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let fs = mount(&api, cache.path(), false);
+    api.inner().add_file(Space::Shared, None, "a", b"old");
+    walk(&fs, "a").await.expect("a");
+    api.hold(ApiMethod::Create, None);
+    rename(&fs, "a", "b").await;
+    let (_, closed) = put(&fs, ROOT_INO, "b", b"new").await;
+    closed.expect("close b");
+    assert_eq!(api.calls(ApiMethod::Create), 0, "nothing sent yet");
+    api.unhold(ApiMethod::Create);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        fs.rename(ROOT_INO, OsStr::new("b"), ROOT_INO, OsStr::new("a"), 0),
+    )
+    .await
+    .expect("the move back waited for itself")
+    .expect("rename");
+    assert_eq!(shown(&fs, ROOT_INO).await, ["a"]);
+    assert_eq!(read_path(&fs, "a").await, b"new");
+    let report = tokio::time::timeout(Duration::from_secs(10), fs.wait_uploads())
+        .await
+        .expect("an upload waited for its own name");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(tree(&api), only(&[("a", b"new")]));
+    fs.dirs.invalidate_all();
+    assert_eq!(shown(&fs, ROOT_INO).await, ["a"]);
+}
+
+/// `mv a e/a` (answered before its upload, replacing e/a), then `mv e d` while the engine
+/// waits to try it again (its first try failed): the folder move uploads the moved file in the
+/// foreground, and the object `a` the first move left is deleted then too. Nothing else is
+/// left: `d/a` with a's bytes.
+#[tokio::test]
+async fn a_moved_file_carried_by_a_folder_move_still_deletes_its_old_copy() {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let fs = mount(&api, cache.path(), false);
+    api.inner().add_file(Space::Shared, None, "a", b"A");
+    let e = api.inner().add_dir(Space::Shared, None, "e");
+    api.inner().add_file(Space::Shared, Some(e), "a", b"old");
+    walk(&fs, "a").await.expect("a");
+    walk(&fs, "e/a").await.expect("e/a");
+    let e_ino = super::driver::ino(&fs, "e").await;
+    // The engine's first try of the moved file fails: it waits before the next one.
+    api.fail_next(ApiMethod::Create, 1, Fault::NotFound);
+    fs.rename(ROOT_INO, OsStr::new("a"), e_ino, OsStr::new("a"), 0)
+        .await
+        .expect("mv a e/a");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        api.wait_arrivals(ApiMethod::Create, 1),
+    )
+    .await
+    .expect("the engine tried");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        fs.rename(ROOT_INO, OsStr::new("e"), ROOT_INO, OsStr::new("d"), 0),
+    )
+    .await
+    .expect("the folder move hung")
+    .expect("mv e d");
+    let report = fs.wait_uploads().await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    let mut expected = only(&[("d/a", b"A")]);
+    expected.insert("d".to_string(), None);
+    assert_eq!(tree(&api), expected);
+    assert_eq!(fs.deletes_pending(), 0);
 }

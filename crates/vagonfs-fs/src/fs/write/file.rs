@@ -305,6 +305,15 @@ impl SpooledFile {
         self.meta().moved_from = from;
     }
 
+    /// Whether a move answered before this file landed still has to delete the object it
+    /// left under `parent_id`/`name`.
+    pub fn moved_from_is(&self, parent_id: Option<u64>, name: &str) -> bool {
+        self.meta()
+            .moved_from
+            .as_ref()
+            .is_some_and(|f| f.parent_id == parent_id && f.name == name)
+    }
+
     /// The move's source still to delete, taken (the file landed, or was removed).
     pub fn take_moved_from(&self) -> Option<MovedFrom> {
         self.meta().moved_from.take()
