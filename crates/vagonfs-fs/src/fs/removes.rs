@@ -25,7 +25,7 @@ use super::deletes::Removed;
 use super::inode::{Inode, Loc};
 use super::names::Child;
 use super::ops_write::{delete_remote, folder_target};
-use super::write::{FileTarget, MovedFrom, NameHold};
+use super::write::{FileTarget, MovedFrom, NameHold, SpoolDir};
 use super::{FsError, FsResult, NodeKind, VagonFs, lock};
 
 impl VagonFs {
@@ -193,8 +193,7 @@ impl VagonFs {
             name: text,
             shown: self.display_path(Some(dir.ino), name),
         };
-        if let Err(e) = self.delete_later(&spool, removed, Some(hold)) {
-            tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
+        if !self.note_delete(&spool, removed, Some(hold)) {
             return Ok(false);
         }
         if let Some(ino) = child.ino {
@@ -236,12 +235,23 @@ impl VagonFs {
             name: &old_target.name,
             shown: old_target.display_path.clone(),
         };
-        if let Err(e) = self.delete_later(&spool, removed, Some(hold)) {
-            tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
+        if !self.note_delete(&spool, removed, Some(hold)) {
             return false;
         }
         self.launch_deletes();
         true
+    }
+
+    /// [`VagonFs::delete_later`], a failure to write its log line warned about: `false` then,
+    /// and the caller deletes at once instead.
+    fn note_delete(&self, spool: &SpoolDir, removed: Removed<'_>, hold: Option<NameHold>) -> bool {
+        match self.delete_later(spool, removed, hold) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
+                false
+            }
+        }
     }
 
     /// The object a move left under its old name (`from`, in `space`), once the moved bytes
@@ -260,14 +270,9 @@ impl VagonFs {
                 name: &from.name,
                 shown: from.display_path.clone(),
             };
-            match self.delete_later(&spool, removed, hold) {
-                Ok(()) => {
-                    self.launch_deletes();
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot note a delete in the cache folder; deleting now");
-                }
+            if self.note_delete(&spool, removed, hold) {
+                self.launch_deletes();
+                return;
             }
         }
         let api = std::sync::Arc::clone(&self.api);
