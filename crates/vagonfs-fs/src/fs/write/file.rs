@@ -60,7 +60,7 @@ struct Meta {
     space: JournalSpace,
     base: Option<RemoteBase>,
     dirty: bool,
-    /// What the on-disk record says (`None`: no record).
+    /// What the record says once the last op issued (`seq`) is applied (`None`: no record).
     record: Option<JournalState>,
     pending_upload_id: Option<u64>,
     /// Sequence of the last record write issued.
@@ -637,7 +637,12 @@ impl SpooledFile {
                 return Ok(());
             }
             m.dirty = true;
-            if m.record == Some(JournalState::Dirty) {
+            // Already `dirty` on disk: nothing to write. Said by the last record op issued, but
+            // that op may still be on its way (another task's, e.g. an upload's bookkeeping
+            // after a write raced it): returning before it is applied would let a crash keep
+            // the older record, and recovery would take the old bytes as landed. Then this
+            // change writes its own (the later sequence wins).
+            if m.record == Some(JournalState::Dirty) && self.journal_applied() >= m.seq {
                 return Ok(());
             }
             m.record = Some(JournalState::Dirty);
@@ -673,6 +678,11 @@ impl SpooledFile {
             updated_at: Utc::now(),
             moved_from: m.moved_from.clone(),
         }
+    }
+
+    /// The sequence of the last record op on disk (lock order: `meta`, then `journal_io`).
+    fn journal_applied(&self) -> u64 {
+        lock(&self.journal_io).applied
     }
 
     fn next_op(&self, m: &mut Meta, op: RecordOp) -> (u64, RecordOp) {
@@ -750,3 +760,7 @@ impl Drop for SpooledFile {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "file_tests.rs"]
+mod tests;
