@@ -266,19 +266,9 @@ impl VagonFs {
         };
         // A move answered before this upload: its bytes are under the new name now, so the
         // object left under the old name goes (its time carried to the new one).
-        let _moved = file.take_moved_from().map(|from| {
-            let old = Loc::Remote {
-                space: file.target().space,
-                id: from.id,
-            };
-            self.time_moved(old, new_loc, true, None);
-            MovedDelete {
-                fs: self,
-                space: file.target().space,
-                from: Some(from),
-                hold: old_name,
-            }
-        });
+        let _moved = file
+            .take_moved_from()
+            .map(|from| self.move_source_landed(file.target().space, from, old_name, new_loc));
         let Some(node) = self.inodes.get(ino) else {
             return;
         };
@@ -315,9 +305,31 @@ impl VagonFs {
     }
 }
 
+impl VagonFs {
+    /// A move answered before its file landed: the bytes are at `new_loc` now, so the object
+    /// the move left under the old name (`from`, in `space`) goes, its time carried to the new one. The
+    /// delete (holding the old name with `hold`) is queued when the guard returned is dropped,
+    /// so that a landing's bookkeeping comes first.
+    pub(crate) fn move_source_landed(
+        &self,
+        space: Space,
+        from: super::write::MovedFrom,
+        hold: Option<super::write::NameHold>,
+        new_loc: Loc,
+    ) -> MovedDelete<'_> {
+        self.time_moved(Loc::Remote { space, id: from.id }, new_loc, true, None);
+        MovedDelete {
+            fs: self,
+            space,
+            from: Some(from),
+            hold,
+        }
+    }
+}
+
 /// The delete of a move's source, queued when dropped: after the landing's bookkeeping, on
 /// every way out of it.
-struct MovedDelete<'a> {
+pub(crate) struct MovedDelete<'a> {
     fs: &'a VagonFs,
     space: Space,
     from: Option<super::write::MovedFrom>,

@@ -421,12 +421,7 @@ impl VagonFs {
                         .get_mut(&i)
                         .and_then(|f| f.old_name.take())
                 });
-                let source = Loc::Remote {
-                    space: target.space,
-                    id: moved.id,
-                };
-                self.time_moved(source, new_loc, true, None);
-                self.delete_move_source(target.space, moved, hold);
+                drop(self.move_source_landed(target.space, moved, hold, new_loc));
             }
             if let Err(e) = file.move_source_noted().await {
                 // A stale record costs only a look at the server at the next mount.
