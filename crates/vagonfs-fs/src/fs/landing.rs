@@ -251,24 +251,26 @@ impl VagonFs {
     /// upload requests.
     pub(crate) fn after_upload(&self, ino: u64, file: &SpooledFile, done: &Uploaded) {
         let (unlinked, old_name) = match lock(&self.files).get_mut(&ino) {
-            Some(f) if f.unlinked => (true, None),
-            Some(f) => (false, f.old_name.take()),
+            Some(f) => (f.unlinked, f.old_name.take()),
             None => (false, None),
         };
-        if unlinked {
-            // Unlinked while its upload was in flight: the unlink waits for this upload and
-            // deletes what it landed (per-name order), so nothing to do here.
-            return;
-        }
         let new_loc = Loc::Remote {
             space: file.target().space,
             id: done.id,
         };
         // A move answered before this upload: its bytes are under the new name now, so the
-        // object left under the old name goes (its time carried to the new one).
+        // object left under the old name goes (its time carried to the new one). Also when an
+        // unlink or a rename holds this file's fate: whatever it decides, that object is due,
+        // and its hold on the old name must not wait for the decision (a rename of a new file
+        // of that name onto this one waits for that file's upload, which waits for the name).
         let _moved = file
             .take_moved_from()
             .map(|from| self.move_source_landed(file.target().space, from, old_name, new_loc));
+        if unlinked {
+            // Unlinked while its upload was in flight: the unlink waits for this upload and
+            // deletes what it landed (per-name order), so nothing more to do here.
+            return;
+        }
         let Some(node) = self.inodes.get(ino) else {
             return;
         };

@@ -279,6 +279,79 @@ async fn a_file_moved_back_before_its_upload_lands_first() {
     assert_eq!(shown(&fs, ROOT_INO).await, ["a"]);
 }
 
+/// `mv a b` (answered before b's upload, which holds the name `a` until a's old object is
+/// deleted), a new `a` written (its upload waits for that name), then `mv a b` while b's upload
+/// is in flight (`in_flight`) or waits for its next try. The second move replaces b, and its
+/// hold on b's fate must not stop b's landing from freeing `a`: else the new a's upload waits
+/// for b, the move for the new a's upload, and b for the move (found by the model test: a
+/// hang). b lands first; the new a ends as b, and nothing else is left.
+async fn new_file_moved_onto_the_file_moved_from_its_name(in_flight: bool) {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(cache.path(), 1);
+    // The new a's upload starts at its close (and waits for its name).
+    cfg.write_back = WriteBack {
+        upload_delay: Duration::ZERO,
+        ..WriteBack::default()
+    };
+    let fs = VagonFs::new(
+        Arc::clone(&api) as Arc<dyn FilesApi>,
+        RootSpec::Space(Space::Shared),
+        cfg,
+    );
+    api.inner().add_file(Space::Shared, None, "a", b"A");
+    walk(&fs, "a").await.expect("a");
+    if in_flight {
+        api.hold(ApiMethod::Complete, None);
+    } else {
+        // b's first try fails: the engine waits before the next one.
+        api.fail_next(ApiMethod::Create, 1, Fault::NotFound);
+    }
+    rename(&fs, "a", "b").await;
+    let (_, closed) = put(&fs, ROOT_INO, "a", b"new").await;
+    closed.expect("close a");
+    let tried = if in_flight {
+        ApiMethod::Complete
+    } else {
+        ApiMethod::Create
+    };
+    tokio::time::timeout(Duration::from_secs(10), api.wait_arrivals(tried, 1))
+        .await
+        .expect("b's upload was tried");
+    let fs2 = Arc::clone(&fs);
+    let second = tokio::spawn(async move {
+        fs2.rename(ROOT_INO, OsStr::new("a"), ROOT_INO, OsStr::new("b"), 0)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    api.unhold(ApiMethod::Complete);
+    tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second move waited for itself")
+        .expect("joined")
+        .expect("rename");
+    assert_eq!(shown(&fs, ROOT_INO).await, ["b"]);
+    assert_eq!(read_path(&fs, "b").await, b"new");
+    let report = tokio::time::timeout(Duration::from_secs(10), fs.wait_uploads())
+        .await
+        .expect("an upload waited for ever");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(fs.deletes_pending(), 0);
+    assert_eq!(tree(&api), only(&[("b", b"new")]));
+    fs.dirs.invalidate_all();
+    assert_eq!(shown(&fs, ROOT_INO).await, ["b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_moved_onto_the_file_moved_from_its_name_while_that_one_uploads() {
+    new_file_moved_onto_the_file_moved_from_its_name(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_moved_onto_the_file_moved_from_its_name_before_that_one_uploads() {
+    new_file_moved_onto_the_file_moved_from_its_name(false).await;
+}
+
 /// `mv a e/a` (answered before its upload, replacing e/a), then `mv e d` while the engine
 /// waits to try it again (its first try failed): the folder move uploads the moved file in the
 /// foreground, and the object `a` the first move left is deleted then too. Nothing else is
