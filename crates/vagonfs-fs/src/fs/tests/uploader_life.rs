@@ -636,3 +636,39 @@ async fn recovery_keeps_a_version_another_client_landed_during_its_upload() {
     assert!(e.mem.content(SPACE, None, &copy).expect("copy") == mine);
     assert!(records(&e.dir).is_empty(), "nothing left to recover");
 }
+
+/// A truncate while an upload sends the parts of the longer bytes: the attempt finds the spool
+/// shorter than its length (a short read). That is no failure of the spool: the bytes as they
+/// are now go instead, in the same call, and the file ends clean. (Found by the model test: the
+/// upload failed as a local I/O error, retried only every 5 minutes, a moved file left
+/// unsent meanwhile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncate_during_an_upload_sends_the_shorter_bytes() {
+    let e = env(1, 1);
+    let data = random_bytes(3 * MIB as usize, 21);
+    let f = SpooledFile::create_new(&e.dir, target("shrunk.bin"))
+        .await
+        .expect("create");
+    f.write(0, &data[..]).await.expect("write");
+    e.api.hold(ApiMethod::UploadPart, None);
+    let (f2, up) = (Arc::clone(&f), e.uploader.clone());
+    let task = tokio::spawn(async move { f2.upload(&up).await });
+    tokio::time::timeout(HANG_GUARD, e.api.wait_arrivals(ApiMethod::UploadPart, 1))
+        .await
+        .expect("the first part is sent");
+    f.set_len(10).await.expect("truncate");
+    e.api.unhold(ApiMethod::UploadPart);
+    let done = tokio::time::timeout(HANG_GUARD, task)
+        .await
+        .expect("the upload ended")
+        .expect("joined")
+        .expect("the upload sends the new bytes")
+        .expect("dirty");
+    assert_eq!(done.size, 10);
+    assert_eq!(
+        e.mem.content(SPACE, None, "shrunk.bin").expect("listed"),
+        &data[..10]
+    );
+    assert!(!f.is_dirty(), "nothing left to send");
+    assert!(records(&e.dir).is_empty(), "{:?}", records(&e.dir));
+}

@@ -478,7 +478,7 @@ impl SpooledFile {
         let ticket = uploader
             .registry()
             .register(self.target().display_path, self.len());
-        let (mut target, generation, source, base, earlier) = {
+        let (mut target, mut generation, mut source, base, earlier) = {
             let mut m = self.meta();
             if !m.dirty || m.discarded {
                 // Another handle's flush uploaded it while this one waited.
@@ -509,7 +509,6 @@ impl SpooledFile {
         // Conflict names used so far, and passes through the loop below (bounded).
         let mut conflicts = 0u32;
         let mut passes = 0u32;
-        let size = source.len();
         let done = loop {
             passes += 1;
             // An overwrite replaces only the version it started from (or this file's own
@@ -527,6 +526,24 @@ impl SpooledFile {
                 Err(WriteError::ChangedMeanwhile { theirs }) if passes <= CONFLICT_TRIES => {
                     tracing::warn!(file = %own_name, theirs, "changed on the server by another client since it was opened; keeping both");
                     true
+                }
+                // The spool changed while this attempt read it (a truncate made it shorter than
+                // the length the attempt started with): that attempt is moot (never completed),
+                // so the bytes as they are now go instead, at once. A failure of the spool
+                // itself fails again below, with the generation unchanged.
+                Err(WriteError::Io(e))
+                    if self.spool.generation() != generation && passes <= CONFLICT_TRIES =>
+                {
+                    let mut m = self.meta();
+                    if m.discarded {
+                        return Err(WriteError::Io(e));
+                    }
+                    tracing::debug!(file = %own_name, error = %e, "changed while uploading; sending the new bytes");
+                    // As at the start: these bytes are what this upload now sends.
+                    m.record = Some(JournalState::Uploading);
+                    generation = self.spool.generation();
+                    source = self.spool.part_source();
+                    false
                 }
                 Err(WriteError::Api(e))
                     if e.kind() == ApiErrorKind::AlreadyExists && passes <= CONFLICT_TRIES =>
@@ -574,7 +591,7 @@ impl SpooledFile {
             let mut m = self.meta();
             m.base = Some(RemoteBase {
                 id: done.id,
-                size,
+                size: source.len(),
                 mtime_ms: None,
             });
             m.pending_upload_id = None;
