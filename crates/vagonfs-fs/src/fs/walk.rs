@@ -74,7 +74,19 @@ impl Walks {
         let Some(pos) = listing.position(file) else {
             return 0..0;
         };
-        let id = Arc::as_ptr(listing) as usize;
+        self.opened_at(dir, listing_id(listing), pos, listing.entries.len(), pid)
+    }
+
+    /// [`Walks::opened`] for the entry at `pos` of a sequence of `len` entries known as `id`
+    /// (a listing, or the names this mount put in the folder over it).
+    fn opened_at(
+        &self,
+        dir: Loc,
+        id: usize,
+        pos: usize,
+        len: usize,
+        pid: Option<u32>,
+    ) -> std::ops::Range<usize> {
         let now = Instant::now();
         let walker = pid.filter(|p| {
             lock(&self.walkers)
@@ -109,7 +121,7 @@ impl Walks {
             return 0..0;
         }
         let from = walk.ahead_to.max(pos + 1);
-        let to = (pos + 1 + WALK_AHEAD).min(listing.entries.len());
+        let to = (pos + 1 + WALK_AHEAD).min(len);
         walk.ahead_to = to.max(from);
         drop(map);
         if let Some(p) = pid {
@@ -145,6 +157,9 @@ impl VagonFs {
         let Some(listing) = self.dirs.peek(dir) else {
             return;
         };
+        if listing.position(file).is_none() {
+            return self.read_ahead_made_here(dir, &listing, file, pid);
+        }
         let range = self.walks.opened(dir, &listing, file, pid);
         let Some(entries) = listing.entries.get(range) else {
             return;
@@ -171,11 +186,57 @@ impl VagonFs {
                 }
             })
             .collect();
+        self.read_ahead(dir, files);
+    }
+
+    /// [`Self::read_ahead_walk`] of a file this mount put in `dir` (written, copied or moved
+    /// here: shown through the overlay until a listing shows it, e.g. `tar x` into a new
+    /// folder, then `cp -r` out of it). The walk goes over those names in inode order, and
+    /// reads ahead the ones that landed and have no spool. A program reading them in name
+    /// order (`rsync`, `tar c`) is not seen as a walk: each file costs its own round trips.
+    fn read_ahead_made_here(&self, dir: Loc, listing: &Arc<Listing>, file: &Loc, pid: Option<u32>) {
+        let names = self.overlay.names(dir, Some(listing.started));
+        let mut nodes: Vec<_> = names
+            .iter()
+            .filter_map(|(_, ino)| self.inodes.get(*ino).map(|n| (*ino, n)))
+            .collect();
+        // In inode order: the order they were made here, and the one `cp -r` reads a folder
+        // in (coreutils sorts entries by inode number); for listed files it is the listing's.
+        nodes.sort_by_key(|(ino, _)| *ino);
+        let Some(pos) = nodes.iter().position(|(_, n)| n.loc == *file) else {
+            return;
+        };
+        // Never an address (aligned): a walk over these names is not one over the listing.
+        let id = listing_id(listing) | 1;
+        let range = self.walks.opened_at(dir, id, pos, nodes.len(), pid);
+        let files = nodes
+            .get(range)
+            .unwrap_or_default()
+            .iter()
+            .filter(|(ino, n)| n.kind == NodeKind::File && self.spooled_file(*ino).is_none())
+            .filter_map(|(_, n)| match n.loc {
+                Loc::Remote { id, .. } => Some(FileVersion {
+                    id,
+                    size: n.size,
+                    mtime: n.mtime,
+                }),
+                _ => None,
+            })
+            .collect();
+        self.read_ahead(dir, files);
+    }
+
+    fn read_ahead(&self, dir: Loc, files: Vec<FileVersion>) {
         if !files.is_empty() {
             tracing::debug!(folder = ?dir, files = files.len(), "folder walk: reading ahead");
             self.reader.read_ahead_files(files);
         }
     }
+}
+
+/// A listing's identity for [`Walk::listing`] (its address, never dereferenced).
+fn listing_id(listing: &Arc<Listing>) -> usize {
+    Arc::as_ptr(listing) as usize
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! [`SpooledFile`]'s record order, at the seams between its own steps (interleavings that
 //! tests through the public calls reach only by chance; the model test found this one).
 
-
 use crate::api::Space;
 
 use super::*;
