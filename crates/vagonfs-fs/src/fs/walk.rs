@@ -18,6 +18,9 @@
 //! - only files are read ahead, never folders; a file that has an inode is read ahead as the
 //!   inode knows it (its version keys the block cache), and skipped if it has a local spool
 //!   (its reads are served from the spool);
+//! - files this mount put in a folder and no listing shows yet (only the overlay does: `tar x`
+//!   into a new folder, then `cp -r` out of it) are walked over those names in inode order,
+//!   the order they were made and the one `cp` reads in (coreutils sorts by inode number);
 //! - memory: walks of at most [`WALKS_MAX`] folders are remembered; past that, the oldest go.
 
 use std::collections::HashMap;
