@@ -308,6 +308,24 @@ impl VagonFs {
 }
 
 impl VagonFs {
+    /// Upload `ino` now (foreground) if a move answered before its upload left an object at
+    /// `place`: that move holds `place`'s name until the object is deleted, after the landing,
+    /// and the caller needs the name free (`rename.rs`' module note).
+    pub(crate) async fn land_if_moved_from(
+        &self,
+        ino: u64,
+        place: &super::write::FileTarget,
+    ) -> FsResult<()> {
+        match self.spooled_file(ino) {
+            Some(f)
+                if f.space() == place.space && f.moved_from_is(place.parent_id, &place.name) =>
+            {
+                self.upload_ino(ino).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A move answered before its file landed: the bytes are at `new_loc` now, so the object
     /// the move left under the old name (`from`, in `space`) goes, its time carried to the new one. The
     /// delete (holding the old name with `hold`) is queued when the guard returned is dropped,

@@ -229,13 +229,9 @@ impl VagonFs {
         // The source's upload waits for the name, and this move for that upload: so the
         // replaced file lands first (foreground; rare), before its fate is held, which would
         // stop its upload.
-        if let Some(d) = dino
-            && let Some(f) = self.spooled_file(d)
-        {
+        if let Some(d) = dino {
             let source = self.file_target(from.ino, from.loc, src_name)?;
-            if f.space() == source.space && f.moved_from_is(source.parent_id, &source.name) {
-                self.upload_ino(d).await?;
-            }
+            self.land_if_moved_from(d, &source).await?;
         }
         let replaced_file = dino.and_then(|d| self.hold_fate(d));
         let result = self
@@ -283,12 +279,8 @@ impl VagonFs {
         // Moved back to the name that a move answered before its upload still holds: that
         // move lands first (its old object's delete then holds the name, not this file, whose
         // upload would otherwise wait for itself).
-        if let Some(ino) = src.ino
-            && let Some(f) = self.spooled_file(ino)
-            && f.target().space == target.space
-            && f.moved_from_is(target.parent_id, &target.name)
-        {
-            self.upload_ino(ino).await?;
+        if let Some(ino) = src.ino {
+            self.land_if_moved_from(ino, &target).await?;
         }
         let spooled = src.ino.and_then(|i| self.spooled_file(i).map(|f| (i, f)));
         let (file, listed_id, temporary) = match &spooled {
