@@ -16,9 +16,11 @@
 //! - an upload marks the id it replaced as gone, and counts its growth against the storage's
 //!   known free space (the quota check, `room.rs`);
 //! - a listed file that this mount's own upload just created is the uploading inode
-//!   (`upsert_listed`), found through one map of the spooled files per readdir batch
-//!   (`spooled_by_base`), made only when an entry of the batch has no inode yet, or by one
-//!   scan for a single lookup; both through `each_spooled_base`.
+//!   (`upsert_listed` for lookups and readdir, `bind_listed` for the write path's facts: a
+//!   folder move taking it for a file only on the server moved its older bytes), found
+//!   through one map of the spooled files per readdir batch (`spooled_by_base`), made only
+//!   when an entry of the batch has no inode yet, or by one scan for a single lookup or a
+//!   write-path child; all through `each_spooled_base`.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -180,33 +182,51 @@ impl VagonFs {
         count_lookup: bool,
         spooled: Option<&OnceCell<SpooledByBase>>,
     ) -> super::inode::Inode {
-        if let Loc::Remote { space, id } = seen.loc
-            && seen.kind == super::NodeKind::File
-            && self.inodes.ino_of(&seen.loc).is_none()
-        {
-            let own = match spooled {
-                Some(batch) => batch
-                    .get_or_init(|| self.spooled_by_base())
-                    .get(&(space, id))
-                    .copied(),
-                None => {
-                    let mut lowest: Option<u64> = None;
-                    self.each_spooled_base(|base, ino| {
-                        if base == (space, id) {
-                            lowest = Some(lowest.map_or(ino, |l| l.min(ino)));
-                        }
-                    });
-                    lowest
-                }
-            };
-            if let Some(ino) = own
-                && let Some(node) = self.inodes.get(ino)
-                && node.loc != seen.loc
-            {
-                self.bind_landed(ino, node.loc, seen.loc);
-            }
-        }
+        self.bind_listed(seen, spooled);
         self.inodes.upsert(seen, name, parent, count_lookup)
+    }
+
+    /// The inode of listed object `seen`, if it has one: the one bound to it, or the spooled
+    /// file whose own upload created it, bound to it now (as the landing's bookkeeping will).
+    /// The write path's facts about a listed child come through here too: a folder move that
+    /// listed a file between its upload's `complete` and that bookkeeping took it for a file
+    /// only on the server, moved its landed (older) bytes, and left the newer ones to land
+    /// under the old folder (found by the model test).
+    pub(crate) fn bind_listed(
+        &self,
+        seen: &super::inode::Seen,
+        spooled: Option<&OnceCell<SpooledByBase>>,
+    ) -> Option<u64> {
+        if let Some(ino) = self.inodes.ino_of(&seen.loc) {
+            return Some(ino);
+        }
+        let Loc::Remote { space, id } = seen.loc else {
+            return None;
+        };
+        if seen.kind != super::NodeKind::File {
+            return None;
+        }
+        let own = match spooled {
+            Some(batch) => batch
+                .get_or_init(|| self.spooled_by_base())
+                .get(&(space, id))
+                .copied(),
+            None => {
+                let mut lowest: Option<u64> = None;
+                self.each_spooled_base(|base, ino| {
+                    if base == (space, id) {
+                        lowest = Some(lowest.map_or(ino, |l| l.min(ino)));
+                    }
+                });
+                lowest
+            }
+        };
+        let ino = own?;
+        let node = self.inodes.get(ino)?;
+        if node.loc != seen.loc {
+            self.bind_landed(ino, node.loc, seen.loc);
+        }
+        Some(ino)
     }
 
     /// The inodes of this mount's spooled files (not unlinked) by the remote object each one

@@ -208,8 +208,7 @@ impl VagonFs {
             },
             Resolved::Listed(e) => Child {
                 ino: self
-                    .inodes
-                    .ino_of(&e.seen.loc)
+                    .bind_listed(&e.seen, None)
                     .filter(|i| self.inodes.get(*i).is_some_and(|n| n.kind == e.seen.kind)),
                 loc: e.seen.loc,
                 kind: e.seen.kind,

@@ -392,3 +392,71 @@ async fn a_moved_file_carried_by_a_folder_move_still_deletes_its_old_copy() {
     assert_eq!(tree(&api), expected);
     assert_eq!(fs.deletes_pending(), 0);
 }
+
+/// A folder move that lists a file between its upload's `complete` and that upload's
+/// bookkeeping takes the listed object for that file (its inode, and its spool with newer
+/// bytes), not for a file only on the server. Found by the model test: the move sent the landed
+/// (older) bytes to the new folder, the newer ones landed under the old one, and the old folder
+/// showed again with them.
+#[tokio::test]
+async fn a_folder_move_listing_a_file_its_upload_just_landed_moves_the_newest_bytes() {
+    let api = server();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(cache.path(), 1);
+    // The engine does not send anything by itself here: the test drives each upload.
+    cfg.write_back = WriteBack {
+        transfers: TRANSFERS,
+        upload_delay: Duration::from_secs(3600),
+        ..WriteBack::default()
+    };
+    let fs = VagonFs::new(
+        Arc::clone(&api) as Arc<dyn FilesApi>,
+        RootSpec::Space(Space::Shared),
+        cfg,
+    );
+    let e = api.inner().add_dir(Space::Shared, None, "e");
+    let e_ino = super::driver::ino(&fs, "e").await;
+    let (a, closed) = put(&fs, e_ino, "a", b"one").await;
+    closed.expect("close");
+    // Landed with its bookkeeping: the name is settled, so a listing fetched from now on is
+    // what shows `a`.
+    fs.upload_ino(a).await.expect("first upload");
+    rewrite(&fs, a, b"two").await;
+    // Landed on the server, its bookkeeping not run yet (the window the model test met).
+    let file = fs.spooled_file(a).expect("spooled");
+    file.upload(&fs.uploader)
+        .await
+        .expect("second upload")
+        .expect("dirty");
+    drop(file);
+    rewrite(&fs, a, b"three").await;
+    // The move lists the folder afresh: it shows the object the second upload landed.
+    fs.dirs.invalidate(Loc::Remote {
+        space: Space::Shared,
+        id: e,
+    });
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        fs.rename(ROOT_INO, OsStr::new("e"), ROOT_INO, OsStr::new("d"), 0),
+    )
+    .await
+    .expect("the folder move hung")
+    .expect("mv e d");
+    assert_eq!(read_path(&fs, "d/a").await, b"three");
+    let report = fs.wait_uploads().await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    let mut expected = only(&[("d/a", b"three")]);
+    expected.insert("d".to_string(), None);
+    assert_eq!(tree(&api), expected);
+}
+
+/// open(O_TRUNC) + write + close of the file `ino`.
+async fn rewrite(fs: &VagonFs, ino: u64, data: &[u8]) {
+    let open = fs
+        .open(ino, libc::O_WRONLY | libc::O_TRUNC)
+        .await
+        .expect("open");
+    super::driver::write_all(fs, ino, open.fh, data).await;
+    fs.flush(ino, open.fh).await.expect("close");
+    fs.release(ino, open.fh).await.expect("release");
+}

@@ -378,7 +378,7 @@ impl Uploader {
             return Err(WriteError::Protocol(format!("{url_count} parts of {chunk} bytes")).into());
         }
         let file_id = created.id;
-        tracing::debug!(name = %target.name, id = file_id, size, parts = url_count, chunk_mb, "sending parts");
+        tracing::debug!(name = %target.name, parent = ?target.parent_id, id = file_id, size, overwrite = ?target.overwrite, parts = url_count, chunk_mb, "sending parts");
         progress.set_state(UploadState::Sending);
 
         // Owned values in each part future (no borrowed closure arguments), so the upload
