@@ -19,10 +19,11 @@
 //!   (`moved_from`): deleted once the bytes landed (`landing.rs`), or once the moved file is
 //!   removed or replaced, or by the next mount's recovery after a crash. Moved back to that
 //!   name before it landed, that move lands first, in the foreground (the move's own hold on
-//!   the name would otherwise make the new upload wait for itself); so does a file moved there
-//!   when a new file of the old name is moved onto it (that file's upload waits for the name,
-//!   this move for that upload). A landing frees the old name even while an unlink or rename
-//!   holds the file's fate. The files of a folder move
+//!   the name would otherwise make the new upload wait for itself). A new file of the old
+//!   name, its upload waiting for that name, can still be moved (onto the moved file, too):
+//!   a re-target takes the upload gate from an upload that only waits for its name
+//!   (`write/file.rs`). A landing frees the old name even while an unlink or rename holds the
+//!   file's fate. The files of a folder move
 //!   are moved in the foreground: the old folder's delete must come after them.
 //! - Onto an existing file: the upload overwrites it (`overwrite` with the target as base), so a
 //!   reader never finds the name missing: the editors' save (write a temp file, rename it over)
@@ -224,15 +225,6 @@ impl VagonFs {
             .as_ref()
             .and_then(|d| d.ino)
             .filter(|d| Some(*d) != src.ino);
-        // The replaced file was moved here from the source's own name and has not landed: that
-        // move holds the name until the object it left there is deleted, after the landing.
-        // The source's upload waits for the name, and this move for that upload: so the
-        // replaced file lands first (foreground; rare), before its fate is held, which would
-        // stop its upload.
-        if let Some(d) = dino {
-            let source = self.file_target(from.ino, from.loc, src_name)?;
-            self.land_if_moved_from(d, &source).await?;
-        }
         let replaced_file = dino.and_then(|d| self.hold_fate(d));
         let result = self
             .move_file_held(

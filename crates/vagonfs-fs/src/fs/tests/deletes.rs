@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::ApiError;
@@ -506,4 +507,48 @@ fn a_folder_made_here_and_removed_is_deleted_after_a_crash() {
         assert!(fs.wait_uploads().await.failed.is_empty());
         assert!(tree(&api).is_empty(), "{:?}", tree(&api));
     });
+}
+
+/// `rm a; echo new > a; mv a b` while the server has not deleted the old `a` yet (its delete
+/// held: slow, or an outage retried): the new `a`'s upload waits for the name `a` until that
+/// delete lands, and the move must not wait with it (it only re-targets a file never
+/// uploaded). The upload that waited goes to `b` at once (nothing holds that name).
+#[tokio::test]
+async fn a_move_does_not_wait_for_an_upload_waiting_for_its_name() {
+    let (api, _cache, fs) = setup();
+    api.inner().add_file(Space::Shared, None, "a", b"old");
+    walk(&fs, "a").await.expect("a");
+    api.hold(ApiMethod::Delete, None);
+    unlink(&fs, ROOT_INO, "a").await;
+    let (a, closed) = put(&fs, ROOT_INO, "a", b"new").await;
+    closed.expect("close");
+    // The upload of the new `a` starts (as the engine's or an fsync's) and waits for the name.
+    let fs2 = Arc::clone(&fs);
+    let upload = tokio::spawn(async move { fs2.upload_ino(a).await });
+    let file = fs.spooled_file(a).expect("spooled");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !file.is_uploading() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the upload started");
+    drop(file);
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        fs.rename(ROOT_INO, OsStr::new("a"), ROOT_INO, OsStr::new("b"), 0),
+    )
+    .await
+    .expect("the move waited for the old a's delete")
+    .expect("mv a b");
+    assert_eq!(read_path(&fs, "b").await, b"new");
+    api.unhold(ApiMethod::Delete);
+    tokio::time::timeout(Duration::from_secs(10), upload)
+        .await
+        .expect("the upload ended")
+        .expect("join")
+        .expect("upload");
+    let report = fs.wait_uploads().await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(tree(&api), files(&[("b", Some(b"new"))]));
 }

@@ -284,7 +284,10 @@ async fn a_file_moved_back_before_its_upload_lands_first() {
 /// is in flight (`in_flight`) or waits for its next try. The second move replaces b, and its
 /// hold on b's fate must not stop b's landing from freeing `a`: else the new a's upload waits
 /// for b, the move for the new a's upload, and b for the move (found by the model test: a
-/// hang). b lands first; the new a ends as b, and nothing else is left.
+/// hang). Nor may the move wait for the new a's upload while that only waits for its name (a
+/// re-target takes the upload gate from it). b in flight lands first; b not sent yet is
+/// replaced, and the object it was moved from goes with it; either way the new a ends as b,
+/// and nothing else is left.
 async fn new_file_moved_onto_the_file_moved_from_its_name(in_flight: bool) {
     let api = server();
     let cache = tempfile::tempdir().expect("tempdir");

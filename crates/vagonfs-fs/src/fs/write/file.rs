@@ -12,7 +12,10 @@
 //!   one upload, and the second finds the file clean; under the gate, the upload also holds its
 //!   remote name (`name_hold.rs`) from its look at the server to its end, so recovery of an
 //!   earlier run's spool for the same name cannot run beside it. These two are the only locks
-//!   held across `.await`, always taken in that order;
+//!   held across `.await`, always taken in that order. An upload that holds the gate only to
+//!   wait for its name gives the gate up when a re-target (a rename) asks for it, then waits
+//!   for the name the file has after it: a rename never waits on a name held by a delete
+//!   (retried forever through an outage) or by a hold that waits for the rename;
 //! - record writes can be issued from several tasks; each carries a sequence number and an
 //!   older one never overwrites a newer one (nor resurrects a removed record).
 //!
@@ -92,6 +95,9 @@ pub struct SpooledFile {
     meta: Mutex<Meta>,
     journal_io: Arc<Mutex<JournalIo>>,
     upload_gate: tokio::sync::Mutex<()>,
+    /// A re-target waits for the upload gate: an upload still waiting for its name lets go of
+    /// the gate when told here, and waits again after (for the name the file has then).
+    regate: tokio::sync::Notify,
     /// Serializes appends (length read + write) across handles.
     append_gate: tokio::sync::Mutex<()>,
     removed: AtomicBool,
@@ -193,6 +199,7 @@ impl SpooledFile {
             }),
             journal_io: Arc::new(Mutex::new(JournalIo::default())),
             upload_gate: tokio::sync::Mutex::new(()),
+            regate: tokio::sync::Notify::new(),
             append_gate: tokio::sync::Mutex::new(()),
             removed: AtomicBool::new(false),
         }))
@@ -286,6 +293,21 @@ impl SpooledFile {
     /// rename of the name waits here instead of racing the upload).
     pub async fn wait_idle(&self) {
         drop(self.upload_gate.lock().await);
+    }
+
+    /// The upload gate, for a change of the file's target: an upload that holds it only to
+    /// wait for its name (held by a delete of an earlier file of that name, or by a move that
+    /// has not landed) is told to give it up, so the change never waits on that name (a move
+    /// would hang behind an unrelated delete retried through an outage, or behind a hold that
+    /// waits for this very move).
+    async fn take_gate_for_retarget(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        if let Ok(gate) = self.upload_gate.try_lock() {
+            return gate;
+        }
+        // A permit stored for an upload that is sending (not waiting for its name) costs the
+        // next upload one more turn of its loop, nothing else.
+        self.regate.notify_one();
+        self.upload_gate.lock().await
     }
 
     /// Whether an upload of this file is running now.
@@ -386,8 +408,9 @@ impl SpooledFile {
         self.spool.ensure_filled().await?;
         // Ordered after an upload that started since the caller's `wait_idle` (the engine's
         // worker may start one at any await): it lands under the old name and its bookkeeping
-        // reads the old target; the next upload goes to the new one. Never both at once.
-        let _gate = self.upload_gate.lock().await;
+        // reads the old target; the next upload goes to the new one. Never both at once. One
+        // still waiting for its name gives the gate up (it has sent nothing).
+        let _gate = self.take_gate_for_retarget().await;
         let previous = self.point_at(target, base, space);
         self.note_mutation(false).await?;
         Ok(previous)
@@ -404,7 +427,7 @@ impl SpooledFile {
         moved_base: Option<RemoteBase>,
     ) -> WriteResult<Option<RemoteBase>> {
         let space = JournalSpace::from_space(target.space)?;
-        let _gate = self.upload_gate.lock().await;
+        let _gate = self.take_gate_for_retarget().await;
         {
             let m = self.meta();
             if m.base != moved_base && !m.discarded {
@@ -472,7 +495,26 @@ impl SpooledFile {
         if !self.is_dirty() {
             return Ok(None);
         }
-        let _gate = self.upload_gate.lock().await;
+        // The gate, then the name: no other upload of this name (recovery of an earlier run's
+        // spool) runs between the look at the server below and this upload's end. While it
+        // only waits for the name, a re-target may take the gate (`take_gate_for_retarget`):
+        // then the name the file has after it is waited for.
+        let (_gate, _name) = loop {
+            let gate = self.upload_gate.lock().await;
+            let (space, parent_id, name) = {
+                let m = self.meta();
+                if !m.dirty || m.discarded {
+                    // Another handle's flush uploaded it while this one waited.
+                    return Ok(None);
+                }
+                (m.target.space, m.target.parent_id, m.target.name.clone())
+            };
+            tokio::select! {
+                biased;
+                hold = uploader.hold_name(space, parent_id, &name) => break (gate, hold),
+                () = self.regate.notified() => drop(gate),
+            }
+        };
         // Registered only once the gate is ours: a flush waiting behind this file's running
         // upload (a second handle, `flush_all` at unmount) must not list the file twice.
         let ticket = uploader
@@ -481,7 +523,6 @@ impl SpooledFile {
         let (mut target, mut generation, mut source, base, earlier) = {
             let mut m = self.meta();
             if !m.dirty || m.discarded {
-                // Another handle's flush uploaded it while this one waited.
                 return Ok(None);
             }
             let generation = self.spool.generation();
@@ -500,11 +541,6 @@ impl SpooledFile {
             (target, generation, source, m.base, earlier)
         };
         let own_name = target.name.clone();
-        // No other upload of this name (recovery of an earlier run's spool) runs between the
-        // look at the server below and this upload's end.
-        let _name = uploader
-            .hold_name(target.space, target.parent_id, &target.name)
-            .await;
         let api = Arc::clone(uploader.api());
         // Conflict names used so far, and passes through the loop below (bounded).
         let mut conflicts = 0u32;
