@@ -8,7 +8,8 @@
 //!   ([`VagonFs::shows_upload`]), and never dropped while someone else holds it (an open in
 //!   progress, a rename): until then it is the only way to the file's bytes;
 //! - an unlink or a rename onto a file holds its fate ([`VagonFs::hold_fate`]): no new upload
-//!   starts, its spool stays; a failed operation gives back its name and pending changes and
+//!   starts (one that only waited for its name stops: `SpooledFile::hold_back`; one sending is
+//!   waited for), its spool stays; a failed operation gives back its name and pending changes and
 //!   runs the bookkeeping an upload skipped meanwhile ([`VagonFs::keep_fate`]);
 //! - an upload that went to a conflict copy moves the inode to the copy's name; one that landed
 //!   a file a rename re-targeted (the engine may send it before the rename moved the inode)
@@ -44,6 +45,7 @@ impl VagonFs {
         lock(&self.files).get_mut(&ino).map(|f| {
             f.unlinked = true;
             f.deciding = true;
+            f.file.hold_back(true);
             Arc::clone(&f.file)
         })
     }
@@ -54,6 +56,7 @@ impl VagonFs {
         let file = lock(&self.files).get_mut(&ino).map(|f| {
             f.unlinked = false;
             f.deciding = false;
+            f.file.hold_back(false);
             Arc::clone(&f.file)
         });
         // An upload of it that landed while it was held skipped its bookkeeping (it looked

@@ -763,6 +763,7 @@ impl VagonFs {
         let replaced = lock(&self.files).get_mut(&dino).map(|f| {
             f.unlinked = true;
             f.deciding = false;
+            f.file.hold_back(true);
             (Arc::clone(&f.file), f.old_name.take())
         });
         let replaced = replaced.map(|(f, old_name)| {

@@ -13,7 +13,7 @@ use crate::api::ApiError;
 use crate::api::faulty::{ApiMethod, Fault};
 use crate::fs::*;
 
-use super::core::server;
+use super::core::{Server, server};
 use super::driver::{list, put, read_path, walk};
 use super::new_folders::{mount, runtime, setup, tree};
 
@@ -509,21 +509,22 @@ fn a_folder_made_here_and_removed_is_deleted_after_a_crash() {
     });
 }
 
-/// `rm a; echo new > a; mv a b` while the server has not deleted the old `a` yet (its delete
-/// held: slow, or an outage retried): the new `a`'s upload waits for the name `a` until that
-/// delete lands, and the move must not wait with it (it only re-targets a file never
-/// uploaded). The upload that waited goes to `b` at once (nothing holds that name).
-#[tokio::test]
-async fn a_move_does_not_wait_for_an_upload_waiting_for_its_name() {
-    let (api, _cache, fs) = setup();
+/// `rm a; echo new > a`, the old `a`'s delete held (slow, or retried through an outage), and
+/// the new `a`'s upload started: it waits for the name `a` until that delete lands. Returns the
+/// new `a`'s inode and the upload's task.
+async fn new_file_waiting_for_its_name(
+    api: &Server,
+    fs: &Arc<VagonFs>,
+) -> (u64, tokio::task::JoinHandle<FsResult<()>>) {
     api.inner().add_file(Space::Shared, None, "a", b"old");
-    walk(&fs, "a").await.expect("a");
+    fs.dirs.invalidate_all();
+    walk(fs, "a").await.expect("a");
     api.hold(ApiMethod::Delete, None);
-    unlink(&fs, ROOT_INO, "a").await;
-    let (a, closed) = put(&fs, ROOT_INO, "a", b"new").await;
+    unlink(fs, ROOT_INO, "a").await;
+    let (a, closed) = put(fs, ROOT_INO, "a", b"new").await;
     closed.expect("close");
     // The upload of the new `a` starts (as the engine's or an fsync's) and waits for the name.
-    let fs2 = Arc::clone(&fs);
+    let fs2 = Arc::clone(fs);
     let upload = tokio::spawn(async move { fs2.upload_ino(a).await });
     let file = fs.spooled_file(a).expect("spooled");
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -533,15 +534,17 @@ async fn a_move_does_not_wait_for_an_upload_waiting_for_its_name() {
     })
     .await
     .expect("the upload started");
-    drop(file);
-    tokio::time::timeout(
-        Duration::from_secs(2),
-        fs.rename(ROOT_INO, OsStr::new("a"), ROOT_INO, OsStr::new("b"), 0),
-    )
-    .await
-    .expect("the move waited for the old a's delete")
-    .expect("mv a b");
-    assert_eq!(read_path(&fs, "b").await, b"new");
+    (a, upload)
+}
+
+/// Once the held delete is let go: the upload task ended, nothing failed, and the server holds
+/// `expected`.
+async fn after_the_delete(
+    api: &Server,
+    fs: &VagonFs,
+    upload: tokio::task::JoinHandle<FsResult<()>>,
+    expected: &[(&str, Option<&[u8]>)],
+) {
     api.unhold(ApiMethod::Delete);
     tokio::time::timeout(Duration::from_secs(10), upload)
         .await
@@ -550,5 +553,53 @@ async fn a_move_does_not_wait_for_an_upload_waiting_for_its_name() {
         .expect("upload");
     let report = fs.wait_uploads().await;
     assert!(report.failed.is_empty(), "{report:?}");
-    assert_eq!(tree(&api), files(&[("b", Some(b"new"))]));
+    assert_eq!(tree(api), files(expected));
+}
+
+/// `rm a; echo new > a; mv a b` while the server has not deleted the old `a` yet: the move
+/// must not wait for the new `a`'s upload, which waits for the name `a` (it only re-targets a
+/// file never uploaded). The upload that waited goes to `b` at once (nothing holds that name).
+#[tokio::test]
+async fn a_move_does_not_wait_for_an_upload_waiting_for_its_name() {
+    let (api, _cache, fs) = setup();
+    let (_, upload) = new_file_waiting_for_its_name(&api, &fs).await;
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        fs.rename(ROOT_INO, OsStr::new("a"), ROOT_INO, OsStr::new("b"), 0),
+    )
+    .await
+    .expect("the move waited for the old a's delete")
+    .expect("mv a b");
+    assert_eq!(read_path(&fs, "b").await, b"new");
+    after_the_delete(&api, &fs, upload, &[("b", Some(b"new"))]).await;
+}
+
+/// The same new `a`, removed again (`rm a`), or replaced by a move onto it (`mv c a`): neither
+/// waits for its upload, which waits for the name and has sent nothing; that upload then stops.
+#[tokio::test]
+async fn a_file_waiting_for_its_name_is_removed_or_replaced_at_once() {
+    for replace in [false, true] {
+        let (api, _cache, fs) = setup();
+        api.inner().add_file(Space::Shared, None, "c", b"c");
+        walk(&fs, "c").await.expect("c");
+        let (_, upload) = new_file_waiting_for_its_name(&api, &fs).await;
+        let expected: &[(&str, Option<&[u8]>)] = if replace {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                fs.rename(ROOT_INO, OsStr::new("c"), ROOT_INO, OsStr::new("a"), 0),
+            )
+            .await
+            .expect("the move waited for the old a's delete")
+            .expect("mv c a");
+            assert_eq!(read_path(&fs, "a").await, b"c");
+            &[("a", Some(b"c"))]
+        } else {
+            tokio::time::timeout(Duration::from_secs(2), fs.unlink(ROOT_INO, OsStr::new("a")))
+                .await
+                .expect("rm waited for the old a's delete")
+                .expect("rm a");
+            &[("c", Some(b"c"))]
+        };
+        after_the_delete(&api, &fs, upload, expected).await;
+    }
 }

@@ -98,6 +98,9 @@ pub struct SpooledFile {
     /// A re-target waits for the upload gate: an upload still waiting for its name lets go of
     /// the gate when told here, and waits again after (for the name the file has then).
     regate: tokio::sync::Notify,
+    /// An unlink of the file or a rename onto it is deciding its fate: no upload starts (one
+    /// sending goes on; the deciding operation waits for it).
+    held_back: AtomicBool,
     /// Serializes appends (length read + write) across handles.
     append_gate: tokio::sync::Mutex<()>,
     removed: AtomicBool,
@@ -200,6 +203,7 @@ impl SpooledFile {
             journal_io: Arc::new(Mutex::new(JournalIo::default())),
             upload_gate: tokio::sync::Mutex::new(()),
             regate: tokio::sync::Notify::new(),
+            held_back: AtomicBool::new(false),
             append_gate: tokio::sync::Mutex::new(()),
             removed: AtomicBool::new(false),
         }))
@@ -289,18 +293,26 @@ impl SpooledFile {
         Ok(n)
     }
 
-    /// Wait until no upload of this file is running (the per-file upload order: an unlink or a
-    /// rename of the name waits here instead of racing the upload).
+    /// Wait until no upload of this file is sending (the per-file upload order: an unlink or a
+    /// rename of the name waits here instead of racing the upload). One that only waits for its
+    /// name gives the gate up ([`Self::take_gate`]) and waits again after (or stops, when
+    /// [`Self::hold_back`] says so).
     pub async fn wait_idle(&self) {
-        drop(self.upload_gate.lock().await);
+        drop(self.take_gate().await);
     }
 
-    /// The upload gate, for a change of the file's target: an upload that holds it only to
-    /// wait for its name (held by a delete of an earlier file of that name, or by a move that
-    /// has not landed) is told to give it up, so the change never waits on that name (a move
-    /// would hang behind an unrelated delete retried through an outage, or behind a hold that
-    /// waits for this very move).
-    async fn take_gate_for_retarget(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    /// An unlink of the file or a rename onto it is deciding its fate (`true`): no upload
+    /// starts until it is given back (`false`).
+    pub fn hold_back(&self, held: bool) {
+        self.held_back.store(held, Ordering::SeqCst);
+    }
+
+    /// The upload gate, for a change of the file's target or fate: an upload that holds it
+    /// only to wait for its name (held by a delete of an earlier file of that name, or by a
+    /// move that has not landed) is told to give it up, so the change never waits on that name
+    /// (a move or an unlink would hang behind an unrelated delete retried through an outage,
+    /// or behind a hold that waits for this very move).
+    async fn take_gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
         if let Ok(gate) = self.upload_gate.try_lock() {
             return gate;
         }
@@ -410,7 +422,7 @@ impl SpooledFile {
         // worker may start one at any await): it lands under the old name and its bookkeeping
         // reads the old target; the next upload goes to the new one. Never both at once. One
         // still waiting for its name gives the gate up (it has sent nothing).
-        let _gate = self.take_gate_for_retarget().await;
+        let _gate = self.take_gate().await;
         let previous = self.point_at(target, base, space);
         self.note_mutation(false).await?;
         Ok(previous)
@@ -427,7 +439,7 @@ impl SpooledFile {
         moved_base: Option<RemoteBase>,
     ) -> WriteResult<Option<RemoteBase>> {
         let space = JournalSpace::from_space(target.space)?;
-        let _gate = self.take_gate_for_retarget().await;
+        let _gate = self.take_gate().await;
         {
             let m = self.meta();
             if m.base != moved_base && !m.discarded {
@@ -497,14 +509,15 @@ impl SpooledFile {
         }
         // The gate, then the name: no other upload of this name (recovery of an earlier run's
         // spool) runs between the look at the server below and this upload's end. While it
-        // only waits for the name, a re-target may take the gate (`take_gate_for_retarget`):
-        // then the name the file has after it is waited for.
+        // only waits for the name, a re-target, an unlink or a rename onto the file may take
+        // the gate (`take_gate`): then the name the file has after it is waited for.
         let (_gate, _name) = loop {
             let gate = self.upload_gate.lock().await;
             let (space, parent_id, name) = {
                 let m = self.meta();
-                if !m.dirty || m.discarded {
-                    // Another handle's flush uploaded it while this one waited.
+                // Another handle's flush uploaded it while this one waited; or an unlink or a
+                // rename onto it is deciding (it uploads again if the file keeps its name).
+                if !m.dirty || m.discarded || self.held_back.load(Ordering::SeqCst) {
                     return Ok(None);
                 }
                 (m.target.space, m.target.parent_id, m.target.name.clone())
