@@ -13,9 +13,10 @@
 //!   remote name (`name_hold.rs`) from its look at the server to its end, so recovery of an
 //!   earlier run's spool for the same name cannot run beside it. These two are the only locks
 //!   held across `.await`, always taken in that order. An upload that holds the gate only to
-//!   wait for its name gives the gate up when a re-target (a rename) asks for it, then waits
-//!   for the name the file has after it: a rename never waits on a name held by a delete
-//!   (retried forever through an outage) or by a hold that waits for the rename;
+//!   wait for its name gives the gate up when a re-target (a rename), an unlink or a rename
+//!   onto the file asks for it (`take_gate`), then waits for the name the file has after it,
+//!   or stops while its fate is held (`hold_back`): none of them waits on a name held by a
+//!   delete (retried forever through an outage) or by a hold that waits for them;
 //! - record writes can be issued from several tasks; each carries a sequence number and an
 //!   older one never overwrites a newer one (nor resurrects a removed record).
 //!
