@@ -61,10 +61,32 @@ use super::write::{ApiRemote, MovedFrom, NameHold, SpooledFile, Uploaded};
 use super::{FsError, FsResult, NodeKind, VagonFs, lock};
 
 /// A folder of a move: its location and, when the table has one, its inode.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct DirRef {
     ino: Option<u64>,
     loc: Loc,
+    /// The folder's path as the user named it, when the table's path of `ino` is not it: in a
+    /// folder move, the old and the new folder share the moving folder's inode.
+    path: Option<Arc<str>>,
+}
+
+impl VagonFs {
+    /// `name` in `dir` as logs and messages show it.
+    fn shown_in(&self, dir: &DirRef, name: &OsStr) -> String {
+        match &dir.path {
+            Some(path) => format!("{path}/{}", name.to_string_lossy()),
+            None => self.display_path(dir.ino, name),
+        }
+    }
+
+    /// Where `name` in `dir` is on the server (see [`VagonFs::file_target`]).
+    fn place_in(&self, dir: &DirRef, name: &OsStr) -> FsResult<super::write::FileTarget> {
+        let mut target = self.file_target(dir.ino, dir.loc, name)?;
+        if dir.path.is_some() {
+            target.display_path = self.shown_in(dir, name);
+        }
+        Ok(target)
+    }
 }
 
 impl VagonFs {
@@ -130,10 +152,12 @@ impl VagonFs {
         let from = DirRef {
             ino: Some(parent),
             loc: src_dir.loc,
+            path: None,
         };
         let to = DirRef {
             ino: Some(newparent),
             loc: dst_dir.loc,
+            path: None,
         };
         match src.kind {
             NodeKind::File => {
@@ -217,7 +241,7 @@ impl VagonFs {
         dst: Option<Child>,
         later: bool,
     ) -> FsResult<()> {
-        let target = self.file_target(to.ino, to.loc, dst_name)?;
+        let target = self.place_in(&to, dst_name)?;
         // The replaced file's own upload goes first (per-name order): no new one starts, one in
         // flight is waited for, and what it landed is what this move replaces. Its spool stays
         // until the move is decided: a failed move leaves it its name and pending changes.
@@ -300,7 +324,7 @@ impl VagonFs {
             }
         };
         // The source's own place (a temporary spool below is made for the new name already).
-        let source_place = self.file_target(from.ino, from.loc, src_name)?;
+        let source_place = self.place_in(&from, src_name)?;
         // A file only on the server: its record names the object left under the old name, so
         // that a crash before that object's delete does not forget it. With write-back, a
         // top-level move answers once the bytes are in that journaled spool, the old name held.
@@ -625,11 +649,13 @@ impl VagonFs {
             let inner_from = DirRef {
                 ino: src.ino,
                 loc: src.loc,
+                path: Some(self.shown_in(&from, src_name).into()),
             };
             // Children keep pointing at the folder's inode, which moves to the new folder below.
             let inner_to = DirRef {
                 ino: src.ino,
                 loc: new_loc,
+                path: Some(self.shown_in(&to, dst_name).into()),
             };
             let moved = AtomicUsize::new(0);
             let children = async {
@@ -640,6 +666,7 @@ impl VagonFs {
                 let mut moves = futures::stream::iter(entries)
                     .map(|(name, child)| {
                         let (failed, moved) = (&failed, &moved);
+                        let (inner_from, inner_to) = (inner_from.clone(), inner_to.clone());
                         async move {
                             if failed.load(Ordering::Relaxed) {
                                 return Ok(());
@@ -685,7 +712,7 @@ impl VagonFs {
             };
             let moved_all = children.await;
             let gone = match moved_all {
-                Ok(()) => self.delete_moved_folder(from, src_name, src.loc).await,
+                Ok(()) => self.delete_moved_folder(&from, src_name, src.loc).await,
                 Err(e) => Err(e),
             };
             let gone = match gone {
@@ -737,17 +764,17 @@ impl VagonFs {
     /// write-back in the background (`deletes.rs`: the same listing, after the deletes of the
     /// folders moved out of it), its name held until then. `Ok(false)`: kept, with what it
     /// holds (logged); it shows again.
-    async fn delete_moved_folder(&self, from: DirRef, name: &OsStr, old: Loc) -> FsResult<bool> {
+    async fn delete_moved_folder(&self, from: &DirRef, name: &OsStr, old: Loc) -> FsResult<bool> {
         let Loc::Remote { id, .. } = old else {
             return Err(FsError::ReadOnly);
         };
-        if self.delete_moved_later(old, &self.file_target(from.ino, from.loc, name)?, true) {
+        if self.delete_moved_later(old, &self.place_in(from, name)?, true) {
             return Ok(true);
         }
         let listing = self.dirs.relist(old).await?;
         if !self.shows_nothing(old, &listing) {
             tracing::warn!(
-                folder = %self.display_path(from.ino, name),
+                folder = %self.shown_in(from, name),
                 "moved, but the old folder holds something the move did not move (put there meanwhile, or not shown by the mount): kept with it"
             );
             return Ok(false);

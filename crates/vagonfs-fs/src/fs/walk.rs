@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::dir::Listing;
-use super::inode::Loc;
+use super::inode::{Inode, Loc};
 use super::read::FileVersion;
 use super::{NodeKind, VagonFs, lock};
 
@@ -153,6 +153,18 @@ fn evict_oldest<K: Copy + Eq + std::hash::Hash, V>(
     }
 }
 
+/// The server file an inode shows, as the table knows it (`None` for one not on the server).
+fn version_of(node: &Inode) -> Option<FileVersion> {
+    match node.loc {
+        Loc::Remote { id, .. } => Some(FileVersion {
+            id,
+            size: node.size,
+            mtime: node.mtime,
+        }),
+        _ => None,
+    }
+}
+
 impl VagonFs {
     /// A file at `file` in folder `dir` was opened for reading by process `pid`: if that
     /// continues a walk (or starts one for a process that walks), read the next files ahead.
@@ -176,11 +188,7 @@ impl VagonFs {
                 };
                 match self.inodes.ino_of(&e.seen.loc) {
                     Some(ino) if self.spooled_file(ino).is_some() => None,
-                    Some(ino) => self.inodes.get(ino).map(|node| FileVersion {
-                        id,
-                        size: node.size,
-                        mtime: node.mtime,
-                    }),
+                    Some(ino) => self.inodes.get(ino).and_then(|node| version_of(&node)),
                     None => Some(FileVersion {
                         id,
                         size: e.seen.size,
@@ -217,14 +225,7 @@ impl VagonFs {
             .unwrap_or_default()
             .iter()
             .filter(|(ino, n)| n.kind == NodeKind::File && self.spooled_file(*ino).is_none())
-            .filter_map(|(_, n)| match n.loc {
-                Loc::Remote { id, .. } => Some(FileVersion {
-                    id,
-                    size: n.size,
-                    mtime: n.mtime,
-                }),
-                _ => None,
-            })
+            .filter_map(|(_, n)| version_of(n))
             .collect();
         self.read_ahead(dir, files);
     }
