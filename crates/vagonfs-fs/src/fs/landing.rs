@@ -21,7 +21,10 @@
 //!   folder move taking it for a file only on the server moved its older bytes), found
 //!   through one map of the spooled files per readdir batch (`spooled_by_base`), made only
 //!   when an entry of the batch has no inode yet, or by one scan for a single lookup or a
-//!   write-path child; all through `each_spooled_base`.
+//!   write-path child; all through `each_spooled_base`. So is a listed object that one of the
+//!   file's own uploads overwrote (`SpooledFile::replaced`), where the file still has that name:
+//!   a listing fetched before that upload landed, read when no bookkeeping bound the inode to
+//!   it, shows the file, never a second inode whose bytes are gone.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -34,8 +37,17 @@ use super::ops_write::folder_target;
 use super::write::{SpooledFile, Uploaded};
 use super::{FsError, FsResult, VagonFs, lock};
 
-/// Spooled files' inodes by the remote object each one replaces: [`VagonFs::spooled_by_base`].
-pub(crate) type SpooledByBase = HashMap<(Space, u64), u64>;
+/// Spooled files' inodes by the remote object each one replaces (`true`), or one of its
+/// uploads already overwrote (`false`): [`VagonFs::spooled_by_base`].
+pub(crate) type SpooledByBase = HashMap<(Space, u64), (u64, bool)>;
+
+/// Of two spooled files an object may be, the one that replaces it now, then the lowest inode.
+fn better(best: Option<(u64, bool)>, found: (u64, bool)) -> (u64, bool) {
+    match best {
+        Some(b) if (!b.1, b.0) <= (!found.1, found.0) => b,
+        _ => found,
+    }
+}
 
 impl VagonFs {
     /// An unlink of `ino`, or a rename onto it, starts: no new upload of it starts (one in
@@ -185,7 +197,19 @@ impl VagonFs {
         count_lookup: bool,
         spooled: Option<&OnceCell<SpooledByBase>>,
     ) -> super::inode::Inode {
-        self.bind_listed(seen, spooled);
+        if let Some(ino) = self.bind_listed(seen, name, parent.1, spooled)
+            && self.inodes.get(ino).is_some_and(|n| n.loc != seen.loc)
+        {
+            // An object the file's own upload overwrote, listed before that landed: the file.
+            let node = if count_lookup {
+                self.inodes.add_lookup(ino)
+            } else {
+                self.inodes.get(ino)
+            };
+            if let Some(node) = node {
+                return node;
+            }
+        }
         self.inodes.upsert(seen, name, parent, count_lookup)
     }
 
@@ -195,9 +219,16 @@ impl VagonFs {
     /// listed a file between its upload's `complete` and that bookkeeping took it for a file
     /// only on the server, moved its landed (older) bytes, and left the newer ones to land
     /// under the old folder (found by the model test).
+    ///
+    /// A listed object that a spooled file's upload overwrote (`name` in folder `parent`, a
+    /// listing fetched before that upload landed) is that file too, where it still has that
+    /// name: its inode is returned, left bound to what it is now (a folder move that listed it
+    /// in that window took it for a file only on the server and failed on its download).
     pub(crate) fn bind_listed(
         &self,
         seen: &super::inode::Seen,
+        name: &std::ffi::OsStr,
+        parent: Loc,
         spooled: Option<&OnceCell<SpooledByBase>>,
     ) -> Option<u64> {
         if let Some(ino) = self.inodes.ino_of(&seen.loc) {
@@ -215,17 +246,21 @@ impl VagonFs {
                 .get(&(space, id))
                 .copied(),
             None => {
-                let mut lowest: Option<u64> = None;
-                self.each_spooled_base(|base, ino| {
+                let mut best = None;
+                self.each_spooled_base(|base, found| {
                     if base == (space, id) {
-                        lowest = Some(lowest.map_or(ino, |l| l.min(ino)));
+                        best = Some(better(best, found));
                     }
                 });
-                lowest
+                best
             }
         };
-        let ino = own?;
+        let (ino, current) = own?;
         let node = self.inodes.get(ino)?;
+        if !current {
+            let named = node.name.as_deref() == Some(name);
+            return (named && node.parent.map(|(_, at)| at) == Some(parent)).then_some(ino);
+        }
         if node.loc != seen.loc {
             self.bind_landed(ino, node.loc, seen.loc);
         }
@@ -236,22 +271,28 @@ impl VagonFs {
     /// replaces, `(space, id)`; the lowest inode when two replace the same object.
     pub(crate) fn spooled_by_base(&self) -> SpooledByBase {
         let mut map = SpooledByBase::new();
-        self.each_spooled_base(|base, ino| {
+        self.each_spooled_base(|base, found| {
             map.entry(base)
-                .and_modify(|v| *v = (*v).min(ino))
-                .or_insert(ino);
+                .and_modify(|v| *v = better(Some(*v), found))
+                .or_insert(found);
         });
         map
     }
 
-    /// `visit((space, id), inode)` for each spooled file (not unlinked) that replaces a remote
-    /// object, under the `files` lock: the one rule of which upload a listed object may be.
-    fn each_spooled_base(&self, mut visit: impl FnMut((Space, u64), u64)) {
+    /// `visit((space, id), (inode, true))` for each spooled file (not unlinked) that replaces a
+    /// remote object, and `(inode, false)` for each object its uploads overwrote, under the
+    /// `files` lock: the one rule of which upload a listed object may be.
+    fn each_spooled_base(&self, mut visit: impl FnMut((Space, u64), (u64, bool))) {
         for (ino, f) in lock(&self.files).iter() {
-            if !f.unlinked
-                && let Some(base) = f.file.base()
-            {
-                visit((f.file.space(), base.id), *ino);
+            if f.unlinked {
+                continue;
+            }
+            let space = f.file.space();
+            if let Some(base) = f.file.base() {
+                visit((space, base.id), (*ino, true));
+            }
+            for id in f.file.replaced() {
+                visit((space, id), (*ino, false));
             }
         }
     }

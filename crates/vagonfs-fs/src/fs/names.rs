@@ -193,10 +193,14 @@ impl VagonFs {
 
     /// [`VagonFs::resolve`] as facts for the write path.
     pub(crate) async fn child(&self, dir: &Inode, name: &OsStr) -> FsResult<Option<Child>> {
-        Ok(self.resolve(dir, name).await?.map(|r| self.child_of(&r)))
+        Ok(self
+            .resolve(dir, name)
+            .await?
+            .map(|r| self.child_of(dir.loc, &r)))
     }
 
-    pub(crate) fn child_of(&self, r: &Resolved) -> Child {
+    /// `r`, found in folder `dir`, as the write path sees it.
+    pub(crate) fn child_of(&self, dir: Loc, r: &Resolved) -> Child {
         match r {
             Resolved::Node(n) => Child {
                 ino: Some(n.ino),
@@ -208,7 +212,7 @@ impl VagonFs {
             },
             Resolved::Listed(e) => Child {
                 ino: self
-                    .bind_listed(&e.seen, None)
+                    .bind_listed(&e.seen, &e.name, dir, None)
                     .filter(|i| self.inodes.get(*i).is_some_and(|n| n.kind == e.seen.kind)),
                 loc: e.seen.loc,
                 kind: e.seen.kind,
@@ -252,12 +256,15 @@ impl VagonFs {
         let mut out = Vec::with_capacity(listing.entries.len() + local.len());
         for e in &listing.entries {
             if !shadowed.contains(&e.name) && !self.overlay.is_gone(&e.seen.loc) {
-                out.push((e.name.clone(), self.child_of(&Resolved::Listed(e.clone()))));
+                out.push((
+                    e.name.clone(),
+                    self.child_of(loc, &Resolved::Listed(e.clone())),
+                ));
             }
         }
         for (name, ino) in local {
             if let Some(node) = self.inodes.get(ino) {
-                out.push((name, self.child_of(&Resolved::Node(node))));
+                out.push((name, self.child_of(loc, &Resolved::Node(node))));
             }
         }
         Ok(out)

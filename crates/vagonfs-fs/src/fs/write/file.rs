@@ -81,7 +81,13 @@ struct Meta {
     conflict_copy: bool,
     /// A move's source, to delete once this file landed (kept in the record).
     moved_from: Option<MovedFrom>,
+    /// Objects this file's own uploads overwrote, latest last (at most [`REPLACED_KEPT`]): a
+    /// listing fetched before such an upload landed still shows them, as this file.
+    replaced: Vec<u64>,
 }
+
+/// Overwritten objects a [`SpooledFile`] remembers.
+const REPLACED_KEPT: usize = 4;
 
 /// The sequence of the last record change applied on disk.
 #[derive(Debug, Default)]
@@ -200,6 +206,7 @@ impl SpooledFile {
                 changed_at: std::time::Instant::now(),
                 conflict_copy: false,
                 moved_from: None,
+                replaced: Vec::new(),
             }),
             journal_io: Arc::new(Mutex::new(JournalIo::default())),
             upload_gate: tokio::sync::Mutex::new(()),
@@ -255,6 +262,12 @@ impl SpooledFile {
     /// The remote file the next upload replaces (after an upload: the uploaded file).
     pub fn base(&self) -> Option<RemoteBase> {
         self.meta().base
+    }
+
+    /// Objects this file's uploads overwrote, latest last (a few): an older listing may still
+    /// show one of them under the file's name (see `landing.rs`).
+    pub fn replaced(&self) -> Vec<u64> {
+        self.meta().replaced.clone()
     }
 
     /// Bumped by every write and `set_len`.
@@ -639,6 +652,14 @@ impl SpooledFile {
         }
         let op = {
             let mut m = self.meta();
+            if target.overwrite {
+                let gone = base.map(|b| b.id).into_iter().chain(earlier);
+                for id in gone.filter(|id| *id != done.id) {
+                    m.replaced.push(id);
+                }
+                let over = m.replaced.len().saturating_sub(REPLACED_KEPT);
+                m.replaced.drain(..over);
+            }
             m.base = Some(RemoteBase {
                 id: done.id,
                 size: source.len(),
