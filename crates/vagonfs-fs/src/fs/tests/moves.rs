@@ -21,16 +21,39 @@ use super::new_folders::tree;
 const TRANSFERS: usize = 3;
 
 fn mount(api: &Arc<Server>, cache: &std::path::Path, sync_close: bool) -> Arc<VagonFs> {
+    mount_with(
+        api,
+        cache,
+        WriteBack {
+            transfers: TRANSFERS,
+            sync_close,
+            ..WriteBack::default()
+        },
+    )
+}
+
+/// The shared storage mounted with spools under `cache` and write-back options `write_back`.
+fn mount_with(api: &Arc<Server>, cache: &std::path::Path, write_back: WriteBack) -> Arc<VagonFs> {
     let mut cfg = config(cache, 1);
-    cfg.write_back = WriteBack {
-        transfers: TRANSFERS,
-        sync_close,
-        ..WriteBack::default()
-    };
+    cfg.write_back = write_back;
     VagonFs::new(
         Arc::clone(api) as Arc<dyn FilesApi>,
         RootSpec::Space(Space::Shared),
         cfg,
+    )
+}
+
+/// [`mount`] whose engine sends a new file only after an hour: the test drives those uploads
+/// (a file with a server copy still goes up at once after its close).
+fn mount_hand_driven(api: &Arc<Server>, cache: &std::path::Path) -> Arc<VagonFs> {
+    mount_with(
+        api,
+        cache,
+        WriteBack {
+            transfers: TRANSFERS,
+            upload_delay: Duration::from_secs(3600),
+            ..WriteBack::default()
+        },
     )
 }
 
@@ -291,16 +314,14 @@ async fn a_file_moved_back_before_its_upload_lands_first() {
 async fn new_file_moved_onto_the_file_moved_from_its_name(in_flight: bool) {
     let api = server();
     let cache = tempfile::tempdir().expect("tempdir");
-    let mut cfg = config(cache.path(), 1);
     // The new a's upload starts at its close (and waits for its name).
-    cfg.write_back = WriteBack {
-        upload_delay: Duration::ZERO,
-        ..WriteBack::default()
-    };
-    let fs = VagonFs::new(
-        Arc::clone(&api) as Arc<dyn FilesApi>,
-        RootSpec::Space(Space::Shared),
-        cfg,
+    let fs = mount_with(
+        &api,
+        cache.path(),
+        WriteBack {
+            upload_delay: Duration::ZERO,
+            ..WriteBack::default()
+        },
     );
     api.inner().add_file(Space::Shared, None, "a", b"A");
     walk(&fs, "a").await.expect("a");
@@ -381,18 +402,7 @@ async fn a_moved_file_carried_by_a_folder_move_still_deletes_its_old_copy() {
     )
     .await
     .expect("the engine tried");
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        fs.rename(ROOT_INO, OsStr::new("e"), ROOT_INO, OsStr::new("d"), 0),
-    )
-    .await
-    .expect("the folder move hung")
-    .expect("mv e d");
-    let report = fs.wait_uploads().await;
-    assert!(report.failed.is_empty(), "{report:?}");
-    let mut expected = only(&[("d/a", b"A")]);
-    expected.insert("d".to_string(), None);
-    assert_eq!(tree(&api), expected);
+    move_e_to_d(&fs, &api, b"A", false).await;
     assert_eq!(fs.deletes_pending(), 0);
 }
 
@@ -405,18 +415,9 @@ async fn a_moved_file_carried_by_a_folder_move_still_deletes_its_old_copy() {
 async fn a_folder_move_listing_a_file_its_upload_just_landed_moves_the_newest_bytes() {
     let api = server();
     let cache = tempfile::tempdir().expect("tempdir");
-    let mut cfg = config(cache.path(), 1);
-    // The engine does not send anything by itself here: the test drives each upload.
-    cfg.write_back = WriteBack {
-        transfers: TRANSFERS,
-        upload_delay: Duration::from_secs(3600),
-        ..WriteBack::default()
-    };
-    let fs = VagonFs::new(
-        Arc::clone(&api) as Arc<dyn FilesApi>,
-        RootSpec::Space(Space::Shared),
-        cfg,
-    );
+    // The test drives each upload (the engine's own upload after a close races it: see
+    // `an_object_its_own_upload_overwrote_is_still_the_file`).
+    let fs = mount_hand_driven(&api, cache.path());
     let e = api.inner().add_dir(Space::Shared, None, "e");
     let e_ino = super::driver::ino(&fs, "e").await;
     let (a, closed) = put(&fs, e_ino, "a", b"one").await;
@@ -438,19 +439,7 @@ async fn a_folder_move_listing_a_file_its_upload_just_landed_moves_the_newest_by
         space: Space::Shared,
         id: e,
     });
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        fs.rename(ROOT_INO, OsStr::new("e"), ROOT_INO, OsStr::new("d"), 0),
-    )
-    .await
-    .expect("the folder move hung")
-    .expect("mv e d");
-    assert_eq!(read_path(&fs, "d/a").await, b"three");
-    let report = fs.wait_uploads().await;
-    assert!(report.failed.is_empty(), "{report:?}");
-    let mut expected = only(&[("d/a", b"three")]);
-    expected.insert("d".to_string(), None);
-    assert_eq!(tree(&api), expected);
+    move_e_to_d(&fs, &api, b"three", true).await;
 }
 
 /// A listing that shows an object the file's own upload overwrote shows the file, not a file
@@ -464,17 +453,7 @@ async fn a_folder_move_listing_a_file_its_upload_just_landed_moves_the_newest_by
 async fn an_object_its_own_upload_overwrote_is_still_the_file() {
     let api = server();
     let cache = tempfile::tempdir().expect("tempdir");
-    let mut cfg = config(cache.path(), 1);
-    cfg.write_back = WriteBack {
-        transfers: TRANSFERS,
-        upload_delay: Duration::from_secs(3600),
-        ..WriteBack::default()
-    };
-    let fs = VagonFs::new(
-        Arc::clone(&api) as Arc<dyn FilesApi>,
-        RootSpec::Space(Space::Shared),
-        cfg,
-    );
+    let fs = mount_hand_driven(&api, cache.path());
     let e = api.inner().add_dir(Space::Shared, None, "e");
     let e_loc = Loc::Remote {
         space: Space::Shared,
@@ -520,6 +499,12 @@ async fn an_object_its_own_upload_overwrote_is_still_the_file() {
     );
     fs.flush(a, open.fh).await.expect("close");
     fs.release(a, open.fh).await.expect("release");
+    move_e_to_d(&fs, &api, b"three", false).await;
+}
+
+/// `mv e d` (bounded: a hang fails), then, once every upload is done, the server holds `d/a`
+/// with `bytes` and nothing else; `read_first`: `d/a` is read through the mount before that.
+async fn move_e_to_d(fs: &VagonFs, api: &Arc<Server>, bytes: &[u8], read_first: bool) {
     tokio::time::timeout(
         Duration::from_secs(10),
         fs.rename(ROOT_INO, OsStr::new("e"), ROOT_INO, OsStr::new("d"), 0),
@@ -527,11 +512,14 @@ async fn an_object_its_own_upload_overwrote_is_still_the_file() {
     .await
     .expect("the folder move hung")
     .expect("mv e d");
+    if read_first {
+        assert_eq!(read_path(fs, "d/a").await, bytes);
+    }
     let report = fs.wait_uploads().await;
     assert!(report.failed.is_empty(), "{report:?}");
-    let mut expected = only(&[("d/a", b"three")]);
+    let mut expected = only(&[("d/a", bytes)]);
     expected.insert("d".to_string(), None);
-    assert_eq!(tree(&api), expected);
+    assert_eq!(tree(api), expected);
 }
 
 /// open(O_TRUNC) + write + close of the file `ino`.
