@@ -115,8 +115,10 @@ pub const MAX_RUN_BLOCKS: u64 = 64;
 /// neighbouring reads out of order, within [`SEQ_SLACK`]).
 pub const KEEP_BEHIND: u64 = 16;
 
-/// Prefetch runs in flight at once per open handle.
-pub const PREFETCH_CONCURRENCY: usize = 4;
+/// Prefetch runs in flight at once per open handle: 8 × 8 MiB covers the 64 MiB window. With 4,
+/// the runs went in waves (4 start, all wait one round trip, all stream, then the next 4): at
+/// 20 ms the pipe stood idle for a round trip in every ~45 ms.
+pub const PREFETCH_CONCURRENCY: usize = 8;
 
 /// Bytes fetches may hold at once even when the cache is smaller (8 MiB): the fixed part of the
 /// read path's memory bound.
