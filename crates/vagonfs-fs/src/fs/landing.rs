@@ -198,13 +198,14 @@ impl VagonFs {
         spooled: Option<&OnceCell<SpooledByBase>>,
     ) -> super::inode::Inode {
         if let Some(ino) = self.bind_listed(seen, name, parent.1, spooled)
-            && self.inodes.get(ino).is_some_and(|n| n.loc != seen.loc)
+            && let Some(node) = self.inodes.get(ino)
+            && node.loc != seen.loc
         {
             // An object the file's own upload overwrote, listed before that landed: the file.
             let node = if count_lookup {
                 self.inodes.add_lookup(ino)
             } else {
-                self.inodes.get(ino)
+                Some(node)
             };
             if let Some(node) = node {
                 return node;
