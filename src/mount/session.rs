@@ -162,11 +162,6 @@ fn serve_mounted(
     if let Some((listing, asked)) = backend.root_listing.clone() {
         fs.seed_root_listing(listing, asked);
     }
-    {
-        // The first statfs (a file manager opening the mount, `df`) then answers at once.
-        let _runtime = rt.enter();
-        fs.warm_statfs();
-    }
     if let Err(err) = fs.open_time_store() {
         warn!("{err}; modification times set in this mount are kept only until it ends");
     }

@@ -524,14 +524,6 @@ impl VagonFs {
         self.statfs.statfs(loc, self.inodes.len() as u64).await
     }
 
-    /// Fetch the root's capacity numbers in the background, so the first statfs of a fresh
-    /// mount (`df`, a file manager opening it) does not wait a round trip. Needs a runtime.
-    pub fn warm_statfs(&self) {
-        if let Ok(root) = self.node(ROOT_INO) {
-            self.statfs.warm(root.loc);
-        }
-    }
-
     /// Folders made by mkdir that the server does not have yet (`new_folders.rs`).
     pub fn folders_not_made(&self) -> usize {
         self.folders.not_made()

@@ -4,9 +4,8 @@
 //! very often) and fetched single-flight. Older numbers are still answered at once, and
 //! refreshed in the background (`rm -r`, `find` and file managers call statfs as they start:
 //! none of them waits a round trip for numbers that move slowly); a statfs with nothing cached
-//! waits for its numbers (the mount fetches the root's numbers in the background as it
-//! starts, [`StatfsCache::warm`], so that is rare), and the quota check before a write
-//! ([`StatfsCache::fresh_free`]) waits for fresh ones.
+//! waits for its numbers, and the quota check before a write ([`StatfsCache::fresh_free`])
+//! waits for fresh ones.
 //!
 //! Subtle cases handled here:
 //! - which numbers: a machine's tree shows that machine's capacity; the shared tree shows the
@@ -178,12 +177,6 @@ impl StatfsCache {
                 Ok(cap)
             })
         })
-    }
-
-    /// Fetch the numbers `statfs` at `loc` shows in the background, so the first statfs (a
-    /// file manager opening the mount, `df`) answers without a round trip.
-    pub(crate) fn warm(&self, loc: Loc) {
-        self.refresh_later(query_of(loc).0);
     }
 
     /// Refresh `machine`'s numbers in the background (joining a refresh already running).

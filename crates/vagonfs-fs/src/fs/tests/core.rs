@@ -494,35 +494,6 @@ async fn duplicate_names_stay_reachable() {
     );
 }
 
-/// A mount fetches the root's numbers as it starts: the first statfs asks nothing.
-#[tokio::test]
-async fn the_first_statfs_is_answered_from_numbers_fetched_at_mount() {
-    let api = server();
-    let gib = 1u64 << 30;
-    let quota = Capacity {
-        total: 10 * gib,
-        in_use: gib,
-        team_total: None,
-        team_in_use: None,
-    };
-    api.inner().set_capacity(Some(5), quota);
-    let fs = mount(&api, RootSpec::Space(Space::Machine(5)), config());
-    fs.warm_statfs();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while fs.statfs.last_free(Space::Machine(5)).is_none() {
-        assert!(std::time::Instant::now() < deadline, "numbers not fetched");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    api.hold(ApiMethod::Capacity, None);
-    let s = tokio::time::timeout(Duration::from_secs(1), fs.statfs(ROOT_INO))
-        .await
-        .expect("the first statfs waited for a request")
-        .expect("statfs");
-    api.unhold(ApiMethod::Capacity);
-    assert_eq!(s.blocks_free, 9 * gib / 4096);
-    assert_eq!(api.calls(ApiMethod::Capacity), 1, "one request, at mount");
-}
-
 #[tokio::test]
 async fn statfs_shows_the_quota() {
     let api = server();
