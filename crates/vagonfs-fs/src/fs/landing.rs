@@ -22,7 +22,7 @@
 //!   through one map of the spooled files per readdir batch (`spooled_by_base`), made only
 //!   when an entry of the batch has no inode yet, or by one scan for a single lookup or a
 //!   write-path child; all through `each_spooled_base`. So is a listed object that one of the
-//!   file's own uploads overwrote (`SpooledFile::replaced`), where the file still has that name:
+//!   file's own uploads overwrote (`SpooledFile::each_replaced`), where the file still has that name:
 //!   a listing fetched before that upload landed, read when no bookkeeping bound the inode to
 //!   it, shows the file, never a second inode whose bytes are gone.
 
@@ -292,9 +292,7 @@ impl VagonFs {
             if let Some(base) = f.file.base() {
                 visit((space, base.id), (*ino, true));
             }
-            for id in f.file.replaced() {
-                visit((space, id), (*ino, false));
-            }
+            f.file.each_replaced(|id| visit((space, id), (*ino, false)));
         }
     }
 

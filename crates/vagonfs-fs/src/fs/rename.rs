@@ -81,7 +81,9 @@ impl VagonFs {
 
     /// Where `name` in `dir` is on the server (see [`VagonFs::file_target`]).
     fn place_in(&self, dir: &DirRef, name: &OsStr) -> FsResult<super::write::FileTarget> {
-        let mut target = self.file_target(dir.ino, dir.loc, name)?;
+        // With its own path, the folder's inode is not walked for a path that is replaced.
+        let ino = if dir.path.is_some() { None } else { dir.ino };
+        let mut target = self.file_target(ino, dir.loc, name)?;
         if dir.path.is_some() {
             target.display_path = self.shown_in(dir, name);
         }

@@ -259,10 +259,10 @@ impl SpooledFile {
         self.meta().base
     }
 
-    /// Objects this file's uploads overwrote, latest last (a few): an older listing may still
-    /// show one of them under the file's name (see `landing.rs`).
-    pub fn replaced(&self) -> Vec<u64> {
-        self.meta().replaced.clone()
+    /// `visit(id)` for each object this file's uploads overwrote, latest last (a few): an
+    /// older listing may still show one of them under the file's name (see `landing.rs`).
+    pub fn each_replaced(&self, mut visit: impl FnMut(u64)) {
+        self.meta().replaced.iter().for_each(|id| visit(*id));
     }
 
     /// Bumped by every write and `set_len`.
